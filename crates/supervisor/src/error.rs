@@ -1,0 +1,175 @@
+//! Typed errors with a stable code, context and a hint for the fix.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// What went wrong, as a stable machine-readable code.
+///
+/// The string form ([`ErrorKind::code`]) is part of the public contract: scripts and
+/// the API match on it, so it never changes once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A [`crate::ProcessSpec`] failed validation.
+    InvalidSpec,
+    /// A glob pattern could not be parsed.
+    InvalidPattern,
+    /// A process with this name is already registered and active.
+    DuplicateName,
+    /// No process with this name is registered.
+    ProcessNotFound,
+    /// The process could not be spawned (missing executable, permissions, limits).
+    ProcessStartFailed,
+    /// The restart circuit opened: too many consecutive failures.
+    MaxErrorsExceeded,
+    /// The manager is shutting down and refuses new work.
+    ShuttingDown,
+    /// An operating-system call failed outside of spawning.
+    Io,
+}
+
+impl ErrorKind {
+    /// The stable code, e.g. `PROCESS_START_FAILED`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidSpec => "INVALID_SPEC",
+            ErrorKind::InvalidPattern => "INVALID_PATTERN",
+            ErrorKind::DuplicateName => "DUPLICATE_NAME",
+            ErrorKind::ProcessNotFound => "PROCESS_NOT_FOUND",
+            ErrorKind::ProcessStartFailed => "PROCESS_START_FAILED",
+            ErrorKind::MaxErrorsExceeded => "MAX_ERRORS_EXCEEDED",
+            ErrorKind::ShuttingDown => "SHUTTING_DOWN",
+            ErrorKind::Io => "IO_ERROR",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// An error from the supervisor: a kind (stable code), a message, the context it
+/// happened in (process name, command, pid, …) and a hint for the fix.
+///
+/// Cheap to clone, so the same error can sit in a status snapshot and travel in an
+/// event.
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    context: Vec<(&'static str, String)>,
+    hint: Option<String>,
+    source: Option<std::io::Error>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Builder {
+        Builder {
+            inner: Inner {
+                kind,
+                message: message.into(),
+                context: Vec::new(),
+                hint: None,
+                source: None,
+            },
+        }
+    }
+
+    /// The kind of error.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The stable code, e.g. `PROCESS_NOT_FOUND`.
+    pub fn code(&self) -> &'static str {
+        self.inner.kind.code()
+    }
+
+    /// The human-readable message, without code, context or hint.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// Key/value context: which process, command, pid.
+    pub fn context(&self) -> &[(&'static str, String)] {
+        &self.inner.context
+    }
+
+    /// A suggestion for the fix, when there is one.
+    pub fn hint(&self) -> Option<&str> {
+        self.inner.hint.as_deref()
+    }
+}
+
+pub(crate) struct Builder {
+    inner: Inner,
+}
+
+impl Builder {
+    pub(crate) fn ctx(mut self, key: &'static str, value: impl fmt::Display) -> Self {
+        self.inner.context.push((key, value.to_string()));
+        self
+    }
+
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.inner.hint = Some(hint.into());
+        self
+    }
+
+    pub(crate) fn source(mut self, source: std::io::Error) -> Self {
+        self.inner.source = Some(source);
+        self
+    }
+
+    pub(crate) fn build(self) -> Error {
+        Error {
+            inner: Arc::new(self.inner),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.code(), self.inner.message)?;
+        if let Some(src) = &self.inner.source {
+            write!(f, ": {src}")?;
+        }
+        for (k, v) in &self.inner.context {
+            write!(f, " {k}={v:?}")?;
+        }
+        if let Some(h) = &self.inner.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("code", &self.code())
+            .field("message", &self.inner.message)
+            .field("context", &self.inner.context)
+            .field("hint", &self.inner.hint)
+            .field("source", &self.inner.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

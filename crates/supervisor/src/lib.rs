@@ -1,0 +1,62 @@
+//! `hangar_supervisor` runs processes and keeps them running.
+//!
+//! A [`Manager`] holds named processes, each described by a [`ProcessSpec`]. Every
+//! process is driven by its own tokio task around a pure state [`Machine`]
+//! (event in, actions out), so restart, backoff and circuit-breaker rules are
+//! unit-tested without spawning anything, and one slow process never holds up
+//! another.
+//!
+//! How the parts connect:
+//!
+//! - **Spawning** happens on a couple of dedicated threads (`spawn` module): each
+//!   child gets its own session and process group, `PR_SET_PDEATHSIG` so it dies
+//!   with the supervisor, and a pidfd, so exit is learnt from the kernel (epoll on
+//!   the pidfd), never by polling. Every child is reaped: no zombies.
+//! - **Stopping** sends the spec's stop signal to the whole process group, then
+//!   SIGKILL to the group after the grace period. When a group leader exits for any
+//!   reason, what is left of its group is killed before the leader is reaped, so
+//!   grandchildren do not outlive it.
+//! - **Logs** (`logs` module): one thread drains every stdout/stderr pipe into
+//!   size-rotated files and a small in-memory tail; a child never blocks on its
+//!   pipe and a full disk only drops output (counted in the status).
+//! - **Events** ([`Event`]) are broadcast for every state change; [`ProcessStatus`]
+//!   snapshots are read without asking the process task.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hangar_supervisor::{Manager, ProcessSpec, RestartMode, RestartPolicy};
+//!
+//! # async fn demo() -> Result<(), hangar_supervisor::Error> {
+//! let manager = Manager::new()?;
+//! let spec = ProcessSpec::new("sleeper", "sleep").args(["3600"]).restart(RestartPolicy {
+//!     policy: RestartMode::Always,
+//!     initial_interval: Duration::ZERO,
+//!     ..RestartPolicy::default()
+//! });
+//! let pid = manager.start(spec).await?;
+//! println!("sleeper runs as {pid}");
+//! manager.stop("sleeper", Some(Duration::from_secs(5))).await?;
+//! manager.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod event;
+mod logs;
+mod manager;
+mod process;
+mod spawn;
+mod spec;
+mod state;
+mod status;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventKind};
+pub use logs::{LogLine, Stream};
+pub use manager::{Manager, ManagerOptions};
+pub use spec::{
+    LogSpec, ProcessSpec, RestartMode, RestartPolicy, SpecProblem, StopSignal, MAX_NAME_LEN,
+};
+pub use state::{Action, ExitInfo, Input, Machine, Output, State, Transition};
+pub use status::{ProcessStatus, Tail};

@@ -1,0 +1,550 @@
+//! Log capture: one thread drains every child's stdout and stderr.
+//!
+//! The pump thread owns an epoll set (mio) with every pipe read end. It reads
+//! whatever is there, appends it to the process's log file (rotating by size) and to
+//! an in-memory tail, and goes back to waiting. Children never block on a full pipe
+//! because the pipe is drained whether or not the disk keeps up: a failed write
+//! (a full disk, say) drops the bytes, counts them, and keeps the error for the
+//! status view. Files are opened lazily, so a silent process costs no file
+//! descriptor, and writes go straight to the file, so there is no buffer per
+//! process either.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::LogSpec;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    fn index(self) -> usize {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout.log",
+            Stream::Stderr => "stderr.log",
+        }
+    }
+}
+
+/// One line of recent output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Where it came from.
+    pub stream: Stream,
+    /// The text, lossily decoded as UTF-8, without the newline.
+    pub text: String,
+}
+
+/// Capture state of one process: its log files, its tail and its write errors.
+pub(crate) struct ProcessLog {
+    name: Arc<str>,
+    spec: LogSpec,
+    inner: Mutex<LogInner>,
+    dropped: AtomicU64,
+}
+
+struct LogInner {
+    files: [Option<LogFile>; 2],
+    tail: Tail,
+    last_error: Option<String>,
+}
+
+impl ProcessLog {
+    pub(crate) fn new(name: Arc<str>, spec: LogSpec) -> Arc<ProcessLog> {
+        let tail = Tail::new(spec.tail_bytes);
+        Arc::new(ProcessLog {
+            name,
+            spec,
+            inner: Mutex::new(LogInner {
+                files: [None, None],
+                tail,
+                last_error: None,
+            }),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// The path of a stream's live log file, when logging to files.
+    pub(crate) fn path(&self, stream: Stream) -> Option<PathBuf> {
+        self.spec
+            .dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.{}", self.name, stream.suffix())))
+    }
+
+    pub(crate) fn tail(&self, max_lines: usize) -> Vec<LogLine> {
+        match self.inner.lock() {
+            Ok(g) => g.tail.last(max_lines),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub(crate) fn dropped_bytes(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.inner.lock().ok().and_then(|g| g.last_error.clone())
+    }
+
+    /// Append a chunk read from `stream`. Runs on the pump thread only.
+    fn write(&self, stream: Stream, chunk: &[u8]) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        g.tail.push(stream, chunk);
+        let Some(path) = self.path(stream) else { return };
+        let idx = stream.index();
+        if g.files[idx].is_none() {
+            match LogFile::open(path, &self.spec) {
+                Ok(f) => g.files[idx] = Some(f),
+                Err(e) => {
+                    self.dropped.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    g.last_error = Some(format!("open log file: {e}"));
+                    return;
+                }
+            }
+        }
+        let res = match g.files[idx].as_mut() {
+            Some(f) => f.write(chunk),
+            None => Ok(()),
+        };
+        if let Err(e) = res {
+            self.dropped.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            g.last_error = Some(format!("write log file: {e}"));
+            // Reopen next time: the file may have been deleted or the disk freed.
+            g.files[idx] = None;
+        }
+    }
+}
+
+/// A live log file with size-based rotation.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    keep: u32,
+    compress: bool,
+    max_age: Option<Duration>,
+    seq: u32,
+}
+
+impl LogFile {
+    fn open(path: PathBuf, spec: &LogSpec) -> io::Result<LogFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            path,
+            file,
+            size,
+            max_size: spec.max_size,
+            keep: spec.keep,
+            compress: spec.compress,
+            max_age: spec.max_age,
+            seq: 0,
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.max_size > 0 && self.size > 0 && self.size + chunk.len() as u64 > self.max_size {
+            // A failed rotation is not fatal: keep appending to the live file.
+            let _ = self.rotate();
+        }
+        self.file.write_all(chunk)?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Move the live file aside under a name that sorts by time, start a new one, and
+    /// hand compression and pruning to the maintenance thread.
+    fn rotate(&mut self) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(format!(".{stamp}.{:04}", self.seq % 10_000));
+        let rotated = PathBuf::from(rotated);
+        std::fs::rename(&self.path, &rotated)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        maintenance().send(Maintenance {
+            live: self.path.clone(),
+            rotated,
+            compress: self.compress,
+            keep: self.keep,
+            max_age: self.max_age,
+        });
+        Ok(())
+    }
+}
+
+struct Maintenance {
+    live: PathBuf,
+    rotated: PathBuf,
+    compress: bool,
+    keep: u32,
+    max_age: Option<Duration>,
+}
+
+/// One background thread compresses rotated files and prunes old ones, so the pump
+/// thread never stalls on gzip.
+struct MaintenanceQueue {
+    tx: Mutex<mpsc::Sender<Maintenance>>,
+}
+
+impl MaintenanceQueue {
+    fn send(&self, job: Maintenance) {
+        if let Ok(tx) = self.tx.lock() {
+            let _ = tx.send(job);
+        }
+    }
+}
+
+fn maintenance() -> &'static MaintenanceQueue {
+    static QUEUE: OnceLock<MaintenanceQueue> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Maintenance>();
+        let _ = std::thread::Builder::new()
+            .name("hangar-logrotate".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                for job in rx {
+                    if job.compress {
+                        let _ = gzip_file(&job.rotated);
+                    }
+                    let _ = prune(&job.live, job.keep, job.max_age);
+                }
+            });
+        MaintenanceQueue { tx: Mutex::new(tx) }
+    })
+}
+
+fn gzip_file(path: &Path) -> io::Result<()> {
+    let mut gz_path = path.as_os_str().to_owned();
+    gz_path.push(".gz");
+    let gz_path = PathBuf::from(gz_path);
+    let mut tmp = gz_path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut src = File::open(path)?;
+    let dst = File::create(&tmp)?;
+    let mut enc = flate2::write::GzEncoder::new(dst, flate2::Compression::default());
+    io::copy(&mut src, &mut enc)?;
+    enc.finish()?.sync_all()?;
+    std::fs::rename(&tmp, &gz_path)?;
+    std::fs::remove_file(path)
+}
+
+/// Keep the newest `keep` rotated files of `live` and none older than `max_age`.
+fn prune(live: &Path, keep: u32, max_age: Option<Duration>) -> io::Result<()> {
+    let (Some(dir), Some(base)) = (live.parent(), live.file_name()) else {
+        return Ok(());
+    };
+    let mut prefix = base.to_os_string();
+    prefix.push(".");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let mut rotated: Vec<(String, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with(&prefix) && !name.ends_with(".tmp")).then(|| (name, e.path()))
+        })
+        .collect();
+    // Names carry an RFC 3339 stamp and a sequence number: lexical order is age order.
+    rotated.sort();
+    let excess = rotated.len().saturating_sub(keep as usize);
+    let now = SystemTime::now();
+    for (i, (_, path)) in rotated.iter().enumerate() {
+        let too_old = max_age.is_some_and(|max| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > max)
+        });
+        if i < excess || too_old {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// The last few KiB of output, as lines, both streams interleaved in arrival order.
+struct Tail {
+    cap: usize,
+    bytes: usize,
+    lines: VecDeque<LogLine>,
+    partial: [Vec<u8>; 2],
+}
+
+impl Tail {
+    fn new(cap: usize) -> Tail {
+        Tail {
+            cap,
+            bytes: 0,
+            lines: VecDeque::new(),
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn push(&mut self, stream: Stream, mut chunk: &[u8]) {
+        if self.cap == 0 {
+            return;
+        }
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            let partial = &mut self.partial[stream.index()];
+            partial.extend_from_slice(&chunk[..nl]);
+            let line = std::mem::take(partial);
+            self.push_line(stream, &line);
+            chunk = &chunk[nl + 1..];
+        }
+        let partial = &mut self.partial[stream.index()];
+        partial.extend_from_slice(chunk);
+        if partial.len() > self.cap {
+            // A line longer than the whole tail: keep its end only.
+            let cut = partial.len() - self.cap;
+            partial.drain(..cut);
+        }
+    }
+
+    fn push_line(&mut self, stream: Stream, line: &[u8]) {
+        let line = if line.len() > self.cap {
+            &line[line.len() - self.cap..]
+        } else {
+            line
+        };
+        let text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_string();
+        self.bytes += text.len() + 1;
+        self.lines.push_back(LogLine { stream, text });
+        while self.bytes > self.cap {
+            match self.lines.pop_front() {
+                Some(l) => self.bytes -= l.text.len() + 1,
+                None => break,
+            }
+        }
+    }
+
+    fn last(&self, n: usize) -> Vec<LogLine> {
+        let skip = self.lines.len().saturating_sub(n);
+        self.lines.iter().skip(skip).cloned().collect()
+    }
+}
+
+const WAKER: Token = Token(0);
+/// Reads per pipe per wake-up before others get a turn.
+const READS_PER_TURN: usize = 16;
+
+enum PumpMsg {
+    Add {
+        fd: OwnedFd,
+        log: Arc<ProcessLog>,
+        stream: Stream,
+    },
+}
+
+/// Handle to the log pump thread. The thread ends when the last handle is dropped
+/// and every pipe has reached end of file.
+#[derive(Clone)]
+pub(crate) struct LogPump {
+    tx: mpsc::Sender<PumpMsg>,
+    waker: Arc<Waker>,
+}
+
+impl LogPump {
+    pub(crate) fn start() -> io::Result<LogPump> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("hangar-logs".into())
+            .stack_size(256 * 1024)
+            .spawn(move || pump(poll, rx))?;
+        Ok(LogPump { tx, waker })
+    }
+
+    /// Start draining `fd` (a pipe read end) into `log`.
+    pub(crate) fn add(&self, fd: OwnedFd, log: Arc<ProcessLog>, stream: Stream) {
+        if self.tx.send(PumpMsg::Add { fd, log, stream }).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+struct Pipe {
+    file: File,
+    log: Arc<ProcessLog>,
+    stream: Stream,
+}
+
+fn pump(mut poll: Poll, rx: mpsc::Receiver<PumpMsg>) {
+    let mut events = Events::with_capacity(256);
+    let mut pipes: HashMap<Token, Pipe> = HashMap::new();
+    let mut next = 1usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut again: Vec<Token> = Vec::new();
+    let mut senders_gone = false;
+    loop {
+        if senders_gone && pipes.is_empty() {
+            return;
+        }
+        let timeout = (!again.is_empty()).then_some(Duration::ZERO);
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        let mut ready: Vec<Token> = std::mem::take(&mut again);
+        for ev in events.iter() {
+            if ev.token() == WAKER {
+                loop {
+                    match rx.try_recv() {
+                        Ok(PumpMsg::Add { fd, log, stream }) => {
+                            if rustix::io::ioctl_fionbio(&fd, true).is_err() {
+                                continue;
+                            }
+                            let file = File::from(fd);
+                            let token = Token(next);
+                            next = next.wrapping_add(1).max(1);
+                            use std::os::fd::AsRawFd;
+                            let raw = file.as_raw_fd();
+                            if poll
+                                .registry()
+                                .register(&mut SourceFd(&raw), token, Interest::READABLE)
+                                .is_ok()
+                            {
+                                pipes.insert(token, Pipe { file, log, stream });
+                            }
+                        }
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            senders_gone = true;
+                            break;
+                        }
+                    }
+                }
+            } else if !ready.contains(&ev.token()) {
+                ready.push(ev.token());
+            }
+        }
+        for token in ready {
+            let Some(pipe) = pipes.get_mut(&token) else {
+                continue;
+            };
+            let mut done = false;
+            let mut turns = 0;
+            loop {
+                if turns == READS_PER_TURN {
+                    again.push(token);
+                    break;
+                }
+                turns += 1;
+                match pipe.file.read(&mut buf) {
+                    Ok(0) => {
+                        done = true;
+                        break;
+                    }
+                    Ok(n) => pipe.log.write(pipe.stream, &buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if done {
+                if let Some(pipe) = pipes.remove(&token) {
+                    use std::os::fd::AsRawFd;
+                    let raw = pipe.file.as_raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&raw));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_last_lines_within_cap() {
+        let mut t = Tail::new(20);
+        t.push(Stream::Stdout, b"hello\nwor");
+        t.push(Stream::Stderr, b"oops\n");
+        t.push(Stream::Stdout, b"ld\n");
+        let got: Vec<_> = t.last(10).into_iter().map(|l| l.text).collect();
+        assert_eq!(got, ["hello", "oops", "world"]);
+        t.push(Stream::Stdout, b"0123456789\n");
+        let got: Vec<_> = t.last(10).into_iter().map(|l| l.text).collect();
+        assert_eq!(got, ["world", "0123456789"]);
+        assert!(t.bytes <= 20);
+    }
+
+    #[test]
+    fn rotation_keeps_newest_files() {
+        let dir = std::env::temp_dir().join(format!("hangar-rot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = LogSpec {
+            dir: Some(dir.clone()),
+            max_size: 4096,
+            keep: 2,
+            ..LogSpec::default()
+        };
+        let path = dir.join("p.stdout.log");
+        let mut f = LogFile::open(path.clone(), &spec).unwrap();
+        let chunk = vec![b'x'; 3000];
+        for _ in 0..6 {
+            f.write(&chunk).unwrap();
+        }
+        // Let the maintenance thread prune.
+        for _ in 0..200 {
+            let n = std::fs::read_dir(&dir).unwrap().count();
+            if n == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names[0], "p.stdout.log");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,480 @@
+//! [`Manager`]: the registry of supervised processes and the public API.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Event;
+use crate::logs::{LogPump, ProcessLog, Stream};
+use crate::process::{Actor, Command, Shared};
+use crate::spawn::Spawner;
+use crate::spec::ProcessSpec;
+use crate::state::State;
+use crate::status::{ProcessStatus, Tail};
+
+/// Settings of a [`Manager`].
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Threads that fork and exec (default 2).
+    pub spawn_threads: usize,
+    /// Events buffered per subscriber before a slow one starts losing them.
+    pub event_capacity: usize,
+    /// Seed for restart jitter; random when unset. Set it for repeatable tests.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            spawn_threads: 2,
+            event_capacity: 4096,
+            jitter_seed: None,
+        }
+    }
+}
+
+/// What every process task shares.
+pub(crate) struct Ctx {
+    pub spawner: Spawner,
+    pub events: broadcast::Sender<Event>,
+    pub seq: AtomicU64,
+    pub base_env: Arc<Vec<(String, String)>>,
+    global_env: RwLock<Arc<Vec<(String, String)>>>,
+}
+
+impl Ctx {
+    pub(crate) fn global_env(&self) -> Arc<Vec<(String, String)>> {
+        match self.global_env.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+}
+
+struct Entry {
+    tx: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+/// Supervises named processes: start, stop, restart, status, by name or glob.
+///
+/// Cheap to clone; every method may be called concurrently from many tasks. Lookup
+/// by name is a hash-map read; each process is driven by its own task, so the map
+/// lock is never held across an await.
+///
+/// Must be used inside a tokio runtime (with the `time` and `net` drivers enabled).
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ctx: Arc<Ctx>,
+    logs: LogPump,
+    procs: RwLock<HashMap<Arc<str>, Entry>>,
+    seeds: Mutex<fastrand::Rng>,
+    closing: AtomicBool,
+}
+
+impl Manager {
+    /// A manager with default options.
+    pub fn new() -> Result<Manager> {
+        Manager::with_options(ManagerOptions::default())
+    }
+
+    /// A manager with these options. Starts the spawner and log threads.
+    pub fn with_options(opts: ManagerOptions) -> Result<Manager> {
+        let io_err = |e: std::io::Error| {
+            Error::new(ErrorKind::Io, "could not start supervisor threads")
+                .source(e)
+                .hint("the system may be out of threads or file descriptors")
+                .build()
+        };
+        let logs = LogPump::start().map_err(io_err)?;
+        let spawner = Spawner::new(opts.spawn_threads, logs.clone()).map_err(io_err)?;
+        let (events, _) = broadcast::channel(opts.event_capacity.max(16));
+        let base_env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let seeds = match opts.jitter_seed {
+            Some(s) => fastrand::Rng::with_seed(s),
+            None => fastrand::Rng::new(),
+        };
+        Ok(Manager {
+            inner: Arc::new(Inner {
+                ctx: Arc::new(Ctx {
+                    spawner,
+                    events,
+                    seq: AtomicU64::new(0),
+                    base_env: Arc::new(base_env),
+                    global_env: RwLock::new(Arc::new(Vec::new())),
+                }),
+                logs,
+                procs: RwLock::new(HashMap::new()),
+                seeds: Mutex::new(seeds),
+                closing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Subscribe to events (state changes of every process).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.ctx.events.subscribe()
+    }
+
+    /// Set environment variables given to every process started from now on (under
+    /// each spec's own `env`). Entries are `KEY=VALUE`.
+    pub fn set_global_env<I, S>(&self, vars: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = Vec::new();
+        for v in vars {
+            let v = v.as_ref();
+            match v.split_once('=') {
+                Some((k, val)) if !k.is_empty() && !v.contains('\0') => {
+                    out.push((k.to_string(), val.to_string()))
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidSpec,
+                        format!("invalid environment entry {v:?}"),
+                    )
+                    .hint("write entries as KEY=VALUE")
+                    .build())
+                }
+            }
+        }
+        if let Ok(mut g) = self.inner.ctx.global_env.write() {
+            *g = Arc::new(out);
+        }
+        Ok(())
+    }
+
+    /// Register and start one process. Resolves once it runs (with its pid) or its
+    /// start failed. A process of the same name that is stopped, exited or failed
+    /// is replaced; one that is active is a `DUPLICATE_NAME` error.
+    pub async fn start(&self, spec: ProcessSpec) -> Result<u32> {
+        if spec.instances > 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidSpec,
+                format!("spec asks for {} instances", spec.instances),
+            )
+            .ctx("name", &spec.name)
+            .hint("use start_n to start several instances")
+            .build());
+        }
+        spec.validate()?;
+        let rx = self.send_start(Arc::new(spec))?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Start `spec.instances` copies named `name-1` … `name-N`, concurrently.
+    /// Returns one result per instance, in order.
+    pub async fn start_n(&self, spec: ProcessSpec) -> Vec<(String, Result<u32>)> {
+        if let Err(e) = spec.validate() {
+            return vec![(spec.name.clone(), Err(e))];
+        }
+        let n = spec.instances;
+        let mut pending = Vec::with_capacity(n as usize);
+        for i in 1..=n {
+            let mut one = spec.clone();
+            one.instances = 1;
+            one.name = format!("{}-{i}", spec.name);
+            one.env
+                .insert("HANGAR_INSTANCE".into(), i.to_string());
+            if let Err(e) = one.validate() {
+                pending.push((one.name, Err(e)));
+                continue;
+            }
+            let name = one.name.clone();
+            match self.send_start(Arc::new(one)) {
+                Ok(rx) => pending.push((name, Ok(rx))),
+                Err(e) => pending.push((name, Err(e))),
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for (name, rx) in pending {
+            let res = match rx {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(gone())),
+                Err(e) => Err(e),
+            };
+            out.push((name, res));
+        }
+        out
+    }
+
+    fn send_start(&self, spec: Arc<ProcessSpec>) -> Result<oneshot::Receiver<Result<u32>>> {
+        self.check_open()?;
+        let (reply, rx) = oneshot::channel();
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let mut procs = self.inner.procs.write().map_err(|_| poisoned())?;
+        let cmd = Command::Start {
+            spec: Some(Arc::clone(&spec)),
+            reply,
+        };
+        if let Some(entry) = procs.get(&name) {
+            if let Err(mpsc::error::SendError(cmd)) = entry.tx.send(cmd) {
+                // The task ended (removal in flight): replace the entry.
+                procs.remove(&name);
+                let entry = self.spawn_actor(spec);
+                let _ = entry.tx.send(cmd);
+                procs.insert(name, entry);
+            }
+        } else {
+            let entry = self.spawn_actor(spec);
+            let _ = entry.tx.send(cmd);
+            procs.insert(name, entry);
+        }
+        Ok(rx)
+    }
+
+    fn spawn_actor(&self, spec: Arc<ProcessSpec>) -> Entry {
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let shared = Arc::new(Shared {
+            status: Mutex::new(ProcessStatus::new(Arc::clone(&name))),
+            log: ProcessLog::new(name, spec.log.clone()),
+        });
+        let seed = match self.inner.seeds.lock() {
+            Ok(mut r) => r.u64(..),
+            Err(_) => 0,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor::new(spec, Arc::clone(&shared), Arc::clone(&self.inner.ctx), seed);
+        tokio::spawn(actor.run(rx));
+        Entry { tx, shared }
+    }
+
+    /// Start a registered process again (from stopped, exited, failed or backoff).
+    /// Closes an open restart circuit. Resolves with the pid once it runs.
+    pub async fn start_name(&self, name: &str) -> Result<u32> {
+        self.check_open()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(name, Command::Start { spec: None, reply })?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Stop then start a process (or just start it if it is not running).
+    pub async fn restart(&self, name: &str) -> Result<u32> {
+        self.check_open()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(name, Command::Restart { reply })?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Close an open circuit and start again; same as [`Manager::start_name`].
+    pub async fn reset(&self, name: &str) -> Result<u32> {
+        self.start_name(name).await
+    }
+
+    /// Stop a process: its stop signal to the whole group, SIGKILL to the group after
+    /// `timeout` (the spec's `stop_timeout` when `None`). Resolves when it is gone.
+    /// The process stays registered and can be started again.
+    pub async fn stop(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(name, Command::Stop { timeout, reply })?;
+        let _ = rx.await;
+        Ok(())
+    }
+
+    /// Stop every process whose name matches `pattern` (a glob: `web-*`), all at
+    /// once. Returns the names stopped.
+    pub async fn stop_all(&self, pattern: &str, timeout: Option<Duration>) -> Result<Vec<String>> {
+        let matcher = Matcher::new(pattern)?;
+        let mut waits = Vec::new();
+        {
+            let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+            for (name, entry) in procs.iter() {
+                if matcher.matches(name) {
+                    let (reply, rx) = oneshot::channel();
+                    if entry.tx.send(Command::Stop { timeout, reply }).is_ok() {
+                        waits.push((name.to_string(), rx));
+                    }
+                }
+            }
+        }
+        let mut names = Vec::with_capacity(waits.len());
+        for (name, rx) in waits {
+            let _ = rx.await;
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Stop a process and forget it.
+    pub async fn remove(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        let entry = {
+            let mut procs = self.inner.procs.write().map_err(|_| poisoned())?;
+            procs.remove(name).ok_or_else(|| not_found(name))?
+        };
+        let (reply, rx) = oneshot::channel();
+        if entry.tx.send(Command::Remove { timeout, reply }).is_ok() {
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+
+    /// Status of one process.
+    pub fn status(&self, name: &str) -> Result<ProcessStatus> {
+        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+        Ok(snapshot(&entry.shared))
+    }
+
+    /// Status of every process whose name matches `pattern`, sorted by name.
+    pub fn status_all(&self, pattern: &str) -> Result<Vec<ProcessStatus>> {
+        let matcher = Matcher::new(pattern)?;
+        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let mut out: Vec<ProcessStatus> = procs
+            .iter()
+            .filter(|(name, _)| matcher.matches(name))
+            .map(|(_, e)| snapshot(&e.shared))
+            .collect();
+        drop(procs);
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// How many processes matching `pattern` are running.
+    pub fn count(&self, pattern: &str) -> Result<usize> {
+        let matcher = Matcher::new(pattern)?;
+        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        Ok(procs
+            .iter()
+            .filter(|(name, e)| {
+                matcher.matches(name)
+                    && e.shared.status.lock().is_ok_and(|s| s.state == State::Running)
+            })
+            .count())
+    }
+
+    /// Names of all registered processes, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = match self.inner.procs.read() {
+            Ok(p) => p.keys().map(|k| k.to_string()).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort();
+        v
+    }
+
+    /// The last `lines` lines of a process's output (both streams, in order).
+    pub fn tail(&self, name: &str, lines: usize) -> Result<Tail> {
+        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+        Ok(entry.shared.log.tail(lines))
+    }
+
+    /// Paths of a process's live log files (stdout, stderr), when it logs to files.
+    pub fn log_paths(&self, name: &str) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+        let log = &entry.shared.log;
+        Ok((log.path(Stream::Stdout), log.path(Stream::Stderr)))
+    }
+
+    /// Stop everything (each with its own stop timeout), forget it, and refuse new
+    /// starts. Resolves when every child is gone.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let entries: Vec<Entry> = match self.inner.procs.write() {
+            Ok(mut p) => p.drain().map(|(_, e)| e).collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut waits = Vec::with_capacity(entries.len());
+        for e in entries {
+            let (reply, rx) = oneshot::channel();
+            if e.tx.send(Command::Remove { timeout: None, reply }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.await;
+        }
+        let _ = &self.inner.logs;
+    }
+
+    fn send(&self, name: &str, cmd: Command) -> Result<()> {
+        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+        entry.tx.send(cmd).map_err(|_| not_found(name))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::ShuttingDown, "the manager is shutting down")
+                .hint("start processes before calling shutdown")
+                .build());
+        }
+        Ok(())
+    }
+}
+
+fn snapshot(shared: &Shared) -> ProcessStatus {
+    let mut st = match shared.status.lock() {
+        Ok(s) => s.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    st.log_dropped_bytes = shared.log.dropped_bytes();
+    if st.log_dropped_bytes > 0 {
+        st.log_error = shared.log.last_error();
+    }
+    st
+}
+
+fn not_found(name: &str) -> Error {
+    Error::new(ErrorKind::ProcessNotFound, format!("no process named {name:?}"))
+        .ctx("name", name)
+        .hint("list processes to see the names in use")
+        .build()
+}
+
+fn gone() -> Error {
+    Error::new(ErrorKind::ShuttingDown, "the process task ended before answering")
+        .hint("the manager is shutting down or the process was removed")
+        .build()
+}
+
+fn poisoned() -> Error {
+    Error::new(ErrorKind::Io, "process table lock poisoned by a panic")
+        .hint("this is a bug in hangar; please report it")
+        .build()
+}
+
+/// A glob over process names, with a fast path for plain names and `*`.
+enum Matcher {
+    All,
+    Exact(String),
+    Glob(glob::Pattern),
+}
+
+impl Matcher {
+    fn new(pattern: &str) -> Result<Matcher> {
+        if pattern == "*" || pattern.is_empty() {
+            return Ok(Matcher::All);
+        }
+        if !pattern.contains(['*', '?', '[']) {
+            return Ok(Matcher::Exact(pattern.to_string()));
+        }
+        glob::Pattern::new(pattern).map(Matcher::Glob).map_err(|e| {
+            Error::new(ErrorKind::InvalidPattern, format!("invalid glob {pattern:?}: {e}"))
+                .hint("use * for any run of characters, ? for one, [abc] for a set")
+                .build()
+        })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Matcher::All => true,
+            Matcher::Exact(s) => s == name,
+            Matcher::Glob(p) => p.matches(name),
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! What to run: [`ProcessSpec`] and its parts, validated before anything starts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind};
+
+/// The longest process name accepted (names become file names).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Everything the supervisor needs to run one process (or `instances` copies of it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// Unique name; `[A-Za-z0-9._-]`, at most [`MAX_NAME_LEN`] bytes.
+    pub name: String,
+    /// The executable: a path, or a bare name looked up in `PATH`.
+    pub command: String,
+    /// Arguments after the command.
+    pub args: Vec<String>,
+    /// Environment for this process, over the manager's global env.
+    pub env: BTreeMap<String, String>,
+    /// Whether the child inherits hangar's own environment (default true).
+    pub inherit_env: bool,
+    /// Working directory; hangar's own when unset.
+    pub working_dir: Option<PathBuf>,
+    /// How many copies [`crate::Manager::start_n`] runs: `name-1` … `name-N`.
+    pub instances: u32,
+    /// What to do when the process exits.
+    pub restart: RestartPolicy,
+    /// Signal sent to the process group to ask it to stop.
+    pub stop_signal: StopSignal,
+    /// How long to wait after the stop signal before SIGKILL to the group.
+    #[serde(with = "duration_ms")]
+    pub stop_timeout: Duration,
+    /// Where stdout and stderr go.
+    pub log: LogSpec,
+    /// Kill the child when the supervisor dies (PR_SET_PDEATHSIG). Turn off only
+    /// when something else will adopt the child after a supervisor crash.
+    pub die_with_supervisor: bool,
+}
+
+impl Default for ProcessSpec {
+    fn default() -> Self {
+        ProcessSpec {
+            name: String::new(),
+            command: String::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            inherit_env: true,
+            working_dir: None,
+            instances: 1,
+            restart: RestartPolicy::default(),
+            stop_signal: StopSignal::default(),
+            stop_timeout: Duration::from_secs(10),
+            log: LogSpec::default(),
+            die_with_supervisor: true,
+        }
+    }
+}
+
+impl ProcessSpec {
+    /// A spec with defaults for everything but name, command and args.
+    pub fn new(name: impl Into<String>, command: impl Into<String>) -> Self {
+        ProcessSpec {
+            name: name.into(),
+            command: command.into(),
+            ..ProcessSpec::default()
+        }
+    }
+
+    /// Builder-style: set the arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Builder-style: set the restart policy.
+    pub fn restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Every problem with this spec, each naming the field (dotted path) it is about.
+    /// Empty when the spec is valid.
+    pub fn problems(&self) -> Vec<SpecProblem> {
+        let mut out = Vec::new();
+        let mut p = |field: &str, message: String| {
+            out.push(SpecProblem {
+                field: field.to_string(),
+                message,
+            })
+        };
+        if let Err(m) = validate_name(&self.name) {
+            p("name", m);
+        }
+        if self.command.trim().is_empty() {
+            p("command", "command is empty".into());
+        } else if self.command.contains('\0') {
+            p("command", "command contains a NUL byte".into());
+        }
+        if self.args.iter().any(|a| a.contains('\0')) {
+            p("args", "an argument contains a NUL byte".into());
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                p("env", format!("invalid environment variable {k:?}"));
+            }
+        }
+        if self.instances == 0 {
+            p("instances", "instances must be at least 1".into());
+        }
+        let r = &self.restart;
+        if !(r.multiplier.is_finite() && r.multiplier >= 1.0) {
+            p(
+                "restart.multiplier",
+                format!("multiplier must be >= 1, got {}", r.multiplier),
+            );
+        }
+        if !(r.jitter.is_finite() && (0.0..=1.0).contains(&r.jitter)) {
+            p(
+                "restart.jitter",
+                format!("jitter must be between 0 and 1, got {}", r.jitter),
+            );
+        }
+        if r.max_interval < r.initial_interval {
+            p(
+                "restart.max_interval",
+                format!(
+                    "max_interval ({:?}) is below initial_interval ({:?})",
+                    r.max_interval, r.initial_interval
+                ),
+            );
+        }
+        if self.log.max_size != 0 && self.log.max_size < 4096 {
+            p(
+                "log.max_size",
+                "max_size must be 0 (no rotation) or at least 4096 bytes".into(),
+            );
+        }
+        out
+    }
+
+    /// Validate, turning every problem into one [`ErrorKind::InvalidSpec`] error.
+    pub fn validate(&self) -> Result<(), Error> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let list = problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(Error::new(ErrorKind::InvalidSpec, list)
+            .ctx("name", &self.name)
+            .hint("fix the fields named above; nothing was started")
+            .build())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("name is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("name is longer than {MAX_NAME_LEN} bytes"));
+    }
+    if name.starts_with('.') {
+        return Err("name must not start with '.'".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "name {name:?} contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// One problem found by [`ProcessSpec::problems`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecProblem {
+    /// Dotted path of the field, e.g. `restart.multiplier`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// When to restart a process that exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    /// Restart after every exit, clean or not.
+    Always,
+    /// Restart only after a failure: non-zero exit code or death by signal.
+    #[default]
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl std::str::FromStr for RestartMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(RestartMode::Always),
+            "on-failure" | "on_failure" => Ok(RestartMode::OnFailure),
+            "never" | "no" => Ok(RestartMode::Never),
+            other => Err(format!(
+                "unknown restart policy {other:?}; expected always, on-failure or never"
+            )),
+        }
+    }
+}
+
+/// Restart policy: when to restart, how long to wait, when to give up.
+///
+/// The wait before restart `n` (0-based, counting restarts since the last run that
+/// stayed up for `min_uptime`) is `min(initial_interval * multiplier^n, max_interval)`,
+/// then scaled by a random factor in `1 ± jitter`. After `max_retries` consecutive
+/// failed runs have each been retried, the next failure opens the circuit: the
+/// process goes to `Failed` with `MAX_ERRORS_EXCEEDED` until started or reset by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestartPolicy {
+    /// always / on-failure / never.
+    pub policy: RestartMode,
+    /// Wait before the first restart.
+    #[serde(with = "duration_ms")]
+    pub initial_interval: Duration,
+    /// Growth factor of the wait per consecutive restart (>= 1).
+    pub multiplier: f64,
+    /// Cap on the wait.
+    #[serde(with = "duration_ms")]
+    pub max_interval: Duration,
+    /// Random spread of the wait, as a fraction: 0.1 is ±10 %.
+    pub jitter: f64,
+    /// A run at least this long resets the backoff and the failure count.
+    #[serde(with = "duration_ms")]
+    pub min_uptime: Duration,
+    /// Consecutive failures retried before the circuit opens; 0 means retry forever.
+    pub max_retries: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            policy: RestartMode::OnFailure,
+            initial_interval: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_interval: Duration::from_secs(30),
+            jitter: 0.1,
+            min_uptime: Duration::from_secs(10),
+            max_retries: 5,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The wait before restart number `attempt` (0-based), before jitter.
+    pub fn base_delay(&self, attempt: u32) -> Duration {
+        let init = self.initial_interval.as_secs_f64();
+        let cap = self.max_interval.as_secs_f64();
+        // powi saturates to inf for large attempts; min() brings it back to the cap.
+        let exp = self.multiplier.powi(attempt.min(i32::MAX as u32) as i32);
+        Duration::from_secs_f64((init * exp).min(cap).max(0.0))
+    }
+
+    /// The wait before restart number `attempt`, with jitter from `unit`, a sample
+    /// uniformly distributed in `[0, 1)`.
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let base = self.base_delay(attempt).as_secs_f64();
+        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        Duration::from_secs_f64((base * factor).max(0.0))
+    }
+}
+
+/// The signal sent to ask a process group to stop (default SIGTERM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StopSignal(i32);
+
+impl StopSignal {
+    /// SIGTERM.
+    pub const TERM: StopSignal = StopSignal(15);
+
+    /// The raw signal number.
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    pub(crate) fn to_rustix(self) -> rustix::process::Signal {
+        rustix::process::Signal::from_named_raw(self.0).unwrap_or(rustix::process::Signal::TERM)
+    }
+
+    /// The signal's name without the `SIG` prefix, e.g. `TERM`.
+    pub fn name(self) -> &'static str {
+        SIGNALS
+            .iter()
+            .find(|(_, n)| *n == self.0)
+            .map(|(s, _)| *s)
+            .unwrap_or("?")
+    }
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal::TERM
+    }
+}
+
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("USR2", 12),
+    ("TERM", 15),
+    ("WINCH", 28),
+];
+
+impl std::str::FromStr for StopSignal {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bare = s.strip_prefix("SIG").unwrap_or(s);
+        if let Some((_, n)) = SIGNALS.iter().find(|(name, _)| name.eq_ignore_ascii_case(bare)) {
+            return Ok(StopSignal(*n));
+        }
+        if let Ok(n) = s.parse::<i32>() {
+            if SIGNALS.iter().any(|(_, v)| *v == n) {
+                return Ok(StopSignal(n));
+            }
+        }
+        let names: Vec<_> = SIGNALS.iter().map(|(n, _)| format!("SIG{n}")).collect();
+        Err(format!(
+            "unknown stop signal {s:?}; expected one of {}",
+            names.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIG{}", self.name())
+    }
+}
+
+impl Serialize for StopSignal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for StopSignal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where a process's stdout and stderr go.
+///
+/// Output is always drained (a chatty child never blocks on its pipe) and the last
+/// `tail_bytes` are kept in memory for status views. With a `dir`, each stream is
+/// also written to `{dir}/{name}.stdout.log` / `.stderr.log`, rotated by size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSpec {
+    /// Directory for log files; no files when unset.
+    pub dir: Option<PathBuf>,
+    /// Rotate when a file would grow past this many bytes; 0 disables rotation.
+    pub max_size: u64,
+    /// Rotated files kept per stream.
+    pub keep: u32,
+    /// Gzip rotated files.
+    pub compress: bool,
+    /// Delete rotated files older than this.
+    #[serde(with = "opt_duration_ms")]
+    pub max_age: Option<Duration>,
+    /// Bytes of recent output kept in memory per process (0: none).
+    pub tail_bytes: usize,
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec {
+            dir: None,
+            max_size: 10 * 1024 * 1024,
+            keep: 5,
+            compress: false,
+            max_age: None,
+            tail_bytes: 8 * 1024,
+        }
+    }
+}
+
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod opt_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis().min(u64::MAX as u128) as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RestartPolicy {
+            initial_interval: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_interval: Duration::from_millis(1000),
+            jitter: 0.0,
+            ..RestartPolicy::default()
+        };
+        let got: Vec<u128> = (0..6).map(|n| p.base_delay(n).as_millis()).collect();
+        assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(p.base_delay(u32::MAX), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let p = RestartPolicy {
+            initial_interval: Duration::from_secs(1),
+            jitter: 0.1,
+            ..RestartPolicy::default()
+        };
+        assert_eq!(p.delay(0, 0.0), Duration::from_millis(900));
+        assert_eq!(p.delay(0, 0.5), Duration::from_secs(1));
+        let hi = p.delay(0, 0.999_999);
+        assert!(hi < Duration::from_millis(1100) && hi > Duration::from_millis(1099));
+    }
+
+    #[test]
+    fn problems_name_every_field() {
+        let mut s = ProcessSpec::new("bad name", "");
+        s.instances = 0;
+        s.restart.multiplier = 0.5;
+        s.restart.jitter = 2.0;
+        s.restart.max_interval = Duration::ZERO;
+        let fields: Vec<String> = s.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "command",
+                "instances",
+                "restart.multiplier",
+                "restart.jitter",
+                "restart.max_interval"
+            ]
+        );
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.code(), "INVALID_SPEC");
+    }
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!("SIGTERM".parse::<StopSignal>(), Ok(StopSignal(15)));
+        assert_eq!("int".parse::<StopSignal>(), Ok(StopSignal(2)));
+        assert_eq!("9".parse::<StopSignal>(), Ok(StopSignal(9)));
+        assert!("SIGFOO".parse::<StopSignal>().is_err());
+        assert_eq!(StopSignal(1).to_string(), "SIGHUP");
+    }
+}

@@ -1,0 +1,644 @@
+//! The per-process state machine: an input in, a transition and actions out.
+//!
+//! [`Machine`] does no I/O and reads no clock: the driver passes `now` with each
+//! input and carries out the returned [`Action`]s. That keeps every restart,
+//! backoff and circuit-breaker rule unit-testable without spawning anything.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind};
+use crate::spec::{RestartMode, RestartPolicy};
+
+/// Where a process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not running, never started or stopped on request.
+    Stopped,
+    /// Being spawned.
+    Starting,
+    /// Spawned and alive.
+    Running,
+    /// Stop signal sent, waiting for the group to exit.
+    Stopping,
+    /// Exited, waiting out the backoff before the next start.
+    Backoff,
+    /// Finished and not restarted (policy `never`, or a clean exit under `on-failure`).
+    Exited,
+    /// Gave up: could not be spawned, or the restart circuit opened.
+    Failed,
+}
+
+impl State {
+    /// True while the process occupies its name: it runs, or will run by itself.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            State::Starting | State::Running | State::Stopping | State::Backoff
+        )
+    }
+
+    /// Lower-case name, e.g. `running`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Backoff => "backoff",
+            State::Exited => "exited",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// Terminating signal, when it was killed.
+    pub signal: Option<i32>,
+    /// Whether it dumped core.
+    pub core_dumped: bool,
+}
+
+impl ExitInfo {
+    /// An exit with a code.
+    pub fn code(code: i32) -> Self {
+        ExitInfo {
+            code: Some(code),
+            signal: None,
+            core_dumped: false,
+        }
+    }
+
+    /// A death by signal.
+    pub fn signal(signal: i32) -> Self {
+        ExitInfo {
+            code: None,
+            signal: Some(signal),
+            core_dumped: false,
+        }
+    }
+
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => {
+                write!(f, "signal {s}")?;
+                if self.core_dumped {
+                    f.write_str(" (core dumped)")?;
+                }
+                Ok(())
+            }
+            (None, None) => f.write_str("unknown exit"),
+        }
+    }
+}
+
+/// What happened to the process, fed to [`Machine::handle`].
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Start by hand. Closes an open circuit and resets the failure count.
+    Start,
+    /// Restart by hand: stop (if running), then start.
+    Restart,
+    /// Stop by hand, with this grace period before SIGKILL.
+    Stop {
+        /// Grace period.
+        timeout: Duration,
+    },
+    /// The spawn succeeded.
+    Spawned {
+        /// The child's pid (also its process group id).
+        pid: u32,
+    },
+    /// The spawn failed. Permanent failures (no such file, no permission) are not
+    /// retried; transient ones (out of pids, fds) go through the restart policy.
+    SpawnFailed {
+        /// What failed.
+        error: Error,
+        /// Retrying cannot help.
+        permanent: bool,
+    },
+    /// The process exited and was reaped.
+    Exited(ExitInfo),
+    /// The armed timer expired (backoff over, or stop grace period over).
+    Timer,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Spawn the process.
+    Spawn,
+    /// Send the stop signal to the process group.
+    SignalStop,
+    /// SIGKILL the process group.
+    KillGroup,
+    /// Arm the (single) timer; replaces any armed one.
+    ArmTimer(Duration),
+    /// Disarm the timer.
+    DisarmTimer,
+}
+
+/// A change of state, with why it happened.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// State before.
+    pub from: State,
+    /// State after.
+    pub to: State,
+    /// The exit that caused it, if any.
+    pub exit: Option<ExitInfo>,
+    /// The error that caused it, if any.
+    pub error: Option<Error>,
+}
+
+/// The result of one [`Machine::handle`] call.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Actions for the driver, in order.
+    pub actions: Vec<Action>,
+    /// The state change, if the state changed.
+    pub transition: Option<Transition>,
+}
+
+/// What to do once a stop in progress completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    Rest,
+    Start,
+}
+
+/// The state machine of one process.
+#[derive(Debug)]
+pub struct Machine {
+    state: State,
+    policy: RestartPolicy,
+    /// Restarts since the last run that stayed up for `min_uptime`: the backoff exponent.
+    attempt: u32,
+    consecutive_failures: u32,
+    restarts: u64,
+    started_at: Option<Instant>,
+    has_child: bool,
+    after_stop: AfterStop,
+    stop_timeout: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Machine {
+    /// A stopped machine with this policy. `seed` feeds the jitter; pass a fixed one
+    /// in tests for repeatable delays.
+    pub fn new(policy: RestartPolicy, seed: u64) -> Self {
+        Machine {
+            state: State::Stopped,
+            policy,
+            attempt: 0,
+            consecutive_failures: 0,
+            restarts: 0,
+            started_at: None,
+            has_child: false,
+            after_stop: AfterStop::Rest,
+            stop_timeout: Duration::from_secs(10),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Restarts done by the policy (manual starts not counted).
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// Failed runs in a row.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Replace the policy (takes effect at the next exit).
+    pub fn set_policy(&mut self, policy: RestartPolicy) {
+        self.policy = policy;
+    }
+
+    /// Feed one input at time `now`; get the transition and the actions to carry out.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Output {
+        let mut out = Output::default();
+        match (self.state, input) {
+            // ---- manual start / restart -------------------------------------------
+            (State::Stopped | State::Exited | State::Failed, Input::Start | Input::Restart) => {
+                self.reset_counters();
+                self.go(&mut out, State::Starting, None, None);
+                out.actions.push(Action::Spawn);
+            }
+            (State::Backoff, Input::Start | Input::Restart) => {
+                self.reset_counters();
+                out.actions.push(Action::DisarmTimer);
+                self.go(&mut out, State::Starting, None, None);
+                out.actions.push(Action::Spawn);
+            }
+            (State::Starting | State::Running, Input::Restart) => {
+                self.begin_stop(&mut out, self.stop_timeout, AfterStop::Start);
+            }
+            (State::Stopping, Input::Start | Input::Restart) => {
+                self.after_stop = AfterStop::Start;
+            }
+            (State::Starting | State::Running, Input::Start) => {}
+
+            // ---- stop ----------------------------------------------------------------
+            (State::Starting | State::Running, Input::Stop { timeout }) => {
+                self.begin_stop(&mut out, timeout, AfterStop::Rest);
+            }
+            (State::Stopping, Input::Stop { .. }) => {
+                // A stop cancels a pending restart-after-stop; the grace period in
+                // force is kept.
+                self.after_stop = AfterStop::Rest;
+            }
+            (State::Backoff, Input::Stop { .. }) => {
+                out.actions.push(Action::DisarmTimer);
+                self.go(&mut out, State::Stopped, None, None);
+            }
+            (State::Stopped | State::Exited | State::Failed, Input::Stop { .. }) => {}
+
+            // ---- spawn outcome ----------------------------------------------------------
+            (State::Starting, Input::Spawned { .. }) => {
+                self.has_child = true;
+                self.started_at = Some(now);
+                self.go(&mut out, State::Running, None, None);
+            }
+            (State::Starting, Input::SpawnFailed { error, permanent }) => {
+                self.has_child = false;
+                self.started_at = None;
+                if permanent {
+                    self.go(&mut out, State::Failed, None, Some(error));
+                } else {
+                    self.after_failure(&mut out, None, Some(error), true);
+                }
+            }
+
+            // ---- exits ------------------------------------------------------------------
+            (State::Starting | State::Running, Input::Exited(exit)) => {
+                self.has_child = false;
+                let uptime = self
+                    .started_at
+                    .take()
+                    .map(|t| now.saturating_duration_since(t))
+                    .unwrap_or_default();
+                if uptime >= self.policy.min_uptime {
+                    self.attempt = 0;
+                    self.consecutive_failures = 0;
+                }
+                let failed = !exit.success();
+                let restart = match self.policy.policy {
+                    RestartMode::Always => true,
+                    RestartMode::OnFailure => failed,
+                    RestartMode::Never => false,
+                };
+                if !restart {
+                    if failed {
+                        self.consecutive_failures += 1;
+                    }
+                    self.go(&mut out, State::Exited, Some(exit), None);
+                } else {
+                    self.after_failure(&mut out, Some(exit), None, failed);
+                }
+            }
+            (State::Stopping, Input::Exited(exit)) => {
+                self.has_child = false;
+                self.started_at = None;
+                out.actions.push(Action::DisarmTimer);
+                match self.after_stop {
+                    AfterStop::Rest => self.go(&mut out, State::Stopped, Some(exit), None),
+                    AfterStop::Start => {
+                        self.reset_counters();
+                        self.go(&mut out, State::Starting, Some(exit), None);
+                        out.actions.push(Action::Spawn);
+                    }
+                }
+                self.after_stop = AfterStop::Rest;
+            }
+
+            // ---- timer ------------------------------------------------------------------
+            (State::Backoff, Input::Timer) => {
+                self.go(&mut out, State::Starting, None, None);
+                out.actions.push(Action::Spawn);
+            }
+            (State::Stopping, Input::Timer) => {
+                // Grace period over: no more asking.
+                out.actions.push(Action::KillGroup);
+            }
+
+            // Anything else is stale (a timer that raced a transition, an exit of a
+            // process we no longer track): ignore it.
+            _ => {}
+        }
+        out
+    }
+
+    fn reset_counters(&mut self) {
+        self.attempt = 0;
+        self.consecutive_failures = 0;
+    }
+
+    fn begin_stop(&mut self, out: &mut Output, timeout: Duration, after: AfterStop) {
+        self.after_stop = after;
+        self.stop_timeout = timeout;
+        self.go(out, State::Stopping, None, None);
+        out.actions.push(Action::SignalStop);
+        out.actions.push(Action::ArmTimer(timeout));
+    }
+
+    /// A run ended (or a spawn failed transiently) and the policy says restart.
+    fn after_failure(
+        &mut self,
+        out: &mut Output,
+        exit: Option<ExitInfo>,
+        error: Option<Error>,
+        failed: bool,
+    ) {
+        if failed {
+            self.consecutive_failures += 1;
+            let max = self.policy.max_retries;
+            if max > 0 && self.consecutive_failures > max {
+                let mut b = Error::new(
+                    ErrorKind::MaxErrorsExceeded,
+                    format!("{} consecutive failures; restart circuit open", self.consecutive_failures),
+                )
+                .ctx("max_retries", max)
+                .hint("look at the process's logs, fix the cause, then start it again to close the circuit");
+                if let Some(e) = &exit {
+                    b = b.ctx("last_exit", e);
+                }
+                if let Some(e) = &error {
+                    b = b.ctx("last_error", e);
+                }
+                self.go(out, State::Failed, exit, Some(b.build()));
+                return;
+            }
+        }
+        let delay = self.policy.delay(self.attempt, self.rng.f64());
+        self.attempt = self.attempt.saturating_add(1);
+        self.restarts += 1;
+        if delay.is_zero() {
+            // No wait: skip the timer round trip, respawn now.
+            self.go(out, State::Starting, exit, error);
+            out.actions.push(Action::Spawn);
+        } else {
+            self.go(out, State::Backoff, exit, error);
+            out.actions.push(Action::ArmTimer(delay));
+        }
+    }
+
+    fn go(&mut self, out: &mut Output, to: State, exit: Option<ExitInfo>, error: Option<Error>) {
+        let from = self.state;
+        self.state = to;
+        out.transition = Some(Transition {
+            from,
+            to,
+            exit,
+            error,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(mode: RestartMode) -> RestartPolicy {
+        RestartPolicy {
+            policy: mode,
+            initial_interval: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_interval: Duration::from_secs(1),
+            jitter: 0.0,
+            min_uptime: Duration::from_secs(5),
+            max_retries: 3,
+        }
+    }
+
+    fn spawn_err(permanent: bool) -> Input {
+        Input::SpawnFailed {
+            error: Error::new(ErrorKind::ProcessStartFailed, "boom").build(),
+            permanent,
+        }
+    }
+
+    /// Start, spawn, and crash after `uptime`; return the output of the crash.
+    fn crash(m: &mut Machine, t: &mut Instant, uptime: Duration, exit: ExitInfo) -> Output {
+        if m.state() != State::Starting {
+            m.handle(Input::Timer, *t);
+        }
+        m.handle(Input::Spawned { pid: 42 }, *t);
+        assert_eq!(m.state(), State::Running);
+        *t += uptime;
+        m.handle(Input::Exited(exit), *t)
+    }
+
+    #[test]
+    fn start_spawn_run() {
+        let mut m = Machine::new(policy(RestartMode::Always), 1);
+        let t = Instant::now();
+        let o = m.handle(Input::Start, t);
+        assert_eq!(o.actions, vec![Action::Spawn]);
+        assert_eq!(m.state(), State::Starting);
+        let o = m.handle(Input::Spawned { pid: 7 }, t);
+        assert!(o.actions.is_empty());
+        let tr = o.transition.unwrap();
+        assert_eq!((tr.from, tr.to), (State::Starting, State::Running));
+    }
+
+    #[test]
+    fn backoff_doubles_then_circuit_opens() {
+        let mut m = Machine::new(policy(RestartMode::OnFailure), 1);
+        let mut t = Instant::now();
+        m.handle(Input::Start, t);
+        let mut delays = Vec::new();
+        for _ in 0..3 {
+            let o = crash(&mut m, &mut t, Duration::from_millis(10), ExitInfo::code(1));
+            assert_eq!(m.state(), State::Backoff);
+            match o.actions.as_slice() {
+                [Action::ArmTimer(d)] => delays.push(d.as_millis()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(delays, vec![100, 200, 400]);
+        let o = crash(&mut m, &mut t, Duration::from_millis(10), ExitInfo::code(1));
+        assert_eq!(m.state(), State::Failed);
+        assert!(o.actions.is_empty());
+        let err = o.transition.unwrap().error.unwrap();
+        assert_eq!(err.code(), "MAX_ERRORS_EXCEEDED");
+        assert_eq!(m.restarts(), 3);
+
+        // A manual start closes the circuit.
+        let o = m.handle(Input::Start, t);
+        assert_eq!(o.actions, vec![Action::Spawn]);
+        assert_eq!(m.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn long_run_resets_backoff() {
+        let mut m = Machine::new(policy(RestartMode::Always), 1);
+        let mut t = Instant::now();
+        m.handle(Input::Start, t);
+        crash(&mut m, &mut t, Duration::from_millis(1), ExitInfo::code(1));
+        let o = crash(&mut m, &mut t, Duration::from_millis(1), ExitInfo::code(1));
+        assert_eq!(o.actions, vec![Action::ArmTimer(Duration::from_millis(200))]);
+        let o = crash(&mut m, &mut t, Duration::from_secs(6), ExitInfo::code(1));
+        assert_eq!(o.actions, vec![Action::ArmTimer(Duration::from_millis(100))]);
+        assert_eq!(m.consecutive_failures(), 1);
+    }
+
+    #[test]
+    fn policies_decide_on_exit() {
+        let t = Instant::now();
+        let mut m = Machine::new(policy(RestartMode::OnFailure), 1);
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        m.handle(Input::Exited(ExitInfo::code(0)), t);
+        assert_eq!(m.state(), State::Exited);
+
+        let mut m = Machine::new(policy(RestartMode::Never), 1);
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        let o = m.handle(Input::Exited(ExitInfo::signal(9)), t);
+        assert_eq!(m.state(), State::Exited);
+        assert_eq!(o.transition.unwrap().exit, Some(ExitInfo::signal(9)));
+
+        let mut m = Machine::new(policy(RestartMode::Always), 1);
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        m.handle(Input::Exited(ExitInfo::code(0)), t);
+        assert_eq!(m.state(), State::Backoff);
+        // Clean exits never open the circuit.
+        assert_eq!(m.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn zero_interval_respawns_without_timer() {
+        let mut p = policy(RestartMode::Always);
+        p.initial_interval = Duration::ZERO;
+        let mut m = Machine::new(p, 1);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        let o = m.handle(Input::Exited(ExitInfo::signal(9)), t);
+        assert_eq!(o.actions, vec![Action::Spawn]);
+        assert_eq!(m.state(), State::Starting);
+    }
+
+    #[test]
+    fn permanent_spawn_failure_fails_at_once() {
+        let mut m = Machine::new(policy(RestartMode::Always), 1);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        let o = m.handle(spawn_err(true), t);
+        assert_eq!(m.state(), State::Failed);
+        assert_eq!(o.transition.unwrap().error.unwrap().code(), "PROCESS_START_FAILED");
+        // Transient ones are retried.
+        m.handle(Input::Start, t);
+        m.handle(spawn_err(false), t);
+        assert_eq!(m.state(), State::Backoff);
+    }
+
+    #[test]
+    fn stop_signals_then_kills_after_grace() {
+        let mut m = Machine::new(policy(RestartMode::Always), 1);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        let o = m.handle(
+            Input::Stop {
+                timeout: Duration::from_secs(2),
+            },
+            t,
+        );
+        assert_eq!(
+            o.actions,
+            vec![Action::SignalStop, Action::ArmTimer(Duration::from_secs(2))]
+        );
+        let o = m.handle(Input::Timer, t);
+        assert_eq!(o.actions, vec![Action::KillGroup]);
+        let o = m.handle(Input::Exited(ExitInfo::signal(9)), t);
+        assert_eq!(o.actions, vec![Action::DisarmTimer]);
+        assert_eq!(m.state(), State::Stopped);
+        // An exit during a requested stop is not a failure and does not restart.
+        assert_eq!(m.consecutive_failures(), 0);
+        assert_eq!(m.restarts(), 0);
+    }
+
+    #[test]
+    fn stop_in_backoff_cancels_restart() {
+        let mut m = Machine::new(policy(RestartMode::Always), 1);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        m.handle(Input::Exited(ExitInfo::code(3)), t);
+        assert_eq!(m.state(), State::Backoff);
+        let o = m.handle(Input::Stop { timeout: Duration::ZERO }, t);
+        assert_eq!(o.actions, vec![Action::DisarmTimer]);
+        assert_eq!(m.state(), State::Stopped);
+        // A stale timer after that is ignored.
+        assert!(m.handle(Input::Timer, t).actions.is_empty());
+        assert_eq!(m.state(), State::Stopped);
+    }
+
+    #[test]
+    fn restart_while_running_stops_then_starts() {
+        let mut m = Machine::new(policy(RestartMode::Never), 1);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        let o = m.handle(Input::Restart, t);
+        assert_eq!(o.actions[0], Action::SignalStop);
+        let o = m.handle(Input::Exited(ExitInfo::signal(15)), t);
+        assert_eq!(o.actions, vec![Action::DisarmTimer, Action::Spawn]);
+        assert_eq!(m.state(), State::Starting);
+    }
+
+    #[test]
+    fn jitter_is_bounded_and_seeded() {
+        let mut p = policy(RestartMode::Always);
+        p.jitter = 0.1;
+        p.initial_interval = Duration::from_secs(1);
+        p.max_retries = 0;
+        let run = |seed| {
+            let mut m = Machine::new(p, seed);
+            let mut t = Instant::now();
+            m.handle(Input::Start, t);
+            let o = crash(&mut m, &mut t, Duration::from_millis(1), ExitInfo::code(1));
+            match o.actions.as_slice() {
+                [Action::ArmTimer(d)] => *d,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a: Vec<_> = (0..200).map(run).collect();
+        assert!(a
+            .iter()
+            .all(|d| *d >= Duration::from_millis(900) && *d <= Duration::from_millis(1100)));
+        assert!(a.iter().any(|d| *d < Duration::from_millis(980)));
+        assert!(a.iter().any(|d| *d > Duration::from_millis(1020)));
+        assert_eq!(run(7), run(7));
+    }
+}
