@@ -235,7 +235,8 @@ fn maintenance() -> &'static MaintenanceQueue {
         let (tx, rx) = mpsc::channel::<Maintenance>();
         let _ = std::thread::Builder::new()
             .name("hangar-logrotate".into())
-            .stack_size(256 * 1024)
+            // The deflate state lives on the stack in unoptimised builds.
+            .stack_size(4 * 1024 * 1024)
             .spawn(move || {
                 for job in rx {
                     if job.compress {

@@ -92,8 +92,9 @@ impl Actor {
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut open = true;
         loop {
-            if self.removing && !self.machine.state().is_active() {
+            if (self.removing || !open) && !self.machine.state().is_active() {
                 break;
             }
             let timer = self.timer;
@@ -107,19 +108,27 @@ impl Actor {
                     self.timer = None;
                     self.feed(Input::Timer).await;
                 }
-                cmd = rx.recv() => match cmd {
+                cmd = rx.recv(), if open => match cmd {
                     Some(cmd) => self.command(cmd).await,
-                    None => break,
+                    None => {
+                        // Every handle is gone (the manager was dropped): stop the
+                        // process as a removal would, then end. Nothing may outlive
+                        // its supervisor entry.
+                        open = false;
+                        self.removing = true;
+                        if self.machine.state().is_active() {
+                            let timeout = self.spec.stop_timeout;
+                            self.feed(Input::Stop { timeout }).await;
+                        }
+                    }
                 },
             }
         }
-        // Handle dropped or removed: nothing may outlive its supervisor entry.
+        // Unreachable in practice (the loop ends only in an inactive state, where
+        // every child has been reaped), but never leave a child unwatched.
         if let Some(child) = self.child.take() {
             let _ = kill_group(child.pid, Signal::KILL);
-            let _ = rustix::process::waitid(
-                WaitId::PidFd(child.pidfd.get_ref().as_fd()),
-                WaitIdOptions::EXITED,
-            );
+            wait_exit(Some(&child)).await;
         }
         for w in self.stop_waiters.drain(..) {
             let _ = w.send(());
@@ -344,7 +353,9 @@ impl Actor {
                 }
             }
         }
-        if !t.to.is_active() {
+        // A stop is complete once the process left Stopping, even if a start queued
+        // behind it has already moved it on to Starting.
+        if !t.to.is_active() || t.from == State::Stopping {
             for w in self.stop_waiters.drain(..) {
                 let _ = w.send(());
             }

@@ -7,7 +7,7 @@
 //! also keeps the (short, but not free) fork+exec off the runtime.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -67,9 +67,11 @@ impl Spawner {
                     let res = spawn_one(req, &logs);
                     if let Err(Ok(orphan)) = reply.send(res) {
                         let _ = kill_group(orphan.pid, Signal::KILL);
-                        let _ = rustix::process::waitid(
-                            rustix::process::WaitId::PidFd(orphan.pidfd.as_fd()),
-                            rustix::process::WaitIdOptions::EXITED,
+                        // Blocking wait by pid: the pidfd is non-blocking, and this
+                        // thread may block.
+                        let _ = rustix::process::waitpid(
+                            Pid::from_raw(orphan.pid as i32),
+                            rustix::process::WaitOptions::empty(),
                         );
                     }
                 })?;
