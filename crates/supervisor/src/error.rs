@@ -69,7 +69,7 @@ struct Inner {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Builder {
+    pub(crate) fn of(kind: ErrorKind, message: impl Into<String>) -> Builder {
         Builder {
             inner: Inner {
                 kind,

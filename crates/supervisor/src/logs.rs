@@ -116,13 +116,16 @@ impl ProcessLog {
     fn write(&self, stream: Stream, chunk: &[u8]) {
         let Ok(mut g) = self.inner.lock() else { return };
         g.tail.push(stream, chunk);
-        let Some(path) = self.path(stream) else { return };
+        let Some(path) = self.path(stream) else {
+            return;
+        };
         let idx = stream.index();
         if g.files[idx].is_none() {
             match LogFile::open(path, &self.spec) {
                 Ok(f) => g.files[idx] = Some(f),
                 Err(e) => {
-                    self.dropped.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    self.dropped
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     g.last_error = Some(format!("open log file: {e}"));
                     return;
                 }
@@ -133,7 +136,8 @@ impl ProcessLog {
             None => Ok(()),
         };
         if let Err(e) = res {
-            self.dropped.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.dropped
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             g.last_error = Some(format!("write log file: {e}"));
             // Reopen next time: the file may have been deleted or the disk freed.
             g.files[idx] = None;

@@ -75,7 +75,6 @@ pub struct Manager {
 
 struct Inner {
     ctx: Arc<Ctx>,
-    logs: LogPump,
     procs: RwLock<HashMap<Arc<str>, Entry>>,
     seeds: Mutex<fastrand::Rng>,
     closing: AtomicBool,
@@ -90,7 +89,7 @@ impl Manager {
     /// A manager with these options. Starts the spawner and log threads.
     pub fn with_options(opts: ManagerOptions) -> Result<Manager> {
         let io_err = |e: std::io::Error| {
-            Error::new(ErrorKind::Io, "could not start supervisor threads")
+            Error::of(ErrorKind::Io, "could not start supervisor threads")
                 .source(e)
                 .hint("the system may be out of threads or file descriptors")
                 .build()
@@ -114,7 +113,6 @@ impl Manager {
                     base_env: Arc::new(base_env),
                     global_env: RwLock::new(Arc::new(Vec::new())),
                 }),
-                logs,
                 procs: RwLock::new(HashMap::new()),
                 seeds: Mutex::new(seeds),
                 closing: AtomicBool::new(false),
@@ -142,7 +140,7 @@ impl Manager {
                     out.push((k.to_string(), val.to_string()))
                 }
                 _ => {
-                    return Err(Error::new(
+                    return Err(Error::of(
                         ErrorKind::InvalidSpec,
                         format!("invalid environment entry {v:?}"),
                     )
@@ -162,7 +160,7 @@ impl Manager {
     /// is replaced; one that is active is a `DUPLICATE_NAME` error.
     pub async fn start(&self, spec: ProcessSpec) -> Result<u32> {
         if spec.instances > 1 {
-            return Err(Error::new(
+            return Err(Error::of(
                 ErrorKind::InvalidSpec,
                 format!("spec asks for {} instances", spec.instances),
             )
@@ -187,8 +185,7 @@ impl Manager {
             let mut one = spec.clone();
             one.instances = 1;
             one.name = format!("{}-{i}", spec.name);
-            one.env
-                .insert("HANGAR_INSTANCE".into(), i.to_string());
+            one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
             if let Err(e) = one.validate() {
                 pending.push((one.name, Err(e)));
                 continue;
@@ -350,7 +347,10 @@ impl Manager {
             .iter()
             .filter(|(name, e)| {
                 matcher.matches(name)
-                    && e.shared.status.lock().is_ok_and(|s| s.state == State::Running)
+                    && e.shared
+                        .status
+                        .lock()
+                        .is_ok_and(|s| s.state == State::Running)
             })
             .count())
     }
@@ -384,21 +384,47 @@ impl Manager {
     /// starts. Resolves when every child is gone.
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::SeqCst);
-        let entries: Vec<Entry> = match self.inner.procs.write() {
-            Ok(mut p) => p.drain().map(|(_, e)| e).collect(),
-            Err(_) => Vec::new(),
-        };
-        let mut waits = Vec::with_capacity(entries.len());
-        for e in entries {
-            let (reply, rx) = oneshot::channel();
-            if e.tx.send(Command::Remove { timeout: None, reply }).is_ok() {
-                waits.push(rx);
+        // Entries stay in the table until their process is gone, so status and
+        // kill_all still see them while the stop runs.
+        let mut waits = Vec::new();
+        if let Ok(procs) = self.inner.procs.read() {
+            for e in procs.values() {
+                let (reply, rx) = oneshot::channel();
+                if e.tx
+                    .send(Command::Remove {
+                        timeout: None,
+                        reply,
+                    })
+                    .is_ok()
+                {
+                    waits.push(rx);
+                }
             }
         }
         for rx in waits {
             let _ = rx.await;
         }
-        let _ = &self.inner.logs;
+        if let Ok(mut procs) = self.inner.procs.write() {
+            procs.clear();
+        }
+    }
+
+    /// SIGKILL every process group at once, without waiting or stopping gracefully:
+    /// the last resort before the supervisor exits in a hurry. Direct children would
+    /// die with the supervisor anyway (PR_SET_PDEATHSIG); this reaches their
+    /// descendants too. Returns how many groups were signalled.
+    pub fn kill_all(&self) -> usize {
+        let pids: Vec<u32> = match self.inner.procs.read() {
+            Ok(p) => p
+                .values()
+                .filter_map(|e| e.shared.status.lock().ok().and_then(|s| s.pid))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for pid in &pids {
+            let _ = crate::spawn::kill_group(*pid, rustix::process::Signal::KILL);
+        }
+        pids.len()
     }
 
     fn send(&self, name: &str, cmd: Command) -> Result<()> {
@@ -409,9 +435,11 @@ impl Manager {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(Error::new(ErrorKind::ShuttingDown, "the manager is shutting down")
-                .hint("start processes before calling shutdown")
-                .build());
+            return Err(
+                Error::of(ErrorKind::ShuttingDown, "the manager is shutting down")
+                    .hint("start processes before calling shutdown")
+                    .build(),
+            );
         }
         Ok(())
     }
@@ -430,20 +458,26 @@ fn snapshot(shared: &Shared) -> ProcessStatus {
 }
 
 fn not_found(name: &str) -> Error {
-    Error::new(ErrorKind::ProcessNotFound, format!("no process named {name:?}"))
-        .ctx("name", name)
-        .hint("list processes to see the names in use")
-        .build()
+    Error::of(
+        ErrorKind::ProcessNotFound,
+        format!("no process named {name:?}"),
+    )
+    .ctx("name", name)
+    .hint("list processes to see the names in use")
+    .build()
 }
 
 fn gone() -> Error {
-    Error::new(ErrorKind::ShuttingDown, "the process task ended before answering")
-        .hint("the manager is shutting down or the process was removed")
-        .build()
+    Error::of(
+        ErrorKind::ShuttingDown,
+        "the process task ended before answering",
+    )
+    .hint("the manager is shutting down or the process was removed")
+    .build()
 }
 
 fn poisoned() -> Error {
-    Error::new(ErrorKind::Io, "process table lock poisoned by a panic")
+    Error::of(ErrorKind::Io, "process table lock poisoned by a panic")
         .hint("this is a bug in hangar; please report it")
         .build()
 }
@@ -464,9 +498,12 @@ impl Matcher {
             return Ok(Matcher::Exact(pattern.to_string()));
         }
         glob::Pattern::new(pattern).map(Matcher::Glob).map_err(|e| {
-            Error::new(ErrorKind::InvalidPattern, format!("invalid glob {pattern:?}: {e}"))
-                .hint("use * for any run of characters, ? for one, [abc] for a set")
-                .build()
+            Error::of(
+                ErrorKind::InvalidPattern,
+                format!("invalid glob {pattern:?}: {e}"),
+            )
+            .hint("use * for any run of characters, ? for one, [abc] for a set")
+            .build()
         })
     }
 

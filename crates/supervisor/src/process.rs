@@ -141,7 +141,7 @@ impl Actor {
                 let state = self.machine.state();
                 if let Some(spec) = spec {
                     if state.is_active() {
-                        let err = Error::new(
+                        let err = Error::of(
                             ErrorKind::DuplicateName,
                             format!("a process named {:?} is already {}", self.name, state),
                         )
@@ -299,7 +299,7 @@ impl Actor {
             _ => "a system limit may have been hit (processes, open files); it will be retried"
                 .to_string(),
         };
-        Error::new(ErrorKind::ProcessStartFailed, "could not start process")
+        Error::of(ErrorKind::ProcessStartFailed, "could not start process")
             .source(e)
             .ctx("name", &self.name)
             .ctx("command", &self.spec.command)
@@ -340,7 +340,7 @@ impl Actor {
             _ => {
                 if t.from == State::Starting || !t.to.is_active() {
                     let err = t.error.clone().unwrap_or_else(|| {
-                        Error::new(
+                        Error::of(
                             ErrorKind::ProcessStartFailed,
                             format!("process {} before it was running", t.to),
                         )

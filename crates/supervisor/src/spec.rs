@@ -160,7 +160,7 @@ impl ProcessSpec {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join("; ");
-        Err(Error::new(ErrorKind::InvalidSpec, list)
+        Err(Error::of(ErrorKind::InvalidSpec, list)
             .ctx("name", &self.name)
             .hint("fix the fields named above; nothing was started")
             .build())
@@ -340,7 +340,10 @@ impl std::str::FromStr for StopSignal {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bare = s.strip_prefix("SIG").unwrap_or(s);
-        if let Some((_, n)) = SIGNALS.iter().find(|(name, _)| name.eq_ignore_ascii_case(bare)) {
+        if let Some((_, n)) = SIGNALS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(bare))
+        {
             return Ok(StopSignal(*n));
         }
         if let Ok(n) = s.parse::<i32>() {

@@ -381,7 +381,7 @@ impl Machine {
             self.consecutive_failures += 1;
             let max = self.policy.max_retries;
             if max > 0 && self.consecutive_failures > max {
-                let mut b = Error::new(
+                let mut b = Error::of(
                     ErrorKind::MaxErrorsExceeded,
                     format!("{} consecutive failures; restart circuit open", self.consecutive_failures),
                 )
@@ -440,7 +440,7 @@ mod tests {
 
     fn spawn_err(permanent: bool) -> Input {
         Input::SpawnFailed {
-            error: Error::new(ErrorKind::ProcessStartFailed, "boom").build(),
+            error: Error::of(ErrorKind::ProcessStartFailed, "boom").build(),
             permanent,
         }
     }
@@ -504,9 +504,15 @@ mod tests {
         m.handle(Input::Start, t);
         crash(&mut m, &mut t, Duration::from_millis(1), ExitInfo::code(1));
         let o = crash(&mut m, &mut t, Duration::from_millis(1), ExitInfo::code(1));
-        assert_eq!(o.actions, vec![Action::ArmTimer(Duration::from_millis(200))]);
+        assert_eq!(
+            o.actions,
+            vec![Action::ArmTimer(Duration::from_millis(200))]
+        );
         let o = crash(&mut m, &mut t, Duration::from_secs(6), ExitInfo::code(1));
-        assert_eq!(o.actions, vec![Action::ArmTimer(Duration::from_millis(100))]);
+        assert_eq!(
+            o.actions,
+            vec![Action::ArmTimer(Duration::from_millis(100))]
+        );
         assert_eq!(m.consecutive_failures(), 1);
     }
 
@@ -555,7 +561,10 @@ mod tests {
         m.handle(Input::Start, t);
         let o = m.handle(spawn_err(true), t);
         assert_eq!(m.state(), State::Failed);
-        assert_eq!(o.transition.unwrap().error.unwrap().code(), "PROCESS_START_FAILED");
+        assert_eq!(
+            o.transition.unwrap().error.unwrap().code(),
+            "PROCESS_START_FAILED"
+        );
         // Transient ones are retried.
         m.handle(Input::Start, t);
         m.handle(spawn_err(false), t);
@@ -596,7 +605,12 @@ mod tests {
         m.handle(Input::Spawned { pid: 1 }, t);
         m.handle(Input::Exited(ExitInfo::code(3)), t);
         assert_eq!(m.state(), State::Backoff);
-        let o = m.handle(Input::Stop { timeout: Duration::ZERO }, t);
+        let o = m.handle(
+            Input::Stop {
+                timeout: Duration::ZERO,
+            },
+            t,
+        );
         assert_eq!(o.actions, vec![Action::DisarmTimer]);
         assert_eq!(m.state(), State::Stopped);
         // A stale timer after that is ignored.

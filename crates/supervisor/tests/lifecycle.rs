@@ -11,7 +11,9 @@ use hangar_supervisor::{EventKind, Manager, ProcessSpec, State};
 async fn exit_code_is_recorded_and_not_restarted_under_never() {
     let m = Manager::new().unwrap();
     let mut rx = m.subscribe();
-    m.start(never("exits3", "sh", &["-c", "exit 3"])).await.unwrap();
+    m.start(never("exits3", "sh", &["-c", "exit 3"]))
+        .await
+        .unwrap();
     let ev = wait_state(&mut rx, "exits3", State::Exited).await;
     match ev.kind {
         EventKind::State { exit, .. } => assert_eq!(exit.unwrap().code, Some(3)),
@@ -29,7 +31,9 @@ async fn exit_code_is_recorded_and_not_restarted_under_never() {
 async fn crash_by_signal_is_recorded() {
     let m = Manager::new().unwrap();
     let mut rx = m.subscribe();
-    m.start(never("segv", "sh", &["-c", "kill -SEGV $$"])).await.unwrap();
+    m.start(never("segv", "sh", &["-c", "kill -SEGV $$"]))
+        .await
+        .unwrap();
     wait_state(&mut rx, "segv", State::Exited).await;
     let exit = m.status("segv").unwrap().last_exit.unwrap();
     assert_eq!(exit.signal, Some(11));
@@ -42,11 +46,16 @@ async fn child_ignoring_sigterm_is_killed_after_timeout() {
     let m = Manager::new().unwrap();
     let mk = marker();
     let script = format!("trap '' TERM; sleep {mk}");
-    let pid = m.start(never("stubborn", "sh", &["-c", &script])).await.unwrap();
+    let pid = m
+        .start(never("stubborn", "sh", &["-c", &script]))
+        .await
+        .unwrap();
     // Both the shell and its sleep carry the marker.
     assert!(eventually(Duration::from_secs(5), || pids_with(&mk).len() == 2).await);
     let t = Instant::now();
-    m.stop("stubborn", Some(Duration::from_millis(300))).await.unwrap();
+    m.stop("stubborn", Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
     let took = t.elapsed();
     assert!(took >= Duration::from_millis(300), "stopped after {took:?}");
     assert!(took < Duration::from_secs(3), "stopped after {took:?}");
@@ -64,9 +73,14 @@ async fn graceful_stop_is_fast_when_the_child_obeys() {
     let mk = marker();
     m.start(never("obedient", "sleep", &[&mk])).await.unwrap();
     let t = Instant::now();
-    m.stop("obedient", Some(Duration::from_secs(10))).await.unwrap();
+    m.stop("obedient", Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert!(t.elapsed() < Duration::from_secs(1));
-    assert_eq!(m.status("obedient").unwrap().last_exit.unwrap().signal, Some(15));
+    assert_eq!(
+        m.status("obedient").unwrap().last_exit.unwrap().signal,
+        Some(15)
+    );
     m.shutdown().await;
 }
 
@@ -75,17 +89,20 @@ async fn grandchildren_are_gone_after_stop() {
     let m = Manager::new().unwrap();
     let mk = marker();
     // Three grandchildren, one of which ignores SIGTERM, plus a great-grandchild.
-    let script = format!(
-        "sleep {mk} & (trap '' TERM; sleep {mk}) & sh -c 'sleep {mk} & wait' & wait"
-    );
-    m.start(never("forker", "sh", &["-c", &script])).await.unwrap();
+    let script =
+        format!("sleep {mk} & (trap '' TERM; sleep {mk}) & sh -c 'sleep {mk} & wait' & wait");
+    m.start(never("forker", "sh", &["-c", &script]))
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || pids_with(&mk).len() >= 3).await,
         "grandchildren did not start: {:?}",
         pids_with(&mk)
     );
     let before = pids_with(&mk);
-    m.stop("forker", Some(Duration::from_millis(500))).await.unwrap();
+    m.stop("forker", Some(Duration::from_millis(500)))
+        .await
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await,
         "left behind: {:?} (of {before:?})",
@@ -124,7 +141,10 @@ async fn missing_executable_fails_only_its_own_process() {
         .unwrap_err();
     assert_eq!(err.code(), "PROCESS_START_FAILED");
     assert!(err.hint().unwrap().contains("check the command path"));
-    assert!(err.context().iter().any(|(k, v)| *k == "command" && v.contains("nonexistent")));
+    assert!(err
+        .context()
+        .iter()
+        .any(|(k, v)| *k == "command" && v.contains("nonexistent")));
     let st = m.status("ghost").unwrap();
     assert_eq!(st.state, State::Failed);
     assert_eq!(st.last_error.unwrap().code(), "PROCESS_START_FAILED");
@@ -172,7 +192,10 @@ async fn duplicate_and_unknown_names_are_errors() {
 async fn respawn_after_sigkill_and_restart_by_hand() {
     let m = Manager::new().unwrap();
     let mk = marker();
-    let pid = m.start(always_now("phoenix", "sleep", &[&mk])).await.unwrap();
+    let pid = m
+        .start(always_now("phoenix", "sleep", &[&mk]))
+        .await
+        .unwrap();
     let mut rx = m.subscribe();
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(pid as i32).unwrap(),
@@ -196,15 +219,26 @@ async fn environment_layers_and_working_dir() {
     let m = Manager::new().unwrap();
     let mut rx = m.subscribe();
     m.set_global_env(["G=global", "O=global"]).unwrap();
-    assert_eq!(m.set_global_env(["novalue"]).unwrap_err().code(), "INVALID_SPEC");
+    assert_eq!(
+        m.set_global_env(["novalue"]).unwrap_err().code(),
+        "INVALID_SPEC"
+    );
     m.set_global_env(["G=global", "O=global"]).unwrap();
-    let mut spec = never("env", "sh", &["-c", "echo $G $O $HANGAR_PROCESS_NAME $(pwd)"]);
+    let mut spec = never(
+        "env",
+        "sh",
+        &["-c", "echo $G $O $HANGAR_PROCESS_NAME $(pwd)"],
+    );
     spec.env.insert("O".into(), "spec".into());
     spec.working_dir = Some("/tmp".into());
     m.start(spec).await.unwrap();
     wait_state(&mut rx, "env", State::Exited).await;
     assert!(
-        eventually(Duration::from_secs(2), || !m.tail("env", 10).unwrap().is_empty()).await
+        eventually(Duration::from_secs(2), || !m
+            .tail("env", 10)
+            .unwrap()
+            .is_empty())
+        .await
     );
     let tail = m.tail("env", 10).unwrap();
     assert_eq!(tail[0].text, "global spec env /tmp");

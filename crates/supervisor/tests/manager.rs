@@ -27,10 +27,18 @@ async fn start_n_and_glob_operations() {
     assert_eq!(m.count("web-*").unwrap(), 5);
     assert_eq!(m.count("db-[12]").unwrap(), 2);
     assert_eq!(m.count("db-3").unwrap(), 1);
-    let names: Vec<_> = m.status_all("db-*").unwrap().into_iter().map(|s| s.name.to_string()).collect();
+    let names: Vec<_> = m
+        .status_all("db-*")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name.to_string())
+        .collect();
     assert_eq!(names, ["db-1", "db-2", "db-3"]);
 
-    let stopped = m.stop_all("web-*", Some(Duration::from_secs(2))).await.unwrap();
+    let stopped = m
+        .stop_all("web-*", Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
     assert_eq!(stopped.len(), 5);
     assert_eq!(m.count("web-*").unwrap(), 0);
     assert_eq!(m.count("*").unwrap(), 3);
@@ -46,12 +54,29 @@ async fn start_n_and_glob_operations() {
     let mut echo = never("n", "sh", &["-c", "echo $HANGAR_INSTANCE"]);
     echo.instances = 2;
     m.start_n(echo).await;
-    assert!(eventually(Duration::from_secs(2), || m.tail("n-2", 1).unwrap().len() == 1).await);
+    assert!(
+        eventually(Duration::from_secs(2), || m.tail("n-2", 1).unwrap().len()
+            == 1)
+        .await
+    );
     assert_eq!(m.tail("n-2", 1).unwrap()[0].text, "2");
 
     m.shutdown().await;
-    let left = pids_with(&mk); assert!(left.is_empty(), "{left:?} {:?}", left.iter().map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default()).collect::<Vec<_>>());
-    assert_eq!(m.start(never("late", "true", &[])).await.unwrap_err().code(), "SHUTTING_DOWN");
+    let left = pids_with(&mk);
+    assert!(
+        left.is_empty(),
+        "{left:?} {:?}",
+        left.iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        m.start(never("late", "true", &[]))
+            .await
+            .unwrap_err()
+            .code(),
+        "SHUTTING_DOWN"
+    );
 }
 
 /// 100 tasks start, stop, restart, remove and query the same few names at once.
@@ -132,7 +157,10 @@ async fn logs_go_to_files_and_a_fast_writer_never_blocks() {
         "chatty",
         "sh",
         // 20 MB to stdout as fast as it can, a line to stderr, then exit.
-        &["-c", "head -c 20000000 /dev/zero | tr '\\0' 'x' | fold -w 99; echo done >&2"],
+        &[
+            "-c",
+            "head -c 20000000 /dev/zero | tr '\\0' 'x' | fold -w 99; echo done >&2",
+        ],
     );
     spec.log = LogSpec {
         dir: Some(dir.clone()),
@@ -148,7 +176,11 @@ async fn logs_go_to_files_and_a_fast_writer_never_blocks() {
     assert_eq!(m.status("chatty").unwrap().last_exit.unwrap().code, Some(0));
     let (out, err) = m.log_paths("chatty").unwrap();
     let (out, err) = (out.unwrap(), err.unwrap());
-    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&err).is_ok_and(|s| s == "done\n")).await);
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&err)
+            .is_ok_and(|s| s == "done\n"))
+        .await
+    );
     assert!(std::fs::metadata(&out).unwrap().len() <= 4 * 1024 * 1024);
     // Rotated and compressed, at most `keep` kept.
     let gz = || {
@@ -158,7 +190,11 @@ async fn logs_go_to_files_and_a_fast_writer_never_blocks() {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".gz"))
             .count()
     };
-    assert!(eventually(Duration::from_secs(10), || gz() == 2).await, "gz files: {}", gz());
+    assert!(
+        eventually(Duration::from_secs(10), || gz() == 2).await,
+        "gz files: {}",
+        gz()
+    );
     let tail = m.tail("chatty", 2).unwrap();
     assert_eq!(tail.last().unwrap().stream, Stream::Stderr);
     assert_eq!(tail.last().unwrap().text, "done");
@@ -176,7 +212,12 @@ async fn a_full_disk_drops_output_but_keeps_the_process_running() {
     spec.log.dir = Some(dir.clone());
     m.start(spec).await.unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || m.status("full").unwrap().log_dropped_bytes > 100_000).await
+        eventually(Duration::from_secs(5), || m
+            .status("full")
+            .unwrap()
+            .log_dropped_bytes
+            > 100_000)
+        .await
     );
     let st = m.status("full").unwrap();
     assert_eq!(st.state, State::Running);
@@ -197,5 +238,8 @@ async fn spec_validation_lists_every_problem() {
     let err = m.start(spec).await.unwrap_err();
     assert_eq!(err.code(), "INVALID_SPEC");
     assert!(err.message().contains("restart.jitter"));
-    assert!(m.names().is_empty(), "an invalid spec must not be registered");
+    assert!(
+        m.names().is_empty(),
+        "an invalid spec must not be registered"
+    );
 }

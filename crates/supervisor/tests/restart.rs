@@ -1,7 +1,6 @@
 //! Restart policy against real processes with tokio's clock paused: the backoff
 //! waits pass instantly, and the virtual time at which each start happens is exact.
 
-
 use std::time::Duration;
 
 use hangar_supervisor::{EventKind, Manager, ManagerOptions, RestartMode, RestartPolicy, State};
@@ -29,7 +28,10 @@ async fn backoff_doubles_then_the_circuit_opens() {
     let mut starts = vec![];
     let failed = loop {
         let ev = rx.recv().await.unwrap();
-        if let EventKind::State { from, to, error, .. } = ev.kind {
+        if let EventKind::State {
+            from, to, error, ..
+        } = ev.kind
+        {
             if to == State::Starting && from == State::Backoff {
                 starts.push(Instant::now().duration_since(t0).as_millis());
             }
@@ -78,7 +80,12 @@ async fn jitter_spreads_waits_within_bounds() {
     let mut gaps = vec![];
     while gaps.len() < 12 {
         let ev = rx.recv().await.unwrap();
-        if let EventKind::State { from: State::Backoff, to: State::Starting, .. } = ev.kind {
+        if let EventKind::State {
+            from: State::Backoff,
+            to: State::Starting,
+            ..
+        } = ev.kind
+        {
             let now = Instant::now();
             gaps.push(now.duration_since(last));
             last = now;
@@ -86,7 +93,10 @@ async fn jitter_spreads_waits_within_bounds() {
     }
     // The first gap includes the spawn; the rest are pure waits.
     for g in &gaps[1..] {
-        assert!(*g >= Duration::from_secs(8) && *g <= Duration::from_secs(12), "{gaps:?}");
+        assert!(
+            *g >= Duration::from_secs(8) && *g <= Duration::from_secs(12),
+            "{gaps:?}"
+        );
     }
     let distinct: std::collections::BTreeSet<_> = gaps[1..].iter().collect();
     assert!(distinct.len() > 5, "jitter did not vary: {gaps:?}");
@@ -130,7 +140,10 @@ async fn a_long_run_resets_the_backoff() {
         }
     }
     for w in &waits {
-        assert!(*w >= Duration::from_millis(300) && *w < Duration::from_millis(1500), "{waits:?}");
+        assert!(
+            *w >= Duration::from_millis(300) && *w < Duration::from_millis(1500),
+            "{waits:?}"
+        );
     }
     m.shutdown().await;
 }

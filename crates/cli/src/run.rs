@@ -1,0 +1,235 @@
+//! `hangar run` and `hangar check`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hangar_supervisor::{Event, EventKind, Manager, ProcessSpec, State};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{error, info, warn};
+
+use crate::procfile::{self, ProcessFile};
+use crate::{exit, render};
+
+fn load(file: &Path, log_dir: Option<PathBuf>) -> Result<ProcessFile, u8> {
+    let src = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error[CONFIG_UNREADABLE]: cannot read process file {}: {e}\n  hint: check the path and its permissions",
+                file.display()
+            );
+            return Err(exit::USAGE);
+        }
+    };
+    procfile::parse(&src, log_dir).map_err(|errs| {
+        eprintln!(
+            "error[CONFIG_INVALID]: {} has {} error{}; nothing was started",
+            file.display(),
+            errs.len(),
+            if errs.len() == 1 { "" } else { "s" }
+        );
+        for e in &errs {
+            eprintln!("  {}:{e}", file.display());
+        }
+        exit::USAGE
+    })
+}
+
+pub fn check(file: &Path) -> u8 {
+    match load(file, None) {
+        Ok(pf) => {
+            for p in &pf.processes {
+                let n = if p.instances > 1 {
+                    format!(" ×{}", p.instances)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{}{n}: {} {} (restart {:?})",
+                    p.name,
+                    p.command,
+                    p.args.join(" "),
+                    p.restart.policy
+                );
+            }
+            println!("{}: ok", file.display());
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+pub fn run(file: &Path, log_dir: Option<PathBuf>) -> u8 {
+    let pf = match load(file, log_dir.clone()) {
+        Ok(pf) => pf,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("hangar-rt")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    rt.block_on(supervise(pf, log_dir))
+}
+
+async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
+    let manager = match Manager::new() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{}", render::error(&e));
+            return exit::FAILURE;
+        }
+    };
+    if let Err(e) = manager.set_global_env(&pf.env) {
+        eprintln!("{}", render::error(&e));
+        return exit::USAGE;
+    }
+    let mut term = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error[IO_ERROR]: cannot install signal handlers: {e}");
+            return exit::FAILURE;
+        }
+    };
+    // Logging runs on a thread of its own: if stderr blocks (a full pipe, a slow
+    // terminal), only this thread waits, and the runtime keeps supervising.
+    let events = manager.subscribe();
+    let _ = std::thread::Builder::new()
+        .name("hangar-events".into())
+        .spawn(move || log_events(events));
+
+    if let Some(dir) = &log_dir {
+        info!(dir = %dir.display(), "process output goes to log files");
+    }
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for spec in pf.processes {
+        let m = manager.clone();
+        set.spawn(async move { start_entry(&m, spec).await });
+    }
+    let (mut ok, mut failed) = (0usize, 0usize);
+    while let Some(res) = set.join_next().await {
+        if let Ok((o, f)) = res {
+            ok += o;
+            failed += f;
+        }
+    }
+    info!(
+        started = ok,
+        failed,
+        took_ms = t0.elapsed().as_millis() as u64,
+        "all processes launched; SIGINT or SIGTERM stops them"
+    );
+
+    tokio::select! {
+        _ = term.0.recv() => info!(signal = "SIGTERM", "stopping every process"),
+        _ = term.1.recv() => info!(signal = "SIGINT", "stopping every process"),
+    }
+    let t1 = Instant::now();
+    let shutdown = manager.shutdown();
+    tokio::select! {
+        () = shutdown => {
+            info!(took_ms = t1.elapsed().as_millis() as u64, "all processes stopped");
+            exit::OK
+        }
+        _ = term.0.recv() => forced(&manager),
+        _ = term.1.recv() => forced(&manager),
+    }
+}
+
+fn forced(manager: &Manager) -> u8 {
+    warn!("second signal: killing every process group and exiting");
+    manager.kill_all();
+    exit::FORCED
+}
+
+/// Start one `[[process]]` entry (all its instances). Returns (started, failed).
+async fn start_entry(m: &Manager, spec: ProcessSpec) -> (usize, usize) {
+    let results = if spec.instances > 1 {
+        m.start_n(spec).await
+    } else {
+        let name = spec.name.clone();
+        vec![(name, m.start(spec).await)]
+    };
+    let mut counts = (0, 0);
+    for (name, r) in results {
+        match r {
+            Ok(_) => counts.0 += 1,
+            Err(e) => {
+                counts.1 += 1;
+                error!(process = %name, code = e.code(), hint = e.hint().unwrap_or(""), "{}", e.message());
+            }
+        }
+    }
+    counts
+}
+
+fn log_events(mut rx: tokio::sync::broadcast::Receiver<Event>) {
+    loop {
+        match rx.blocking_recv() {
+            Ok(ev) => log_event(&ev),
+            Err(RecvError::Lagged(n)) => warn!(lost = n, "event log fell behind; events skipped"),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn log_event(ev: &Event) {
+    let EventKind::State {
+        from,
+        to,
+        exit,
+        error,
+        restarts,
+    } = &ev.kind
+    else {
+        return;
+    };
+    let name = &*ev.name;
+    let pid = ev.pid.unwrap_or(0);
+    let exit = exit.map(|e| e.to_string()).unwrap_or_default();
+    match to {
+        State::Running => info!(process = name, pid, "running"),
+        State::Stopped if exit.is_empty() => info!(process = name, "stopped"),
+        State::Stopped => info!(process = name, exit, "stopped"),
+        State::Starting if *from == State::Running => {
+            warn!(process = name, exit, restarts, "exited; restarting now")
+        }
+        State::Backoff => match error {
+            Some(e) => warn!(
+                process = name,
+                code = e.code(),
+                restarts,
+                "start failed; retrying after backoff: {}",
+                e.message()
+            ),
+            None => warn!(
+                process = name,
+                exit, restarts, "exited; restarting after backoff"
+            ),
+        },
+        State::Exited => info!(process = name, exit, "exited; not restarted by policy"),
+        State::Failed => match error {
+            Some(e) => error!(
+                process = name,
+                code = e.code(),
+                hint = e.hint().unwrap_or(""),
+                "failed: {}",
+                render::error(e).lines().next().unwrap_or("")
+            ),
+            None => error!(process = name, "failed"),
+        },
+        State::Starting | State::Stopping => {}
+    }
+}

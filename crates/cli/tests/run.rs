@@ -1,0 +1,334 @@
+//! `hangar run` as a real binary in a temp dir: start, signals, nothing left behind.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn hangar() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
+    c.env_remove("HANGAR_LOG");
+    c
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "hangar-cli-{tag}-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().subsec_nanos()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn write(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn marker(tag: u32) -> String {
+    format!("3600.{:05}{tag}", std::process::id() % 100_000)
+}
+
+/// Live (non-zombie) processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&cmd).contains(needle) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim().chars().next());
+        if !matches!(state, Some('Z') | Some('X') | None) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        sig,
+    )
+    .unwrap();
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+/// Drain the child's stderr on a thread (a full pipe would stall hangar's logging)
+/// and hand back what was read once it closes.
+fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut e = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = e.read_to_string(&mut s);
+        s
+    })
+}
+
+#[test]
+fn invalid_file_lists_every_error_and_starts_nothing() {
+    let dir = TempDir::new("bad");
+    let mk = marker(1);
+    let file = dir.write(
+        "bad.toml",
+        &format!(
+            r#"[[process]]
+name = "ok"
+command = "sleep"
+args = ["{mk}"]
+
+[[process]]
+name = "a"
+command = "sleep"
+instancs = 2
+
+[process.restart]
+initial_interval = "5 parsecs"
+
+[[process]]
+name = "a"
+command = "true"
+
+[[process]]
+name = "nocmd"
+"#
+        ),
+    );
+    let out = hangar().arg("run").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error[CONFIG_INVALID]"), "{err}");
+    assert!(err.contains("has 4 errors"), "{err}");
+    assert!(
+        err.contains(":9:1: process[1].instancs: unknown key"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":12:20: process[1].restart.initial_interval: invalid duration"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":15:1: process[2].name: duplicate process name \"a\""),
+        "{err}"
+    );
+    assert!(
+        err.contains(":18:1: process[3].command: missing required key `command`"),
+        "{err}"
+    );
+    assert!(pids_with(&mk).is_empty(), "something was started");
+
+    let out = hangar()
+        .arg("run")
+        .arg(dir.0.join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFIG_UNREADABLE"));
+}
+
+#[test]
+fn runs_the_issue_example_until_sigterm_and_leaves_nothing() {
+    let dir = TempDir::new("sleepers");
+    let mk = marker(2);
+    let file = dir.write(
+        "p.toml",
+        &format!(
+            r#"[[process]]
+name = "sleeper"
+command = "sleep"
+args = ["{mk}"]
+instances = 500            # sleeper-1 … sleeper-500
+
+[process.restart]
+policy = "always"          # always | on-failure | never
+initial_interval = "0s"
+
+[[process]]
+name = "ghost"
+command = "/nonexistent/hangar-ghost"
+"#
+        ),
+    );
+    let mut child = hangar()
+        .args(["run", "--no-log-files", "--log-format", "json"])
+        .arg(&file)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = collect_stderr(&mut child);
+    assert!(
+        wait_for(Duration::from_secs(20), || pids_with(&mk).len() == 500),
+        "only {} of 500 running",
+        pids_with(&mk).len()
+    );
+    // A killed sleeper comes back.
+    let victim = pids_with(&mk)[0];
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(victim as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || {
+        let p = pids_with(&mk);
+        p.len() == 500 && !p.contains(&victim)
+    }));
+    signal(&child, rustix::process::Signal::TERM);
+    let st = wait_exit(&mut child, Duration::from_secs(20)).expect("hangar did not exit");
+    assert_eq!(st.code(), Some(0));
+    let err = stderr.join().unwrap();
+    assert!(err.contains("PROCESS_START_FAILED"), "{err}");
+    assert!(err.contains("\"process\":\"ghost\""), "{err}");
+    assert!(err.contains("all processes stopped"), "{err}");
+    assert!(
+        pids_with(&mk).is_empty(),
+        "left running: {:?}",
+        pids_with(&mk)
+    );
+}
+
+#[test]
+fn children_die_when_hangar_is_killed() {
+    let dir = TempDir::new("kill9");
+    let mk = marker(3);
+    let file = dir.write(
+        "p.toml",
+        &format!(
+            "[[process]]\nname = \"s\"\ncommand = \"sleep\"\nargs = [\"{mk}\"]\ninstances = 20\n"
+        ),
+    );
+    let mut child = hangar()
+        .args(["run", "--no-log-files"])
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || pids_with(&mk).len() == 20));
+    signal(&child, rustix::process::Signal::KILL);
+    let _ = child.wait();
+    assert!(
+        wait_for(Duration::from_secs(5), || pids_with(&mk).is_empty()),
+        "orphans after kill -9: {:?}",
+        pids_with(&mk)
+    );
+}
+
+#[test]
+fn a_second_signal_forces_exit_and_children_still_die() {
+    let dir = TempDir::new("force");
+    let mk = marker(4);
+    // Ignores SIGTERM and has a long grace period: only the second signal ends it.
+    let file = dir.write(
+        "p.toml",
+        &format!(
+            "[[process]]\nname = \"stubborn\"\ncommand = \"sh\"\nargs = [\"-c\", \"trap '' TERM; sleep {mk}\"]\nstop_timeout = \"60s\"\n"
+        ),
+    );
+    let mut child = hangar()
+        .args(["run", "--no-log-files"])
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || pids_with(&mk).len() == 2));
+    signal(&child, rustix::process::Signal::TERM);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited before the grace period"
+    );
+    signal(&child, rustix::process::Signal::INT);
+    let st = wait_exit(&mut child, Duration::from_secs(10)).expect("no exit after second signal");
+    assert_eq!(st.code(), Some(130));
+    assert!(
+        wait_for(Duration::from_secs(5), || pids_with(&mk).is_empty()),
+        "{:?}",
+        pids_with(&mk)
+    );
+}
+
+#[test]
+fn logs_land_in_the_log_dir() {
+    let dir = TempDir::new("logs");
+    let logs = dir.0.join("logs");
+    let file = dir.write(
+        "p.toml",
+        "[[process]]\nname = \"hello\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo out; echo err >&2; sleep 30\"]\n",
+    );
+    let mut child = hangar()
+        .arg("run")
+        .arg("--log-dir")
+        .arg(&logs)
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = logs.join("hello.stdout.log");
+    let err = logs.join("hello.stderr.log");
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s == "out\n")
+            && std::fs::read_to_string(&err).is_ok_and(|s| s == "err\n")
+    }));
+    signal(&child, rustix::process::Signal::INT);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+#[test]
+fn check_and_help_read_well() {
+    let out = hangar().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("run") && help.contains("check"), "{help}");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sleepers.toml");
+    let out = hangar().args(["check", example]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sleeper ×5"));
+}
