@@ -5,14 +5,19 @@
 
 use std::time::{Duration, Instant};
 
-use hangar_supervisor::{Manager, ProcessSpec, RestartMode, RestartPolicy};
+use hangar_supervisor::{Manager, ManagerOptions, ProcessSpec, RestartMode, RestartPolicy};
 
 fn main() {
     let mut n: u32 = 1000;
+    let mut threads: usize = ManagerOptions::default().spawn_threads;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--n" {
-            n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n);
+        match a.as_str() {
+            "--n" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or(n),
+            "--spawn-threads" => {
+                threads = args.next().and_then(|v| v.parse().ok()).unwrap_or(threads)
+            }
+            _ => {}
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -21,7 +26,11 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let m = Manager::new().expect("manager");
+        let m = Manager::with_options(ManagerOptions {
+            spawn_threads: threads,
+            ..ManagerOptions::default()
+        })
+        .expect("manager");
         let mut spec = ProcessSpec::new("bench", "sleep")
             .args(["3600"])
             .restart(RestartPolicy {

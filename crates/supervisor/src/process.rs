@@ -329,7 +329,24 @@ impl Actor {
                 st.last_error = t.error.clone();
             }
         }
-        // Resolve callers waiting on this start or stop.
+        let seq = self.ctx.seq.fetch_add(1, Ordering::Relaxed);
+        // No subscriber is fine.
+        let _ = self.ctx.events.send(Event {
+            seq,
+            at: now,
+            name: Arc::clone(&self.name),
+            pid,
+            kind: EventKind::State {
+                from: t.from,
+                to: t.to,
+                exit: t.exit,
+                error: t.error.clone(),
+                restarts,
+            },
+        });
+        // Resolve callers waiting on this start or stop, after the event is out: a
+        // caller that subscribes once its call returned must not see this event.
+
         match t.to {
             State::Running => {
                 for w in self.start_waiters.drain(..) {
@@ -360,21 +377,6 @@ impl Actor {
                 let _ = w.send(());
             }
         }
-        let seq = self.ctx.seq.fetch_add(1, Ordering::Relaxed);
-        // No subscriber is fine.
-        let _ = self.ctx.events.send(Event {
-            seq,
-            at: now,
-            name: Arc::clone(&self.name),
-            pid,
-            kind: EventKind::State {
-                from: t.from,
-                to: t.to,
-                exit: t.exit,
-                error: t.error,
-                restarts,
-            },
-        });
     }
 }
 

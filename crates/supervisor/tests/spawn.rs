@@ -1,0 +1,117 @@
+//! What a child sees right after exec: the spawner's guarantees, checked from inside.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hangar_supervisor::{Manager, State};
+
+async fn run_and_read(m: &Manager, name: &str, script: &str) -> Vec<String> {
+    let mut rx = m.subscribe();
+    m.start(never(name, "sh", &["-c", script])).await.unwrap();
+    wait_state(&mut rx, name, State::Exited).await;
+    // Output is drained by the log thread; give it a moment after the exit.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = m
+            .tail(name, 100)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        if lines.last().is_some_and(|l| l == "END") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines.last().map(String::as_str), Some("END"), "{lines:?}");
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_starts_clean() {
+    let m = Manager::new().unwrap();
+    let lines = run_and_read(
+        &m,
+        "clean",
+        // Signal mask and ignored set, open fds, session and group ids, stdin.
+        "grep -E '^Sig(Blk|Ign)' /proc/self/status; \
+         ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; \
+         cut -d' ' -f1,5,6 /proc/$$/stat; \
+         readlink /proc/self/fd/0; echo END",
+    )
+    .await;
+    assert_eq!(lines[0], "SigBlk:\t0000000000000000", "{lines:?}");
+    assert_eq!(
+        lines[1], "SigIgn:\t0000000000000000",
+        "SIGPIPE must not stay ignored: {lines:?}"
+    );
+    // 0, 1, 2 and the fd `ls` itself opens for /proc/self/fd: nothing of hangar's,
+    // nor what the test harness leaked to hangar without close-on-exec.
+    assert_eq!(lines[2].trim(), "0 1 2 3", "{lines:?}");
+    let ids: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(ids.len(), 3, "{lines:?}");
+    assert!(
+        ids[0] == ids[1] && ids[1] == ids[2],
+        "own session and group: {lines:?}"
+    );
+    assert_eq!(lines[4], "/dev/null");
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_search_uses_the_childs_path() {
+    let dir = std::env::temp_dir().join(format!("hangar-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tool = dir.join("hangar-test-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho found-me\necho END\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let m = Manager::new().unwrap();
+    let mut spec = never("tool", "hangar-test-tool", &[]);
+    // A non-executable candidate earlier in PATH is skipped, as execvp does.
+    let shadow = std::env::temp_dir().join(format!("hangar-path-shadow-{}", std::process::id()));
+    std::fs::create_dir_all(&shadow).unwrap();
+    std::fs::write(shadow.join("hangar-test-tool"), "not executable").unwrap();
+    spec.env.insert(
+        "PATH".into(),
+        format!(
+            "/nonexistent:{}:{}:/usr/bin:/bin",
+            shadow.display(),
+            dir.display()
+        ),
+    );
+    let mut rx = m.subscribe();
+    m.start(spec).await.unwrap();
+    wait_state(&mut rx, "tool", State::Exited).await;
+    assert!(
+        eventually(Duration::from_secs(2), || m.tail("tool", 5).unwrap().len()
+            == 2)
+        .await
+    );
+    assert_eq!(m.tail("tool", 5).unwrap()[0].text, "found-me");
+
+    // Only the non-executable one in PATH: permission denied, not "not found".
+    let mut spec = never("shadowed", "hangar-test-tool", &[]);
+    spec.env.insert("PATH".into(), shadow.display().to_string());
+    let err = m.start(spec).await.unwrap_err();
+    assert!(err.to_string().contains("ermission denied"), "{err}");
+    m.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&shadow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_working_dir_is_a_clear_start_error() {
+    let m = Manager::new().unwrap();
+    let mut spec = never("nowhere", "true", &[]);
+    spec.working_dir = Some("/nonexistent/hangar-dir".into());
+    let err = m.start(spec).await.unwrap_err();
+    assert_eq!(err.code(), "PROCESS_START_FAILED");
+    assert!(err.to_string().contains("working directory"), "{err}");
+    assert!(err.hint().unwrap().contains("does not exist"), "{err}");
+    assert_eq!(m.status("nowhere").unwrap().state, State::Failed);
+    m.shutdown().await;
+}
