@@ -62,15 +62,7 @@ impl Spawner {
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
             let logs = logs.clone();
-            let dev_null = rustix::fs::open(
-                "/dev/null",
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )?;
-            let mut thread = SpawnerThread {
-                stack: vec![0u8; CHILD_STACK],
-                dev_null,
-            };
+            let mut thread = SpawnerThread::new()?;
             std::thread::Builder::new()
                 .name(format!("hangar-spawn-{i}"))
                 .stack_size(256 * 1024)
@@ -108,11 +100,46 @@ impl Spawner {
 }
 
 /// Per-thread spawning resources, allocated once.
+///
+/// The child shares our descriptor table (CLONE_FILES) and, as its first act,
+/// takes a private copy of only its low end with `close_range(…, UNSHARE)`. Copying
+/// the whole table (a pidfd and two pipes per supervised process) and closing it
+/// again at exec made every spawn cost O(processes). So the three descriptors the
+/// child needs are parked in `slots`, low-numbered descriptors this thread reserved
+/// when it started, and only `0..=max(slots)` is copied.
 struct SpawnerThread {
     /// The child's stack while it runs between clone and exec (it shares our memory).
     stack: Vec<u8>,
-    /// /dev/null, the child's stdin.
+    /// /dev/null, to park in the slots between spawns.
     dev_null: OwnedFd,
+    /// Reserved descriptors: the child's stdin, stdout and stderr during a spawn,
+    /// /dev/null otherwise.
+    slots: [OwnedFd; 3],
+    /// Whether the kernel has close_range with CLOSE_RANGE_UNSHARE (Linux 5.9);
+    /// without it the child gets a full copy of the table (CLONE_FILES unset).
+    unshare: bool,
+}
+
+impl SpawnerThread {
+    fn new() -> io::Result<SpawnerThread> {
+        let dev_null = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let slot = || rustix::io::fcntl_dupfd_cloexec(&dev_null, 3);
+        let slots = [slot()?, slot()?, slot()?];
+        // SAFETY: close_range on a range holding no descriptor closes nothing; it
+        // only tells whether the syscall exists.
+        let unshare =
+            unsafe { libc::syscall(libc::SYS_close_range, u32::MAX - 1, u32::MAX, 0u32) == 0 };
+        Ok(SpawnerThread {
+            stack: vec![0u8; CHILD_STACK],
+            dev_null,
+            slots,
+            unshare,
+        })
+    }
 }
 
 const CHILD_STACK: usize = 64 * 1024;
@@ -127,6 +154,8 @@ struct ChildArgs {
     envp: *const *const libc::c_char,
     cwd: *const libc::c_char,
     fds: [libc::c_int; 3],
+    /// With a shared descriptor table: unshare keeping descriptors below this.
+    unshare_from: libc::c_uint,
     parent: libc::pid_t,
     die_with_parent: bool,
     err: libc::c_int,
@@ -160,6 +189,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // hangar ignored) would be inherited. The raw syscall reaches the signals
         // glibc reserves for itself, which its sigaction() refuses. A zeroed kernel
         // `struct sigaction` is SIG_DFL with no flags and an empty mask.
+        // First, stop sharing the descriptor table (see SpawnerThread), before
+        // anything below changes a descriptor.
+        if a.unshare_from > 0
+            && libc::syscall(
+                libc::SYS_close_range,
+                a.unshare_from,
+                u32::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) < 0
+        {
+            fail(a, STAGE_STDIO);
+        }
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
@@ -284,19 +325,39 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
     let (paths_p, argv_p, env_p) = (ptrs(&paths), ptrs(&argv_s), ptrs(&env_s));
     let (out_r, out_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
     let (err_r, err_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+    let fds = if t.unshare {
+        rustix::io::dup3(&out_w, &mut t.slots[1], rustix::io::DupFlags::CLOEXEC)?;
+        rustix::io::dup3(&err_w, &mut t.slots[2], rustix::io::DupFlags::CLOEXEC)?;
+        [
+            t.slots[0].as_raw_fd(),
+            t.slots[1].as_raw_fd(),
+            t.slots[2].as_raw_fd(),
+        ]
+    } else {
+        [t.dev_null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]
+    };
+    let (unshare_from, flags) = if t.unshare {
+        let top = fds.iter().copied().max().unwrap_or(2) as libc::c_uint + 1;
+        let f = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD;
+        (top, f)
+    } else {
+        (0, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD)
+    };
     let mut args = ChildArgs {
         paths: paths_p.as_ptr(),
         argv: argv_p.as_ptr(),
         envp: env_p.as_ptr(),
         cwd: cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-        fds: [t.dev_null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        fds,
+        unshare_from,
         parent: rustix::process::getpid().as_raw_nonzero().get(),
         die_with_parent: req.die_with_supervisor,
         err: 0,
         stage: 0,
     };
     // SAFETY: CLONE_VM | CLONE_VFORK is what posix_spawn does: the child borrows
-    // our memory and a stack of its own (`t.stack`, unused by anyone else while
+    // our memory (and, with CLONE_FILES, our descriptor table until its first
+    // syscall unshares it) and a stack of its own (`t.stack`, unused by anyone else while
     // this thread is suspended in clone) and runs only `child_main`, which makes
     // async-signal-safe syscalls, then execs or _exits. All signals are blocked
     // around clone so no handler runs in the child before it resets them. `args`
@@ -312,7 +373,7 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
         let pid = libc::clone(
             child_main,
             top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            flags,
             &mut args as *mut ChildArgs as *mut libc::c_void,
         );
         let clone_err = io::Error::last_os_error();
@@ -322,7 +383,22 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
         }
         pid
     };
+    // Our ends of the child's stdout/stderr must close, or its pipes never reach
+    // end of file: drop the originals and park /dev/null in the slots again.
     drop((out_w, err_w));
+    if t.unshare {
+        let (stdout_slot, stderr_slot) = t.slots.split_at_mut(2);
+        rustix::io::dup3(
+            &t.dev_null,
+            &mut stdout_slot[1],
+            rustix::io::DupFlags::CLOEXEC,
+        )?;
+        rustix::io::dup3(
+            &t.dev_null,
+            &mut stderr_slot[0],
+            rustix::io::DupFlags::CLOEXEC,
+        )?;
+    }
     // SAFETY: the child has exec'd or exited (CLONE_VFORK); it no longer writes.
     let (err, stage) = unsafe {
         (

@@ -115,3 +115,41 @@ async fn a_missing_working_dir_is_a_clear_start_error() {
     assert_eq!(m.status("nowhere").unwrap().state, State::Failed);
     m.shutdown().await;
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Every spawn opens a pidfd and two pipes; once the children are gone and their
+/// output drained, all of them must be closed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_descriptor_outlives_its_process() {
+    let m = Manager::new().unwrap();
+    // Warm up: the log thread and spawner threads open what they keep.
+    run_and_read(&m, "warm", "echo END").await;
+    m.remove("warm", None).await.unwrap();
+    let before = open_fds();
+    let mut spec = never("brief", "sh", &["-c", "echo out; echo err >&2; echo END"]);
+    spec.instances = 50;
+    let mut rx = m.subscribe();
+    assert!(m.start_n(spec).await.iter().all(|(_, r)| r.is_ok()));
+    let mut exited = 0;
+    while exited < 50 {
+        let ev = rx.recv().await.unwrap();
+        if let hangar_supervisor::EventKind::State {
+            to: State::Exited, ..
+        } = ev.kind
+        {
+            exited += 1;
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || open_fds() <= before).await,
+        "descriptors leaked: {} before, {} after",
+        before,
+        open_fds()
+    );
+    m.shutdown().await;
+}
