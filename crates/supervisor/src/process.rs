@@ -222,21 +222,13 @@ impl Actor {
     }
 
     async fn spawn(&mut self) -> Input {
-        let spec = &self.spec;
-        let mut env: Vec<(String, String)> = Vec::new();
-        if spec.inherit_env {
-            env.extend(self.ctx.base_env.iter().cloned());
-        }
-        let global = self.ctx.global_env();
-        env.extend(global.iter().cloned());
-        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.push(("HANGAR_PROCESS_NAME".into(), spec.name.clone()));
         let req = SpawnRequest {
-            program: spec.command.clone(),
-            args: spec.args.clone(),
-            env,
-            cwd: spec.working_dir.clone(),
-            die_with_supervisor: spec.die_with_supervisor,
+            spec: Arc::clone(&self.spec),
+            base_env: self
+                .spec
+                .inherit_env
+                .then(|| Arc::clone(&self.ctx.base_env)),
+            global_env: self.ctx.global_env(),
             log: Arc::clone(&self.shared.log),
         };
         match self.ctx.spawner.spawn(req).await {

@@ -18,7 +18,6 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -27,16 +26,54 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::sync::oneshot;
 
 use crate::logs::{LogPump, ProcessLog, Stream};
+use crate::spec::ProcessSpec;
 
-/// Everything needed to spawn, prepared before it reaches the spawner so the child
-/// side of fork does only async-signal-safe work.
+/// What to spawn. Only shared references: a thousand queued requests must not hold
+/// a thousand copies of the environment. The spawner thread builds argv and envp
+/// from them right before clone, one request at a time.
 pub(crate) struct SpawnRequest {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<PathBuf>,
-    pub die_with_supervisor: bool,
+    pub spec: Arc<ProcessSpec>,
+    /// hangar's own environment, when the spec inherits it.
+    pub base_env: Option<Arc<Vec<(String, String)>>>,
+    /// The manager's global environment.
+    pub global_env: Arc<Vec<(String, String)>>,
     pub log: Arc<ProcessLog>,
+}
+
+impl SpawnRequest {
+    /// `KEY=VALUE` strings, highest precedence first wins: the process name, the
+    /// spec's env, the global env, hangar's env.
+    fn envp(&self) -> io::Result<Vec<CString>> {
+        let spec = &self.spec;
+        let base = self.base_env.as_deref().map(Vec::as_slice).unwrap_or(&[]);
+        let mut seen = std::collections::HashSet::with_capacity(base.len() + 8);
+        let mut out = Vec::with_capacity(base.len() + spec.env.len() + 1);
+        let name = ("HANGAR_PROCESS_NAME", spec.name.as_str());
+        let layers = std::iter::once(name)
+            .chain(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain(
+                self.global_env
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .chain(base.iter().rev().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (k, v) in layers {
+            if seen.insert(k) {
+                out.push(cstring(&format!("{k}={v}"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The child's PATH, for the executable search.
+    fn path(&self) -> Option<&str> {
+        let spec = &self.spec;
+        if let Some(p) = spec.env.get("PATH") {
+            return Some(p);
+        }
+        find_path(&self.global_env).or_else(|| self.base_env.as_deref().and_then(|b| find_path(b)))
+    }
 }
 
 /// A child that was spawned: its pid (= its process group and session id) and a
@@ -279,17 +316,19 @@ fn ptrs(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
-/// Where to look for `program`: itself if it has a slash, else each PATH entry.
-fn candidates(program: &str, env: &[(String, String)]) -> io::Result<Vec<CString>> {
-    if program.contains('/') {
-        return Ok(vec![cstring(program)?]);
-    }
-    let path = env
-        .iter()
+fn find_path(vars: &[(String, String)]) -> Option<&str> {
+    vars.iter()
         .rev()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
-        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+}
+
+/// Where to look for `program`: itself if it has a slash, else each PATH entry.
+fn candidates(program: &str, path: Option<&str>) -> io::Result<Vec<CString>> {
+    if program.contains('/') {
+        return Ok(vec![cstring(program)?]);
+    }
+    let path = path.unwrap_or("/usr/local/bin:/usr/bin:/bin");
     path.split(':')
         .map(|dir| {
             let dir = if dir.is_empty() { "." } else { dir };
@@ -300,23 +339,15 @@ fn candidates(program: &str, env: &[(String, String)]) -> io::Result<Vec<CString
 
 fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Result<Spawned> {
     // Everything the child needs is built here, before clone.
-    let paths = candidates(&req.program, &req.env)?;
-    let mut argv_s = Vec::with_capacity(req.args.len() + 1);
-    argv_s.push(cstring(&req.program)?);
-    for a in &req.args {
+    let spec = &req.spec;
+    let paths = candidates(&spec.command, req.path())?;
+    let mut argv_s = Vec::with_capacity(spec.args.len() + 1);
+    argv_s.push(cstring(&spec.command)?);
+    for a in &spec.args {
         argv_s.push(cstring(a)?);
     }
-    let mut env_s = Vec::with_capacity(req.env.len());
-    {
-        // Later entries win, as with std::process::Command::envs.
-        let mut seen = std::collections::HashSet::new();
-        for (k, v) in req.env.iter().rev() {
-            if seen.insert(k.as_str()) {
-                env_s.push(cstring(&format!("{k}={v}"))?);
-            }
-        }
-    }
-    let cwd = match &req.cwd {
+    let env_s = req.envp()?;
+    let cwd = match &spec.working_dir {
         Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in working directory")
         })?),
@@ -351,7 +382,7 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
         fds,
         unshare_from,
         parent: rustix::process::getpid().as_raw_nonzero().get(),
-        die_with_parent: req.die_with_supervisor,
+        die_with_parent: spec.die_with_supervisor,
         err: 0,
         stage: 0,
     };
