@@ -186,17 +186,38 @@ fn log_events(mut rx: tokio::sync::broadcast::Receiver<Event>) {
 }
 
 fn log_event(ev: &Event) {
-    let EventKind::State {
-        from,
-        to,
-        exit,
-        error,
-        restarts,
-    } = &ev.kind
-    else {
-        return;
-    };
     let name = &*ev.name;
+    let (from, to, exit, error, restarts) = match &ev.kind {
+        EventKind::State {
+            from,
+            to,
+            exit,
+            error,
+            restarts,
+        } => (from, to, exit, error, restarts),
+        EventKind::Health {
+            probe,
+            from,
+            to,
+            error,
+        } => {
+            let probe = probe.to_string();
+            let (from, to) = (from.to_string(), to.to_string());
+            match (to.as_str(), error) {
+                ("healthy", _) => info!(process = name, probe, from, "healthy"),
+                (_, Some(e)) => warn!(
+                    process = name,
+                    probe,
+                    from,
+                    health = to,
+                    "probe failing: {e}"
+                ),
+                (_, None) => info!(process = name, probe, from, health = to, "health changed"),
+            }
+            return;
+        }
+        _ => return,
+    };
     let pid = ev.pid.unwrap_or(0);
     let exit = exit.map(|e| e.to_string()).unwrap_or_default();
     match to {
@@ -230,6 +251,7 @@ fn log_event(ev: &Event) {
             ),
             None => error!(process = name, "failed"),
         },
+        State::Waiting => info!(process = name, "waiting for dependencies"),
         State::Starting | State::Stopping => {}
     }
 }

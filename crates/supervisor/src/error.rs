@@ -22,6 +22,16 @@ pub enum ErrorKind {
     ProcessStartFailed,
     /// The restart circuit opened: too many consecutive failures.
     MaxErrorsExceeded,
+    /// The liveness probe failed past its failure threshold.
+    HealthCheckFailed,
+    /// The readiness probe did not pass within the start timeout.
+    ReadinessTimeout,
+    /// The process's ports could not be allocated.
+    PortUnavailable,
+    /// A dependency can no longer meet its condition.
+    DependencyFailed,
+    /// Dependencies form a cycle.
+    DependencyCycle,
     /// The manager is shutting down and refuses new work.
     ShuttingDown,
     /// An operating-system call failed outside of spawning.
@@ -38,6 +48,11 @@ impl ErrorKind {
             ErrorKind::ProcessNotFound => "PROCESS_NOT_FOUND",
             ErrorKind::ProcessStartFailed => "PROCESS_START_FAILED",
             ErrorKind::MaxErrorsExceeded => "MAX_ERRORS_EXCEEDED",
+            ErrorKind::HealthCheckFailed => "HEALTH_CHECK_FAILED",
+            ErrorKind::ReadinessTimeout => "READINESS_TIMEOUT",
+            ErrorKind::PortUnavailable => "PORT_UNAVAILABLE",
+            ErrorKind::DependencyFailed => "DEPENDENCY_FAILED",
+            ErrorKind::DependencyCycle => "DEPENDENCY_CYCLE",
             ErrorKind::ShuttingDown => "SHUTTING_DOWN",
             ErrorKind::Io => "IO_ERROR",
         }

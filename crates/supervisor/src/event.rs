@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::Error;
+use crate::health::{Health, ProbeKind};
 use crate::state::{ExitInfo, State};
 
 /// Something that happened to a process.
@@ -38,5 +39,16 @@ pub enum EventKind {
         error: Option<Error>,
         /// Restarts so far (by policy).
         restarts: u64,
+    },
+    /// A probe changed the process's health.
+    Health {
+        /// Which probe.
+        probe: ProbeKind,
+        /// Health before.
+        from: Health,
+        /// Health after.
+        to: Health,
+        /// Why the last check failed, if it did.
+        error: Option<String>,
     },
 }

@@ -41,22 +41,27 @@
 //! ```
 #![deny(missing_docs)]
 
+mod deps;
 mod error;
 mod event;
+mod health;
 mod logs;
 mod manager;
+mod probe;
 mod process;
 mod spawn;
 mod spec;
 mod state;
 mod status;
 
+pub use deps::{find_cycle, Condition};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
+pub use health::{Check, Health, HealthStatus, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 pub use logs::{LogLine, Stream};
 pub use manager::{Manager, ManagerOptions};
 pub use spec::{
     LogSpec, ProcessSpec, RestartMode, RestartPolicy, SpecProblem, StopSignal, MAX_NAME_LEN,
 };
-pub use state::{Action, ExitInfo, Input, Machine, Output, State, Transition};
+pub use state::{Action, ExitInfo, Gates, Input, Machine, Output, State, Transition};
 pub use status::{ProcessStatus, Tail};

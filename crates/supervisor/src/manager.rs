@@ -1,12 +1,15 @@
 //! [`Manager`]: the registry of supervised processes and the public API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use hangar_net::{PortRange, PortRegistry};
 use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::deps::{find_cycle, stop_batches};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
@@ -26,6 +29,8 @@ pub struct ManagerOptions {
     pub event_capacity: usize,
     /// Seed for restart jitter; random when unset. Set it for repeatable tests.
     pub jitter_seed: Option<u64>,
+    /// Ports handed to processes that ask for named `ports`.
+    pub port_range: std::ops::RangeInclusive<u16>,
 }
 
 impl Default for ManagerOptions {
@@ -34,6 +39,7 @@ impl Default for ManagerOptions {
             spawn_threads: 2,
             event_capacity: 4096,
             jitter_seed: None,
+            port_range: 20000..=29999,
         }
     }
 }
@@ -45,6 +51,13 @@ pub(crate) struct Ctx {
     pub seq: AtomicU64,
     pub base_env: Arc<Vec<(String, String)>>,
     global_env: RwLock<Arc<Vec<(String, String)>>>,
+    /// The process table: name → entry. Process tasks read it to watch their
+    /// dependencies.
+    pub procs: RwLock<HashMap<Arc<str>, Entry>>,
+    pub ports: PortRegistry,
+    pub port_range: String,
+    /// One pooled HTTP client for every HTTP probe.
+    pub http: reqwest::Client,
 }
 
 impl Ctx {
@@ -56,9 +69,9 @@ impl Ctx {
     }
 }
 
-struct Entry {
+pub(crate) struct Entry {
     tx: mpsc::UnboundedSender<Command>,
-    shared: Arc<Shared>,
+    pub shared: Arc<Shared>,
 }
 
 /// Supervises named processes: start, stop, restart, status, by name or glob.
@@ -75,7 +88,6 @@ pub struct Manager {
 
 struct Inner {
     ctx: Arc<Ctx>,
-    procs: RwLock<HashMap<Arc<str>, Entry>>,
     seeds: Mutex<fastrand::Rng>,
     closing: AtomicBool,
 }
@@ -100,6 +112,31 @@ impl Manager {
         let base_env = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
+        let range = PortRange::new(
+            "processes",
+            *opts.port_range.start(),
+            *opts.port_range.end(),
+        );
+        let ports = PortRegistry::new([range]).map_err(|e| {
+            Error::of(
+                ErrorKind::InvalidSpec,
+                format!("invalid port range: {}", e.message),
+            )
+            .hint(e.hint)
+            .build()
+        })?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("hangar-probe/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                Error::of(
+                    ErrorKind::Io,
+                    format!("could not build the HTTP probe client: {e}"),
+                )
+                .build()
+            })?;
         let seeds = match opts.jitter_seed {
             Some(s) => fastrand::Rng::with_seed(s),
             None => fastrand::Rng::new(),
@@ -112,8 +149,11 @@ impl Manager {
                     seq: AtomicU64::new(0),
                     base_env: Arc::new(base_env),
                     global_env: RwLock::new(Arc::new(Vec::new())),
+                    procs: RwLock::new(HashMap::new()),
+                    ports,
+                    port_range: "processes".into(),
+                    http,
                 }),
-                procs: RwLock::new(HashMap::new()),
                 seeds: Mutex::new(seeds),
                 closing: AtomicBool::new(false),
             }),
@@ -169,6 +209,7 @@ impl Manager {
             .build());
         }
         spec.validate()?;
+        self.check_cycles(std::slice::from_ref(&spec))?;
         let rx = self.send_start(Arc::new(spec))?;
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
@@ -177,6 +218,9 @@ impl Manager {
     /// Returns one result per instance, in order.
     pub async fn start_n(&self, spec: ProcessSpec) -> Vec<(String, Result<u32>)> {
         if let Err(e) = spec.validate() {
+            return vec![(spec.name.clone(), Err(e))];
+        }
+        if let Err(e) = self.check_cycles(std::slice::from_ref(&spec)) {
             return vec![(spec.name.clone(), Err(e))];
         }
         let n = spec.instances;
@@ -211,7 +255,7 @@ impl Manager {
         self.check_open()?;
         let (reply, rx) = oneshot::channel();
         let name: Arc<str> = Arc::from(spec.name.as_str());
-        let mut procs = self.inner.procs.write().map_err(|_| poisoned())?;
+        let mut procs = self.inner.ctx.procs.write().map_err(|_| poisoned())?;
         let cmd = Command::Start {
             spec: Some(Arc::clone(&spec)),
             reply,
@@ -237,14 +281,22 @@ impl Manager {
         let shared = Arc::new(Shared {
             status: Mutex::new(ProcessStatus::new(Arc::clone(&name))),
             log: ProcessLog::new(name, spec.log.clone()),
+            spec: Mutex::new(Arc::clone(&spec)),
         });
         let seed = match self.inner.seeds.lock() {
             Ok(mut r) => r.u64(..),
             Err(_) => 0,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let actor = Actor::new(spec, Arc::clone(&shared), Arc::clone(&self.inner.ctx), seed);
-        tokio::spawn(actor.run(rx));
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let actor = Actor::new(
+            spec,
+            Arc::clone(&shared),
+            Arc::clone(&self.inner.ctx),
+            seed,
+            probe_tx,
+        );
+        tokio::spawn(actor.run(rx, probe_rx));
         Entry { tx, shared }
     }
 
@@ -284,31 +336,95 @@ impl Manager {
     /// once. Returns the names stopped.
     pub async fn stop_all(&self, pattern: &str, timeout: Option<Duration>) -> Result<Vec<String>> {
         let matcher = Matcher::new(pattern)?;
-        let mut waits = Vec::new();
-        {
-            let procs = self.inner.procs.read().map_err(|_| poisoned())?;
-            for (name, entry) in procs.iter() {
-                if matcher.matches(name) {
-                    let (reply, rx) = oneshot::channel();
-                    if entry.tx.send(Command::Stop { timeout, reply }).is_ok() {
-                        waits.push((name.to_string(), rx));
+        let names: BTreeSet<String> = {
+            let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
+            procs
+                .keys()
+                .filter(|n| matcher.matches(n))
+                .map(|n| n.to_string())
+                .collect()
+        };
+        self.in_dependency_order(&names, |reply| Command::Stop { timeout, reply })
+            .await;
+        Ok(names.into_iter().collect())
+    }
+
+    /// Send a stop-like command to `names`, dependents before their dependencies:
+    /// each batch is stopped concurrently, and waited for before the next.
+    async fn in_dependency_order(
+        &self,
+        names: &BTreeSet<String>,
+        cmd: impl Fn(oneshot::Sender<()>) -> Command,
+    ) {
+        let deps: BTreeMap<String, Vec<String>> = match self.inner.ctx.procs.read() {
+            Ok(procs) => names
+                .iter()
+                .filter_map(|n| {
+                    let e = procs.get(n.as_str())?;
+                    let spec = e.shared.spec.lock().ok()?.clone();
+                    Some((n.clone(), spec.depends_on.keys().cloned().collect()))
+                })
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
+        for batch in stop_batches(names, &deps) {
+            let mut waits = Vec::with_capacity(batch.len());
+            if let Ok(procs) = self.inner.ctx.procs.read() {
+                for name in &batch {
+                    if let Some(entry) = procs.get(name.as_str()) {
+                        let (reply, rx) = oneshot::channel();
+                        if entry.tx.send(cmd(reply)).is_ok() {
+                            waits.push(rx);
+                        }
                     }
                 }
             }
+            for rx in waits {
+                let _ = rx.await;
+            }
         }
-        let mut names = Vec::with_capacity(waits.len());
-        for (name, rx) in waits {
-            let _ = rx.await;
-            names.push(name);
+    }
+
+    /// Refuse specs whose dependencies would close a cycle with the registered ones.
+    fn check_cycles(&self, new: &[ProcessSpec]) -> Result<()> {
+        if new.iter().all(|s| s.depends_on.is_empty()) {
+            return Ok(());
         }
-        names.sort();
-        Ok(names)
+        let registered: Vec<(String, Vec<String>)> = {
+            let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
+            procs
+                .iter()
+                .filter_map(|(n, e)| {
+                    let spec = e.shared.spec.lock().ok()?.clone();
+                    Some((n.to_string(), spec.depends_on.keys().cloned().collect()))
+                })
+                .collect()
+        };
+        let mut graph: HashMap<&str, Vec<&str>> = registered
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.iter().map(String::as_str).collect()))
+            .collect();
+        for s in new {
+            graph.insert(
+                s.name.as_str(),
+                s.depends_on.keys().map(String::as_str).collect(),
+            );
+        }
+        match find_cycle(&graph) {
+            Some(cycle) => Err(Error::of(
+                ErrorKind::DependencyCycle,
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+            )
+            .hint("remove one of the depends_on entries on the cycle")
+            .build()),
+            None => Ok(()),
+        }
     }
 
     /// Stop a process and forget it.
     pub async fn remove(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
         let entry = {
-            let mut procs = self.inner.procs.write().map_err(|_| poisoned())?;
+            let mut procs = self.inner.ctx.procs.write().map_err(|_| poisoned())?;
             procs.remove(name).ok_or_else(|| not_found(name))?
         };
         let (reply, rx) = oneshot::channel();
@@ -320,7 +436,7 @@ impl Manager {
 
     /// Status of one process.
     pub fn status(&self, name: &str) -> Result<ProcessStatus> {
-        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
         let entry = procs.get(name).ok_or_else(|| not_found(name))?;
         Ok(snapshot(&entry.shared))
     }
@@ -328,7 +444,7 @@ impl Manager {
     /// Status of every process whose name matches `pattern`, sorted by name.
     pub fn status_all(&self, pattern: &str) -> Result<Vec<ProcessStatus>> {
         let matcher = Matcher::new(pattern)?;
-        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
         let mut out: Vec<ProcessStatus> = procs
             .iter()
             .filter(|(name, _)| matcher.matches(name))
@@ -342,7 +458,7 @@ impl Manager {
     /// How many processes matching `pattern` are running.
     pub fn count(&self, pattern: &str) -> Result<usize> {
         let matcher = Matcher::new(pattern)?;
-        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
         Ok(procs
             .iter()
             .filter(|(name, e)| {
@@ -355,9 +471,14 @@ impl Manager {
             .count())
     }
 
+    /// The port registry processes get their named ports from.
+    pub fn ports(&self) -> &PortRegistry {
+        &self.inner.ctx.ports
+    }
+
     /// Names of all registered processes, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = match self.inner.procs.read() {
+        let mut v: Vec<String> = match self.inner.ctx.procs.read() {
             Ok(p) => p.keys().map(|k| k.to_string()).collect(),
             Err(_) => Vec::new(),
         };
@@ -367,14 +488,14 @@ impl Manager {
 
     /// The last `lines` lines of a process's output (both streams, in order).
     pub fn tail(&self, name: &str, lines: usize) -> Result<Tail> {
-        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
         let entry = procs.get(name).ok_or_else(|| not_found(name))?;
         Ok(entry.shared.log.tail(lines))
     }
 
     /// Paths of a process's live log files (stdout, stderr), when it logs to files.
     pub fn log_paths(&self, name: &str) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
-        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
         let entry = procs.get(name).ok_or_else(|| not_found(name))?;
         let log = &entry.shared.log;
         Ok((log.path(Stream::Stdout), log.path(Stream::Stderr)))
@@ -385,26 +506,17 @@ impl Manager {
     pub async fn shutdown(&self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         // Entries stay in the table until their process is gone, so status and
-        // kill_all still see them while the stop runs.
-        let mut waits = Vec::new();
-        if let Ok(procs) = self.inner.procs.read() {
-            for e in procs.values() {
-                let (reply, rx) = oneshot::channel();
-                if e.tx
-                    .send(Command::Remove {
-                        timeout: None,
-                        reply,
-                    })
-                    .is_ok()
-                {
-                    waits.push(rx);
-                }
-            }
-        }
-        for rx in waits {
-            let _ = rx.await;
-        }
-        if let Ok(mut procs) = self.inner.procs.write() {
+        // kill_all still see them while the stop runs. Dependents stop first.
+        let names: BTreeSet<String> = match self.inner.ctx.procs.read() {
+            Ok(procs) => procs.keys().map(|k| k.to_string()).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        self.in_dependency_order(&names, |reply| Command::Remove {
+            timeout: None,
+            reply,
+        })
+        .await;
+        if let Ok(mut procs) = self.inner.ctx.procs.write() {
             procs.clear();
         }
     }
@@ -414,7 +526,7 @@ impl Manager {
     /// die with the supervisor anyway (PR_SET_PDEATHSIG); this reaches their
     /// descendants too. Returns how many groups were signalled.
     pub fn kill_all(&self) -> usize {
-        let pids: Vec<u32> = match self.inner.procs.read() {
+        let pids: Vec<u32> = match self.inner.ctx.procs.read() {
             Ok(p) => p
                 .values()
                 .filter_map(|e| e.shared.status.lock().ok().and_then(|s| s.pid))
@@ -428,7 +540,7 @@ impl Manager {
     }
 
     fn send(&self, name: &str, cmd: Command) -> Result<()> {
-        let procs = self.inner.procs.read().map_err(|_| poisoned())?;
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
         let entry = procs.get(name).ok_or_else(|| not_found(name))?;
         entry.tx.send(cmd).map_err(|_| not_found(name))
     }
@@ -445,7 +557,7 @@ impl Manager {
     }
 }
 
-fn snapshot(shared: &Shared) -> ProcessStatus {
+pub(crate) fn snapshot(shared: &Shared) -> ProcessStatus {
     let mut st = match shared.status.lock() {
         Ok(s) => s.clone(),
         Err(p) => p.into_inner().clone(),

@@ -1,5 +1,6 @@
 //! The driver of one process: a tokio task that owns the [`Machine`], the child's
-//! pidfd and the timer, and turns the machine's actions into syscalls.
+//! pidfd, the timer, the probe task and the dependency watch, and turns the
+//! machine's actions into syscalls.
 //!
 //! Everything about one process happens on its task, so no lock is held across an
 //! await and one slow process never holds up another. Readers (status) look at a
@@ -14,16 +15,21 @@ use std::time::{Duration, SystemTime};
 
 use rustix::process::{Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::deps::{evaluate, DepState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
+use crate::health::{HealthStatus, HealthTracker, ProbeKind, Verdict};
 use crate::logs::ProcessLog;
-use crate::manager::Ctx;
-use crate::spawn::{kill_group, SpawnRequest};
-use crate::spec::ProcessSpec;
-use crate::state::{Action, ExitInfo, Input, Machine, State, Transition};
+use crate::manager::{snapshot, Ctx};
+use crate::probe::{self, ProbeResult, Target};
+use crate::spawn::{kill_group, SpawnRequest, Spawned};
+use crate::spec::{substitute_ports, ProcessSpec};
+use crate::state::{Action, ExitInfo, Gates, Input, Machine, State, Transition};
 use crate::status::ProcessStatus;
 
 pub(crate) enum Command {
@@ -50,16 +56,47 @@ pub(crate) enum Command {
 pub(crate) struct Shared {
     pub status: Mutex<ProcessStatus>,
     pub log: Arc<ProcessLog>,
+    /// The spec in force (dependency order and cycle checks read it).
+    pub spec: Mutex<Arc<ProcessSpec>>,
 }
 
-struct Child {
-    pid: u32,
+/// A spawned child, watched through its pidfd.
+pub(crate) struct Child {
+    pub pid: u32,
     pidfd: AsyncFd<OwnedFd>,
+}
+
+impl Child {
+    /// Register a freshly spawned child's pidfd with the runtime. On failure the
+    /// child is killed and reaped: what cannot be watched must not run.
+    pub(crate) fn watch(spawned: Spawned) -> io::Result<Child> {
+        // SAFETY: `register` requires the fd to stay open and unchanged for as long
+        // as the AsyncFd lives. An OwnedFd moved into it is closed only when the
+        // AsyncFd drops it, and nothing else knows its number.
+        match unsafe { AsyncFd::register(spawned.pidfd) } {
+            Ok(pidfd) => Ok(Child {
+                pid: spawned.pid,
+                pidfd,
+            }),
+            Err(err) => {
+                let e = err.into_parts().1;
+                let _ = kill_group(spawned.pid, Signal::KILL);
+                let _ = rustix::process::waitpid(
+                    rustix::process::Pid::from_raw(spawned.pid as i32),
+                    rustix::process::WaitOptions::empty(),
+                );
+                Err(e)
+            }
+        }
+    }
 }
 
 pub(crate) struct Actor {
     name: Arc<str>,
+    /// The spec as given.
     spec: Arc<ProcessSpec>,
+    /// The spec with ports allocated and substituted; `None` until the first spawn.
+    resolved: Option<Arc<ProcessSpec>>,
     machine: Machine,
     shared: Arc<Shared>,
     ctx: Arc<Ctx>,
@@ -68,6 +105,20 @@ pub(crate) struct Actor {
     start_waiters: Vec<oneshot::Sender<Result<u32>>>,
     stop_waiters: Vec<oneshot::Sender<()>>,
     removing: bool,
+    probe_task: Option<JoinHandle<()>>,
+    probe_generation: u64,
+    probe_tx: mpsc::UnboundedSender<ProbeResult>,
+    tracker: Option<HealthTracker>,
+    deps_rx: Option<broadcast::Receiver<Event>>,
+}
+
+fn gates(spec: &ProcessSpec) -> Gates {
+    Gates {
+        depends: !spec.depends_on.is_empty(),
+        readiness: spec.readiness.is_some(),
+        liveness: spec.liveness.is_some(),
+        start_timeout: spec.start_timeout,
+    }
 }
 
 impl Actor {
@@ -76,11 +127,16 @@ impl Actor {
         shared: Arc<Shared>,
         ctx: Arc<Ctx>,
         seed: u64,
+        probe_tx: mpsc::UnboundedSender<ProbeResult>,
     ) -> Actor {
+        let mut machine = Machine::new(spec.restart, seed);
+        machine.set_gates(gates(&spec));
+        machine.set_stop_timeout(spec.stop_timeout);
         Actor {
             name: Arc::from(spec.name.as_str()),
-            machine: Machine::new(spec.restart, seed),
+            machine,
             spec,
+            resolved: None,
             shared,
             ctx,
             child: None,
@@ -88,10 +144,19 @@ impl Actor {
             start_waiters: Vec::new(),
             stop_waiters: Vec::new(),
             removing: false,
+            probe_task: None,
+            probe_generation: 0,
+            probe_tx,
+            tracker: None,
+            deps_rx: None,
         }
     }
 
-    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
+    ) {
         let mut open = true;
         loop {
             if (self.removing || !open) && !self.machine.state().is_active() {
@@ -107,6 +172,14 @@ impl Actor {
                 () = sleep_until(timer) => {
                     self.timer = None;
                     self.feed(Input::Timer).await;
+                }
+                Some(res) = probe_rx.recv() => self.probe_result(res).await,
+                ev = recv_dep_event(self.deps_rx.as_mut()) => {
+                    if ev {
+                        if let Some(input) = self.check_deps() {
+                            self.feed(input).await;
+                        }
+                    }
                 }
                 cmd = rx.recv(), if open => match cmd {
                     Some(cmd) => self.command(cmd).await,
@@ -130,6 +203,8 @@ impl Actor {
             let _ = kill_group(child.pid, Signal::KILL);
             wait_exit(Some(&child)).await;
         }
+        self.set_probe(None);
+        self.ctx.ports.release_all(&self.name);
         for w in self.stop_waiters.drain(..) {
             let _ = w.send(());
         }
@@ -151,8 +226,7 @@ impl Actor {
                         let _ = reply.send(Err(err));
                         return;
                     }
-                    self.machine.set_policy(spec.restart);
-                    self.spec = spec;
+                    self.replace_spec(spec);
                 }
                 match self.machine.state() {
                     State::Running => {
@@ -189,6 +263,23 @@ impl Actor {
         }
     }
 
+    fn replace_spec(&mut self, spec: Arc<ProcessSpec>) {
+        self.machine.set_policy(spec.restart);
+        self.machine.set_gates(gates(&spec));
+        self.machine.set_stop_timeout(spec.stop_timeout);
+        if let Ok(mut s) = self.shared.spec.lock() {
+            *s = Arc::clone(&spec);
+        }
+        if spec.ports != self.spec.ports {
+            self.ctx.ports.release_all(&self.name);
+            if let Ok(mut st) = self.shared.status.lock() {
+                st.ports.clear();
+            }
+        }
+        self.resolved = None;
+        self.spec = spec;
+    }
+
     /// Run inputs through the machine until it has nothing more to say, carrying out
     /// each action. Spawning is awaited here (on the spawner threads), and its
     /// outcome fed straight back in.
@@ -216,46 +307,198 @@ impl Actor {
                     }
                     Action::ArmTimer(d) => self.timer = Some(Instant::now() + d),
                     Action::DisarmTimer => self.timer = None,
+                    Action::AwaitDeps => {
+                        // Subscribe first, then look: no change can slip between.
+                        self.deps_rx = Some(self.ctx.events.subscribe());
+                        if let Some(input) = self.check_deps() {
+                            queue.push_back(input);
+                        }
+                    }
+                    Action::StopAwaitingDeps => self.deps_rx = None,
+                    Action::Probe(kind) => self.set_probe(kind),
                 }
             }
         }
     }
 
+    /// Where the dependencies stand: `None` while any is pending.
+    fn check_deps(&self) -> Option<Input> {
+        let procs = self.ctx.procs.read().ok()?;
+        let mut met = true;
+        for (dep, cond) in &self.spec.depends_on {
+            let st = procs.get(dep.as_str()).map(|e| snapshot(&e.shared));
+            match evaluate(*cond, st.as_ref()) {
+                DepState::Met => {}
+                DepState::Pending => met = false,
+                DepState::Broken(why) => {
+                    let err = Error::of(
+                        ErrorKind::DependencyFailed,
+                        format!("dependency {dep:?} cannot become {cond}: {why}"),
+                    )
+                    .ctx("name", &self.name)
+                    .ctx("dependency", dep)
+                    .hint("fix and start the dependency, then start this process again")
+                    .build();
+                    return Some(Input::DepsBroken(err));
+                }
+            }
+        }
+        met.then_some(Input::DepsMet)
+    }
+
+    /// Start (or stop) the probe task. Results of an older task still queued are
+    /// recognised by their generation and dropped.
+    fn set_probe(&mut self, kind: Option<ProbeKind>) {
+        if let Some(task) = self.probe_task.take() {
+            task.abort();
+        }
+        self.probe_generation += 1;
+        let (Some(kind), Some(child), Some(resolved)) = (kind, &self.child, &self.resolved) else {
+            return;
+        };
+        let spec = match kind {
+            ProbeKind::Readiness => resolved.readiness.clone(),
+            ProbeKind::Liveness => resolved.liveness.clone(),
+        };
+        let Some(spec) = spec else { return };
+        self.tracker = Some(HealthTracker::new(kind, &spec));
+        let target = Target {
+            pid: child.pid,
+            spec: Arc::clone(resolved),
+        };
+        self.probe_task = Some(tokio::spawn(probe::run(
+            Arc::clone(&self.ctx),
+            self.probe_generation,
+            kind,
+            spec,
+            target,
+            self.probe_tx.clone(),
+        )));
+    }
+
+    async fn probe_result(&mut self, res: ProbeResult) {
+        if res.generation != self.probe_generation {
+            return;
+        }
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let before = tracker.status().status;
+        let verdict = tracker.record(res.result, res.took, SystemTime::now());
+        let health = tracker.status().clone();
+        if let Ok(mut st) = self.shared.status.lock() {
+            st.health = health.clone();
+        }
+        if health.status != before {
+            let pid = self.child.as_ref().map(|c| c.pid);
+            self.emit(
+                pid,
+                EventKind::Health {
+                    probe: res.kind,
+                    from: before,
+                    to: health.status,
+                    error: health
+                        .last_error
+                        .clone()
+                        .filter(|_| health.consecutive_failures > 0),
+                },
+            );
+        }
+        match verdict {
+            Some(Verdict::Ready) => self.feed(Input::Ready).await,
+            Some(Verdict::Unhealthy(why)) => {
+                let err = Error::of(ErrorKind::HealthCheckFailed, format!("liveness probe failed: {why}"))
+                    .ctx("name", &self.name)
+                    .ctx("consecutive_failures", health.consecutive_failures)
+                    .hint("the process is restarted through its restart policy; check its logs and the probe's target")
+                    .build();
+                self.feed(Input::Unhealthy(err)).await;
+            }
+            None => {}
+        }
+    }
+
+    /// Allocate the spec's ports (once) and substitute them: the spec the child and
+    /// its probes actually see.
+    fn resolve(&mut self) -> Result<Arc<ProcessSpec>> {
+        if let Some(r) = &self.resolved {
+            return Ok(Arc::clone(r));
+        }
+        let mut ports = Vec::with_capacity(self.spec.ports.len());
+        for name in &self.spec.ports {
+            match self.ctx.ports.allocate(&self.ctx.port_range, &self.name) {
+                Ok(p) => ports.push((name.clone(), p)),
+                Err(e) => {
+                    self.ctx.ports.release_all(&self.name);
+                    return Err(Error::of(ErrorKind::PortUnavailable, e.message.clone())
+                        .ctx("name", &self.name)
+                        .ctx("port", name)
+                        .ctx("code", e.code())
+                        .hint(e.hint)
+                        .build());
+                }
+            }
+        }
+        let mut spec = (*self.spec).clone();
+        if !ports.is_empty() {
+            let sub = |s: &str| substitute_ports(s, &ports);
+            spec.args = spec.args.iter().map(|a| sub(a)).collect();
+            for v in spec.env.values_mut() {
+                *v = sub(v);
+            }
+            for probe in [&mut spec.readiness, &mut spec.liveness]
+                .into_iter()
+                .flatten()
+            {
+                probe.check.map_strings(&sub);
+            }
+            for (name, port) in &ports {
+                let var = format!(
+                    "HANGAR_PORT_{}",
+                    name.to_ascii_uppercase().replace('-', "_")
+                );
+                spec.env.insert(var, port.to_string());
+            }
+            if spec.health_port {
+                spec.env
+                    .insert("HEALTH_PORT".into(), ports[0].1.to_string());
+            }
+        }
+        if let Ok(mut st) = self.shared.status.lock() {
+            st.ports = ports;
+        }
+        let spec = Arc::new(spec);
+        self.resolved = Some(Arc::clone(&spec));
+        Ok(spec)
+    }
+
     async fn spawn(&mut self) -> Input {
+        let spec = match self.resolve() {
+            Ok(s) => s,
+            Err(error) => {
+                return Input::SpawnFailed {
+                    error,
+                    permanent: false,
+                }
+            }
+        };
         let req = SpawnRequest {
-            spec: Arc::clone(&self.spec),
-            base_env: self
-                .spec
-                .inherit_env
-                .then(|| Arc::clone(&self.ctx.base_env)),
+            base_env: spec.inherit_env.then(|| Arc::clone(&self.ctx.base_env)),
+            spec,
             global_env: self.ctx.global_env(),
             log: Arc::clone(&self.shared.log),
         };
         match self.ctx.spawner.spawn(req).await {
-            // SAFETY: `register` requires the fd to stay open and unchanged for as long
-            // as the AsyncFd lives. An OwnedFd moved into it is closed only when the
-            // AsyncFd drops it, and nothing else knows its number.
-            Ok(spawned) => match unsafe { AsyncFd::register(spawned.pidfd) } {
-                Ok(pidfd) => {
-                    self.child = Some(Child {
-                        pid: spawned.pid,
-                        pidfd,
-                    });
-                    Input::Spawned { pid: spawned.pid }
+            Ok(spawned) => match Child::watch(spawned) {
+                Ok(child) => {
+                    let pid = child.pid;
+                    self.child = Some(child);
+                    Input::Spawned { pid }
                 }
-                Err(err) => {
-                    let e = err.into_parts().1;
-                    // Cannot watch it, so cannot supervise it: do not let it run.
-                    let _ = kill_group(spawned.pid, Signal::KILL);
-                    let _ = rustix::process::waitpid(
-                        rustix::process::Pid::from_raw(spawned.pid as i32),
-                        rustix::process::WaitOptions::empty(),
-                    );
-                    Input::SpawnFailed {
-                        error: self.start_error(e),
-                        permanent: false,
-                    }
-                }
+                Err(e) => Input::SpawnFailed {
+                    error: self.start_error(e),
+                    permanent: false,
+                },
             },
             Err(e) => {
                 let permanent = matches!(
@@ -270,6 +513,18 @@ impl Actor {
                 }
             }
         }
+    }
+
+    fn emit(&self, pid: Option<u32>, kind: EventKind) {
+        let seq = self.ctx.seq.fetch_add(1, Ordering::Relaxed);
+        // No subscriber is fine.
+        let _ = self.ctx.events.send(Event {
+            seq,
+            at: SystemTime::now(),
+            name: Arc::clone(&self.name),
+            pid,
+            kind,
+        });
     }
 
     fn start_error(&self, e: io::Error) -> Error {
@@ -302,6 +557,10 @@ impl Actor {
     fn publish(&mut self, t: Transition) {
         let pid = self.child.as_ref().map(|c| c.pid);
         let now = SystemTime::now();
+        if !matches!(t.to, State::Starting | State::Running) {
+            // Health describes a live process only.
+            self.tracker = None;
+        }
         let restarts = self.machine.restarts();
         if let Ok(mut st) = self.shared.status.lock() {
             st.state = t.to;
@@ -320,22 +579,20 @@ impl Actor {
             if t.error.is_some() {
                 st.last_error = t.error.clone();
             }
+            if self.tracker.is_none() {
+                st.health = HealthStatus::default();
+            }
         }
-        let seq = self.ctx.seq.fetch_add(1, Ordering::Relaxed);
-        // No subscriber is fine.
-        let _ = self.ctx.events.send(Event {
-            seq,
-            at: now,
-            name: Arc::clone(&self.name),
+        self.emit(
             pid,
-            kind: EventKind::State {
+            EventKind::State {
                 from: t.from,
                 to: t.to,
                 exit: t.exit,
                 error: t.error.clone(),
                 restarts,
             },
-        });
+        );
         // Resolve callers waiting on this start or stop, after the event is out: a
         // caller that subscribes once its call returned must not see this event.
 
@@ -372,6 +629,18 @@ impl Actor {
     }
 }
 
+/// Wait for the next event while watching dependencies. `true` means "look again"
+/// (an event, or lost events); never resolves when not watching.
+async fn recv_dep_event(rx: Option<&mut broadcast::Receiver<Event>>) -> bool {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    match rx.recv().await {
+        Ok(_) | Err(RecvError::Lagged(_)) => true,
+        Err(RecvError::Closed) => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -382,7 +651,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Wait until the child exits, then reap it. Before reaping, SIGKILL whatever is
 /// left of its process group: the unreaped leader pins the group id, so the signal
 /// cannot hit a recycled group.
-async fn wait_exit(child: Option<&Child>) -> ExitInfo {
+pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
     let Some(child) = child else {
         return std::future::pending().await;
     };

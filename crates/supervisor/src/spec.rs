@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::deps::Condition;
 use crate::error::{Error, ErrorKind};
+use crate::health::ProbeSpec;
 
 /// The longest process name accepted (names become file names).
 pub const MAX_NAME_LEN: usize = 128;
@@ -42,6 +44,22 @@ pub struct ProcessSpec {
     /// Kill the child when the supervisor dies (PR_SET_PDEATHSIG). Turn off only
     /// when something else will adopt the child after a supervisor crash.
     pub die_with_supervisor: bool,
+    /// Named ports allocated from the manager's port registry when the process is
+    /// first started and released when it is removed. Each is given to the child as
+    /// `HANGAR_PORT_<NAME>` and can be written `{port.NAME}` in args, env values and
+    /// probes.
+    pub ports: Vec<String>,
+    /// Also give the first port as `HEALTH_PORT`.
+    pub health_port: bool,
+    /// Gates Starting → Running: the process is Running once this probe passes.
+    pub readiness: Option<ProbeSpec>,
+    /// Restarts the process (through its restart policy) when it fails.
+    pub liveness: Option<ProbeSpec>,
+    /// With a readiness probe: restart a process not ready after this long.
+    #[serde(with = "duration_ms")]
+    pub start_timeout: Duration,
+    /// Processes that must meet a condition before this one starts.
+    pub depends_on: BTreeMap<String, Condition>,
 }
 
 impl Default for ProcessSpec {
@@ -59,6 +77,12 @@ impl Default for ProcessSpec {
             stop_timeout: Duration::from_secs(10),
             log: LogSpec::default(),
             die_with_supervisor: true,
+            ports: Vec::new(),
+            health_port: false,
+            readiness: None,
+            liveness: None,
+            start_timeout: Duration::from_secs(60),
+            depends_on: BTreeMap::new(),
         }
     }
 }
@@ -140,6 +164,58 @@ impl ProcessSpec {
                 ),
             );
         }
+        let mut seen = std::collections::HashSet::new();
+        for name in &self.ports {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                p(
+                    "ports",
+                    format!("port name {name:?}: use letters, digits, '_' and '-'"),
+                );
+            } else if !seen.insert(name.as_str()) {
+                p("ports", format!("port {name:?} is listed twice"));
+            }
+        }
+        if self.health_port && self.ports.is_empty() {
+            p(
+                "health_port",
+                "health_port needs at least one entry in ports".into(),
+            );
+        }
+        for (field, probe) in [("readiness", &self.readiness), ("liveness", &self.liveness)] {
+            if let Some(probe) = probe {
+                for (f, m) in probe.problems() {
+                    p(&format!("{field}.{f}"), m);
+                }
+                for s in probe.check.strings() {
+                    if let Err(m) = check_placeholders(s, &self.ports) {
+                        p(&format!("{field}.check"), m);
+                    }
+                }
+            }
+        }
+        for a in &self.args {
+            if let Err(m) = check_placeholders(a, &self.ports) {
+                p("args", m);
+            }
+        }
+        for (k, v) in &self.env {
+            if let Err(m) = check_placeholders(v, &self.ports) {
+                p(&format!("env.{k}"), m);
+            }
+        }
+        if self.depends_on.contains_key(&self.name) {
+            p("depends_on", "a process cannot depend on itself".into());
+        }
+        if self.readiness.is_some() && self.start_timeout.is_zero() {
+            p(
+                "start_timeout",
+                "start_timeout must be greater than zero".into(),
+            );
+        }
         if self.log.max_size != 0 && self.log.max_size < 4096 {
             p(
                 "log.max_size",
@@ -165,6 +241,38 @@ impl ProcessSpec {
             .hint("fix the fields named above; nothing was started")
             .build())
     }
+}
+
+/// Every `{port.NAME}` in `s` must name one of `ports`.
+fn check_placeholders(s: &str, ports: &[String]) -> Result<(), String> {
+    let mut rest = s;
+    while let Some(i) = rest.find("{port.") {
+        let after = &rest[i + "{port.".len()..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed placeholder in {s:?}"));
+        };
+        let name = &after[..end];
+        if !ports.iter().any(|p| p == name) {
+            return Err(format!(
+                "{{port.{name}}} in {s:?} names no port of this process (ports: [{}])",
+                ports.join(", ")
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    Ok(())
+}
+
+/// Replace every `{port.NAME}` by its number.
+pub(crate) fn substitute_ports(s: &str, ports: &[(String, u16)]) -> String {
+    if !s.contains("{port.") {
+        return s.to_string();
+    }
+    let mut out = s.to_string();
+    for (name, port) in ports {
+        out = out.replace(&format!("{{port.{name}}}"), &port.to_string());
+    }
+    out
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -414,7 +522,7 @@ impl Default for LogSpec {
     }
 }
 
-mod duration_ms {
+pub(crate) mod duration_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -495,6 +603,22 @@ mod tests {
         );
         let err = s.validate().unwrap_err();
         assert_eq!(err.code(), "INVALID_SPEC");
+    }
+
+    #[test]
+    fn port_placeholders_must_name_declared_ports() {
+        let mut s = ProcessSpec::new("web", "srv").args(["--port", "{port.http}"]);
+        assert_eq!(s.problems()[0].field, "args");
+        s.ports = vec!["http".into()];
+        assert!(s.problems().is_empty());
+        s.env.insert("ADMIN".into(), "{port.admin}".into());
+        s.health_port = true;
+        let fields: Vec<_> = s.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["env.ADMIN"]);
+        assert_eq!(
+            substitute_ports("a{port.http}b{port.http}", &[("http".into(), 80)]),
+            "a80b80"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
+use crate::health::ProbeKind;
 use crate::spec::{RestartMode, RestartPolicy};
 
 /// Where a process is in its life.
@@ -18,6 +19,8 @@ use crate::spec::{RestartMode, RestartPolicy};
 pub enum State {
     /// Not running, never started or stopped on request.
     Stopped,
+    /// Started, waiting for its dependencies' conditions.
+    Waiting,
     /// Being spawned.
     Starting,
     /// Spawned and alive.
@@ -37,7 +40,7 @@ impl State {
     pub fn is_active(self) -> bool {
         matches!(
             self,
-            State::Starting | State::Running | State::Stopping | State::Backoff
+            State::Waiting | State::Starting | State::Running | State::Stopping | State::Backoff
         )
     }
 
@@ -45,6 +48,7 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Stopped => "stopped",
+            State::Waiting => "waiting",
             State::Starting => "starting",
             State::Running => "running",
             State::Stopping => "stopping",
@@ -140,8 +144,17 @@ pub enum Input {
     },
     /// The process exited and was reaped.
     Exited(ExitInfo),
-    /// The armed timer expired (backoff over, or stop grace period over).
+    /// The armed timer expired (backoff over, stop grace period over, or start
+    /// timeout reached).
     Timer,
+    /// Every dependency condition holds.
+    DepsMet,
+    /// A dependency can no longer meet its condition.
+    DepsBroken(Error),
+    /// The readiness probe passed.
+    Ready,
+    /// The liveness probe failed past its threshold.
+    Unhealthy(Error),
 }
 
 /// Something the driver must do.
@@ -157,6 +170,25 @@ pub enum Action {
     ArmTimer(Duration),
     /// Disarm the timer.
     DisarmTimer,
+    /// Watch the dependencies and report `DepsMet` / `DepsBroken`.
+    AwaitDeps,
+    /// Stop watching the dependencies.
+    StopAwaitingDeps,
+    /// Run this probe from now on (`None`: no probe), replacing any running one.
+    Probe(Option<ProbeKind>),
+}
+
+/// What stands between a start and Running, fixed per spec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gates {
+    /// The spec has dependencies to wait for on a manual start.
+    pub depends: bool,
+    /// The spec has a readiness probe.
+    pub readiness: bool,
+    /// The spec has a liveness probe.
+    pub liveness: bool,
+    /// Restart a process that is not ready after this long.
+    pub start_timeout: Duration,
 }
 
 /// A change of state, with why it happened.
@@ -182,10 +214,13 @@ pub struct Output {
 }
 
 /// What to do once a stop in progress completes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum AfterStop {
     Rest,
     Start,
+    /// The stop was the supervisor's own (health check or start timeout): once the
+    /// process is gone, treat the run as failed with this error.
+    Fail(Error),
 }
 
 /// The state machine of one process.
@@ -201,6 +236,7 @@ pub struct Machine {
     has_child: bool,
     after_stop: AfterStop,
     stop_timeout: Duration,
+    gates: Gates,
     rng: fastrand::Rng,
 }
 
@@ -218,6 +254,7 @@ impl Machine {
             has_child: false,
             after_stop: AfterStop::Rest,
             stop_timeout: Duration::from_secs(10),
+            gates: Gates::default(),
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -242,6 +279,17 @@ impl Machine {
         self.policy = policy;
     }
 
+    /// Set the gates (dependencies, probes, start timeout) of the spec.
+    pub fn set_gates(&mut self, gates: Gates) {
+        self.gates = gates;
+    }
+
+    /// Set the grace period used when the machine stops the process by itself
+    /// (restart by hand, failed health check).
+    pub fn set_stop_timeout(&mut self, timeout: Duration) {
+        self.stop_timeout = timeout;
+    }
+
     /// Feed one input at time `now`; get the transition and the actions to carry out.
     pub fn handle(&mut self, input: Input, now: Instant) -> Output {
         let mut out = Output::default();
@@ -249,9 +297,28 @@ impl Machine {
             // ---- manual start / restart -------------------------------------------
             (State::Stopped | State::Exited | State::Failed, Input::Start | Input::Restart) => {
                 self.reset_counters();
+                if self.gates.depends {
+                    self.go(&mut out, State::Waiting, None, None);
+                    out.actions.push(Action::AwaitDeps);
+                } else {
+                    self.go(&mut out, State::Starting, None, None);
+                    out.actions.push(Action::Spawn);
+                }
+            }
+            (State::Waiting, Input::DepsMet) => {
+                out.actions.push(Action::StopAwaitingDeps);
                 self.go(&mut out, State::Starting, None, None);
                 out.actions.push(Action::Spawn);
             }
+            (State::Waiting, Input::DepsBroken(error)) => {
+                out.actions.push(Action::StopAwaitingDeps);
+                self.go(&mut out, State::Failed, None, Some(error));
+            }
+            (State::Waiting, Input::Stop { .. }) => {
+                out.actions.push(Action::StopAwaitingDeps);
+                self.go(&mut out, State::Stopped, None, None);
+            }
+            (State::Waiting, Input::Start | Input::Restart) => {}
             (State::Backoff, Input::Start | Input::Restart) => {
                 self.reset_counters();
                 out.actions.push(Action::DisarmTimer);
@@ -259,15 +326,20 @@ impl Machine {
                 out.actions.push(Action::Spawn);
             }
             (State::Starting | State::Running, Input::Restart) => {
+                self.stop_probes(&mut out);
                 self.begin_stop(&mut out, self.stop_timeout, AfterStop::Start);
             }
-            (State::Stopping, Input::Start | Input::Restart) => {
+            // A stop of the supervisor's own (failed health) restarts by policy anyway.
+            (State::Stopping, Input::Start | Input::Restart)
+                if !matches!(self.after_stop, AfterStop::Fail(_)) =>
+            {
                 self.after_stop = AfterStop::Start;
             }
             (State::Starting | State::Running, Input::Start) => {}
 
             // ---- stop ----------------------------------------------------------------
             (State::Starting | State::Running, Input::Stop { timeout }) => {
+                self.stop_probes(&mut out);
                 self.begin_stop(&mut out, timeout, AfterStop::Rest);
             }
             (State::Stopping, Input::Stop { .. }) => {
@@ -275,6 +347,7 @@ impl Machine {
                 // force is kept.
                 self.after_stop = AfterStop::Rest;
             }
+            (State::Stopping, Input::Ready | Input::Unhealthy(_)) => {}
             (State::Backoff, Input::Stop { .. }) => {
                 out.actions.push(Action::DisarmTimer);
                 self.go(&mut out, State::Stopped, None, None);
@@ -285,7 +358,35 @@ impl Machine {
             (State::Starting, Input::Spawned { .. }) => {
                 self.has_child = true;
                 self.started_at = Some(now);
+                if self.gates.readiness {
+                    out.actions.push(Action::Probe(Some(ProbeKind::Readiness)));
+                    out.actions.push(Action::ArmTimer(self.gates.start_timeout));
+                } else {
+                    self.go(&mut out, State::Running, None, None);
+                    if self.gates.liveness {
+                        out.actions.push(Action::Probe(Some(ProbeKind::Liveness)));
+                    }
+                }
+            }
+            (State::Starting, Input::Ready) if self.has_child => {
+                out.actions.push(Action::DisarmTimer);
                 self.go(&mut out, State::Running, None, None);
+                let next = self.gates.liveness.then_some(ProbeKind::Liveness);
+                out.actions.push(Action::Probe(next));
+            }
+            (State::Starting, Input::Timer) if self.has_child => {
+                let error = Error::of(
+                    ErrorKind::ReadinessTimeout,
+                    format!("not ready after {:?}", self.gates.start_timeout),
+                )
+                .hint("the readiness probe never passed: check the process's logs and the probe's target")
+                .build();
+                out.actions.push(Action::Probe(None));
+                self.begin_stop(&mut out, self.stop_timeout, AfterStop::Fail(error));
+            }
+            (State::Running, Input::Unhealthy(error)) => {
+                out.actions.push(Action::Probe(None));
+                self.begin_stop(&mut out, self.stop_timeout, AfterStop::Fail(error));
             }
             (State::Starting, Input::SpawnFailed { error, permanent }) => {
                 self.has_child = false;
@@ -300,6 +401,11 @@ impl Machine {
             // ---- exits ------------------------------------------------------------------
             (State::Starting | State::Running, Input::Exited(exit)) => {
                 self.has_child = false;
+                if self.gates.readiness {
+                    // The start timeout may be armed.
+                    out.actions.push(Action::DisarmTimer);
+                }
+                self.stop_probes(&mut out);
                 let uptime = self
                     .started_at
                     .take()
@@ -326,17 +432,32 @@ impl Machine {
             }
             (State::Stopping, Input::Exited(exit)) => {
                 self.has_child = false;
-                self.started_at = None;
+                let uptime = self
+                    .started_at
+                    .take()
+                    .map(|t| now.saturating_duration_since(t))
+                    .unwrap_or_default();
                 out.actions.push(Action::DisarmTimer);
-                match self.after_stop {
+                match std::mem::replace(&mut self.after_stop, AfterStop::Rest) {
                     AfterStop::Rest => self.go(&mut out, State::Stopped, Some(exit), None),
                     AfterStop::Start => {
                         self.reset_counters();
                         self.go(&mut out, State::Starting, Some(exit), None);
                         out.actions.push(Action::Spawn);
                     }
+                    AfterStop::Fail(error) => {
+                        if uptime >= self.policy.min_uptime {
+                            self.attempt = 0;
+                            self.consecutive_failures = 0;
+                        }
+                        if self.policy.policy == RestartMode::Never {
+                            self.consecutive_failures += 1;
+                            self.go(&mut out, State::Exited, Some(exit), Some(error));
+                        } else {
+                            self.after_failure(&mut out, Some(exit), Some(error), true);
+                        }
+                    }
                 }
-                self.after_stop = AfterStop::Rest;
             }
 
             // ---- timer ------------------------------------------------------------------
@@ -354,6 +475,12 @@ impl Machine {
             _ => {}
         }
         out
+    }
+
+    fn stop_probes(&self, out: &mut Output) {
+        if self.gates.readiness || self.gates.liveness {
+            out.actions.push(Action::Probe(None));
+        }
     }
 
     fn reset_counters(&mut self) {
@@ -629,6 +756,108 @@ mod tests {
         let o = m.handle(Input::Exited(ExitInfo::signal(15)), t);
         assert_eq!(o.actions, vec![Action::DisarmTimer, Action::Spawn]);
         assert_eq!(m.state(), State::Starting);
+    }
+
+    fn gated(readiness: bool, liveness: bool, depends: bool) -> Machine {
+        let mut m = Machine::new(policy(RestartMode::OnFailure), 1);
+        m.set_gates(Gates {
+            depends,
+            readiness,
+            liveness,
+            start_timeout: Duration::from_secs(30),
+        });
+        m.set_stop_timeout(Duration::from_secs(2));
+        m
+    }
+
+    fn health_err() -> Error {
+        Error::of(ErrorKind::HealthCheckFailed, "connection refused").build()
+    }
+
+    #[test]
+    fn readiness_gates_running_and_hands_over_to_liveness() {
+        let mut m = gated(true, true, false);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        let o = m.handle(Input::Spawned { pid: 1 }, t);
+        assert_eq!(m.state(), State::Starting);
+        assert_eq!(
+            o.actions,
+            vec![
+                Action::Probe(Some(ProbeKind::Readiness)),
+                Action::ArmTimer(Duration::from_secs(30))
+            ]
+        );
+        let o = m.handle(Input::Ready, t);
+        assert_eq!(m.state(), State::Running);
+        assert_eq!(
+            o.actions,
+            vec![
+                Action::DisarmTimer,
+                Action::Probe(Some(ProbeKind::Liveness))
+            ]
+        );
+    }
+
+    #[test]
+    fn start_timeout_restarts_through_the_policy() {
+        let mut m = gated(true, false, false);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        let o = m.handle(Input::Timer, t);
+        assert_eq!(m.state(), State::Stopping);
+        assert!(o.actions.contains(&Action::SignalStop));
+        let o = m.handle(Input::Exited(ExitInfo::signal(15)), t);
+        assert_eq!(m.state(), State::Backoff);
+        let tr = o.transition.unwrap();
+        assert_eq!(tr.error.unwrap().code(), "READINESS_TIMEOUT");
+        assert_eq!(m.consecutive_failures(), 1);
+    }
+
+    #[test]
+    fn liveness_failure_counts_toward_the_circuit() {
+        let mut m = gated(false, true, false);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        for i in 0..4 {
+            if i > 0 {
+                m.handle(Input::Timer, t);
+            }
+            let o = m.handle(Input::Spawned { pid: 1 }, t);
+            assert_eq!(o.actions, vec![Action::Probe(Some(ProbeKind::Liveness))]);
+            m.handle(Input::Unhealthy(health_err()), t);
+            let o = m.handle(Input::Exited(ExitInfo::signal(15)), t);
+            let err = o.transition.unwrap().error.unwrap();
+            if i < 3 {
+                assert_eq!(m.state(), State::Backoff);
+                assert_eq!(err.code(), "HEALTH_CHECK_FAILED");
+            } else {
+                assert_eq!(m.state(), State::Failed);
+                assert_eq!(err.code(), "MAX_ERRORS_EXCEEDED");
+            }
+        }
+    }
+
+    #[test]
+    fn dependencies_are_awaited_on_manual_start_only() {
+        let mut m = gated(false, false, true);
+        let t = Instant::now();
+        let o = m.handle(Input::Start, t);
+        assert_eq!(m.state(), State::Waiting);
+        assert_eq!(o.actions, vec![Action::AwaitDeps]);
+        let o = m.handle(Input::DepsMet, t);
+        assert_eq!(o.actions, vec![Action::StopAwaitingDeps, Action::Spawn]);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        // A crash restarts without waiting for dependencies again.
+        m.handle(Input::Exited(ExitInfo::code(1)), t);
+        let o = m.handle(Input::Timer, t);
+        assert_eq!(o.actions, vec![Action::Spawn]);
+        // A broken dependency fails a waiting process.
+        let mut m = gated(false, false, true);
+        m.handle(Input::Start, t);
+        m.handle(Input::DepsBroken(health_err()), t);
+        assert_eq!(m.state(), State::Failed);
     }
 
     #[test]

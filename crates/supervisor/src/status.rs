@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
+use crate::health::HealthStatus;
 use crate::logs::LogLine;
 use crate::state::{ExitInfo, State};
 
@@ -32,6 +33,10 @@ pub struct ProcessStatus {
     pub log_dropped_bytes: u64,
     /// The last log-file error, if writing failed.
     pub log_error: Option<String>,
+    /// Health as the probes see it (`Unknown` without probes).
+    pub health: HealthStatus,
+    /// Ports allocated to the process, by name.
+    pub ports: Vec<(String, u16)>,
 }
 
 impl ProcessStatus {
@@ -48,6 +53,8 @@ impl ProcessStatus {
             last_error: None,
             log_dropped_bytes: 0,
             log_error: None,
+            health: HealthStatus::default(),
+            ports: Vec::new(),
         }
     }
 
