@@ -304,11 +304,20 @@ pub struct HealthTracker {
     success_threshold: u32,
     failure_threshold: u32,
     status: HealthStatus,
+    ever_ok: bool,
+    /// Failures before the first success are "not up yet" until this time.
+    grace_until: Option<SystemTime>,
 }
 
 impl HealthTracker {
     /// A tracker for a probe of this kind and thresholds.
-    pub fn new(kind: ProbeKind, spec: &ProbeSpec) -> Self {
+    ///
+    /// Until the probe first succeeds, failures mean "not up yet", not "broken":
+    /// health stays `Unknown`. For a readiness probe that lasts until it passes (the
+    /// start timeout bounds it); for a liveness probe it lasts `start_grace` from
+    /// now, after which failures count as usual, so a process that never answers is
+    /// still restarted.
+    pub fn new(kind: ProbeKind, spec: &ProbeSpec, start_grace: Duration) -> Self {
         HealthTracker {
             kind,
             success_threshold: spec.success_threshold.max(1),
@@ -316,6 +325,11 @@ impl HealthTracker {
             status: HealthStatus {
                 probe: Some(kind),
                 ..HealthStatus::default()
+            },
+            ever_ok: false,
+            grace_until: match kind {
+                ProbeKind::Readiness => None,
+                ProbeKind::Liveness => SystemTime::now().checked_add(start_grace),
             },
         }
     }
@@ -338,6 +352,7 @@ impl HealthTracker {
         let before = s.status;
         match result {
             Ok(()) => {
+                self.ever_ok = true;
                 s.consecutive_successes = s.consecutive_successes.saturating_add(1);
                 s.consecutive_failures = 0;
                 if s.consecutive_successes >= self.success_threshold {
@@ -347,10 +362,17 @@ impl HealthTracker {
                 }
             }
             Err(e) => {
+                let grace = !self.ever_ok
+                    && match self.kind {
+                        ProbeKind::Readiness => true,
+                        ProbeKind::Liveness => self.grace_until.is_some_and(|g| at < g),
+                    };
                 s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                 s.consecutive_successes = 0;
                 s.last_error = Some(e);
-                if s.consecutive_failures >= self.failure_threshold {
+                if grace {
+                    // Not up yet: stays Unknown.
+                } else if s.consecutive_failures >= self.failure_threshold {
                     s.status = Health::Unhealthy;
                 } else if s.status == Health::Healthy {
                     s.status = Health::Degraded;
@@ -383,7 +405,7 @@ mod tests {
 
     #[test]
     fn liveness_goes_degraded_then_unhealthy_once() {
-        let mut t = HealthTracker::new(ProbeKind::Liveness, &spec(1, 3));
+        let mut t = HealthTracker::new(ProbeKind::Liveness, &spec(1, 3), Duration::ZERO);
         let now = SystemTime::now();
         let d = Duration::from_millis(1);
         assert_eq!(t.record(Ok(()), d, now), None);
@@ -403,13 +425,42 @@ mod tests {
 
     #[test]
     fn readiness_needs_its_success_threshold() {
-        let mut t = HealthTracker::new(ProbeKind::Readiness, &spec(2, 3));
+        let mut t = HealthTracker::new(ProbeKind::Readiness, &spec(2, 3), Duration::ZERO);
         let now = SystemTime::now();
         let d = Duration::ZERO;
-        assert_eq!(t.record(Err("no".into()), d, now), None);
+        for _ in 0..5 {
+            assert_eq!(t.record(Err("no".into()), d, now), None);
+        }
+        // Not ready yet is not unhealthy.
         assert_eq!(t.status().status, Health::Unknown);
+        assert_eq!(t.status().consecutive_failures, 5);
         assert_eq!(t.record(Ok(()), d, now), None);
         assert_eq!(t.record(Ok(()), d, now), Some(Verdict::Ready));
+    }
+
+    #[test]
+    fn liveness_tolerates_a_slow_start_for_the_grace_period() {
+        let t0 = SystemTime::now();
+        let mut t = HealthTracker::new(ProbeKind::Liveness, &spec(1, 2), Duration::from_secs(60));
+        let d = Duration::ZERO;
+        for _ in 0..5 {
+            assert_eq!(t.record(Err("refused".into()), d, t0), None);
+        }
+        assert_eq!(t.status().status, Health::Unknown);
+        // Past the grace period, failures count.
+        let late = t0 + Duration::from_secs(120);
+        assert!(matches!(
+            t.record(Err("refused".into()), d, late),
+            Some(Verdict::Unhealthy(_))
+        ));
+        // Once it has succeeded, there is no grace.
+        let mut t = HealthTracker::new(ProbeKind::Liveness, &spec(1, 2), Duration::from_secs(60));
+        t.record(Ok(()), d, t0);
+        t.record(Err("x".into()), d, t0);
+        assert!(matches!(
+            t.record(Err("x".into()), d, t0),
+            Some(Verdict::Unhealthy(_))
+        ));
     }
 
     #[test]

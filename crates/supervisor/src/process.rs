@@ -361,7 +361,7 @@ impl Actor {
             ProbeKind::Liveness => resolved.liveness.clone(),
         };
         let Some(spec) = spec else { return };
-        self.tracker = Some(HealthTracker::new(kind, &spec));
+        self.tracker = Some(HealthTracker::new(kind, &spec, resolved.start_timeout));
         let target = Target {
             pid: child.pid,
             spec: Arc::clone(resolved),
@@ -621,7 +621,8 @@ impl Actor {
         }
         // A stop is complete once the process left Stopping, even if a start queued
         // behind it has already moved it on to Starting.
-        if !t.to.is_active() || t.from == State::Stopping {
+        // A removal is answered at the very end, once the ports are released too.
+        if (!t.to.is_active() || t.from == State::Stopping) && !self.removing {
             for w in self.stop_waiters.drain(..) {
                 let _ = w.send(());
             }
