@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hangar_supervisor::{ProcessSpec, RestartMode, StopSignal};
+use hangar_supervisor::{Check, Condition, ProbeSpec, ProcessSpec, RestartMode, StopSignal};
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 /// A parsed, validated process file.
@@ -60,7 +60,30 @@ const PROCESS_KEYS: &[&str] = &[
     "die_with_supervisor",
     "restart",
     "log",
+    "ports",
+    "health_port",
+    "readiness",
+    "liveness",
+    "start_timeout",
+    "depends_on",
 ];
+const PROBE_KEYS: &[&str] = &[
+    "tcp",
+    "http",
+    "exec",
+    "process",
+    "all",
+    "any",
+    "status",
+    "headers",
+    "body_contains",
+    "initial_delay",
+    "interval",
+    "timeout",
+    "success_threshold",
+    "failure_threshold",
+];
+const CHECK_KINDS: &[&str] = &["tcp", "http", "exec", "process", "all", "any"];
 const RESTART_KEYS: &[&str] = &[
     "policy",
     "initial_interval",
@@ -157,9 +180,7 @@ pub fn parse(src: &str, default_log_dir: Option<PathBuf>) -> Result<ProcessFile,
                             .unwrap_or(1) as u32;
                         names.push((path.clone(), name.to_string(), n));
                     }
-                    if let Some(spec) = w.process(&path, t, t.span(), log_dir.clone()) {
-                        processes.push(spec);
-                    }
+                    processes.push(w.process(&path, t, t.span(), log_dir.clone()));
                 }
             }
             None => w.err(
@@ -187,6 +208,61 @@ pub fn parse(src: &str, default_log_dir: Option<PathBuf>) -> Result<ProcessFile,
                 break;
             }
             seen.insert(n, path.clone());
+        }
+    }
+
+    // Dependencies name processes of this file; one with instances means them all.
+    let expanded: HashMap<&str, Vec<String>> = names
+        .iter()
+        .map(|(_, name, n)| {
+            let v = if *n > 1 {
+                (1..=*n).map(|i| format!("{name}-{i}")).collect()
+            } else {
+                vec![name.clone()]
+            };
+            (name.as_str(), v)
+        })
+        .collect();
+    for (i, spec) in processes.iter_mut().enumerate() {
+        let path = names
+            .iter()
+            .find(|(_, n, _)| *n == spec.name)
+            .map(|(p, _, _)| p.clone())
+            .unwrap_or_else(|| format!("process[{i}]"));
+        let deps = std::mem::take(&mut spec.depends_on);
+        for (dep, cond) in deps {
+            match expanded.get(dep.as_str()) {
+                Some(all) => {
+                    for d in all {
+                        spec.depends_on.insert(d.clone(), cond);
+                    }
+                }
+                None => w.err_key(
+                    &format!("{path}.depends_on.{dep}"),
+                    format!("depends on {dep:?}, which this file does not declare"),
+                ),
+            }
+        }
+    }
+    if w.errors.is_empty() {
+        let mut graph: HashMap<&str, Vec<&str>> = HashMap::new();
+        for spec in &processes {
+            let deps: Vec<&str> = spec.depends_on.keys().map(String::as_str).collect();
+            for n in expanded.get(spec.name.as_str()).into_iter().flatten() {
+                graph.insert(n.as_str(), deps.clone());
+            }
+        }
+        if let Some(cycle) = hangar_supervisor::find_cycle(&graph) {
+            let first = cycle.first().cloned().unwrap_or_default();
+            let base = names
+                .iter()
+                .find(|(_, n, _)| expanded.get(n.as_str()).is_some_and(|v| v.contains(&first)))
+                .map(|(p, _, _)| p.clone())
+                .unwrap_or_default();
+            w.err_key(
+                &format!("{base}.depends_on"),
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+            );
         }
     }
 
@@ -246,7 +322,7 @@ impl Walker<'_> {
         t: &dyn TableLike,
         header: Option<Range<usize>>,
         log_dir: Option<PathBuf>,
-    ) -> Option<ProcessSpec> {
+    ) -> ProcessSpec {
         let before = self.errors.len();
         let mut spec = ProcessSpec::default();
         spec.log.dir = log_dir;
@@ -337,6 +413,60 @@ impl Walker<'_> {
                 }
                 "restart" => self.restart(&kp, item, kspan, &mut spec),
                 "log" => self.log(&kp, item, kspan, &mut spec),
+                "ports" => match item.as_array() {
+                    Some(a) => {
+                        for (i, v) in a.iter().enumerate() {
+                            match v.as_str() {
+                                Some(s) => spec.ports.push(s.to_string()),
+                                None => self.err(
+                                    v.span().or(kspan.clone()),
+                                    &format!("{kp}[{i}]"),
+                                    "expected a port name string",
+                                ),
+                            }
+                        }
+                    }
+                    None => self.err(
+                        kspan,
+                        &kp,
+                        "expected an array of port names, like [\"http\"]",
+                    ),
+                },
+                "health_port" => {
+                    if let Some(b) = self.bool(item, &kp, kspan) {
+                        spec.health_port = b;
+                    }
+                }
+                "start_timeout" => {
+                    if let Some(d) = self.duration(item, &kp, kspan) {
+                        spec.start_timeout = d;
+                    }
+                }
+                "readiness" => spec.readiness = self.probe(&kp, item, kspan),
+                "liveness" => spec.liveness = self.probe(&kp, item, kspan),
+                "depends_on" => match item.as_table_like() {
+                    Some(t) => {
+                        for (dep, v) in t.iter() {
+                            let dspan = t.get_key_value(dep).and_then(|(k, _)| k.span());
+                            let dp = format!("{kp}.{dep}");
+                            if let Some(s) = dspan.clone() {
+                                self.spans.insert(dp.clone(), s);
+                            }
+                            match v.as_str().map(str::parse::<Condition>) {
+                                Some(Ok(c)) => {
+                                    spec.depends_on.insert(dep.to_string(), c);
+                                }
+                                Some(Err(e)) => self.err(dspan, &dp, e),
+                                None => self.err(
+                                    dspan,
+                                    &dp,
+                                    "expected a condition: started, healthy or completed_successfully",
+                                ),
+                            }
+                        }
+                    }
+                    None => self.err(kspan, &kp, "expected a table like { web = \"healthy\" }"),
+                },
                 other => self.unknown(kspan, other, &format!("{path}."), PROCESS_KEYS),
             }
         }
@@ -354,13 +484,22 @@ impl Walker<'_> {
                 "missing required key `command`",
             );
         }
-        if self.errors.len() == before {
-            for p in spec.problems() {
-                // Missing keys were reported above; report value problems only.
-                self.err_key(&format!("{path}.{}", p.field), p.message);
+        // Semantic problems, except for keys already reported (a value that did not
+        // parse leaves a default behind that would be blamed twice).
+        let reported: Vec<String> = self.errors[before..]
+            .iter()
+            .map(|e| e.key.clone())
+            .collect();
+        for p in spec.problems() {
+            let key = format!("{path}.{}", p.field);
+            let dup = reported
+                .iter()
+                .any(|r| r.starts_with(&key) || key.starts_with(r.as_str()));
+            if !dup {
+                self.err_key(&key, p.message);
             }
         }
-        (self.errors.len() == before).then_some(spec)
+        spec
     }
 
     fn restart(
@@ -426,6 +565,263 @@ impl Walker<'_> {
         // Intervals shorter than the default cap would be silently raised by it.
         if r.max_interval < r.initial_interval && !t.contains_key("max_interval") {
             r.max_interval = r.initial_interval;
+        }
+    }
+
+    fn probe(&mut self, kp: &str, item: &Item, kspan: Option<Range<usize>>) -> Option<ProbeSpec> {
+        let Some(t) = item.as_table_like() else {
+            self.err(
+                kspan,
+                kp,
+                "expected a table ([process.readiness] / [process.liveness])",
+            );
+            return None;
+        };
+        let before = self.errors.len();
+        let mut probe = ProbeSpec::default();
+        // The check: exactly one kind key, plus the HTTP options.
+        let kinds: Vec<&str> = CHECK_KINDS
+            .iter()
+            .copied()
+            .filter(|k| t.contains_key(k))
+            .collect();
+        match kinds.as_slice() {
+            [kind] => {
+                let (k, v) = t.get_key_value(kind).expect("present");
+                if let Some(s) = k.span() {
+                    self.spans.insert(format!("{kp}.check"), s);
+                }
+                let path = format!("{kp}.{kind}");
+                if let Some(check) = self.check(&path, kind, v.as_value(), k.span(), Some(t)) {
+                    probe.check = check;
+                }
+            }
+            [] => self.err(
+                kspan.clone(),
+                kp,
+                format!("no check: give one of {}", CHECK_KINDS.join(", ")),
+            ),
+            many => self.err(
+                kspan.clone(),
+                kp,
+                format!(
+                    "several checks ({}): give exactly one, or combine them with all/any",
+                    many.join(", ")
+                ),
+            ),
+        }
+        for (key, item) in t.iter() {
+            let span = t.get_key_value(key).and_then(|(k, _)| k.span());
+            let p = format!("{kp}.{key}");
+            if let Some(s) = span.clone() {
+                self.spans.insert(p.clone(), s);
+            }
+            match key {
+                k if CHECK_KINDS.contains(&k) => {}
+                "status" | "headers" | "body_contains" => {
+                    if !t.contains_key("http") {
+                        self.err(span, &p, format!("`{key}` applies to http checks only"));
+                    }
+                }
+                "initial_delay" => {
+                    if let Some(d) = self.duration(item, &p, span) {
+                        probe.initial_delay = d;
+                    }
+                }
+                "interval" => {
+                    if let Some(d) = self.duration(item, &p, span) {
+                        probe.interval = d;
+                    }
+                }
+                "timeout" => {
+                    if let Some(d) = self.duration(item, &p, span) {
+                        probe.timeout = d;
+                    }
+                }
+                "success_threshold" => {
+                    if let Some(n) = self.int(item, &p, span, 1, 1000) {
+                        probe.success_threshold = n as u32;
+                    }
+                }
+                "failure_threshold" => {
+                    if let Some(n) = self.int(item, &p, span, 1, 1000) {
+                        probe.failure_threshold = n as u32;
+                    }
+                }
+                other => self.unknown(span, other, &format!("{kp}."), PROBE_KEYS),
+            }
+        }
+        (self.errors.len() == before).then_some(probe)
+    }
+
+    /// One check of kind `kind` from its value; `opts` holds the HTTP options.
+    fn check(
+        &mut self,
+        path: &str,
+        kind: &str,
+        v: Option<&Value>,
+        span: Option<Range<usize>>,
+        opts: Option<&dyn TableLike>,
+    ) -> Option<Check> {
+        let Some(v) = v else {
+            self.err(span, path, "expected a value");
+            return None;
+        };
+        let vspan = v.span().or(span.clone());
+        match kind {
+            "tcp" => match v.as_str() {
+                Some(a) => Some(Check::Tcp {
+                    address: a.to_string(),
+                }),
+                None => {
+                    self.err(vspan, path, "expected \"host:port\"");
+                    None
+                }
+            },
+            "http" => {
+                let Some(url) = v.as_str() else {
+                    self.err(vspan, path, "expected a URL string");
+                    return None;
+                };
+                let mut status = None;
+                let mut headers = std::collections::BTreeMap::new();
+                let mut body_contains = None;
+                if let Some(t) = opts {
+                    if let Some(s) = t.get("status") {
+                        match s.as_integer() {
+                            Some(n) if (100..=599).contains(&n) => status = Some(n as u16),
+                            _ => self.err(
+                                s.span().or(span.clone()),
+                                &format!("{path}.status"),
+                                "expected an HTTP status between 100 and 599",
+                            ),
+                        }
+                    }
+                    if let Some(h) = t.get("headers") {
+                        match h.as_table_like() {
+                            Some(h) => {
+                                for (k, v) in h.iter() {
+                                    match v.as_str() {
+                                        Some(s) => {
+                                            headers.insert(k.to_string(), s.to_string());
+                                        }
+                                        None => self.err(
+                                            span.clone(),
+                                            &format!("{path}.headers.{k}"),
+                                            "expected a string",
+                                        ),
+                                    }
+                                }
+                            }
+                            None => self.err(
+                                span.clone(),
+                                &format!("{path}.headers"),
+                                "expected a table of strings",
+                            ),
+                        }
+                    }
+                    if let Some(b) = t.get("body_contains") {
+                        match b.as_str() {
+                            Some(s) => body_contains = Some(s.to_string()),
+                            None => self.err(
+                                span.clone(),
+                                &format!("{path}.body_contains"),
+                                "expected a string",
+                            ),
+                        }
+                    }
+                }
+                Some(Check::Http {
+                    url: url.to_string(),
+                    status,
+                    headers,
+                    body_contains,
+                })
+            }
+            "exec" => match v.as_array() {
+                Some(a) => {
+                    let cmd: Option<Vec<String>> =
+                        a.iter().map(|x| x.as_str().map(str::to_string)).collect();
+                    match cmd {
+                        Some(c) => Some(Check::Exec { command: c }),
+                        None => {
+                            self.err(
+                                vspan,
+                                path,
+                                "expected an array of strings, like [\"pg_isready\", \"-q\"]",
+                            );
+                            None
+                        }
+                    }
+                }
+                None => {
+                    self.err(
+                        vspan,
+                        path,
+                        "expected an array of strings, like [\"pg_isready\", \"-q\"]",
+                    );
+                    None
+                }
+            },
+            "process" => match v.as_bool() {
+                Some(true) => Some(Check::Process),
+                _ => {
+                    self.err(vspan, path, "write `process = true`");
+                    None
+                }
+            },
+            "all" | "any" => {
+                let Some(a) = v.as_array() else {
+                    self.err(vspan, path, "expected an array of checks, like [{ tcp = \"127.0.0.1:80\" }, { process = true }]");
+                    return None;
+                };
+                let mut checks = Vec::new();
+                for (i, c) in a.iter().enumerate() {
+                    let cp = format!("{path}[{i}]");
+                    let Some(t) = c.as_inline_table() else {
+                        self.err(
+                            c.span().or(span.clone()),
+                            &cp,
+                            "expected an inline table with one check",
+                        );
+                        continue;
+                    };
+                    let kinds: Vec<&str> = CHECK_KINDS
+                        .iter()
+                        .copied()
+                        .filter(|k| t.contains_key(k))
+                        .collect();
+                    let [k] = kinds.as_slice() else {
+                        self.err(
+                            c.span().or(span.clone()),
+                            &cp,
+                            format!("give exactly one of {}", CHECK_KINDS.join(", ")),
+                        );
+                        continue;
+                    };
+                    for key in t.iter().map(|(k, _)| k) {
+                        if !PROBE_KEYS[..9].contains(&key) {
+                            self.unknown(
+                                c.span().or(span.clone()),
+                                key,
+                                &format!("{cp}."),
+                                &PROBE_KEYS[..9],
+                            );
+                        }
+                    }
+                    if let Some(check) =
+                        self.check(&format!("{cp}.{k}"), k, t.get(k), c.span(), Some(t))
+                    {
+                        checks.push(check);
+                    }
+                }
+                Some(if kind == "all" {
+                    Check::All(checks)
+                } else {
+                    Check::Any(checks)
+                })
+            }
+            _ => None,
         }
     }
 
@@ -769,6 +1165,95 @@ compress = true
         assert_eq!(p.log.dir.as_deref(), Some(std::path::Path::new("/tmp/x")));
         assert_eq!(f.env, ["A=1"]);
         assert_eq!(p.env.get("B").map(String::as_str), Some("2"));
+    }
+
+    #[test]
+    fn the_issue_3_example_parses() {
+        let src = r#"
+[[process]]
+name = "web"
+command = "python3"
+args = ["-m", "http.server", "{port.http}", "--bind", "127.0.0.1"]
+ports = ["http"]
+
+[process.readiness]
+http = "http://127.0.0.1:{port.http}/"   # or tcp = "127.0.0.1:{port.http}", or exec = ["cmd", "arg"]
+interval = "1s"
+
+[process.liveness]
+http = "http://127.0.0.1:{port.http}/"
+interval = "1s"
+failure_threshold = 3
+
+[[process]]
+name = "client"
+command = "sh"
+args = ["-c", "echo web is ready; sleep 3600"]
+depends_on = { web = "healthy" }            # started | healthy | completed_successfully
+"#;
+        let f = parse(src, None).unwrap();
+        let web = &f.processes[0];
+        assert_eq!(web.ports, ["http"]);
+        let r = web.readiness.as_ref().unwrap();
+        assert_eq!(r.interval, Duration::from_secs(1));
+        assert!(
+            matches!(&r.check, Check::Http { url, .. } if url == "http://127.0.0.1:{port.http}/")
+        );
+        assert_eq!(web.liveness.as_ref().unwrap().failure_threshold, 3);
+        assert_eq!(
+            f.processes[1].depends_on.get("web"),
+            Some(&Condition::Healthy)
+        );
+    }
+
+    #[test]
+    fn bad_probes_and_dependencies_are_named() {
+        let src = r#"[[process]]
+name = "a"
+command = "x"
+ports = ["http"]
+[process.readiness]
+htp = "http://x"
+[process.liveness]
+http = "ftp://127.0.0.1:{port.http}/"
+interval = "0s"
+
+[[process]]
+name = "b"
+command = "x"
+depends_on = { a = "ready", ghost = "started" }
+[process.readiness]
+tcp = "127.0.0.1:{port.nope}"
+"#;
+        let errs = parse(src, None).unwrap_err();
+        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (5, "process[0].readiness"),
+                (6, "process[0].readiness.htp"),
+                (8, "process[0].liveness.check"),
+                (9, "process[0].liveness.interval"),
+                (14, "process[1].depends_on.a"),
+                (14, "process[1].depends_on.ghost"),
+                (16, "process[1].readiness.check"),
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[1].message.contains("did you mean `http`"));
+        assert!(errs[2].message.contains("must start with http://"));
+    }
+
+    #[test]
+    fn dependency_cycles_and_instances() {
+        let src = "[[process]]\nname='a'\ncommand='x'\ndepends_on={b='started'}\n[[process]]\nname='b'\ncommand='x'\ndepends_on={a='healthy'}\n";
+        let errs = parse(src, None).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].message.contains("dependency cycle"), "{errs:?}");
+        let src = "[[process]]\nname='w'\ncommand='x'\ninstances=2\n[[process]]\nname='c'\ncommand='x'\ndepends_on={w='started'}\n";
+        let f = parse(src, None).unwrap();
+        let deps: Vec<&String> = f.processes[1].depends_on.keys().collect();
+        assert_eq!(deps, ["w-1", "w-2"]);
     }
 
     #[test]

@@ -332,3 +332,83 @@ fn check_and_help_read_well() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("sleeper ×5"));
 }
+
+#[test]
+fn the_web_example_runs_with_probes_ports_and_dependencies() {
+    let dir = TempDir::new("web");
+    let logs = dir.0.join("logs");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web.toml");
+    let mut child = hangar()
+        .args(["run", "--log-format", "json", "--log-dir"])
+        .arg(&logs)
+        .arg(example)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = collect_stderr(&mut child);
+    let client_log = logs.join("client.stdout.log");
+    assert!(
+        wait_for(Duration::from_secs(20), || std::fs::read_to_string(
+            &client_log
+        )
+        .is_ok_and(|s| s == "web is ready\n")),
+        "client never started"
+    );
+    signal(&child, rustix::process::Signal::TERM);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let err = stderr.join().unwrap();
+    // web became healthy and running before client left waiting.
+    let pos = |needle: &str| {
+        err.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in {err}"))
+    };
+    let web_running = pos(r#""message":"running","process":"web""#);
+    let client_waiting = pos(r#""message":"waiting for dependencies","process":"client""#);
+    let client_running = pos(r#""message":"running","process":"client""#);
+    assert!(
+        client_waiting < client_running && web_running < client_running,
+        "{err}"
+    );
+    // Stopped in reverse dependency order.
+    let client_stopped = pos(r#""message":"stopped","process":"client""#);
+    let web_stopped = pos(r#""message":"stopped","process":"web""#);
+    assert!(client_stopped < web_stopped, "{err}");
+}
+
+#[test]
+fn bad_probe_definitions_are_refused_with_the_key_named() {
+    let dir = TempDir::new("badprobe");
+    let file = dir.write(
+        "p.toml",
+        r#"[[process]]
+name = "web"
+command = "sleep"
+args = ["1"]
+[process.readiness]
+grpc = "127.0.0.1:1"
+[process.liveness]
+http = "localhost/health"
+interval = "0s"
+"#,
+    );
+    let out = hangar().arg("check").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":6:1: process[0].readiness.grpc: unknown key `grpc`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            ":8:1: process[0].liveness.check: url \"localhost/health\" must start with http://"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(":9:1: process[0].liveness.interval: interval must be greater than zero"),
+        "{err}"
+    );
+}
