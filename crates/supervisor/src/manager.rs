@@ -57,7 +57,7 @@ pub(crate) struct Ctx {
     pub ports: PortRegistry,
     pub port_range: String,
     /// One pooled HTTP client for every HTTP probe.
-    pub http: reqwest::Client,
+    pub http: crate::probe::HttpClient,
 }
 
 impl Ctx {
@@ -125,18 +125,7 @@ impl Manager {
             .hint(e.hint)
             .build()
         })?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("hangar-probe/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| {
-                Error::of(
-                    ErrorKind::Io,
-                    format!("could not build the HTTP probe client: {e}"),
-                )
-                .build()
-            })?;
+        let http = crate::probe::http_client();
         let seeds = match opts.jitter_seed {
             Some(s) => fastrand::Rng::with_seed(s),
             None => fastrand::Rng::new(),
@@ -282,6 +271,7 @@ impl Manager {
             status: Mutex::new(ProcessStatus::new(Arc::clone(&name))),
             log: ProcessLog::new(name, spec.log.clone()),
             spec: Mutex::new(Arc::clone(&spec)),
+            probe_generation: std::sync::atomic::AtomicU64::new(0),
         });
         let seed = match self.inner.seeds.lock() {
             Ok(mut r) => r.u64(..),

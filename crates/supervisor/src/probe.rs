@@ -7,35 +7,59 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use rustix::process::Signal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::health::{Check, ProbeKind, ProbeSpec};
+use crate::event::{Event, EventKind};
+use crate::health::{Check, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 use crate::logs::ProcessLog;
 use crate::manager::Ctx;
-use crate::process::{wait_exit, Child};
+use crate::process::{wait_exit, Child, Shared};
 use crate::spawn::{kill_group, SpawnRequest};
 use crate::spec::{LogSpec, ProcessSpec};
 
-/// One check's outcome, sent to the process task.
-pub(crate) struct ProbeResult {
+/// A decisive probe outcome, sent to the process task. Everything else (health
+/// bookkeeping, health events) the probe task does itself, so a passing check
+/// costs no wake-up of the process task.
+pub(crate) struct ProbeVerdict {
     pub generation: u64,
-    pub kind: ProbeKind,
-    pub result: Result<(), String>,
-    pub took: Duration,
+    pub verdict: Verdict,
+    pub consecutive_failures: u32,
 }
 
-/// What a probe checks against.
+/// What a probe checks against, and where it reports.
 #[derive(Clone)]
 pub(crate) struct Target {
     /// The process's pid, for `Check::Process`.
     pub pid: u32,
     /// The process's resolved spec: exec checks run with its environment.
     pub spec: Arc<ProcessSpec>,
+    /// Where the status snapshot lives.
+    pub shared: Arc<Shared>,
+    /// Process name, for events.
+    pub name: Arc<str>,
+}
+
+/// Steady-state checks fire on a shared 20 ms grid, so a thousand probes with a
+/// one-second interval wake the runtime 50 times a second, not a thousand.
+const GRID: Duration = Duration::from_millis(20);
+
+fn align_up(t: Instant) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let grid = GRID.as_nanos();
+    let up = since.div_ceil(grid) * grid;
+    epoch + Duration::from_nanos(up.min(u64::MAX as u128) as u64)
 }
 
 /// Run `probe` until the receiver is gone or the task is aborted.
@@ -44,36 +68,86 @@ pub(crate) async fn run(
     generation: u64,
     kind: ProbeKind,
     probe: ProbeSpec,
+    mut tracker: HealthTracker,
     target: Target,
-    tx: mpsc::UnboundedSender<ProbeResult>,
+    tx: mpsc::UnboundedSender<ProbeVerdict>,
 ) {
     let mut done = 0u32;
     let mut ever_ok = false;
+    // A top-level HTTP check is parsed once and cloned per check.
+    let template = match &probe.check {
+        Check::Http { url, headers, .. } => HttpPlan::new(url, headers).ok(),
+        _ => None,
+    };
     loop {
-        tokio::time::sleep(probe.next_delay(done, ever_ok)).await;
+        let delay = probe.next_delay(done, ever_ok);
+        if ever_ok && delay >= Duration::from_millis(500) {
+            tokio::time::sleep_until(align_up(Instant::now() + delay)).await;
+        } else {
+            tokio::time::sleep(delay).await;
+        }
         let start = Instant::now();
-        let result = match tokio::time::timeout(
-            probe.timeout,
-            check(&ctx, &probe.check, &target, probe.timeout),
-        )
-        .await
-        {
+        let checking = async {
+            match (&probe.check, template.as_ref()) {
+                (
+                    Check::Http {
+                        url,
+                        status,
+                        body_contains,
+                        ..
+                    },
+                    Some(plan),
+                ) => http_send(&ctx, plan, url, *status, body_contains.as_deref()).await,
+                _ => check(&ctx, &probe.check, &target, probe.timeout).await,
+            }
+        };
+        let result = match tokio::time::timeout(probe.timeout, checking).await {
             Ok(r) => r,
             Err(_) => Err(format!("timed out after {:?}", probe.timeout)),
         };
         done = done.saturating_add(1);
         ever_ok |= result.is_ok();
-        let took = start.elapsed();
-        if tx
-            .send(ProbeResult {
-                generation,
-                kind,
-                result,
-                took,
-            })
-            .is_err()
+        let before = tracker.status().status;
+        let verdict = tracker.record(result, start.elapsed(), SystemTime::now());
+        let health = tracker.status();
         {
-            return;
+            let Ok(mut st) = target.shared.status.lock() else {
+                return;
+            };
+            // The process task bumps the generation (under this lock) when it
+            // stops this probe: a late result must not overwrite its reset.
+            if target.shared.probe_generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            st.health = health.clone();
+        }
+        if health.status != before {
+            let seq = ctx.seq.fetch_add(1, Ordering::Relaxed);
+            let _ = ctx.events.send(Event {
+                seq,
+                at: SystemTime::now(),
+                name: Arc::clone(&target.name),
+                pid: Some(target.pid),
+                kind: EventKind::Health {
+                    probe: kind,
+                    from: before,
+                    to: health.status,
+                    error: health
+                        .last_error
+                        .clone()
+                        .filter(|_| health.consecutive_failures > 0),
+                },
+            });
+        }
+        if let Some(verdict) = verdict {
+            let msg = ProbeVerdict {
+                generation,
+                verdict,
+                consecutive_failures: health.consecutive_failures,
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
         }
     }
 }
@@ -97,17 +171,7 @@ fn check<'a>(
                 status,
                 headers,
                 body_contains,
-            } => {
-                http(
-                    ctx,
-                    url,
-                    *status,
-                    headers,
-                    body_contains.as_deref(),
-                    timeout,
-                )
-                .await
-            }
+            } => http(ctx, url, *status, headers, body_contains.as_deref()).await,
             Check::Exec { command } => exec(ctx, command, target, timeout).await,
             Check::Process => {
                 if process_alive(target.pid) {
@@ -178,20 +242,74 @@ async fn join_all(
 /// Longest body read when looking for `body_contains`.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The HTTP client probes share: hyper's pooled HTTP/1.1 client. Plain HTTP only;
+/// probes target loopback or the instance's own network.
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Empty<Bytes>>;
+
+pub(crate) fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// A parsed HTTP check, built once per probe task and reused for every check.
+#[derive(Clone)]
+pub(crate) struct HttpPlan {
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl HttpPlan {
+    fn new(
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<HttpPlan, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("GET {url}: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(format!("GET {url}: only http://host URLs can be probed"));
+        }
+        let mut map = http::HeaderMap::with_capacity(headers.len() + 1);
+        for (k, v) in headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("header {k:?}: {e}"))?;
+            let value = http::HeaderValue::from_str(v).map_err(|e| format!("header {k:?}: {e}"))?;
+            map.insert(name, value);
+        }
+        map.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!("hangar-probe/", env!("CARGO_PKG_VERSION"))),
+        );
+        Ok(HttpPlan { uri, headers: map })
+    }
+}
+
+/// One HTTP check. The caller's timeout bounds it.
 async fn http(
     ctx: &Ctx,
     url: &str,
     status: Option<u16>,
     headers: &std::collections::BTreeMap<String, String>,
     body_contains: Option<&str>,
-    timeout: Duration,
 ) -> Result<(), String> {
-    let mut req = ctx.http.get(url).timeout(timeout);
-    for (k, v) in headers {
-        req = req.header(k.as_str(), v.as_str());
-    }
-    let mut resp = req
-        .send()
+    let plan = HttpPlan::new(url, headers)?;
+    http_send(ctx, &plan, url, status, body_contains).await
+}
+
+async fn http_send(
+    ctx: &Ctx,
+    plan: &HttpPlan,
+    url: &str,
+    status: Option<u16>,
+    body_contains: Option<&str>,
+) -> Result<(), String> {
+    let mut req = http::Request::new(Empty::<Bytes>::new());
+    *req.uri_mut() = plan.uri.clone();
+    *req.headers_mut() = plan.headers.clone();
+    let resp = ctx
+        .http
+        .request(req)
         .await
         .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
     let code = resp.status().as_u16();
@@ -204,16 +322,26 @@ async fn http(
         }
         _ => {}
     }
-    if let Some(needle) = body_contains {
-        let mut body = Vec::new();
-        while body.len() < MAX_BODY {
-            match resp.chunk().await {
-                Ok(Some(c)) => body.extend_from_slice(&c),
-                Ok(None) => break,
-                Err(e) => return Err(format!("GET {url}: reading body: {e}")),
+    // Read the body to the end (bounded) so the connection goes back to the pool.
+    let mut body = resp.into_body();
+    let mut seen = Vec::new();
+    let mut total = 0usize;
+    while total < MAX_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    total += data.len();
+                    if body_contains.is_some() {
+                        seen.extend_from_slice(&data);
+                    }
+                }
             }
+            Some(Err(e)) => return Err(format!("GET {url}: reading body: {e}")),
+            None => break,
         }
-        if !String::from_utf8_lossy(&body).contains(needle) {
+    }
+    if let Some(needle) = body_contains {
+        if !String::from_utf8_lossy(&seen).contains(needle) {
             return Err(format!("GET {url}: body does not contain {needle:?}"));
         }
     }

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +26,7 @@ use crate::event::{Event, EventKind};
 use crate::health::{HealthStatus, HealthTracker, ProbeKind, Verdict};
 use crate::logs::ProcessLog;
 use crate::manager::{snapshot, Ctx};
-use crate::probe::{self, ProbeResult, Target};
+use crate::probe::{self, ProbeVerdict, Target};
 use crate::spawn::{kill_group, SpawnRequest, Spawned};
 use crate::spec::{substitute_ports, ProcessSpec};
 use crate::state::{Action, ExitInfo, Gates, Input, Machine, State, Transition};
@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub log: Arc<ProcessLog>,
     /// The spec in force (dependency order and cycle checks read it).
     pub spec: Mutex<Arc<ProcessSpec>>,
+    /// Generation of the running probe task; changed under the status lock.
+    pub probe_generation: AtomicU64,
 }
 
 /// A spawned child, watched through its pidfd.
@@ -107,8 +109,7 @@ pub(crate) struct Actor {
     removing: bool,
     probe_task: Option<JoinHandle<()>>,
     probe_generation: u64,
-    probe_tx: mpsc::UnboundedSender<ProbeResult>,
-    tracker: Option<HealthTracker>,
+    probe_tx: mpsc::UnboundedSender<ProbeVerdict>,
     deps_rx: Option<broadcast::Receiver<Event>>,
 }
 
@@ -127,7 +128,7 @@ impl Actor {
         shared: Arc<Shared>,
         ctx: Arc<Ctx>,
         seed: u64,
-        probe_tx: mpsc::UnboundedSender<ProbeResult>,
+        probe_tx: mpsc::UnboundedSender<ProbeVerdict>,
     ) -> Actor {
         let mut machine = Machine::new(spec.restart, seed);
         machine.set_gates(gates(&spec));
@@ -147,7 +148,6 @@ impl Actor {
             probe_task: None,
             probe_generation: 0,
             probe_tx,
-            tracker: None,
             deps_rx: None,
         }
     }
@@ -155,7 +155,7 @@ impl Actor {
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
-        mut probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
+        mut probe_rx: mpsc::UnboundedReceiver<ProbeVerdict>,
     ) {
         let mut open = true;
         loop {
@@ -173,7 +173,7 @@ impl Actor {
                     self.timer = None;
                     self.feed(Input::Timer).await;
                 }
-                Some(res) = probe_rx.recv() => self.probe_result(res).await,
+                Some(v) = probe_rx.recv() => self.probe_verdict(v).await,
                 ev = recv_dep_event(self.deps_rx.as_mut()) => {
                     if ev {
                         if let Some(input) = self.check_deps() {
@@ -346,13 +346,23 @@ impl Actor {
         met.then_some(Input::DepsMet)
     }
 
-    /// Start (or stop) the probe task. Results of an older task still queued are
-    /// recognised by their generation and dropped.
+    /// Start (or stop) the probe task. A process that is no longer running has no
+    /// health to report; one handed from readiness to liveness keeps the health it
+    /// had until the liveness probe's first result.
     fn set_probe(&mut self, kind: Option<ProbeKind>) {
         if let Some(task) = self.probe_task.take() {
             task.abort();
         }
         self.probe_generation += 1;
+        let running = self.machine.state() == State::Running;
+        if let Ok(mut st) = self.shared.status.lock() {
+            self.shared
+                .probe_generation
+                .store(self.probe_generation, Ordering::Release);
+            if !running {
+                st.health = HealthStatus::default();
+            }
+        }
         let (Some(kind), Some(child), Some(resolved)) = (kind, &self.child, &self.resolved) else {
             return;
         };
@@ -361,60 +371,38 @@ impl Actor {
             ProbeKind::Liveness => resolved.liveness.clone(),
         };
         let Some(spec) = spec else { return };
-        self.tracker = Some(HealthTracker::new(kind, &spec, resolved.start_timeout));
+        let tracker = HealthTracker::new(kind, &spec, resolved.start_timeout);
         let target = Target {
             pid: child.pid,
             spec: Arc::clone(resolved),
+            shared: Arc::clone(&self.shared),
+            name: Arc::clone(&self.name),
         };
         self.probe_task = Some(tokio::spawn(probe::run(
             Arc::clone(&self.ctx),
             self.probe_generation,
             kind,
             spec,
+            tracker,
             target,
             self.probe_tx.clone(),
         )));
     }
 
-    async fn probe_result(&mut self, res: ProbeResult) {
-        if res.generation != self.probe_generation {
+    async fn probe_verdict(&mut self, v: ProbeVerdict) {
+        if v.generation != self.probe_generation {
             return;
         }
-        let Some(tracker) = self.tracker.as_mut() else {
-            return;
-        };
-        let before = tracker.status().status;
-        let verdict = tracker.record(res.result, res.took, SystemTime::now());
-        let health = tracker.status().clone();
-        if let Ok(mut st) = self.shared.status.lock() {
-            st.health = health.clone();
-        }
-        if health.status != before {
-            let pid = self.child.as_ref().map(|c| c.pid);
-            self.emit(
-                pid,
-                EventKind::Health {
-                    probe: res.kind,
-                    from: before,
-                    to: health.status,
-                    error: health
-                        .last_error
-                        .clone()
-                        .filter(|_| health.consecutive_failures > 0),
-                },
-            );
-        }
-        match verdict {
-            Some(Verdict::Ready) => self.feed(Input::Ready).await,
-            Some(Verdict::Unhealthy(why)) => {
+        match v.verdict {
+            Verdict::Ready => self.feed(Input::Ready).await,
+            Verdict::Unhealthy(why) => {
                 let err = Error::of(ErrorKind::HealthCheckFailed, format!("liveness probe failed: {why}"))
                     .ctx("name", &self.name)
-                    .ctx("consecutive_failures", health.consecutive_failures)
+                    .ctx("consecutive_failures", v.consecutive_failures)
                     .hint("the process is restarted through its restart policy; check its logs and the probe's target")
                     .build();
                 self.feed(Input::Unhealthy(err)).await;
             }
-            None => {}
         }
     }
 
@@ -557,10 +545,6 @@ impl Actor {
     fn publish(&mut self, t: Transition) {
         let pid = self.child.as_ref().map(|c| c.pid);
         let now = SystemTime::now();
-        if !matches!(t.to, State::Starting | State::Running) {
-            // Health describes a live process only.
-            self.tracker = None;
-        }
         let restarts = self.machine.restarts();
         if let Ok(mut st) = self.shared.status.lock() {
             st.state = t.to;
@@ -578,9 +562,6 @@ impl Actor {
             }
             if t.error.is_some() {
                 st.last_error = t.error.clone();
-            }
-            if self.tracker.is_none() {
-                st.health = HealthStatus::default();
             }
         }
         self.emit(
