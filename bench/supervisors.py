@@ -471,6 +471,9 @@ class Supervisor:
     # Where the peer cannot be configured for zero restart delay, or adds a
     # delay of its own, say so here (goes into the JSON).
     restart_delay_note = ""
+    # True if the process we launch is a client that exits after handing off
+    # to a daemon (pm2), so its exit during start-up is not a failure.
+    root_may_exit = False
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -649,8 +652,10 @@ class Runit(Supervisor):
 
 class Supervisord(Supervisor):
     name = "supervisord"
-    restart_delay_note = ("autorestart=true, startsecs=0: no configured delay; supervisord notices "
-                          "the death in its poll loop (1 s poll timeout, woken by SIGCHLD)")
+    restart_delay_note = ("autorestart=true, startsecs=0: no configured delay. supervisord's main "
+                          "loop is poll(timeout=1 s) -> transition() -> reap(); the child's pipe EOF "
+                          "wakes the poll and reap() marks it EXITED, but the replacement is only "
+                          "spawned by transition() on the next iteration, after the next 1 s poll")
 
     def check(self):
         for b in ("supervisord", "supervisorctl"):
@@ -711,6 +716,7 @@ stderr_logfile=NONE
 
 class PM2(Supervisor):
     name = "pm2"
+    root_may_exit = True
     restart_delay_note = ("autorestart=true, restart_delay=0 (PM2's default is already 0; "
                           "exp_backoff_restart_delay not set)")
 
@@ -812,9 +818,10 @@ def platform_node_version() -> str:
 
 class Horust(Supervisor):
     name = "horust"
-    restart_delay_note = ("restart strategy=always, backoff=0s, attempts=0; horust's supervisor loop "
-                          "sleeps 300 ms per iteration and the spawn thread polls on a 100 ms ticker "
-                          "(hard-coded), so respawn is quantised by those")
+    restart_delay_note = ("restart strategy=always, backoff=0s (attempts is ignored for 'always'). "
+                          "horust's supervisor loop sleeps a hard-coded 300 ms per iteration and a "
+                          "restart walks several states (reaped -> Failed -> Initial -> Run), one "
+                          "iteration each, so a respawn takes ~3 iterations")
 
     def _bin(self):
         if self.args.horust:
@@ -942,6 +949,7 @@ class Result:
     version: str = ""
     loadavg_before: str = ""
     watcher_overflows: int = 0
+    log_tail: str = ""
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -1044,7 +1052,21 @@ def measure(sup: Supervisor, n: int, watcher, args, rng: random.Random) -> Resul
         if isinstance(watcher, PollingWatcher):
             watcher.register(root, sup.extra_roots)
         timeout = args.startup_timeout or max(60.0, n * 0.2)
-        got = watcher.wait_sleeps(root, n, timeout)
+        deadline = time.monotonic() + timeout
+        got = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = watcher.wait_sleeps(root, n, min(left, 0.5))
+            if got is not None:
+                break
+            if not sup.root_may_exit and proc.poll() is not None:
+                res.ok = False
+                res.error = f"supervisor exited (rc={proc.returncode}) during start-up"
+                res.log_tail = log_tail(tmp)
+                log(f"{sup.name} n={n}: {res.error}; log tail:\n{res.log_tail}")
+                return res
         watcher.drain(0.2)
         sl = watcher.sleeps(root)
         res.sleeps_started = len(sl)
@@ -1053,6 +1075,7 @@ def measure(sup: Supervisor, n: int, watcher, args, rng: random.Random) -> Resul
         if got is None:
             res.ok = False
             res.error = f"only {len(sl)}/{n} sleep children exec'd within {timeout:.0f}s"
+            res.log_tail = log_tail(tmp)
             log(f"{sup.name} n={n}: {res.error}")
             if len(sl) == 0:
                 return res
@@ -1147,6 +1170,7 @@ def measure(sup: Supervisor, n: int, watcher, args, rng: random.Random) -> Resul
     except Exception as e:
         res.ok = False
         res.error = f"{type(e).__name__}: {e}"
+        res.log_tail = log_tail(tmp)
         log(f"{sup.name} n={n}: ERROR {res.error}")
     finally:
         if proc is not None:
@@ -1155,6 +1179,14 @@ def measure(sup: Supervisor, n: int, watcher, args, rng: random.Random) -> Resul
         if not args.keep_tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return res
+
+
+def log_tail(tmp: Path, nbytes: int = 2000) -> str:
+    try:
+        data = (tmp / "supervisor.log").read_bytes()
+    except OSError:
+        return ""
+    return data[-nbytes:].decode(errors="replace")
 
 
 def cleanup(sup: Supervisor, proc: subprocess.Popen, root: int, watcher, res: Result) -> None:
@@ -1219,6 +1251,7 @@ COLS = [
     ("respawn median ms", "respawn_median_ms", 2),
     ("respawn p90 ms", "respawn_p90_ms", 2),
     ("idle CPU %", "idle_cpu_pct", 3),
+    ("idle CPU % (schedstat)", "idle_cpu_pct_schedstat", 4),
     ("status-all ms", "status_all_ms", 1),
 ]
 

@@ -116,6 +116,16 @@ struct Inner {
     cursor: Vec<u16>,
 }
 
+impl Inner {
+    fn give(&mut self, port: u16, owner: &str) {
+        self.owner_of.insert(port, owner.to_string());
+        self.by_owner
+            .entry(owner.to_string())
+            .or_default()
+            .push(port);
+    }
+}
+
 impl PortRegistry {
     /// A registry over these ranges. Refuses empty, overlapping or duplicate ranges.
     pub fn new(ranges: impl IntoIterator<Item = PortRange>) -> Result<Self, PortError> {
@@ -186,12 +196,7 @@ impl PortRegistry {
         for _ in 0..len {
             let next = if port == r.end { r.start } else { port + 1 };
             if !inner.owner_of.contains_key(&port) && bindable(port) {
-                inner.owner_of.insert(port, owner.to_string());
-                inner
-                    .by_owner
-                    .entry(owner.to_string())
-                    .or_default()
-                    .push(port);
+                inner.give(port, owner);
                 inner.cursor[idx] = next;
                 return Ok(port);
             }
@@ -229,12 +234,7 @@ impl PortRegistry {
                 "another program listens on it; pick another port",
             ));
         }
-        inner.owner_of.insert(port, owner.to_string());
-        inner
-            .by_owner
-            .entry(owner.to_string())
-            .or_default()
-            .push(port);
+        inner.give(port, owner);
         Ok(())
     }
 
