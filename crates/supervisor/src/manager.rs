@@ -185,7 +185,9 @@ impl Manager {
     }
 
     /// Register and start one process. Resolves once it runs (with its pid) or its
-    /// start failed. A process of the same name that is stopped, exited or failed
+    /// start failed. With a readiness probe, "runs" means the probe passed; with
+    /// `depends_on`, the process first waits (state `Waiting`) for its dependencies,
+    /// and a dependency cycle with the registered processes is refused. A process of the same name that is stopped, exited or failed
     /// is replaced; one that is active is a `DUPLICATE_NAME` error.
     pub async fn start(&self, spec: ProcessSpec) -> Result<u32> {
         if spec.instances > 1 {
