@@ -12,13 +12,16 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::deps::{find_cycle, stop_batches};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::Event;
+use crate::event::{Event, EventKind};
 use crate::logs::{LogPump, ProcessLog, Stream};
 use crate::process::{Actor, Command, Shared};
 use crate::spawn::Spawner;
 use crate::spec::ProcessSpec;
 use crate::state::State;
 use crate::status::{ProcessStatus, Tail};
+
+/// The port range processes' named ports come from.
+pub(crate) const PROCESS_PORTS: &str = "processes";
 
 /// Settings of a [`Manager`].
 #[derive(Debug, Clone)]
@@ -55,12 +58,23 @@ pub(crate) struct Ctx {
     /// dependencies.
     pub procs: RwLock<HashMap<Arc<str>, Entry>>,
     pub ports: PortRegistry,
-    pub port_range: String,
     /// One pooled HTTP client for every HTTP probe.
     pub http: crate::probe::HttpClient,
 }
 
 impl Ctx {
+    /// Announce an event (no subscriber is fine).
+    pub(crate) fn emit(&self, name: &Arc<str>, pid: Option<u32>, kind: EventKind) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let _ = self.events.send(Event {
+            seq,
+            at: std::time::SystemTime::now(),
+            name: Arc::clone(name),
+            pid,
+            kind,
+        });
+    }
+
     pub(crate) fn global_env(&self) -> Arc<Vec<(String, String)>> {
         match self.global_env.read() {
             Ok(g) => Arc::clone(&g),
@@ -113,7 +127,7 @@ impl Manager {
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
         let range = PortRange::new(
-            "processes",
+            PROCESS_PORTS,
             *opts.port_range.start(),
             *opts.port_range.end(),
         );
@@ -140,7 +154,6 @@ impl Manager {
                     global_env: RwLock::new(Arc::new(Vec::new())),
                     procs: RwLock::new(HashMap::new()),
                     ports,
-                    port_range: "processes".into(),
                     http,
                 }),
                 seeds: Mutex::new(seeds),
@@ -211,25 +224,24 @@ impl Manager {
         if let Err(e) = spec.validate() {
             return vec![(spec.name.clone(), Err(e))];
         }
-        if let Err(e) = self.check_cycles(std::slice::from_ref(&spec)) {
+        let instances: Vec<ProcessSpec> = (1..=spec.instances)
+            .map(|i| {
+                let mut one = spec.clone();
+                one.instances = 1;
+                one.name = format!("{}-{i}", spec.name);
+                one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
+                one
+            })
+            .collect();
+        // The graph holds the instance names, which is what others depend on.
+        if let Err(e) = self.check_cycles(&instances) {
             return vec![(spec.name.clone(), Err(e))];
         }
-        let n = spec.instances;
-        let mut pending = Vec::with_capacity(n as usize);
-        for i in 1..=n {
-            let mut one = spec.clone();
-            one.instances = 1;
-            one.name = format!("{}-{i}", spec.name);
-            one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
-            if let Err(e) = one.validate() {
-                pending.push((one.name, Err(e)));
-                continue;
-            }
+        let mut pending = Vec::with_capacity(instances.len());
+        for one in instances {
             let name = one.name.clone();
-            match self.send_start(Arc::new(one)) {
-                Ok(rx) => pending.push((name, Ok(rx))),
-                Err(e) => pending.push((name, Err(e))),
-            }
+            let sent = one.validate().and_then(|()| self.send_start(Arc::new(one)));
+            pending.push((name, sent));
         }
         let mut out = Vec::with_capacity(pending.len());
         for (name, rx) in pending {

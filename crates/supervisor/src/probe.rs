@@ -19,7 +19,7 @@ use rustix::process::Signal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::event::{Event, EventKind};
+use crate::event::EventKind;
 use crate::health::{Check, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 use crate::logs::ProcessLog;
 use crate::manager::Ctx;
@@ -122,13 +122,10 @@ pub(crate) async fn run(
             st.health = health.clone();
         }
         if health.status != before {
-            let seq = ctx.seq.fetch_add(1, Ordering::Relaxed);
-            let _ = ctx.events.send(Event {
-                seq,
-                at: SystemTime::now(),
-                name: Arc::clone(&target.name),
-                pid: Some(target.pid),
-                kind: EventKind::Health {
+            ctx.emit(
+                &target.name,
+                Some(target.pid),
+                EventKind::Health {
                     probe: kind,
                     from: before,
                     to: health.status,
@@ -137,7 +134,7 @@ pub(crate) async fn run(
                         .clone()
                         .filter(|_| health.consecutive_failures > 0),
                 },
-            });
+            );
         }
         if let Some(verdict) = verdict {
             let msg = ProbeVerdict {

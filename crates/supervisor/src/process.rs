@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
 use crate::health::{HealthStatus, HealthTracker, ProbeKind, Verdict};
 use crate::logs::ProcessLog;
-use crate::manager::{snapshot, Ctx};
+use crate::manager::{snapshot, Ctx, PROCESS_PORTS};
 use crate::probe::{self, ProbeVerdict, Target};
 use crate::spawn::{kill_group, SpawnRequest, Spawned};
 use crate::spec::{substitute_ports, ProcessSpec};
@@ -174,8 +174,10 @@ impl Actor {
                     self.feed(Input::Timer).await;
                 }
                 Some(v) = probe_rx.recv() => self.probe_verdict(v).await,
-                ev = recv_dep_event(self.deps_rx.as_mut()) => {
-                    if ev {
+                about = recv_dep_event(self.deps_rx.as_mut()) => {
+                    // Other processes' events are no news for this one.
+                    let relevant = about.as_deref().is_none_or(|n| self.spec.depends_on.contains_key(n));
+                    if relevant {
                         if let Some(input) = self.check_deps() {
                             self.feed(input).await;
                         }
@@ -414,7 +416,7 @@ impl Actor {
         }
         let mut ports = Vec::with_capacity(self.spec.ports.len());
         for name in &self.spec.ports {
-            match self.ctx.ports.allocate(&self.ctx.port_range, &self.name) {
+            match self.ctx.ports.allocate(PROCESS_PORTS, &self.name) {
                 Ok(p) => ports.push((name.clone(), p)),
                 Err(e) => {
                     self.ctx.ports.release_all(&self.name);
@@ -503,18 +505,6 @@ impl Actor {
         }
     }
 
-    fn emit(&self, pid: Option<u32>, kind: EventKind) {
-        let seq = self.ctx.seq.fetch_add(1, Ordering::Relaxed);
-        // No subscriber is fine.
-        let _ = self.ctx.events.send(Event {
-            seq,
-            at: SystemTime::now(),
-            name: Arc::clone(&self.name),
-            pid,
-            kind,
-        });
-    }
-
     fn start_error(&self, e: io::Error) -> Error {
         let hint = match e.kind() {
             io::ErrorKind::NotFound => match &self.spec.working_dir {
@@ -564,7 +554,8 @@ impl Actor {
                 st.last_error = t.error.clone();
             }
         }
-        self.emit(
+        self.ctx.emit(
+            &self.name,
             pid,
             EventKind::State {
                 from: t.from,
@@ -576,7 +567,6 @@ impl Actor {
         );
         // Resolve callers waiting on this start or stop, after the event is out: a
         // caller that subscribes once its call returned must not see this event.
-
         match t.to {
             State::Running => {
                 for w in self.start_waiters.drain(..) {
@@ -611,14 +601,16 @@ impl Actor {
     }
 }
 
-/// Wait for the next event while watching dependencies. `true` means "look again"
-/// (an event, or lost events); never resolves when not watching.
-async fn recv_dep_event(rx: Option<&mut broadcast::Receiver<Event>>) -> bool {
+/// Wait for the next event while watching dependencies: the name of the process
+/// it is about, or `None` when events were lost (then anything may have changed).
+/// Never resolves when not watching.
+async fn recv_dep_event(rx: Option<&mut broadcast::Receiver<Event>>) -> Option<Arc<str>> {
     let Some(rx) = rx else {
         return std::future::pending().await;
     };
     match rx.recv().await {
-        Ok(_) | Err(RecvError::Lagged(_)) => true,
+        Ok(ev) => Some(ev.name),
+        Err(RecvError::Lagged(_)) => None,
         Err(RecvError::Closed) => std::future::pending().await,
     }
 }
