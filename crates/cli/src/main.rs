@@ -3,7 +3,7 @@
 //! Only this crate renders errors and prints; the libraries return typed errors
 //! with a code, context and hint.
 
-mod procfile;
+
 mod render;
 mod run;
 

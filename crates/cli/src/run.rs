@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{error, info, warn};
 
-use crate::procfile::{self, ProcessFile};
+use hangar_core::procfile::{self, ProcessFile};
 use crate::{exit, render};
 
 fn load(file: &Path, log_dir: Option<PathBuf>) -> Result<ProcessFile, u8> {
