@@ -1,1 +1,11 @@
-fn main() {}
+//! Generates the hangar.v1 gRPC code and the descriptor set for server reflection.
+//! Needs `protoc` (Debian: protobuf-compiler; `.ci/run` installs it).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("hangar_v1_descriptor.bin"))
+        .compile_protos(&["proto/hangar/v1/hangar.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/hangar/v1/hangar.proto");
+    Ok(())
+}

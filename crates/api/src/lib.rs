@@ -1,1 +1,36 @@
-//! placeholder
+//! `hangar_api`: hangar's edges. Only this crate knows protobuf.
+//!
+//! - [`pb`]: the hangar.v1 messages and services, generated from
+//!   `proto/hangar/v1/hangar.proto`.
+//! - [`server`]: the gRPC services over a [`hangar_core::Daemon`], served on the
+//!   Unix socket (and optionally TCP with a bearer token or mTLS), with reflection.
+//! - [`client`]: the client the CLI uses; errors come back with the daemon's code,
+//!   context and hint ([`convert`]).
+//! - [`metrics`]: Prometheus families fed by stored events, and the HTTP listener
+//!   for `/metrics` and `/metrics.json`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hangar_core::Error> {
+//! let mut c = hangar_api::client::Client::unix("/tmp/hangar-demo/hangar.sock".as_ref()).await?;
+//! let list = c.processes.list(hangar_api::pb::ListRequest::default()).await
+//!     .map_err(|s| hangar_api::convert::error(&s))?;
+//! for p in list.into_inner().processes {
+//!     println!("{} {}", p.name, p.state);
+//! }
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod convert;
+pub mod metrics;
+pub mod server;
+
+/// Generated hangar.v1 code.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("hangar.v1");
+    /// Encoded descriptors of hangar.v1, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("hangar_v1_descriptor");
+}

@@ -1,11 +1,14 @@
-//! `hangar`: the one binary. Today: `hangar run FILE` and `hangar check FILE`.
+//! `hangar`: the one binary: `hangar serve` (the daemon), its client commands
+//! (`ps`, `start`, `stop`, `restart`, `logs`, `events`, `status`, `reload`,
+//! `add`, `remove`), and `hangar run FILE` / `hangar check FILE` without a daemon.
 //!
 //! Only this crate renders errors and prints; the libraries return typed errors
 //! with a code, context and hint.
 
-
+mod client;
 mod render;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +23,10 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad input: the command line or a file was invalid; nothing was started.
     pub const USAGE: u8 = 2;
+    /// No daemon answers at the socket (or address).
+    pub const NOT_RUNNING: u8 = 3;
+    /// No process matched the name or pattern.
+    pub const NOT_FOUND: u8 = 4;
     /// Stopped by a second SIGINT/SIGTERM before the graceful stop finished.
     pub const FORCED: u8 = 130;
 }
@@ -32,8 +39,9 @@ pub mod exit {
     long_about = "hangar runs service binaries supervised: each in its own process group, \
 restarted with backoff behind a circuit breaker, stopped gracefully with its whole group, \
 with its output captured to rotated log files.",
-    after_help = "Exit codes: 0 ok, 1 runtime failure, 2 invalid input (nothing started), \
-130 forced stop.\nDocs: README.md (process file format), ARCHITECTURE.md."
+    after_help = "Exit codes: 0 ok, 1 runtime failure, 2 invalid input (nothing changed), \
+3 daemon not running, 4 no such process, 130 forced stop.\n\
+Docs: README.md (process file format), ARCHITECTURE.md."
 )]
 struct Cli {
     /// Format of hangar's own log lines (on stderr).
@@ -42,6 +50,16 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `hangar=trace` (also $HANGAR_LOG).
     #[arg(long, global = true, env = "HANGAR_LOG", default_value = "info")]
     log_level: String,
+    /// The daemon's data dir: store, control socket, logs [default:
+    /// $XDG_DATA_HOME/hangar, or /var/lib/hangar as root].
+    #[arg(long, global = true, env = "HANGAR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Reach the daemon over TCP instead of its socket, e.g. http://127.0.0.1:9471.
+    #[arg(long, global = true, env = "HANGAR_ADDR")]
+    addr: Option<String>,
+    /// Bearer token for --addr.
+    #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +86,109 @@ enum Command {
         /// The process file (TOML).
         file: PathBuf,
     },
+    /// Run the daemon in the foreground: supervise the configuration's processes
+    /// and those added through the API, serve the control API on
+    /// $DATA/hangar.sock and metrics on HTTP. SIGHUP reloads, SIGTERM stops.
+    Serve {
+        /// Configuration file: [daemon] settings and [[process]] tables.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// HTTP listener for /metrics (overrides daemon.http; '' turns it off).
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// List processes (all, or those matching a glob).
+    Ps {
+        /// Name or glob, e.g. `web-*`.
+        pattern: Option<String>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start processes (desired state: running).
+    Start(Select),
+    /// Stop processes gracefully (desired state: stopped).
+    Stop {
+        #[command(flatten)]
+        select: Select,
+        /// Grace period before SIGKILL [default: each process's stop_timeout].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Restart processes.
+    Restart(Select),
+    /// Show a process's recent output; with -f, follow it.
+    Logs {
+        /// Process name.
+        name: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of recent output to show first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: u32,
+    },
+    /// Show events from history; with -f, keep streaming new ones.
+    Events {
+        /// Keep streaming.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only processes matching this glob.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Only these kinds (state, health); repeatable.
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// How many past events to show.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        last: u32,
+        /// Only events after this id.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// JSON lines for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's status.
+    Status {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the daemon's configuration file and apply the difference.
+    Reload {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the processes of a process file to the running daemon.
+    Add {
+        /// Process file with one or more [[process]] tables.
+        file: PathBuf,
+        /// Register without starting.
+        #[arg(long)]
+        no_start: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a process added with `hangar add` and forget it.
+    Remove {
+        /// Process name.
+        name: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Select {
+    /// Name or glob, e.g. `web-*`.
+    pattern: String,
+    /// JSON for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +211,10 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     raise_fd_limit();
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(hangar_core::default_data_dir);
     let code = match cli.command {
         Command::Run(args) => {
             let log_dir = if args.no_log_files {
@@ -100,6 +225,77 @@ fn main() -> ExitCode {
             run::run(&args.file, log_dir)
         }
         Command::Check { file } => run::check(&file),
+        Command::Serve { config, http } => serve::serve(serve::ServeArgs {
+            data_dir: data_dir.clone(),
+            config,
+            http,
+        }),
+        other => {
+            let target = client::Target {
+                data_dir,
+                addr: cli.addr,
+                token: cli.token,
+            };
+            let cmd = match other {
+                Command::Ps { pattern, json } => client::Cmd::Ps {
+                    pattern: pattern.unwrap_or_default(),
+                    json,
+                },
+                Command::Start(s) => client::Cmd::Start {
+                    pattern: s.pattern,
+                    json: s.json,
+                },
+                Command::Stop { select, timeout } => client::Cmd::Stop {
+                    pattern: select.pattern,
+                    timeout,
+                    json: select.json,
+                },
+                Command::Restart(s) => client::Cmd::Restart {
+                    pattern: s.pattern,
+                    json: s.json,
+                },
+                Command::Logs {
+                    name,
+                    follow,
+                    lines,
+                } => client::Cmd::Logs {
+                    name,
+                    follow,
+                    lines,
+                },
+                Command::Events {
+                    follow,
+                    name,
+                    kinds,
+                    last,
+                    after,
+                    json,
+                } => client::Cmd::Events {
+                    follow,
+                    name,
+                    kinds,
+                    last,
+                    after,
+                    json,
+                },
+                Command::Status { json } => client::Cmd::Status { json },
+                Command::Reload { json } => client::Cmd::Reload { json },
+                Command::Add {
+                    file,
+                    no_start,
+                    json,
+                } => client::Cmd::Add {
+                    file,
+                    no_start,
+                    json,
+                },
+                Command::Remove { name, json } => client::Cmd::Remove { name, json },
+                Command::Run(_) | Command::Check { .. } | Command::Serve { .. } => {
+                    return ExitCode::from(exit::USAGE)
+                }
+            };
+            client::run(target, cmd)
+        }
     };
     ExitCode::from(code)
 }

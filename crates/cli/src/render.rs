@@ -16,3 +16,15 @@ pub fn error(e: &Error) -> String {
     }
     s
 }
+
+/// Multi-line rendering of a service-layer (or API) error.
+pub fn core_error(e: &hangar_core::Error) -> String {
+    let mut s = format!("error[{}]: {}", e.code, e.message);
+    for (k, v) in &e.context {
+        s.push_str(&format!("\n  {k}: {v}"));
+    }
+    if let Some(h) = &e.hint {
+        s.push_str(&format!("\n  hint: {h}"));
+    }
+    s
+}

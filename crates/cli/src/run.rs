@@ -8,8 +8,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{error, info, warn};
 
-use hangar_core::procfile::{self, ProcessFile};
 use crate::{exit, render};
+use hangar_core::procfile::{self, ProcessFile};
 
 fn load(file: &Path, log_dir: Option<PathBuf>) -> Result<ProcessFile, u8> {
     let src = match std::fs::read_to_string(file) {

@@ -102,6 +102,18 @@ const LOG_KEYS: &[&str] = &[
     "tail_bytes",
 ];
 const TOP_KEYS: &[&str] = &["process", "env", "log_dir"];
+/// A daemon configuration file may also hold `[daemon]` settings.
+const DAEMON_TOP_KEYS: &[&str] = &["process", "env", "log_dir", "daemon"];
+
+/// What kind of file is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A process file for `hangar run`: at least one `[[process]]`, nothing else.
+    ProcessFile,
+    /// `hangar serve`'s configuration: `[[process]]` tables are optional and a
+    /// `[daemon]` table is allowed (read by [`crate::config`]).
+    DaemonConfig,
+}
 
 /// Most instances one entry may ask for.
 const MAX_INSTANCES: i64 = 100_000;
@@ -109,6 +121,19 @@ const MAX_INSTANCES: i64 = 100_000;
 /// Parse and validate a process file. `default_log_dir` applies to processes that
 /// set no `log.dir` (after the file's own top-level `log_dir`).
 pub fn parse(src: &str, default_log_dir: Option<PathBuf>) -> Result<ProcessFile, Vec<FileError>> {
+    parse_as(src, default_log_dir, FileKind::ProcessFile)
+}
+
+/// [`parse`] for either kind of file.
+pub fn parse_as(
+    src: &str,
+    default_log_dir: Option<PathBuf>,
+    kind: FileKind,
+) -> Result<ProcessFile, Vec<FileError>> {
+    let top_keys = match kind {
+        FileKind::ProcessFile => TOP_KEYS,
+        FileKind::DaemonConfig => DAEMON_TOP_KEYS,
+    };
     let doc = match ImDocument::parse(src) {
         Ok(d) => d,
         Err(e) => {
@@ -129,9 +154,9 @@ pub fn parse(src: &str, default_log_dir: Option<PathBuf>) -> Result<ProcessFile,
     };
     let root = doc.as_table();
     for (key, item) in root.iter() {
-        if !TOP_KEYS.contains(&key) {
+        if !top_keys.contains(&key) {
             let span = root.get_key_value(key).and_then(|(k, _)| k.span());
-            w.unknown(span, key, "", TOP_KEYS);
+            w.unknown(span, key, "", top_keys);
         } else {
             let _ = item;
         }
@@ -162,6 +187,7 @@ pub fn parse(src: &str, default_log_dir: Option<PathBuf>) -> Result<ProcessFile,
     let mut processes = Vec::new();
     let mut names: Vec<(String, String, u32)> = Vec::new();
     match root.get_key_value("process") {
+        None if kind == FileKind::DaemonConfig => {}
         None => w.err(
             Some(0..0),
             "process",

@@ -286,6 +286,10 @@ pub struct HealthStatus {
     pub consecutive_successes: u32,
     /// Why the last failed check failed.
     pub last_error: Option<String>,
+    /// Checks passed by the current probe (readiness, then liveness) so far.
+    pub checks_passed: u64,
+    /// Checks failed by the current probe so far.
+    pub checks_failed: u64,
 }
 
 /// What a probe result means for the process.
@@ -352,6 +356,7 @@ impl HealthTracker {
         let before = s.status;
         match result {
             Ok(()) => {
+                s.checks_passed += 1;
                 self.ever_ok = true;
                 s.consecutive_successes = s.consecutive_successes.saturating_add(1);
                 s.consecutive_failures = 0;
@@ -362,6 +367,7 @@ impl HealthTracker {
                 }
             }
             Err(e) => {
+                s.checks_failed += 1;
                 let grace = !self.ever_ok
                     && match self.kind {
                         ProbeKind::Readiness => true,

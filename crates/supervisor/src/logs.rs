@@ -66,6 +66,8 @@ pub(crate) struct ProcessLog {
     spec: LogSpec,
     inner: Mutex<LogInner>,
     dropped: AtomicU64,
+    /// Woken after every chunk, for followers ([`crate::Manager::wait_output`]).
+    pub(crate) more: tokio::sync::Notify,
 }
 
 struct LogInner {
@@ -86,6 +88,7 @@ impl ProcessLog {
                 last_error: None,
             }),
             dropped: AtomicU64::new(0),
+            more: tokio::sync::Notify::new(),
         })
     }
 
@@ -104,6 +107,20 @@ impl ProcessLog {
         }
     }
 
+    /// Complete lines kept after line number `after` (counting from 1 since the
+    /// process was registered), with the number of the last line.
+    pub(crate) fn since(&self, after: u64, max_lines: usize) -> (u64, Vec<LogLine>) {
+        match self.inner.lock() {
+            Ok(g) => g.tail.since(after, max_lines),
+            Err(_) => (after, Vec::new()),
+        }
+    }
+
+    /// Number of the last complete line.
+    pub(crate) fn last_line(&self) -> u64 {
+        self.inner.lock().map(|g| g.tail.total).unwrap_or(0)
+    }
+
     pub(crate) fn dropped_bytes(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -114,6 +131,11 @@ impl ProcessLog {
 
     /// Append a chunk read from `stream`. Runs on the pump thread only.
     fn write(&self, stream: Stream, chunk: &[u8]) {
+        self.write_locked(stream, chunk);
+        self.more.notify_waiters();
+    }
+
+    fn write_locked(&self, stream: Stream, chunk: &[u8]) {
         let Ok(mut g) = self.inner.lock() else { return };
         g.tail.push(stream, chunk);
         let Some(path) = self.path(stream) else {
@@ -307,6 +329,8 @@ fn prune(live: &Path, keep: u32, max_age: Option<Duration>) -> io::Result<()> {
 struct Tail {
     cap: usize,
     bytes: usize,
+    /// Lines ever completed; the newest kept line has this number.
+    total: u64,
     lines: VecDeque<LogLine>,
     partial: [Vec<u8>; 2],
 }
@@ -316,6 +340,7 @@ impl Tail {
         Tail {
             cap,
             bytes: 0,
+            total: 0,
             lines: VecDeque::new(),
             partial: [Vec::new(), Vec::new()],
         }
@@ -351,6 +376,7 @@ impl Tail {
             .trim_end_matches('\r')
             .to_string();
         self.bytes += text.len() + 1;
+        self.total += 1;
         self.lines.push_back(LogLine { stream, text });
         while self.bytes > self.cap {
             match self.lines.pop_front() {
@@ -358,6 +384,20 @@ impl Tail {
                 None => break,
             }
         }
+    }
+
+    fn since(&self, after: u64, max: usize) -> (u64, Vec<LogLine>) {
+        let first_kept = self.total - self.lines.len() as u64 + 1;
+        let skip = after.saturating_add(1).saturating_sub(first_kept) as usize;
+        let lines: Vec<LogLine> = self.lines.iter().skip(skip).take(max).cloned().collect();
+        // Nothing new: the caller is up to date (or its number came from a log
+        // that was replaced, and restarts from here).
+        let last = if lines.is_empty() {
+            self.total
+        } else {
+            first_kept + (skip + lines.len()) as u64 - 1
+        };
+        (last, lines)
     }
 
     fn last(&self, n: usize) -> Vec<LogLine> {
@@ -503,6 +543,28 @@ fn pump(mut poll: Poll, rx: mpsc::Receiver<PumpMsg>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_returns_lines_after_a_number() {
+        let mut t = Tail::new(20);
+        t.push(Stream::Stdout, b"a\nb\nc\n");
+        let (n, lines) = t.since(1, 10);
+        assert_eq!(n, 3);
+        assert_eq!(
+            lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        let (n, lines) = t.since(3, 10);
+        assert_eq!((n, lines.len()), (3, 0));
+        let (n, lines) = t.since(0, 2);
+        assert_eq!((n, lines.len()), (2, 2));
+        // Older lines fall out of the 20-byte tail; numbering continues.
+        t.push(Stream::Stdout, b"0123456789\n0123456789\n");
+        let (n, lines) = t.since(1, 10);
+        assert_eq!(n, 5);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(t.total, 5);
+    }
 
     #[test]
     fn tail_keeps_last_lines_within_cap() {

@@ -497,6 +497,34 @@ impl Manager {
         Ok(entry.shared.log.tail(lines))
     }
 
+    /// Output lines after line number `after` (lines count from 1 since the process
+    /// was registered; 0 gives everything still kept), at most `max`, with the
+    /// number of the last line returned. Feed that number back in to follow.
+    pub fn tail_since(&self, name: &str, after: u64, max: usize) -> Result<(u64, Tail)> {
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
+        let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+        Ok(entry.shared.log.since(after, max))
+    }
+
+    /// Resolves once `name` has written a line numbered above `after` (see
+    /// [`Manager::tail_since`]). Woken by the log thread, not polled.
+    pub async fn wait_output(&self, name: &str, after: u64) -> Result<()> {
+        let log = {
+            let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
+            let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+            Arc::clone(&entry.shared.log)
+        };
+        loop {
+            let more = log.more.notified();
+            tokio::pin!(more);
+            more.as_mut().enable();
+            if log.last_line() > after {
+                return Ok(());
+            }
+            more.await;
+        }
+    }
+
     /// Paths of a process's live log files (stdout, stderr), when it logs to files.
     pub fn log_paths(&self, name: &str) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
         let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;

@@ -1,0 +1,111 @@
+//! A client for the hangar.v1 API, over the Unix socket or TCP (bearer token).
+//! Errors come back as [`hangar_core::Error`] with the daemon's code, context
+//! and hint; a daemon that is not there is `DAEMON_NOT_RUNNING` with the socket
+//! path and how to start one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hangar_core::Error;
+use hyper_util::rt::TokioIo;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use crate::pb::daemon_client::DaemonClient;
+use crate::pb::events_client::EventsClient;
+use crate::pb::processes_client::ProcessesClient;
+
+/// Adds the bearer token, when there is one, to every call.
+#[derive(Clone)]
+pub struct Token(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Token>;
+
+/// Connected clients of the three services, sharing one connection.
+#[derive(Clone)]
+pub struct Client {
+    /// Processes service.
+    pub processes: ProcessesClient<Svc>,
+    /// Events service.
+    pub events: EventsClient<Svc>,
+    /// Daemon service.
+    pub daemon: DaemonClient<Svc>,
+}
+
+fn make(ch: Channel, token: Token) -> Client {
+    Client {
+        processes: ProcessesClient::with_interceptor(ch.clone(), token.clone()),
+        events: EventsClient::with_interceptor(ch.clone(), token.clone()),
+        daemon: DaemonClient::with_interceptor(ch, token),
+    }
+}
+
+impl Client {
+    /// Connect to the daemon's Unix socket.
+    pub async fn unix(socket: &Path) -> Result<Client, Error> {
+        let path: PathBuf = socket.to_path_buf();
+        let not_running = |e: &dyn std::fmt::Display| {
+            Error::new(
+                "DAEMON_NOT_RUNNING",
+                format!("no daemon answers at {}: {e}", path.display()),
+            )
+            .with("socket", path.display())
+            .hint("start it with `hangar serve` (same --data-dir / HANGAR_DATA_DIR)")
+        };
+        // The URI is required by the API but unused: the connector dials the socket.
+        let ep =
+            Endpoint::from_static("http://hangar.sock").connect_timeout(Duration::from_secs(2));
+        let p = path.clone();
+        let ch = ep
+            .connect_with_connector(tower::service_fn(move |_| {
+                let p = p.clone();
+                async move { tokio::net::UnixStream::connect(p).await.map(TokioIo::new) }
+            }))
+            .await
+            .map_err(|e| {
+                let src = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                not_running(&src)
+            })?;
+        Ok(make(ch, Token(None)))
+    }
+
+    /// Connect over TCP, e.g. `http://127.0.0.1:9471`, with an optional bearer token.
+    pub async fn tcp(url: &str, token: Option<&str>) -> Result<Client, Error> {
+        let ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| {
+                Error::new("USAGE", format!("invalid API address {url:?}: {e}"))
+                    .hint("write it as http://HOST:PORT")
+            })?
+            .connect_timeout(Duration::from_secs(2));
+        let ch = ep.connect().await.map_err(|e| {
+            Error::new(
+                "DAEMON_NOT_RUNNING",
+                format!("no daemon answers at {url}: {e}"),
+            )
+            .with("address", url)
+            .hint("check the address and that the daemon listens on TCP (daemon.grpc.tcp)")
+        })?;
+        let token = match token {
+            Some(t) => Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
+                Error::new("USAGE", "the token holds characters a header cannot carry")
+                    .hint("use a token of printable ASCII")
+            })?),
+            None => None,
+        };
+        Ok(make(ch, Token(token)))
+    }
+}

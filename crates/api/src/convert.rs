@@ -1,0 +1,192 @@
+//! Between the service layer's types and hangar.v1 messages, and between
+//! [`hangar_core::Error`] and gRPC statuses.
+//!
+//! An error travels as a status whose code is the nearest gRPC code and whose
+//! metadata keeps hangar's own: `hangar-code` (ASCII), `hangar-hint-bin` and
+//! `hangar-context-bin` (UTF-8; context as a JSON array of `[key, value]`).
+
+use std::time::UNIX_EPOCH;
+
+use hangar_core::{Error, ProcessView};
+use hangar_store::EventRecord;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
+
+use crate::pb;
+
+fn grpc_code(code: &str) -> Code {
+    match code {
+        "PROCESS_NOT_FOUND" => Code::NotFound,
+        "DUPLICATE_NAME" => Code::AlreadyExists,
+        "CONFIG_INVALID" | "INVALID_SPEC" | "INVALID_PATTERN" | "DEPENDENCY_CYCLE" => {
+            Code::InvalidArgument
+        }
+        "PROCESS_FROM_CONFIG" | "SHUTTING_DOWN" | "CONFIG_UNREADABLE" => Code::FailedPrecondition,
+        "UNAUTHENTICATED" => Code::Unauthenticated,
+        _ => Code::Internal,
+    }
+}
+
+/// A service-layer error as a gRPC status.
+pub fn status(e: Error) -> Status {
+    let mut st = Status::new(grpc_code(e.code), e.message.clone());
+    let md = st.metadata_mut();
+    if let Ok(v) = MetadataValue::try_from(e.code) {
+        md.insert("hangar-code", v);
+    }
+    if let Some(h) = &e.hint {
+        md.insert_bin("hangar-hint-bin", MetadataValue::from_bytes(h.as_bytes()));
+    }
+    if !e.context.is_empty() {
+        if let Ok(json) = serde_json::to_vec(&e.context) {
+            md.insert_bin("hangar-context-bin", MetadataValue::from_bytes(&json));
+        }
+    }
+    st
+}
+
+/// A gRPC status back into a service-layer error (the client side).
+pub fn error(st: &Status) -> Error {
+    let md: &MetadataMap = st.metadata();
+    let code: &'static str = match md.get("hangar-code").and_then(|v| v.to_str().ok()) {
+        Some(c) => known_code(c),
+        None => match st.code() {
+            Code::Unavailable => "DAEMON_UNAVAILABLE",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::NotFound => "NOT_FOUND",
+            Code::Unimplemented => "UNSUPPORTED",
+            Code::DeadlineExceeded => "TIMEOUT",
+            _ => "API_ERROR",
+        },
+    };
+    let mut e = Error::new(code, st.message());
+    if let Some(h) = md
+        .get_bin("hangar-hint-bin")
+        .and_then(|v| v.to_bytes().ok())
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+    {
+        e = e.hint(h);
+    }
+    if let Some(ctx) = md
+        .get_bin("hangar-context-bin")
+        .and_then(|v| v.to_bytes().ok())
+        .and_then(|b| serde_json::from_slice::<Vec<(String, String)>>(&b).ok())
+    {
+        e.context = ctx;
+    }
+    e
+}
+
+/// Codes are `&'static str` in [`Error`]; map the ones a daemon sends back to
+/// the same statics, and anything unknown to a generic one (the message keeps
+/// the detail).
+fn known_code(c: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "PROCESS_NOT_FOUND",
+        "DUPLICATE_NAME",
+        "CONFIG_INVALID",
+        "CONFIG_UNREADABLE",
+        "INVALID_SPEC",
+        "INVALID_PATTERN",
+        "DEPENDENCY_CYCLE",
+        "DEPENDENCY_FAILED",
+        "PROCESS_FROM_CONFIG",
+        "SHUTTING_DOWN",
+        "PROCESS_START_FAILED",
+        "MAX_ERRORS_EXCEEDED",
+        "HEALTH_CHECK_FAILED",
+        "READINESS_TIMEOUT",
+        "PORT_UNAVAILABLE",
+        "IO_ERROR",
+        "UNAUTHENTICATED",
+        "STORE_IO",
+        "STORE_CORRUPT",
+        "INTERNAL",
+    ];
+    CODES
+        .iter()
+        .find(|k| **k == c)
+        .copied()
+        .unwrap_or("API_ERROR")
+}
+
+fn ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Error as a message.
+pub fn error_info(e: &Error) -> pb::ErrorInfo {
+    pb::ErrorInfo {
+        code: e.code.to_string(),
+        message: e.message.clone(),
+        context: e
+            .context
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        hint: e.hint.clone().unwrap_or_default(),
+    }
+}
+
+/// Per-process failures as messages.
+pub fn process_errors(errs: Vec<(String, Error)>) -> Vec<pb::ProcessError> {
+    errs.into_iter()
+        .map(|(name, e)| pb::ProcessError {
+            name,
+            error: Some(error_info(&e)),
+        })
+        .collect()
+}
+
+/// A process view as a message.
+pub fn process(v: &ProcessView) -> pb::Process {
+    let spec = &v.want.spec;
+    let mut p = pb::Process {
+        name: spec.name.clone(),
+        state: "stopped".into(),
+        desired: v.want.desired.as_str().into(),
+        source: v.want.source.as_str().into(),
+        command: spec.command.clone(),
+        args: spec.args.clone(),
+        health: "unknown".into(),
+        ..Default::default()
+    };
+    if let Some(s) = &v.status {
+        p.state = s.state.as_str().into();
+        p.pid = s.pid.unwrap_or(0);
+        p.restarts = s.restarts;
+        p.consecutive_failures = s.consecutive_failures;
+        p.started_at_ms = s.started_at.map(ms).unwrap_or(0);
+        p.since_ms = ms(s.since);
+        p.health = s.health.status.to_string();
+        p.ports = s
+            .ports
+            .iter()
+            .map(|(k, v)| (k.clone(), u32::from(*v)))
+            .collect();
+        p.last_exit = s.last_exit.map(|x| x.to_string()).unwrap_or_default();
+        p.last_error = s
+            .last_error
+            .as_ref()
+            .map(|e| error_info(&Error::from(e.clone())));
+        p.log_dropped_bytes = s.log_dropped_bytes;
+    }
+    p
+}
+
+/// A stored event as a message.
+pub fn event(r: &EventRecord) -> pb::Event {
+    pb::Event {
+        id: r.id,
+        at_ms: r.at_ms,
+        name: r.name.clone(),
+        pid: r.pid.unwrap_or(0),
+        kind: r.kind.clone(),
+        from: r.from.clone(),
+        to: r.to.clone(),
+        detail_json: r.detail.to_string(),
+    }
+}

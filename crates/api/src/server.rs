@@ -1,0 +1,580 @@
+//! The hangar.v1 gRPC services over a [`Daemon`], and the listeners that serve
+//! them: the Unix socket (always; mode 0600 in a 0700 data dir) and, when
+//! configured, TCP with a bearer token or mTLS. Server reflection is on, so
+//! `grpcurl -unix $DATA/hangar.sock list` works.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hangar_core::{Daemon, Error};
+use hangar_store::EventQuery;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::Stream;
+use tonic::service::Interceptor;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, status};
+use crate::pb;
+use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
+use crate::pb::events_server::{Events, EventsServer};
+use crate::pb::processes_server::{Processes, ProcessesServer};
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The Processes service.
+#[derive(Clone)]
+pub struct ProcessesSvc {
+    d: Daemon,
+}
+
+/// The Events service.
+#[derive(Clone)]
+pub struct EventsSvc {
+    d: Daemon,
+}
+
+/// The Daemon service.
+#[derive(Clone)]
+pub struct DaemonSvc {
+    d: Daemon,
+}
+
+fn action_reply(r: hangar_core::ActionReport) -> pb::ActionReply {
+    pb::ActionReply {
+        names: r.names,
+        errors: convert::process_errors(r.errors),
+    }
+}
+
+fn timeout(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+#[tonic::async_trait]
+impl Processes for ProcessesSvc {
+    async fn add(&self, req: Request<pb::AddRequest>) -> Result<Response<pb::ProcessList>, Status> {
+        let req = req.into_inner();
+        let names = self.d.add(&req.toml, !req.no_start).await.map_err(status)?;
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            if let Ok(v) = self.d.get(&n).await {
+                out.push(convert::process(&v));
+            }
+        }
+        Ok(Response::new(pb::ProcessList { processes: out }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::NameRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let name = req.into_inner().name;
+        self.d.remove(&name).await.map_err(status)?;
+        Ok(Response::new(pb::ActionReply {
+            names: vec![name],
+            errors: Vec::new(),
+        }))
+    }
+
+    async fn start(
+        &self,
+        req: Request<pb::SelectRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let r = self
+            .d
+            .start(&req.into_inner().pattern)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(action_reply(r)))
+    }
+
+    async fn stop(
+        &self,
+        req: Request<pb::SelectRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let req = req.into_inner();
+        let r = self
+            .d
+            .stop(&req.pattern, timeout(req.timeout_ms))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(action_reply(r)))
+    }
+
+    async fn restart(
+        &self,
+        req: Request<pb::SelectRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let r = self
+            .d
+            .restart(&req.into_inner().pattern)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(action_reply(r)))
+    }
+
+    async fn get(&self, req: Request<pb::NameRequest>) -> Result<Response<pb::Process>, Status> {
+        let v = self.d.get(&req.into_inner().name).await.map_err(status)?;
+        Ok(Response::new(convert::process(&v)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ProcessList>, Status> {
+        let views = self
+            .d
+            .list(&req.into_inner().pattern)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ProcessList {
+            processes: views.iter().map(convert::process).collect(),
+        }))
+    }
+
+    type LogsStream = Stream_<pb::LogLine>;
+
+    async fn logs(
+        &self,
+        req: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        // Existence check first, so a typo is an error and not an empty stream.
+        self.d.get(&req.name).await.map_err(status)?;
+        let mgr = self.d.manager().clone();
+        let name = req.name;
+        let (tx, rx) = mpsc::channel::<Result<pb::LogLine, Status>>(256);
+        tokio::spawn(async move {
+            // Line numbers of what is kept; a process never started has none.
+            let last = mgr
+                .tail_since(&name, u64::MAX, 0)
+                .map(|(n, _)| n)
+                .unwrap_or(0);
+            let mut cursor = last.saturating_sub(u64::from(req.lines));
+            loop {
+                let (upto, lines) = match mgr.tail_since(&name, cursor, 1024) {
+                    Ok(x) => x,
+                    Err(_) if req.follow => {
+                        // Not started yet: wait for it to appear.
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                            _ = tx.closed() => return,
+                        }
+                    }
+                    Err(_) => return,
+                };
+                let first = upto + 1 - lines.len() as u64;
+                for (i, l) in lines.iter().enumerate() {
+                    let msg = pb::LogLine {
+                        stream: match l.stream {
+                            hangar_supervisor::Stream::Stdout => "stdout".into(),
+                            _ => "stderr".into(),
+                        },
+                        text: l.text.clone(),
+                        number: first + i as u64,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                let more = lines.len() == 1024;
+                cursor = upto;
+                if more {
+                    continue;
+                }
+                if !req.follow {
+                    return;
+                }
+                tokio::select! {
+                    r = mgr.wait_output(&name, cursor) => if r.is_err() {
+                        // Removed: its log is gone with it.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn matches(pat: &Option<glob::Pattern>, kinds: &[String], r: &hangar_store::EventRecord) -> bool {
+    pat.as_ref().is_none_or(|p| p.matches(&r.name)) && (kinds.is_empty() || kinds.contains(&r.kind))
+}
+
+#[tonic::async_trait]
+impl Events for EventsSvc {
+    type StreamStream = Stream_<pb::Event>;
+
+    async fn stream(
+        &self,
+        req: Request<pb::EventFilter>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let f = req.into_inner();
+        let pat = if f.name.is_empty() {
+            None
+        } else {
+            Some(glob::Pattern::new(&f.name).map_err(|e| {
+                status(
+                    Error::new(
+                        "INVALID_PATTERN",
+                        format!("invalid pattern {:?}: {e}", f.name),
+                    )
+                    .hint("use *, ? and [..] as in shell globs"),
+                )
+            })?)
+        };
+        // Subscribe before reading history, then skip live events already sent.
+        let mut live = self.d.subscribe();
+        let mut sent = f.after_id;
+        let replay = if f.after_id > 0 {
+            self.d
+                .history(EventQuery {
+                    name_glob: (!f.name.is_empty()).then(|| f.name.clone()),
+                    kinds: f.kinds.clone(),
+                    after_id: Some(f.after_id),
+                    limit: Some(100_000),
+                    ..EventQuery::default()
+                })
+                .await
+                .map_err(status)?
+        } else {
+            Vec::new()
+        };
+        let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
+        tokio::spawn(async move {
+            for r in &replay {
+                sent = sent.max(r.id);
+                if tx.send(Ok(convert::event(r))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    r = live.recv() => match r {
+                        Ok(r) => {
+                            if r.id <= sent || !matches(&pat, &f.kinds, &r) {
+                                continue;
+                            }
+                            sent = r.id;
+                            if tx.send(Ok(convert::event(&r))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let _ = tx.send(Err(Status::data_loss(format!(
+                                "EVENTS_LOST: this stream fell {n} events behind; \
+                                 resume with after_id={sent} to replay them from history"
+                            )))).await;
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::EventList>, Status> {
+        let q = req.into_inner();
+        let nz = |v: i64| (v > 0).then_some(v);
+        let events = self
+            .d
+            .history(EventQuery {
+                name_glob: (!q.name.is_empty()).then_some(q.name),
+                kinds: q.kinds,
+                after_id: nz(q.after_id),
+                since_ms: nz(q.since_ms),
+                until_ms: nz(q.until_ms),
+                limit: (q.limit > 0).then_some(q.limit),
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::EventList {
+            events: events.iter().map(convert::event).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl DaemonApi for DaemonSvc {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::DaemonStatus>, Status> {
+        let i = self.d.info().await;
+        Ok(Response::new(pb::DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: i.pid,
+            started_at_ms: i
+                .started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            data_dir: i.data_dir.display().to_string(),
+            config_file: i
+                .config
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            supervisor_id: i.supervisor_id,
+            processes: i.by_state.into_iter().collect(),
+            last_event_id: i.last_event_id,
+            sinks: i
+                .sinks
+                .into_iter()
+                .map(|s| pb::SinkStatus {
+                    name: s.name,
+                    kind: s.kind.to_string(),
+                    delivered: s.delivered,
+                    dropped: s.dropped,
+                    failed_attempts: s.failed_attempts,
+                    queued: s.queued as u64,
+                    last_error: s.last_error.unwrap_or_default(),
+                })
+                .collect(),
+            recovered_killed: i.recovered_killed as u32,
+        }))
+    }
+
+    async fn reload(
+        &self,
+        _: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadReply>, Status> {
+        let r = self.d.reload().await.map_err(status)?;
+        Ok(Response::new(pb::ReloadReply {
+            added: r.added,
+            removed: r.removed,
+            changed: r.changed,
+            unchanged: r.unchanged,
+            errors: convert::process_errors(r.errors),
+        }))
+    }
+}
+
+/// Checks `authorization: Bearer <token>` in constant time.
+#[derive(Clone)]
+pub struct BearerAuth {
+    token: Arc<[u8]>,
+}
+
+impl BearerAuth {
+    /// An interceptor that accepts this token.
+    pub fn new(token: &str) -> BearerAuth {
+        BearerAuth {
+            token: Arc::from(token.as_bytes()),
+        }
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if ct_eq(t.as_bytes(), &self.token) => Ok(req),
+            _ => Err(status(
+                Error::new("UNAUTHENTICATED", "missing or wrong bearer token")
+                    .hint("pass the daemon's token with --token or HANGAR_TOKEN"),
+            )),
+        }
+    }
+}
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// TCP listener, when wanted.
+    pub tcp: Option<SocketAddr>,
+    /// Bearer token for TCP.
+    pub token: Option<String>,
+    /// Server certificate and key (PEM) for TLS on TCP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// CA (PEM) for client certificates (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The running listeners.
+pub struct Serving {
+    /// Bound TCP address, when listening on TCP.
+    pub tcp_addr: Option<SocketAddr>,
+    socket: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Stop accepting, let calls in flight finish, remove the socket file.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn io_err(what: &str, path: impl std::fmt::Display, e: std::io::Error) -> Error {
+    Error::new("API_LISTEN_FAILED", format!("{what}: {e}"))
+        .with("address", path)
+        .hint("check that the address is free and the directory writable")
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
+    if path.exists() {
+        // A socket file without a listener is left over from a crash.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::new(
+                "DAEMON_ALREADY_RUNNING",
+                "a daemon already listens on the socket",
+            )
+            .with("socket", path.display())
+            .hint("stop it first, or use another --data-dir"));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| io_err("cannot remove stale socket", path.display(), e))?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| io_err("cannot bind the control socket", path.display(), e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_err("cannot set socket permissions", path.display(), e))?;
+    Ok(l)
+}
+
+fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::new("INTERNAL", format!("reflection: {e}")))
+}
+
+/// Serve the API on the socket (and TCP when asked). Returns once listening.
+pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let shutdown = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let processes = ProcessesSvc { d: d.clone() };
+    let events = EventsSvc { d: d.clone() };
+    let daemon = DaemonSvc { d: d.clone() };
+
+    let unix = bind_socket(&opts.socket)?;
+    let router = Server::builder()
+        .add_service(ProcessesServer::new(processes.clone()))
+        .add_service(EventsServer::new(events.clone()))
+        .add_service(DaemonServer::new(daemon.clone()))
+        .add_service(reflection()?);
+    let rx = stop_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = UnixListenerStream::new(unix);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown(rx))
+            .await
+        {
+            tracing::error!("control socket server failed: {e}");
+        }
+    }));
+
+    let mut tcp_addr = None;
+    if let Some(addr) = opts.tcp {
+        if opts.token.is_none() && opts.client_ca.is_none() {
+            return Err(
+                Error::new("API_INSECURE", "refusing plain TCP without credentials")
+                    .with("address", addr)
+                    .hint(
+                        "set daemon.grpc.token (bearer) or tls_cert, tls_key and client_ca (mTLS)",
+                    ),
+            );
+        }
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
+        tcp_addr = l.local_addr().ok();
+        let mut builder = Server::builder();
+        if let Some((cert, key)) = &opts.tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| io_err("cannot read TLS file", p.display(), e))
+            };
+            let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+            );
+            if let Some(ca) = &opts.client_ca {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+            }
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::new("API_TLS_INVALID", format!("TLS configuration: {e}")))?;
+        }
+        let auth = opts.token.as_deref().map(BearerAuth::new);
+        let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };
+        let rx = stop_rx.clone();
+        let incoming = TcpListenerStream::new(l);
+        // mTLS alone authenticates at the handshake; a token adds a check per call.
+        let task = match auth {
+            Some(a) => {
+                let router = builder
+                    .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
+                    .add_service(EventsServer::with_interceptor(events, a.clone()))
+                    .add_service(DaemonServer::with_interceptor(daemon, a))
+                    .add_service(reflection()?);
+                tokio::spawn(async move {
+                    if let Err(e) = router
+                        .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                        .await
+                    {
+                        tracing::error!("TCP API server failed: {e}");
+                    }
+                })
+            }
+            None => {
+                let router = builder
+                    .add_service(ProcessesServer::with_interceptor(processes, allow))
+                    .add_service(EventsServer::with_interceptor(events, allow))
+                    .add_service(DaemonServer::with_interceptor(daemon, allow))
+                    .add_service(reflection()?);
+                tokio::spawn(async move {
+                    if let Err(e) = router
+                        .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                        .await
+                    {
+                        tracing::error!("TCP API server failed: {e}");
+                    }
+                })
+            }
+        };
+        tasks.push(task);
+    }
+    Ok(Serving {
+        tcp_addr,
+        socket: opts.socket,
+        stop,
+        tasks,
+    })
+}

@@ -1,0 +1,571 @@
+//! Client commands: `ps`, `start`, `stop`, `restart`, `logs`, `events`,
+//! `status`, `reload`, `add`, `remove`. Each talks to the daemon over its
+//! socket (or TCP with a token), prints a table for people or JSON for
+//! scripts, and exits with a stable code.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hangar_api::client::Client;
+use hangar_api::convert;
+use hangar_api::pb;
+use hangar_core::Error;
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use crate::{exit, render};
+
+/// How to reach the daemon.
+pub struct Target {
+    pub data_dir: PathBuf,
+    pub addr: Option<String>,
+    pub token: Option<String>,
+}
+
+/// A client command.
+pub enum Cmd {
+    Ps {
+        pattern: String,
+        json: bool,
+    },
+    Start {
+        pattern: String,
+        json: bool,
+    },
+    Stop {
+        pattern: String,
+        timeout: Option<Duration>,
+        json: bool,
+    },
+    Restart {
+        pattern: String,
+        json: bool,
+    },
+    Logs {
+        name: String,
+        follow: bool,
+        lines: u32,
+    },
+    Events {
+        follow: bool,
+        name: String,
+        kinds: Vec<String>,
+        last: u32,
+        after: i64,
+        json: bool,
+    },
+    Status {
+        json: bool,
+    },
+    Reload {
+        json: bool,
+    },
+    Add {
+        file: PathBuf,
+        no_start: bool,
+        json: bool,
+    },
+    Remove {
+        name: String,
+        json: bool,
+    },
+}
+
+pub fn run(target: Target, cmd: Cmd) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match go(target, cmd).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{}", render::core_error(&e));
+                code_for(&e)
+            }
+        }
+    })
+}
+
+fn code_for(e: &Error) -> u8 {
+    match e.code {
+        "DAEMON_NOT_RUNNING" => exit::NOT_RUNNING,
+        "PROCESS_NOT_FOUND" => exit::NOT_FOUND,
+        "CONFIG_INVALID"
+        | "CONFIG_UNREADABLE"
+        | "INVALID_PATTERN"
+        | "INVALID_SPEC"
+        | "USAGE"
+        | "DUPLICATE_NAME"
+        | "PROCESS_FROM_CONFIG"
+        | "DEPENDENCY_CYCLE" => exit::USAGE,
+        _ => exit::FAILURE,
+    }
+}
+
+async fn connect(t: &Target) -> Result<Client, Error> {
+    match &t.addr {
+        Some(a) => Client::tcp(a, t.token.as_deref()).await,
+        None => Client::unix(&hangar_core::socket_path(&t.data_dir)).await,
+    }
+}
+
+fn api(s: tonic::Status) -> Error {
+    convert::error(&s)
+}
+
+async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
+    let mut c = connect(&t).await?;
+    match cmd {
+        Cmd::Ps { pattern, json } => {
+            let list = c
+                .processes
+                .list(pb::ListRequest { pattern })
+                .await
+                .map_err(api)?
+                .into_inner()
+                .processes;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(list.iter().map(process_json).collect())
+                );
+            } else {
+                print_table(&list);
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Start { pattern, json } => {
+            let r = c
+                .processes
+                .start(select(pattern, None))
+                .await
+                .map_err(api)?;
+            Ok(report_action("started", r.into_inner(), json))
+        }
+        Cmd::Stop {
+            pattern,
+            timeout,
+            json,
+        } => {
+            let r = c
+                .processes
+                .stop(select(pattern, timeout))
+                .await
+                .map_err(api)?;
+            Ok(report_action("stopped", r.into_inner(), json))
+        }
+        Cmd::Restart { pattern, json } => {
+            let r = c
+                .processes
+                .restart(select(pattern, None))
+                .await
+                .map_err(api)?;
+            Ok(report_action("restarted", r.into_inner(), json))
+        }
+        Cmd::Remove { name, json } => {
+            let r = c
+                .processes
+                .remove(pb::NameRequest { name })
+                .await
+                .map_err(api)?;
+            Ok(report_action("removed", r.into_inner(), json))
+        }
+        Cmd::Add {
+            file,
+            no_start,
+            json,
+        } => {
+            let toml = std::fs::read_to_string(&file).map_err(|e| {
+                Error::new(
+                    "CONFIG_UNREADABLE",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+                .hint("check the path and its permissions")
+            })?;
+            let list = c
+                .processes
+                .add(pb::AddRequest { toml, no_start })
+                .await
+                .map_err(api)?
+                .into_inner()
+                .processes;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(list.iter().map(process_json).collect())
+                );
+            } else {
+                print_table(&list);
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Logs {
+            name,
+            follow,
+            lines,
+        } => {
+            let mut s = c
+                .processes
+                .logs(pb::LogsRequest {
+                    name,
+                    lines,
+                    follow,
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            while let Some(line) = s.next().await {
+                let line = line.map_err(api)?;
+                if line.stream == "stderr" {
+                    eprintln!("{}", line.text);
+                } else {
+                    println!("{}", line.text);
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Events {
+            follow,
+            name,
+            kinds,
+            last,
+            after,
+            json,
+        } => {
+            let mut newest = after;
+            if !follow || after == 0 {
+                let h = c
+                    .events
+                    .history(pb::HistoryRequest {
+                        name: name.clone(),
+                        kinds: kinds.clone(),
+                        after_id: after,
+                        limit: last,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api)?
+                    .into_inner();
+                for e in &h.events {
+                    print_event(e, json);
+                    newest = newest.max(e.id);
+                }
+            }
+            if follow {
+                // Resume from the newest printed, so nothing is missed or doubled.
+                let mut s = c
+                    .events
+                    .stream(pb::EventFilter {
+                        name,
+                        kinds,
+                        after_id: newest.max(1),
+                    })
+                    .await
+                    .map_err(api)?
+                    .into_inner();
+                while let Some(e) = s.next().await {
+                    print_event(&e.map_err(api)?, json);
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Status { json } => {
+            let s = c
+                .daemon
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(api)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "version": s.version, "pid": s.pid, "started_at_ms": s.started_at_ms,
+                        "data_dir": s.data_dir, "config_file": s.config_file,
+                        "supervisor_id": s.supervisor_id, "processes": s.processes,
+                        "last_event_id": s.last_event_id, "recovered_killed": s.recovered_killed,
+                        "sinks": s.sinks.iter().map(|k| json!({
+                            "name": k.name, "kind": k.kind, "delivered": k.delivered,
+                            "dropped": k.dropped, "failed_attempts": k.failed_attempts,
+                            "queued": k.queued, "last_error": k.last_error,
+                        })).collect::<Vec<_>>(),
+                    })
+                );
+            } else {
+                let up = now_ms().saturating_sub(s.started_at_ms).max(0) as u64;
+                println!(
+                    "hangar {} (pid {}), up {}",
+                    s.version,
+                    s.pid,
+                    short(Duration::from_millis(up))
+                );
+                println!("data dir:   {}", s.data_dir);
+                if !s.config_file.is_empty() {
+                    println!("config:     {}", s.config_file);
+                }
+                let total: u32 = s.processes.values().sum();
+                let mut by: Vec<_> = s.processes.iter().collect();
+                by.sort();
+                let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                println!("processes:  {total} ({})", parts.join(", "));
+                println!("events:     last id {}", s.last_event_id);
+                if s.recovered_killed > 0 {
+                    println!(
+                        "recovered:  {} leftover processes ended at start",
+                        s.recovered_killed
+                    );
+                }
+                for k in &s.sinks {
+                    println!(
+                        "sink {}:  {} delivered, {} dropped, {} failed attempts, {} queued{}",
+                        k.name,
+                        k.delivered,
+                        k.dropped,
+                        k.failed_attempts,
+                        k.queued,
+                        if k.last_error.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (last error: {})", k.last_error)
+                        }
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Reload { json } => {
+            let r = c
+                .daemon
+                .reload(pb::ReloadRequest {})
+                .await
+                .map_err(api)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    json!({"added": r.added, "removed": r.removed, "changed": r.changed,
+                           "unchanged": r.unchanged, "errors": errors_json(&r.errors)})
+                );
+            } else {
+                println!(
+                    "reloaded: {} added, {} removed, {} changed, {} unchanged",
+                    r.added.len(),
+                    r.removed.len(),
+                    r.changed.len(),
+                    r.unchanged.len()
+                );
+                for (what, names) in [
+                    ("added", &r.added),
+                    ("removed", &r.removed),
+                    ("changed", &r.changed),
+                ] {
+                    for n in names {
+                        println!("  {what:8} {n}");
+                    }
+                }
+                print_errors(&r.errors);
+            }
+            Ok(if r.errors.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
+        }
+    }
+}
+
+fn select(pattern: String, timeout: Option<Duration>) -> pb::SelectRequest {
+    pb::SelectRequest {
+        pattern,
+        timeout_ms: timeout.map(|t| t.as_millis() as u64).unwrap_or(0),
+    }
+}
+
+fn report_action(verb: &str, r: pb::ActionReply, json: bool) -> u8 {
+    if json {
+        println!(
+            "{}",
+            json!({ verb: r.names, "errors": errors_json(&r.errors) })
+        );
+    } else {
+        for n in &r.names {
+            println!("{verb} {n}");
+        }
+        print_errors(&r.errors);
+    }
+    if r.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    }
+}
+
+fn errors_json(errs: &[pb::ProcessError]) -> serde_json::Value {
+    errs.iter()
+        .map(|e| {
+            let i = e.error.clone().unwrap_or_default();
+            json!({"name": e.name, "code": i.code, "message": i.message, "context": i.context, "hint": i.hint})
+        })
+        .collect()
+}
+
+fn print_errors(errs: &[pb::ProcessError]) {
+    for e in errs {
+        let i = e.error.clone().unwrap_or_default();
+        eprintln!("error[{}]: {}: {}", i.code, e.name, i.message);
+        if !i.hint.is_empty() {
+            eprintln!("  hint: {}", i.hint);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `3d4h`, `5m12s`, `42s`: two units at most.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    let (d_, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d_ > 0 {
+        format!("{d_}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+fn process_json(p: &pb::Process) -> serde_json::Value {
+    json!({
+        "name": p.name, "state": p.state, "desired": p.desired, "source": p.source,
+        "pid": (p.pid > 0).then_some(p.pid), "restarts": p.restarts,
+        "consecutive_failures": p.consecutive_failures,
+        "started_at_ms": (p.started_at_ms > 0).then_some(p.started_at_ms),
+        "since_ms": p.since_ms, "health": p.health, "ports": p.ports,
+        "last_exit": (!p.last_exit.is_empty()).then_some(&p.last_exit),
+        "last_error": p.last_error.as_ref().map(|e| json!({"code": e.code, "message": e.message, "hint": e.hint})),
+        "command": p.command, "args": p.args, "log_dropped_bytes": p.log_dropped_bytes,
+    })
+}
+
+fn print_table(list: &[pb::Process]) {
+    let now = now_ms();
+    let rows: Vec<[String; 7]> = list
+        .iter()
+        .map(|p| {
+            let state = if p.desired == "stopped" && p.state != "stopped" {
+                format!("{} (stopping)", p.state)
+            } else {
+                p.state.clone()
+            };
+            let uptime = if p.started_at_ms > 0 && p.state == "running" {
+                short(Duration::from_millis(
+                    now.saturating_sub(p.started_at_ms).max(0) as u64,
+                ))
+            } else {
+                "-".into()
+            };
+            let mut ports: Vec<String> = p.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            ports.sort();
+            let note = match (&p.last_error, p.last_exit.is_empty()) {
+                (Some(e), _) if p.state == "failed" || p.state == "backoff" => e.code.clone(),
+                (_, false) if p.state != "running" => p.last_exit.clone(),
+                _ => String::new(),
+            };
+            [
+                p.name.clone(),
+                state,
+                if p.pid > 0 {
+                    p.pid.to_string()
+                } else {
+                    "-".into()
+                },
+                uptime,
+                p.restarts.to_string(),
+                p.health.clone(),
+                if ports.is_empty() {
+                    note
+                } else {
+                    format!("{} {note}", ports.join(","))
+                },
+            ]
+        })
+        .collect();
+    let head = [
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "HEALTH",
+        "PORTS/NOTE",
+    ];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 6 {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(head);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+    }
+}
+
+fn print_event(e: &pb::Event, json: bool) {
+    if json {
+        let detail: serde_json::Value =
+            serde_json::from_str(&e.detail_json).unwrap_or(serde_json::Value::Null);
+        println!(
+            "{}",
+            json!({"id": e.id, "at_ms": e.at_ms, "name": e.name, "pid": (e.pid > 0).then_some(e.pid),
+                   "kind": e.kind, "from": e.from, "to": e.to, "detail": detail})
+        );
+        return;
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(e.at_ms.max(0) as u64);
+    let ts = humantime::format_rfc3339_millis(at);
+    let mut extra = String::new();
+    if let Ok(serde_json::Value::Object(d)) =
+        serde_json::from_str::<serde_json::Value>(&e.detail_json)
+    {
+        for k in ["exit", "error_code", "error", "probe"] {
+            if let Some(v) = d.get(k).and_then(|v| v.as_str()) {
+                extra.push_str(&format!(" {k}={v:?}"));
+            }
+        }
+    }
+    let pid = if e.pid > 0 {
+        format!(" pid={}", e.pid)
+    } else {
+        String::new()
+    };
+    println!(
+        "{ts} #{} {} {} {} -> {}{pid}{extra}",
+        e.id, e.name, e.kind, e.from, e.to
+    );
+}

@@ -1,0 +1,192 @@
+//! `hangar serve`: the daemon in the foreground, as systemd and a terminal expect.
+//!
+//! Boot (lock the data dir, recover, apply the configuration), listen on the
+//! control socket (and TCP and HTTP when configured), tell systemd READY=1, pet
+//! its watchdog when it asks for one, reload on SIGHUP, stop gracefully on
+//! SIGTERM/SIGINT (a second signal kills every process group at once).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hangar_api::metrics::{self, Metrics};
+use hangar_api::server::{self, ServeOptions};
+use hangar_core::{socket_path, BootOptions, Daemon, Error};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::{exit, render};
+
+/// Options of `hangar serve`.
+pub struct ServeArgs {
+    pub data_dir: PathBuf,
+    pub config: Option<PathBuf>,
+    /// `Some("")` turns HTTP off; `None` takes the config's (default 127.0.0.1:9470).
+    pub http: Option<String>,
+}
+
+pub fn serve(args: ServeArgs) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("hangar-rt")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match run(args).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{}", render::core_error(&e));
+                match e.code {
+                    "CONFIG_INVALID" | "CONFIG_UNREADABLE" | "API_INSECURE" => exit::USAGE,
+                    _ => exit::FAILURE,
+                }
+            }
+        }
+    })
+}
+
+async fn run(args: ServeArgs) -> Result<u8, Error> {
+    let mut sigs = Signals::new()?;
+    let daemon = Daemon::boot(BootOptions {
+        data_dir: args.data_dir.clone(),
+        config: args.config.clone(),
+    })
+    .await?;
+    let settings = daemon.settings().clone();
+    let socket = socket_path(&args.data_dir);
+    let token = settings.grpc_token()?;
+    let listening = server::serve(
+        daemon.clone(),
+        ServeOptions {
+            socket: socket.clone(),
+            tcp: settings.grpc.tcp,
+            token,
+            tls: settings
+                .grpc
+                .tls_cert
+                .clone()
+                .zip(settings.grpc.tls_key.clone()),
+            client_ca: settings.grpc.client_ca.clone(),
+        },
+    )
+    .await;
+    let listening = match listening {
+        Ok(l) => l,
+        Err(e) => {
+            daemon.shutdown().await;
+            return Err(e);
+        }
+    };
+    let http_addr = args.http.unwrap_or(settings.http.clone());
+    let metrics = Arc::new(Metrics::new());
+    let feeder = metrics::feed(&daemon, Arc::clone(&metrics));
+    let http = if http_addr.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = http_addr.parse().map_err(|_| {
+            Error::new(
+                "CONFIG_INVALID",
+                format!("--http {http_addr:?} is not an address"),
+            )
+            .hint("write it as 127.0.0.1:9470, or '' to turn HTTP off")
+        })?;
+        match metrics::serve_http(daemon.clone(), Arc::clone(&metrics), addr).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                listening.stop().await;
+                daemon.shutdown().await;
+                return Err(e);
+            }
+        }
+    };
+    info!(
+        socket = %socket.display(),
+        tcp = ?listening.tcp_addr,
+        http = ?http.as_ref().map(|h| h.addr),
+        "hangar daemon ready"
+    );
+    let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("supervising")]);
+    let watchdog = sd_notify::watchdog_enabled();
+
+    let mut pet = tokio::time::interval(
+        watchdog
+            .map(|w| w / 2)
+            .unwrap_or(std::time::Duration::from_secs(3600)),
+    );
+    loop {
+        tokio::select! {
+            _ = sigs.hup.recv() => {
+                info!(signal = "SIGHUP", "reloading the configuration");
+                if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                    let _ = sd_notify::notify(&[NotifyState::Reloading, now]);
+                }
+                match daemon.reload().await {
+                    Ok(r) => info!(
+                        added = r.added.len(), removed = r.removed.len(),
+                        changed = r.changed.len(), unchanged = r.unchanged.len(),
+                        errors = r.errors.len(), "reloaded"
+                    ),
+                    Err(e) => warn!(code = e.code, "reload refused: {}", render::core_error(&e)),
+                }
+                let _ = sd_notify::notify(&[NotifyState::Ready]);
+            }
+            _ = pet.tick(), if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+            }
+            _ = sigs.term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
+            _ = sigs.int.recv() => { info!(signal = "SIGINT", "shutting down"); break; }
+        }
+    }
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    let t0 = std::time::Instant::now();
+    let graceful = async {
+        listening.stop().await;
+        daemon.shutdown().await;
+        if let Some(h) = http {
+            h.stop().await;
+        }
+        feeder.abort();
+    };
+    tokio::select! {
+        () = graceful => {
+            info!(took_ms = t0.elapsed().as_millis() as u64, "daemon stopped");
+            Ok(exit::OK)
+        }
+        _ = sigs.term.recv() => Ok(forced(&daemon)),
+        _ = sigs.int.recv() => Ok(forced(&daemon)),
+    }
+}
+
+fn forced(d: &Daemon) -> u8 {
+    warn!("second signal: killing every process group and exiting");
+    d.kill_all();
+    exit::FORCED
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Error> {
+        let mk = |k| {
+            signal(k)
+                .map_err(|e| Error::new("IO_ERROR", format!("cannot install signal handlers: {e}")))
+        };
+        Ok(Signals {
+            term: mk(SignalKind::terminate())?,
+            int: mk(SignalKind::interrupt())?,
+            hup: mk(SignalKind::hangup())?,
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! `hangar serve`'s configuration file: TOML with an optional `[daemon]` table and
+//! the same `[env]` and `[[process]]` tables a process file has.
+//!
+//! ```toml
+//! [daemon]
+//! http = "127.0.0.1:9470"          # metrics; "" turns the listener off
+//! reconcile_interval = "5s"
+//!
+//! [daemon.grpc]                     # optional TCP listener besides the socket
+//! tcp = "127.0.0.1:9471"
+//! token_file = "/etc/hangar/token"  # bearer token, or:
+//! # tls_cert = "server.pem"  tls_key = "server.key"  client_ca = "ca.pem"   (mTLS)
+//!
+//! [daemon.history]
+//! max_age = "7d"
+//! max_rows = 1000000
+//!
+//! [[daemon.sink]]
+//! type = "file"
+//! path = "/var/log/hangar/events.jsonl"
+//!
+//! [[process]]
+//! name = "web"
+//! command = "python3"
+//! args = ["-m", "http.server"]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hangar_supervisor::ProcessSpec;
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+use crate::procfile::{self, FileKind};
+use crate::sinks::SinkConfig;
+
+/// Default address of the HTTP listener (metrics).
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9470";
+
+/// A parsed configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonConfig {
+    /// `[daemon]` settings.
+    pub settings: Settings,
+    /// `[[process]]` tables, `instances` not expanded.
+    pub processes: Vec<ProcessSpec>,
+    /// `[env]` entries, `KEY=VALUE`.
+    pub env: Vec<String>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// HTTP listener for /metrics; empty to turn it off.
+    pub http: String,
+    /// How often desired and observed state are compared.
+    #[serde(deserialize_with = "duration")]
+    pub reconcile_interval: Duration,
+    /// Optional gRPC listener on TCP.
+    pub grpc: GrpcSettings,
+    /// Event history retention.
+    pub history: HistorySettings,
+    /// History sinks.
+    pub sink: Vec<SinkConfig>,
+    /// Ports handed to processes that ask for named ports, `"20000-29999"`.
+    pub port_range: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http: DEFAULT_HTTP.to_string(),
+            reconcile_interval: Duration::from_secs(5),
+            grpc: GrpcSettings::default(),
+            history: HistorySettings::default(),
+            sink: Vec::new(),
+            port_range: "20000-29999".to_string(),
+        }
+    }
+}
+
+/// `[daemon.grpc]`: the API on TCP, which needs a token or mTLS.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcSettings {
+    /// Address to listen on, e.g. `127.0.0.1:9471`; unset: socket only.
+    pub tcp: Option<SocketAddr>,
+    /// Bearer token clients must send.
+    pub token: Option<String>,
+    /// File holding the bearer token (first line).
+    pub token_file: Option<PathBuf>,
+    /// Server certificate (PEM) for TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM) for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to: turns on mTLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[daemon.history]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// Events older than this are pruned.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// At most this many events are kept.
+    pub max_rows: u64,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!("{s:?} is not a duration ({e}); write e.g. \"5s\""))
+    })
+}
+
+#[derive(Deserialize)]
+struct Root {
+    #[serde(default)]
+    daemon: Settings,
+}
+
+impl Settings {
+    /// The port range as numbers.
+    pub fn ports(&self) -> Result<std::ops::RangeInclusive<u16>> {
+        let bad =
+            || {
+                Error::new(
+                "CONFIG_INVALID",
+                format!("daemon.port_range {:?} is not a port range", self.port_range),
+            )
+            .hint("write it as \"LOW-HIGH\", e.g. \"20000-29999\", with 1 <= LOW <= HIGH <= 65535")
+            };
+        let (lo, hi) = self.port_range.split_once('-').ok_or_else(bad)?;
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(lo..=hi)
+    }
+
+    /// The bearer token, from `token` or `token_file`.
+    pub fn grpc_token(&self) -> Result<Option<String>> {
+        if let Some(t) = &self.grpc.token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.grpc.token_file {
+            None => Ok(None),
+            Some(p) => {
+                let s = std::fs::read_to_string(p).map_err(|e| {
+                    Error::new(
+                        "CONFIG_INVALID",
+                        format!("cannot read daemon.grpc.token_file: {e}"),
+                    )
+                    .with("path", p.display())
+                    .hint("check the path and its permissions")
+                })?;
+                let t = s.lines().next().unwrap_or("").trim().to_string();
+                if t.is_empty() {
+                    return Err(
+                        Error::new("CONFIG_INVALID", "daemon.grpc.token_file is empty")
+                            .with("path", p.display())
+                            .hint("write the token on the file's first line"),
+                    );
+                }
+                Ok(Some(t))
+            }
+        }
+    }
+
+    fn check(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.http.is_empty() && self.http.parse::<SocketAddr>().is_err() {
+            out.push(format!(
+                "daemon.http: {:?} is not an address; write e.g. \"127.0.0.1:9470\", or \"\" for none",
+                self.http
+            ));
+        }
+        if let Err(e) = self.ports() {
+            out.push(e.message);
+        }
+        if self.reconcile_interval < Duration::from_millis(100) {
+            out.push("daemon.reconcile_interval: must be at least 100ms".to_string());
+        }
+        let g = &self.grpc;
+        if g.tcp.is_some() {
+            let token = g.token.is_some() || g.token_file.is_some();
+            let tls = g.tls_cert.is_some() && g.tls_key.is_some() && g.client_ca.is_some();
+            if !token && !tls {
+                out.push(
+                    "daemon.grpc.tcp: plain TCP without credentials is refused; set token or \
+                     token_file (bearer), or tls_cert, tls_key and client_ca (mTLS)"
+                        .to_string(),
+                );
+            }
+        }
+        if g.tls_cert.is_some() != g.tls_key.is_some() {
+            out.push("daemon.grpc: tls_cert and tls_key go together".to_string());
+        }
+        if g.client_ca.is_some() && g.tls_cert.is_none() {
+            out.push("daemon.grpc.client_ca: needs tls_cert and tls_key".to_string());
+        }
+        for (i, s) in self.sink.iter().enumerate() {
+            if let Err(e) = s.validate() {
+                out.push(format!("daemon.sink[{i}]: {e}"));
+            }
+        }
+        out
+    }
+}
+
+impl DaemonConfig {
+    /// Parse a configuration file's text. Every mistake is reported at once, each
+    /// as `line:col: key: message` where the position is known.
+    pub fn parse(
+        src: &str,
+        default_log_dir: Option<PathBuf>,
+    ) -> std::result::Result<DaemonConfig, Vec<String>> {
+        let mut errors = Vec::new();
+        let pf = match procfile::parse_as(src, default_log_dir, FileKind::DaemonConfig) {
+            Ok(pf) => Some(pf),
+            Err(errs) => {
+                errors.extend(errs.iter().map(|e| e.to_string()));
+                None
+            }
+        };
+        let settings = match toml_edit::de::from_str::<Root>(src) {
+            Ok(r) => {
+                errors.extend(r.daemon.check());
+                r.daemon
+            }
+            Err(e) => {
+                let pos = e
+                    .span()
+                    .map(|s| {
+                        let before = &src[..s.start.min(src.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                        format!("{line}:{col}: ")
+                    })
+                    .unwrap_or_default();
+                errors.push(format!("{pos}{}", e.message().trim()));
+                Settings::default()
+            }
+        };
+        match pf {
+            Some(pf) if errors.is_empty() => Ok(DaemonConfig {
+                settings,
+                processes: pf.processes,
+                env: pf.env,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Read and parse a configuration file.
+    pub fn load(path: &Path, default_log_dir: Option<PathBuf>) -> Result<DaemonConfig> {
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(
+                "CONFIG_UNREADABLE",
+                format!("cannot read configuration file: {e}"),
+            )
+            .with("path", path.display())
+            .hint("check the path and its permissions")
+        })?;
+        DaemonConfig::parse(&src, default_log_dir).map_err(|errs| {
+            let n = errs.len();
+            let mut e = Error::new(
+                "CONFIG_INVALID",
+                format!(
+                    "{} has {n} error{}",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                ),
+            )
+            .hint("fix the errors listed and try again; nothing was changed");
+            for err in errs {
+                e = e.with("error", err);
+            }
+            e
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = DaemonConfig::parse("", None).unwrap();
+        assert!(c.processes.is_empty());
+        assert_eq!(c.settings, Settings::default());
+    }
+
+    #[test]
+    fn daemon_table_and_processes() {
+        let src = r#"
+[daemon]
+http = ""
+reconcile_interval = "250ms"
+port_range = "30000-30010"
+[daemon.history]
+max_age = "1h"
+max_rows = 50
+[[process]]
+name = "a"
+command = "sleep"
+args = ["5"]
+"#;
+        let c = DaemonConfig::parse(src, None).unwrap();
+        assert_eq!(c.settings.http, "");
+        assert_eq!(c.settings.reconcile_interval, Duration::from_millis(250));
+        assert_eq!(c.settings.history.max_rows, 50);
+        assert_eq!(c.settings.ports().unwrap(), 30000..=30010);
+        assert_eq!(c.processes.len(), 1);
+    }
+
+    #[test]
+    fn mistakes_are_all_reported_with_keys() {
+        let src = r#"
+[daemon]
+htp = "x"
+[[process]]
+name = "a"
+"#;
+        let errs = DaemonConfig::parse(src, None).unwrap_err();
+        assert!(errs.iter().any(|e| e.contains("htp")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("command")), "{errs:?}");
+    }
+
+    #[test]
+    fn plain_tcp_is_refused() {
+        let src = "[daemon.grpc]\ntcp = \"127.0.0.1:9999\"\n";
+        let errs = DaemonConfig::parse(src, None).unwrap_err();
+        assert!(errs[0].contains("refused"), "{errs:?}");
+        let ok = "[daemon.grpc]\ntcp = \"127.0.0.1:9999\"\ntoken = \"s3cret\"\n";
+        assert!(DaemonConfig::parse(ok, None).is_ok());
+    }
+
+    #[test]
+    fn bad_duration_names_the_value() {
+        let errs =
+            DaemonConfig::parse("[daemon]\nreconcile_interval = \"soon\"\n", None).unwrap_err();
+        assert!(errs[0].contains("soon"), "{errs:?}");
+        assert!(errs[0].starts_with("2:"), "{errs:?}");
+    }
+}

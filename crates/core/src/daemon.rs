@@ -1,0 +1,1116 @@
+//! [`Daemon`]: the long-running service behind `hangar serve`.
+//!
+//! It owns the supervisor [`Manager`], the SQLite [`Store`] and the event bus, and
+//! keeps three promises:
+//!
+//! - **Persisted before announced.** One task takes the supervisor's events, writes
+//!   them (and the observed state they imply) to the store in batches, one
+//!   transaction per batch, and only then hands them to API subscribers and sinks.
+//! - **One path for boot and reload.** The desired set of processes is computed
+//!   from the configuration file plus the processes added through the API, and
+//!   [`Daemon::reload`] applies the difference to what runs: added start, removed
+//!   stop, changed restart, unchanged are not touched. Boot is a reload from empty.
+//! - **Nothing left behind by a crash.** Before anything starts, what an earlier
+//!   daemon on the same data dir left running is found and ended
+//!   ([`crate::recovery`]), then every process is started again as its desired
+//!   state says. A reconciler compares desired and observed state at an interval.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hangar_store::{Desired, EventQuery, EventRecord, Observation, Source, Store};
+use hangar_supervisor::{
+    Event, EventKind, Manager, ManagerOptions, ProcessSpec, ProcessStatus, State,
+};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{DaemonConfig, Settings};
+use crate::error::{Error, Result};
+use crate::procfile;
+use crate::recovery::{self, RecordedGroup, SUPERVISOR_ID_ENV};
+use crate::sinks::{SinkStats, Sinks};
+
+/// Where and how to boot.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// The data dir: store, socket, logs.
+    pub data_dir: PathBuf,
+    /// The configuration file, if any.
+    pub config: Option<PathBuf>,
+}
+
+/// One process the daemon keeps, as it wants it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Want {
+    /// The spec (one instance; `instances` already expanded).
+    pub spec: ProcessSpec,
+    /// Configuration file or API.
+    pub source: Source,
+    /// Running or stopped.
+    pub desired: Desired,
+}
+
+/// A process as the API shows it: what is wanted and what runs.
+#[derive(Debug, Clone)]
+pub struct ProcessView {
+    /// The desired side.
+    pub want: Want,
+    /// The supervisor's snapshot; `None` when it was never started.
+    pub status: Option<ProcessStatus>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReloadReport {
+    /// Started for the first time.
+    pub added: Vec<String>,
+    /// Stopped and forgotten.
+    pub removed: Vec<String>,
+    /// Restarted with a new spec (or a new desired state).
+    pub changed: Vec<String>,
+    /// Not touched.
+    pub unchanged: Vec<String>,
+    /// Processes that failed to start or stop, with why.
+    pub errors: Vec<(String, Error)>,
+}
+
+/// The result of start/stop/restart over a pattern.
+#[derive(Debug, Clone, Default)]
+pub struct ActionReport {
+    /// Names acted on successfully.
+    pub names: Vec<String>,
+    /// Names that failed, with why.
+    pub errors: Vec<(String, Error)>,
+}
+
+/// Facts about the daemon itself.
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    /// hangar's pid.
+    pub pid: u32,
+    /// When it booted.
+    pub started_at: SystemTime,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its configuration file.
+    pub config: Option<PathBuf>,
+    /// The data dir's supervisor id.
+    pub supervisor_id: String,
+    /// Processes by state name.
+    pub by_state: BTreeMap<String, u32>,
+    /// Id of the newest stored event.
+    pub last_event_id: i64,
+    /// History sink counters.
+    pub sinks: Vec<SinkStats>,
+    /// Leftover processes of an earlier daemon ended at boot.
+    pub recovered_killed: usize,
+}
+
+/// The daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    config_path: Option<PathBuf>,
+    log_dir: PathBuf,
+    manager: Manager,
+    store: Arc<Store>,
+    bus: broadcast::Sender<Arc<EventRecord>>,
+    sinks: Mutex<Option<Sinks>>,
+    settings: Settings,
+    applied: tokio::sync::Mutex<BTreeMap<String, Want>>,
+    started_at: SystemTime,
+    recovered_killed: usize,
+    last_event_id: AtomicI64,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    _lock: OwnedFd,
+}
+
+/// Events a slow API subscriber may fall behind by before it loses some.
+const BUS_CAPACITY: usize = 16 * 1024;
+/// Most events written in one transaction.
+const BATCH: usize = 2048;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The default data dir: `$HANGAR_DATA_DIR`, else `/var/lib/hangar` as root, else
+/// `$XDG_DATA_HOME/hangar` (or `~/.local/share/hangar`).
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HANGAR_DATA_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/hangar");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("hangar")
+}
+
+/// The control socket's path in a data dir.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("hangar.sock")
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new("INTERNAL", format!("blocking task failed: {e}")))?
+}
+
+fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
+    use rustix::fs::{flock, open, FlockOperation, Mode, OFlags};
+    let path = data_dir.join("hangar.lock");
+    let fd = open(
+        &path,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| {
+        Error::new(
+            "DATA_DIR_UNUSABLE",
+            format!("cannot open the lock file: {e}"),
+        )
+        .with("path", path.display())
+        .hint("check the data dir's permissions, or pick another with --data-dir")
+    })?;
+    flock(&fd, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        Error::new(
+            "DAEMON_ALREADY_RUNNING",
+            "another hangar daemon uses this data dir",
+        )
+        .with("data_dir", data_dir.display())
+        .hint("stop the other daemon first (`hangar status` shows it), or use another --data-dir")
+    })?;
+    Ok(fd)
+}
+
+/// Expand `instances` the way the supervisor names them: `name-1` … `name-N`.
+fn expand(spec: ProcessSpec) -> Vec<ProcessSpec> {
+    if spec.instances <= 1 {
+        return vec![spec];
+    }
+    (1..=spec.instances)
+        .map(|i| {
+            let mut one = spec.clone();
+            one.instances = 1;
+            one.name = format!("{}-{i}", spec.name);
+            one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
+            one
+        })
+        .collect()
+}
+
+fn not_found(name: &str) -> Error {
+    Error::new("PROCESS_NOT_FOUND", format!("no process named {name:?}"))
+        .with("process", name)
+        .hint("`hangar ps` lists the processes")
+}
+
+impl Daemon {
+    /// Boot: lock the data dir, open the store, end an earlier daemon's
+    /// leftovers, start the event pipeline and apply the desired state.
+    /// Returns once everything is registered; processes finish starting in the
+    /// background (their events tell).
+    pub async fn boot(opts: BootOptions) -> Result<Daemon> {
+        let data_dir = opts.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            Error::new(
+                "DATA_DIR_UNUSABLE",
+                format!("cannot create the data dir: {e}"),
+            )
+            .with("data_dir", data_dir.display())
+            .hint("check permissions, or pick another with --data-dir or HANGAR_DATA_DIR")
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let lock = take_lock(&data_dir)?;
+        let log_dir = data_dir.join("logs");
+        let config = match &opts.config {
+            Some(p) => DaemonConfig::load(p, Some(log_dir.clone()))?,
+            None => DaemonConfig::default(),
+        };
+        let db = data_dir.join("hangar.db");
+        let store = Arc::new(blocking(move || Store::open(&db).map_err(Error::from)).await?);
+        let supervisor_id = store.supervisor_id().to_string();
+
+        // Crash recovery comes before anything is started.
+        let records = {
+            let s = Arc::clone(&store);
+            blocking(move || s.processes().map_err(Error::from)).await?
+        };
+        let groups: Vec<RecordedGroup> = records
+            .iter()
+            .filter_map(|r| {
+                Some(RecordedGroup {
+                    pgid: r.pgid?,
+                    leader_start: r.pid_start,
+                })
+            })
+            .collect();
+        let id = supervisor_id.clone();
+        let recovered_killed = blocking(move || {
+            let pids = recovery::find_leftovers(&id, &groups);
+            Ok(recovery::kill_leftovers(&pids, Duration::from_secs(5)))
+        })
+        .await?;
+        if recovered_killed > 0 {
+            warn!(
+                processes = recovered_killed,
+                "ended processes an earlier daemon left running"
+            );
+        }
+
+        let manager = Manager::with_options(ManagerOptions {
+            event_capacity: 64 * 1024,
+            port_range: config.settings.ports()?,
+            ..ManagerOptions::default()
+        })?;
+        let mut env = config.env.clone();
+        env.push(format!("{SUPERVISOR_ID_ENV}={supervisor_id}"));
+        manager.set_global_env(&env)?;
+
+        let sinks = Sinks::start(config.settings.sink.clone()).map_err(|e| {
+            Error::new(e.code(), e.to_string()).hint("fix the [[daemon.sink]] entry")
+        })?;
+        let last_event_id = {
+            let s = Arc::clone(&store);
+            blocking(move || s.last_event_id().map_err(Error::from)).await?
+        };
+        let (bus, _) = broadcast::channel(BUS_CAPACITY);
+        let (stop, _) = watch::channel(false);
+        let daemon = Daemon {
+            inner: Arc::new(Inner {
+                data_dir,
+                config_path: opts.config,
+                log_dir,
+                manager,
+                store,
+                bus,
+                sinks: Mutex::new(Some(sinks)),
+                settings: config.settings.clone(),
+                applied: tokio::sync::Mutex::new(BTreeMap::new()),
+                started_at: SystemTime::now(),
+                recovered_killed,
+                last_event_id: AtomicI64::new(last_event_id),
+                stop,
+                tasks: Mutex::new(Vec::new()),
+                _lock: lock,
+            }),
+        };
+        // Subscribe before the first start so no event escapes the store.
+        let events = daemon.inner.manager.subscribe();
+        let persister = tokio::spawn(daemon.clone().persist(events));
+        let reconciler = tokio::spawn(daemon.clone().reconcile_loop());
+        if let Ok(mut t) = daemon.inner.tasks.lock() {
+            t.push(persister);
+            t.push(reconciler);
+        }
+
+        // Boot is a reload from empty. The desired set is applied (and recorded)
+        // before boot returns; the starts finish in the background, so the API
+        // comes up at once and shows them starting.
+        let desired = daemon.desired_from(config, &records);
+        let (registered, rx) = tokio::sync::oneshot::channel();
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let report = d.apply_then(desired, Some(registered)).await;
+            for (name, e) in &report.errors {
+                warn!(process = %name, code = e.code, "{}", e.message);
+            }
+            info!(
+                processes = report.added.len(),
+                "boot: desired state applied"
+            );
+        });
+        let _ = rx.await;
+        info!(recovered = recovered_killed, "daemon booted");
+        Ok(daemon)
+    }
+
+    /// The supervisor.
+    pub fn manager(&self) -> &Manager {
+        &self.inner.manager
+    }
+
+    /// The settings the daemon booted with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Stored events, as they are announced.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.inner.bus.subscribe()
+    }
+
+    /// Query the event history.
+    pub async fn history(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
+        let s = Arc::clone(&self.inner.store);
+        blocking(move || s.events(&q).map_err(Error::from)).await
+    }
+
+    /// Facts about the daemon.
+    pub async fn info(&self) -> DaemonInfo {
+        let applied = self.inner.applied.lock().await;
+        let mut by_state: BTreeMap<String, u32> = BTreeMap::new();
+        for name in applied.keys() {
+            let state = match self.inner.manager.status(name) {
+                Ok(s) => s.state.as_str(),
+                Err(_) => "stopped",
+            };
+            *by_state.entry(state.to_string()).or_default() += 1;
+        }
+        drop(applied);
+        let sinks = match self.inner.sinks.lock() {
+            Ok(s) => s.as_ref().map(|s| s.stats()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        DaemonInfo {
+            pid: std::process::id(),
+            started_at: self.inner.started_at,
+            data_dir: self.inner.data_dir.clone(),
+            config: self.inner.config_path.clone(),
+            supervisor_id: self.inner.store.supervisor_id().to_string(),
+            by_state,
+            last_event_id: self.inner.last_event_id.load(Ordering::Relaxed),
+            sinks,
+            recovered_killed: self.inner.recovered_killed,
+        }
+    }
+
+    /// Processes matching a glob (empty: all), sorted by name.
+    pub async fn list(&self, pattern: &str) -> Result<Vec<ProcessView>> {
+        let pat = if pattern.is_empty() { "*" } else { pattern };
+        let m = glob::Pattern::new(pat).map_err(|e| {
+            Error::new("INVALID_PATTERN", format!("invalid pattern {pat:?}: {e}"))
+                .hint("use *, ? and [..] as in shell globs")
+        })?;
+        let applied = self.inner.applied.lock().await;
+        Ok(applied
+            .iter()
+            .filter(|(n, _)| m.matches(n))
+            .map(|(n, w)| ProcessView {
+                want: w.clone(),
+                status: self.inner.manager.status(n).ok(),
+            })
+            .collect())
+    }
+
+    /// One process.
+    pub async fn get(&self, name: &str) -> Result<ProcessView> {
+        let applied = self.inner.applied.lock().await;
+        let want = applied.get(name).cloned().ok_or_else(|| not_found(name))?;
+        Ok(ProcessView {
+            want,
+            status: self.inner.manager.status(name).ok(),
+        })
+    }
+
+    /// Add processes from process-file TOML (one or more `[[process]]` tables).
+    /// All or nothing: refused if any is invalid or its name is taken.
+    pub async fn add(&self, toml: &str, start: bool) -> Result<Vec<String>> {
+        let pf = procfile::parse(toml, Some(self.inner.log_dir.clone())).map_err(|errs| {
+            let mut e = Error::new(
+                "CONFIG_INVALID",
+                format!("{} error(s) in the process definition", errs.len()),
+            )
+            .hint("fix the errors listed; nothing was added");
+            for err in errs {
+                e = e.with("error", err);
+            }
+            e
+        })?;
+        let mut desired = self.inner.applied.lock().await.clone();
+        let mut names = Vec::new();
+        for spec in pf.processes.into_iter().flat_map(expand) {
+            if desired.contains_key(&spec.name) {
+                return Err(Error::new(
+                    "DUPLICATE_NAME",
+                    format!("a process named {:?} exists", spec.name),
+                )
+                .with("process", &spec.name)
+                .hint("pick another name, or remove the existing process first"));
+            }
+            names.push(spec.name.clone());
+            desired.insert(
+                spec.name.clone(),
+                Want {
+                    spec,
+                    source: Source::Api,
+                    desired: if start {
+                        Desired::Running
+                    } else {
+                        Desired::Stopped
+                    },
+                },
+            );
+        }
+        let report = self.apply(desired).await;
+        match report.errors.into_iter().next() {
+            Some((_, e)) if start => Err(e),
+            _ => Ok(names),
+        }
+    }
+
+    /// Stop a process added through the API and forget it.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let mut desired = self.inner.applied.lock().await.clone();
+        match desired.get(name) {
+            None => return Err(not_found(name)),
+            Some(w) if w.source == Source::Config => {
+                return Err(Error::new(
+                    "PROCESS_FROM_CONFIG",
+                    format!("{name:?} comes from the configuration file"),
+                )
+                .with("process", name)
+                .hint("delete it from the configuration file and run `hangar reload`"))
+            }
+            Some(_) => {}
+        }
+        desired.remove(name);
+        let report = self.apply(desired).await;
+        match report.errors.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Re-read the configuration file and apply the difference.
+    pub async fn reload(&self) -> Result<ReloadReport> {
+        let config = match &self.inner.config_path {
+            Some(p) => DaemonConfig::load(p, Some(self.inner.log_dir.clone()))?,
+            None => DaemonConfig::default(),
+        };
+        if config.settings != self.inner.settings {
+            warn!("[daemon] settings changed; they take effect at the next start of hangar");
+        }
+        let mut env = config.env.clone();
+        env.push(format!(
+            "{SUPERVISOR_ID_ENV}={}",
+            self.inner.store.supervisor_id()
+        ));
+        self.inner.manager.set_global_env(&env)?;
+        let mut desired: BTreeMap<String, Want> = self
+            .inner
+            .applied
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, w)| w.source == Source::Api)
+            .map(|(n, w)| (n.clone(), w.clone()))
+            .collect();
+        for spec in config.processes.into_iter().flat_map(expand) {
+            let desired_state = desired
+                .get(&spec.name)
+                .map(|w| w.desired)
+                .unwrap_or(Desired::Running);
+            desired.insert(
+                spec.name.clone(),
+                Want {
+                    spec,
+                    source: Source::Config,
+                    desired: desired_state,
+                },
+            );
+        }
+        Ok(self.apply(desired).await)
+    }
+
+    /// Start processes matching a name or glob (their desired state becomes running).
+    pub async fn start(&self, pattern: &str) -> Result<ActionReport> {
+        self.act(pattern, Desired::Running, Action::Start).await
+    }
+
+    /// Stop processes matching a name or glob (desired: stopped).
+    pub async fn stop(&self, pattern: &str, timeout: Option<Duration>) -> Result<ActionReport> {
+        self.act(pattern, Desired::Stopped, Action::Stop(timeout))
+            .await
+    }
+
+    /// Restart processes matching a name or glob (desired: running).
+    pub async fn restart(&self, pattern: &str) -> Result<ActionReport> {
+        self.act(pattern, Desired::Running, Action::Restart).await
+    }
+
+    async fn act(&self, pattern: &str, desired: Desired, action: Action) -> Result<ActionReport> {
+        let m = glob::Pattern::new(pattern).map_err(|e| {
+            Error::new(
+                "INVALID_PATTERN",
+                format!("invalid pattern {pattern:?}: {e}"),
+            )
+            .hint("use *, ? and [..] as in shell globs")
+        })?;
+        let mut applied = self.inner.applied.lock().await;
+        let names: Vec<String> = applied.keys().filter(|n| m.matches(n)).cloned().collect();
+        if names.is_empty() {
+            return Err(not_found(pattern));
+        }
+        for n in &names {
+            if let Some(w) = applied.get_mut(n) {
+                w.desired = desired;
+            }
+        }
+        let store = Arc::clone(&self.inner.store);
+        let to_store = names.clone();
+        blocking(move || {
+            for n in &to_store {
+                store.set_desired(n, desired)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let mut jobs = tokio::task::JoinSet::new();
+        for n in &names {
+            let mgr = self.inner.manager.clone();
+            let spec = applied.get(n).map(|w| w.spec.clone());
+            let name = n.clone();
+            jobs.spawn(async move {
+                let res: Result<()> = match action {
+                    Action::Start => match spec {
+                        Some(spec) => start_one(&mgr, spec).await,
+                        None => Err(not_found(&name)),
+                    },
+                    Action::Restart => match mgr.restart(&name).await {
+                        Ok(_) => Ok(()),
+                        Err(e) if e.code() == "PROCESS_NOT_FOUND" => match spec {
+                            Some(spec) => mgr.start(spec).await.map(drop).map_err(Error::from),
+                            None => Err(not_found(&name)),
+                        },
+                        Err(e) => Err(e.into()),
+                    },
+                    Action::Stop(timeout) => match mgr.stop(&name, timeout).await {
+                        Err(e) if e.code() == "PROCESS_NOT_FOUND" => Ok(()),
+                        r => r.map_err(Error::from),
+                    },
+                };
+                (name, res)
+            });
+        }
+        drop(applied);
+        let mut report = ActionReport::default();
+        while let Some(j) = jobs.join_next().await {
+            if let Ok((name, res)) = j {
+                match res {
+                    Ok(()) => report.names.push(name),
+                    Err(e) => report.errors.push((name, e)),
+                }
+            }
+        }
+        report.names.sort();
+        report.errors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(report)
+    }
+
+    /// Stop every process gracefully (each with its own stop settings), persist
+    /// the last events, flush the sinks. Desired states are kept, so the next
+    /// boot starts the same processes.
+    pub async fn shutdown(&self) {
+        // Hold the applied lock so no API call starts something mid-shutdown.
+        let _applied = self.inner.applied.lock().await;
+        self.inner.manager.shutdown().await;
+        let _ = self.inner.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        let sinks = self.inner.sinks.lock().ok().and_then(|mut s| s.take());
+        if let Some(s) = sinks {
+            s.shutdown(Duration::from_secs(3)).await;
+        }
+    }
+
+    /// SIGKILL every process group now (a second signal during shutdown).
+    pub fn kill_all(&self) -> usize {
+        self.inner.manager.kill_all()
+    }
+
+    /// The desired set at boot: the config's processes, plus API-added records.
+    /// Config processes keep a desired state recorded earlier (stopped stays
+    /// stopped across restarts).
+    fn desired_from(
+        &self,
+        config: DaemonConfig,
+        records: &[hangar_store::ProcessRecord],
+    ) -> BTreeMap<String, Want> {
+        let recorded: BTreeMap<&str, &hangar_store::ProcessRecord> =
+            records.iter().map(|r| (r.name.as_str(), r)).collect();
+        let mut out = BTreeMap::new();
+        for r in records.iter().filter(|r| r.source == Source::Api) {
+            match serde_json::from_str::<ProcessSpec>(&r.spec_json) {
+                Ok(spec) => {
+                    out.insert(
+                        r.name.clone(),
+                        Want {
+                            spec,
+                            source: Source::Api,
+                            desired: r.desired,
+                        },
+                    );
+                }
+                Err(e) => warn!(process = %r.name, "stored spec unreadable, skipped: {e}"),
+            }
+        }
+        for spec in config.processes.into_iter().flat_map(expand) {
+            let desired = recorded
+                .get(spec.name.as_str())
+                .filter(|r| r.source == Source::Config)
+                .map(|r| r.desired)
+                .unwrap_or(Desired::Running);
+            out.insert(
+                spec.name.clone(),
+                Want {
+                    spec,
+                    source: Source::Config,
+                    desired,
+                },
+            );
+        }
+        out
+    }
+
+    /// Make what runs match `desired`; the one path for boot, reload and API
+    /// changes. The store learns the new desired state before anything moves.
+    async fn apply(&self, desired: BTreeMap<String, Want>) -> ReloadReport {
+        self.apply_then(desired, None).await
+    }
+
+    /// [`Daemon::apply`], telling `registered` once the new set is recorded and
+    /// the old processes are gone, before the starts complete.
+    async fn apply_then(
+        &self,
+        desired: BTreeMap<String, Want>,
+        registered: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> ReloadReport {
+        let mut applied = self.inner.applied.lock().await;
+        let mut report = ReloadReport::default();
+        let mut to_remove = Vec::new();
+        let mut to_start = Vec::new();
+        let mut to_stop = Vec::new();
+        let mut to_put = Vec::new();
+        for (name, old) in applied.iter() {
+            if !desired.contains_key(name) {
+                report.removed.push(name.clone());
+                to_remove.push(name.clone());
+            } else if let Some(new) = desired.get(name) {
+                if new.spec != old.spec {
+                    report.changed.push(name.clone());
+                    to_remove.push(name.clone());
+                    to_put.push(new.clone());
+                    if new.desired == Desired::Running {
+                        to_start.push(new.spec.clone());
+                    }
+                } else if new.desired != old.desired || new.source != old.source {
+                    report.changed.push(name.clone());
+                    to_put.push(new.clone());
+                    match new.desired {
+                        Desired::Running => to_start.push(new.spec.clone()),
+                        Desired::Stopped => to_stop.push(name.clone()),
+                    }
+                } else {
+                    report.unchanged.push(name.clone());
+                }
+            }
+        }
+        for (name, new) in &desired {
+            if !applied.contains_key(name) {
+                report.added.push(name.clone());
+                to_put.push(new.clone());
+                if new.desired == Desired::Running {
+                    to_start.push(new.spec.clone());
+                }
+            }
+        }
+
+        // Persist first.
+        let store = Arc::clone(&self.inner.store);
+        let removed = report.removed.clone();
+        let puts: Vec<(String, Source, String, Desired)> = to_put
+            .iter()
+            .filter_map(|w| {
+                let json = serde_json::to_string(&w.spec).ok()?;
+                Some((w.spec.name.clone(), w.source, json, w.desired))
+            })
+            .collect();
+        if let Err(e) = blocking(move || {
+            for (name, source, json, desired) in &puts {
+                store.put_process(name, *source, json, *desired)?;
+            }
+            for name in &removed {
+                store.remove_process(name)?;
+            }
+            Ok(())
+        })
+        .await
+        {
+            report.errors.push((String::new(), e));
+            return report;
+        }
+
+        // Removed and changed processes go first, all at once (the supervisor
+        // stops dependents before their dependencies within one call).
+        let mgr = &self.inner.manager;
+        let mut jobs = tokio::task::JoinSet::new();
+        for name in to_remove {
+            let mgr = mgr.clone();
+            jobs.spawn(async move {
+                let r = match mgr.remove(&name, None).await {
+                    Err(e) if e.code() == "PROCESS_NOT_FOUND" => Ok(()),
+                    r => r.map_err(Error::from),
+                };
+                (name, r)
+            });
+        }
+        for name in to_stop {
+            let mgr = mgr.clone();
+            jobs.spawn(async move {
+                let r = match mgr.stop(&name, None).await {
+                    Err(e) if e.code() == "PROCESS_NOT_FOUND" => Ok(()),
+                    r => r.map_err(Error::from),
+                };
+                (name, r)
+            });
+        }
+        while let Some(j) = jobs.join_next().await {
+            if let Ok((name, Err(e))) = j {
+                report.errors.push((name, e));
+            }
+        }
+        *applied = desired;
+        drop(applied);
+        if let Some(tx) = registered {
+            let _ = tx.send(());
+        }
+
+        // Starts run concurrently: a process waiting for a dependency must not
+        // hold up the dependency's own start.
+        for spec in to_start {
+            let mgr = mgr.clone();
+            jobs.spawn(async move {
+                let name = spec.name.clone();
+                (name, start_one(&mgr, spec).await)
+            });
+        }
+        while let Some(j) = jobs.join_next().await {
+            if let Ok((name, Err(e))) = j {
+                report.errors.push((name, e));
+            }
+        }
+        for v in [
+            &mut report.added,
+            &mut report.removed,
+            &mut report.changed,
+            &mut report.unchanged,
+        ] {
+            v.sort();
+        }
+        report.errors.sort_by(|a, b| a.0.cmp(&b.0));
+        report
+    }
+
+    /// Take supervisor events, persist them with the observed state they imply,
+    /// then announce them. Ends (after a last drain) when the daemon stops.
+    async fn persist(self, mut events: broadcast::Receiver<Event>) {
+        use broadcast::error::{RecvError, TryRecvError};
+        let mut stop = self.inner.stop.subscribe();
+        let mut closing = false;
+        loop {
+            let mut batch: Vec<Event> = Vec::new();
+            let mut lagged = false;
+            if !closing {
+                tokio::select! {
+                    r = events.recv() => match r {
+                        Ok(ev) => batch.push(ev),
+                        Err(RecvError::Lagged(n)) => {
+                            warn!(lost = n, "event pipeline fell behind; resynchronising observed state");
+                            lagged = true;
+                        }
+                        Err(RecvError::Closed) => closing = true,
+                    },
+                    _ = stop.changed() => closing = true,
+                }
+            }
+            while batch.len() < BATCH {
+                match events.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(TryRecvError::Lagged(_)) => lagged = true,
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() && !lagged {
+                if closing {
+                    return;
+                }
+                continue;
+            }
+            let mut observed: Vec<Observation> = batch.iter().filter_map(observation).collect();
+            if lagged {
+                observed.extend(self.snapshot_observations());
+            }
+            let mut records: Vec<EventRecord> = batch.iter().map(record).collect();
+            let store = Arc::clone(&self.inner.store);
+            let res = tokio::task::spawn_blocking(move || {
+                for o in observed.iter_mut() {
+                    if let Some(pid) = o.pid {
+                        o.pid_start = recovery::stat(pid).map(|s| s.start);
+                    }
+                }
+                store.apply(&observed, &mut records).map(|()| records)
+            })
+            .await;
+            let records = match res {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    warn!(code = e.code(), "could not persist events: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    warn!("persist task failed: {e}");
+                    continue;
+                }
+            };
+            if let Some(last) = records.last() {
+                self.inner.last_event_id.store(last.id, Ordering::Relaxed);
+            }
+            let sinks = self.inner.sinks.lock().ok();
+            for r in records {
+                let r = Arc::new(r);
+                if let Some(Some(s)) = sinks.as_deref() {
+                    s.offer(&r);
+                }
+                let _ = self.inner.bus.send(r);
+            }
+        }
+    }
+
+    fn snapshot_observations(&self) -> Vec<Observation> {
+        let at = now_ms();
+        self.inner
+            .manager
+            .status_all("*")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| Observation {
+                name: s.name.to_string(),
+                state: s.state.as_str().to_string(),
+                pid: s.pid,
+                pgid: s.pid,
+                pid_start: None,
+                restarts: s.restarts,
+                at_ms: at,
+            })
+            .collect()
+    }
+
+    /// Compare desired and observed state at an interval: start what should run
+    /// but is unknown to the supervisor or stopped, stop what should not run,
+    /// and prune the history.
+    async fn reconcile_loop(self) {
+        let mut stop = self.inner.stop.subscribe();
+        let every = self.inner.settings.reconcile_interval;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            self.reconcile_once().await;
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
+                last_prune = Some(tokio::time::Instant::now());
+                let h = self.inner.settings.history.clone();
+                let store = Arc::clone(&self.inner.store);
+                let res = blocking(move || {
+                    store
+                        .prune_events(
+                            Some(h.max_age.as_millis() as i64),
+                            Some(h.max_rows),
+                            now_ms(),
+                        )
+                        .map_err(Error::from)
+                })
+                .await;
+                match res {
+                    Ok(n) if n > 0 => info!(events = n, "pruned event history"),
+                    Ok(_) => {}
+                    Err(e) => warn!(code = e.code, "could not prune history: {}", e.message),
+                }
+            }
+        }
+    }
+
+    /// One reconciler pass. Exited and failed processes are left alone: their
+    /// restart policy and circuit breaker decided that, and the reconciler must
+    /// not fight them.
+    pub async fn reconcile_once(&self) {
+        let Ok(applied) = self.inner.applied.try_lock() else {
+            return; // a reload or API change is applying right now
+        };
+        let mgr = &self.inner.manager;
+        let mut jobs = tokio::task::JoinSet::new();
+        for (name, want) in applied.iter() {
+            let status = mgr.status(name).ok();
+            match (want.desired, status.as_ref().map(|s| s.state)) {
+                (Desired::Running, None | Some(State::Stopped)) => {
+                    let (mgr, spec) = (mgr.clone(), want.spec.clone());
+                    jobs.spawn(async move { (spec.name.clone(), start_one(&mgr, spec).await) });
+                }
+                (Desired::Stopped, Some(s)) if s.is_active() && s != State::Stopping => {
+                    let (mgr, name) = (mgr.clone(), name.clone());
+                    jobs.spawn(async move {
+                        (
+                            name.clone(),
+                            mgr.stop(&name, None).await.map_err(Error::from),
+                        )
+                    });
+                }
+                _ => {}
+            }
+        }
+        drop(applied);
+        while let Some(j) = jobs.join_next().await {
+            if let Ok((name, Err(e))) = j {
+                warn!(process = %name, code = e.code, "reconciler: {}", e.message);
+            }
+        }
+    }
+}
+
+/// Start a process unless it is already active: by name when the supervisor
+/// knows it, else by registering its spec. Losing a race with another starter
+/// (the reconciler, an API call) is not an error.
+async fn start_one(mgr: &Manager, spec: ProcessSpec) -> Result<()> {
+    let res = match mgr.status(&spec.name) {
+        Ok(s) if s.state.is_active() => return Ok(()),
+        Ok(_) => mgr.start_name(&spec.name).await,
+        Err(_) => mgr.start(spec).await,
+    };
+    match res {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == "DUPLICATE_NAME" => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Start,
+    Stop(Option<Duration>),
+    Restart,
+}
+
+fn observation(ev: &Event) -> Option<Observation> {
+    let EventKind::State { to, restarts, .. } = &ev.kind else {
+        return None;
+    };
+    let pid = if to.is_active() { ev.pid } else { None };
+    Some(Observation {
+        name: ev.name.to_string(),
+        state: to.as_str().to_string(),
+        pid,
+        pgid: pid,
+        pid_start: None,
+        restarts: *restarts,
+        at_ms: ms(ev.at),
+    })
+}
+
+fn record(ev: &Event) -> EventRecord {
+    let (kind, from, to, detail) = match &ev.kind {
+        EventKind::State {
+            from,
+            to,
+            exit,
+            error,
+            restarts,
+        } => {
+            let mut d = serde_json::Map::new();
+            d.insert("restarts".into(), (*restarts).into());
+            if let Some(x) = exit {
+                d.insert("exit".into(), x.to_string().into());
+                if let Some(c) = x.code {
+                    d.insert("exit_code".into(), c.into());
+                }
+                if let Some(s) = x.signal {
+                    d.insert("signal".into(), s.into());
+                }
+            }
+            if let Some(e) = error {
+                d.insert("error_code".into(), e.code().into());
+                d.insert("error".into(), e.message().into());
+                if let Some(h) = e.hint() {
+                    d.insert("hint".into(), h.into());
+                }
+            }
+            (
+                "state",
+                from.as_str().to_string(),
+                to.as_str().to_string(),
+                d,
+            )
+        }
+        EventKind::Health {
+            probe,
+            from,
+            to,
+            error,
+        } => {
+            let mut d = serde_json::Map::new();
+            d.insert("probe".into(), probe.to_string().into());
+            if let Some(e) = error {
+                d.insert("error".into(), e.clone().into());
+            }
+            ("health", from.to_string(), to.to_string(), d)
+        }
+        _ => (
+            "other",
+            String::new(),
+            String::new(),
+            serde_json::Map::new(),
+        ),
+    };
+    EventRecord {
+        id: 0,
+        at_ms: ms(ev.at),
+        name: ev.name.to_string(),
+        pid: ev.pid,
+        kind: kind.to_string(),
+        from,
+        to,
+        detail: serde_json::Value::Object(detail),
+    }
+}
