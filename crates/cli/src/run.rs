@@ -175,7 +175,7 @@ async fn start_entry(m: &Manager, spec: ProcessSpec) -> (usize, usize) {
     counts
 }
 
-fn log_events(mut rx: tokio::sync::broadcast::Receiver<Event>) {
+pub(crate) fn log_events(mut rx: tokio::sync::broadcast::Receiver<Event>) {
     loop {
         match rx.blocking_recv() {
             Ok(ev) => log_event(&ev),

@@ -60,6 +60,12 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
         config: args.config.clone(),
     })
     .await?;
+    // Process events go to hangar's own log, from a thread of its own (as in
+    // `hangar run`): a blocked stderr never holds up supervision.
+    let events = daemon.manager().subscribe();
+    let _ = std::thread::Builder::new()
+        .name("hangar-events".into())
+        .spawn(move || crate::run::log_events(events));
     let settings = daemon.settings().clone();
     let socket = socket_path(&args.data_dir);
     let token = settings.grpc_token()?;
