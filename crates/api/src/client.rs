@@ -33,6 +33,17 @@ impl Interceptor for Token {
 
 type Svc = InterceptedService<Channel, Token>;
 
+/// PEM files for a TLS connection.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA the server's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate (mTLS).
+    pub cert: Option<PathBuf>,
+    /// Client key (mTLS).
+    pub key: Option<PathBuf>,
+}
+
 /// Connected clients of the three services, sharing one connection.
 #[derive(Clone)]
 pub struct Client {
@@ -83,14 +94,38 @@ impl Client {
         Ok(make(ch, Token(None)))
     }
 
-    /// Connect over TCP, e.g. `http://127.0.0.1:9471`, with an optional bearer token.
-    pub async fn tcp(url: &str, token: Option<&str>) -> Result<Client, Error> {
-        let ep = Endpoint::from_shared(url.to_string())
+    /// Connect over TCP, e.g. `http://127.0.0.1:9471`, with an optional bearer
+    /// token; with `tls`, over TLS (`https://…`), presenting a client
+    /// certificate when one is given (mTLS).
+    pub async fn tcp(
+        url: &str,
+        token: Option<&str>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Client, Error> {
+        let mut ep = Endpoint::from_shared(url.to_string())
             .map_err(|e| {
                 Error::new("USAGE", format!("invalid API address {url:?}: {e}"))
-                    .hint("write it as http://HOST:PORT")
+                    .hint("write it as http://HOST:PORT, or https://HOST:PORT with TLS")
             })?
             .connect_timeout(Duration::from_secs(2));
+        if let Some(t) = tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| {
+                    Error::new("USAGE", format!("cannot read TLS file: {e}"))
+                        .with("path", p.display())
+                        .hint("check the --tls-ca / --tls-cert / --tls-key paths")
+                })
+            };
+            let mut cfg = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(&t.ca)?));
+            if let (Some(c), Some(k)) = (&t.cert, &t.key) {
+                cfg = cfg.identity(tonic::transport::Identity::from_pem(read(c)?, read(k)?));
+            }
+            ep = ep.tls_config(cfg).map_err(|e| {
+                Error::new("USAGE", format!("TLS configuration: {e}"))
+                    .hint("give a PEM CA, and a PEM certificate and key for mTLS")
+            })?;
+        }
         let ch = ep.connect().await.map_err(|e| {
             Error::new(
                 "DAEMON_NOT_RUNNING",

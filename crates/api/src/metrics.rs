@@ -353,12 +353,30 @@ impl HttpServer {
     }
 }
 
-/// Start feeding `m` from the daemon's stored events.
+/// Start feeding `m` from the daemon's stored events: first those stored since
+/// boot (the configuration's processes start while the listeners come up, before
+/// this is called), then the live ones, each once.
 pub fn feed(d: &Daemon, m: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    // Subscribe before reading history, then skip live events already replayed.
     let mut rx = d.subscribe();
+    let d = d.clone();
     tokio::spawn(async move {
+        let mut seen = d.boot_event_id();
+        let past = d
+            .history(hangar_store::EventQuery {
+                after_id: Some(seen),
+                limit: Some(hangar_store::EventQuery::MAX_LIMIT),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        for r in &past {
+            m.observe(r);
+            seen = seen.max(r.id);
+        }
         loop {
             match rx.recv().await {
+                Ok(r) if r.id <= seen => continue,
                 Ok(r) => m.observe(&r),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,

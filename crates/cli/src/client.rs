@@ -20,6 +20,7 @@ pub struct Target {
     pub data_dir: PathBuf,
     pub addr: Option<String>,
     pub token: Option<String>,
+    pub tls: Option<hangar_api::client::TlsFiles>,
 }
 
 /// A client command.
@@ -111,7 +112,7 @@ fn code_for(e: &Error) -> u8 {
 
 async fn connect(t: &Target) -> Result<Client, Error> {
     match &t.addr {
-        Some(a) => Client::tcp(a, t.token.as_deref()).await,
+        Some(a) => Client::tcp(a, t.token.as_deref(), t.tls.as_ref()).await,
         None => Client::unix(&hangar_core::socket_path(&t.data_dir)).await,
     }
 }

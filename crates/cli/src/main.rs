@@ -60,6 +60,15 @@ struct Cli {
     /// Bearer token for --addr.
     #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA (PEM) of the daemon's TLS certificate, for --addr https://….
+    #[arg(long, global = true, env = "HANGAR_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS.
+    #[arg(long, global = true, env = "HANGAR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mTLS.
+    #[arg(long, global = true, env = "HANGAR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -235,6 +244,11 @@ fn main() -> ExitCode {
                 data_dir,
                 addr: cli.addr,
                 token: cli.token,
+                tls: cli.tls_ca.map(|ca| hangar_api::client::TlsFiles {
+                    ca,
+                    cert: cli.tls_cert,
+                    key: cli.tls_key,
+                }),
             };
             let cmd = match other {
                 Command::Ps { pattern, json } => client::Cmd::Ps {

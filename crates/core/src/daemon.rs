@@ -131,6 +131,9 @@ struct Inner {
     started_at: SystemTime,
     recovered_killed: usize,
     last_event_id: AtomicI64,
+    /// The newest stored event id when this daemon booted: events after it are
+    /// this daemon's own.
+    boot_event_id: i64,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     _lock: OwnedFd,
@@ -319,6 +322,7 @@ impl Daemon {
                 started_at: SystemTime::now(),
                 recovered_killed,
                 last_event_id: AtomicI64::new(last_event_id),
+                boot_event_id: last_event_id,
                 stop,
                 tasks: Mutex::new(Vec::new()),
                 _lock: lock,
@@ -372,6 +376,14 @@ impl Daemon {
     /// Stored events, as they are announced.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
         self.inner.bus.subscribe()
+    }
+
+    /// The newest stored event id at boot. Events this daemon stored have larger
+    /// ids: a subscriber that comes up after boot (processes start in the
+    /// background meanwhile) replays `after_id = boot_event_id()` from history to
+    /// miss none of them.
+    pub fn boot_event_id(&self) -> i64 {
+        self.inner.boot_event_id
     }
 
     /// Query the event history.

@@ -34,6 +34,8 @@ pub struct RecordedGroup {
 /// What [`stat`] reads of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
+    /// State letter (field 3): `Z` (zombie) and `X` (dead) are already gone.
+    pub state: char,
     /// Process group.
     pub pgrp: u32,
     /// Start time in clock ticks after boot.
@@ -53,6 +55,7 @@ fn parse_stat(s: &str) -> Option<ProcStat> {
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
     // rest starts at field 3 (state): field N is fields[N - 3].
     Some(ProcStat {
+        state: fields.first()?.chars().next()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
     })
@@ -91,8 +94,12 @@ pub fn find_leftovers(supervisor_id: &str, groups: &[RecordedGroup]) -> Vec<u32>
         })
         .map(|g| g.pgid)
         .collect();
+    // A zombie is already dead (only its parent's wait is missing; after a crash
+    // that parent is init, which may reap late): nothing to end, not counted. It
+    // stays in `procs` above, where a zombie leader still pins its group.
     let mut out: Vec<u32> = procs
         .iter()
+        .filter(|(_, st)| !matches!(st.state, 'Z' | 'X'))
         .filter(|(pid, st)| live_groups.contains(&st.pgrp) || has_marker(**pid, &marker))
         .map(|(pid, _)| *pid)
         .collect();
@@ -172,6 +179,7 @@ mod tests {
         assert_eq!(
             parse_stat(line),
             Some(ProcStat {
+                state: 'S',
                 pgrp: 777,
                 start: 123456
             })
