@@ -6,6 +6,7 @@
 //! with a code, context and hint.
 
 mod client;
+mod market;
 mod render;
 mod run;
 mod serve;
@@ -57,6 +58,10 @@ struct Cli {
     /// Reach the daemon over TCP instead of its socket, e.g. http://127.0.0.1:9471.
     #[arg(long, global = true, env = "HANGAR_ADDR")]
     addr: Option<String>,
+    /// Catalog directory of `<id>/manifest.json` (repeatable; the first with an
+    /// id wins). Also $HANGAR_CATALOG, `:`-separated. Default: the built-in catalog.
+    #[arg(long = "catalog", global = true)]
+    catalogs: Vec<PathBuf>,
     /// Bearer token for --addr.
     #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -181,10 +186,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Browse the catalog of installable features.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
+    /// Download, verify and install a feature: `hangar install ID[@VERSION]`.
+    Install {
+        /// Feature id, optionally with a version (`sing-box@1.12.8`).
+        feature: String,
+        /// Allow plain HTTP to hosts that are not loopback.
+        #[arg(long)]
+        allow_http: bool,
+        /// Install even when the manifest gives nothing to verify against.
+        #[arg(long)]
+        allow_unverified: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an installed feature: every version, or `ID@VERSION`.
+    Uninstall {
+        /// Feature id, optionally with a version.
+        feature: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List installed features and versions.
+    Installed {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a process added with `hangar add` and forget it.
     Remove {
         /// Process name.
         name: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// Every feature in the catalog.
+    List {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One feature: manifest, resolved download for this machine, installs.
+    Show {
+        /// Feature id.
+        id: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Features whose id, name, description or protocols match every word.
+    Search {
+        /// Words to look for.
+        query: Vec<String>,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -239,6 +301,42 @@ fn main() -> ExitCode {
             config,
             http,
         }),
+        Command::Catalog(c) => {
+            let cmd = match c {
+                CatalogCmd::List { json } => market::Cmd::List { json },
+                CatalogCmd::Show { id, json } => market::Cmd::Show { id, json },
+                CatalogCmd::Search { query, json } => market::Cmd::Search {
+                    query: query.join(" "),
+                    json,
+                },
+            };
+            market::run(market(data_dir, cli.catalogs), cmd)
+        }
+        Command::Install {
+            feature,
+            allow_http,
+            allow_unverified,
+            json,
+        } => market::run(
+            market(data_dir, cli.catalogs),
+            market::Cmd::Install {
+                spec: feature,
+                allow_http,
+                allow_unverified,
+                json,
+            },
+        ),
+        Command::Uninstall { feature, json } => market::run(
+            market(data_dir, cli.catalogs),
+            market::Cmd::Uninstall {
+                spec: feature,
+                json,
+            },
+        ),
+        Command::Installed { json } => market::run(
+            market(data_dir, cli.catalogs),
+            market::Cmd::Installed { json },
+        ),
         other => {
             let target = client::Target {
                 data_dir,
@@ -304,14 +402,25 @@ fn main() -> ExitCode {
                     json,
                 },
                 Command::Remove { name, json } => client::Cmd::Remove { name, json },
-                Command::Run(_) | Command::Check { .. } | Command::Serve { .. } => {
-                    return ExitCode::from(exit::USAGE)
-                }
+                Command::Run(_)
+                | Command::Check { .. }
+                | Command::Serve { .. }
+                | Command::Catalog(_)
+                | Command::Install { .. }
+                | Command::Uninstall { .. }
+                | Command::Installed { .. } => return ExitCode::from(exit::USAGE),
             };
             client::run(target, cmd)
         }
     };
     ExitCode::from(code)
+}
+
+fn market(data_dir: PathBuf, catalogs: Vec<PathBuf>) -> market::Market {
+    market::Market {
+        data_dir,
+        catalogs: market::catalogs_from_env(catalogs),
+    }
 }
 
 fn init_tracing(format: LogFormat, filter: &str) -> Result<(), String> {

@@ -533,17 +533,16 @@ impl Daemon {
             self.inner.store.supervisor_id()
         ));
         self.inner.manager.set_global_env(&env)?;
-        let mut desired: BTreeMap<String, Want> = self
-            .inner
-            .applied
-            .lock()
-            .await
+        let applied = self.inner.applied.lock().await.clone();
+        let mut desired: BTreeMap<String, Want> = applied
             .iter()
             .filter(|(_, w)| w.source == Source::Api)
             .map(|(n, w)| (n.clone(), w.clone()))
             .collect();
         for spec in config.processes.into_iter().flat_map(expand) {
-            let desired_state = desired
+            // A configuration process keeps its desired state (one stopped with
+            // `hangar stop` stays stopped); a new one runs.
+            let desired_state = applied
                 .get(&spec.name)
                 .map(|w| w.desired)
                 .unwrap_or(Desired::Running);

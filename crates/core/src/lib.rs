@@ -27,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod catalog;
 pub mod config;
 mod daemon;
 mod error;

@@ -1,0 +1,440 @@
+//! `hangar catalog list|show|search`, `hangar install`, `hangar uninstall`,
+//! `hangar installed`: the marketplace, without a daemon.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hangar_core::catalog::{self, Catalog, Entry, Platform};
+use hangar_core::Error;
+use hangar_fetch::{DownloadOptions, Downloader, Installed, Installer, Step};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::{exit, render};
+
+/// Where features come from and go to.
+pub struct Market {
+    pub data_dir: PathBuf,
+    /// `--catalog` / `HANGAR_CATALOG`; empty: the built-in catalog.
+    pub catalogs: Vec<PathBuf>,
+}
+
+pub enum Cmd {
+    List {
+        json: bool,
+    },
+    Show {
+        id: String,
+        json: bool,
+    },
+    Search {
+        query: String,
+        json: bool,
+    },
+    Install {
+        spec: String,
+        allow_http: bool,
+        allow_unverified: bool,
+        json: bool,
+    },
+    Uninstall {
+        spec: String,
+        json: bool,
+    },
+    Installed {
+        json: bool,
+    },
+}
+
+fn fetch_err(e: hangar_fetch::Error) -> Error {
+    Error {
+        code: e.code(),
+        message: e.message().to_string(),
+        context: e
+            .context()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        hint: e.hint_text().map(str::to_string),
+    }
+}
+
+pub fn run(m: Market, cmd: Cmd) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    match rt.block_on(go(m, cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", render::core_error(&e));
+            match e.code {
+                "FEATURE_NOT_FOUND" | "INSTALL_NOT_FOUND" | "FETCH_NOT_FOUND" => exit::NOT_FOUND,
+                "USAGE"
+                | "MANIFEST_INVALID"
+                | "CATALOG_UNREADABLE"
+                | "INSTALL_INVALID_NAME"
+                | "FETCH_INSECURE_URL"
+                | "FETCH_INVALID_URL"
+                | "FEATURE_UNSUPPORTED_PLATFORM"
+                | "VERIFY_UNVERIFIED" => exit::USAGE,
+                _ => exit::FAILURE,
+            }
+        }
+    }
+}
+
+fn catalog(m: &Market) -> Result<Catalog, Error> {
+    let dirs = if m.catalogs.is_empty() {
+        vec![catalog::materialize_builtin(
+            &m.data_dir.join("catalog").join("builtin"),
+        )?]
+    } else {
+        m.catalogs.clone()
+    };
+    let cat = Catalog::load(&dirs)?;
+    for (file, e) in cat.problems() {
+        eprintln!(
+            "warning: skipped {}: {}",
+            file.display(),
+            render::core_error(e)
+        );
+    }
+    Ok(cat)
+}
+
+fn installer(m: &Market, allow_http: bool) -> Result<Installer, Error> {
+    let d = Downloader::new(DownloadOptions {
+        allow_http,
+        ..DownloadOptions::default()
+    })
+    .map_err(fetch_err)?;
+    Ok(Installer::new(m.data_dir.join("features"), d))
+}
+
+fn split_spec(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once('@') {
+        Some((id, v)) if !v.is_empty() => (id, Some(v)),
+        Some((id, _)) => (id, None),
+        None => (spec, None),
+    }
+}
+
+fn manifest_json(e: &Entry) -> serde_json::Value {
+    let mut v = serde_json::to_value(&e.manifest).unwrap_or(serde_json::Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("manifest_file".into(), json!(e.file.display().to_string()));
+    }
+    v
+}
+
+fn installed_json(i: &Installed) -> serde_json::Value {
+    serde_json::to_value(i).unwrap_or(serde_json::Value::Null)
+}
+
+async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
+    match cmd {
+        Cmd::List { json } => {
+            let cat = catalog(&m)?;
+            let entries: Vec<&Entry> = cat.list().collect();
+            print_entries(&entries, json);
+            Ok(exit::OK)
+        }
+        Cmd::Search { query, json } => {
+            let cat = catalog(&m)?;
+            let found = cat.search(&query);
+            print_entries(&found, json);
+            Ok(if found.is_empty() {
+                exit::NOT_FOUND
+            } else {
+                exit::OK
+            })
+        }
+        Cmd::Show { id, json } => {
+            let cat = catalog(&m)?;
+            let e = cat.get(&id)?;
+            let inst = installer(&m, false)?;
+            let versions = inst.versions(&id).unwrap_or_default();
+            let platform = Platform::current();
+            let resolved = catalog::resolve(&e.manifest, &e.dir, &e.manifest.version, &platform);
+            if json {
+                let mut v = manifest_json(e);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "installed".into(),
+                        json!(versions.iter().map(installed_json).collect::<Vec<_>>()),
+                    );
+                    if let Ok(r) = &resolved {
+                        o.insert(
+                            "resolved".into(),
+                            json!({"url": r.url, "asset": r.asset,
+                            "checksum": format!("{:?}", r.checksum), "binary": r.binary}),
+                        );
+                    }
+                }
+                println!("{v}");
+            } else {
+                let mf = &e.manifest;
+                println!("{} ({}) {}", mf.name, mf.id, mf.version);
+                if !mf.description.is_empty() {
+                    println!("  {}", mf.description);
+                }
+                println!("  license:    {}", mf.license);
+                if let Some(h) = &mf.homepage {
+                    println!("  homepage:   {h}");
+                }
+                println!("  manifest:   {}", e.file.display());
+                println!("  isolation:  {:?}", mf.isolation_level);
+                if !mf.network.default_ports.is_empty() {
+                    println!("  ports:      {:?}", mf.network.default_ports);
+                }
+                if !mf.network.protocols.is_empty() {
+                    println!("  protocols:  {}", mf.network.protocols.join(", "));
+                }
+                for mode in &mf.modes {
+                    println!("  mode {:12} {}", mode.id, mode.name);
+                }
+                match &resolved {
+                    Ok(r) => {
+                        println!("  asset:      {}", r.url);
+                        match &r.checksum {
+                            Some(hangar_fetch::Checksum::File(u)) => println!("  checksums:  {u}"),
+                            Some(hangar_fetch::Checksum::Sha256(h)) => {
+                                println!("  sha256:     {h}")
+                            }
+                            None => println!("  checksums:  none (unverified)"),
+                        }
+                        if let Some(s) = &r.signature {
+                            println!("  signature:  {} (minisign)", s.url);
+                        }
+                    }
+                    Err(e) => println!("  asset:      unavailable here: {}", e.message),
+                }
+                if versions.is_empty() {
+                    println!("  installed:  no");
+                }
+                for v in &versions {
+                    println!(
+                        "  installed:  {}{} at {}",
+                        v.version,
+                        if v.current { " (current)" } else { "" },
+                        v.dir.display()
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Install {
+            spec,
+            allow_http,
+            allow_unverified,
+            json,
+        } => {
+            let (id, version) = split_spec(&spec);
+            let cat = catalog(&m)?;
+            let e = cat.get(id)?;
+            let version = version.unwrap_or(&e.manifest.version);
+            let req = catalog::resolve(&e.manifest, &e.dir, version, &Platform::current())?;
+            if req.checksum.is_none() && !allow_unverified {
+                return Err(Error::new(
+                    "VERIFY_UNVERIFIED",
+                    format!("{id} {version} has no checksum to verify against"),
+                )
+                .hint("the manifest says verification none; pass --allow-unverified to install it anyway"));
+            }
+            let inst = installer(&m, allow_http)?;
+            let bar = Bar::new(&format!("{id} {version}"), json);
+            let done = inst.install(req, &|s| bar.step(s)).await.map_err(fetch_err);
+            bar.finish(done.is_ok());
+            let done = done?;
+            if json {
+                println!("{}", installed_json(&done));
+            } else {
+                println!(
+                    "installed {id} {} ({}, sha256 {}) → {}",
+                    done.version,
+                    if done.verified {
+                        "verified"
+                    } else {
+                        "unverified"
+                    },
+                    &done.sha256[..16],
+                    done.binary.display()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Uninstall { spec, json } => {
+            let (id, version) = split_spec(&spec);
+            let inst = installer(&m, false)?;
+            let removed = inst.uninstall(id, version).map_err(fetch_err)?;
+            if json {
+                println!("{}", json!({"id": id, "removed": removed}));
+            } else {
+                for v in &removed {
+                    println!("uninstalled {id} {v}");
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Installed { json } => {
+            let inst = installer(&m, false)?;
+            let all = inst.list().map_err(fetch_err)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(all.iter().map(installed_json).collect())
+                );
+            } else if all.is_empty() {
+                println!("nothing installed (data dir {})", m.data_dir.display());
+            } else {
+                let w = all.iter().map(|i| i.id.len()).max().unwrap_or(2).max(7);
+                println!(
+                    "{:w$}  {:12}  {:8}  {:10}  BINARY",
+                    "FEATURE", "VERSION", "CURRENT", "VERIFIED"
+                );
+                for i in &all {
+                    println!(
+                        "{:w$}  {:12}  {:8}  {:10}  {}",
+                        i.id,
+                        i.version,
+                        if i.current { "*" } else { "" },
+                        if i.signed {
+                            "signed"
+                        } else if i.verified {
+                            "sha256"
+                        } else {
+                            "no"
+                        },
+                        i.binary.display()
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn print_entries(entries: &[&Entry], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::Value::Array(entries.iter().map(|e| manifest_json(e)).collect())
+        );
+        return;
+    }
+    let w = entries
+        .iter()
+        .map(|e| e.manifest.id.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    println!("{:w$}  {:10}  DESCRIPTION", "ID", "VERSION");
+    for e in entries {
+        println!(
+            "{:w$}  {:10}  {}",
+            e.manifest.id, e.manifest.version, e.manifest.description
+        );
+    }
+}
+
+/// Install progress: a bar with bytes, rate and ETA on a terminal; plain lines
+/// (at most one per second) otherwise; nothing with `--json`.
+struct Bar {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    label: String,
+    last_line: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Bar {
+    fn new(label: &str, quiet: bool) -> Bar {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let b = ProgressBar::new(0);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(label.to_string());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Bar {
+            bar,
+            plain: !quiet && !tty,
+            label: label.to_string(),
+            last_line: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn step(&self, s: &Step) {
+        match s {
+            Step::Download(p) => {
+                if let Some(b) = &self.bar {
+                    if let Some(t) = p.total {
+                        b.set_length(t);
+                    }
+                    b.set_position(p.bytes);
+                } else if self.plain {
+                    let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+                    if p.done || last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        *last = Some(std::time::Instant::now());
+                        let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
+                        eprintln!(
+                            "{}: downloaded {}{total} bytes ({:.1} MB/s)",
+                            self.label,
+                            p.bytes,
+                            p.bytes_per_sec / 1e6
+                        );
+                    }
+                }
+            }
+            Step::Verify => self.note("verifying"),
+            Step::Extract => self.note("extracting"),
+            Step::Installed => {}
+        }
+    }
+
+    fn note(&self, what: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("{} ({what})", self.label));
+        } else if self.plain {
+            eprintln!("{}: {what}", self.label);
+        }
+    }
+
+    fn finish(&self, ok: bool) {
+        if let Some(b) = &self.bar {
+            if ok {
+                b.finish_and_clear();
+            } else {
+                b.abandon();
+            }
+        }
+    }
+}
+
+/// `HANGAR_CATALOG` holds directories separated by `:`.
+pub fn catalogs_from_env(flag: Vec<PathBuf>) -> Vec<PathBuf> {
+    if !flag.is_empty() {
+        return flag;
+    }
+    std::env::var_os("HANGAR_CATALOG")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,305 @@
+//! The catalog: directories of `<id>/manifest.json` (or `manifest.yaml`),
+//! listed, shown and searched; and the built-in catalog compiled into hangar
+//! (tor, sing-box and xray with their real upstream sources, and an offline
+//! `demo` feature whose release archives ship with hangar).
+//!
+//! With several directories the first that has an id wins, as in `PATH`.
+//! Manifests with problems do not break the catalog: they are left out and
+//! reported by [`Catalog::problems`].
+
+pub mod manifest;
+pub mod resolve;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use manifest::{Isolation, Manifest, Problem};
+pub use resolve::{canonical_arch, resolve, Platform};
+
+use crate::error::{Error, Result};
+
+/// A manifest and where it was found.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its directory (anchors `file` sources and templates).
+    pub dir: PathBuf,
+    /// The manifest file.
+    pub file: PathBuf,
+}
+
+/// Manifests by id.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, Entry>,
+    problems: Vec<(PathBuf, Error)>,
+    dirs: Vec<PathBuf>,
+}
+
+/// Files of the built-in catalog, embedded at build time.
+const BUILTIN: &[(&str, &[u8])] = &[
+    (
+        "tor/manifest.json",
+        include_bytes!("../../../../catalog/tor/manifest.json"),
+    ),
+    (
+        "sing-box/manifest.json",
+        include_bytes!("../../../../catalog/sing-box/manifest.json"),
+    ),
+    (
+        "xray/manifest.json",
+        include_bytes!("../../../../catalog/xray/manifest.json"),
+    ),
+    (
+        "demo/manifest.json",
+        include_bytes!("../../../../catalog/demo/manifest.json"),
+    ),
+    (
+        "demo/releases/checksums.txt",
+        include_bytes!("../../../../catalog/demo/releases/checksums.txt"),
+    ),
+    (
+        "demo/releases/hangar-demo-1.0.0-linux-amd64.tar.gz",
+        include_bytes!("../../../../catalog/demo/releases/hangar-demo-1.0.0-linux-amd64.tar.gz"),
+    ),
+    (
+        "demo/releases/hangar-demo-1.0.0-linux-arm64.tar.gz",
+        include_bytes!("../../../../catalog/demo/releases/hangar-demo-1.0.0-linux-arm64.tar.gz"),
+    ),
+    (
+        "demo/releases/hangar-demo-1.1.0-linux-amd64.tar.gz",
+        include_bytes!("../../../../catalog/demo/releases/hangar-demo-1.1.0-linux-amd64.tar.gz"),
+    ),
+    (
+        "demo/releases/hangar-demo-1.1.0-linux-arm64.tar.gz",
+        include_bytes!("../../../../catalog/demo/releases/hangar-demo-1.1.0-linux-arm64.tar.gz"),
+    ),
+];
+
+/// Write the built-in catalog into `dir` (files that differ are replaced
+/// atomically; others are left alone) and return `dir`.
+pub fn materialize_builtin(dir: &Path) -> Result<PathBuf> {
+    for (rel, bytes) in BUILTIN {
+        let path = dir.join(rel);
+        if std::fs::read(&path).is_ok_and(|b| b == *bytes) {
+            continue;
+        }
+        let parent = path.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| io_err("cannot create the built-in catalog", parent, e))?;
+        let tmp = parent.join(format!(".tmp-{}", std::process::id()));
+        std::fs::write(&tmp, bytes)
+            .map_err(|e| io_err("cannot write the built-in catalog", &tmp, e))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| io_err("cannot write the built-in catalog", &path, e))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new("CATALOG_IO", format!("{what}: {e}"))
+        .with("path", path.display())
+        .hint("check the path and its permissions")
+}
+
+impl Catalog {
+    /// Load every `<id>/manifest.{json,yaml,yml}` under each directory.
+    /// A directory that does not exist is an error; a bad manifest is not.
+    pub fn load(dirs: &[PathBuf]) -> Result<Catalog> {
+        let mut cat = Catalog {
+            dirs: dirs.to_vec(),
+            ..Catalog::default()
+        };
+        for dir in dirs {
+            let rd = std::fs::read_dir(dir).map_err(|e| {
+                Error::new("CATALOG_UNREADABLE", format!("cannot read catalog directory: {e}"))
+                    .with("dir", dir.display())
+                    .hint("pass an existing directory with --catalog, or unset HANGAR_CATALOG for the built-in one")
+            })?;
+            let mut subdirs: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            for sub in subdirs {
+                let Some(file) = ["manifest.json", "manifest.yaml", "manifest.yml"]
+                    .iter()
+                    .map(|f| sub.join(f))
+                    .find(|f| f.is_file())
+                else {
+                    continue;
+                };
+                match load_one(&file) {
+                    Ok(m) => {
+                        let dir_name = sub
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        if m.id != dir_name {
+                            cat.problems.push((
+                                file.clone(),
+                                Error::new(
+                                    "MANIFEST_INVALID",
+                                    format!(
+                                        "id {:?} differs from its directory {dir_name:?}",
+                                        m.id
+                                    ),
+                                )
+                                .hint("rename the directory or the id so they match"),
+                            ));
+                            continue;
+                        }
+                        cat.entries.entry(m.id.clone()).or_insert(Entry {
+                            manifest: m,
+                            dir: sub.clone(),
+                            file,
+                        });
+                    }
+                    Err(e) => cat.problems.push((file, e)),
+                }
+            }
+        }
+        Ok(cat)
+    }
+
+    /// The directories searched, in order.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Every valid manifest, by id.
+    pub fn list(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Manifests that were left out, with why.
+    pub fn problems(&self) -> &[(PathBuf, Error)] {
+        &self.problems
+    }
+
+    /// One feature, or `FEATURE_NOT_FOUND` with a did-you-mean.
+    pub fn get(&self, id: &str) -> Result<&Entry> {
+        if let Some(e) = self.entries.get(id) {
+            return Ok(e);
+        }
+        let mut err = Error::new(
+            "FEATURE_NOT_FOUND",
+            format!("no feature {id:?} in the catalog"),
+        )
+        .hint("`hangar catalog list` shows what there is; `hangar catalog search WORD` searches");
+        if let Some(best) = self
+            .entries
+            .keys()
+            .map(|k| (strsim(id, k), k))
+            .filter(|(d, _)| *d <= 2)
+            .min()
+            .map(|(_, k)| k)
+        {
+            err = err.hint(format!(
+                "did you mean {best:?}? `hangar catalog list` shows every feature"
+            ));
+        }
+        if let Some((file, _)) = self.problems.iter().find(|(f, _)| {
+            f.parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == id)
+        }) {
+            err = err.with("invalid_manifest", file.display());
+        }
+        Err(err)
+    }
+
+    /// Features matching every word of `query` (case-insensitive) in id, name,
+    /// description, license or protocols; best matches first.
+    pub fn search(&self, query: &str) -> Vec<&Entry> {
+        let words: Vec<String> = query.split_whitespace().map(|w| w.to_lowercase()).collect();
+        let mut scored: Vec<(u32, &Entry)> = self
+            .entries
+            .values()
+            .filter_map(|e| {
+                let m = &e.manifest;
+                let id = m.id.to_lowercase();
+                let name = m.name.to_lowercase();
+                let rest = format!(
+                    "{} {} {}",
+                    m.description.to_lowercase(),
+                    m.license.to_lowercase(),
+                    m.network.protocols.join(" ").to_lowercase()
+                );
+                let mut score = 0;
+                for w in &words {
+                    score += if id == *w {
+                        100
+                    } else if id.starts_with(w.as_str()) {
+                        50
+                    } else if id.contains(w.as_str()) || name.contains(w.as_str()) {
+                        20
+                    } else if rest.contains(w.as_str()) {
+                        5
+                    } else {
+                        return None;
+                    };
+                }
+                Some((score, e))
+            })
+            .collect();
+        scored.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| a.1.manifest.id.cmp(&b.1.manifest.id))
+        });
+        scored.into_iter().map(|(_, e)| e).collect()
+    }
+}
+
+fn load_one(file: &Path) -> Result<Manifest> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| io_err("cannot read manifest", file, e))?;
+    let yaml = file.extension().is_some_and(|x| x == "yaml" || x == "yml");
+    manifest::parse(&text, yaml).map_err(|p| {
+        manifest::problems_error(&file.display().to_string(), p).with("file", file.display())
+    })
+}
+
+/// Edit distance, for did-you-mean.
+fn strsim(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_is_valid() {
+        let dir = std::env::temp_dir().join(format!("hangar-builtin-{}", std::process::id()));
+        let d = materialize_builtin(&dir).expect("materialize");
+        let cat = Catalog::load(&[d]).expect("load");
+        assert!(cat.problems().is_empty(), "{:?}", cat.problems());
+        let ids: Vec<&str> = cat.list().map(|e| e.manifest.id.as_str()).collect();
+        assert_eq!(ids, ["demo", "sing-box", "tor", "xray"]);
+        assert_eq!(
+            cat.search("proxy").first().map(|e| e.manifest.id.as_str()),
+            Some("sing-box")
+        );
+        let e = cat.get("sing-bx").unwrap_err();
+        assert!(
+            e.hint.as_deref().unwrap_or("").contains("sing-box"),
+            "{e:?}"
+        );
+        // Writing it again changes nothing.
+        materialize_builtin(&dir).expect("again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

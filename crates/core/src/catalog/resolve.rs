@@ -1,0 +1,304 @@
+//! From a manifest, a version and a platform to the URLs of the asset, its
+//! checksums and its signature: an [`InstallRequest`] for `hangar_fetch`.
+
+use std::path::Path;
+
+use hangar_fetch::{Checksum, InstallRequest, Signature};
+
+use super::manifest::{Manifest, Sha256Spec, SourceKind, VerifyKind};
+use crate::error::{Error, Result};
+
+/// The machine a release is picked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// Canonical architecture (`amd64`, `arm64`, `armv7`, …).
+    pub arch: String,
+}
+
+/// The canonical name of an architecture, from any usual spelling
+/// (`x86_64`/`amd64`, `aarch64`/`arm64`, `armv7l`/`armhf`/`armv7`, …).
+pub fn canonical_arch(s: &str) -> Option<&'static str> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "x86_64" | "amd64" | "x64" | "x86-64" => "amd64",
+        "aarch64" | "arm64" | "armv8" => "arm64",
+        "armv7" | "armv7l" | "armhf" | "arm" | "arm32" => "armv7",
+        "i386" | "i686" | "386" | "x86" => "386",
+        "riscv64" | "riscv64gc" => "riscv64",
+        "ppc64le" | "powerpc64le" | "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        _ => return None,
+    })
+}
+
+impl Platform {
+    /// This machine.
+    pub fn current() -> Platform {
+        let arch = canonical_arch(std::env::consts::ARCH).unwrap_or(std::env::consts::ARCH);
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            arch: arch.to_string(),
+        }
+    }
+}
+
+/// Expand `{{version}}`, `{{os}}` and `{{arch}}` (spelt as the manifest's
+/// `arch_names` say, else canonically).
+pub fn expand(pattern: &str, m: &Manifest, version: &str, p: &Platform) -> String {
+    let arch = m
+        .source
+        .arch_names
+        .get(&p.arch)
+        .cloned()
+        .unwrap_or_else(|| p.arch.clone());
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut rest = pattern;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            Some(j) => {
+                match after[..j].trim() {
+                    "version" => out.push_str(version),
+                    "os" => out.push_str(&p.os),
+                    "arch" => out.push_str(&arch),
+                    other => {
+                        // Validation refuses unknown placeholders; keep them visible.
+                        out.push_str("{{");
+                        out.push_str(other);
+                        out.push_str("}}");
+                    }
+                }
+                rest = &after[j + 2..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The URL of a file beside `asset_url` (same directory), or `name` itself
+/// when it is a full URL.
+fn beside(asset_url: &str, name: &str) -> String {
+    if name.contains("://") {
+        return name.to_string();
+    }
+    match asset_url.rfind('/') {
+        Some(i) => format!("{}/{}", &asset_url[..i], name),
+        None => name.to_string(),
+    }
+}
+
+/// Resolve what to download for `version` on `platform`.
+/// `manifest_dir` anchors `file` sources.
+pub fn resolve(
+    m: &Manifest,
+    manifest_dir: &Path,
+    version: &str,
+    platform: &Platform,
+) -> Result<InstallRequest> {
+    if !m.binary.architectures.is_empty()
+        && !m.binary.architectures.iter().any(|a| *a == platform.arch)
+    {
+        return Err(Error::new(
+            "FEATURE_UNSUPPORTED_PLATFORM",
+            format!("{} has no release for {}/{}", m.id, platform.os, platform.arch),
+        )
+        .with("architectures", m.binary.architectures.join(", "))
+        .hint("pick another feature, or add the architecture to the manifest if upstream publishes it"));
+    }
+    let x = |s: &str| expand(s, m, version, platform);
+    let asset_expanded = x(&m.source.asset_pattern);
+    let (url, asset) = match m.source.kind {
+        SourceKind::GithubRelease => {
+            let base = m
+                .source
+                .download_base
+                .as_deref()
+                .unwrap_or("https://github.com")
+                .trim_end_matches('/');
+            let tag = x(m.source.tag_pattern.as_deref().unwrap_or("v{{version}}"));
+            let owner = m.source.owner.as_deref().unwrap_or_default();
+            let repo = m.source.repo.as_deref().unwrap_or_default();
+            (
+                format!("{base}/{owner}/{repo}/releases/download/{tag}/{asset_expanded}"),
+                asset_expanded.clone(),
+            )
+        }
+        SourceKind::Url => {
+            let name = asset_expanded
+                .rsplit('/')
+                .next()
+                .unwrap_or(&asset_expanded)
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (asset_expanded.clone(), name)
+        }
+        SourceKind::File => {
+            let path = manifest_dir.join(&asset_expanded);
+            let abs = std::path::absolute(&path).unwrap_or(path);
+            let url = reqwest::Url::from_file_path(&abs).map_err(|()| {
+                Error::new(
+                    "MANIFEST_INVALID",
+                    format!("cannot make a file URL of {}", abs.display()),
+                )
+                .hint("file sources are paths relative to the manifest's directory")
+            })?;
+            let name = abs
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (url.to_string(), name)
+        }
+    };
+    let v = &m.source.verification;
+    let checksum = match v.kind {
+        VerifyKind::None => None,
+        VerifyKind::Sha256 => match (&v.sha256, &v.checksums_asset) {
+            (Some(spec), _) if version == m.version => {
+                let hex = match spec {
+                    Sha256Spec::One(h) => Some(h.clone()),
+                    Sha256Spec::PerArch(map) => map.get(&platform.arch).cloned(),
+                };
+                match (hex, &v.checksums_asset) {
+                    (Some(h), _) => Some(Checksum::Sha256(h)),
+                    (None, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
+                    (None, None) => {
+                        return Err(Error::new(
+                            "VERIFY_CHECKSUM_MISSING",
+                            format!("the manifest has no sha256 for {}", platform.arch),
+                        )
+                        .hint("add the digest for this architecture to source.verification.sha256"))
+                    }
+                }
+            }
+            (_, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
+            (Some(_), None) => {
+                return Err(Error::new(
+                    "VERIFY_CHECKSUM_MISSING",
+                    format!(
+                        "the manifest's sha256 is for version {}, not {version}, and it names no checksums file",
+                        m.version
+                    ),
+                )
+                .hint(format!("install {}@{} or add source.verification.checksums_asset", m.id, m.version)))
+            }
+            (None, None) => None,
+        },
+    };
+    let signature = v.minisign_public_key.as_ref().map(|key| Signature {
+        public_key: key.clone(),
+        url: match &v.signature_asset {
+            Some(s) => beside(&url, &x(s)),
+            None => format!("{url}.minisig"),
+        },
+    });
+    Ok(InstallRequest {
+        id: m.id.clone(),
+        version: version.to_string(),
+        url,
+        asset,
+        checksum,
+        signature,
+        binary: x(&m.binary.path),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::manifest::from_value;
+
+    fn linux(arch: &str) -> Platform {
+        Platform {
+            os: "linux".into(),
+            arch: arch.into(),
+        }
+    }
+
+    #[test]
+    fn aliases() {
+        assert_eq!(canonical_arch("x86_64"), Some("amd64"));
+        assert_eq!(canonical_arch("aarch64"), Some("arm64"));
+        assert_eq!(canonical_arch("armv7l"), Some("armv7"));
+        assert_eq!(canonical_arch("sparc"), None);
+    }
+
+    #[test]
+    fn url_source_with_sibling_checksums() {
+        let m = from_value(serde_json::json!({
+            "id": "demo", "name": "Demo", "version": "1.0.0",
+            "source": {
+                "type": "url",
+                "asset_pattern": "http://127.0.0.1:8000/demo-{{version}}-{{os}}-{{arch}}.tar.gz",
+                "verification": { "type": "sha256", "checksums_asset": "checksums.txt" }
+            },
+            "binary": { "path": "demo" }
+        }))
+        .unwrap();
+        let r = resolve(&m, Path::new("/cat/demo"), "1.2.0", &linux("arm64")).unwrap();
+        assert_eq!(r.url, "http://127.0.0.1:8000/demo-1.2.0-linux-arm64.tar.gz");
+        assert_eq!(r.asset, "demo-1.2.0-linux-arm64.tar.gz");
+        assert_eq!(
+            r.checksum,
+            Some(Checksum::File("http://127.0.0.1:8000/checksums.txt".into()))
+        );
+    }
+
+    #[test]
+    fn github_release_with_arch_names_and_base() {
+        let m = from_value(serde_json::json!({
+            "id": "x", "name": "X", "version": "2.0.0",
+            "source": {
+                "type": "github-release", "owner": "o", "repo": "r",
+                "download_base": "http://127.0.0.1:9/",
+                "asset_pattern": "x-{{os}}-{{arch}}.zip",
+                "arch_names": { "amd64": "64" },
+                "verification": { "type": "sha256", "checksums_asset": "{{version}}.sums",
+                                  "minisign_public_key": "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3" }
+            },
+            "binary": { "path": "x-{{version}}/x" }
+        }))
+        .unwrap();
+        let r = resolve(&m, Path::new("/"), "2.0.0", &linux("amd64")).unwrap();
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:9/o/r/releases/download/v2.0.0/x-linux-64.zip"
+        );
+        assert_eq!(
+            r.checksum,
+            Some(Checksum::File(
+                "http://127.0.0.1:9/o/r/releases/download/v2.0.0/2.0.0.sums".into()
+            ))
+        );
+        assert_eq!(r.signature.unwrap().url, format!("{}.minisig", r.url));
+        assert_eq!(r.binary, "x-2.0.0/x");
+    }
+
+    #[test]
+    fn manifest_digest_only_for_its_version_and_arch() {
+        let m = from_value(serde_json::json!({
+            "id": "p", "name": "P", "version": "1.0",
+            "source": { "type": "file", "asset_pattern": "p-{{arch}}",
+                        "verification": { "type": "sha256", "sha256": { "amd64": "a".repeat(64) } } },
+            "binary": { "path": "p", "architectures": ["amd64", "arm64"] }
+        }))
+        .unwrap();
+        let ok = resolve(&m, Path::new("/c/p"), "1.0", &linux("amd64")).unwrap();
+        assert_eq!(ok.checksum, Some(Checksum::Sha256("a".repeat(64))));
+        assert!(ok.url.starts_with("file:///c/p/p-amd64"));
+        let e = resolve(&m, Path::new("/c/p"), "1.0", &linux("arm64")).unwrap_err();
+        assert_eq!(e.code, "VERIFY_CHECKSUM_MISSING");
+        let e = resolve(&m, Path::new("/c/p"), "2.0", &linux("amd64")).unwrap_err();
+        assert_eq!(e.code, "VERIFY_CHECKSUM_MISSING");
+        let e = resolve(&m, Path::new("/c/p"), "1.0", &linux("riscv64")).unwrap_err();
+        assert_eq!(e.code, "FEATURE_UNSUPPORTED_PLATFORM");
+    }
+}

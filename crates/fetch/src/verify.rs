@@ -1,0 +1,232 @@
+//! Verification: SHA-256 against a digest or a GNU `sha256sum` checksums file,
+//! compared in constant time, and minisign signatures.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Lower-case hex of a digest.
+pub fn hex(d: &[u8]) -> String {
+    let mut s = String::with_capacity(d.len() * 2);
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Parse 64 hex digits (either case).
+pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+/// Compare two digests without leaking where they differ.
+pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Find `file_name`'s digest in a checksums file in GNU `sha256sum` format:
+/// `<hex>  <name>` (text mode) or `<hex> *<name>` (binary mode), optionally with
+/// a leading `./` on the name; `\`-escaped lines and blank or `#` lines are
+/// handled. Also accepts BSD style `SHA256 (name) = <hex>` and single-asset
+/// digest files (`SHA2-256= <hex>`, `SHA256(name)= <hex>`).
+pub fn find_in_checksums(text: &str, file_name: &str) -> Result<[u8; 32]> {
+    let mut malformed = 0usize;
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        // A digest file for one asset (`openssl dgst` style, as Xray publishes):
+        // `SHA2-256= <hex>` or `SHA256(<name>)= <hex>`.
+        for prefix in ["SHA2-256=", "SHA256="] {
+            if let Some(d) = line.strip_prefix(prefix) {
+                return parse_sha256(d).ok_or_else(|| bad_digest(file_name));
+            }
+        }
+        if let Some(rest) = line
+            .strip_prefix("SHA256(")
+            .or_else(|| line.strip_prefix("SHA2-256("))
+        {
+            if let Some((name, digest)) = rest.split_once(")= ") {
+                if name == file_name {
+                    return parse_sha256(digest).ok_or_else(|| bad_digest(file_name));
+                }
+                continue;
+            }
+        }
+        // BSD format.
+        if let Some(rest) = line.strip_prefix("SHA256 (") {
+            if let Some((name, digest)) = rest.split_once(") = ") {
+                if name == file_name {
+                    return parse_sha256(digest).ok_or_else(|| bad_digest(file_name));
+                }
+                continue;
+            }
+        }
+        // GNU format; a leading backslash means the name has escapes.
+        let (escaped, line) = match line.strip_prefix('\\') {
+            Some(l) => (true, l),
+            None => (false, line),
+        };
+        let Some((digest, rest)) = line.split_once(' ') else {
+            malformed += 1;
+            continue;
+        };
+        let name = match rest.as_bytes().first() {
+            Some(b' ') | Some(b'*') => &rest[1..],
+            _ => rest,
+        };
+        let name = if escaped {
+            name.replace("\\n", "\n").replace("\\\\", "\\")
+        } else {
+            name.to_string()
+        };
+        let name = name.strip_prefix("./").unwrap_or(&name);
+        if name == file_name {
+            return parse_sha256(digest).ok_or_else(|| bad_digest(file_name));
+        }
+    }
+    let mut e = Error::new(
+        ErrorKind::ChecksumMissing,
+        format!("the checksums file has no entry for {file_name:?}"),
+    )
+    .with("asset", file_name)
+    .hint("the release may not publish this asset; check the version and the asset pattern");
+    if malformed > 0 {
+        e = e.with("malformed_lines", malformed);
+    }
+    Err(e)
+}
+
+fn bad_digest(name: &str) -> Error {
+    Error::new(
+        ErrorKind::ChecksumInvalid,
+        format!("the checksum for {name:?} is not 64 hex digits"),
+    )
+    .hint("the checksums file is damaged or not in sha256sum format")
+}
+
+/// Check a computed digest against the expected one.
+pub fn check_sha256(expected: &[u8; 32], actual: &[u8; 32], what: &str) -> Result<()> {
+    if ct_eq(expected, actual) {
+        return Ok(());
+    }
+    Err(Error::new(ErrorKind::ChecksumMismatch, format!("{what} does not match its checksum"))
+        .with("expected", hex(expected))
+        .with("actual", hex(actual))
+        .hint("the download is corrupt or was tampered with; it was deleted. Try again, or check the source"))
+}
+
+/// Check that a minisign public key (the base64 line of `minisign.pub`) parses.
+pub fn check_public_key(public_key_b64: &str) -> Result<()> {
+    minisign_verify::PublicKey::from_base64(public_key_b64.trim())
+        .map(drop)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::SignatureInvalid,
+                format!("invalid minisign public key: {e}"),
+            )
+            .hint("give the base64 line of minisign.pub (it starts with RW)")
+        })
+}
+
+/// Verify a minisign signature (`.minisig` text) of a file with a public key
+/// (the base64 line of `minisign.pub`). Reads the file in chunks for prehashed
+/// signatures (the default since minisign 0.8); legacy ones are refused.
+pub fn verify_minisign(path: &Path, public_key_b64: &str, signature: &str) -> Result<()> {
+    let bad = |m: String| {
+        Error::new(ErrorKind::SignatureInvalid, m)
+            .with("file", path.display())
+            .hint("the file or its signature was tampered with, or the manifest's public key is wrong")
+    };
+    let pk = minisign_verify::PublicKey::from_base64(public_key_b64.trim())
+        .map_err(|e| bad(format!("invalid minisign public key: {e}")))?;
+    let sig = minisign_verify::Signature::decode(signature)
+        .map_err(|e| bad(format!("invalid minisign signature: {e}")))?;
+    let mut v = pk
+        .verify_stream(&sig)
+        .map_err(|e| bad(format!("signature cannot be checked: {e}")))?;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io("cannot read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        v.update(&buf[..n]);
+    }
+    v.finalize()
+        .map_err(|e| bad(format!("signature does not verify: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn gnu_text_and_binary_markers() {
+        let text = format!("{A}  demo-1.0-linux-amd64.tar.gz\n{A} *other.zip\n# comment\n\n");
+        assert!(find_in_checksums(&text, "demo-1.0-linux-amd64.tar.gz").is_ok());
+        assert!(find_in_checksums(&text, "other.zip").is_ok());
+        let e = find_in_checksums(&text, "missing.tar.gz").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ChecksumMissing);
+    }
+
+    #[test]
+    fn dot_slash_bsd_and_crlf() {
+        let text = format!("{A}  ./a.tar.gz\r\nSHA256 (b.zip) = {A}\r\n");
+        assert!(find_in_checksums(&text, "a.tar.gz").is_ok());
+        assert!(find_in_checksums(&text, "b.zip").is_ok());
+    }
+
+    #[test]
+    fn openssl_dgst_files() {
+        let text = format!("MD5= 0123\nSHA1= 4567\nSHA2-256= {A}\nSHA2-512= 89ab\n");
+        assert_eq!(
+            hex(&find_in_checksums(&text, "Xray-linux-64.zip").unwrap()),
+            A
+        );
+        let text = format!("SHA256(x.zip)= {A}\n");
+        assert!(find_in_checksums(&text, "x.zip").is_ok());
+    }
+
+    #[test]
+    fn a_bad_digest_is_invalid_not_missing() {
+        let e = find_in_checksums("abc  a.tar.gz\n", "a.tar.gz").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ChecksumInvalid);
+    }
+
+    #[test]
+    fn mismatch_shows_both() {
+        let a = parse_sha256(A).unwrap();
+        let mut b = a;
+        b[31] ^= 1;
+        assert!(check_sha256(&a, &a, "x").is_ok());
+        let e = check_sha256(&a, &b, "x").unwrap_err();
+        assert_eq!(e.code(), "VERIFY_CHECKSUM_MISMATCH");
+        assert!(e.context().iter().any(|(k, v)| *k == "expected" && v == A));
+        assert!(e.context().iter().any(|(k, _)| *k == "actual"));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let d = parse_sha256(&A.to_uppercase()).unwrap();
+        assert_eq!(hex(&d), A);
+        assert!(parse_sha256("zz").is_none());
+    }
+}
