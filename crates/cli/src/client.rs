@@ -15,6 +15,22 @@ use tokio_stream::StreamExt;
 
 use crate::{exit, render};
 
+/// `println!` that does not panic when stdout goes away: `hangar events | head`
+/// ends quietly (exit 0) once `head` has what it wants; any other write error
+/// (a full disk) is reported and exits 1.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(i32::from(exit::OK));
+            }
+            eprintln!("error[IO_ERROR]: cannot write to stdout: {e}");
+            std::process::exit(i32::from(exit::FAILURE));
+        }
+    }};
+}
+
 /// How to reach the daemon.
 pub struct Target {
     pub data_dir: PathBuf,

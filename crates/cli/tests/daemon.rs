@@ -1,0 +1,1380 @@
+//! `hangar serve` as a real binary: each test boots a daemon on a data dir of its
+//! own and drives it through the client commands, signals, `kill -9`, TCP with a
+//! token, the metrics listener and an HTTP history sink.
+//!
+//! Every child a daemon starts carries `HANGAR_TEST_MARKER=<unique>` in its
+//! environment (the configuration's `[env]`; descendants inherit it), so the
+//! tests find them through `/proc`, and so the guard that ends each test kills
+//! whatever is left: the daemon, its clients and every marked process, whether
+//! the test passed or not.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::process::Signal;
+use serde_json::Value;
+
+/// Generous: a 2-core machine may be building something else meanwhile.
+const LONG: Duration = Duration::from_secs(30);
+
+fn hangar() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
+    for v in [
+        "HANGAR_LOG",
+        "HANGAR_DATA_DIR",
+        "HANGAR_ADDR",
+        "HANGAR_TOKEN",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
+
+fn send(pid: u32, sig: Signal) {
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig);
+}
+
+// ---------------------------------------------------------------------------
+// /proc
+// ---------------------------------------------------------------------------
+
+/// A live process as `/proc` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    pgid: u32,
+    /// Start time, clock ticks after boot: with `pid`, identifies the process.
+    start: u64,
+    /// `HANGAR_PROCESS_NAME` from its environment.
+    name: Option<String>,
+    cmdline: String,
+}
+
+fn proc_stat(pid: u32) -> Option<(char, u32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Live (not zombie) processes whose environment holds `HANGAR_TEST_MARKER=marker`.
+fn marked(marker: &str) -> Vec<Proc> {
+    let want = format!("HANGAR_TEST_MARKER={marker}").into_bytes();
+    let mut out = Vec::new();
+    for pid in all_pids() {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        if !vars.contains(&want.as_slice()) {
+            continue;
+        }
+        let Some((state, pgid, start)) = proc_stat(pid) else {
+            continue;
+        };
+        if matches!(state, 'Z' | 'X') {
+            continue;
+        }
+        let name = vars.iter().find_map(|v| {
+            v.strip_prefix(b"HANGAR_PROCESS_NAME=")
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+        });
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        out.push(Proc {
+            pid,
+            pgid,
+            start,
+            name,
+            cmdline,
+        });
+    }
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// Live processes whose command line contains `needle`.
+fn with_cmdline(needle: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                && proc_stat(*pid).is_some_and(|(s, _, _)| !matches!(s, 'Z' | 'X'))
+        })
+        .collect()
+}
+
+fn alive(p: &Proc) -> bool {
+    proc_stat(p.pid).is_some_and(|(s, _, start)| start == p.start && !matches!(s, 'Z' | 'X'))
+}
+
+// ---------------------------------------------------------------------------
+// A test's world: temp dir, data dir, marker, and the guard that cleans up
+// ---------------------------------------------------------------------------
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+struct World {
+    dir: PathBuf,
+    marker: String,
+}
+
+/// What a client command did.
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let marker = format!("{}-{n}-{nanos}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("hangar-d-{tag}-{marker}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        World { dir, marker }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn write(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    /// A configuration file: `body` plus the `[env]` table that marks every child.
+    fn config(&self, name: &str, body: &str) -> PathBuf {
+        self.write(
+            name,
+            &format!("{body}\n[env]\nHANGAR_TEST_MARKER = \"{}\"\n", self.marker),
+        )
+    }
+
+    fn procs(&self) -> Vec<Proc> {
+        marked(&self.marker)
+    }
+
+    /// Live marked processes per `HANGAR_PROCESS_NAME`.
+    fn by_name(&self) -> BTreeMap<String, Vec<Proc>> {
+        let mut m: BTreeMap<String, Vec<Proc>> = BTreeMap::new();
+        for p in self.procs() {
+            m.entry(p.name.clone().unwrap_or_default())
+                .or_default()
+                .push(p);
+        }
+        m
+    }
+
+    /// Run a client command against this world's data dir.
+    fn cli(&self, args: &[&str]) -> Out {
+        let out = hangar()
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Out {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A client command that must succeed, its stdout parsed as JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert_eq!(out.code, Some(0), "hangar {args:?}: {out:?}");
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("hangar {args:?}: not JSON ({e}): {out:?}"))
+    }
+
+    /// `ps --json` as name → entry.
+    fn ps(&self) -> BTreeMap<String, Value> {
+        self.json(&["ps", "--json"])
+            .as_array()
+            .expect("ps --json gives an array")
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p.clone()))
+            .collect()
+    }
+
+    /// `ps` until `f` holds for it; panics with the last listing otherwise.
+    fn wait_ps(&self, what: &str, f: impl Fn(&BTreeMap<String, Value>) -> bool) {
+        let mut last = BTreeMap::new();
+        let ok = wait_for(LONG, || {
+            last = self.ps();
+            f(&last)
+        });
+        assert!(ok, "timed out waiting for {what}; ps: {last:#?}");
+    }
+
+    fn pid_of(&self, name: &str) -> u32 {
+        let ps = self.ps();
+        let p = ps
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {ps:#?}"));
+        p["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} has no pid: {p}")) as u32
+    }
+
+    /// Boot `hangar serve` on this world's data dir; returns once it is ready.
+    fn serve(&self, config: &Path) -> Daemon {
+        self.serve_with(config, &["--http", "127.0.0.1:0"])
+    }
+
+    fn serve_with(&self, config: &Path, extra: &[&str]) -> Daemon {
+        let mut child = hangar()
+            .args(["--log-format", "json", "--data-dir"])
+            .arg(self.data())
+            .arg("serve")
+            .arg("-c")
+            .arg(config)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut d = Daemon {
+            child,
+            log,
+            http: None,
+            tcp: None,
+        };
+        let mut ready = None;
+        let ok = wait_for(LONG, || {
+            ready = d
+                .log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["message"] == "hangar daemon ready");
+            ready.is_some() || d.child.try_wait().unwrap().is_some()
+        });
+        let Some(ready) = ready else {
+            panic!(
+                "daemon not ready (ok={ok}, exit {:?}); its log:\n{}",
+                d.child.try_wait(),
+                d.log()
+            );
+        };
+        // Debug-formatted Option<SocketAddr>: "Some(127.0.0.1:41271)" or "None".
+        let addr = |k: &str| -> Option<SocketAddr> {
+            ready[k]
+                .as_str()?
+                .strip_prefix("Some(")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        };
+        d.http = addr("http");
+        d.tcp = addr("tcp");
+        assert_eq!(
+            ready["socket"].as_str(),
+            Some(self.data().join("hangar.sock").to_str().unwrap()),
+            "{ready}"
+        );
+        d
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Daemons and clients of this world name its dir on their command line;
+        // everything they started carries the marker.
+        let dir = self.dir.display().to_string();
+        for _ in 0..50 {
+            let mut left: Vec<u32> = with_cmdline(&dir);
+            left.extend(self.procs().iter().map(|p| p.pid));
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                send(pid, Signal::KILL);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    http: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+}
+
+impl Daemon {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: Signal) {
+        send(self.pid(), sig);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// `kill -9`, and reap it.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(Signal::TERM);
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                self.kill9();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP on loopback, std only
+// ---------------------------------------------------------------------------
+
+/// `GET path` over HTTP/1.0: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, body.to_string())
+}
+
+/// The Prometheus text format, minimally: `name{labels}` → value.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
+            let v = match value {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            };
+            (series.to_string(), v)
+        })
+        .collect()
+}
+
+/// A webhook: answers 503 to the first `fail_first` requests, then 200, and
+/// keeps the bodies it accepted.
+struct Hook {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hook {
+    fn start(fail_first: usize) -> Hook {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (rq, bd) = (Arc::clone(&requests), Arc::clone(&bodies));
+        // Lives until the test binary exits; it only ever blocks in accept.
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let Some((path, body)) = read_request(&conn) else {
+                    continue;
+                };
+                let n = rq.fetch_add(1, Ordering::SeqCst);
+                let status = if path != "/hook" {
+                    "404 Not Found"
+                } else if n < fail_first {
+                    "503 Service Unavailable"
+                } else {
+                    bd.lock().unwrap().push(body);
+                    "200 OK"
+                };
+                let mut w = &conn;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Hook {
+            addr,
+            requests,
+            bodies,
+        }
+    }
+}
+
+/// One HTTP/1.1 request with a Content-Length body: (path, body).
+fn read_request(conn: &TcpStream) -> Option<(String, String)> {
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((path, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn api_round_trip_over_the_socket() {
+    let w = World::new("api");
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[daemon]
+reconcile_interval = "200ms"
+
+[[process]]
+name = "web"
+command = "sleep"
+args = ["1000"]
+instances = 3
+
+[[process]]
+name = "talker"
+command = "sh"
+args = ["-c", "for i in 1 2 3 4 5; do echo line$i; done; exec sleep 1000"]
+
+[[process]]
+name = "stubborn"
+command = "sh"
+args = ["-c", "trap '' TERM; sleep 1000"]
+"#,
+    );
+    let _d = w.serve(&cfg);
+    let names = ["stubborn", "talker", "web-1", "web-2", "web-3"];
+    w.wait_ps("everything running", |ps| {
+        ps.len() == 5 && ps.values().all(|p| p["state"] == "running")
+    });
+    let ps = w.ps();
+    assert_eq!(ps.keys().map(String::as_str).collect::<Vec<_>>(), names);
+    for (name, p) in &ps {
+        assert_eq!(p["source"], "config", "{p}");
+        assert_eq!(p["desired"], "running", "{p}");
+        // The pid ps shows is the live process of that name, leading its group.
+        let pid = p["pid"].as_u64().unwrap() as u32;
+        let procs = w.by_name();
+        let mine = procs
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: {procs:?}"));
+        assert!(
+            mine.iter().any(|x| x.pid == pid && x.pgid == pid),
+            "{name}: {mine:?}"
+        );
+    }
+    assert_eq!(ps["web-2"]["args"], serde_json::json!(["1000"]));
+
+    // The human table too.
+    let table = w.cli(&["ps", "web-*"]);
+    assert_eq!(table.code, Some(0), "{table:?}");
+    assert!(table.stdout.starts_with("NAME"), "{table:?}");
+    assert_eq!(table.stdout.lines().count(), 4, "{table:?}");
+
+    // status counts.
+    let st = w.json(&["status", "--json"]);
+    assert_eq!(st["processes"], serde_json::json!({"running": 5}), "{st}");
+    assert_eq!(st["recovered_killed"], 0, "{st}");
+    assert_eq!(
+        st["data_dir"].as_str(),
+        Some(w.data().to_str().unwrap()),
+        "{st}"
+    );
+
+    // stop by glob: only those stop, the others keep their pids.
+    let before = w.ps();
+    let r = w.json(&["stop", "web-[12]", "--json"]);
+    assert_eq!(r["stopped"], serde_json::json!(["web-1", "web-2"]), "{r}");
+    let ps = w.ps();
+    for n in ["web-1", "web-2"] {
+        assert_eq!(ps[n]["state"], "stopped", "{}", ps[n]);
+        assert_eq!(ps[n]["desired"], "stopped", "{}", ps[n]);
+        assert!(!w.by_name().contains_key(n), "{n} still has processes");
+    }
+    for n in ["web-3", "talker", "stubborn"] {
+        assert_eq!(ps[n]["pid"], before[n]["pid"], "{n} was touched");
+    }
+    // The reconciler leaves a stopped process stopped.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(w.ps()["web-1"]["state"], "stopped");
+
+    // start by glob: the stopped ones run again with new pids.
+    let r = w.json(&["start", "web-*", "--json"]);
+    assert_eq!(
+        r["started"],
+        serde_json::json!(["web-1", "web-2", "web-3"]),
+        "{r}"
+    );
+    w.wait_ps("web-* running again", |ps| {
+        ["web-1", "web-2", "web-3"]
+            .iter()
+            .all(|n| ps[*n]["state"] == "running")
+    });
+    let ps = w.ps();
+    assert_eq!(
+        ps["web-3"]["pid"], before["web-3"]["pid"],
+        "web-3 was running"
+    );
+    assert_ne!(ps["web-1"]["pid"], before["web-1"]["pid"]);
+    assert_eq!(ps["web-1"]["desired"], "running");
+
+    // restart: a new pid, the old process gone.
+    let old = w.pid_of("web-3");
+    let old_proc = w.by_name()["web-3"][0].clone();
+    let r = w.cli(&["restart", "web-3"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("restarted web-3"), "{r:?}");
+    w.wait_ps("web-3 restarted", |ps| {
+        ps["web-3"]["state"] == "running" && ps["web-3"]["pid"].as_u64() != Some(u64::from(old))
+    });
+    assert!(!alive(&old_proc), "the old web-3 survived its restart");
+
+    // stop --timeout: a process that ignores SIGTERM is killed after the given
+    // grace period, not after its stop_timeout (10s by default).
+    let t = Instant::now();
+    let r = w.cli(&["stop", "stubborn", "--timeout", "300ms"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || !w
+            .by_name()
+            .contains_key("stubborn")),
+        "{:?}",
+        w.by_name().get("stubborn")
+    );
+    assert_eq!(w.ps()["stubborn"]["state"], "stopped");
+
+    // logs -n: the last lines of a process's output.
+    assert!(
+        wait_for(LONG, || w.cli(&["logs", "talker"]).stdout.contains("line5")),
+        "{:?}",
+        w.cli(&["logs", "talker"])
+    );
+    let all = w.cli(&["logs", "talker", "-n", "100"]);
+    assert_eq!(all.code, Some(0), "{all:?}");
+    assert_eq!(all.stdout, "line1\nline2\nline3\nline4\nline5\n");
+    let two = w.cli(&["logs", "talker", "-n", "2"]);
+    assert_eq!(two.stdout, "line4\nline5\n", "{two:?}");
+
+    // add a process file, then remove it.
+    let extra = w.write(
+        "extra.toml",
+        "[[process]]\nname = \"extra\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 2\n",
+    );
+    let added = w.json(&["add", extra.to_str().unwrap(), "--json"]);
+    let added: Vec<&str> = added
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["extra-1", "extra-2"]);
+    w.wait_ps("extra-* running", |ps| {
+        ps.get("extra-1").is_some_and(|p| p["state"] == "running")
+            && ps.get("extra-2").is_some_and(|p| p["state"] == "running")
+    });
+    assert_eq!(w.ps()["extra-1"]["source"], "api");
+    // Added processes get the global [env] too.
+    assert!(w.by_name().contains_key("extra-1"), "{:?}", w.by_name());
+    // Adding the same names again is refused as invalid input.
+    let dup = w.cli(&["add", extra.to_str().unwrap()]);
+    assert_eq!(dup.code, Some(2), "{dup:?}");
+    assert!(dup.stderr.contains("DUPLICATE_NAME"), "{dup:?}");
+    // So is an invalid file, and nothing is added.
+    let bad = w.write("bad.toml", "[[process]]\nname = \"nocmd\"\n");
+    let r = w.cli(&["add", bad.to_str().unwrap()]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("CONFIG_INVALID"), "{r:?}");
+    assert!(!w.ps().contains_key("nocmd"));
+    let r = w.cli(&["remove", "extra-1"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("removed extra-1"), "{r:?}");
+    let ps = w.ps();
+    assert!(!ps.contains_key("extra-1") && ps.contains_key("extra-2"));
+    assert!(!w.by_name().contains_key("extra-1"), "extra-1 still runs");
+
+    // events: state events, in id order, filterable.
+    let ev = w.cli(&["events", "--json", "-n", "1000", "--kind", "state"]);
+    assert_eq!(ev.code, Some(0), "{ev:?}");
+    let events: Vec<Value> = ev
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 20, "{}", ev.stdout);
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|p| p[0] < p[1]), "{ids:?}");
+    assert!(events.iter().all(|e| e["kind"] == "state"));
+    let web1: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["name"] == "web-1")
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    for want in [
+        pair("stopped", "starting"),
+        pair("starting", "running"),
+        pair("running", "stopping"),
+        pair("stopping", "stopped"),
+    ] {
+        assert!(web1.contains(&want), "web-1 events: {web1:?}");
+    }
+    let first_running = events
+        .iter()
+        .find(|e| e["name"] == "talker" && e["to"] == "running")
+        .unwrap();
+    assert!(first_running["pid"].as_u64().is_some(), "{first_running}");
+    let only = w.cli(&["events", "--json", "--name", "web-*", "-n", "1000"]);
+    assert!(
+        only.stdout.lines().all(|l| l.contains("\"name\":\"web-")),
+        "{only:?}"
+    );
+    let after = ids[ids.len() - 3];
+    let tail = w.cli(&[
+        "events",
+        "--json",
+        "--after",
+        &after.to_string(),
+        "--kind",
+        "state",
+    ]);
+    let tail_ids: Vec<i64> = tail
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        tail_ids.len() >= 2 && tail_ids.iter().all(|&i| i > after),
+        "{tail:?}"
+    );
+
+    // Errors: unknown names, config processes, no daemon.
+    for args in [
+        &["stop", "nope"][..],
+        &["start", "nope-*"],
+        &["restart", "nope"],
+        &["logs", "nope"],
+        &["remove", "nope"],
+    ] {
+        let r = w.cli(args);
+        assert_eq!(r.code, Some(4), "{args:?}: {r:?}");
+        assert!(r.stderr.contains("error[PROCESS_NOT_FOUND]"), "{r:?}");
+        assert!(r.stderr.contains("hint: `hangar ps`"), "{r:?}");
+    }
+    let r = w.cli(&["remove", "web-1"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("PROCESS_FROM_CONFIG"), "{r:?}");
+    assert!(r.stderr.contains("hint:"), "{r:?}");
+    assert!(w.ps().contains_key("web-1"));
+    let r = w.cli(&["stop", "web-[", "--json"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("INVALID_PATTERN"), "{r:?}");
+
+    let nowhere = World::new("nodaemon");
+    let r = nowhere.cli(&["ps"]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(r.stderr.contains("DAEMON_NOT_RUNNING"), "{r:?}");
+    assert!(r.stderr.contains("`hangar serve`"), "{r:?}");
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let w = World::new("pipe");
+    let cfg = w.config(
+        "hangar.toml",
+        "[[process]]\nname = \"s\"\ncommand = \"sleep\"\nargs = [\"1000\"]\ninstances = 20\n",
+    );
+    let _d = w.serve(&cfg);
+    w.wait_ps("20 running", |ps| {
+        ps.values().filter(|p| p["state"] == "running").count() == 20
+    });
+    // `hangar events | head -0`: the reader is gone before the first line.
+    for args in [&["events", "-n", "1000"][..], &["ps"]] {
+        let mut child = hangar()
+            .arg("--data-dir")
+            .arg(w.data())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_no_process_behind_and_no_duplicates() {
+    let w = World::new("crash");
+    // 50 names: 40 that die with the daemon, 5 that do not, 5 whose forked
+    // grandchild outlives its parent.
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[[process]]
+name = "s"
+command = "sleep"
+args = ["1000"]
+instances = 40
+
+[[process]]
+name = "k"
+command = "sleep"
+args = ["1000"]
+instances = 5
+die_with_supervisor = false
+
+[[process]]
+name = "g"
+command = "sh"
+args = ["-c", "sleep 1000 & wait"]
+instances = 5
+"#,
+    );
+    let names: BTreeSet<String> = (1..=40)
+        .map(|i| format!("s-{i}"))
+        .chain((1..=5).map(|i| format!("k-{i}")))
+        .chain((1..=5).map(|i| format!("g-{i}")))
+        .collect();
+    let per_name = |n: &str| if n.starts_with("g-") { 2 } else { 1 };
+    // One group per name, led by the process ps shows; a g has its sleep too.
+    let check_one_each = |what: &str| {
+        let mut last = BTreeMap::new();
+        let ok = wait_for(LONG, || {
+            last = w.by_name();
+            let ps = w.ps();
+            last.keys().cloned().collect::<BTreeSet<_>>() == names
+                && last.iter().all(|(n, procs)| {
+                    let pid = ps.get(n).and_then(|p| p["pid"].as_u64());
+                    procs.len() == per_name(n)
+                        && procs.iter().filter(|p| p.pid == p.pgid).count() == 1
+                        && procs.iter().all(|p| Some(u64::from(p.pgid)) == pid)
+                        && ps[n]["state"] == "running"
+                })
+        });
+        assert!(ok, "{what}: not one process (group) per name: {last:#?}");
+    };
+
+    let mut d = w.serve(&cfg);
+    check_one_each("first boot");
+    let before = w.procs();
+    assert_eq!(before.len(), 55);
+
+    d.kill9();
+    // The children that die with their supervisor go; the others survive it.
+    let mut survivors = Vec::new();
+    let ok = wait_for(Duration::from_secs(10), || {
+        survivors = w.procs();
+        survivors.len() == 10
+    });
+    assert!(ok, "after kill -9: {survivors:#?}");
+    for p in &survivors {
+        let n = p.name.as_deref().unwrap_or_default();
+        let leader = p.pid == p.pgid;
+        assert!(
+            (n.starts_with("k-") && leader) || (n.starts_with("g-") && !leader),
+            "unexpected survivor {p:?}"
+        );
+    }
+    // No daemon: the client says so (the socket file is left over).
+    let r = w.cli(&["ps"]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+
+    let _d = w.serve(&cfg);
+    check_one_each("after the crash");
+    for p in &before {
+        assert!(!alive(p), "{p:?} from before the crash survived it");
+    }
+    assert_eq!(w.procs().len(), 55);
+    let st = w.json(&["status", "--json"]);
+    assert_eq!(
+        st["recovered_killed"].as_u64(),
+        Some(survivors.len() as u64),
+        "{st}"
+    );
+    assert_eq!(st["processes"], serde_json::json!({"running": 50}), "{st}");
+    // And the reconciler does not start a second copy of anything later.
+    std::thread::sleep(Duration::from_secs(1));
+    check_one_each("a second later");
+}
+
+#[test]
+fn socket_is_private_and_a_second_daemon_is_refused() {
+    let w = World::new("perm");
+    // A data dir that exists with loose permissions is tightened.
+    std::fs::create_dir_all(w.data()).unwrap();
+    std::fs::set_permissions(w.data(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = w.config(
+        "hangar.toml",
+        "[[process]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    let d = w.serve(&cfg);
+    let sock = w.data().join("hangar.sock");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(w.data()).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+    w.wait_ps("a running", |ps| ps["a"]["state"] == "running");
+    let pid = w.pid_of("a");
+
+    // The second daemon on the same data dir fails and leaves the first alone.
+    let out = hangar()
+        .args(["--log-format", "json", "--data-dir"])
+        .arg(w.data())
+        .args(["serve", "--http", "127.0.0.1:0", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("DAEMON_ALREADY_RUNNING"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(sock.exists(), "the second daemon removed the socket");
+    assert_eq!(w.pid_of("a"), pid);
+    assert_eq!(w.by_name()["a"].len(), 1);
+    let st = w.json(&["status", "--json"]);
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(d.pid())), "{st}");
+}
+
+#[test]
+fn tcp_needs_a_token() {
+    let w = World::new("tcp");
+    // Plain TCP without credentials is refused before anything starts.
+    let insecure = w.config(
+        "insecure.toml",
+        "[daemon.grpc]\ntcp = \"127.0.0.1:0\"\n\n[[process]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    let out = hangar()
+        .arg("--data-dir")
+        .arg(w.data())
+        .args(["serve", "--http", "127.0.0.1:0", "-c"])
+        .arg(&insecure)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refused") && err.contains("credentials"),
+        "{err}"
+    );
+    assert!(w.procs().is_empty(), "started: {:?}", w.procs());
+
+    let port = free_port();
+    let cfg = w.config(
+        "hangar.toml",
+        &format!(
+            "[daemon.grpc]\ntcp = \"127.0.0.1:{port}\"\ntoken = \"s3cret\"\n\n[[process]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n"
+        ),
+    );
+    let d = w.serve(&cfg);
+    let tcp = d.tcp.expect("the ready line names the TCP address");
+    assert_eq!(tcp.port(), port);
+    let addr = format!("http://{tcp}");
+    // Not through the data dir: a client somewhere else.
+    let elsewhere = World::new("tcpclient");
+    let over_tcp = |token: Option<&str>, args: &[&str]| -> Out {
+        let mut all = vec!["--addr", &addr];
+        if let Some(t) = token {
+            all.extend(["--token", t]);
+        }
+        all.extend(args);
+        elsewhere.cli(&all)
+    };
+    assert!(
+        wait_for(LONG, || over_tcp(Some("s3cret"), &["ps", "--json"])
+            .stdout
+            .contains("\"state\":\"running\"")),
+        "{:?}",
+        over_tcp(Some("s3cret"), &["ps", "--json"])
+    );
+    let st = over_tcp(Some("s3cret"), &["status", "--json"]);
+    assert_eq!(st.code, Some(0), "{st:?}");
+    let st: Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(d.pid())));
+    let r = over_tcp(Some("s3cret"), &["restart", "a"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+
+    for token in [None, Some("wrong"), Some("s3cret2"), Some("")] {
+        for args in [&["ps"][..], &["stop", "a"], &["events"]] {
+            let r = over_tcp(token, args);
+            assert_eq!(r.code, Some(1), "{token:?} {args:?}: {r:?}");
+            assert!(r.stderr.contains("UNAUTHENTICATED"), "{r:?}");
+        }
+    }
+    // Nothing was stopped by the refused calls.
+    assert_eq!(w.ps()["a"]["state"], "running");
+    // The socket still needs no token.
+    assert_eq!(w.cli(&["ps"]).code, Some(0));
+    // Nobody at the address: "not running".
+    let r = elsewhere.cli(&[
+        "--addr",
+        &format!("http://127.0.0.1:{}", free_port()),
+        "--token",
+        "s3cret",
+        "ps",
+    ]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+}
+
+#[test]
+fn metrics_count_what_runs() {
+    let w = World::new("metrics");
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[[process]]
+name = "m"
+command = "sleep"
+args = ["1000"]
+instances = 4
+
+[[process]]
+name = "once"
+command = "true"
+[process.restart]
+policy = "never"
+"#,
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    w.wait_ps("4 running, 1 exited", |ps| {
+        ps.len() == 5
+            && ps.values().filter(|p| p["state"] == "running").count() == 4
+            && ps["once"]["state"] == "exited"
+    });
+    // Restart one so a counter goes past 1.
+    assert_eq!(w.cli(&["restart", "m-1"]).code, Some(0));
+    w.wait_ps("m-1 back", |ps| ps["m-1"]["state"] == "running");
+
+    let (code, body) = http_get(http, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, _) = http_get(http, "/nope");
+    assert_eq!(code, 404);
+
+    let mut m = HashMap::new();
+    // Events reach the metrics a moment after ps shows them.
+    let ok = wait_for(LONG, || {
+        let (code, text) = http_get(http, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        m = parse_metrics(&text);
+        m.get("hangar_process_starts_total{process=\"m-1\"}") == Some(&2.0)
+    });
+    assert!(ok, "{m:#?}");
+    let running = w.ps().values().filter(|p| p["state"] == "running").count() as f64;
+    assert_eq!(m["hangar_processes{state=\"running\"}"], running, "{m:#?}");
+    assert_eq!(m["hangar_processes{state=\"exited\"}"], 1.0, "{m:#?}");
+    assert_eq!(m["hangar_processes{state=\"failed\"}"], 0.0, "{m:#?}");
+    for n in ["m-2", "m-3", "m-4", "once"] {
+        let k = format!("hangar_process_starts_total{{process=\"{n}\"}}");
+        assert!(m.get(&k).is_some_and(|v| *v >= 1.0), "{k}: {m:#?}");
+    }
+    // Every start of a process that reached running was timed: 5 at boot + 1.
+    let launches = m["hangar_launch_duration_seconds_count"];
+    assert!(launches >= 5.0, "{m:#?}");
+    assert_eq!(
+        m["hangar_launch_duration_seconds_bucket{le=\"+Inf\"}"],
+        launches
+    );
+    assert!(m["hangar_launch_duration_seconds_sum"] >= 0.0);
+    assert!(m["hangar_uptime_seconds"] > 0.0);
+    assert!(m["hangar_events_total"] >= 12.0, "{m:#?}");
+
+    let (code, body) = http_get(http, "/metrics.json");
+    assert_eq!(code, 200);
+    let j: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert!(
+        j["launch_duration_seconds"]["p99"].as_f64().is_some(),
+        "{j}"
+    );
+    assert!(
+        j["launch_duration_seconds"]["count"].as_u64() >= Some(5),
+        "{j}"
+    );
+    assert!(j["process_starts_total"].as_u64() >= Some(6), "{j}");
+    assert_eq!(j["processes"]["running"], 4, "{j}");
+}
+
+#[test]
+fn http_sink_retries_until_the_hook_takes_the_events() {
+    let w = World::new("sink");
+    let hook = Hook::start(2);
+    let cfg = w.config(
+        "hangar.toml",
+        &format!(
+            r#"
+[[daemon.sink]]
+type = "http"
+url = "http://{}/hook"
+format = "json"
+flush_interval_ms = 50
+
+[[process]]
+name = "p"
+command = "sleep"
+args = ["1000"]
+instances = 3
+"#,
+            hook.addr
+        ),
+    );
+    let _d = w.serve(&cfg);
+    w.wait_ps("3 running", |ps| {
+        ps.values().filter(|p| p["state"] == "running").count() == 3
+    });
+    // Every p-N gets to running in what the hook accepted.
+    let delivered = || -> Vec<Value> {
+        hook.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let v: Value = serde_json::from_str(b).unwrap_or_else(|e| panic!("{e}: {b}"));
+                v.as_array().expect("a JSON array").clone()
+            })
+            .collect()
+    };
+    let ok = wait_for(LONG, || {
+        let evs = delivered();
+        ["p-1", "p-2", "p-3"].iter().all(|n| {
+            evs.iter()
+                .any(|e| e["name"] == *n && e["kind"] == "state" && e["to"] == "running")
+        })
+    });
+    assert!(ok, "delivered: {:#?}", delivered());
+    for e in delivered() {
+        for k in ["id", "at_ms", "name", "kind", "from", "to"] {
+            assert!(!e[k].is_null(), "{k} missing in {e}");
+        }
+    }
+    assert!(hook.requests.load(Ordering::SeqCst) >= 3);
+
+    // A new event after recovery goes through too.
+    assert_eq!(w.cli(&["stop", "p-1"]).code, Some(0));
+    assert!(
+        wait_for(LONG, || delivered()
+            .iter()
+            .any(|e| e["name"] == "p-1" && e["to"] == "stopped")),
+        "{:#?}",
+        delivered()
+    );
+
+    let st = w.json(&["status", "--json"]);
+    let sinks = st["sinks"].as_array().unwrap();
+    assert_eq!(sinks.len(), 1, "{st}");
+    let s = &sinks[0];
+    assert_eq!(s["kind"], "http", "{s}");
+    assert!(s["failed_attempts"].as_u64() >= Some(2), "{s}");
+    assert!(s["delivered"].as_u64() > Some(0), "{s}");
+    assert_eq!(s["dropped"], 0, "{s}");
+    // The human status names the sink as well.
+    let human = w.cli(&["status"]);
+    assert!(human.stdout.contains("failed attempts"), "{human:?}");
+}
+
+#[test]
+fn reload_applies_only_the_difference() {
+    let w = World::new("reload");
+    let v1 = r#"
+[daemon]
+reconcile_interval = "200ms"
+
+[[process]]
+name = "keep"
+command = "sleep"
+args = ["1000"]
+
+[[process]]
+name = "drop"
+command = "sleep"
+args = ["1000"]
+
+[[process]]
+name = "change"
+command = "sleep"
+args = ["1000"]
+"#;
+    let cfg = w.config("hangar.toml", v1);
+    let d = w.serve(&cfg);
+    w.wait_ps("3 running", |ps| {
+        ps.len() == 3 && ps.values().all(|p| p["state"] == "running")
+    });
+    let keep = w.pid_of("keep");
+    let change = w.pid_of("change");
+    let keep_proc = w.by_name()["keep"][0].clone();
+
+    let v2 = r#"
+[daemon]
+reconcile_interval = "200ms"
+
+[[process]]
+name = "keep"
+command = "sleep"
+args = ["1000"]
+
+[[process]]
+name = "change"
+command = "sleep"
+args = ["999"]
+
+[[process]]
+name = "new"
+command = "sleep"
+args = ["1000"]
+"#;
+    w.config("hangar.toml", v2);
+    d.signal(Signal::HUP);
+    w.wait_ps("the new set running", |ps| {
+        ps.keys().map(String::as_str).collect::<Vec<_>>() == ["change", "keep", "new"]
+            && ps.values().all(|p| p["state"] == "running")
+            && ps["change"]["pid"].as_u64() != Some(u64::from(change))
+    });
+    let ps = w.ps();
+    assert_eq!(ps["change"]["args"], serde_json::json!(["999"]));
+    assert_eq!(w.pid_of("keep"), keep, "keep was restarted");
+    assert!(alive(&keep_proc));
+    assert!(
+        wait_for(Duration::from_secs(5), || !w.by_name().contains_key("drop")),
+        "drop still runs"
+    );
+    let names = w.by_name();
+    assert!(
+        names["change"][0].cmdline.contains("sleep 999"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["change", "keep", "new"]
+    );
+    assert!(d.log().contains("\"message\":\"reloaded\""), "{}", d.log());
+
+    // The same file again: nothing to do.
+    let r = w.json(&["reload", "--json"]);
+    assert_eq!(
+        r,
+        serde_json::json!({"added": [], "removed": [], "changed": [],
+                           "unchanged": ["change", "keep", "new"], "errors": []})
+    );
+    // A stopped process stays stopped across a reload that does not touch it.
+    assert_eq!(w.cli(&["stop", "new"]).code, Some(0));
+    let r = w.json(&["reload", "--json"]);
+    assert_eq!(r["unchanged"], serde_json::json!(["change", "keep", "new"]));
+    assert_eq!(w.ps()["new"]["state"], "stopped");
+
+    // A broken file is refused whole, by the command and by SIGHUP.
+    w.write("hangar.toml", "[[process]]\nname = \"keep\"\n");
+    let r = w.cli(&["reload", "--json"]);
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("CONFIG_INVALID"), "{r:?}");
+    d.signal(Signal::HUP);
+    assert!(
+        wait_for(LONG, || d.log().contains("reload refused")),
+        "{}",
+        d.log()
+    );
+    assert_eq!(w.pid_of("keep"), keep);
+    assert_eq!(w.ps().len(), 3);
+}
+
+#[test]
+fn sigterm_stops_everything_and_the_next_boot_keeps_desired_states() {
+    let w = World::new("term");
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[daemon]
+reconcile_interval = "200ms"
+
+[[process]]
+name = "a"
+command = "sleep"
+args = ["1000"]
+
+[[process]]
+name = "b"
+command = "sleep"
+args = ["1000"]
+instances = 2
+
+[[process]]
+name = "c"
+command = "sh"
+args = ["-c", "sleep 1000 & wait"]
+"#,
+    );
+    let extra = w.write(
+        "extra.toml",
+        "[[process]]\nname = \"api-on\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\n[[process]]\nname = \"api-off\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+    );
+    let mut d = w.serve(&cfg);
+    w.wait_ps("4 running", |ps| {
+        ps.len() == 4 && ps.values().all(|p| p["state"] == "running")
+    });
+    assert_eq!(w.cli(&["add", extra.to_str().unwrap()]).code, Some(0));
+    assert_eq!(w.cli(&["stop", "api-off"]).code, Some(0));
+    assert_eq!(w.cli(&["stop", "b-*"]).code, Some(0));
+    w.wait_ps("api-on running", |ps| ps["api-on"]["state"] == "running");
+    assert_eq!(w.procs().len(), 4, "{:?}", w.procs()); // a, c + its sleep, api-on
+
+    let t = Instant::now();
+    d.signal(Signal::TERM);
+    let st = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", d.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(w.procs().is_empty(), "left running: {:?}", w.procs());
+    assert!(d.log().contains("daemon stopped"), "{}", d.log());
+    assert!(!w.data().join("hangar.sock").exists(), "socket left behind");
+    assert_eq!(w.cli(&["ps"]).code, Some(3));
+
+    let _d = w.serve(&cfg);
+    let want = |ps: &BTreeMap<String, Value>| {
+        ps.len() == 6
+            && ["a", "c", "api-on"]
+                .iter()
+                .all(|n| ps[*n]["state"] == "running")
+            && ["b-1", "b-2", "api-off"]
+                .iter()
+                .all(|n| ps[*n]["state"] == "stopped" && ps[*n]["desired"] == "stopped")
+    };
+    w.wait_ps("the same desired states", want);
+    // Several reconciler passes later, still so.
+    std::thread::sleep(Duration::from_millis(800));
+    let ps = w.ps();
+    assert!(want(&ps), "{ps:#?}");
+    let names: Vec<String> = w.by_name().into_keys().collect();
+    assert_eq!(names, ["a", "api-on", "c"]);
+    let st = w.json(&["status", "--json"]);
+    assert_eq!(st["recovered_killed"], 0, "{st}");
+    assert_eq!(
+        st["processes"],
+        serde_json::json!({"running": 3, "stopped": 3}),
+        "{st}"
+    );
+}
