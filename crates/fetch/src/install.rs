@@ -125,6 +125,8 @@ pub fn check_name(what: &str, s: &str) -> Result<()> {
 }
 
 type Outcome = Option<std::result::Result<Installed, Error>>;
+/// Installs in flight: feature id → (version, where its outcome will appear).
+type Inflight = Arc<Mutex<HashMap<String, (String, watch::Receiver<Outcome>)>>>;
 
 /// Installs and uninstalls feature versions under one root.
 #[derive(Clone)]
@@ -132,7 +134,7 @@ pub struct Installer {
     root: PathBuf,
     downloader: Downloader,
     limits: Limits,
-    inflight: Arc<Mutex<HashMap<String, (String, watch::Receiver<Outcome>)>>>,
+    inflight: Inflight,
 }
 
 /// Takes a feature out of the in-flight map when its install ends, however it

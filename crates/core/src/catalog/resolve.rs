@@ -103,7 +103,7 @@ pub fn resolve(
     platform: &Platform,
 ) -> Result<InstallRequest> {
     if !m.binary.architectures.is_empty()
-        && !m.binary.architectures.iter().any(|a| *a == platform.arch)
+        && !m.binary.architectures.contains(&platform.arch)
     {
         return Err(Error::new(
             "FEATURE_UNSUPPORTED_PLATFORM",
