@@ -240,7 +240,21 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let (id, version) = split_spec(&spec);
             let cat = catalog(&m)?;
             let e = cat.get(id)?;
-            let version = version.unwrap_or(&e.manifest.version);
+            let inst = installer(&m, allow_http)?;
+            let latest;
+            let version = match version {
+                Some("latest") => {
+                    let d = Downloader::new(DownloadOptions {
+                        allow_http,
+                        ..DownloadOptions::default()
+                    })
+                    .map_err(fetch_err)?;
+                    latest = catalog::latest_version(&e.manifest, &d).await?;
+                    latest.as_str()
+                }
+                Some(v) => v,
+                None => e.manifest.version.as_str(),
+            };
             let req = catalog::resolve(&e.manifest, &e.dir, version, &Platform::current())?;
             if req.checksum.is_none() && !allow_unverified {
                 return Err(Error::new(
@@ -249,7 +263,6 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                 )
                 .hint("the manifest says verification none; pass --allow-unverified to install it anyway"));
             }
-            let inst = installer(&m, allow_http)?;
             let bar = Bar::new(&format!("{id} {version}"), json);
             let done = inst.install(req, &|s| bar.step(s)).await.map_err(fetch_err);
             bar.finish(done.is_ok());

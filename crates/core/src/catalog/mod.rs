@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use manifest::{Isolation, Manifest, Problem};
-pub use resolve::{canonical_arch, resolve, Platform};
+pub use resolve::{canonical_arch, latest_version, resolve, Platform};
 
 use crate::error::{Error, Result};
 
