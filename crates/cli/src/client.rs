@@ -89,15 +89,9 @@ pub enum Cmd {
 }
 
 pub fn run(target: Target, cmd: Cmd) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         match go(target, cmd).await {

@@ -416,6 +416,22 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The async runtime: two workers for the supervising commands, one thread
+/// for the client commands. `Err` carries the exit code after printing why.
+fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, u8> {
+    let mut b = if multi {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).thread_name("hangar-rt");
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
+        exit::FAILURE
+    })
+}
+
 fn market(data_dir: PathBuf, catalogs: Vec<PathBuf>) -> market::Market {
     market::Market {
         data_dir,

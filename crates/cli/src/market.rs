@@ -47,29 +47,10 @@ pub enum Cmd {
     },
 }
 
-fn fetch_err(e: hangar_fetch::Error) -> Error {
-    Error {
-        code: e.code(),
-        message: e.message().to_string(),
-        context: e
-            .context()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-        hint: e.hint_text().map(str::to_string),
-    }
-}
-
 pub fn run(m: Market, cmd: Cmd) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(go(m, cmd)) {
         Ok(code) => code,
@@ -115,7 +96,7 @@ fn installer(m: &Market, allow_http: bool) -> Result<Installer, Error> {
         allow_http,
         ..DownloadOptions::default()
     })
-    .map_err(fetch_err)?;
+    .map_err(Error::from)?;
     Ok(Installer::new(m.data_dir.join("features"), d))
 }
 
@@ -248,7 +229,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                         allow_http,
                         ..DownloadOptions::default()
                     })
-                    .map_err(fetch_err)?;
+                    .map_err(Error::from)?;
                     latest = catalog::latest_version(&e.manifest, &d).await?;
                     latest.as_str()
                 }
@@ -264,7 +245,10 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                 .hint("the manifest says verification none; pass --allow-unverified to install it anyway"));
             }
             let bar = Bar::new(&format!("{id} {version}"), json);
-            let done = inst.install(req, &|s| bar.step(s)).await.map_err(fetch_err);
+            let done = inst
+                .install(req, &|s| bar.step(s))
+                .await
+                .map_err(Error::from);
             bar.finish(done.is_ok());
             let done = done?;
             if json {
@@ -287,7 +271,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
         Cmd::Uninstall { spec, json } => {
             let (id, version) = split_spec(&spec);
             let inst = installer(&m, false)?;
-            let removed = inst.uninstall(id, version).map_err(fetch_err)?;
+            let removed = inst.uninstall(id, version).map_err(Error::from)?;
             if json {
                 println!("{}", json!({"id": id, "removed": removed}));
             } else {
@@ -299,7 +283,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
         }
         Cmd::Installed { json } => {
             let inst = installer(&m, false)?;
-            let all = inst.list().map_err(fetch_err)?;
+            let all = inst.list().map_err(Error::from)?;
             if json {
                 println!(
                     "{}",

@@ -65,17 +65,9 @@ pub fn run(file: &Path, log_dir: Option<PathBuf>) -> u8 {
         Ok(pf) => pf,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("hangar-rt")
-        .build()
-    {
+    let rt = match crate::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(supervise(pf, log_dir))
 }

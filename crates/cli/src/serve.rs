@@ -27,17 +27,9 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("hangar-rt")
-        .build()
-    {
+    let rt = match crate::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         match run(args).await {

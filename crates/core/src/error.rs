@@ -85,3 +85,18 @@ impl From<hangar_store::Error> for Error {
         }
     }
 }
+
+impl From<hangar_fetch::Error> for Error {
+    fn from(e: hangar_fetch::Error) -> Error {
+        Error {
+            code: e.code(),
+            message: e.message().to_string(),
+            context: e
+                .context()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            hint: e.hint_text().map(str::to_string),
+        }
+    }
+}

@@ -101,38 +101,51 @@ pub async fn latest_version(m: &Manifest, dl: &hangar_fetch::Downloader) -> Resu
     if m.source.kind != SourceKind::GithubRelease {
         return Err(Error::new(
             "USAGE",
-            format!("{} is not a github-release source: it has no `latest`", m.id),
+            format!(
+                "{} is not a github-release source: it has no `latest`",
+                m.id
+            ),
         )
         .hint(format!("install a version, e.g. {}@{}", m.id, m.version)));
     }
-    let base = m.source.api_base.as_deref().unwrap_or("https://api.github.com").trim_end_matches('/');
+    let base = m
+        .source
+        .api_base
+        .as_deref()
+        .unwrap_or("https://api.github.com")
+        .trim_end_matches('/');
     let url = format!(
         "{base}/repos/{}/{}/releases/latest",
         m.source.owner.as_deref().unwrap_or_default(),
         m.source.repo.as_deref().unwrap_or_default()
     );
-    let text = dl.fetch_text(&url, 4 << 20).await.map_err(|e| {
-        Error::new(e.code(), e.message().to_string())
-            .with("url", &url)
-            .hint(e.hint_text().unwrap_or("check the network, or install a version explicitly").to_string())
-    })?;
+    let text = dl.fetch_text(&url, 4 << 20).await.map_err(Error::from)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Error::new("FETCH_BAD_RESPONSE", format!("the releases API answered something else than JSON: {e}"))
-            .with("url", &url)
-            .hint("check source.api_base")
+        Error::new(
+            "FETCH_BAD_RESPONSE",
+            format!("the releases API answered something else than JSON: {e}"),
+        )
+        .with("url", &url)
+        .hint("check source.api_base")
     })?;
     let tag = v.get("tag_name").and_then(|t| t.as_str()).ok_or_else(|| {
-        Error::new("FETCH_BAD_RESPONSE", "the releases API answer has no tag_name")
-            .with("url", &url)
-            .hint("check source.api_base")
+        Error::new(
+            "FETCH_BAD_RESPONSE",
+            "the releases API answer has no tag_name",
+        )
+        .with("url", &url)
+        .hint("check source.api_base")
     })?;
     let pattern = m.source.tag_pattern.as_deref().unwrap_or("v{{version}}");
     let (pre, post) = pattern.split_once("{{version}}").unwrap_or(("", ""));
     let version = tag.strip_prefix(pre).unwrap_or(tag);
     let version = version.strip_suffix(post).unwrap_or(version);
     hangar_fetch::check_name("version", version).map_err(|e| {
-        Error::new(e.code(), format!("latest release tag {tag:?}: {}", e.message()))
-            .hint("set source.tag_pattern to match the project's tags")
+        Error::new(
+            e.code(),
+            format!("latest release tag {tag:?}: {}", e.message()),
+        )
+        .hint("set source.tag_pattern to match the project's tags")
     })?;
     Ok(version.to_string())
 }
@@ -145,9 +158,7 @@ pub fn resolve(
     version: &str,
     platform: &Platform,
 ) -> Result<InstallRequest> {
-    if !m.binary.architectures.is_empty()
-        && !m.binary.architectures.contains(&platform.arch)
-    {
+    if !m.binary.architectures.is_empty() && !m.binary.architectures.contains(&platform.arch) {
         return Err(Error::new(
             "FEATURE_UNSUPPORTED_PLATFORM",
             format!("{} has no release for {}/{}", m.id, platform.os, platform.arch),
