@@ -141,7 +141,7 @@ pub struct Installer {
 /// ends: a result, an error, a panic, or the caller dropping the future (which
 /// would otherwise leave the feature "being installed" until the process exits).
 struct InflightGuard<'a> {
-    map: &'a Mutex<HashMap<String, (String, watch::Receiver<Outcome>)>>,
+    map: &'a Inflight,
     id: &'a str,
 }
 
