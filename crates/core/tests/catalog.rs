@@ -28,7 +28,9 @@ async fn serve(files: HashMap<String, Vec<u8>>) -> Server {
     let log2 = Arc::clone(&log);
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let files = Arc::clone(&files);
             let log = Arc::clone(&log2);
             tokio::spawn(async move {
@@ -53,7 +55,10 @@ async fn serve(files: HashMap<String, Vec<u8>>) -> Server {
                         r.extend_from_slice(body);
                         r
                     }
-                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
                 };
                 let _ = s.write_all(&resp).await;
             });
@@ -89,7 +94,10 @@ fn linux_amd64() -> Platform {
 }
 
 fn installer(root: &Path) -> Installer {
-    Installer::new(root, Downloader::new(DownloadOptions::default()).expect("downloader"))
+    Installer::new(
+        root,
+        Downloader::new(DownloadOptions::default()).expect("downloader"),
+    )
 }
 
 #[tokio::test]
@@ -120,12 +128,19 @@ async fn the_issue_url_source_shape_installs_from_loopback() {
     .expect("manifest");
     let req = catalog::resolve(&m, Path::new("/unused"), "1.0.0", &linux_amd64()).expect("resolve");
     let tmp = tempfile::tempdir().expect("tmp");
-    let done = installer(tmp.path()).install(req, &|_| {}).await.expect("install");
+    let done = installer(tmp.path())
+        .install(req, &|_| {})
+        .await
+        .expect("install");
     assert!(done.verified);
     assert_eq!(done.sha256, sha(&archive));
     let meta = std::fs::metadata(&done.binary).expect("binary");
     use std::os::unix::fs::PermissionsExt;
-    assert_ne!(meta.permissions().mode() & 0o111, 0, "binary must be executable");
+    assert_ne!(
+        meta.permissions().mode() & 0o111,
+        0,
+        "binary must be executable"
+    );
     assert_eq!(
         std::fs::read_link(tmp.path().join("demo/current")).expect("current"),
         Path::new("1.0.0")
@@ -136,14 +151,20 @@ async fn the_issue_url_source_shape_installs_from_loopback() {
 
 #[tokio::test]
 async fn github_release_latest_through_a_configured_api_base() {
-    let archive = tar_gz(&[("tool-2.1.0/tool", b"#!/bin/sh\n", 0o755), ("tool-2.1.0/README", b"hi\n", 0o644)]);
+    let archive = tar_gz(&[
+        ("tool-2.1.0/tool", b"#!/bin/sh\n", 0o755),
+        ("tool-2.1.0/README", b"hi\n", 0o644),
+    ]);
     let asset = "tool-linux-x86_64.tar.gz";
     let mut files = HashMap::new();
     files.insert(
         "/api/repos/acme/tool/releases/latest".to_string(),
         br#"{"tag_name": "release-2.1.0", "name": "2.1.0"}"#.to_vec(),
     );
-    files.insert(format!("/dl/acme/tool/releases/download/release-2.1.0/{asset}"), archive.clone());
+    files.insert(
+        format!("/dl/acme/tool/releases/download/release-2.1.0/{asset}"),
+        archive.clone(),
+    );
     files.insert(
         "/dl/acme/tool/releases/download/release-2.1.0/SHA256SUMS".to_string(),
         format!("{} *{asset}\n", sha(&archive)).into_bytes(),
@@ -168,8 +189,15 @@ async fn github_release_latest_through_a_configured_api_base() {
     assert_eq!(latest, "2.1.0");
     let req = catalog::resolve(&m, Path::new("/unused"), &latest, &linux_amd64()).expect("resolve");
     let tmp = tempfile::tempdir().expect("tmp");
-    let done = installer(tmp.path()).install(req, &|_| {}).await.expect("install");
-    assert!(done.binary.ends_with("tool/2.1.0/tool-2.1.0/tool"), "{}", done.binary.display());
+    let done = installer(tmp.path())
+        .install(req, &|_| {})
+        .await
+        .expect("install");
+    assert!(
+        done.binary.ends_with("tool/2.1.0/tool-2.1.0/tool"),
+        "{}",
+        done.binary.display()
+    );
     assert!(done.binary.is_file());
 }
 
@@ -192,13 +220,18 @@ async fn a_wrong_checksum_leaves_nothing_behind() {
     .expect("manifest");
     let req = catalog::resolve(&m, Path::new("/unused"), "1.0.0", &linux_amd64()).expect("resolve");
     let tmp = tempfile::tempdir().expect("tmp");
-    let err = installer(tmp.path()).install(req, &|_| {}).await.expect_err("must fail");
+    let err = installer(tmp.path())
+        .install(req, &|_| {})
+        .await
+        .expect_err("must fail");
     assert_eq!(err.code(), "VERIFY_CHECKSUM_MISMATCH");
-    assert!(err.context().iter().any(|(k, v)| *k == "expected" && *v == sha(b"something else")));
-    // Only the (empty) bookkeeping remains: no version, no staging, no part file.
-    let mut left: Vec<String> = walk(tmp.path());
-    left.sort();
-    assert_eq!(left, ["demo/.downloads", "demo/.lock"], "{left:?}");
+    assert!(err
+        .context()
+        .iter()
+        .any(|(k, v)| *k == "expected" && *v == sha(b"something else")));
+    // Nothing remains: no version, no staging, no part file, no feature dir.
+    let left: Vec<String> = walk(tmp.path());
+    assert!(left.is_empty(), "{left:?}");
 }
 
 fn walk(root: &Path) -> Vec<String> {
@@ -213,7 +246,6 @@ fn walk(root: &Path) -> Vec<String> {
             }
         }
     }
-    out.retain(|p| p != "demo");
     out
 }
 
@@ -248,11 +280,18 @@ fn a_catalog_skips_a_broken_manifest_and_reports_it() {
     let (file, e) = &cat.problems()[0];
     assert!(file.ends_with("bad/manifest.json"));
     let text: Vec<String> = e.context.iter().map(|(_, v)| v.clone()).collect();
-    assert!(text.iter().any(|t| t.starts_with("/network/default_ports/0")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("/network/default_ports/0")),
+        "{text:?}"
+    );
     // Missing catalog directory: an error, not an empty catalog.
     let e = Catalog::load(&[tmp.path().join("nope")]).expect_err("missing dir");
     assert_eq!(e.code, "CATALOG_UNREADABLE");
     // get() on a skipped manifest points at it.
     let e = cat.get("bad").expect_err("bad is skipped");
-    assert!(e.context.iter().any(|(k, _)| k == "invalid_manifest"), "{e:?}");
+    assert!(
+        e.context.iter().any(|(k, _)| k == "invalid_manifest"),
+        "{e:?}"
+    );
 }

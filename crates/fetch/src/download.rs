@@ -491,6 +491,15 @@ impl Downloader {
                     format!("not a local file URL: {url}"),
                 )
             })?;
+            let len = tokio::fs::metadata(&p).await.map(|m| m.len()).unwrap_or(0);
+            if len > max_bytes as u64 {
+                return Err(Error::new(
+                    ErrorKind::ChecksumInvalid,
+                    format!("file larger than {max_bytes} bytes"),
+                )
+                .with("path", p.display())
+                .hint("the path does not point at a checksums or signature file"));
+            }
             let text = tokio::fs::read_to_string(&p).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Error::new(

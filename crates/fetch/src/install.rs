@@ -245,6 +245,10 @@ impl Installer {
             id: &req.id,
         };
         let res = self.install_now(&req, on_step).await;
+        if res.is_err() {
+            let (this, id) = (self.clone(), req.id.clone());
+            let _ = tokio::task::spawn_blocking(move || this.tidy(&id)).await;
+        }
         drop(guard);
         if let Some(tx) = tx {
             let _ = tx.send(Some(res.clone()));
@@ -263,7 +267,8 @@ impl Installer {
         let _lock = lock(&feature_dir, &req.id)?;
         let final_dir = feature_dir.join(&req.version);
         if let Some(mut rec) = read_record(&final_dir) {
-            switch_current(&feature_dir, &req.version)?;
+            let (fd, ver) = (feature_dir.clone(), req.version.clone());
+            blocking(move || switch_current(&fd, &ver)).await?;
             rec.current = true;
             on_step(&Step::Installed);
             return Ok(rec);
@@ -395,18 +400,47 @@ impl Installer {
         };
         let json = serde_json::to_vec_pretty(&rec)
             .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-        let rec_path = staging.join(RECORD);
-        std::fs::write(&rec_path, json)
-            .map_err(|e| Error::io("cannot write the install record", &rec_path, e))?;
-        sync_dir(&staging);
-        std::fs::rename(&staging, &final_dir)
-            .map_err(|e| Error::io("cannot move the install in place", &final_dir, e))?;
+        // Record, fsync, rename into place, switch `current`: file-system work,
+        // off the async threads.
+        let (st, fin, fd, p) = (
+            staging.clone(),
+            final_dir.clone(),
+            feature_dir.clone(),
+            part.clone(),
+        );
+        blocking(move || {
+            let rec_path = st.join(RECORD);
+            std::fs::write(&rec_path, json)
+                .map_err(|e| Error::io("cannot write the install record", &rec_path, e))?;
+            sync_dir(&st);
+            std::fs::rename(&st, &fin)
+                .map_err(|e| Error::io("cannot move the install in place", &fin, e))?;
+            sync_dir(&fd);
+            let _ = std::fs::remove_file(&p);
+            Ok(())
+        })
+        .await?;
         cleanup.0 = None;
-        sync_dir(&feature_dir);
-        switch_current(&feature_dir, &req.version)?;
-        let _ = std::fs::remove_file(&part);
+        let (fd, ver) = (feature_dir.clone(), req.version.clone());
+        blocking(move || switch_current(&fd, &ver)).await?;
         on_step(&Step::Installed);
         Ok(rec)
+    }
+
+    /// After a failed install: a feature with no version and no partial
+    /// download to resume leaves no directory behind.
+    fn tidy(&self, id: &str) {
+        let dir = self.root.join(id);
+        if !dir.is_dir() {
+            return;
+        }
+        let Ok(_lock) = lock(&dir, id) else { return };
+        let downloads_empty =
+            std::fs::read_dir(dir.join(".downloads")).map_or(true, |mut d| d.next().is_none());
+        let has_version = self.versions(id).is_ok_and(|v| !v.is_empty());
+        if downloads_empty && !has_version {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// Every installed version, by id then version.
