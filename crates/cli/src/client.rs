@@ -143,10 +143,7 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 .into_inner()
                 .processes;
             if json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(list.iter().map(process_json).collect())
-                );
+                print_processes_json(&list);
             } else {
                 print_table(&list);
             }
@@ -208,10 +205,7 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 .into_inner()
                 .processes;
             if json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(list.iter().map(process_json).collect())
-                );
+                print_processes_json(&list);
             } else {
                 print_table(&list);
             }
@@ -459,17 +453,66 @@ fn short(d: Duration) -> String {
     }
 }
 
-fn process_json(p: &pb::Process) -> serde_json::Value {
-    json!({
-        "name": p.name, "state": p.state, "desired": p.desired, "source": p.source,
-        "pid": (p.pid > 0).then_some(p.pid), "restarts": p.restarts,
-        "consecutive_failures": p.consecutive_failures,
-        "started_at_ms": (p.started_at_ms > 0).then_some(p.started_at_ms),
-        "since_ms": p.since_ms, "health": p.health, "ports": p.ports,
-        "last_exit": (!p.last_exit.is_empty()).then_some(&p.last_exit),
-        "last_error": p.last_error.as_ref().map(|e| json!({"code": e.code, "message": e.message, "hint": e.hint})),
-        "command": p.command, "args": p.args, "log_dropped_bytes": p.log_dropped_bytes,
-    })
+#[derive(serde::Serialize)]
+struct ErrorOut<'a> {
+    code: &'a str,
+    message: &'a str,
+    hint: &'a str,
+}
+
+/// A process as `--json` prints it: borrowed, so a thousand rows cost no copies.
+#[derive(serde::Serialize)]
+struct ProcessOut<'a> {
+    name: &'a str,
+    state: &'a str,
+    desired: &'a str,
+    source: &'a str,
+    pid: Option<u32>,
+    restarts: u64,
+    consecutive_failures: u32,
+    started_at_ms: Option<i64>,
+    since_ms: i64,
+    health: &'a str,
+    ports: std::collections::BTreeMap<&'a str, u32>,
+    last_exit: Option<&'a str>,
+    last_error: Option<ErrorOut<'a>>,
+    command: &'a str,
+    args: &'a [String],
+    log_dropped_bytes: u64,
+}
+
+fn process_out(p: &pb::Process) -> ProcessOut<'_> {
+    ProcessOut {
+        name: &p.name,
+        state: &p.state,
+        desired: &p.desired,
+        source: &p.source,
+        pid: (p.pid > 0).then_some(p.pid),
+        restarts: p.restarts,
+        consecutive_failures: p.consecutive_failures,
+        started_at_ms: (p.started_at_ms > 0).then_some(p.started_at_ms),
+        since_ms: p.since_ms,
+        health: &p.health,
+        ports: p.ports.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+        last_exit: (!p.last_exit.is_empty()).then_some(p.last_exit.as_str()),
+        last_error: p.last_error.as_ref().map(|e| ErrorOut {
+            code: &e.code,
+            message: &e.message,
+            hint: &e.hint,
+        }),
+        command: &p.command,
+        args: &p.args,
+        log_dropped_bytes: p.log_dropped_bytes,
+    }
+}
+
+/// Processes as one JSON array, written at once.
+fn print_processes_json(list: &[pb::Process]) {
+    let rows: Vec<ProcessOut<'_>> = list.iter().map(process_out).collect();
+    match serde_json::to_string(&rows) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error[IO_ERROR]: cannot encode JSON: {e}"),
+    }
 }
 
 fn print_table(list: &[pb::Process]) {
@@ -530,21 +573,29 @@ fn print_table(list: &[pb::Process]) {
             w[i] = w[i].max(c.chars().count());
         }
     }
-    let line = |cells: [&str; 7]| {
-        let mut s = String::new();
+    // The whole table is written at once: stdout is line-buffered, and a
+    // thousand rows would be a thousand writes.
+    let mut out = String::with_capacity((rows.len() + 1) * 80);
+    let mut line = |cells: [&str; 7]| {
+        let start = out.len();
         for (i, c) in cells.iter().enumerate() {
             if i == 6 {
-                s.push_str(c);
+                out.push_str(c);
             } else {
-                s.push_str(&format!("{c:<width$}  ", width = w[i]));
+                use std::fmt::Write as _;
+                let _ = write!(out, "{c:<width$}  ", width = w[i]);
             }
         }
-        println!("{}", s.trim_end());
+        let trimmed = out[start..].trim_end().len();
+        out.truncate(start + trimmed);
+        out.push('\n');
     };
     line(head);
     for r in &rows {
         line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
     }
+    out.pop();
+    println!("{out}");
 }
 
 fn print_event(e: &pb::Event, json: bool) {

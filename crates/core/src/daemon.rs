@@ -56,11 +56,15 @@ pub struct Want {
     pub desired: Desired,
 }
 
+/// The desired set: name → what is wanted. Values are shared, so copying the
+/// map (for a diff, or to answer a listing) never copies a spec.
+pub type WantMap = BTreeMap<String, Arc<Want>>;
+
 /// A process as the API shows it: what is wanted and what runs.
 #[derive(Debug, Clone)]
 pub struct ProcessView {
     /// The desired side.
-    pub want: Want,
+    pub want: Arc<Want>,
     /// The supervisor's snapshot; `None` when it was never started.
     pub status: Option<ProcessStatus>,
 }
@@ -127,7 +131,7 @@ struct Inner {
     bus: broadcast::Sender<Arc<EventRecord>>,
     sinks: Mutex<Option<Sinks>>,
     settings: Settings,
-    applied: tokio::sync::Mutex<BTreeMap<String, Want>>,
+    applied: tokio::sync::Mutex<WantMap>,
     started_at: SystemTime,
     recovered_killed: usize,
     last_event_id: AtomicI64,
@@ -291,7 +295,10 @@ impl Daemon {
         }
 
         let manager = Manager::with_options(ManagerOptions {
-            event_capacity: 64 * 1024,
+            // The persist task drains this in batches; if it ever falls behind
+            // it resynchronises from the snapshots, so the ring need not be huge
+            // (each slot is preallocated: 8192 slots ≈ 1 MB).
+            event_capacity: 8 * 1024,
             port_range: config.settings.ports()?,
             ..ManagerOptions::default()
         })?;
@@ -394,13 +401,12 @@ impl Daemon {
 
     /// Facts about the daemon.
     pub async fn info(&self) -> DaemonInfo {
+        let states: std::collections::HashMap<Arc<str>, State> =
+            self.inner.manager.states().into_iter().collect();
         let applied = self.inner.applied.lock().await;
         let mut by_state: BTreeMap<String, u32> = BTreeMap::new();
         for name in applied.keys() {
-            let state = match self.inner.manager.status(name) {
-                Ok(s) => s.state.as_str(),
-                Err(_) => "stopped",
-            };
+            let state = states.get(name.as_str()).map_or("stopped", |s| s.as_str());
             *by_state.entry(state.to_string()).or_default() += 1;
         }
         drop(applied);
@@ -428,13 +434,22 @@ impl Daemon {
             Error::new("INVALID_PATTERN", format!("invalid pattern {pat:?}: {e}"))
                 .hint("use *, ? and [..] as in shell globs")
         })?;
+        // One pass over the supervisor's table, not a lookup per name.
+        let mut statuses: std::collections::HashMap<Arc<str>, ProcessStatus> = self
+            .inner
+            .manager
+            .status_all(pat)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (Arc::clone(&s.name), s))
+            .collect();
         let applied = self.inner.applied.lock().await;
         Ok(applied
             .iter()
             .filter(|(n, _)| m.matches(n))
             .map(|(n, w)| ProcessView {
-                want: w.clone(),
-                status: self.inner.manager.status(n).ok(),
+                want: Arc::clone(w),
+                status: statuses.remove(n.as_str()),
             })
             .collect())
     }
@@ -477,7 +492,7 @@ impl Daemon {
             names.push(spec.name.clone());
             desired.insert(
                 spec.name.clone(),
-                Want {
+                Arc::new(Want {
                     spec,
                     source: Source::Api,
                     desired: if start {
@@ -485,7 +500,7 @@ impl Daemon {
                     } else {
                         Desired::Stopped
                     },
-                },
+                }),
             );
         }
         let report = self.apply(desired).await;
@@ -534,7 +549,7 @@ impl Daemon {
         ));
         self.inner.manager.set_global_env(&env)?;
         let applied = self.inner.applied.lock().await.clone();
-        let mut desired: BTreeMap<String, Want> = applied
+        let mut desired: WantMap = applied
             .iter()
             .filter(|(_, w)| w.source == Source::Api)
             .map(|(n, w)| (n.clone(), w.clone()))
@@ -548,11 +563,11 @@ impl Daemon {
                 .unwrap_or(Desired::Running);
             desired.insert(
                 spec.name.clone(),
-                Want {
+                Arc::new(Want {
                     spec,
                     source: Source::Config,
                     desired: desired_state,
-                },
+                }),
             );
         }
         Ok(self.apply(desired).await)
@@ -589,7 +604,7 @@ impl Daemon {
         }
         for n in &names {
             if let Some(w) = applied.get_mut(n) {
-                w.desired = desired;
+                Arc::make_mut(w).desired = desired;
             }
         }
         let store = Arc::clone(&self.inner.store);
@@ -676,7 +691,7 @@ impl Daemon {
         &self,
         config: DaemonConfig,
         records: &[hangar_store::ProcessRecord],
-    ) -> BTreeMap<String, Want> {
+    ) -> WantMap {
         let recorded: BTreeMap<&str, &hangar_store::ProcessRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut out = BTreeMap::new();
@@ -685,11 +700,11 @@ impl Daemon {
                 Ok(spec) => {
                     out.insert(
                         r.name.clone(),
-                        Want {
+                        Arc::new(Want {
                             spec,
                             source: Source::Api,
                             desired: r.desired,
-                        },
+                        }),
                     );
                 }
                 Err(e) => warn!(process = %r.name, "stored spec unreadable, skipped: {e}"),
@@ -703,11 +718,11 @@ impl Daemon {
                 .unwrap_or(Desired::Running);
             out.insert(
                 spec.name.clone(),
-                Want {
+                Arc::new(Want {
                     spec,
                     source: Source::Config,
                     desired,
-                },
+                }),
             );
         }
         out
@@ -715,7 +730,7 @@ impl Daemon {
 
     /// Make what runs match `desired`; the one path for boot, reload and API
     /// changes. The store learns the new desired state before anything moves.
-    async fn apply(&self, desired: BTreeMap<String, Want>) -> ReloadReport {
+    async fn apply(&self, desired: WantMap) -> ReloadReport {
         self.apply_then(desired, None).await
     }
 
@@ -723,7 +738,7 @@ impl Daemon {
     /// the old processes are gone, before the starts complete.
     async fn apply_then(
         &self,
-        desired: BTreeMap<String, Want>,
+        desired: WantMap,
         registered: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> ReloadReport {
         let mut applied = self.inner.applied.lock().await;

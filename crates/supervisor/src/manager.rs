@@ -459,6 +459,20 @@ impl Manager {
         Ok(out)
     }
 
+    /// Name and state of every process: a cheap census, without copying whole
+    /// snapshots. Unordered.
+    pub fn states(&self) -> Vec<(Arc<str>, State)> {
+        match self.inner.ctx.procs.read() {
+            Ok(procs) => procs
+                .iter()
+                .filter_map(|(name, e)| {
+                    Some((Arc::clone(name), e.shared.status.lock().ok()?.state))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// How many processes matching `pattern` are running.
     pub fn count(&self, pattern: &str) -> Result<usize> {
         let matcher = Matcher::new(pattern)?;
