@@ -537,13 +537,13 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
         let rx = stop_rx.clone();
         let incoming = TcpListenerStream::new(l);
         // mTLS alone authenticates at the handshake; a token adds a check per call.
+        // Reflection is served on the socket only, not to the network.
         let task = match auth {
             Some(a) => {
                 let router = builder
                     .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
                     .add_service(EventsServer::with_interceptor(events, a.clone()))
-                    .add_service(DaemonServer::with_interceptor(daemon, a))
-                    .add_service(reflection()?);
+                    .add_service(DaemonServer::with_interceptor(daemon, a));
                 tokio::spawn(async move {
                     if let Err(e) = router
                         .serve_with_incoming_shutdown(incoming, shutdown(rx))
@@ -557,8 +557,7 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
                 let router = builder
                     .add_service(ProcessesServer::with_interceptor(processes, allow))
                     .add_service(EventsServer::with_interceptor(events, allow))
-                    .add_service(DaemonServer::with_interceptor(daemon, allow))
-                    .add_service(reflection()?);
+                    .add_service(DaemonServer::with_interceptor(daemon, allow));
                 tokio::spawn(async move {
                     if let Err(e) = router
                         .serve_with_incoming_shutdown(incoming, shutdown(rx))

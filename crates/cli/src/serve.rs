@@ -47,6 +47,25 @@ pub fn serve(args: ServeArgs) -> u8 {
 
 async fn run(args: ServeArgs) -> Result<u8, Error> {
     let mut sigs = Signals::new()?;
+    // Everything that can refuse the configuration is checked before boot
+    // starts a single process.
+    let pre = match &args.config {
+        Some(p) => hangar_core::config::DaemonConfig::load(p, None)?.settings,
+        None => hangar_core::config::Settings::default(),
+    };
+    let token = pre.grpc_token()?;
+    let http_addr = args.http.clone().unwrap_or(pre.http.clone());
+    let http_addr: Option<SocketAddr> = if http_addr.is_empty() {
+        None
+    } else {
+        Some(http_addr.parse().map_err(|_| {
+            Error::new(
+                "CONFIG_INVALID",
+                format!("--http {http_addr:?} is not an address"),
+            )
+            .hint("write it as 127.0.0.1:9470, or '' to turn HTTP off")
+        })?)
+    };
     let daemon = Daemon::boot(BootOptions {
         data_dir: args.data_dir.clone(),
         config: args.config.clone(),
@@ -60,7 +79,6 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
         .spawn(move || crate::run::log_events(events));
     let settings = daemon.settings().clone();
     let socket = socket_path(&args.data_dir);
-    let token = settings.grpc_token()?;
     let listening = server::serve(
         daemon.clone(),
         ServeOptions {
@@ -83,27 +101,18 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
             return Err(e);
         }
     };
-    let http_addr = args.http.unwrap_or(settings.http.clone());
     let metrics = Arc::new(Metrics::new());
     let feeder = metrics::feed(&daemon, Arc::clone(&metrics));
-    let http = if http_addr.is_empty() {
-        None
-    } else {
-        let addr: SocketAddr = http_addr.parse().map_err(|_| {
-            Error::new(
-                "CONFIG_INVALID",
-                format!("--http {http_addr:?} is not an address"),
-            )
-            .hint("write it as 127.0.0.1:9470, or '' to turn HTTP off")
-        })?;
-        match metrics::serve_http(daemon.clone(), Arc::clone(&metrics), addr).await {
+    let http = match http_addr {
+        None => None,
+        Some(addr) => match metrics::serve_http(daemon.clone(), Arc::clone(&metrics), addr).await {
             Ok(h) => Some(h),
             Err(e) => {
                 listening.stop().await;
                 daemon.shutdown().await;
                 return Err(e);
             }
-        }
+        },
     };
     info!(
         socket = %socket.display(),
@@ -126,15 +135,20 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
                 if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
                     let _ = sd_notify::notify(&[NotifyState::Reloading, now]);
                 }
-                match daemon.reload().await {
-                    Ok(r) => info!(
-                        added = r.added.len(), removed = r.removed.len(),
-                        changed = r.changed.len(), unchanged = r.unchanged.len(),
-                        errors = r.errors.len(), "reloaded"
-                    ),
-                    Err(e) => warn!(code = e.code, "reload refused: {}", render::core_error(&e)),
-                }
-                let _ = sd_notify::notify(&[NotifyState::Ready]);
+                // In a task of its own: the loop keeps petting the watchdog and
+                // hearing signals while the reload waits for starts.
+                let d = daemon.clone();
+                tokio::spawn(async move {
+                    match d.reload().await {
+                        Ok(r) => info!(
+                            added = r.added.len(), removed = r.removed.len(),
+                            changed = r.changed.len(), unchanged = r.unchanged.len(),
+                            errors = r.errors.len(), "reloaded"
+                        ),
+                        Err(e) => warn!(code = e.code, "reload refused: {}", render::core_error(&e)),
+                    }
+                    let _ = sd_notify::notify(&[NotifyState::Ready]);
+                });
             }
             _ = pet.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[NotifyState::Watchdog]);

@@ -208,6 +208,15 @@ impl Settings {
                 );
             }
         }
+        if let Some(addr) = g.tcp {
+            let token = g.token.is_some() || g.token_file.is_some();
+            if token && g.tls_cert.is_none() && !addr.ip().is_loopback() {
+                out.push(format!(
+                    "daemon.grpc.tcp: a bearer token would cross the network in clear text to {addr}; \
+                     add tls_cert and tls_key, or listen on a loopback address"
+                ));
+            }
+        }
         if g.tls_cert.is_some() != g.tls_key.is_some() {
             out.push("daemon.grpc: tls_cert and tls_key go together".to_string());
         }
@@ -350,6 +359,13 @@ name = "a"
         assert!(errs[0].contains("refused"), "{errs:?}");
         let ok = "[daemon.grpc]\ntcp = \"127.0.0.1:9999\"\ntoken = \"s3cret\"\n";
         assert!(DaemonConfig::parse(ok, None).is_ok());
+    }
+
+    #[test]
+    fn a_token_in_clear_text_off_loopback_is_refused() {
+        let src = "[daemon.grpc]\ntcp = \"0.0.0.0:9471\"\ntoken = \"s3cret\"\n";
+        let errs = DaemonConfig::parse(src, None).unwrap_err();
+        assert!(errs[0].contains("clear text"), "{errs:?}");
     }
 
     #[test]

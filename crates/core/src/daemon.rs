@@ -132,6 +132,10 @@ struct Inner {
     sinks: Mutex<Option<Sinks>>,
     settings: Settings,
     applied: tokio::sync::Mutex<WantMap>,
+    /// Held by every change of the desired set (boot, reload, API calls) from
+    /// reading the current set to registering the new one, so two changes never
+    /// build on the same stale copy.
+    changes: tokio::sync::Mutex<()>,
     started_at: SystemTime,
     recovered_killed: usize,
     last_event_id: AtomicI64,
@@ -143,6 +147,8 @@ struct Inner {
     _lock: OwnedFd,
 }
 
+/// How long a change waits for its processes to start before returning.
+const START_WAIT: Duration = Duration::from_secs(10);
 /// Events a slow API subscriber may fall behind by before it loses some.
 const BUS_CAPACITY: usize = 16 * 1024;
 /// Most events written in one transaction.
@@ -272,8 +278,21 @@ impl Daemon {
             let s = Arc::clone(&store);
             blocking(move || s.processes().map_err(Error::from)).await?
         };
+        // Process groups recorded during another boot are not ours to touch:
+        // after a reboot their numbers belong to whoever got them.
+        let boot_file = data_dir.join("boot_id");
+        let this_boot = recovery::boot_id();
+        let same_boot = this_boot.is_some()
+            && std::fs::read_to_string(&boot_file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                == this_boot;
+        if let Some(b) = &this_boot {
+            let _ = std::fs::write(&boot_file, b);
+        }
         let groups: Vec<RecordedGroup> = records
             .iter()
+            .filter(|_| same_boot)
             .filter_map(|r| {
                 Some(RecordedGroup {
                     pgid: r.pgid?,
@@ -283,8 +302,8 @@ impl Daemon {
             .collect();
         let id = supervisor_id.clone();
         let recovered_killed = blocking(move || {
-            let pids = recovery::find_leftovers(&id, &groups);
-            Ok(recovery::kill_leftovers(&pids, Duration::from_secs(5)))
+            let found = recovery::find_leftovers(&id, &groups);
+            Ok(recovery::kill_leftovers(&found, Duration::from_secs(5)))
         })
         .await?;
         if recovered_killed > 0 {
@@ -326,6 +345,7 @@ impl Daemon {
                 sinks: Mutex::new(Some(sinks)),
                 settings: config.settings.clone(),
                 applied: tokio::sync::Mutex::new(BTreeMap::new()),
+                changes: tokio::sync::Mutex::new(()),
                 started_at: SystemTime::now(),
                 recovered_killed,
                 last_event_id: AtomicI64::new(last_event_id),
@@ -351,6 +371,7 @@ impl Daemon {
         let (registered, rx) = tokio::sync::oneshot::channel();
         let d = daemon.clone();
         tokio::spawn(async move {
+            let _change = d.inner.changes.lock().await;
             let report = d.apply_then(desired, Some(registered)).await;
             for (name, e) in &report.errors {
                 warn!(process = %name, code = e.code, "{}", e.message);
@@ -467,6 +488,7 @@ impl Daemon {
     /// Add processes from process-file TOML (one or more `[[process]]` tables).
     /// All or nothing: refused if any is invalid or its name is taken.
     pub async fn add(&self, toml: &str, start: bool) -> Result<Vec<String>> {
+        let _change = self.inner.changes.lock().await;
         let pf = procfile::parse(toml, Some(self.inner.log_dir.clone())).map_err(|errs| {
             let mut e = Error::new(
                 "CONFIG_INVALID",
@@ -504,14 +526,20 @@ impl Daemon {
             );
         }
         let report = self.apply(desired).await;
-        match report.errors.into_iter().next() {
-            Some((_, e)) if start => Err(e),
-            _ => Ok(names),
+        // An error without a name is the store refusing the change: nothing moved.
+        match report
+            .errors
+            .into_iter()
+            .find(|(n, _)| start || n.is_empty())
+        {
+            Some((_, e)) => Err(e),
+            None => Ok(names),
         }
     }
 
     /// Stop a process added through the API and forget it.
     pub async fn remove(&self, name: &str) -> Result<()> {
+        let _change = self.inner.changes.lock().await;
         let mut desired = self.inner.applied.lock().await.clone();
         match desired.get(name) {
             None => return Err(not_found(name)),
@@ -535,6 +563,7 @@ impl Daemon {
 
     /// Re-read the configuration file and apply the difference.
     pub async fn reload(&self) -> Result<ReloadReport> {
+        let _change = self.inner.changes.lock().await;
         let config = match &self.inner.config_path {
             Some(p) => DaemonConfig::load(p, Some(self.inner.log_dir.clone()))?,
             None => DaemonConfig::default(),
@@ -590,6 +619,7 @@ impl Daemon {
     }
 
     async fn act(&self, pattern: &str, desired: Desired, action: Action) -> Result<ActionReport> {
+        let _change = self.inner.changes.lock().await;
         let m = glob::Pattern::new(pattern).map_err(|e| {
             Error::new(
                 "INVALID_PATTERN",
@@ -842,7 +872,10 @@ impl Daemon {
         }
 
         // Starts run concurrently: a process waiting for a dependency must not
-        // hold up the dependency's own start.
+        // hold up the dependency's own start. The caller hears about starts
+        // that settle within START_WAIT; slower ones (a long readiness probe, a
+        // dependency that is stopped) go on in the background and report
+        // through events, so no caller (nor systemd's watchdog) waits forever.
         for spec in to_start {
             let mgr = mgr.clone();
             jobs.spawn(async move {
@@ -850,10 +883,20 @@ impl Daemon {
                 (name, start_one(&mgr, spec).await)
             });
         }
-        while let Some(j) = jobs.join_next().await {
-            if let Ok((name, Err(e))) = j {
-                report.errors.push((name, e));
+        let settled = tokio::time::timeout(START_WAIT, async {
+            while let Some(j) = jobs.join_next().await {
+                if let Ok((name, Err(e))) = j {
+                    report.errors.push((name, e));
+                }
             }
+        })
+        .await;
+        if settled.is_err() {
+            info!(
+                starting = jobs.len(),
+                "processes still starting; their events tell how it ends"
+            );
+            jobs.detach_all();
         }
         for v in [
             &mut report.added,
@@ -873,6 +916,7 @@ impl Daemon {
         use broadcast::error::{RecvError, TryRecvError};
         let mut stop = self.inner.stop.subscribe();
         let mut closing = false;
+        let mut resync = false;
         loop {
             let mut batch: Vec<Event> = Vec::new();
             let mut lagged = false;
@@ -903,30 +947,49 @@ impl Daemon {
                 continue;
             }
             let mut observed: Vec<Observation> = batch.iter().filter_map(observation).collect();
-            if lagged {
+            if lagged || resync {
                 observed.extend(self.snapshot_observations());
+                resync = false;
             }
-            let mut records: Vec<EventRecord> = batch.iter().map(record).collect();
-            let store = Arc::clone(&self.inner.store);
-            let res = tokio::task::spawn_blocking(move || {
-                for o in observed.iter_mut() {
-                    if let Some(pid) = o.pid {
-                        o.pid_start = recovery::stat(pid).map(|s| s.start);
+            let records: Vec<EventRecord> = batch.iter().map(record).collect();
+            // A failed write (disk full, a locked database) is retried a few
+            // times; a batch that still cannot be stored is not announced, and
+            // the next batch resynchronises observed state from the snapshots.
+            let mut stored = None;
+            for attempt in 0..4u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                let (store, mut obs, mut recs) = (
+                    Arc::clone(&self.inner.store),
+                    observed.clone(),
+                    records.clone(),
+                );
+                let write = move || {
+                    // The pid's start time pins its identity for crash recovery.
+                    for o in obs.iter_mut() {
+                        if let Some(pid) = o.pid {
+                            o.pid_start = recovery::stat(pid).map(|s| s.start);
+                        }
                     }
+                    store.apply(&obs, &mut recs).map(|()| recs)
+                };
+                match tokio::task::spawn_blocking(write).await {
+                    Ok(Ok(r)) => {
+                        stored = Some(r);
+                        break;
+                    }
+                    Ok(Err(e)) => warn!(code = e.code(), attempt, "could not persist events: {e}"),
+                    Err(e) => warn!(attempt, "persist task failed: {e}"),
                 }
-                store.apply(&observed, &mut records).map(|()| records)
-            })
-            .await;
-            let records = match res {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    warn!(code = e.code(), "could not persist events: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    warn!("persist task failed: {e}");
-                    continue;
-                }
+            }
+            let Some(records) = stored else {
+                warn!(
+                    events = records.len(),
+                    "events dropped: the store refused them"
+                );
+                resync = true;
+                continue;
             };
             if let Some(last) = records.last() {
                 self.inner.last_event_id.store(last.id, Ordering::Relaxed);
@@ -1003,6 +1066,9 @@ impl Daemon {
     /// restart policy and circuit breaker decided that, and the reconciler must
     /// not fight them.
     pub async fn reconcile_once(&self) {
+        let Ok(_change) = self.inner.changes.try_lock() else {
+            return; // a reload or API change is under way
+        };
         let Ok(applied) = self.inner.applied.try_lock() else {
             return; // a reload or API change is applying right now
         };

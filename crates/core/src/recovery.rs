@@ -4,9 +4,10 @@
 //! A process is a leftover when either
 //! - its environment carries this data dir's `HANGAR_SUPERVISOR_ID` (every child
 //!   the daemon starts gets it, and descendants inherit it), or
-//! - it is in a process group the store recorded, and that group is still the
-//!   same one: its leader is gone (a group id cannot be reused while any member
-//!   lives) or the leader's start time matches the record (the pid was not reused).
+//! - it is in a process group the store recorded during this boot, and the
+//!   group's leader is still the recorded process (its start time matches, so
+//!   the pid was not reused, and a group id cannot be reused while its leader
+//!   lives). A group whose leader is gone proves nothing by its number alone.
 //!
 //! Leftovers get SIGTERM, then SIGKILL after a grace period. Signals go through
 //! pidfds opened after the process was identified and re-checked, so a pid that
@@ -42,6 +43,14 @@ pub struct ProcStat {
     pub start: u64,
 }
 
+/// This boot's id: start times (clock ticks since boot) and process group
+/// numbers from another boot mean nothing.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 /// Fields of `/proc/PID/stat`, or `None` when the process is gone.
 pub fn stat(pid: u32) -> Option<ProcStat> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -68,8 +77,9 @@ fn has_marker(pid: u32, marker: &[u8]) -> bool {
     }
 }
 
-/// Pids of leftovers, per the rules in the module docs. Skips this process.
-pub fn find_leftovers(supervisor_id: &str, groups: &[RecordedGroup]) -> Vec<u32> {
+/// Leftovers, per the rules in the module docs, as (pid, start time). Skips
+/// this process.
+pub fn find_leftovers(supervisor_id: &str, groups: &[RecordedGroup]) -> Vec<(u32, u64)> {
     let me = std::process::id();
     let marker = format!("{SUPERVISOR_ID_ENV}={supervisor_id}").into_bytes();
     let mut procs: HashMap<u32, ProcStat> = HashMap::new();
@@ -86,22 +96,25 @@ pub fn find_leftovers(supervisor_id: &str, groups: &[RecordedGroup]) -> Vec<u32>
             }
         }
     }
+    // A recorded group is provably ours only while its leader is the recorded
+    // process (same start time, same boot): the group id cannot be reused while
+    // the leader lives. Once the leader is gone the number proves nothing (the
+    // group may have died out and the number gone to someone else), so members
+    // of such a group are found by the environment marker alone.
     let live_groups: HashSet<u32> = groups
         .iter()
-        .filter(|g| match procs.get(&g.pgid) {
-            None => true,
-            Some(leader) => g.leader_start == Some(leader.start),
+        .filter(|g| {
+            g.leader_start
+                .is_some_and(|start| procs.get(&g.pgid).is_some_and(|l| l.start == start))
         })
         .map(|g| g.pgid)
         .collect();
-    // A zombie is already dead (only its parent's wait is missing; after a crash
-    // that parent is init, which may reap late): nothing to end, not counted. It
-    // stays in `procs` above, where a zombie leader still pins its group.
-    let mut out: Vec<u32> = procs
+    let in_our_group = |st: &ProcStat| live_groups.contains(&st.pgrp);
+    let mut out: Vec<(u32, u64)> = procs
         .iter()
         .filter(|(_, st)| !matches!(st.state, 'Z' | 'X'))
-        .filter(|(pid, st)| live_groups.contains(&st.pgrp) || has_marker(**pid, &marker))
-        .map(|(pid, _)| *pid)
+        .filter(|(pid, st)| in_our_group(st) || has_marker(**pid, &marker))
+        .map(|(pid, st)| (*pid, st.start))
         .collect();
     out.sort_unstable();
     out
@@ -109,18 +122,18 @@ pub fn find_leftovers(supervisor_id: &str, groups: &[RecordedGroup]) -> Vec<u32>
 
 /// End these processes: SIGTERM, up to `grace` to exit, then SIGKILL. Blocking;
 /// run it off the async threads. Returns how many were signalled.
-pub fn kill_leftovers(pids: &[u32], grace: Duration) -> usize {
-    // Pin each process with a pidfd, then check it is still the one we found.
+pub fn kill_leftovers(found: &[(u32, u64)], grace: Duration) -> usize {
+    // Pin each process with a pidfd, then check it is still the one the scan
+    // found (same start time): a pid recycled since is left alone.
     let mut fds: Vec<OwnedFd> = Vec::new();
-    for &pid in pids {
-        let Some(before) = stat(pid) else { continue };
+    for &(pid, start) in found {
         let Some(p) = Pid::from_raw(pid as i32) else {
             continue;
         };
         let Ok(fd) = pidfd_open(p, PidfdFlags::empty()) else {
             continue;
         };
-        if stat(pid).map(|s| s.start) != Some(before.start) {
+        if stat(pid).map(|s| s.start) != Some(start) {
             continue;
         }
         fds.push(fd);

@@ -221,7 +221,22 @@ enum Attempt {
 impl Downloader {
     /// A downloader with these options.
     pub fn new(opts: DownloadOptions) -> Result<Downloader> {
+        // Redirects are followed only to URLs the policy allows: a mirror must
+        // not be able to bounce a download (or its checksums) to plain HTTP.
+        let allow_http = opts.allow_http;
+        let policy = reqwest::redirect::Policy::custom(move |a| {
+            if a.previous().len() >= 10 {
+                a.error("too many redirects")
+            } else if check_url(a.url().as_str(), allow_http).is_err() || a.url().scheme() == "file"
+            {
+                let msg = format!("refusing a redirect to {}", a.url());
+                a.error(msg)
+            } else {
+                a.follow()
+            }
+        });
         let client = reqwest::Client::builder()
+            .redirect(policy)
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.idle_timeout)
             .user_agent(concat!("hangar/", env!("CARGO_PKG_VERSION")))
