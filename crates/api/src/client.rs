@@ -33,6 +33,13 @@ impl Interceptor for Token {
 
 type Svc = InterceptedService<Channel, Token>;
 
+/// HTTP/2 flow-control windows large enough that a listing of a thousand
+/// processes (~80 KB) arrives without waiting for a WINDOW_UPDATE round trip.
+fn windows(ep: Endpoint) -> Endpoint {
+    ep.initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(2 << 20))
+}
+
 /// PEM files for a TLS connection.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -76,8 +83,8 @@ impl Client {
             .hint("start it with `hangar serve` (same --data-dir / HANGAR_DATA_DIR)")
         };
         // The URI is required by the API but unused: the connector dials the socket.
-        let ep =
-            Endpoint::from_static("http://hangar.sock").connect_timeout(Duration::from_secs(2));
+        let ep = windows(Endpoint::from_static("http://hangar.sock"))
+            .connect_timeout(Duration::from_secs(2));
         let p = path.clone();
         let ch = ep
             .connect_with_connector(tower::service_fn(move |_| {
@@ -103,6 +110,7 @@ impl Client {
         tls: Option<&TlsFiles>,
     ) -> Result<Client, Error> {
         let mut ep = Endpoint::from_shared(url.to_string())
+            .map(windows)
             .map_err(|e| {
                 Error::new("USAGE", format!("invalid API address {url:?}: {e}"))
                     .hint("write it as http://HOST:PORT, or https://HOST:PORT with TLS")

@@ -144,30 +144,33 @@ pub fn process_errors(errs: Vec<(String, Error)>) -> Vec<pb::ProcessError> {
 /// A process view as a message.
 pub fn process(v: &ProcessView) -> pb::Process {
     let spec = &v.want.spec;
+    let s = v.status.as_ref();
     let mut p = pb::Process {
         name: spec.name.clone(),
-        state: "stopped".into(),
+        state: s.map_or("stopped", |s| s.state.as_str()).into(),
         desired: v.want.desired.as_str().into(),
         source: v.want.source.as_str().into(),
         command: spec.command.clone(),
         args: spec.args.clone(),
-        health: "unknown".into(),
+        health: s.map_or("unknown", |s| s.health.status.as_str()).into(),
         ..Default::default()
     };
-    if let Some(s) = &v.status {
-        p.state = s.state.as_str().into();
+    if let Some(s) = s {
         p.pid = s.pid.unwrap_or(0);
         p.restarts = s.restarts;
         p.consecutive_failures = s.consecutive_failures;
         p.started_at_ms = s.started_at.map(ms).unwrap_or(0);
         p.since_ms = ms(s.since);
-        p.health = s.health.status.to_string();
-        p.ports = s
-            .ports
-            .iter()
-            .map(|(k, v)| (k.clone(), u32::from(*v)))
-            .collect();
-        p.last_exit = s.last_exit.map(|x| x.to_string()).unwrap_or_default();
+        if !s.ports.is_empty() {
+            p.ports = s
+                .ports
+                .iter()
+                .map(|(k, v)| (k.clone(), u32::from(*v)))
+                .collect();
+        }
+        if let Some(x) = s.last_exit {
+            p.last_exit = x.to_string();
+        }
         p.last_error = s
             .last_error
             .as_ref()

@@ -474,6 +474,13 @@ fn reflection() -> Result<
         .map_err(|e| Error::new("INTERNAL", format!("reflection: {e}")))
 }
 
+/// Large HTTP/2 windows: a big listing or log batch is not throttled by
+/// WINDOW_UPDATE round trips.
+fn windows(b: Server) -> Server {
+    b.initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(2 << 20))
+}
+
 /// Serve the API on the socket (and TCP when asked). Returns once listening.
 pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
     let (stop, stop_rx) = watch::channel(false);
@@ -486,7 +493,7 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
     let daemon = DaemonSvc { d: d.clone() };
 
     let unix = bind_socket(&opts.socket)?;
-    let router = Server::builder()
+    let router = windows(Server::builder())
         .add_service(ProcessesServer::new(processes.clone()))
         .add_service(EventsServer::new(events.clone()))
         .add_service(DaemonServer::new(daemon.clone()))
@@ -517,7 +524,7 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
             .await
             .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
         tcp_addr = l.local_addr().ok();
-        let mut builder = Server::builder();
+        let mut builder = windows(Server::builder());
         if let Some((cert, key)) = &opts.tls {
             let read = |p: &PathBuf| {
                 std::fs::read(p).map_err(|e| io_err("cannot read TLS file", p.display(), e))

@@ -455,24 +455,26 @@ impl Daemon {
             Error::new("INVALID_PATTERN", format!("invalid pattern {pat:?}: {e}"))
                 .hint("use *, ? and [..] as in shell globs")
         })?;
-        // One pass over the supervisor's table, not a lookup per name.
-        let mut statuses: std::collections::HashMap<Arc<str>, ProcessStatus> = self
+        // One pass over the supervisor's table (sorted by name, like the
+        // desired set), merged with the desired set: no lookup per name.
+        let mut statuses = self
             .inner
             .manager
             .status_all(pat)
             .unwrap_or_default()
             .into_iter()
-            .map(|s| (Arc::clone(&s.name), s))
-            .collect();
+            .peekable();
         let applied = self.inner.applied.lock().await;
-        Ok(applied
-            .iter()
-            .filter(|(n, _)| m.matches(n))
-            .map(|(n, w)| ProcessView {
+        let mut out = Vec::with_capacity(applied.len().min(statuses.len().max(16)));
+        for (n, w) in applied.iter().filter(|(n, _)| m.matches(n)) {
+            while statuses.next_if(|s| *s.name < **n).is_some() {}
+            let status = statuses.next_if(|s| *s.name == **n);
+            out.push(ProcessView {
                 want: Arc::clone(w),
-                status: statuses.remove(n.as_str()),
-            })
-            .collect())
+                status,
+            });
+        }
+        Ok(out)
     }
 
     /// One process.

@@ -258,14 +258,21 @@ pub enum Health {
     Unhealthy,
 }
 
-impl fmt::Display for Health {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Health {
+    /// Lower-case name, e.g. `healthy`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             Health::Unknown => "unknown",
             Health::Healthy => "healthy",
             Health::Degraded => "degraded",
             Health::Unhealthy => "unhealthy",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
