@@ -408,19 +408,28 @@ impl Installer {
             feature_dir.clone(),
             part.clone(),
         );
+        // From here the blocking job owns the staging directory (and removes
+        // it on failure): a caller that drops this future mid-way must not have
+        // the guard delete the tree while the job renames it into place.
+        cleanup.0 = None;
         blocking(move || {
-            let rec_path = st.join(RECORD);
-            std::fs::write(&rec_path, json)
-                .map_err(|e| Error::io("cannot write the install record", &rec_path, e))?;
-            sync_dir(&st);
-            std::fs::rename(&st, &fin)
-                .map_err(|e| Error::io("cannot move the install in place", &fin, e))?;
+            let finish = || {
+                let rec_path = st.join(RECORD);
+                std::fs::write(&rec_path, json)
+                    .map_err(|e| Error::io("cannot write the install record", &rec_path, e))?;
+                sync_dir(&st);
+                std::fs::rename(&st, &fin)
+                    .map_err(|e| Error::io("cannot move the install in place", &fin, e))
+            };
+            if let Err(e) = finish() {
+                let _ = std::fs::remove_dir_all(&st);
+                return Err(e);
+            }
             sync_dir(&fd);
             let _ = std::fs::remove_file(&p);
             Ok(())
         })
         .await?;
-        cleanup.0 = None;
         let (fd, ver) = (feature_dir.clone(), req.version.clone());
         blocking(move || switch_current(&fd, &ver)).await?;
         on_step(&Step::Installed);
