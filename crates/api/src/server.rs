@@ -26,6 +26,9 @@ use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
 use crate::pb::events_server::{Events, EventsServer};
 use crate::pb::processes_server::{Processes, ProcessesServer};
 
+/// Events per history page when a stream replays from an id.
+const REPLAY_PAGE: u32 = 10_000;
+
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The Processes service.
@@ -234,26 +237,42 @@ impl Events for EventsSvc {
         // Subscribe before reading history, then skip live events already sent.
         let mut live = self.d.subscribe();
         let mut sent = f.after_id;
-        let replay = if f.after_id > 0 {
-            self.d
-                .history(EventQuery {
-                    name_glob: (!f.name.is_empty()).then(|| f.name.clone()),
-                    kinds: f.kinds.clone(),
-                    after_id: Some(f.after_id),
-                    limit: Some(100_000),
-                    ..EventQuery::default()
-                })
-                .await
-                .map_err(status)?
-        } else {
-            Vec::new()
+        // Replay is paged forward, oldest first, so a long outage is replayed
+        // whole rather than its newest part only.
+        let replay_from = (f.after_id > 0).then_some(f.after_id);
+        let d = self.d.clone();
+        let page_query = {
+            let f = f.clone();
+            move |after: i64| EventQuery {
+                name_glob: (!f.name.is_empty()).then(|| f.name.clone()),
+                kinds: f.kinds.clone(),
+                after_id: Some(after),
+                limit: Some(REPLAY_PAGE),
+                oldest: true,
+                ..EventQuery::default()
+            }
         };
         let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
         tokio::spawn(async move {
-            for r in &replay {
-                sent = sent.max(r.id);
-                if tx.send(Ok(convert::event(r))).await.is_err() {
-                    return;
+            if let Some(mut after) = replay_from {
+                loop {
+                    let page = match d.history(page_query(after)).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(status(e))).await;
+                            return;
+                        }
+                    };
+                    for r in &page {
+                        after = r.id;
+                        sent = sent.max(r.id);
+                        if tx.send(Ok(convert::event(r))).await.is_err() {
+                            return;
+                        }
+                    }
+                    if page.len() < REPLAY_PAGE as usize {
+                        break;
+                    }
                 }
             }
             loop {
@@ -299,6 +318,7 @@ impl Events for EventsSvc {
                 since_ms: nz(q.since_ms),
                 until_ms: nz(q.until_ms),
                 limit: (q.limit > 0).then_some(q.limit),
+                oldest: false,
             })
             .await
             .map_err(status)?;

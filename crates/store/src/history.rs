@@ -53,6 +53,9 @@ pub struct EventQuery {
     /// [`EventQuery::DEFAULT_LIMIT`]; larger values are capped at
     /// [`EventQuery::MAX_LIMIT`].
     pub limit: Option<u32>,
+    /// Keep the oldest `limit` matches instead of the newest: for paging
+    /// forward through history with `after_id` without skipping any.
+    pub oldest: bool,
 }
 
 impl EventQuery {
@@ -196,7 +199,8 @@ pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecord
         sql.push_str(&conds.join(" AND "));
     }
     args.push(Value::Integer(i64::from(limit)));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let order = if q.oldest { "ASC" } else { "DESC" };
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT ?{}", args.len()));
 
     let raws = conn
         .prepare_cached(&sql)
@@ -209,7 +213,9 @@ pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecord
         .into_iter()
         .map(RawEvent::into_event)
         .collect::<Result<Vec<_>>>()?;
-    out.reverse();
+    if !q.oldest {
+        out.reverse();
+    }
     Ok(out)
 }
 

@@ -668,6 +668,30 @@ fn query_limit_keeps_the_newest_matches_in_ascending_order() {
 }
 
 #[test]
+fn oldest_first_pages_forward_without_skipping() {
+    let (store, evs) = query_fixture();
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = query(
+            &store,
+            EventQuery {
+                after_id: Some(after),
+                limit: Some(5),
+                oldest: true,
+                ..Default::default()
+            },
+        );
+        seen.extend(page.iter().copied());
+        match page.last() {
+            Some(last) if page.len() == 5 => after = *last,
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ids(&evs));
+}
+
+#[test]
 fn query_filters_combine() {
     let (store, evs) = query_fixture();
     let got = query(
@@ -679,6 +703,7 @@ fn query_filters_combine() {
             since_ms: Some(200),
             until_ms: Some(1200),
             limit: Some(3),
+            oldest: false,
         },
     );
     let all = expect(&evs, |e| {
