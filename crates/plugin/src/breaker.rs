@@ -1,0 +1,350 @@
+//! The circuit breaker of the plugin API reference (seed 003), with exactly its
+//! states and thresholds:
+//!
+//! - **Closed**: every request passes. Failures in a row are counted; the
+//!   circuit opens when they reach `failure_threshold` *and* at least
+//!   `min_request_threshold` requests have been seen since the circuit last
+//!   closed (a plugin is not condemned on its first two calls). A success
+//!   resets the count of failures in a row.
+//! - **Open**: every request is refused (`CIRCUIT_1401`) until
+//!   `recovery_timeout` has passed since it opened; the next request then moves
+//!   it to half-open.
+//! - **Half-open**: at most `success_threshold` trial requests are let through
+//!   at once. `success_threshold` successes in a row close the circuit; any
+//!   failure opens it again.
+//!
+//! Time is passed in (`*_at(now)`), so the rules are tested without sleeping;
+//! the plain methods use `Instant::now()`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Breaker settings (seed names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Off: every request passes and nothing is counted.
+    pub enabled: bool,
+    /// Failures in a row that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before a trial.
+    pub recovery_timeout: Duration,
+    /// Requests that must have been seen before the circuit may open.
+    pub min_request_threshold: u32,
+    /// Successes in a row, half-open, that close the circuit.
+    pub success_threshold: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failure_threshold: 5,
+            recovery_timeout: Duration::from_secs(30),
+            min_request_threshold: 3,
+            success_threshold: 2,
+        }
+    }
+}
+
+/// Where the breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Normal operation.
+    Closed,
+    /// Refusing requests.
+    Open,
+    /// Letting a few trial requests through.
+    HalfOpen,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerStats {
+    /// Current state.
+    pub state: BreakerState,
+    /// Failures in a row (closed) or since half-open.
+    pub consecutive_failures: u32,
+    /// Successes in a row while half-open.
+    pub half_open_successes: u32,
+    /// Requests let through since the circuit last closed.
+    pub requests: u64,
+    /// Requests refused, in all.
+    pub rejected: u64,
+    /// Times the circuit opened, in all.
+    pub opened: u64,
+    /// When the last failure was recorded.
+    pub last_failure: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: BreakerState,
+    failures: u32,
+    successes: u32,
+    in_trial: u32,
+    requests: u64,
+    rejected: u64,
+    opened: u64,
+    opened_at: Option<Instant>,
+    last_failure: Option<Instant>,
+}
+
+/// A thread-safe circuit breaker.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    cfg: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker.
+    pub fn new(cfg: BreakerConfig) -> CircuitBreaker {
+        CircuitBreaker {
+            cfg,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                failures: 0,
+                successes: 0,
+                in_trial: 0,
+                requests: 0,
+                rejected: 0,
+                opened: 0,
+                opened_at: None,
+                last_failure: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The state is plain counters: a panic elsewhere cannot leave it torn.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May a request go through now? Counts it if so.
+    pub fn allow(&self) -> bool {
+        self.allow_at(Instant::now())
+    }
+
+    /// [`CircuitBreaker::allow`] at `now`.
+    pub fn allow_at(&self, now: Instant) -> bool {
+        if !self.cfg.enabled {
+            return true;
+        }
+        let mut g = self.lock();
+        if g.state == BreakerState::Open {
+            let due = g
+                .opened_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.recovery_timeout);
+            if !due {
+                g.rejected += 1;
+                return false;
+            }
+            g.state = BreakerState::HalfOpen;
+            g.successes = 0;
+            g.failures = 0;
+            g.in_trial = 0;
+        }
+        if g.state == BreakerState::HalfOpen {
+            if g.in_trial >= self.cfg.success_threshold.max(1) {
+                g.rejected += 1;
+                return false;
+            }
+            g.in_trial += 1;
+        }
+        g.requests += 1;
+        true
+    }
+
+    /// Record a success of a request that was let through.
+    pub fn record_success(&self) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        match g.state {
+            BreakerState::Closed => g.failures = 0,
+            BreakerState::HalfOpen => {
+                g.in_trial = g.in_trial.saturating_sub(1);
+                g.successes += 1;
+                if g.successes >= self.cfg.success_threshold.max(1) {
+                    g.state = BreakerState::Closed;
+                    g.failures = 0;
+                    g.successes = 0;
+                    g.in_trial = 0;
+                    g.requests = 0;
+                }
+            }
+            BreakerState::Open => {}
+        }
+    }
+
+    /// Record a failure of a request that was let through.
+    pub fn record_failure(&self) {
+        self.record_failure_at(Instant::now())
+    }
+
+    /// [`CircuitBreaker::record_failure`] at `now`.
+    pub fn record_failure_at(&self, now: Instant) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let mut g = self.lock();
+        g.last_failure = Some(now);
+        match g.state {
+            BreakerState::Closed => {
+                g.failures += 1;
+                if g.failures >= self.cfg.failure_threshold.max(1)
+                    && g.requests >= u64::from(self.cfg.min_request_threshold)
+                {
+                    Self::open(&mut g, now);
+                }
+            }
+            BreakerState::HalfOpen => Self::open(&mut g, now),
+            BreakerState::Open => {}
+        }
+    }
+
+    fn open(g: &mut Inner, now: Instant) {
+        g.state = BreakerState::Open;
+        g.opened_at = Some(now);
+        g.opened += 1;
+        g.successes = 0;
+        g.in_trial = 0;
+    }
+
+    /// The current state (an open circuit past its timeout still reads open
+    /// until the next request moves it).
+    pub fn state(&self) -> BreakerState {
+        self.lock().state
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BreakerStats {
+        let g = self.lock();
+        BreakerStats {
+            state: g.state,
+            consecutive_failures: g.failures,
+            half_open_successes: g.successes,
+            requests: g.requests,
+            rejected: g.rejected,
+            opened: g.opened,
+            last_failure: g.last_failure,
+        }
+    }
+
+    /// Close the circuit and clear the counters (totals of rejections and
+    /// openings are kept for monitoring).
+    pub fn reset(&self) {
+        let mut g = self.lock();
+        g.state = BreakerState::Closed;
+        g.failures = 0;
+        g.successes = 0;
+        g.in_trial = 0;
+        g.requests = 0;
+        g.opened_at = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> BreakerConfig {
+        BreakerConfig::default()
+    }
+
+    fn fail(b: &CircuitBreaker, now: Instant, n: u32) {
+        for _ in 0..n {
+            assert!(b.allow_at(now));
+            b.record_failure_at(now);
+        }
+    }
+
+    #[test]
+    fn opens_after_threshold_failures_in_a_row() {
+        let b = CircuitBreaker::new(cfg());
+        let t = Instant::now();
+        fail(&b, t, 4);
+        assert_eq!(b.state(), BreakerState::Closed);
+        fail(&b, t, 1);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow_at(t + Duration::from_secs(29)));
+        assert_eq!(b.stats().rejected, 1);
+        assert_eq!(b.stats().opened, 1);
+    }
+
+    #[test]
+    fn a_success_resets_the_run_of_failures() {
+        let b = CircuitBreaker::new(cfg());
+        let t = Instant::now();
+        fail(&b, t, 4);
+        assert!(b.allow_at(t));
+        b.record_success();
+        fail(&b, t, 4);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn minimum_requests_gate_opening() {
+        let b = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 1,
+            min_request_threshold: 3,
+            ..cfg()
+        });
+        let t = Instant::now();
+        fail(&b, t, 2);
+        assert_eq!(b.state(), BreakerState::Closed, "only 2 requests seen");
+        fail(&b, t, 1);
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn half_open_lets_a_few_trials_through_then_closes() {
+        let b = CircuitBreaker::new(cfg());
+        let t = Instant::now();
+        fail(&b, t, 5);
+        let later = t + Duration::from_secs(30);
+        assert!(b.allow_at(later));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.allow_at(later));
+        assert!(
+            !b.allow_at(later),
+            "at most success_threshold trials at once"
+        );
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        b.record_success();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow_at(later));
+    }
+
+    #[test]
+    fn a_failure_half_open_reopens_for_a_full_timeout() {
+        let b = CircuitBreaker::new(cfg());
+        let t = Instant::now();
+        fail(&b, t, 5);
+        let later = t + Duration::from_secs(31);
+        assert!(b.allow_at(later));
+        b.record_failure_at(later);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow_at(later + Duration::from_secs(29)));
+        assert!(b.allow_at(later + Duration::from_secs(30)));
+        assert_eq!(b.stats().opened, 2);
+    }
+
+    #[test]
+    fn reset_and_disabled() {
+        let b = CircuitBreaker::new(cfg());
+        let t = Instant::now();
+        fail(&b, t, 5);
+        b.reset();
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow_at(t));
+        let off = CircuitBreaker::new(BreakerConfig {
+            enabled: false,
+            ..cfg()
+        });
+        fail(&off, t, 50);
+        assert_eq!(off.state(), BreakerState::Closed);
+    }
+}

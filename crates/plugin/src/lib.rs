@@ -1,0 +1,42 @@
+//! `hangar_plugin`: the library a host uses to call out-of-process plugins
+//! (issue 8). So far it holds the resilience policies, each pure logic over an
+//! explicit clock so it is tested without sleeping:
+//!
+//! - [`CircuitBreaker`]: the seed's closed / open / half-open breaker with its
+//!   failure threshold, recovery timeout, minimum requests and half-open
+//!   success threshold, stats and manual reset.
+//! - [`TokenBucket`]: requests per second with a burst.
+//! - [`RetryConfig`]: exponential backoff with ±10 % jitter, retrying only what
+//!   the caller marks retryable.
+//!
+//! The plugin trait, transports (Unix socket, HTTP, gRPC, exec), the manager,
+//! load balancing and hot reload build on these.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use hangar_plugin::{BreakerConfig, BreakerState, CircuitBreaker};
+//!
+//! let b = CircuitBreaker::new(BreakerConfig::default());
+//! let t = Instant::now();
+//! for _ in 0..5 {
+//!     assert!(b.allow_at(t));
+//!     b.record_failure_at(t);
+//! }
+//! assert_eq!(b.state(), BreakerState::Open);
+//! assert!(!b.allow_at(t + Duration::from_secs(1)));
+//! assert!(b.allow_at(t + Duration::from_secs(30))); // a half-open trial
+//! ```
+#![deny(missing_docs)]
+
+mod backoff;
+mod breaker;
+mod rate;
+
+pub use backoff::RetryConfig;
+pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
+pub use rate::{RateLimitConfig, TokenBucket};
+
+/// The seed's error code for a call refused by an open circuit.
+pub const CIRCUIT_OPEN: &str = "CIRCUIT_1401";
+/// The seed's error code for a call refused by the rate limit.
+pub const RATE_LIMITED: &str = "RATELIMIT_1501";
