@@ -8,6 +8,9 @@
 //! - [`TokenBucket`]: requests per second with a burst.
 //! - [`RetryConfig`]: exponential backoff with ±10 % jitter, retrying only what
 //!   the caller marks retryable.
+//! - [`Guard`]: the three composed around a call with a per-attempt deadline, in
+//!   a documented order (rate limit, then per attempt breaker and deadline,
+//!   then retry on [`ErrorKind::is_retryable`] errors), with the seed's codes.
 //!
 //! The plugin trait, transports (Unix socket, HTTP, gRPC, exec), the manager,
 //! load balancing and hot reload build on these.
@@ -30,13 +33,12 @@
 
 mod backoff;
 mod breaker;
+mod error;
+mod guard;
 mod rate;
 
 pub use backoff::RetryConfig;
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
+pub use error::{Error, ErrorKind};
+pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
-
-/// The seed's error code for a call refused by an open circuit.
-pub const CIRCUIT_OPEN: &str = "CIRCUIT_1401";
-/// The seed's error code for a call refused by the rate limit.
-pub const RATE_LIMITED: &str = "RATELIMIT_1501";
