@@ -8,12 +8,14 @@
 //! - [`TokenBucket`]: requests per second with a burst.
 //! - [`RetryConfig`]: exponential backoff with ±10 % jitter, retrying only what
 //!   the caller marks retryable.
+//! - [`Balancer`]: the seven strategies, enable/disable, stats with success
+//!   rate, average latency and health score, and an ordered failover list.
 //! - [`Guard`]: the three composed around a call with a per-attempt deadline, in
 //!   a documented order (rate limit, then per attempt breaker and deadline,
 //!   then retry on [`ErrorKind::is_retryable`] errors), with the seed's codes.
 //!
-//! The plugin trait, transports (Unix socket, HTTP, gRPC, exec), the manager,
-//! load balancing and hot reload build on these.
+//! The plugin trait, transports (Unix socket, HTTP, gRPC, exec), the manager
+//! and hot reload build on these.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -32,12 +34,14 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod balance;
 mod breaker;
 mod error;
 mod guard;
 mod rate;
 
 pub use backoff::RetryConfig;
+pub use balance::{Balancer, MemberStats, Strategy};
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
 pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
