@@ -201,13 +201,14 @@ impl Balancer {
             }
             Strategy::LeastLatency => {
                 let mut v = up.clone();
+                // Members never measured sort first, so they get measured.
                 v.sort_by_key(|&i| {
                     let n = ms[i].requests.load(Ordering::Relaxed);
-                    if n == 0 {
-                        0
-                    } else {
-                        ms[i].latency_total_us.load(Ordering::Relaxed) / n
-                    }
+                    ms[i]
+                        .latency_total_us
+                        .load(Ordering::Relaxed)
+                        .checked_div(n)
+                        .unwrap_or(0)
                 });
                 v
             }
