@@ -1,6 +1,8 @@
 //! `hangar run` and `hangar check`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use hangar_supervisor::{Event, EventKind, Manager, ProcessSpec, State};
@@ -97,9 +99,14 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
     // Logging runs on a thread of its own: if stderr blocks (a full pipe, a slow
     // terminal), only this thread waits, and the runtime keeps supervising.
     let events = manager.subscribe();
+    // A second receiver tells, at the end, which event was emitted last, so
+    // the final stop events are logged before hangar exits.
+    let mut tally = manager.subscribe();
+    let logged = Arc::new(AtomicU64::new(0));
+    let logged_by_thread = Arc::clone(&logged);
     let _ = std::thread::Builder::new()
         .name("hangar-events".into())
-        .spawn(move || log_events(events));
+        .spawn(move || log_events_counted(events, &logged_by_thread));
 
     if let Some(dir) = &log_dir {
         info!(dir = %dir.display(), "process output goes to log files");
@@ -132,6 +139,7 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
     let shutdown = manager.shutdown();
     tokio::select! {
         () = shutdown => {
+            wait_logged(&mut tally, &logged).await;
             info!(took_ms = t1.elapsed().as_millis() as u64, "all processes stopped");
             exit::OK
         }
@@ -167,13 +175,39 @@ async fn start_entry(m: &Manager, spec: ProcessSpec) -> (usize, usize) {
     counts
 }
 
-pub(crate) fn log_events(mut rx: tokio::sync::broadcast::Receiver<Event>) {
+pub(crate) fn log_events(rx: tokio::sync::broadcast::Receiver<Event>) {
+    log_events_counted(rx, &AtomicU64::new(0));
+}
+
+/// Log events; `logged` holds one more than the last sequence number logged.
+fn log_events_counted(mut rx: tokio::sync::broadcast::Receiver<Event>, logged: &AtomicU64) {
     loop {
         match rx.blocking_recv() {
-            Ok(ev) => log_event(&ev),
+            Ok(ev) => {
+                log_event(&ev);
+                logged.store(ev.seq + 1, Ordering::Release);
+            }
             Err(RecvError::Lagged(n)) => warn!(lost = n, "event log fell behind; events skipped"),
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// Wait (briefly) until the log thread has logged every event emitted so far.
+async fn wait_logged(tally: &mut tokio::sync::broadcast::Receiver<Event>, logged: &AtomicU64) {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut last = None;
+    loop {
+        match tally.try_recv() {
+            Ok(ev) => last = Some(ev.seq),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    let Some(last) = last else { return };
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    while logged.load(Ordering::Acquire) <= last && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
