@@ -264,7 +264,10 @@ impl Installer {
         let feature_dir = self.root.join(&req.id);
         std::fs::create_dir_all(feature_dir.join(".downloads"))
             .map_err(|e| Error::io("cannot create the feature directory", &feature_dir, e))?;
-        let _lock = lock(&feature_dir, &req.id)?;
+        let _lock = {
+            let (fd, id) = (feature_dir.clone(), req.id.clone());
+            blocking(move || lock(&fd, &id)).await?
+        };
         let final_dir = feature_dir.join(&req.version);
         if let Some(mut rec) = read_record(&final_dir) {
             let (fd, ver) = (feature_dir.clone(), req.version.clone());
@@ -620,15 +623,23 @@ fn lock(feature_dir: &Path, id: &str) -> Result<OwnedFd> {
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| Error::io("cannot open the lock file", &path, e.into()))?;
-    flock(&fd, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        Error::new(
-            ErrorKind::InProgress,
-            format!("another process is installing or removing {id}"),
-        )
-        .with("lock", path.display())
-        .hint("wait for it to finish and try again")
-    })?;
-    Ok(fd)
+    // A held lock may be only a moment's: a process forking (to exec
+    // something else) shares our descriptor until its exec closes it. Look
+    // again a few times before calling it another installer's.
+    for attempt in 0..20 {
+        if flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            return Ok(fd);
+        }
+        if attempt < 19 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    Err(Error::new(
+        ErrorKind::InProgress,
+        format!("another process is installing or removing {id}"),
+    )
+    .with("lock", path.display())
+    .hint("wait for it to finish and try again"))
 }
 
 fn read_record(dir: &Path) -> Option<Installed> {
