@@ -838,35 +838,14 @@ impl Daemon {
             return report;
         }
 
-        // Removed and changed processes go first, all at once (the supervisor
-        // stops dependents before their dependencies within one call).
+        // Removed and changed processes go first, then those to stop; each set
+        // dependents before their dependencies, as the supervisor orders them.
         let mgr = &self.inner.manager;
+        let removing: std::collections::BTreeSet<String> = to_remove.into_iter().collect();
+        mgr.remove_many(&removing).await;
+        let stopping: std::collections::BTreeSet<String> = to_stop.into_iter().collect();
+        mgr.stop_many(&stopping, None).await;
         let mut jobs = tokio::task::JoinSet::new();
-        for name in to_remove {
-            let mgr = mgr.clone();
-            jobs.spawn(async move {
-                let r = match mgr.remove(&name, None).await {
-                    Err(e) if e.code() == "PROCESS_NOT_FOUND" => Ok(()),
-                    r => r.map_err(Error::from),
-                };
-                (name, r)
-            });
-        }
-        for name in to_stop {
-            let mgr = mgr.clone();
-            jobs.spawn(async move {
-                let r = match mgr.stop(&name, None).await {
-                    Err(e) if e.code() == "PROCESS_NOT_FOUND" => Ok(()),
-                    r => r.map_err(Error::from),
-                };
-                (name, r)
-            });
-        }
-        while let Some(j) = jobs.join_next().await {
-            if let Ok((name, Err(e))) = j {
-                report.errors.push((name, e));
-            }
-        }
         *applied = desired;
         drop(applied);
         if let Some(tx) = registered {

@@ -353,6 +353,54 @@ impl Manager {
         Ok(names.into_iter().collect())
     }
 
+    /// Stop these processes (they stay registered), dependents before their
+    /// dependencies: each batch at once, waited for before the next. Names not
+    /// registered are skipped.
+    pub async fn stop_many(&self, names: &BTreeSet<String>, timeout: Option<Duration>) {
+        self.in_dependency_order(names, |reply| Command::Stop { timeout, reply })
+            .await;
+    }
+
+    /// Stop and forget these processes, dependents before their dependencies.
+    /// They leave the table at once (a start of the same name registers a new
+    /// process); each batch is stopped at once and waited for before the next.
+    pub async fn remove_many(&self, names: &BTreeSet<String>) {
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Ok(mut procs) = self.inner.ctx.procs.write() {
+            for n in names {
+                if let Some(e) = procs.remove(n.as_str()) {
+                    if let Ok(spec) = e.shared.spec.lock() {
+                        deps.insert(n.clone(), spec.depends_on.keys().cloned().collect());
+                    }
+                    entries.insert(n.clone(), e);
+                }
+            }
+        }
+        let present: BTreeSet<String> = entries.keys().cloned().collect();
+        for batch in stop_batches(&present, &deps) {
+            let mut waits = Vec::with_capacity(batch.len());
+            for name in &batch {
+                if let Some(entry) = entries.get(name.as_str()) {
+                    let (reply, rx) = oneshot::channel();
+                    if entry
+                        .tx
+                        .send(Command::Remove {
+                            timeout: None,
+                            reply,
+                        })
+                        .is_ok()
+                    {
+                        waits.push(rx);
+                    }
+                }
+            }
+            for rx in waits {
+                let _ = rx.await;
+            }
+        }
+    }
+
     /// Send a stop-like command to `names`, dependents before their dependencies:
     /// each batch is stopped concurrently, and waited for before the next.
     async fn in_dependency_order(

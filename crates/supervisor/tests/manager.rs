@@ -243,3 +243,34 @@ async fn spec_validation_lists_every_problem() {
         "an invalid spec must not be registered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_many_stops_dependents_first_and_forgets_them() {
+    use hangar_supervisor::{Condition, EventKind};
+    let m = Manager::new().unwrap();
+    let mk = marker();
+    let db = never("rm-db", "sleep", &[&mk]);
+    let mut app = never("rm-app", "sleep", &[&mk]);
+    app.depends_on.insert("rm-db".into(), Condition::Started);
+    m.start(db).await.unwrap();
+    m.start(app).await.unwrap();
+    let mut events = m.subscribe();
+    let names: std::collections::BTreeSet<String> = ["rm-db".to_string(), "rm-app".to_string()]
+        .into_iter()
+        .collect();
+    m.remove_many(&names).await;
+    assert!(m.names().is_empty(), "{:?}", m.names());
+    assert!(pids_with(&mk).is_empty());
+    // The dependent stopped before its dependency was even asked to stop.
+    let mut order = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if let EventKind::State {
+            to: State::Stopping,
+            ..
+        } = ev.kind
+        {
+            order.push(ev.name.to_string());
+        }
+    }
+    assert_eq!(order, ["rm-app", "rm-db"]);
+}
