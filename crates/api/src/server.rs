@@ -197,7 +197,9 @@ impl Processes for ProcessesSvc {
                 }
                 tokio::select! {
                     r = mgr.wait_output(&name, cursor) => if r.is_err() {
-                        // Removed: its log is gone with it.
+                        // Removed, or replaced by a reload: follow the new
+                        // process from its first line once it is registered.
+                        cursor = 0;
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     },
                     _ = tx.closed() => return,

@@ -68,6 +68,8 @@ pub(crate) struct ProcessLog {
     dropped: AtomicU64,
     /// Woken after every chunk, for followers ([`crate::Manager::wait_output`]).
     pub(crate) more: tokio::sync::Notify,
+    /// Set when the process is removed: followers stop waiting on this log.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct LogInner {
@@ -89,6 +91,7 @@ impl ProcessLog {
             }),
             dropped: AtomicU64::new(0),
             more: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -114,6 +117,17 @@ impl ProcessLog {
             Ok(g) => g.tail.since(after, max_lines),
             Err(_) => (after, Vec::new()),
         }
+    }
+
+    /// The process was removed: wake every follower for good.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.more.notify_waiters();
+    }
+
+    /// Whether [`ProcessLog::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Number of the last complete line.

@@ -370,6 +370,7 @@ impl Manager {
         if let Ok(mut procs) = self.inner.ctx.procs.write() {
             for n in names {
                 if let Some(e) = procs.remove(n.as_str()) {
+                    e.shared.log.close();
                     if let Ok(spec) = e.shared.spec.lock() {
                         deps.insert(n.clone(), spec.depends_on.keys().cloned().collect());
                     }
@@ -479,6 +480,7 @@ impl Manager {
             let mut procs = self.inner.ctx.procs.write().map_err(|_| poisoned())?;
             procs.remove(name).ok_or_else(|| not_found(name))?
         };
+        entry.shared.log.close();
         let (reply, rx) = oneshot::channel();
         if entry.tx.send(Command::Remove { timeout, reply }).is_ok() {
             let _ = rx.await;
@@ -569,7 +571,9 @@ impl Manager {
     }
 
     /// Resolves once `name` has written a line numbered above `after` (see
-    /// [`Manager::tail_since`]). Woken by the log thread, not polled.
+    /// [`Manager::tail_since`]). Woken by the log thread, not polled. Fails with
+    /// `PROCESS_NOT_FOUND` once the process is removed (or replaced by a new
+    /// one of the same name, whose output starts again at line 1).
     pub async fn wait_output(&self, name: &str, after: u64) -> Result<()> {
         let log = {
             let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
@@ -580,6 +584,9 @@ impl Manager {
             let more = log.more.notified();
             tokio::pin!(more);
             more.as_mut().enable();
+            if log.is_closed() {
+                return Err(not_found(name));
+            }
             if log.last_line() > after {
                 return Ok(());
             }
@@ -611,6 +618,9 @@ impl Manager {
         })
         .await;
         if let Ok(mut procs) = self.inner.ctx.procs.write() {
+            for e in procs.values() {
+                e.shared.log.close();
+            }
             procs.clear();
         }
     }

@@ -274,3 +274,21 @@ async fn remove_many_stops_dependents_first_and_forgets_them() {
     }
     assert_eq!(order, ["rm-app", "rm-db"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_learns_that_its_process_was_removed() {
+    let m = Manager::new().unwrap();
+    let mk = marker();
+    m.start(never("quiet", "sleep", &[&mk])).await.unwrap();
+    let follower = {
+        let m = m.clone();
+        tokio::spawn(async move { m.wait_output("quiet", 0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    m.remove("quiet", None).await.unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follower must wake up")
+        .unwrap();
+    assert_eq!(res.unwrap_err().code(), "PROCESS_NOT_FOUND");
+}
