@@ -697,6 +697,22 @@ args = ["-c", "trap '' TERM; sleep 1000"]
     assert_eq!(r.code, Some(2), "{r:?}");
     assert!(r.stderr.contains("CONFIG_INVALID"), "{r:?}");
     assert!(!w.ps().contains_key("nocmd"));
+    // A process that cannot start takes the whole add back: nothing stays.
+    let broken = w.write(
+        "broken.toml",
+        "[[process]]\nname = \"ok-one\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
+         [[process]]\nname = \"no-such\"\ncommand = \"/nonexistent/hangar-test-binary\"\n",
+    );
+    let r = w.cli(&["add", broken.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("PROCESS_START_FAILED"), "{r:?}");
+    assert!(r.stderr.contains("nothing was added"), "{r:?}");
+    let ps = w.ps();
+    assert!(
+        !ps.contains_key("ok-one") && !ps.contains_key("no-such"),
+        "{ps:?}"
+    );
+    assert!(!w.by_name().contains_key("ok-one"), "ok-one still runs");
     let r = w.cli(&["remove", "extra-1"]);
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stdout.contains("removed extra-1"), "{r:?}");

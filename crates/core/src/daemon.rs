@@ -488,7 +488,8 @@ impl Daemon {
     }
 
     /// Add processes from process-file TOML (one or more `[[process]]` tables).
-    /// All or nothing: refused if any is invalid or its name is taken.
+    /// All or nothing: refused if any is invalid or its name is taken, and taken
+    /// back if one of them fails to start (within the start wait).
     pub async fn add(&self, toml: &str, start: bool) -> Result<Vec<String>> {
         let _change = self.inner.changes.lock().await;
         let pf = procfile::parse(toml, Some(self.inner.log_dir.clone())).map_err(|errs| {
@@ -502,7 +503,8 @@ impl Daemon {
             }
             e
         })?;
-        let mut desired = self.inner.applied.lock().await.clone();
+        let before = self.inner.applied.lock().await.clone();
+        let mut desired = before.clone();
         let mut names = Vec::new();
         for spec in pf.processes.into_iter().flat_map(expand) {
             if desired.contains_key(&spec.name) {
@@ -529,11 +531,24 @@ impl Daemon {
         }
         let report = self.apply(desired).await;
         // An error without a name is the store refusing the change: nothing moved.
+        // A process that failed to start takes the whole add back with it: all
+        // or nothing, no record or port left behind.
         match report
             .errors
             .into_iter()
             .find(|(n, _)| start || n.is_empty())
         {
+            Some((n, e)) if !n.is_empty() => {
+                let undo = self.apply(before).await;
+                for (name, err) in undo.errors {
+                    warn!(process = %name, code = err.code, "could not take back a failed add: {}", err.message);
+                }
+                let hint = format!(
+                    "{}; nothing was added",
+                    e.hint.as_deref().unwrap_or("fix the process definition")
+                );
+                Err(e.hint(hint))
+            }
             Some((_, e)) => Err(e),
             None => Ok(names),
         }
