@@ -14,8 +14,12 @@
 //!   a documented order (rate limit, then per attempt breaker and deadline,
 //!   then retry on [`ErrorKind::is_retryable`] errors), with the seed's codes.
 //!
-//! The plugin trait, transports (Unix socket, HTTP, gRPC, exec), the manager
-//! and hot reload build on these.
+//! - [`unix`]: the Unix-socket transport (length-prefixed JSON with the seed's
+//!   message shapes, calls correlated by request id on one connection) with its
+//!   server SDK ([`unix::Handler`], [`unix::serve`]).
+//!
+//! The other transports (HTTP, gRPC, exec), the manager and hot reload build
+//! on these.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -39,6 +43,7 @@ mod breaker;
 mod error;
 mod guard;
 mod rate;
+pub mod unix;
 
 pub use backoff::RetryConfig;
 pub use balance::{Balancer, MemberStats, Strategy};
