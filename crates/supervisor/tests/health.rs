@@ -161,7 +161,7 @@ async fn a_closed_port_never_gets_ready_and_times_out() {
     assert_eq!(err.code(), "READINESS_TIMEOUT", "{err}");
     let st = m.status("deaf").unwrap();
     assert_eq!(st.state, State::Exited, "policy never: not restarted");
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
     // Not being up yet is not unhealthy: no health change was announced.
     while let Ok(ev) = rx.try_recv() {
         assert!(!matches!(ev.kind, EventKind::Health { .. }), "{ev:?}");
@@ -215,7 +215,7 @@ async fn exec_probes_time_out_and_leave_nothing_behind() {
     assert_eq!(m.status("exec-ready").unwrap().state, State::Running);
     let _ = std::fs::remove_file(&flag);
     m.shutdown().await;
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,5 +386,5 @@ async fn completed_successfully_and_broken_dependencies() {
     assert!(err.message().contains("exit code 4"), "{err}");
     assert_eq!(m.status("main2").unwrap().state, State::Failed);
     m.shutdown().await;
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
 }

@@ -63,7 +63,12 @@ async fn child_ignoring_sigterm_is_killed_after_timeout() {
     assert_eq!(st.state, State::Stopped);
     assert_eq!(st.last_exit.unwrap().signal, Some(9));
     assert!(!alive(pid));
-    assert!(pids_with(&mk).is_empty(), "the sleep inside survived");
+    // SIGKILL went to the whole group; under load the kernel may take a moment
+    // to finish the sleep off.
+    assert!(
+        eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await,
+        "the sleep inside survived"
+    );
     m.shutdown().await;
 }
 
@@ -163,7 +168,7 @@ async fn missing_executable_fails_only_its_own_process() {
     assert_eq!(err.code(), "PROCESS_START_FAILED");
     assert!(err.hint().unwrap().contains("executable"), "{err}");
     m.shutdown().await;
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +187,7 @@ async fn duplicate_and_unknown_names_are_errors() {
     assert_eq!(pids_with(&mk).len(), 1);
     m.remove("one", None).await.unwrap();
     assert!(m.status("one").is_err());
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
     let bad = ProcessSpec::new("", "");
     assert_eq!(m.start(bad).await.unwrap_err().code(), "INVALID_SPEC");
     m.shutdown().await;
@@ -211,7 +216,7 @@ async fn respawn_after_sigkill_and_restart_by_hand() {
     assert_ne!(Some(new_pid), ev.pid);
     assert_eq!(pids_with(&mk), vec![new_pid]);
     m.shutdown().await;
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,7 +260,7 @@ async fn remove_many_stops_dependents_first_and_forgets_them() {
         .collect();
     m.remove_many(&names).await;
     assert!(m.names().is_empty(), "{:?}", m.names());
-    assert!(pids_with(&mk).is_empty());
+    assert!(eventually(Duration::from_secs(2), || pids_with(&mk).is_empty()).await);
     // The dependent stopped before its dependency was even asked to stop.
     let mut order = Vec::new();
     while let Ok(ev) = events.try_recv() {
