@@ -139,9 +139,11 @@ async fn a_long_run_resets_the_backoff() {
             }
         }
     }
+    // Measured between event receipts, which can lag the timer by a little:
+    // the point is that no wait grew to 3 s.
     for w in &waits {
         assert!(
-            *w >= Duration::from_millis(300) && *w < Duration::from_millis(1500),
+            *w >= Duration::from_millis(250) && *w < Duration::from_millis(1500),
             "{waits:?}"
         );
     }
