@@ -100,9 +100,8 @@ impl Default for Metrics {
 impl Metrics {
     /// Empty families, registered.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("hangar");
-        let m = Metrics {
-            registry: Registry::default(),
+        let mut m = Metrics {
+            registry: Registry::with_prefix("hangar"),
             processes: Family::default(),
             starts: Family::default(),
             restarts: Family::default(),
@@ -120,46 +119,50 @@ impl Metrics {
             totals: Default::default(),
             born: Instant::now(),
         };
-        registry.register("processes", "Processes by state", m.processes.clone());
-        registry.register("process_starts", "Process spawns", m.starts.clone());
-        registry.register(
+        m.registry
+            .register("processes", "Processes by state", m.processes.clone());
+        m.registry
+            .register("process_starts", "Process spawns", m.starts.clone());
+        m.registry.register(
             "process_restarts",
             "Restarts by the restart policy",
             m.restarts.clone(),
         );
-        registry.register(
+        m.registry.register(
             "process_failures",
             "Runs that ended in failure (backoff or failed)",
             m.failures.clone(),
         );
-        registry.register("health_checks", "Health checks by result", m.checks.clone());
-        registry.register(
+        m.registry
+            .register("health_checks", "Health checks by result", m.checks.clone());
+        m.registry.register(
             "launch_duration_seconds",
             "Time from spawn to running (readiness passed)",
             m.launch.clone(),
         );
-        registry.register(
+        m.registry.register(
             "uptime_seconds",
             "Time since the daemon started",
             m.uptime.clone(),
         );
-        registry.register("events", "Events stored", m.events.clone());
-        registry.register(
+        m.registry
+            .register("events", "Events stored", m.events.clone());
+        m.registry.register(
             "sink_delivered",
             "Events a history sink delivered",
             m.sink_delivered.clone(),
         );
-        registry.register(
+        m.registry.register(
             "sink_dropped",
             "Events a history sink dropped",
             m.sink_dropped.clone(),
         );
-        registry.register(
+        m.registry.register(
             "sink_failed_attempts",
             "Failed delivery attempts of a history sink",
             m.sink_failed.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     /// Account for one stored event.
@@ -217,8 +220,9 @@ impl Metrics {
         c.inc_by(if now >= last { now - last } else { now });
     }
 
-    /// Refresh snapshot-based families from the daemon.
-    async fn refresh(&self, d: &Daemon) {
+    /// Refresh snapshot-based families from the daemon; returns the daemon
+    /// facts it read, for callers that show them too.
+    async fn refresh(&self, d: &Daemon) -> hangar_core::DaemonInfo {
         self.uptime.set(self.born.elapsed().as_secs_f64());
         let info = d.info().await;
         for s in STATES {
@@ -244,7 +248,7 @@ impl Metrics {
                 self.bump(key, n, &self.checks.get_or_create(&l));
             }
         }
-        for s in info.sinks {
+        for s in &info.sinks {
             let l = SinkLabel {
                 sink: s.name.clone(),
             };
@@ -264,11 +268,12 @@ impl Metrics {
                 &self.sink_failed.get_or_create(&l),
             );
         }
+        info
     }
 
     /// The text exposition.
     pub async fn text(&self, d: &Daemon) -> String {
-        self.refresh(d).await;
+        let _ = self.refresh(d).await;
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -276,8 +281,7 @@ impl Metrics {
 
     /// The same figures as JSON, with launch percentiles.
     pub async fn json(&self, d: &Daemon) -> serde_json::Value {
-        self.refresh(d).await;
-        let info = d.info().await;
+        let info = self.refresh(d).await;
         let mut recent: Vec<f64> = self
             .recent
             .lock()

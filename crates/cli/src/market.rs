@@ -225,12 +225,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let latest;
             let version = match version {
                 Some("latest") => {
-                    let d = Downloader::new(DownloadOptions {
-                        allow_http,
-                        ..DownloadOptions::default()
-                    })
-                    .map_err(Error::from)?;
-                    latest = catalog::latest_version(&e.manifest, &d).await?;
+                    latest = catalog::latest_version(&e.manifest, inst.downloader()).await?;
                     latest.as_str()
                 }
                 Some(v) => v,

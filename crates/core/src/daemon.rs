@@ -947,43 +947,39 @@ impl Daemon {
                 observed.extend(self.snapshot_observations());
                 resync = false;
             }
-            let records: Vec<EventRecord> = batch.iter().map(record).collect();
+            let mut records: Vec<EventRecord> = batch.iter().map(record).collect();
+            let events = records.len();
             // A failed write (disk full, a locked database) is retried a few
-            // times; a batch that still cannot be stored is not announced, and
-            // the next batch resynchronises observed state from the snapshots.
-            let mut stored = None;
-            for attempt in 0..4u32 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                let (store, mut obs, mut recs) = (
-                    Arc::clone(&self.inner.store),
-                    observed.clone(),
-                    records.clone(),
-                );
-                let write = move || {
-                    // The pid's start time pins its identity for crash recovery.
-                    for o in obs.iter_mut() {
-                        if let Some(pid) = o.pid {
-                            o.pid_start = recovery::stat(pid).map(|s| s.start);
-                        }
+            // times on the blocking thread; a batch that still cannot be stored
+            // is not announced, and the next batch resynchronises observed state
+            // from the snapshots.
+            let store = Arc::clone(&self.inner.store);
+            let write = move || {
+                // The pid's start time pins its identity for crash recovery.
+                for o in observed.iter_mut() {
+                    if let Some(pid) = o.pid {
+                        o.pid_start = recovery::stat(pid).map(|s| s.start);
                     }
-                    store.apply(&obs, &mut recs).map(|()| recs)
-                };
-                match tokio::task::spawn_blocking(write).await {
-                    Ok(Ok(r)) => {
-                        stored = Some(r);
-                        break;
-                    }
-                    Ok(Err(e)) => warn!(code = e.code(), attempt, "could not persist events: {e}"),
-                    Err(e) => warn!(attempt, "persist task failed: {e}"),
                 }
-            }
+                for attempt in 0..4u32 {
+                    if attempt > 0 {
+                        std::thread::sleep(Duration::from_millis(100 << attempt));
+                    }
+                    match store.apply(&observed, &mut records) {
+                        Ok(()) => return Some(records),
+                        Err(e) => warn!(code = e.code(), attempt, "could not persist events: {e}"),
+                    }
+                }
+                None
+            };
+            let stored = tokio::task::spawn_blocking(write)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!("persist task failed: {e}");
+                    None
+                });
             let Some(records) = stored else {
-                warn!(
-                    events = records.len(),
-                    "events dropped: the store refused them"
-                );
+                warn!(events, "events dropped: the store refused them");
                 resync = true;
                 continue;
             };

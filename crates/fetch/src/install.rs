@@ -187,6 +187,12 @@ impl Installer {
         self
     }
 
+    /// The downloader it uses (for other fetches under the same policy, such
+    /// as asking a releases API for the newest version).
+    pub fn downloader(&self) -> &Downloader {
+        &self.downloader
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
