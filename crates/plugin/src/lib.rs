@@ -43,6 +43,7 @@ mod breaker;
 mod error;
 mod guard;
 mod rate;
+mod transport;
 pub mod unix;
 
 pub use backoff::RetryConfig;
@@ -51,3 +52,4 @@ pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
 pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
+pub use transport::{BoxFuture, CallContext, CallKind, Transport};

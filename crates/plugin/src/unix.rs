@@ -305,3 +305,26 @@ impl UnixClient {
         })
     }
 }
+
+impl crate::transport::Transport for UnixClient {
+    fn kind(&self) -> &'static str {
+        "unix"
+    }
+
+    fn call(
+        &self,
+        kind: crate::transport::CallKind,
+        data: Value,
+        ctx: crate::transport::CallContext,
+    ) -> crate::transport::BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(async move {
+            UnixClient::call(self, kind.as_str(), data, ctx.headers, ctx.timeout).await
+        })
+    }
+
+    fn close(&self) -> crate::transport::BoxFuture<'_, ()> {
+        // The connection's tasks end when the last clone of the client drops;
+        // pending callers learn it through their dropped senders.
+        Box::pin(async {})
+    }
+}

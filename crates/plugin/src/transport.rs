@@ -1,0 +1,85 @@
+//! The seam between the resilience layers and the wire: every transport
+//! (Unix socket, HTTP, gRPC, exec) is a [`Transport`], so the manager, the
+//! balancer and the guard never know which one they drive.
+//!
+//! A transport carries one [`CallKind`] with a JSON payload and a
+//! [`CallContext`] (request id, headers, deadline) and answers with the
+//! plugin's JSON result or a typed [`Error`]. It is object safe: the manager
+//! holds `Arc<dyn Transport>`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// A boxed, sendable future (what object-safe async methods return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a call asks of the plugin; the seed's message `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallKind {
+    /// Run the plugin's operation on the payload.
+    Execute,
+    /// Liveness of the connection; the answer carries no data.
+    Ping,
+    /// The plugin's self-description (name, version, capabilities).
+    Info,
+    /// The plugin's own view of its health.
+    Health,
+}
+
+impl CallKind {
+    /// The wire name (`execute`, `ping`, `info`, `health`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Execute => "execute",
+            CallKind::Ping => "ping",
+            CallKind::Info => "info",
+            CallKind::Health => "health",
+        }
+    }
+
+    /// Parse a wire name.
+    pub fn parse(s: &str) -> Option<CallKind> {
+        Some(match s {
+            "execute" => CallKind::Execute,
+            "ping" => CallKind::Ping,
+            "info" => CallKind::Info,
+            "health" => CallKind::Health,
+            _ => return None,
+        })
+    }
+}
+
+/// Per-call context every transport carries to the plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// Correlates the call end to end (logs, tracing, responses).
+    pub request_id: String,
+    /// Headers (auth, trace context, caller metadata).
+    pub headers: HashMap<String, String>,
+    /// How long the caller waits for this attempt.
+    pub timeout: Duration,
+}
+
+/// One way of reaching a plugin.
+pub trait Transport: Send + Sync + 'static {
+    /// The transport's name: `unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec`.
+    fn kind(&self) -> &'static str;
+
+    /// Send one call and wait for its answer, at most `ctx.timeout`.
+    fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>>;
+
+    /// Release connections and child processes. Idempotent; calls after
+    /// `close` fail with a transport error.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
