@@ -30,6 +30,8 @@ pub enum ErrorKind {
     /// The caller passed a value the store cannot keep: spec text that is not JSON,
     /// a number beyond SQLite's signed 64-bit range.
     InvalidInput,
+    /// A write would break a uniqueness rule (an instance name already taken).
+    Conflict,
 }
 
 impl ErrorKind {
@@ -42,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Io => "STORE_IO",
             ErrorKind::Corrupt => "STORE_CORRUPT",
             ErrorKind::InvalidInput => "STORE_INVALID_INPUT",
+            ErrorKind::Conflict => "STORE_CONFLICT",
         }
     }
 
@@ -62,6 +65,7 @@ impl ErrorKind {
                 "the database holds data this hangar cannot read; restore it from a backup or move it away to start afresh"
             }
             ErrorKind::InvalidInput => "this is a bug in the caller; the store was not changed",
+            ErrorKind::Conflict => "pick another name; the store was not changed",
         }
     }
 }

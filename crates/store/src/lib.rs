@@ -72,11 +72,13 @@
 
 mod error;
 mod history;
+mod instances;
 mod records;
 mod schema;
 mod store;
 
 pub use error::{Error, ErrorKind, Result};
 pub use history::{EventQuery, EventRecord};
+pub use instances::InstanceRow;
 pub use records::{Desired, Observation, ParseEnumError, ProcessRecord, Source};
 pub use store::Store;

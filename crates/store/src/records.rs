@@ -17,6 +17,8 @@ pub enum Source {
     Config,
     /// Created through the API; kept until removed through the API.
     Api,
+    /// The process of a feature instance; it lives and dies with the instance.
+    Instance,
 }
 
 impl Source {
@@ -25,6 +27,7 @@ impl Source {
         match self {
             Source::Config => "config",
             Source::Api => "api",
+            Source::Instance => "instance",
         }
     }
 }
@@ -38,12 +41,13 @@ impl fmt::Display for Source {
 impl FromStr for Source {
     type Err = ParseEnumError;
 
-    /// Parses `"config"` or `"api"` (exactly, lowercase).
+    /// Parses `"config"`, `"api"` or `"instance"` (exactly, lowercase).
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         match s {
             "config" => Ok(Source::Config),
             "api" => Ok(Source::Api),
-            _ => Err(ParseEnumError::new("source", s, "config, api")),
+            "instance" => Ok(Source::Instance),
+            _ => Err(ParseEnumError::new("source", s, "config, api, instance")),
         }
     }
 }

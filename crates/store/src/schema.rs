@@ -44,6 +44,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_name_id ON events (name, id);
     CREATE INDEX events_at_ms ON events (at_ms);",
+    // 2: feature instances. The record body is the caller's JSON; the columns
+    // beside it are what lookups and uniqueness need.
+    "CREATE TABLE instances (
+        id         TEXT PRIMARY KEY NOT NULL,
+        name       TEXT NOT NULL UNIQUE,
+        feature    TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL DEFAULT 0
+    );",
 ];
 
 /// The schema version this build writes and understands.

@@ -158,6 +158,28 @@ impl Store {
         records::all(&self.conn()).map_err(|e| self.at(e))
     }
 
+    /// Inserts or replaces an instance record (by id). `STORE_CONFLICT` when
+    /// another instance has the name; `STORE_INVALID_INPUT` when the body is not
+    /// JSON.
+    pub fn put_instance(&self, row: &crate::InstanceRow) -> Result<()> {
+        crate::instances::put(&self.conn(), row).map_err(|e| self.at(e))
+    }
+
+    /// One instance record by id.
+    pub fn instance(&self, id: &str) -> Result<Option<crate::InstanceRow>> {
+        crate::instances::get(&self.conn(), id).map_err(|e| self.at(e))
+    }
+
+    /// Every instance record, ordered by name.
+    pub fn instances(&self) -> Result<Vec<crate::InstanceRow>> {
+        crate::instances::all(&self.conn()).map_err(|e| self.at(e))
+    }
+
+    /// Deletes an instance record; `false` when there was none.
+    pub fn remove_instance(&self, id: &str) -> Result<bool> {
+        crate::instances::remove(&self.conn(), id).map_err(|e| self.at(e))
+    }
+
     /// One transaction: update observed columns of each named process (rows that
     /// do not exist are skipped, not created), then insert the events, setting
     /// each event's `id` to its new row id. Either all or nothing: on error nothing

@@ -970,3 +970,55 @@ fn errors_render_code_message_context_and_hint() {
     assert!(!err.hint().is_empty());
     assert_eq!(err.message(), "the spec is not valid JSON");
 }
+
+#[test]
+fn instance_records_round_trip_keep_names_unique_and_survive_reopen() {
+    use hangar_store::InstanceRow;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hangar.db");
+    let row = |id: &str, name: &str| InstanceRow {
+        id: id.into(),
+        name: name.into(),
+        feature: "tor".into(),
+        state: "queued".into(),
+        body: format!(r#"{{"id":"{id}","name":"{name}"}}"#),
+        updated_ms: 7,
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.put_instance(&row("i-1", "a")).unwrap();
+        s.put_instance(&row("i-2", "b")).unwrap();
+        // Another id under a taken name is refused, and nothing changes.
+        let err = s.put_instance(&row("i-3", "a")).unwrap_err();
+        assert_eq!(err.code(), "STORE_CONFLICT", "{err}");
+        assert!(s.instance("i-3").unwrap().is_none());
+        // Updating by id may keep or change the name.
+        let mut r = row("i-1", "a");
+        r.state = "running".into();
+        s.put_instance(&r).unwrap();
+        // A body that is not JSON is refused.
+        let mut bad = row("i-4", "d");
+        bad.body = "{".into();
+        assert_eq!(
+            s.put_instance(&bad).unwrap_err().code(),
+            "STORE_INVALID_INPUT"
+        );
+        // The process of an instance is recorded with its own source.
+        s.put_process("inst-a", Source::Instance, "{}", Desired::Running)
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let all = s.instances().unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(s.instance("i-1").unwrap().unwrap().state, "running");
+    assert_eq!(
+        s.process("inst-a").unwrap().unwrap().source,
+        Source::Instance
+    );
+    assert!(s.remove_instance("i-2").unwrap());
+    assert!(!s.remove_instance("i-2").unwrap());
+    assert_eq!(s.instances().unwrap().len(), 1);
+}
