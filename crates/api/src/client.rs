@@ -16,6 +16,7 @@ use tonic::{Request, Status};
 
 use crate::pb::daemon_client::DaemonClient;
 use crate::pb::events_client::EventsClient;
+use crate::pb::instances_client::InstancesClient;
 use crate::pb::processes_client::ProcessesClient;
 
 /// Adds the bearer token, when there is one, to every call.
@@ -60,13 +61,16 @@ pub struct Client {
     pub events: EventsClient<Svc>,
     /// Daemon service.
     pub daemon: DaemonClient<Svc>,
+    /// Feature instances.
+    pub instances: InstancesClient<Svc>,
 }
 
 fn make(ch: Channel, token: Token) -> Client {
     Client {
         processes: ProcessesClient::with_interceptor(ch.clone(), token.clone()),
         events: EventsClient::with_interceptor(ch.clone(), token.clone()),
-        daemon: DaemonClient::with_interceptor(ch, token),
+        daemon: DaemonClient::with_interceptor(ch.clone(), token.clone()),
+        instances: InstancesClient::with_interceptor(ch, token),
     }
 }
 

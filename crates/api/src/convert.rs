@@ -77,37 +77,36 @@ pub fn error(st: &Status) -> Error {
     e
 }
 
-/// Codes are `&'static str` in [`Error`]; map the ones a daemon sends back to
-/// the same statics, and anything unknown to a generic one (the message keeps
-/// the detail).
+/// Codes are `&'static str` in [`Error`]. A code the daemon sends back is
+/// interned: each distinct code is leaked once, so the set stays as small as
+/// the daemon's vocabulary of codes. Text that does not look like a code (upper
+/// case, digits and `_`, at most 64 bytes) becomes a generic one; the message
+/// keeps the detail.
 fn known_code(c: &str) -> &'static str {
-    const CODES: &[&str] = &[
-        "PROCESS_NOT_FOUND",
-        "DUPLICATE_NAME",
-        "CONFIG_INVALID",
-        "CONFIG_UNREADABLE",
-        "INVALID_SPEC",
-        "INVALID_PATTERN",
-        "DEPENDENCY_CYCLE",
-        "DEPENDENCY_FAILED",
-        "PROCESS_FROM_CONFIG",
-        "SHUTTING_DOWN",
-        "PROCESS_START_FAILED",
-        "MAX_ERRORS_EXCEEDED",
-        "HEALTH_CHECK_FAILED",
-        "READINESS_TIMEOUT",
-        "PORT_UNAVAILABLE",
-        "IO_ERROR",
-        "UNAUTHENTICATED",
-        "STORE_IO",
-        "STORE_CORRUPT",
-        "INTERNAL",
-    ];
-    CODES
-        .iter()
-        .find(|k| **k == c)
-        .copied()
-        .unwrap_or("API_ERROR")
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    if c.is_empty()
+        || c.len() > 64
+        || !c
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return "API_ERROR";
+    }
+    let set = CODES.get_or_init(Default::default);
+    let mut set = set
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(k) = set.get(c) {
+        return k;
+    }
+    if set.len() >= 4096 {
+        return "API_ERROR";
+    }
+    let k: &'static str = Box::leak(c.to_string().into_boxed_str());
+    set.insert(k);
+    k
 }
 
 fn ms(t: std::time::SystemTime) -> i64 {
@@ -191,5 +190,48 @@ pub fn event(r: &EventRecord) -> pb::Event {
         from: r.from.clone(),
         to: r.to.clone(),
         detail_json: r.detail.to_string(),
+    }
+}
+
+/// An instance on the wire.
+pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
+    pb::Instance {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        feature: i.feature.clone(),
+        version: i.version.clone(),
+        mode: i.mode.clone().unwrap_or_default(),
+        state: i.state.as_str().to_string(),
+        step: i.step.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        error: i.error.as_ref().map(|e| pb::ErrorInfo {
+            code: e.code.clone(),
+            message: e.message.clone(),
+            context: e
+                .step
+                .map(|s| format!("step={}", s.as_str()))
+                .unwrap_or_default(),
+            hint: e.hint.clone().unwrap_or_default(),
+        }),
+        ports: i
+            .ports
+            .iter()
+            .map(|(k, v)| (k.clone(), u32::from(*v)))
+            .collect(),
+        bind: i.bind.clone(),
+        process: i.process.clone(),
+        tenant: i.tenant.clone().unwrap_or_default(),
+        session: i.session.clone().unwrap_or_default(),
+        isolation: serde_json::to_value(i.isolation)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        config_file: i
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        json: serde_json::to_string(i).unwrap_or_default(),
+        created_ms: i.created_ms,
+        updated_ms: i.updated_ms,
     }
 }

@@ -24,6 +24,7 @@ use crate::convert::{self, status};
 use crate::pb;
 use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
 use crate::pb::events_server::{Events, EventsServer};
+use crate::pb::instances_server::{Instances, InstancesServer};
 use crate::pb::processes_server::{Processes, ProcessesServer};
 
 /// Events per history page when a stream replays from an id.
@@ -47,6 +48,135 @@ pub struct EventsSvc {
 #[derive(Clone)]
 pub struct DaemonSvc {
     d: Daemon,
+}
+
+/// The Instances service.
+#[derive(Clone)]
+pub struct InstancesSvc {
+    d: Daemon,
+}
+
+fn options(json: &str) -> Result<serde_json::Map<String, serde_json::Value>, Status> {
+    if json.trim().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(status(
+            Error::new("CONFIG_BAD_OPTIONS", "options must be a JSON object")
+                .hint("pass options as key=value pairs, or a JSON object"),
+        )),
+        Err(e) => Err(status(
+            Error::new("CONFIG_BAD_OPTIONS", format!("options are not JSON: {e}"))
+                .hint("pass options as key=value pairs, or a JSON object"),
+        )),
+    }
+}
+
+fn some(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl Instances for InstancesSvc {
+    async fn create(
+        &self,
+        req: Request<pb::CreateInstanceRequest>,
+    ) -> Result<Response<pb::CreateInstanceReply>, Status> {
+        let r = req.into_inner();
+        let c = self
+            .d
+            .create_instance(hangar_core::CreateRequest {
+                options: options(&r.options_json)?,
+                feature: r.feature,
+                name: some(r.name),
+                mode: some(r.mode),
+                tenant: some(r.tenant),
+                session: some(r.session),
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateInstanceReply {
+            instance: Some(convert::instance(&c.instance)),
+            reused: c.reused,
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::InstanceRef>) -> Result<Response<pb::Instance>, Status> {
+        let i = self
+            .d
+            .instance(&req.into_inner().id_or_name)
+            .map_err(status)?;
+        Ok(Response::new(convert::instance(&i)))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<pb::ListInstancesRequest>,
+    ) -> Result<Response<pb::InstanceList>, Status> {
+        Ok(Response::new(pb::InstanceList {
+            instances: self
+                .d
+                .instance_list()
+                .iter()
+                .map(convert::instance)
+                .collect(),
+        }))
+    }
+
+    async fn start(&self, req: Request<pb::InstanceRef>) -> Result<Response<pb::Instance>, Status> {
+        let i = self
+            .d
+            .start_instance(&req.into_inner().id_or_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::instance(&i)))
+    }
+
+    async fn stop(&self, req: Request<pb::InstanceRef>) -> Result<Response<pb::Instance>, Status> {
+        let i = self
+            .d
+            .stop_instance(&req.into_inner().id_or_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::instance(&i)))
+    }
+
+    async fn restart(
+        &self,
+        req: Request<pb::InstanceRef>,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let i = self
+            .d
+            .restart_instance(&req.into_inner().id_or_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::instance(&i)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::InstanceRef>,
+    ) -> Result<Response<pb::DeleteInstanceReply>, Status> {
+        self.d
+            .delete_instance(&req.into_inner().id_or_name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteInstanceReply {}))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateInstanceRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let r = req.into_inner();
+        let i = self
+            .d
+            .update_instance(&r.id_or_name, some(r.mode), options(&r.options_json)?)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::instance(&i)))
+    }
 }
 
 fn action_reply(r: hangar_core::ActionReport) -> pb::ActionReply {
@@ -513,12 +643,14 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
     let processes = ProcessesSvc { d: d.clone() };
     let events = EventsSvc { d: d.clone() };
     let daemon = DaemonSvc { d: d.clone() };
+    let instances = InstancesSvc { d: d.clone() };
 
     let unix = bind_socket(&opts.socket)?;
     let router = windows(Server::builder())
         .add_service(ProcessesServer::new(processes.clone()))
         .add_service(EventsServer::new(events.clone()))
         .add_service(DaemonServer::new(daemon.clone()))
+        .add_service(InstancesServer::new(instances.clone()))
         .add_service(reflection()?);
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -572,7 +704,8 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
                 let router = builder
                     .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
                     .add_service(EventsServer::with_interceptor(events, a.clone()))
-                    .add_service(DaemonServer::with_interceptor(daemon, a));
+                    .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
+                    .add_service(InstancesServer::with_interceptor(instances, a));
                 tokio::spawn(async move {
                     if let Err(e) = router
                         .serve_with_incoming_shutdown(incoming, shutdown(rx))
@@ -586,7 +719,8 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
                 let router = builder
                     .add_service(ProcessesServer::with_interceptor(processes, allow))
                     .add_service(EventsServer::with_interceptor(events, allow))
-                    .add_service(DaemonServer::with_interceptor(daemon, allow));
+                    .add_service(DaemonServer::with_interceptor(daemon, allow))
+                    .add_service(InstancesServer::with_interceptor(instances, allow));
                 tokio::spawn(async move {
                     if let Err(e) = router
                         .serve_with_incoming_shutdown(incoming, shutdown(rx))

@@ -59,6 +59,7 @@ fn pki(dir: &Path, client_ca: &str) -> Pki {
 
 async fn daemon(dir: &Path) -> Daemon {
     Daemon::boot(BootOptions {
+        catalogs: Vec::new(),
         data_dir: dir.join("data"),
         config: None,
     })

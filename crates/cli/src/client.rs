@@ -120,14 +120,14 @@ fn code_for(e: &Error) -> u8 {
     }
 }
 
-async fn connect(t: &Target) -> Result<Client, Error> {
+pub(crate) async fn connect(t: &Target) -> Result<Client, Error> {
     match &t.addr {
         Some(a) => Client::tcp(a, t.token.as_deref(), t.tls.as_ref()).await,
         None => Client::unix(&hangar_core::socket_path(&t.data_dir)).await,
     }
 }
 
-fn api(s: tonic::Status) -> Error {
+pub(crate) fn api(s: tonic::Status) -> Error {
     convert::error(&s)
 }
 

@@ -6,6 +6,7 @@
 //! with a code, context and hint.
 
 mod client;
+mod instance;
 mod market;
 mod render;
 mod run;
@@ -225,6 +226,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Feature instances: create, start, stop, restart, delete, update, ls, show.
+    #[command(subcommand)]
+    Instance(instance::InstanceCmd),
 }
 
 #[derive(Subcommand)]
@@ -300,6 +304,7 @@ fn main() -> ExitCode {
             data_dir: data_dir.clone(),
             config,
             http,
+            catalogs: market::catalogs_from_env(cli.catalogs),
         }),
         Command::Catalog(c) => {
             let cmd = match c {
@@ -348,6 +353,9 @@ fn main() -> ExitCode {
                     key: cli.tls_key,
                 }),
             };
+            if let Command::Instance(cmd) = other {
+                return ExitCode::from(instance::run(target, cmd));
+            }
             let cmd = match other {
                 Command::Ps { pattern, json } => client::Cmd::Ps {
                     pattern: pattern.unwrap_or_default(),
@@ -403,6 +411,7 @@ fn main() -> ExitCode {
                 },
                 Command::Remove { name, json } => client::Cmd::Remove { name, json },
                 Command::Run(_)
+                | Command::Instance(_)
                 | Command::Check { .. }
                 | Command::Serve { .. }
                 | Command::Catalog(_)

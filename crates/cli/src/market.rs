@@ -339,7 +339,7 @@ fn print_entries(entries: &[&Entry], json: bool) {
 
 /// Install progress: a bar with bytes, rate and ETA on a terminal; plain lines
 /// (at most one per second) otherwise; nothing with `--json`.
-struct Bar {
+pub(crate) struct Bar {
     bar: Option<ProgressBar>,
     plain: bool,
     label: String,
@@ -347,7 +347,7 @@ struct Bar {
 }
 
 impl Bar {
-    fn new(label: &str, quiet: bool) -> Bar {
+    pub(crate) fn new(label: &str, quiet: bool) -> Bar {
         let tty = std::io::stderr().is_terminal();
         let bar = (!quiet && tty).then(|| {
             let b = ProgressBar::new(0);
@@ -370,7 +370,7 @@ impl Bar {
         }
     }
 
-    fn step(&self, s: &Step) {
+    pub(crate) fn step(&self, s: &Step) {
         match s {
             Step::Download(p) => {
                 if let Some(b) = &self.bar {
@@ -406,7 +406,7 @@ impl Bar {
         }
     }
 
-    fn finish(&self, ok: bool) {
+    pub(crate) fn finish(&self, ok: bool) {
         if let Some(b) = &self.bar {
             if ok {
                 b.finish_and_clear();

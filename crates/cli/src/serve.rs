@@ -24,6 +24,8 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     /// `Some("")` turns HTTP off; `None` takes the config's (default 127.0.0.1:9470).
     pub http: Option<String>,
+    /// Catalog directories for instances (`--catalog`, `$HANGAR_CATALOG`).
+    pub catalogs: Vec<PathBuf>,
 }
 
 pub fn serve(args: ServeArgs) -> u8 {
@@ -69,6 +71,7 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     let daemon = Daemon::boot(BootOptions {
         data_dir: args.data_dir.clone(),
         config: args.config.clone(),
+        catalogs: args.catalogs.clone(),
     })
     .await?;
     // Process events go to hangar's own log, from a thread of its own (as in

@@ -67,6 +67,8 @@ pub struct Settings {
     pub sink: Vec<SinkConfig>,
     /// Ports handed to processes that ask for named ports, `"20000-29999"`.
     pub port_range: String,
+    /// Feature instances.
+    pub instances: InstanceSettings,
 }
 
 impl Default for Settings {
@@ -78,6 +80,42 @@ impl Default for Settings {
             history: HistorySettings::default(),
             sink: Vec::new(),
             port_range: "20000-29999".to_string(),
+            instances: InstanceSettings::default(),
+        }
+    }
+}
+
+/// `[daemon.instances]`: where features come from and how instances live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceSettings {
+    /// Catalog directories (first match wins); empty: the built-in catalog.
+    /// `hangar serve --catalog` / `$HANGAR_CATALOG` take precedence.
+    pub catalog: Vec<PathBuf>,
+    /// Allow plain `http://` downloads from hosts that are not loopback.
+    pub allow_http: bool,
+    /// Install features whose manifest has no checksum.
+    pub allow_unverified: bool,
+    /// Per-session instances unused for this long are deleted.
+    #[serde(deserialize_with = "duration")]
+    pub session_ttl: Duration,
+    /// How long a new instance may take from process start to healthy.
+    #[serde(deserialize_with = "duration")]
+    pub ready_timeout: Duration,
+    /// Quick crashes in a row before an instance's process is given up on
+    /// (and a create fails).
+    pub start_retries: u32,
+}
+
+impl Default for InstanceSettings {
+    fn default() -> Self {
+        InstanceSettings {
+            catalog: Vec::new(),
+            allow_http: false,
+            allow_unverified: false,
+            session_ttl: Duration::from_secs(30 * 60),
+            ready_timeout: Duration::from_secs(60),
+            start_retries: 3,
         }
     }
 }

@@ -37,12 +37,15 @@ use crate::recovery::{self, RecordedGroup, SUPERVISOR_ID_ENV};
 use crate::sinks::{SinkStats, Sinks};
 
 /// Where and how to boot.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BootOptions {
     /// The data dir: store, socket, logs.
     pub data_dir: PathBuf,
     /// The configuration file, if any.
     pub config: Option<PathBuf>,
+    /// Catalog directories instances come from (first match wins); empty: the
+    /// `[daemon.instances] catalog` setting, else the built-in catalog.
+    pub catalogs: Vec<PathBuf>,
 }
 
 /// One process the daemon keeps, as it wants it.
@@ -119,31 +122,35 @@ pub struct DaemonInfo {
 /// The daemon. Cheap to clone.
 #[derive(Clone)]
 pub struct Daemon {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    data_dir: PathBuf,
+pub(crate) struct Inner {
+    pub(crate) data_dir: PathBuf,
     config_path: Option<PathBuf>,
-    log_dir: PathBuf,
-    manager: Manager,
-    store: Arc<Store>,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) manager: Manager,
+    pub(crate) store: Arc<Store>,
     bus: broadcast::Sender<Arc<EventRecord>>,
+    /// Events the daemon itself makes (instances, installs): they go through
+    /// the persist task like the supervisor's, stored before announced.
+    own_events: tokio::sync::mpsc::UnboundedSender<EventRecord>,
+    pub(crate) instances: crate::instances::Instances,
     sinks: Mutex<Option<Sinks>>,
-    settings: Settings,
-    applied: tokio::sync::Mutex<WantMap>,
+    pub(crate) settings: Settings,
+    pub(crate) applied: tokio::sync::Mutex<WantMap>,
     /// Held by every change of the desired set (boot, reload, API calls) from
     /// reading the current set to registering the new one, so two changes never
     /// build on the same stale copy.
-    changes: tokio::sync::Mutex<()>,
+    pub(crate) changes: tokio::sync::Mutex<()>,
     started_at: SystemTime,
     recovered_killed: usize,
     last_event_id: AtomicI64,
     /// The newest stored event id when this daemon booted: events after it are
     /// this daemon's own.
     boot_event_id: i64,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     _lock: OwnedFd,
 }
 
@@ -154,7 +161,7 @@ const BUS_CAPACITY: usize = 16 * 1024;
 /// Most events written in one transaction.
 const BATCH: usize = 2048;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -189,7 +196,9 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("hangar.sock")
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::new("INTERNAL", format!("blocking task failed: {e}")))?
@@ -334,6 +343,12 @@ impl Daemon {
         };
         let (bus, _) = broadcast::channel(BUS_CAPACITY);
         let (stop, _) = watch::channel(false);
+        let (own_events, own_rx) = tokio::sync::mpsc::unbounded_channel();
+        let instances = crate::instances::Instances::open(
+            &data_dir,
+            &config.settings.instances,
+            &opts.catalogs,
+        )?;
         let daemon = Daemon {
             inner: Arc::new(Inner {
                 data_dir,
@@ -342,6 +357,8 @@ impl Daemon {
                 manager,
                 store,
                 bus,
+                own_events,
+                instances,
                 sinks: Mutex::new(Some(sinks)),
                 settings: config.settings.clone(),
                 applied: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -357,16 +374,25 @@ impl Daemon {
         };
         // Subscribe before the first start so no event escapes the store.
         let events = daemon.inner.manager.subscribe();
-        let persister = tokio::spawn(daemon.clone().persist(events));
+        let persister = tokio::spawn(daemon.clone().persist(events, own_rx));
         let reconciler = tokio::spawn(daemon.clone().reconcile_loop());
+        let reaper = tokio::spawn(daemon.clone().reap_loop());
         if let Ok(mut t) = daemon.inner.tasks.lock() {
             t.push(persister);
             t.push(reconciler);
+            t.push(reaper);
         }
 
         // Boot is a reload from empty. The desired set is applied (and recorded)
         // before boot returns; the starts finish in the background, so the API
         // comes up at once and shows them starting.
+        // Instances a killed daemon left half-made are taken back before the
+        // desired set is computed, so their processes are not started.
+        let dropped = daemon.recover_instances().await;
+        let records: Vec<_> = records
+            .into_iter()
+            .filter(|r| !dropped.contains(&r.name))
+            .collect();
         let desired = daemon.desired_from(config, &records);
         let (registered, rx) = tokio::sync::oneshot::channel();
         let d = daemon.clone();
@@ -412,6 +438,28 @@ impl Daemon {
     /// miss none of them.
     pub fn boot_event_id(&self) -> i64 {
         self.inner.boot_event_id
+    }
+
+    /// Store and announce an event the daemon itself makes (instances,
+    /// installs), through the same pipeline as the supervisor's.
+    pub(crate) fn emit(
+        &self,
+        name: &str,
+        kind: &str,
+        from: &str,
+        to: &str,
+        detail: serde_json::Value,
+    ) {
+        let _ = self.inner.own_events.send(EventRecord {
+            id: 0,
+            at_ms: now_ms(),
+            name: name.to_string(),
+            pid: None,
+            kind: kind.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            detail,
+        });
     }
 
     /// Query the event history.
@@ -568,6 +616,14 @@ impl Daemon {
                 .with("process", name)
                 .hint("delete it from the configuration file and run `hangar reload`"))
             }
+            Some(w) if w.source == Source::Instance => {
+                return Err(Error::new(
+                    "PROCESS_OF_INSTANCE",
+                    format!("{name:?} is the process of a feature instance"),
+                )
+                .with("process", name)
+                .hint("delete the instance with `hangar instance delete`"))
+            }
             Some(_) => {}
         }
         desired.remove(name);
@@ -597,7 +653,7 @@ impl Daemon {
         let applied = self.inner.applied.lock().await.clone();
         let mut desired: WantMap = applied
             .iter()
-            .filter(|(_, w)| w.source == Source::Api)
+            .filter(|(_, w)| w.source != Source::Config)
             .map(|(n, w)| (n.clone(), w.clone()))
             .collect();
         for spec in config.processes.into_iter().flat_map(expand) {
@@ -742,7 +798,7 @@ impl Daemon {
         let recorded: BTreeMap<&str, &hangar_store::ProcessRecord> =
             records.iter().map(|r| (r.name.as_str(), r)).collect();
         let mut out = BTreeMap::new();
-        for r in records.iter().filter(|r| r.source == Source::Api) {
+        for r in records.iter().filter(|r| r.source != Source::Config) {
             match serde_json::from_str::<ProcessSpec>(&r.spec_json) {
                 Ok(spec) => {
                     out.insert(
@@ -777,7 +833,7 @@ impl Daemon {
 
     /// Make what runs match `desired`; the one path for boot, reload and API
     /// changes. The store learns the new desired state before anything moves.
-    async fn apply(&self, desired: WantMap) -> ReloadReport {
+    pub(crate) async fn apply(&self, desired: WantMap) -> ReloadReport {
         self.apply_then(desired, None).await
     }
 
@@ -908,16 +964,22 @@ impl Daemon {
 
     /// Take supervisor events, persist them with the observed state they imply,
     /// then announce them. Ends (after a last drain) when the daemon stops.
-    async fn persist(self, mut events: broadcast::Receiver<Event>) {
+    async fn persist(
+        self,
+        mut events: broadcast::Receiver<Event>,
+        mut own: tokio::sync::mpsc::UnboundedReceiver<EventRecord>,
+    ) {
         use broadcast::error::{RecvError, TryRecvError};
         let mut stop = self.inner.stop.subscribe();
         let mut closing = false;
         let mut resync = false;
         loop {
             let mut batch: Vec<Event> = Vec::new();
+            let mut mine: Vec<EventRecord> = Vec::new();
             let mut lagged = false;
             if !closing {
                 tokio::select! {
+                    Some(r) = own.recv() => mine.push(r),
                     r = events.recv() => match r {
                         Ok(ev) => batch.push(ev),
                         Err(RecvError::Lagged(n)) => {
@@ -936,7 +998,13 @@ impl Daemon {
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() && !lagged {
+            while mine.len() < BATCH {
+                match own.try_recv() {
+                    Ok(r) => mine.push(r),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() && mine.is_empty() && !lagged {
                 if closing {
                     return;
                 }
@@ -948,6 +1016,7 @@ impl Daemon {
                 resync = false;
             }
             let mut records: Vec<EventRecord> = batch.iter().map(record).collect();
+            records.append(&mut mine);
             let events = records.len();
             // A failed write (disk full, a locked database) is retried a few
             // times on the blocking thread; a batch that still cannot be stored

@@ -17,6 +17,7 @@
 //! let daemon = Daemon::boot(BootOptions {
 //!     data_dir: "/tmp/hangar-demo".into(),
 //!     config: Some("examples/sleepers.toml".into()),
+//!     ..BootOptions::default()
 //! })
 //! .await?;
 //! for p in daemon.list("*").await? {
@@ -31,6 +32,7 @@ pub mod catalog;
 pub mod config;
 mod daemon;
 mod error;
+pub mod instances;
 pub mod procfile;
 pub mod recovery;
 pub mod sinks;
@@ -40,3 +42,4 @@ pub use daemon::{
     ReloadReport, Want,
 };
 pub use error::{Error, Result};
+pub use instances::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};

@@ -24,11 +24,12 @@ pub struct InstanceRow {
 
 pub(crate) fn put(conn: &Connection, row: &InstanceRow) -> Result<()> {
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&row.body) {
-        return Err(
-            Error::new(ErrorKind::InvalidInput, "the instance body is not valid JSON")
-                .ctx("instance", &row.id)
-                .with_source(e),
-        );
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "the instance body is not valid JSON",
+        )
+        .ctx("instance", &row.id)
+        .with_source(e));
     }
     conn.prepare_cached(
         "INSERT INTO instances (id, name, feature, state, body, updated_ms)

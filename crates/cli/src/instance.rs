@@ -1,0 +1,567 @@
+//! `hangar instance …`: feature instances through the daemon.
+//!
+//! `create` follows the instance's events until it is running or in error,
+//! with an install progress bar when its feature is downloaded first;
+//! `--detach` returns as soon as the daemon accepted it.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use hangar_api::pb;
+use hangar_core::Error;
+use hangar_fetch::{Progress, Step};
+use serde_json::{json, Map, Value};
+use tokio_stream::StreamExt;
+
+use crate::client::{api, connect, Target};
+use crate::market::Bar;
+use crate::{exit, render};
+
+/// The instance subcommands.
+#[derive(Subcommand)]
+pub enum InstanceCmd {
+    /// Create an instance of a catalog feature (installing it first when needed)
+    /// and wait until it runs.
+    Create {
+        /// Catalog id, e.g. `tor`.
+        feature: String,
+        /// Instance name (letters, digits, '-', '_', '.'). Without one, the
+        /// instance already serving the isolation key is returned if there is
+        /// one (a launch), else one named after the feature and keys is made.
+        name: Option<String>,
+        /// Operation mode (the feature's `modes`).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Option over the mode's defaults: `key=value` (value read as JSON when
+        /// it parses, else as a string); repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Tenant key (per-tenant features share one instance per tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Session key (per-session features: one instance per session).
+        #[arg(long)]
+        session: Option<String>,
+        /// Return once accepted; progress goes on in the daemon.
+        #[arg(long)]
+        detach: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a stopped instance, or make a failed one again.
+    Start {
+        /// Id or name.
+        instance: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an instance (it keeps its ports, network and config).
+    Stop {
+        /// Id or name.
+        instance: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart an instance's process.
+    Restart {
+        /// Id or name.
+        instance: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an instance and everything it owns.
+    Delete {
+        /// Id or name.
+        instance: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an instance's mode or options (checked before it applies).
+    Update {
+        /// Id or name.
+        instance: String,
+        /// New operation mode.
+        #[arg(long)]
+        mode: Option<String>,
+        /// `key=value`; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List instances.
+    Ls {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one instance in full.
+    Show {
+        /// Id or name.
+        instance: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(target: Target, cmd: InstanceCmd) -> u8 {
+    let rt = match crate::runtime(false) {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        match go(target, cmd).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{}", render::core_error(&e));
+                code_for(&e)
+            }
+        }
+    })
+}
+
+fn code_for(e: &Error) -> u8 {
+    match e.code {
+        "DAEMON_NOT_RUNNING" => exit::NOT_RUNNING,
+        "INSTANCE_NOT_FOUND" | "FEATURE_NOT_FOUND" => exit::NOT_FOUND,
+        c if c.starts_with("CONFIG_") => exit::USAGE,
+        "USAGE" | "INSTANCE_INVALID_NAME" | "INSTANCE_EXISTS" | "INSTANCE_KEY_TAKEN" => exit::USAGE,
+        _ => exit::FAILURE,
+    }
+}
+
+/// `key=value` pairs into a JSON object; values that parse as JSON keep their
+/// type (`port=9050` is a number), others are strings.
+pub fn parse_sets(sets: &[String]) -> Result<Map<String, Value>, Error> {
+    let mut m = Map::new();
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(Error::new("USAGE", format!("--set {s:?} is not key=value"))
+                .hint("write e.g. --set socks_port=9050"));
+        };
+        if k.trim().is_empty() {
+            return Err(Error::new("USAGE", format!("--set {s:?} has no key"))
+                .hint("write e.g. --set socks_port=9050"));
+        }
+        let val = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
+        m.insert(k.trim().to_string(), val);
+    }
+    Ok(m)
+}
+
+async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
+    let mut c = connect(&t).await?;
+    match cmd {
+        InstanceCmd::Create {
+            feature,
+            name,
+            mode,
+            set,
+            tenant,
+            session,
+            detach,
+            json,
+        } => {
+            let options = parse_sets(&set)?;
+            // Events after this id are the create's own.
+            let after = c
+                .daemon
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(api)?
+                .into_inner()
+                .last_event_id;
+            let reply = c
+                .instances
+                .create(pb::CreateInstanceRequest {
+                    feature,
+                    name: name.unwrap_or_default(),
+                    mode: mode.unwrap_or_default(),
+                    options_json: Value::Object(options).to_string(),
+                    tenant: tenant.unwrap_or_default(),
+                    session: session.unwrap_or_default(),
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            let inst = reply.instance.unwrap_or_default();
+            if detach || (reply.reused && inst.state == "running") {
+                print_one(&inst, json, reply.reused);
+                return Ok(exit::OK);
+            }
+            let done = follow(&mut c, &inst, after, json).await?;
+            print_one(&done, json, reply.reused);
+            Ok(if done.state == "running" {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
+        }
+        InstanceCmd::Start { instance, json } => {
+            let after = c
+                .daemon
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(api)?
+                .into_inner()
+                .last_event_id;
+            let i = c
+                .instances
+                .start(pb::InstanceRef {
+                    id_or_name: instance,
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            let i = if i.state == "running" {
+                i
+            } else {
+                follow(&mut c, &i, after, json).await?
+            };
+            print_one(&i, json, false);
+            Ok(if i.state == "running" {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
+        }
+        InstanceCmd::Stop { instance, json } => {
+            let i = c
+                .instances
+                .stop(pb::InstanceRef {
+                    id_or_name: instance,
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            print_one(&i, json, false);
+            Ok(exit::OK)
+        }
+        InstanceCmd::Restart { instance, json } => {
+            let i = c
+                .instances
+                .restart(pb::InstanceRef {
+                    id_or_name: instance,
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            print_one(&i, json, false);
+            Ok(exit::OK)
+        }
+        InstanceCmd::Delete { instance, json } => {
+            c.instances
+                .delete(pb::InstanceRef {
+                    id_or_name: instance.clone(),
+                })
+                .await
+                .map_err(api)?;
+            if json {
+                println!("{}", json!({"deleted": instance}));
+            } else {
+                println!("deleted {instance}");
+            }
+            Ok(exit::OK)
+        }
+        InstanceCmd::Update {
+            instance,
+            mode,
+            set,
+            json,
+        } => {
+            let options = parse_sets(&set)?;
+            let i = c
+                .instances
+                .update(pb::UpdateInstanceRequest {
+                    id_or_name: instance,
+                    mode: mode.unwrap_or_default(),
+                    options_json: Value::Object(options).to_string(),
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            print_one(&i, json, false);
+            Ok(exit::OK)
+        }
+        InstanceCmd::Ls { json } => {
+            let list = c
+                .instances
+                .list(pb::ListInstancesRequest {})
+                .await
+                .map_err(api)?
+                .into_inner()
+                .instances;
+            if json {
+                let v: Vec<Value> = list.iter().map(to_json).collect();
+                println!("{}", Value::Array(v));
+            } else if list.is_empty() {
+                println!("no instances (create one with `hangar instance create FEATURE NAME`)");
+            } else {
+                let w = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+                println!(
+                    "{:w$}  {:14}  {:10}  {:10}  {:24}  PROCESS",
+                    "NAME", "ID", "FEATURE", "STATE", "PORTS"
+                );
+                for i in &list {
+                    let ports: Vec<String> =
+                        i.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let state = match &i.error {
+                        Some(e) if i.state == "error" => format!("error ({})", e.code),
+                        _ => i.state.clone(),
+                    };
+                    println!(
+                        "{:w$}  {:14}  {:10}  {:10}  {:24}  {}",
+                        i.name,
+                        i.id,
+                        i.feature,
+                        state,
+                        ports.join(","),
+                        i.process
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        InstanceCmd::Show { instance, json } => {
+            let i = c
+                .instances
+                .get(pb::InstanceRef {
+                    id_or_name: instance,
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            if json {
+                println!("{}", to_json(&i));
+            } else {
+                show(&i);
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Follow an instance's events until it settles (running or error), drawing
+/// install progress; then return its record.
+async fn follow(
+    c: &mut hangar_api::client::Client,
+    inst: &pb::Instance,
+    after: i64,
+    quiet: bool,
+) -> Result<pb::Instance, Error> {
+    let mut s = c
+        .events
+        .stream(pb::EventFilter {
+            name: inst.name.clone(),
+            kinds: Vec::new(),
+            after_id: after.max(1),
+        })
+        .await
+        .map_err(api)?
+        .into_inner();
+    let mut bar: Option<Bar> = None;
+    let label = format!("{} {}", inst.feature, inst.version);
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), s.next()).await;
+        let ev = match next {
+            // Quiet for a while: look at the record (an event may have been
+            // missed if the stream was cut).
+            Err(_) => None,
+            Ok(None) => {
+                return Err(
+                    Error::new("DAEMON_GONE", "the daemon closed the event stream")
+                        .hint("see `hangar instance show` once it is back"),
+                )
+            }
+            Ok(Some(e)) => Some(e.map_err(api)?),
+        };
+        if let Some(e) = &ev {
+            let d: Value = serde_json::from_str(&e.detail_json).unwrap_or(Value::Null);
+            if d.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| id != inst.id)
+            {
+                continue;
+            }
+            match e.kind.as_str() {
+                "install.progress" => {
+                    let b = bar.get_or_insert_with(|| Bar::new(&label, quiet));
+                    match d.get("status").and_then(Value::as_str) {
+                        Some("downloading") => b.step(&Step::Download(Progress {
+                            bytes: d["bytes"].as_u64().unwrap_or(0),
+                            total: d["total"].as_u64(),
+                            bytes_per_sec: d["bytes_per_sec"].as_f64().unwrap_or(0.0),
+                            done: false,
+                        })),
+                        Some("verifying") => b.step(&Step::Verify),
+                        Some("extracting") => b.step(&Step::Extract),
+                        _ => {}
+                    }
+                    continue;
+                }
+                "install.done" => {
+                    if let Some(b) = bar.take() {
+                        b.finish(true);
+                    }
+                    if !quiet {
+                        eprintln!("installed {label}");
+                    }
+                    continue;
+                }
+                "instance.state" if !quiet => {
+                    let step = d.get("step").and_then(Value::as_str).unwrap_or("");
+                    if e.to != "running" && e.to != "error" {
+                        eprintln!(
+                            "{}: {}{}",
+                            inst.name,
+                            e.to,
+                            if step.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({step})")
+                            }
+                        );
+                    }
+                }
+                _ => {}
+            }
+            if e.kind != "instance.state" {
+                continue;
+            }
+        }
+        let now = c
+            .instances
+            .get(pb::InstanceRef {
+                id_or_name: inst.id.clone(),
+            })
+            .await
+            .map_err(api)?
+            .into_inner();
+        if now.state == "running" || now.state == "error" || now.state == "stopped" {
+            if let Some(b) = bar.take() {
+                b.finish(now.state == "running");
+            }
+            return Ok(now);
+        }
+    }
+}
+
+fn to_json(i: &pb::Instance) -> Value {
+    serde_json::from_str(&i.json)
+        .unwrap_or_else(|_| json!({"id": i.id, "name": i.name, "state": i.state}))
+}
+
+fn print_one(i: &pb::Instance, json: bool, reused: bool) {
+    if json {
+        let mut v = to_json(i);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("reused".into(), reused.into());
+        }
+        println!("{v}");
+        return;
+    }
+    let ports: Vec<String> = i.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    match (&i.error, i.state.as_str()) {
+        (Some(e), "error") => {
+            eprintln!(
+                "error[{}]: instance {} failed{}: {}",
+                e.code,
+                i.name,
+                if e.context.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", e.context)
+                },
+                e.message
+            );
+            if !e.hint.is_empty() {
+                eprintln!("  hint: {}", e.hint);
+            }
+        }
+        _ => println!(
+            "{} {} ({} {}) {}{}{}",
+            i.name,
+            i.id,
+            i.feature,
+            i.version,
+            i.state,
+            if ports.is_empty() {
+                String::new()
+            } else {
+                format!(" on {} {}", i.bind, ports.join(","))
+            },
+            if reused { " [reused]" } else { "" }
+        ),
+    }
+}
+
+fn show(i: &pb::Instance) {
+    let v = to_json(i);
+    let field = |k: &str| -> String {
+        match v.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".into(),
+            Some(x) => x.to_string(),
+        }
+    };
+    println!("name:      {}", i.name);
+    println!("id:        {}", i.id);
+    println!("feature:   {} {}", i.feature, i.version);
+    println!(
+        "mode:      {}",
+        if i.mode.is_empty() { "-" } else { &i.mode }
+    );
+    println!(
+        "state:     {}{}",
+        i.state,
+        if i.step.is_empty() {
+            String::new()
+        } else {
+            format!(" (step {})", i.step)
+        }
+    );
+    if let Some(e) = &i.error {
+        println!("error:     [{}] {} {}", e.code, e.message, e.context);
+        if !e.hint.is_empty() {
+            println!("hint:      {}", e.hint);
+        }
+    }
+    println!(
+        "isolation: {} (tenant {}, session {})",
+        i.isolation,
+        field("tenant"),
+        field("session")
+    );
+    println!("process:   {}", i.process);
+    println!("bind:      {}", i.bind);
+    for (k, p) in &i.ports {
+        println!("port:      {k} = {p}");
+    }
+    println!(
+        "config:    {}",
+        if i.config_file.is_empty() {
+            "-"
+        } else {
+            &i.config_file
+        }
+    );
+    println!("options:   {}", field("options"));
+    println!("directory: {}", field("dir"));
+    if let Some(n) = v.get("network").filter(|n| !n.is_null()) {
+        println!("network:");
+        if let Some(o) = n.as_object() {
+            for (k, x) in o {
+                println!("  {k}: {x}");
+            }
+        } else {
+            println!("  {n}");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Feature instances end to end through the real binary: catalog → install →
+//! ports → config → process → healthy, and back, with every failure leaving
+//! nothing allocated.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no test archive for {other}"),
+    }
+}
+
+/// A catalog feature whose release is `script` (as `bin/run`), packed into a
+/// tar.gz with a checksums file, as a real release is.
+fn feature(cat: &Path, id: &str, script: &str, extra: Value) -> PathBuf {
+    let dir = cat.join(id);
+    let stage = dir.join("stage").join(format!("{id}-1.0.0"));
+    std::fs::create_dir_all(stage.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("releases")).unwrap();
+    let bin = stage.join("bin").join("run");
+    std::fs::write(&bin, script).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let asset = format!("{id}-1.0.0-linux-{}.tar.gz", arch());
+    let st = Command::new("tar")
+        .arg("czf")
+        .arg(dir.join("releases").join(&asset))
+        .arg("-C")
+        .arg(dir.join("stage"))
+        .arg(format!("{id}-1.0.0"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_dir_all(dir.join("stage")).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(&asset)
+        .current_dir(dir.join("releases"))
+        .output()
+        .unwrap();
+    std::fs::write(dir.join("releases").join("checksums.txt"), &sum.stdout).unwrap();
+    let mut m = json!({
+        "id": id,
+        "name": id,
+        "version": "1.0.0",
+        "description": "test feature",
+        "license": "MIT",
+        "source": {
+            "type": "file",
+            "asset_pattern": "releases/{{name}}-{{version}}-{{os}}-{{arch}}.tar.gz".replace("{{name}}", id),
+            "verification": {"type": "sha256", "checksums_asset": "checksums.txt"}
+        },
+        "binary": {"path": format!("{id}-{{{{version}}}}/bin/run"), "architectures": ["amd64", "arm64"]},
+        "network": {"default_ports": [8080], "protocols": ["http"]},
+        "isolation_level": "shared"
+    });
+    if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+fn show(data: &Path, name: &str) -> Option<Value> {
+    let o = run(data, &["instance", "show", name, "--json"]);
+    o.status.success().then(|| json(&o))
+}
+
+fn port_of(v: &Value, name: &str) -> u16 {
+    v["ports"][name].as_u64().expect("a port") as u16
+}
+
+fn bindable(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+fn answers(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+/// Live processes whose command line contains `needle`.
+fn procs_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn demo_instance_runs_healthy_and_delete_leaves_nothing() {
+    let s = Scratch::new("inst-demo");
+    let data = s.path().join("data");
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(&cfg, "[daemon]\nport_range = \"41000-41099\"\n").unwrap();
+    let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+
+    // Not installed yet: create installs it from the built-in catalog first.
+    let o = run(&data, &["instance", "create", "demo", "web", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["feature"], "demo");
+    let port = port_of(&v, "http");
+    let (status, body) = http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/");
+    assert_eq!(status, 200, "{body}");
+    let dir = PathBuf::from(v["dir"].as_str().unwrap());
+    assert!(dir.is_dir());
+    // The history tells the story, in order.
+    let ev = run(&data, &["events", "--name", "web", "--json", "-n", "100"]);
+    let kinds: Vec<String> = stdout(&ev)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["kind"].as_str().unwrap_or(""),
+                e["to"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "instance.state:queued",
+        "instance.state:installing",
+        "install.done:1.1.0",
+        "instance.state:creating",
+        "instance.state:starting",
+        "instance.state:running",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == want),
+            "{want} missing from {kinds:?}"
+        );
+    }
+
+    // Stop keeps the port reserved but nobody listens; start brings it back.
+    let o = run(&data, &["instance", "stop", "web", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["state"], "stopped");
+    assert!(wait_for(LONG, || !answers(port)));
+    let o = run(&data, &["instance", "start", "web", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["state"], "running");
+    assert!(answers(port));
+
+    // The same create again is answered with the same instance.
+    let o = run(&data, &["instance", "create", "demo", "web", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["id"], v["id"]);
+    assert_eq!(json(&o)["reused"], true);
+    // The name is taken for another key.
+    let o = run(
+        &data,
+        &["instance", "create", "demo", "web", "--session", "x"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("INSTANCE_EXISTS"), "{}", stderr(&o));
+
+    let o = run(&data, &["instance", "delete", "web"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(show(&data, "web").is_none());
+    assert!(!dir.exists(), "the instance directory is gone");
+    assert!(wait_for(LONG, || bindable(port)), "the port is free again");
+    let ps = json(&run(&data, &["ps", "--json"]));
+    assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps}");
+    let o = run(&data, &["instance", "show", "web"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(stderr(&o).contains("INSTANCE_NOT_FOUND"), "{}", stderr(&o));
+}
+
+#[test]
+fn failures_are_refused_or_rolled_back_leaving_nothing() {
+    let s = Scratch::new("inst-fail");
+    let cat = s.path().join("catalog");
+    feature(
+        &cat,
+        "crashy",
+        "#!/bin/sh\necho starting; exit 3\n",
+        json!({"health": {"type": "tcp", "port_index": 0, "timeout_seconds": 1, "interval_seconds": 1},
+               "modes": [{"id": "fast", "defaults": {}}]}),
+    );
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nport_range = \"41100-41199\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let _d = Served::start(
+        &data,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+        ],
+    );
+
+    let o = run(&data, &["instance", "create", "nope", "x"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FEATURE_NOT_FOUND"), "{}", stderr(&o));
+
+    let o = run(
+        &data,
+        &["instance", "create", "crashy", "x", "--mode", "slow"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("CONFIG_UNKNOWN_MODE"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("fast"),
+        "the hint lists the modes: {}",
+        stderr(&o)
+    );
+
+    let o = run(&data, &["instance", "create", "crashy", "Bad Name"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("INSTANCE_INVALID_NAME"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Refused requests left no record.
+    let ls = json(&run(&data, &["instance", "ls", "--json"]));
+    assert_eq!(ls.as_array().map(Vec::len), Some(0), "{ls}");
+
+    // A binary that crashes at start: backoff, then error, everything undone.
+    let o = run(&data, &["instance", "create", "crashy", "boom", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "error", "{v}");
+    assert_eq!(v["error"]["code"], "INSTANCE_START_FAILED", "{v}");
+    assert_eq!(v["error"]["step"], "ready", "{v}");
+    assert_eq!(v["ports"], json!({}), "ports released: {v}");
+    assert_eq!(v["done"], json!([]), "{v}");
+    assert!(!Path::new(v["dir"].as_str().unwrap()).exists());
+    let ps = json(&run(&data, &["ps", "--json"]));
+    assert_eq!(
+        ps.as_array().map(Vec::len),
+        Some(0),
+        "no process stays: {ps}"
+    );
+    // `start` makes a failed instance again from the first step (and it fails
+    // the same way, taking everything back again).
+    let o = run(&data, &["instance", "start", "boom", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["error"]["code"], "INSTANCE_START_FAILED", "{v}");
+    assert_eq!(v["ports"], json!({}), "{v}");
+    let o = run(&data, &["instance", "delete", "boom"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ls = json(&run(&data, &["instance", "ls", "--json"]));
+    assert_eq!(ls.as_array().map(Vec::len), Some(0), "{ls}");
+}
+
+#[test]
+fn kill_9_mid_create_is_rolled_back_at_the_next_boot() {
+    let s = Scratch::new("inst-kill");
+    let cat = s.path().join("catalog");
+    let marker = format!("hangar-sleepy-{}", std::process::id());
+    // Never listens, so it stays in `starting` until the probe gives up.
+    feature(
+        &cat,
+        "sleepy",
+        &format!("#!/bin/sh\nexec sh -c 'sleep 600; :' {marker}\n"),
+        json!({"health": {"type": "tcp", "port_index": 0, "timeout_seconds": 1, "interval_seconds": 1}}),
+    );
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nport_range = \"41200-41299\"\n[daemon.instances]\nready_timeout = \"10m\"\n",
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let args = [
+        "-c",
+        cfg.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+    ];
+    let mut d = Served::start(&data, &args);
+    let o = run(
+        &data,
+        &["instance", "create", "sleepy", "zz", "--detach", "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut port = 0;
+    let mut last = Value::Null;
+    assert!(
+        wait_for(LONG, || {
+            last = show(&data, "zz").unwrap_or_default();
+            port = last["ports"]["http"].as_u64().unwrap_or(0) as u16;
+            last["state"] == "starting" && last["step"] == "ready"
+        }),
+        "it reaches the ready step: {last}"
+    );
+    assert!(wait_for(LONG, || procs_with(&marker).len() == 1));
+    let dir = PathBuf::from(show(&data, "zz").unwrap()["dir"].as_str().unwrap());
+    d.kill9();
+    drop(d);
+
+    let _d = Served::start(&data, &args);
+    let v = show(&data, "zz").expect("the record survives");
+    assert_eq!(v["state"], "error", "{v}");
+    assert_eq!(v["error"]["code"], "INSTANCE_INTERRUPTED", "{v}");
+    assert_eq!(v["ports"], json!({}), "{v}");
+    assert!(!dir.exists(), "its directory was taken back");
+    assert!(
+        wait_for(LONG, || procs_with(&marker).is_empty()),
+        "no process of it runs"
+    );
+    let ps = json(&run(&data, &["ps", "--json"]));
+    assert_eq!(ps.as_array().map(Vec::len), Some(0), "{ps}");
+    assert!(port == 0 || bindable(port));
+    let o = run(&data, &["instance", "delete", "zz"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(wait_for(LONG, || procs_with(&marker).is_empty()));
+}
+
+#[test]
+fn per_session_instances_are_reused_by_key_and_reaped_when_idle() {
+    let s = Scratch::new("inst-session");
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nport_range = \"41300-41399\"\n[daemon.instances]\nsession_ttl = \"3s\"\n",
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+
+    let a = json(&run(
+        &data,
+        &["instance", "create", "demo", "--session", "s1", "--json"],
+    ));
+    assert_eq!(a["state"], "running", "{a}");
+    assert_eq!(a["reused"], false);
+    let again = json(&run(
+        &data,
+        &["instance", "create", "demo", "--session", "s1", "--json"],
+    ));
+    assert_eq!(again["id"], a["id"], "same key, same instance");
+    assert_eq!(again["reused"], true);
+    let b = json(&run(
+        &data,
+        &["instance", "create", "demo", "--session", "s2", "--json"],
+    ));
+    assert_ne!(b["id"], a["id"]);
+    assert_eq!(b["reused"], false);
+    let pa = port_of(&a, "http");
+    let pb = port_of(&b, "http");
+    assert_ne!(pa, pb);
+
+    // Unused past the TTL: both deleted, their ports freed.
+    assert!(
+        wait_for(LONG, || json(&run(&data, &["instance", "ls", "--json"]))
+            .as_array()
+            .is_some_and(Vec::is_empty)),
+        "idle sessions are reaped"
+    );
+    assert!(wait_for(LONG, || bindable(pa) && bindable(pb)));
+}
