@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod configgen;
 pub mod config;
 mod daemon;
 mod error;
