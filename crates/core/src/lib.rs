@@ -28,8 +28,8 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
-pub mod configgen;
 pub mod config;
+pub mod configgen;
 mod daemon;
 mod error;
 pub mod procfile;

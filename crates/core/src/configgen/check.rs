@@ -54,19 +54,26 @@ impl Staged {
     /// The staged main file (a temp name keeping the file's extension): give
     /// this to [`check`] before committing.
     pub fn main_path(&self) -> &Path {
-        self.files.first().map(|(t, _)| t.as_path()).unwrap_or(Path::new(""))
+        self.files
+            .first()
+            .map(|(t, _)| t.as_path())
+            .unwrap_or(Path::new(""))
     }
 
     /// Where the main file will be after [`Staged::commit`].
     pub fn final_main_path(&self) -> &Path {
-        self.files.first().map(|(_, f)| f.as_path()).unwrap_or(Path::new(""))
+        self.files
+            .first()
+            .map(|(_, f)| f.as_path())
+            .unwrap_or(Path::new(""))
     }
 
     /// Rename every file into place and fsync the directories; returns the main
     /// file's final path.
     pub fn commit(mut self) -> Result<PathBuf> {
         for (tmp, fin) in &self.files {
-            std::fs::rename(tmp, fin).map_err(|e| write_err("cannot move the config into place", fin, e))?;
+            std::fs::rename(tmp, fin)
+                .map_err(|e| write_err("cannot move the config into place", fin, e))?;
         }
         self.committed = true;
         for d in &self.dirs {
@@ -92,12 +99,20 @@ impl Drop for Staged {
 /// temp file in the same directory, mode 0600, fsynced; nothing is in place
 /// until [`Staged::commit`].
 pub fn stage(config_dir: &Path, r: &Rendered) -> Result<Staged> {
-    let mut order: Vec<&super::RenderedFile> = r.files.iter().filter(|f| f.rel_path == r.main).collect();
+    let mut order: Vec<&super::RenderedFile> =
+        r.files.iter().filter(|f| f.rel_path == r.main).collect();
     if order.is_empty() {
-        return Err(Error::new(super::RENDER_FAILED, format!("the rendered config has no main file {:?}", r.main)));
+        return Err(Error::new(
+            super::RENDER_FAILED,
+            format!("the rendered config has no main file {:?}", r.main),
+        ));
     }
     order.extend(r.files.iter().filter(|f| f.rel_path != r.main));
-    let mut staged = Staged { files: Vec::new(), dirs: Vec::new(), committed: false };
+    let mut staged = Staged {
+        files: Vec::new(),
+        dirs: Vec::new(),
+        committed: false,
+    };
     for f in order {
         let rel = safe_rel_path(&f.rel_path)?;
         let fin = config_dir.join(rel);
@@ -107,11 +122,23 @@ pub fn stage(config_dir: &Path, r: &Rendered) -> Result<Staged> {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| write_err("cannot create the config dir", &dir, e))?;
-        let name = fin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = fin
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut tmp = None;
         for attempt in 0..16u32 {
-            let cand = dir.join(format!(".hangar-tmp-{}-{}-{attempt}-{name}", std::process::id(), fastrand_u32()));
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&cand) {
+            let cand = dir.join(format!(
+                ".hangar-tmp-{}-{}-{attempt}-{name}",
+                std::process::id(),
+                fastrand_u32()
+            ));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&cand)
+            {
                 Ok(file) => {
                     tmp = Some((cand, file));
                     break;
@@ -121,7 +148,11 @@ pub fn stage(config_dir: &Path, r: &Rendered) -> Result<Staged> {
             }
         }
         let Some((tmp_path, mut file)) = tmp else {
-            return Err(write_err("cannot create a temp file", &dir, std::io::Error::other("names taken")));
+            return Err(write_err(
+                "cannot create a temp file",
+                &dir,
+                std::io::Error::other("names taken"),
+            ));
         };
         // Registered first, so a failure below removes it (Drop).
         staged.files.push((tmp_path.clone(), fin));
@@ -194,10 +225,16 @@ pub fn check_with_timeout(
             .with("main", &r.main)
     };
     let (reader, writer) = rustix::pipe::pipe().map_err(|e| {
-        ctx(Error::new(CHECKER_UNAVAILABLE, format!("cannot make a pipe for the checker: {e}")))
+        ctx(Error::new(
+            CHECKER_UNAVAILABLE,
+            format!("cannot make a pipe for the checker: {e}"),
+        ))
     })?;
     let writer2 = writer.try_clone().map_err(|e| {
-        ctx(Error::new(CHECKER_UNAVAILABLE, format!("cannot make a pipe for the checker: {e}")))
+        ctx(Error::new(
+            CHECKER_UNAVAILABLE,
+            format!("cannot make a pipe for the checker: {e}"),
+        ))
     })?;
     let mut cmd = Command::new(binary);
     cmd.args(&args)
@@ -211,8 +248,10 @@ pub fn check_with_timeout(
     // the checker (and anything it left behind) is gone.
     drop(cmd);
     let mut child = spawned.map_err(|e| {
-        ctx(Error::new(CHECKER_UNAVAILABLE, format!("cannot run the checker: {e}"))
-            .hint("is the feature installed? the checker is the feature's own binary"))
+        ctx(
+            Error::new(CHECKER_UNAVAILABLE, format!("cannot run the checker: {e}"))
+                .hint("is the feature installed? the checker is the feature's own binary"),
+        )
     })?;
     let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -263,7 +302,10 @@ pub fn check_with_timeout(
     // Leftovers of the checker (or all of it, on timeout) go with its group.
     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     let status = child.wait().map_err(|e| {
-        ctx(Error::new(CHECKER_UNAVAILABLE, format!("cannot wait for the checker: {e}")))
+        ctx(Error::new(
+            CHECKER_UNAVAILABLE,
+            format!("cannot wait for the checker: {e}"),
+        ))
     })?;
     let _ = done_rx.recv_timeout(Duration::from_secs(2));
     let output = tail(&buf.lock().unwrap_or_else(|p| p.into_inner()));
@@ -278,7 +320,12 @@ pub fn check_with_timeout(
     if status.success() {
         return Ok(());
     }
-    let last = output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let last = output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     Err(ctx(Error::new(
         CHECK_FAILED,
         format!(
@@ -291,11 +338,25 @@ pub fn check_with_timeout(
     .hint("the checker's output says what it refused: fix the options (or the template) and try again"))
 }
 
+/// [`check`] on a blocking thread, for async callers (the instance flow).
+pub async fn check_async(
+    m: Manifest,
+    r: Rendered,
+    binary: PathBuf,
+    config_path: PathBuf,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || check(&m, &r, &binary, &config_path))
+        .await
+        .map_err(|e| Error::new(CHECKER_UNAVAILABLE, format!("the checker task failed: {e}")))?
+}
+
 fn substitute(arg: &str, config: &Path, dir: &Path) -> String {
     let mut out = arg.to_string();
     for (k, v) in [("config_dir", dir), ("config", config)] {
         let v = v.to_string_lossy();
-        out = out.replace(&format!("{{{{{k}}}}}"), &v).replace(&format!("{{{{ {k} }}}}"), &v);
+        out = out
+            .replace(&format!("{{{{{k}}}}}"), &v)
+            .replace(&format!("{{{{ {k} }}}}"), &v);
     }
     out
 }
@@ -331,6 +392,9 @@ mod tests {
     fn substitution() {
         let p = Path::new("/c/d/torrc");
         assert_eq!(substitute("{{config}}", p, Path::new("/c/d")), "/c/d/torrc");
-        assert_eq!(substitute("-D{{ config_dir }}", p, Path::new("/c/d")), "-D/c/d");
+        assert_eq!(
+            substitute("-D{{ config_dir }}", p, Path::new("/c/d")),
+            "-D/c/d"
+        );
     }
 }

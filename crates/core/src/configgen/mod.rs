@@ -37,7 +37,9 @@ use serde_json::{Map, Value};
 use crate::catalog::manifest::Manifest;
 use crate::error::{Error, Result};
 
-pub use check::{check, check_with_timeout, stage, write_atomic, Staged, DEFAULT_CHECK_TIMEOUT};
+pub use check::{
+    check, check_async, check_with_timeout, stage, write_atomic, Staged, DEFAULT_CHECK_TIMEOUT,
+};
 pub use options::{
     check_options, options_error, parse_sets, resolve_mode, validate_options, OptionProblem,
 };
@@ -163,7 +165,11 @@ pub struct Rendered {
 
 impl Rendered {
     /// A config of one file.
-    pub fn single(rel_path: impl Into<String>, format: impl Into<String>, contents: String) -> Self {
+    pub fn single(
+        rel_path: impl Into<String>,
+        format: impl Into<String>,
+        contents: String,
+    ) -> Self {
         let rel_path = rel_path.into();
         Rendered {
             main: rel_path.clone(),
@@ -234,7 +240,9 @@ impl<'a> Opts<'a> {
     }
     /// A port option.
     pub fn port(&self, key: &str) -> Option<u16> {
-        self.int(key).and_then(|i| u16::try_from(i).ok()).filter(|p| *p != 0)
+        self.int(key)
+            .and_then(|i| u16::try_from(i).ok())
+            .filter(|p| *p != 0)
     }
     /// A list of strings (non-strings are skipped).
     pub fn strs(&self, key: &str) -> Vec<&'a str> {
@@ -264,7 +272,11 @@ pub trait Generator: Send + Sync {
     /// Problems the option schema cannot express (fields one choice makes
     /// required, formats such as UUIDs), on the merged options. Runs before
     /// anything is allocated.
-    fn check_options(&self, _manifest: &Manifest, _options: &Map<String, Value>) -> Vec<OptionProblem> {
+    fn check_options(
+        &self,
+        _manifest: &Manifest,
+        _options: &Map<String, Value>,
+    ) -> Vec<OptionProblem> {
         Vec::new()
     }
 
@@ -330,9 +342,9 @@ impl GeneratorRegistry {
     /// template), or `CONFIG_NO_GENERATOR`.
     pub fn for_manifest(&self, m: &Manifest) -> Result<Arc<dyn Generator>> {
         let c = m.config.as_ref();
-        let id = c.and_then(|c| c.generator.as_deref()).or_else(|| {
-            c.and_then(|c| c.template.as_ref()).map(|_| "template")
-        });
+        let id = c
+            .and_then(|c| c.generator.as_deref())
+            .or_else(|| c.and_then(|c| c.template.as_ref()).map(|_| "template"));
         match id {
             Some(id) => self.get(id).map_err(|e| e.with("feature", &m.id)),
             None => Err(Error::new(
@@ -359,9 +371,7 @@ impl GeneratorRegistry {
         };
         match check_options(m, mode, user) {
             Ok(merged) => {
-                let mut problems = gen
-                    .map(|g| g.check_options(m, &merged))
-                    .unwrap_or_default();
+                let mut problems = gen.map(|g| g.check_options(m, &merged)).unwrap_or_default();
                 if problems.is_empty() {
                     Ok(merged)
                 } else {

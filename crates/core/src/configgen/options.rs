@@ -100,11 +100,7 @@ fn expected(spec: &OptionSpec) -> String {
 }
 
 fn choices(spec: &OptionSpec) -> String {
-    spec.choices
-        .iter()
-        .map(show)
-        .collect::<Vec<_>>()
-        .join(", ")
+    spec.choices.iter().map(show).collect::<Vec<_>>().join(", ")
 }
 
 /// The first control character in `s` (tabs are allowed), if any. Values with
@@ -144,7 +140,12 @@ pub fn check_value(
         OptionProblem::new(
             key,
             BAD_OPTION_TYPE,
-            format!("expected {}, got {} ({})", expected(spec), type_name(v), show(v)),
+            format!(
+                "expected {}, got {} ({})",
+                expected(spec),
+                type_name(v),
+                show(v)
+            ),
         )
     };
     let out = match spec.kind {
@@ -176,7 +177,8 @@ pub fn check_value(
                 Value::Number(n) => {
                     if let Some(i) = n.as_i64() {
                         i
-                    } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                    } else if let Some(f) =
+                        n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
                     {
                         f as i64
                     } else {
@@ -218,7 +220,11 @@ pub fn check_value(
                 return Err(OptionProblem::new(
                     key,
                     OPTION_NOT_IN_ENUM,
-                    format!("{} is not allowed: must be one of {}", show(v), choices(spec)),
+                    format!(
+                        "{} is not allowed: must be one of {}",
+                        show(v),
+                        choices(spec)
+                    ),
                 ));
             }
             return Ok(v.clone());
@@ -504,21 +510,18 @@ fn parse_bool(raw: &str) -> Option<bool> {
     }
 }
 
-fn parse_scalar(key: &str, spec: &OptionSpec, raw: &str) -> std::result::Result<Value, OptionProblem> {
-    let bad = |what: &str| {
-        OptionProblem::new(
-            key,
-            BAD_OPTION_TYPE,
-            format!("{raw:?} is not {what}"),
-        )
-    };
+fn parse_scalar(
+    key: &str,
+    spec: &OptionSpec,
+    raw: &str,
+) -> std::result::Result<Value, OptionProblem> {
+    let bad =
+        |what: &str| OptionProblem::new(key, BAD_OPTION_TYPE, format!("{raw:?} is not {what}"));
     Ok(match spec.kind {
         OptionType::String => Value::String(raw.to_string()),
-        OptionType::Integer => Value::from(
-            raw.trim()
-                .parse::<i64>()
-                .map_err(|_| bad("an integer"))?,
-        ),
+        OptionType::Integer => {
+            Value::from(raw.trim().parse::<i64>().map_err(|_| bad("an integer"))?)
+        }
         OptionType::Port => Value::from(
             raw.trim()
                 .parse::<i64>()
@@ -530,16 +533,23 @@ fn parse_scalar(key: &str, spec: &OptionSpec, raw: &str) -> std::result::Result<
                 .map(Value::Number)
                 .ok_or_else(|| bad("a finite number"))?
         }
-        OptionType::Boolean => {
-            Value::Bool(parse_bool(raw).ok_or_else(|| bad("a boolean (true/false, yes/no, on/off, 1/0)"))?)
+        OptionType::Boolean => Value::Bool(
+            parse_bool(raw).ok_or_else(|| bad("a boolean (true/false, yes/no, on/off, 1/0)"))?,
+        ),
+        OptionType::Enum => {
+            // A string choice as written, else a non-string choice by its JSON
+            // text (`--set level=3` for a choice 3); otherwise the raw string,
+            // for validation to refuse with the choices listed.
+            let as_json = serde_json::from_str::<Value>(raw.trim())
+                .ok()
+                .filter(|v| !v.is_string() && spec.choices.contains(v));
+            spec.choices
+                .iter()
+                .find(|c| c.as_str() == Some(raw))
+                .cloned()
+                .or(as_json)
+                .unwrap_or_else(|| Value::String(raw.to_string()))
         }
-        OptionType::Enum => spec
-            .choices
-            .iter()
-            .find(|c| c.as_str() == Some(raw))
-            .or_else(|| spec.choices.iter().find(|c| c.to_string() == raw.trim()))
-            .cloned()
-            .unwrap_or_else(|| Value::String(raw.to_string())),
         OptionType::List => {
             // Nested lists from the CLI: JSON only.
             serde_json::from_str(raw).map_err(|_| bad("a JSON list"))?
@@ -657,22 +667,34 @@ pub fn spec_problems(m: &Manifest) -> Vec<(String, String)> {
         .unwrap_or_default();
     fn one(ptr: &str, key: &str, s: &OptionSpec, out: &mut Vec<(String, String)>) {
         if s.kind == OptionType::Enum && s.choices.is_empty() {
-            out.push((format!("{ptr}/enum"), format!("option {key} is an enum without values")));
+            out.push((
+                format!("{ptr}/enum"),
+                format!("option {key} is an enum without values"),
+            ));
         }
         if let (Some(lo), Some(hi)) = (s.minimum, s.maximum) {
             if lo > hi {
-                out.push((format!("{ptr}/minimum"), format!("option {key}: minimum {lo} is above maximum {hi}")));
+                out.push((
+                    format!("{ptr}/minimum"),
+                    format!("option {key}: minimum {lo} is above maximum {hi}"),
+                ));
             }
         }
         if let Some(items) = &s.items {
             if s.kind != OptionType::List {
-                out.push((format!("{ptr}/items"), format!("option {key}: items only applies to lists")));
+                out.push((
+                    format!("{ptr}/items"),
+                    format!("option {key}: items only applies to lists"),
+                ));
             }
             one(&format!("{ptr}/items"), key, items, out);
         }
         if let Some(d) = &s.default {
             if let Err(p) = check_value(key, s, d) {
-                out.push((format!("{ptr}/default"), format!("default does not fit: {}", p.message)));
+                out.push((
+                    format!("{ptr}/default"),
+                    format!("default does not fit: {}", p.message),
+                ));
             }
         }
     }
@@ -692,7 +714,10 @@ pub fn spec_problems(m: &Manifest) -> Vec<(String, String)> {
                 }
                 None if !declared.is_empty() => out.push((
                     format!("/modes/{i}/defaults/{k}"),
-                    format!("mode {} sets {k}, which config.options does not declare", mode.id),
+                    format!(
+                        "mode {} sets {k}, which config.options does not declare",
+                        mode.id
+                    ),
                 )),
                 None => {}
             }
@@ -701,7 +726,10 @@ pub fn spec_problems(m: &Manifest) -> Vec<(String, String)> {
             if !declared.contains_key(k) {
                 out.push((
                     format!("/modes/{i}/required/{j}"),
-                    format!("mode {} requires {k}, which config.options does not declare", mode.id),
+                    format!(
+                        "mode {} requires {k}, which config.options does not declare",
+                        mode.id
+                    ),
                 ));
             }
         }

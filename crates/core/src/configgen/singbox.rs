@@ -47,10 +47,24 @@ impl Generator for SingBox {
         let inb = o.nonempty("inbound").unwrap_or("mixed");
         let outb = o.nonempty("outbound").unwrap_or("direct");
         if !INBOUNDS.contains(&inb) {
-            p.push(OptionProblem::new("inbound", BAD_OPTION_VALUE, format!("sing-box cannot generate a {inb:?} inbound: one of {}", INBOUNDS.join(", "))));
+            p.push(OptionProblem::new(
+                "inbound",
+                BAD_OPTION_VALUE,
+                format!(
+                    "sing-box cannot generate a {inb:?} inbound: one of {}",
+                    INBOUNDS.join(", ")
+                ),
+            ));
         }
         if !OUTBOUNDS.contains(&outb) {
-            p.push(OptionProblem::new("outbound", BAD_OPTION_VALUE, format!("sing-box cannot generate a {outb:?} outbound: one of {}", OUTBOUNDS.join(", "))));
+            p.push(OptionProblem::new(
+                "outbound",
+                BAD_OPTION_VALUE,
+                format!(
+                    "sing-box cannot generate a {outb:?} outbound: one of {}",
+                    OUTBOUNDS.join(", ")
+                ),
+            ));
         }
         if inb == "shadowsocks" {
             o.need("password", "for a shadowsocks inbound", &mut p);
@@ -105,7 +119,11 @@ impl Generator for SingBox {
                 inbounds.push(local("mixed"));
             }
             other => {
-                return Err(Error::new(BAD_OPTION_VALUE, format!("sing-box cannot generate a {other:?} inbound")).with("option", "inbound"))
+                return Err(Error::new(
+                    BAD_OPTION_VALUE,
+                    format!("sing-box cannot generate a {other:?} inbound"),
+                )
+                .with("option", "inbound"))
             }
         }
         let outb = o.nonempty("outbound").unwrap_or("direct");
@@ -113,7 +131,10 @@ impl Generator for SingBox {
         let server = || -> Result<(String, u16)> {
             match (o.nonempty("server_address"), o.port("server_port")) {
                 (Some(a), Some(p)) => Ok((a.to_string(), p)),
-                _ => Err(Error::new(super::options::MISSING_OPTION, format!("a {outb} outbound needs server_address and server_port"))),
+                _ => Err(Error::new(
+                    super::options::MISSING_OPTION,
+                    format!("a {outb} outbound needs server_address and server_port"),
+                )),
             }
         };
         let final_tag = match outb {
@@ -129,7 +150,11 @@ impl Generator for SingBox {
                 "proxy"
             }
             other => {
-                return Err(Error::new(BAD_OPTION_VALUE, format!("sing-box cannot generate a {other:?} outbound")).with("option", "outbound"))
+                return Err(Error::new(
+                    BAD_OPTION_VALUE,
+                    format!("sing-box cannot generate a {other:?} outbound"),
+                )
+                .with("option", "outbound"))
             }
         };
         outbounds.push(json!({ "type": "direct", "tag": "direct" }));
@@ -159,6 +184,10 @@ impl Generator for SingBox {
         }
         let text = serde_json::to_string_pretty(&cfg)
             .map_err(|e| Error::new(super::RENDER_FAILED, format!("cannot write JSON: {e}")))?;
-        Ok(Rendered::single(input.file_name("config.json"), "json", text + "\n"))
+        Ok(Rendered::single(
+            input.file_name("config.json"),
+            "json",
+            text + "\n",
+        ))
     }
 }

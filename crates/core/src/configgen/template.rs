@@ -40,24 +40,32 @@ impl Generator for Template {
         let Some(rel) = cfg.and_then(|c| c.template.as_deref()) else {
             return Err(Error::new(
                 TEMPLATE_ERROR,
-                format!("feature {} uses the template generator but names no template", input.manifest.id),
+                format!(
+                    "feature {} uses the template generator but names no template",
+                    input.manifest.id
+                ),
             )
             .hint("set config.template to a file beside the manifest"));
         };
         let path = input.manifest_dir.join(safe_rel_path(rel)?);
         let source = std::fs::read_to_string(&path)
             .map_err(|e| template_err("cannot read the template", &path, e))?;
-        let format = cfg
-            .and_then(|c| c.format.clone())
-            .unwrap_or_else(|| match Path::new(rel).extension().and_then(|x| x.to_str()) {
+        let format = cfg.and_then(|c| c.format.clone()).unwrap_or_else(|| {
+            match Path::new(rel).extension().and_then(|x| x.to_str()) {
                 Some("json") => "json".into(),
                 Some("yaml" | "yml") => "yaml".into(),
                 Some("toml") => "toml".into(),
                 _ => "text".into(),
-            });
+            }
+        });
         let default_name = Path::new(rel)
             .file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(".j2").trim_end_matches(".jinja").to_string())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(".j2")
+                    .trim_end_matches(".jinja")
+                    .to_string()
+            })
             .unwrap_or_else(|| "config".into());
         let out_name = input.file_name(&default_name);
 
@@ -65,15 +73,30 @@ impl Generator for Template {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         let json_escape = format == "json";
-        env.set_auto_escape_callback(move |_| if json_escape { AutoEscape::Json } else { AutoEscape::None });
+        env.set_auto_escape_callback(move |_| {
+            if json_escape {
+                AutoEscape::Json
+            } else {
+                AutoEscape::None
+            }
+        });
         let ctx = input.ctx;
         let ports = ctx.ports.clone();
         let bind = ctx.bind;
-        env.add_function("addr", move |name: String| -> std::result::Result<String, minijinja::Error> {
-            ports.get(&name).map(|p| super::host_port(bind, *p)).ok_or_else(|| {
-                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("no port named {name:?}"))
-            })
-        });
+        env.add_function(
+            "addr",
+            move |name: String| -> std::result::Result<String, minijinja::Error> {
+                ports
+                    .get(&name)
+                    .map(|p| super::host_port(bind, *p))
+                    .ok_or_else(|| {
+                        minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            format!("no port named {name:?}"),
+                        )
+                    })
+            },
+        );
         let value = json!({
             "instance": { "id": ctx.instance_id, "name": ctx.name, "feature": ctx.feature, "mode": ctx.mode },
             "bind": ctx.bind_str(),

@@ -132,11 +132,20 @@ impl Generator for Tor {
         if !["debug", "info", "notice", "warn", "err"].contains(&level) {
             return Err(Error::new(
                 RENDER_FAILED,
-                format!("log_level {level:?} is not a tor log level (debug, info, notice, warn, err)"),
+                format!(
+                    "log_level {level:?} is not a tor log level (debug, info, notice, warn, err)"
+                ),
             ));
         }
         t.line("Log", &format!("{level} file {log}"))?;
-        t.line("SafeLogging", if o.bool("safe_logging", true) { "1" } else { "0" })?;
+        t.line(
+            "SafeLogging",
+            if o.bool("safe_logging", true) {
+                "1"
+            } else {
+                "0"
+            },
+        )?;
         t.line("AvoidDiskWrites", "1")?;
         // Hardening: the control port only on the instance's address, with
         // cookie authentication; the cookie stays in the data dir.

@@ -26,8 +26,16 @@ const OUTBOUNDS: &[&str] = &["freedom", "vmess", "shadowsocks", "socks"];
 /// Private, loopback and link-local ranges a server must not reach for its
 /// clients.
 const PRIVATE: &[&str] = &[
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
 ];
 
 /// Is `s` a UUID (8-4-4-4-12 hex digits)?
@@ -59,10 +67,24 @@ impl Generator for Xray {
         let inb = o.nonempty("inbound").unwrap_or("socks");
         let outb = o.nonempty("outbound").unwrap_or("freedom");
         if !INBOUNDS.contains(&inb) {
-            p.push(OptionProblem::new("inbound", BAD_OPTION_VALUE, format!("xray cannot generate a {inb:?} inbound: one of {}", INBOUNDS.join(", "))));
+            p.push(OptionProblem::new(
+                "inbound",
+                BAD_OPTION_VALUE,
+                format!(
+                    "xray cannot generate a {inb:?} inbound: one of {}",
+                    INBOUNDS.join(", ")
+                ),
+            ));
         }
         if !OUTBOUNDS.contains(&outb) {
-            p.push(OptionProblem::new("outbound", BAD_OPTION_VALUE, format!("xray cannot generate a {outb:?} outbound: one of {}", OUTBOUNDS.join(", "))));
+            p.push(OptionProblem::new(
+                "outbound",
+                BAD_OPTION_VALUE,
+                format!(
+                    "xray cannot generate a {outb:?} outbound: one of {}",
+                    OUTBOUNDS.join(", ")
+                ),
+            ));
         }
         if inb == "vmess" || outb == "vmess" {
             o.need("uuid", "for vmess", &mut p);
@@ -76,7 +98,11 @@ impl Generator for Xray {
         }
         if let Some(u) = o.nonempty("uuid") {
             if !is_uuid(u) {
-                p.push(OptionProblem::new("uuid", BAD_OPTION_VALUE, format!("{u:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")));
+                p.push(OptionProblem::new(
+                    "uuid",
+                    BAD_OPTION_VALUE,
+                    format!("{u:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+                ));
             }
         }
         p
@@ -90,9 +116,13 @@ impl Generator for Xray {
         let inb = inbound(&o, ctx.mode.as_deref());
         let method = o.nonempty("method").unwrap_or("chacha20-poly1305");
         let need = |k: &str| -> Result<&str> {
-            o.nonempty(k).ok_or_else(|| Error::new(MISSING_OPTION, format!("option {k} is required here")).with("option", k))
+            o.nonempty(k).ok_or_else(|| {
+                Error::new(MISSING_OPTION, format!("option {k} is required here")).with("option", k)
+            })
         };
-        let accounts = o.nonempty("auth_username").map(|u| (u, o.str("auth_password").unwrap_or("")));
+        let accounts = o
+            .nonempty("auth_username")
+            .map(|u| (u, o.str("auth_password").unwrap_or("")));
         let mut inbounds = Vec::new();
         match inb {
             "socks" => {
@@ -106,7 +136,10 @@ impl Generator for Xray {
             "vmess" => {
                 let id = need("uuid")?;
                 if !is_uuid(id) {
-                    return Err(Error::new(BAD_OPTION_VALUE, format!("{id:?} is not a UUID")).with("option", "uuid"));
+                    return Err(
+                        Error::new(BAD_OPTION_VALUE, format!("{id:?} is not a UUID"))
+                            .with("option", "uuid"),
+                    );
                 }
                 inbounds.push(json!({ "tag": "vmess-in", "protocol": "vmess", "listen": bind, "port": main, "settings": { "clients": [{ "id": id }] } }));
             }
@@ -115,7 +148,13 @@ impl Generator for Xray {
                     "method": method, "password": need("password")?, "network": if o.bool("udp", true) { "tcp,udp" } else { "tcp" },
                 } }));
             }
-            other => return Err(Error::new(BAD_OPTION_VALUE, format!("xray cannot generate a {other:?} inbound")).with("option", "inbound")),
+            other => {
+                return Err(Error::new(
+                    BAD_OPTION_VALUE,
+                    format!("xray cannot generate a {other:?} inbound"),
+                )
+                .with("option", "inbound"))
+            }
         }
         if o.bool("http_inbound", true) {
             if let Some(http) = ctx.ports.get("http") {
@@ -129,7 +168,10 @@ impl Generator for Xray {
         let outb = o.nonempty("outbound").unwrap_or("freedom");
         let server = || -> Result<(String, u16)> {
             let a = need("server_address")?.to_string();
-            let p = o.port("server_port").ok_or_else(|| Error::new(MISSING_OPTION, "option server_port is required here").with("option", "server_port"))?;
+            let p = o.port("server_port").ok_or_else(|| {
+                Error::new(MISSING_OPTION, "option server_port is required here")
+                    .with("option", "server_port")
+            })?;
             Ok((a, p))
         };
         let mut outbounds = Vec::new();
@@ -148,7 +190,13 @@ impl Generator for Xray {
                 let (a, p) = server()?;
                 outbounds.push(json!({ "tag": "proxy", "protocol": "socks", "settings": { "servers": [{ "address": a, "port": p }] } }));
             }
-            other => return Err(Error::new(BAD_OPTION_VALUE, format!("xray cannot generate a {other:?} outbound")).with("option", "outbound")),
+            other => {
+                return Err(Error::new(
+                    BAD_OPTION_VALUE,
+                    format!("xray cannot generate a {other:?} outbound"),
+                )
+                .with("option", "outbound"))
+            }
         }
         outbounds.push(json!({ "tag": "direct", "protocol": "freedom", "settings": {} }));
         outbounds.push(json!({ "tag": "block", "protocol": "blackhole", "settings": {} }));
@@ -170,6 +218,10 @@ impl Generator for Xray {
         }
         let text = serde_json::to_string_pretty(&cfg)
             .map_err(|e| Error::new(super::RENDER_FAILED, format!("cannot write JSON: {e}")))?;
-        Ok(Rendered::single(input.file_name("config.json"), "json", text + "\n"))
+        Ok(Rendered::single(
+            input.file_name("config.json"),
+            "json",
+            text + "\n",
+        ))
     }
 }
