@@ -832,6 +832,21 @@ fn template_generator_text_and_errors() {
 }
 
 #[test]
+fn secrets_are_redacted_for_display() {
+    let m = catalog_manifest("xray");
+    let merged = configgen::validate_options(
+        &m,
+        Some("shadowsocks-server"),
+        &obj(json!({"password": "hunter2"})),
+    )
+    .expect("ok");
+    let shown = configgen::redact(&m, &merged);
+    assert_eq!(shown["password"], "********");
+    assert_eq!(shown["inbound"], "shadowsocks");
+    assert_eq!(merged["password"], "hunter2");
+}
+
+#[test]
 fn registry_errors() {
     let reg = GeneratorRegistry::builtin();
     assert_eq!(reg.ids(), ["sing-box", "template", "tor", "xray"]);
@@ -1011,6 +1026,21 @@ fn tor_verify_config_accepts_both_modes() {
         &ports,
     )
     .expect("exit relay accepted");
+    // An IPv6 bind address (an instance network may give one).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let merged = configgen::validate_options(&m, Some("client"), &Map::new()).expect("ok");
+    let mut c = ctx(tmp.path(), &m, Some("client"), &ports);
+    c.bind = "::1".parse().unwrap();
+    let r = GeneratorRegistry::builtin()
+        .render(&RenderInput {
+            manifest: &m,
+            manifest_dir: tmp.path(),
+            ctx: &c,
+            options: &merged,
+        })
+        .expect("render");
+    let main = write_atomic(&c.config_dir, &r).expect("write");
+    check(&m, &r, &tor, &main).expect("IPv6 client accepted");
 }
 
 #[test]
@@ -1154,16 +1184,11 @@ fn checker_timeout_kills_its_process_group() {
         "sleep 1000 & echo $! > {{config_dir}}/bg.pid; echo started; wait",
     ]);
     let t0 = Instant::now();
-    let e = check_with_timeout(
-        &m,
-        &r,
-        Path::new("/bin/sh"),
-        &cfg,
-        Duration::from_millis(1500),
-    )
-    .unwrap_err();
+    let e =
+        check_with_timeout(&m, &r, Path::new("/bin/sh"), &cfg, Duration::from_secs(5)).unwrap_err();
     assert_eq!(e.code, "CONFIG_CHECK_TIMEOUT", "{e:?}");
-    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() >= Duration::from_secs(5));
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
     assert!(ctx_has(&e, "output", "started"), "{e:?}");
     let pid: i32 = std::fs::read_to_string(tmp.path().join("bg.pid"))
         .unwrap()

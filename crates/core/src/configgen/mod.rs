@@ -40,9 +40,18 @@ use crate::error::{Error, Result};
 pub use check::{
     check, check_async, check_with_timeout, stage, write_atomic, Staged, DEFAULT_CHECK_TIMEOUT,
 };
-pub use options::{
-    check_options, options_error, parse_sets, resolve_mode, validate_options, OptionProblem,
-};
+pub use options::{check_options, options_error, parse_sets, redact, resolve_mode, OptionProblem};
+
+/// [`GeneratorRegistry::validate_options`] with the built-in generators: the
+/// option schema, the mode, and the named generator's own checks, every
+/// problem at once. Call before anything is allocated.
+pub fn validate_options(
+    m: &Manifest,
+    mode: Option<&str>,
+    user: &Map<String, Value>,
+) -> Result<Map<String, Value>> {
+    GeneratorRegistry::builtin().validate_options(m, mode, user)
+}
 pub use singbox::SingBox;
 pub use template::Template;
 pub use tor::Tor;
@@ -365,9 +374,14 @@ impl GeneratorRegistry {
         user: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let mode = resolve_mode(m, mode)?;
-        let gen = match m.config.as_ref() {
-            Some(_) => Some(self.for_manifest(m)?),
-            None => None,
+        let named = m
+            .config
+            .as_ref()
+            .is_some_and(|c| c.generator.is_some() || c.template.is_some());
+        let gen = if named {
+            Some(self.for_manifest(m)?)
+        } else {
+            None
         };
         match check_options(m, mode, user) {
             Ok(merged) => {

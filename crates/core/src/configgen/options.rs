@@ -502,6 +502,24 @@ pub fn validate_options(
     check_options(m, mode, user).map_err(|p| options_error(m, &p))
 }
 
+/// The options with every `secret` one (passwords, keys) replaced by
+/// `"********"`, for showing an instance.
+pub fn redact(m: &Manifest, options: &Map<String, Value>) -> Map<String, Value> {
+    let specs = effective_specs(m);
+    options
+        .iter()
+        .map(|(k, v)| {
+            let secret = specs.get(k).is_some_and(|s| s.secret) && !v.is_null();
+            let v = if secret {
+                Value::String("********".into())
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
 fn parse_bool(raw: &str) -> Option<bool> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Some(true),
