@@ -751,6 +751,30 @@ fn template_generator_renders_json_escaped() {
 }
 
 #[test]
+fn template_generator_yaml_keeps_values_in_place() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = template_manifest(
+        tmp.path(),
+        "app.yaml",
+        "listen: {{ addr(\"web\") }}\ngreeting: {{ options.greeting }}\nworkers: {{ options.workers }}\ntags: {{ options.tags }}\n",
+        json!({}),
+    );
+    let (_, r) = render(
+        &m,
+        tmp.path(),
+        None,
+        json!({"greeting": "a: b # c\\ \"d\"", "tags": ["x: y", "- z"]}),
+        &[("web", 18080), ("admin", 18081)],
+    );
+    assert_eq!(r.files[0].format, "yaml");
+    let v: Value = serde_yaml_ng::from_str(main_text(&r)).expect("yaml");
+    assert_eq!(v["listen"], "127.0.0.1:18080");
+    assert_eq!(v["greeting"], "a: b # c\\ \"d\"");
+    assert_eq!(v["workers"], 3);
+    assert_eq!(v["tags"], json!(["x: y", "- z"]));
+}
+
+#[test]
 fn template_generator_text_and_errors() {
     let tmp = tempfile::tempdir().expect("tmp");
     let m = template_manifest(

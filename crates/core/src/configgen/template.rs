@@ -5,9 +5,11 @@
 //! `ports` (by name), `options` (merged and validated), `dirs` (`data`, `log`,
 //! `config`, `install`) and the helper `addr(name)` → `bind:port`. Undefined
 //! names are errors, so a typo fails at render time, not in the service.
-//! In `json` templates every `{{ … }}` is JSON-escaped (write
-//! `"listen": {{ bind }}`, not `"{{ bind }}"`), so no option can break out of
-//! its string; the output must parse as its format (json, yaml, toml).
+//! In `json`, `yaml` and `toml` templates every `{{ … }}` is JSON-escaped
+//! (write `"listen": {{ addr("web") }}`, not `"{{ bind }}:…"`), so no option
+//! can break out of its value; the output must parse as its format. In `text`
+//! and `torrc` templates values go in as they are, but no value (option or
+//! context) can hold a newline or other control character.
 
 use std::path::Path;
 
@@ -72,7 +74,9 @@ impl Generator for Template {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
-        let json_escape = format == "json";
+        // JSON scalars and lists are valid YAML and TOML values too, so
+        // escaping as JSON keeps every value in its place in all three.
+        let json_escape = matches!(format.as_str(), "json" | "yaml" | "toml");
         env.set_auto_escape_callback(move |_| {
             if json_escape {
                 AutoEscape::Json
