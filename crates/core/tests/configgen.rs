@@ -40,9 +40,10 @@ fn ctx(dir: &Path, m: &Manifest, mode: Option<&str>, ports: &[(&str, u16)]) -> I
         .iter()
         .map(|(n, p)| (n.to_string(), *p))
         .collect::<BTreeMap<_, _>>();
+    c.create_dirs().expect("dirs");
     for d in [&c.data_dir, &c.log_dir, &c.config_dir] {
-        std::fs::create_dir_all(d).expect("mkdir");
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let mode = std::fs::metadata(d).expect("dir").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
     }
     c
 }

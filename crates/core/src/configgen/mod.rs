@@ -119,6 +119,30 @@ impl InstanceContext {
         }
     }
 
+    /// Create the data, log and config dirs (mode 0700) if missing. Do this
+    /// before [`check()`]: some checkers open their log files (`v2ray -test`
+    /// fails when the log dir is missing) and tor wants a private data dir.
+    pub fn create_dirs(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        for d in [&self.data_dir, &self.log_dir, &self.config_dir] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .and_then(|()| std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)))
+                .map_err(|e| {
+                    Error::new(
+                        check::WRITE_FAILED,
+                        format!("cannot create the instance dir: {e}"),
+                    )
+                    .with("path", d.display())
+                    .with("instance", &self.instance_id)
+                    .hint("check the data dir is writable and its disk is not full")
+                })?;
+        }
+        Ok(())
+    }
+
     /// The port named `name`, or `CONFIG_PORT_MISSING`.
     pub fn port(&self, name: &str) -> Result<u16> {
         self.ports.get(name).copied().ok_or_else(|| {
