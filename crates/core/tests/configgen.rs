@@ -416,6 +416,15 @@ fn tor_client_torrc() {
     assert_eq!(get(&l, "ExitNodes"), ["{de},{nl}"]);
     assert_eq!(get(&l, "StrictNodes"), ["1"]);
     assert!(get(&l, "ORPort").is_empty());
+    assert!(get(&l, "DisableNetwork").is_empty());
+    let (_, r) = render(
+        &m,
+        tmp.path(),
+        Some("client"),
+        json!({"disable_network": true}),
+        &[("socks", 19050), ("control", 19051)],
+    );
+    assert_eq!(get(&torrc(main_text(&r)), "DisableNetwork"), ["1"]);
 }
 
 #[test]
@@ -1051,6 +1060,8 @@ fn tor_verify_config_accepts_both_modes() {
         &ports,
     )
     .expect("exit relay accepted");
+    render_and_check(&tor, &m, "client", json!({"disable_network": true}), &ports)
+        .expect("offline client accepted");
     // An IPv6 bind address (an instance network may give one).
     let tmp = tempfile::tempdir().expect("tmp");
     let merged = configgen::validate_options(&m, Some("client"), &Map::new()).expect("ok");

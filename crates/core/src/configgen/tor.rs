@@ -2,7 +2,7 @@
 //!
 //! Ports: `socks` and `control`. Options (all optional): `role` (client or
 //! relay; default from the mode id, else client), `log_level`, `safe_logging`,
-//! `exit_nodes`, `exclude_nodes`, `strict_nodes`, `bridges`; relays also
+//! `disable_network`, `exit_nodes`, `exclude_nodes`, `strict_nodes`, `bridges`; relays also
 //! `or_port`, `or_address`, `nickname`, `contact_info`, `exit_relay`,
 //! `publish`, `bandwidth_rate_kbytes`, `bandwidth_burst_kbytes`.
 //!
@@ -173,6 +173,10 @@ impl Generator for Tor {
             for b in bridges {
                 t.line("Bridge", b)?;
             }
+        }
+        if o.bool("disable_network", false) {
+            // No connection to the Tor network; only the control port listens.
+            t.line("DisableNetwork", "1")?;
         }
         if role == "client" {
             t.line("ClientOnly", "1")?;
