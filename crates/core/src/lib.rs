@@ -30,6 +30,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod configgen;
 mod daemon;
 mod error;
 pub mod instances;

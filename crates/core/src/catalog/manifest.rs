@@ -214,12 +214,88 @@ pub struct ConfigSpec {
     /// Template, relative to the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
-    /// Checker command.
+    /// Checker: arguments to the feature's own binary, `{{config}}` being the
+    /// config file (e.g. `["--verify-config", "-f", "{{config}}"]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validate: Vec<String>,
-    /// User options by key.
+    /// Longest the checker may run (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_timeout_seconds: Option<f64>,
+    /// The options a user may set, by key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub options: BTreeMap<String, serde_json::Value>,
+    pub options: BTreeMap<String, OptionSpec>,
+}
+
+/// Types of options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptionType {
+    /// A string without control characters.
+    String,
+    /// A whole number.
+    #[serde(alias = "int")]
+    Integer,
+    /// Any number.
+    Number,
+    /// true or false.
+    #[serde(alias = "bool")]
+    Boolean,
+    /// A TCP/UDP port, 1 to 65535.
+    Port,
+    /// One of `enum`.
+    Enum,
+    /// An array whose items follow `items` (strings by default).
+    List,
+}
+
+impl OptionType {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptionType::String => "string",
+            OptionType::Integer => "integer",
+            OptionType::Number => "number",
+            OptionType::Boolean => "boolean",
+            OptionType::Port => "port",
+            OptionType::Enum => "enum",
+            OptionType::List => "list",
+        }
+    }
+}
+
+/// One option a user may set on an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptionSpec {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: OptionType,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Value when neither the user nor the mode sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// Smallest value (integer, number, port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<f64>,
+    /// Largest value (integer, number, port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<f64>,
+    /// Allowed values (required for `enum`; restricts any scalar type).
+    #[serde(rename = "enum", default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<serde_json::Value>,
+    /// Longest string, or most items of a list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// Type of a list's items (default: string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Box<OptionSpec>>,
+    /// Must end up set (by the user, the mode or a default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// A secret (password, key): front ends should not echo it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 /// Network needs.
@@ -240,6 +316,28 @@ pub struct Network {
     /// Can be a client.
     #[serde(default)]
     pub supports_client: bool,
+    /// A name for each of `default_ports` (same order), used by config
+    /// generators (`socks`, `control`, …); unnamed ports are `port0`, `port1`, ….
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_names: Vec<String>,
+}
+
+impl Network {
+    /// Each default port with its name (`port_names`, else `port<i>`).
+    pub fn named_ports(&self) -> Vec<(String, u16)> {
+        self.default_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let name = self
+                    .port_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("port{i}"));
+                (name, *p)
+            })
+            .collect()
+    }
 }
 
 /// Resource limits.
@@ -270,6 +368,9 @@ pub struct Mode {
     /// Default options.
     #[serde(default)]
     pub defaults: serde_json::Map<String, serde_json::Value>,
+    /// Options that must be set in this mode (e.g. a server's password).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
 }
 
 /// How instances are shared.
@@ -516,6 +617,30 @@ fn semantic(m: &Manifest) -> Vec<Problem> {
                 format!("mode id {:?} is used twice", mode.id),
             );
         }
+    }
+    if !m.network.port_names.is_empty() {
+        if m.network.port_names.len() != m.network.default_ports.len() {
+            push(
+                "/network/port_names",
+                format!(
+                    "{} name(s) for {} default port(s): name each port of network.default_ports",
+                    m.network.port_names.len(),
+                    m.network.default_ports.len()
+                ),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, n) in m.network.port_names.iter().enumerate() {
+            if !names.insert(n.as_str()) {
+                push(
+                    &format!("/network/port_names/{i}"),
+                    format!("port name {n:?} is used twice"),
+                );
+            }
+        }
+    }
+    for (pointer, message) in crate::configgen::options::spec_problems(m) {
+        push(&pointer, message);
     }
     p
 }
