@@ -41,12 +41,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cgroup;
 mod deps;
 mod error;
 mod event;
 mod health;
 mod logs;
 mod manager;
+mod privs;
 mod probe;
 mod process;
 mod spawn;
@@ -54,14 +56,23 @@ mod spec;
 mod state;
 mod status;
 
+pub use cgroup::{
+    CgroupVersion, Cgroups, ResourceUsage, CGROUP_CREATE_FAILED, CGROUP_JOIN_FAILED,
+    CGROUP_LIMIT_FAILED, CPU_PERIOD_US,
+};
 pub use deps::{find_cycle, Condition};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use health::{Check, Health, HealthStatus, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 pub use logs::{LogLine, Stream};
 pub use manager::{Manager, ManagerOptions};
+pub use privs::{
+    NETNS_JOIN_FAILED, NETNS_OPEN_FAILED, PRIVS_NOT_ROOT, PRIVS_NO_NEW_PRIVS_FAILED,
+    PRIVS_SETID_FAILED, PRIVS_UNKNOWN_USER,
+};
 pub use spec::{
-    LogSpec, ProcessSpec, RestartMode, RestartPolicy, SpecProblem, StopSignal, MAX_NAME_LEN,
+    Limits, LogSpec, ProcessSpec, RestartMode, RestartPolicy, RunAs, SpecProblem, StopSignal,
+    MAX_NAME_LEN, MIN_CPU_MAX, MIN_MEMORY_MAX,
 };
 pub use state::{Action, ExitInfo, Gates, Input, Machine, Output, State, Transition};
 pub use status::{ProcessStatus, Tail};
