@@ -1029,6 +1029,50 @@ mod tests {
         );
     }
 
+    /// The v2 path on whatever cgroup2 mount this host has (on a hybrid host, the
+    /// controller-less unified one: grouping, accounting and removal still work).
+    #[test]
+    fn v2_cgroup_is_created_holds_a_process_and_is_removed() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIP v2_cgroup_is_created: needs root");
+            return;
+        }
+        let mut c = Cgroups::detect();
+        c.v1.clear();
+        match &c.v2 {
+            Some(h) if h.problem.is_none() => {}
+            other => {
+                eprintln!("SKIP v2_cgroup_is_created: no usable cgroup2 mount ({other:?})");
+                return;
+            }
+        }
+        let group = format!("hgunit-{}", std::process::id());
+        let limits = Limits::default();
+        let cg = c.create(&group, "p", &limits).unwrap().unwrap();
+        assert_eq!(cg.version(), CgroupVersion::V2);
+        assert_eq!(cg.join_fds().count(), 1);
+        let dir = cg.dirs()[0].clone();
+        assert_eq!(vec![dir.clone()], c.process_dirs(&group, "p", &limits));
+        assert!(dir.is_dir());
+        let mut child = std::process::Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .unwrap();
+        fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        assert_eq!(cg.members(), vec![child.id() as i32]);
+        assert!(cg.usage().cpu_usage.is_some(), "{:?}", cg.usage());
+        // Removal kills what is inside, even though it is nobody's group leader here.
+        let reaper = std::thread::spawn(move || child.wait());
+        cg.remove_blocking().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(reaper.join().unwrap().unwrap().signal(), Some(9));
+        assert!(!dir.exists());
+        assert!(
+            !dir.parent().unwrap().exists(),
+            "the group directory goes too"
+        );
+    }
+
     #[test]
     fn group_names_are_single_directory_names() {
         assert!(validate_group("daemon-1").is_ok());

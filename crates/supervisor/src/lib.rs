@@ -19,6 +19,13 @@
 //! - **Logs** (`logs` module): one thread drains every stdout/stderr pipe into
 //!   size-rotated files and a small in-memory tail; a child never blocks on its
 //!   pipe and a full disk only drops output (counted in the status).
+//! - **Resources and privileges** (`cgroup` and `privs` modules): a spec with
+//!   [`Limits`] gets a cgroup of its own (v2 where the host's cgroup2 mount has
+//!   the controllers, the v1 hierarchies otherwise, a warning and no limits when
+//!   neither can be used — see [`Cgroups::detect`]); the child writes itself into
+//!   it before anything else, and it is removed, stragglers killed, once the
+//!   process is gone. The child can join a network namespace, drop to another
+//!   user ([`RunAs`]) and sets `no_new_privs` by default, all before exec.
 //! - **Events** ([`Event`]) are broadcast for every state change; [`ProcessStatus`]
 //!   snapshots are read without asking the process task.
 //!

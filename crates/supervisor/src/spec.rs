@@ -293,6 +293,9 @@ pub const MIN_MEMORY_MAX: u64 = 1024 * 1024;
 /// per 100 ms period.
 pub const MIN_CPU_MAX: f64 = 0.01;
 
+/// The largest `cpu_max` accepted, in cores (the kernel caps the quota too).
+const MAX_CPU_MAX: f64 = 10_000.0;
+
 /// Resource limits of one process (see [`ProcessSpec::limits`]).
 ///
 /// In JSON/TOML, `memory_max` is bytes as a number or a string with a unit
@@ -326,10 +329,12 @@ impl Limits {
             }
         }
         if let Some(c) = self.cpu_max {
-            if !(c.is_finite() && (MIN_CPU_MAX..=1_000_000.0).contains(&c)) {
+            if !(c.is_finite() && (MIN_CPU_MAX..=MAX_CPU_MAX).contains(&c)) {
                 out.push((
                     "cpu_max",
-                    format!("cpu_max must be between {MIN_CPU_MAX} and 1000000 cores, got {c}"),
+                    format!(
+                        "cpu_max must be between {MIN_CPU_MAX} and {MAX_CPU_MAX} cores, got {c}"
+                    ),
                 ));
             }
         }

@@ -216,6 +216,13 @@ async fn cgroup_holds_the_process_with_its_limits_and_goes_away() {
     if let Some(p) = usage.pids_current {
         assert!(p >= 2, "{usage:?}");
     }
+    let mem = usage
+        .memory_current
+        .expect("memory is counted where it is limited");
+    assert!(mem > 0 && mem <= 64 << 20, "{usage:?}");
+    if version == Some(hangar_supervisor::CgroupVersion::V2) {
+        assert!(usage.cpu_usage.is_some(), "{usage:?}");
+    }
     m.stop("held", Some(Duration::from_secs(5))).await.unwrap();
     for d in &dirs {
         assert!(!d.exists(), "{} left after stop", d.display());
