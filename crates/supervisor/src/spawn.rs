@@ -256,11 +256,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             std::ptr::write_volatile(&mut a.stage, stage);
             libc::_exit(127)
         };
-        // Default dispositions for every signal: handlers belong to hangar, and
-        // ignored signals (SIGPIPE in every Rust program, whatever the parent of
-        // hangar ignored) would be inherited. The raw syscall reaches the signals
-        // glibc reserves for itself, which its sigaction() refuses. A zeroed kernel
-        // `struct sigaction` is SIG_DFL with no flags and an empty mask.
         // Into the cgroup first, so that nothing this child does or runs escapes
         // its limits. The descriptors are the parent's, opened for this spawn and
         // still open (the table is shared until the unshare below), so they are
@@ -291,6 +286,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             fail(a, STAGE_STDIO);
         }
+        // Default dispositions for every signal: handlers belong to hangar, and
+        // ignored signals (SIGPIPE in every Rust program, whatever the parent of
+        // hangar ignored) would be inherited. The raw syscall reaches the signals
+        // glibc reserves for itself, which its sigaction() refuses. A zeroed kernel
+        // `struct sigaction` is SIG_DFL with no flags and an empty mask.
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {

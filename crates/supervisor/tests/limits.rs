@@ -542,3 +542,26 @@ async fn setup_failures_fail_the_start_with_a_code_and_leave_nothing() {
     }
     m.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_usable_cgroups_limited_processes_still_run() {
+    let limits = Limits {
+        memory_max: Some(64 << 20),
+        ..Limits::default()
+    };
+    if Cgroups::detect().unusable_reason(&limits).is_none() {
+        eprintln!(
+            "SKIP without_usable_cgroups: this host can apply limits (run the tests as a \
+             non-root user to check the fallback)"
+        );
+        return;
+    }
+    let (m, _guard) = manager("nocg");
+    let mut spec = never("unlimited", "sleep", &["3600"]);
+    spec.limits = Some(limits);
+    m.start(spec).await.unwrap();
+    assert!(m.cgroup_dirs("unlimited").unwrap().is_empty());
+    assert_eq!(m.usage("unlimited").unwrap(), None);
+    assert_eq!(m.status("unlimited").unwrap().state, State::Running);
+    m.shutdown().await;
+}
