@@ -108,7 +108,12 @@ async fn exit_of(
     rx: &mut tokio::sync::broadcast::Receiver<hangar_supervisor::Event>,
     name: &str,
 ) -> hangar_supervisor::ExitInfo {
-    let ev = wait_state(rx, name, State::Exited).await;
+    let ev = tokio::time::timeout(
+        Duration::from_secs(120),
+        wait_state(rx, name, State::Exited),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{name} did not exit within 120 s"));
     match ev.kind {
         EventKind::State { exit: Some(e), .. } => e,
         other => panic!("no exit info in {other:?}"),
