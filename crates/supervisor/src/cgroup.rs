@@ -220,7 +220,8 @@ impl Cgroups {
     /// `group` (what a supervisor that died left behind), and the group's own
     /// directories. Returns how many process cgroups were removed.
     pub fn remove_group(&self, group: &str) -> io::Result<usize> {
-        let mut removed = 0;
+        // Counted by name: on v1 one process has a directory per hierarchy.
+        let mut removed = std::collections::BTreeSet::new();
         for h in self.v2.iter().chain(self.v1.iter()) {
             let gdir = h.base.join("hangar").join(group);
             let entries = match fs::read_dir(&gdir) {
@@ -240,12 +241,12 @@ impl Cgroups {
                         join: Vec::new(),
                     };
                     cg.remove_blocking()?;
-                    removed += 1;
+                    removed.insert(e.file_name());
                 }
             }
             let _ = fs::remove_dir(&gdir);
         }
-        Ok(removed)
+        Ok(removed.len())
     }
 
     fn plan_for(&self, limits: &Limits) -> Result<Plan, String> {

@@ -450,6 +450,18 @@ async fn joins_a_network_namespace_before_exec() {
     m.start(spec).await.unwrap();
     let lines = wait_lines(&m, "inside", "END").await;
     assert_eq!(stdout(&lines), ["lo", "END"], "{lines:?}");
+    // Everything at once: cgroup, namespace, then the drop to nobody (setns needs
+    // the privileges the drop gives up, so the order matters).
+    let mut spec = never("inside-nobody", "sh", &["-c", &format!("id -u; {script}")]);
+    spec.netns = Some(PathBuf::from(format!("/run/netns/{name}")));
+    spec.user = Some(RunAs::from_name("nobody").unwrap());
+    spec.limits = Some(Limits {
+        pids_max: Some(16),
+        ..Limits::default()
+    });
+    m.start(spec).await.unwrap();
+    let lines = wait_lines(&m, "inside-nobody", "END").await;
+    assert_eq!(stdout(&lines), ["65534", "lo", "END"], "{lines:?}");
     // The same command outside sees the host's interfaces (at least one more).
     m.start(never("outside", "sh", &["-c", script]))
         .await
@@ -568,5 +580,58 @@ async fn without_usable_cgroups_limited_processes_still_run() {
     assert!(m.cgroup_dirs("unlimited").unwrap().is_empty());
     assert_eq!(m.usage("unlimited").unwrap(), None);
     assert_eq!(m.status("unlimited").unwrap().state, State::Running);
+    m.shutdown().await;
+}
+
+/// A cgroup holding a `sleep` at `dirs`, as a supervisor that died would leave
+/// it. Returns the thread that reaps the sleep (with its exit status).
+fn leftover(
+    dirs: &[PathBuf],
+) -> std::thread::JoinHandle<std::io::Result<std::process::ExitStatus>> {
+    let mut child = std::process::Command::new("sleep")
+        .arg("3600")
+        .spawn()
+        .unwrap();
+    for d in dirs {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("cgroup.procs"), child.id().to_string()).unwrap();
+    }
+    std::thread::spawn(move || child.wait())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_a_dead_supervisor_are_cleared() {
+    need_root!("leftovers_of_a_dead_supervisor_are_cleared");
+    let limits = Limits {
+        pids_max: Some(16),
+        ..Limits::default()
+    };
+    if !limits_usable("leftovers_of_a_dead_supervisor", &limits) {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let (m, guard) = manager("leftover");
+    let host = Cgroups::detect();
+    // The same name again: the old occupant is killed, the new one moves in.
+    let dirs = host.process_dirs(&guard.0, "again", &limits);
+    let old = leftover(&dirs);
+    let mut spec = never("again", "sleep", &["3600"]);
+    spec.limits = Some(limits);
+    let pid = m.start(spec).await.unwrap();
+    assert_eq!(old.join().unwrap().unwrap().signal(), Some(9));
+    for d in &dirs {
+        assert_eq!(read(&d.join("cgroup.procs")), pid.to_string());
+    }
+    m.stop("again", None).await.unwrap();
+
+    // What no process of the new supervisor claims: remove_group at boot.
+    let dirs = host.process_dirs(&guard.0, "orphan", &limits);
+    let orphan = leftover(&dirs);
+    assert_eq!(host.remove_group(&guard.0).unwrap(), 1);
+    assert_eq!(orphan.join().unwrap().unwrap().signal(), Some(9));
+    for d in &dirs {
+        assert!(!d.exists(), "{}", d.display());
+        assert!(!d.parent().unwrap().exists(), "{}", d.display());
+    }
     m.shutdown().await;
 }
