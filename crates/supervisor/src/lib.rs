@@ -19,6 +19,13 @@
 //! - **Logs** (`logs` module): one thread drains every stdout/stderr pipe into
 //!   size-rotated files and a small in-memory tail; a child never blocks on its
 //!   pipe and a full disk only drops output (counted in the status).
+//! - **Resources and privileges** (`cgroup` and `privs` modules): a spec with
+//!   [`Limits`] gets a cgroup of its own (v2 where the host's cgroup2 mount has
+//!   the controllers, the v1 hierarchies otherwise, a warning and no limits when
+//!   neither can be used — see [`Cgroups::detect`]); the child writes itself into
+//!   it before anything else, and it is removed, stragglers killed, once the
+//!   process is gone. The child can join a network namespace, drop to another
+//!   user ([`RunAs`]) and sets `no_new_privs` by default, all before exec.
 //! - **Events** ([`Event`]) are broadcast for every state change; [`ProcessStatus`]
 //!   snapshots are read without asking the process task.
 //!
@@ -41,12 +48,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod cgroup;
 mod deps;
 mod error;
 mod event;
 mod health;
 mod logs;
 mod manager;
+mod privs;
 mod probe;
 mod process;
 mod spawn;
@@ -54,14 +63,23 @@ mod spec;
 mod state;
 mod status;
 
+pub use cgroup::{
+    CgroupVersion, Cgroups, ResourceUsage, CGROUP_CREATE_FAILED, CGROUP_JOIN_FAILED,
+    CGROUP_LIMIT_FAILED, CPU_PERIOD_US,
+};
 pub use deps::{find_cycle, Condition};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventKind};
 pub use health::{Check, Health, HealthStatus, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 pub use logs::{LogLine, Stream};
 pub use manager::{Manager, ManagerOptions};
+pub use privs::{
+    NETNS_JOIN_FAILED, NETNS_OPEN_FAILED, PRIVS_NOT_ROOT, PRIVS_NO_NEW_PRIVS_FAILED,
+    PRIVS_SETID_FAILED, PRIVS_UNKNOWN_USER,
+};
 pub use spec::{
-    LogSpec, ProcessSpec, RestartMode, RestartPolicy, SpecProblem, StopSignal, MAX_NAME_LEN,
+    Limits, LogSpec, ProcessSpec, RestartMode, RestartPolicy, RunAs, SpecProblem, StopSignal,
+    MAX_NAME_LEN, MIN_CPU_MAX, MIN_MEMORY_MAX,
 };
 pub use state::{Action, ExitInfo, Gates, Input, Machine, Output, State, Transition};
 pub use status::{ProcessStatus, Tail};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hangar_net::{PortRange, PortRegistry};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::cgroup::{validate_group, Cgroups, Placement, ResourceUsage};
 use crate::deps::{find_cycle, stop_batches};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -34,6 +35,12 @@ pub struct ManagerOptions {
     pub jitter_seed: Option<u64>,
     /// Ports handed to processes that ask for named `ports`.
     pub port_range: std::ops::RangeInclusive<u16>,
+    /// The name of this supervisor's directory in the cgroup tree: processes
+    /// with `limits` get `<base>/hangar/<cgroup_group>/<process name>`. A daemon
+    /// should give a stable name unique on the host (so that
+    /// [`Cgroups::remove_group`] finds what a crashed run left); unset, a name
+    /// unique to this manager (`<pid>-<n>`).
+    pub cgroup_group: Option<String>,
 }
 
 impl Default for ManagerOptions {
@@ -43,6 +50,7 @@ impl Default for ManagerOptions {
             event_capacity: 4096,
             jitter_seed: None,
             port_range: 20000..=29999,
+            cgroup_group: None,
         }
     }
 }
@@ -60,6 +68,8 @@ pub(crate) struct Ctx {
     pub ports: PortRegistry,
     /// One pooled HTTP client for every HTTP probe.
     pub http: crate::probe::HttpClient,
+    /// Where processes' cgroups go.
+    pub placement: Arc<Placement>,
 }
 
 impl Ctx {
@@ -120,8 +130,28 @@ impl Manager {
                 .hint("the system may be out of threads or file descriptors")
                 .build()
         };
+        let group = match opts.cgroup_group {
+            Some(g) => {
+                validate_group(&g).map_err(|m| {
+                    Error::of(ErrorKind::InvalidSpec, m)
+                        .hint("give cgroup_group as one directory name, e.g. \"daemon\"")
+                        .build()
+                })?;
+                g
+            }
+            None => {
+                static MANAGERS: AtomicU64 = AtomicU64::new(0);
+                let n = MANAGERS.fetch_add(1, Ordering::Relaxed);
+                format!("{}-{n}", std::process::id())
+            }
+        };
+        let placement = Arc::new(Placement {
+            host: Cgroups::host(),
+            group,
+        });
         let logs = LogPump::start().map_err(io_err)?;
-        let spawner = Spawner::new(opts.spawn_threads, logs.clone()).map_err(io_err)?;
+        let spawner = Spawner::new(opts.spawn_threads, logs.clone(), Arc::clone(&placement))
+            .map_err(io_err)?;
         let (events, _) = broadcast::channel(opts.event_capacity.max(16));
         let base_env = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -155,6 +185,7 @@ impl Manager {
                     procs: RwLock::new(HashMap::new()),
                     ports,
                     http,
+                    placement,
                 }),
                 seeds: Mutex::new(seeds),
                 closing: AtomicBool::new(false),
@@ -286,6 +317,7 @@ impl Manager {
             log: ProcessLog::new(name, spec.log.clone()),
             spec: Mutex::new(Arc::clone(&spec)),
             probe_generation: std::sync::atomic::AtomicU64::new(0),
+            cgroup: Mutex::new(None),
         });
         let seed = match self.inner.seeds.lock() {
             Ok(mut r) => r.u64(..),
@@ -640,7 +672,47 @@ impl Manager {
         for pid in &pids {
             let _ = crate::spawn::kill_group(*pid, rustix::process::Signal::KILL);
         }
+        // And what left its process group but not its cgroup.
+        if let Ok(p) = self.inner.ctx.procs.read() {
+            for e in p.values() {
+                let cg = e.shared.cgroup.lock().ok().and_then(|c| c.clone());
+                if let Some(cg) = cg {
+                    cg.kill_members();
+                }
+            }
+        }
         pids.len()
+    }
+
+    /// This manager's directory name in the cgroup tree (see
+    /// [`ManagerOptions::cgroup_group`]).
+    pub fn cgroup_group(&self) -> &str {
+        &self.inner.ctx.placement.group
+    }
+
+    /// The cgroup directories of a running process (one on v2, one per joined
+    /// hierarchy on v1); empty when it has no cgroup (no `limits`, not running,
+    /// or no usable cgroups on this host).
+    pub fn cgroup_dirs(&self, name: &str) -> Result<Vec<PathBuf>> {
+        Ok(self.cgroup_of(name)?.map(|c| c.dirs()).unwrap_or_default())
+    }
+
+    /// What a running process's cgroup has counted (memory, cpu time, tasks, OOM
+    /// kills); `None` when it has no cgroup.
+    pub fn usage(&self, name: &str) -> Result<Option<ResourceUsage>> {
+        Ok(self.cgroup_of(name)?.map(|c| c.usage()))
+    }
+
+    /// Which cgroup version a running process's cgroup is on.
+    pub fn cgroup_version(&self, name: &str) -> Result<Option<crate::CgroupVersion>> {
+        Ok(self.cgroup_of(name)?.map(|c| c.version()))
+    }
+
+    fn cgroup_of(&self, name: &str) -> Result<Option<Arc<crate::cgroup::ProcessCgroup>>> {
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
+        let entry = procs.get(name).ok_or_else(|| not_found(name))?;
+        let cg = entry.shared.cgroup.lock().map_err(|_| poisoned())?.clone();
+        Ok(cg)
     }
 
     fn send(&self, name: &str, cmd: Command) -> Result<()> {

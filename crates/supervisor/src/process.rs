@@ -20,12 +20,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cgroup::ProcessCgroup;
 use crate::deps::{evaluate, DepState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
 use crate::health::{HealthStatus, HealthTracker, ProbeKind, Verdict};
 use crate::logs::ProcessLog;
 use crate::manager::{snapshot, Ctx, PROCESS_PORTS};
+use crate::privs::SetupError;
 use crate::probe::{self, ProbeVerdict, Target};
 use crate::spawn::{kill_group, SpawnRequest, Spawned};
 use crate::spec::{substitute_ports, ProcessSpec};
@@ -60,12 +62,16 @@ pub(crate) struct Shared {
     pub spec: Mutex<Arc<ProcessSpec>>,
     /// Generation of the running probe task; changed under the status lock.
     pub probe_generation: AtomicU64,
+    /// The running child's cgroup (usage reads, kill_all).
+    pub cgroup: Mutex<Option<Arc<ProcessCgroup>>>,
 }
 
 /// A spawned child, watched through its pidfd.
 pub(crate) struct Child {
     pub pid: u32,
     pidfd: AsyncFd<OwnedFd>,
+    /// Removed once the child and its group are gone.
+    cgroup: Option<Arc<ProcessCgroup>>,
 }
 
 impl Child {
@@ -79,6 +85,7 @@ impl Child {
             Ok(pidfd) => Ok(Child {
                 pid: spawned.pid,
                 pidfd,
+                cgroup: spawned.cgroup.map(Arc::new),
             }),
             Err(err) => {
                 let e = err.into_parts().1;
@@ -87,6 +94,9 @@ impl Child {
                     rustix::process::Pid::from_raw(spawned.pid as i32),
                     rustix::process::WaitOptions::empty(),
                 );
+                if let Some(cg) = spawned.cgroup {
+                    let _ = cg.remove_blocking();
+                }
                 Err(e)
             }
         }
@@ -166,7 +176,9 @@ impl Actor {
             tokio::select! {
                 biased;
                 exit = wait_exit(self.child.as_ref()) => {
-                    self.child = None;
+                    if let Some(child) = self.child.take() {
+                        self.release_cgroup(child).await;
+                    }
                     self.feed(Input::Exited(exit)).await;
                 }
                 () = sleep_until(timer) => {
@@ -204,6 +216,7 @@ impl Actor {
         if let Some(child) = self.child.take() {
             let _ = kill_group(child.pid, Signal::KILL);
             wait_exit(Some(&child)).await;
+            self.release_cgroup(child).await;
         }
         self.set_probe(None);
         self.ctx.ports.release_all(&self.name);
@@ -262,6 +275,30 @@ impl Actor {
                     self.feed(Input::Stop { timeout }).await;
                 }
             }
+        }
+    }
+
+    /// The child and its group are gone: kill whatever else is left in its cgroup
+    /// and remove it, before the exit is reported (a caller told "stopped" finds
+    /// no cgroup left).
+    async fn release_cgroup(&mut self, child: Child) {
+        let Some(cg) = child.cgroup else { return };
+        if let Ok(mut slot) = self.shared.cgroup.lock() {
+            *slot = None;
+        }
+        match cg.remove().await {
+            Ok(Some(oom)) if oom > 0 => tracing::warn!(
+                process = %self.name,
+                oom_kills = oom,
+                memory_max = ?self.spec.limits.and_then(|l| l.memory_max),
+                "the out-of-memory killer killed processes of this process's cgroup: it reached its memory limit"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                process = %self.name,
+                error = %e,
+                "could not remove the process's cgroup"
+            ),
         }
     }
 
@@ -482,6 +519,9 @@ impl Actor {
             Ok(spawned) => match Child::watch(spawned) {
                 Ok(child) => {
                     let pid = child.pid;
+                    if let Ok(mut slot) = self.shared.cgroup.lock() {
+                        slot.clone_from(&child.cgroup);
+                    }
                     self.child = Some(child);
                     Input::Spawned { pid }
                 }
@@ -490,6 +530,13 @@ impl Actor {
                     permanent: false,
                 },
             },
+            Err(e) if SetupError::find(&e).is_some() => {
+                let permanent = SetupError::find(&e).is_some_and(|s| s.permanent);
+                Input::SpawnFailed {
+                    error: self.setup_error(e),
+                    permanent,
+                }
+            }
             Err(e) => {
                 let permanent = matches!(
                     e.kind(),
@@ -503,6 +550,22 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// A failure to set up the child's cgroup, user or namespace.
+    fn setup_error(&self, e: io::Error) -> Error {
+        let Some(setup) = SetupError::find(&e) else {
+            return self.start_error(e);
+        };
+        let mut b = Error::of(ErrorKind::ProcessStartFailed, setup.message.clone())
+            .ctx("code", setup.code)
+            .ctx("name", &self.name)
+            .ctx("command", &self.spec.command)
+            .hint(setup.hint.clone());
+        if let Some(src) = &setup.source {
+            b = b.source(io::Error::new(src.kind(), src.to_string()));
+        }
+        b.build()
     }
 
     fn start_error(&self, e: io::Error) -> Error {

@@ -25,7 +25,11 @@ use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::sync::oneshot;
 
+use crate::cgroup::{Placement, ProcessCgroup, CGROUP_JOIN_FAILED};
 use crate::logs::{LogPump, ProcessLog, Stream};
+use crate::privs::{
+    self, SetupError, NETNS_JOIN_FAILED, PRIVS_NO_NEW_PRIVS_FAILED, PRIVS_SETID_FAILED,
+};
 use crate::spec::ProcessSpec;
 
 /// What to spawn. Only shared references: a thousand queued requests must not hold
@@ -81,6 +85,8 @@ impl SpawnRequest {
 pub(crate) struct Spawned {
     pub pid: u32,
     pub pidfd: OwnedFd,
+    /// The child's cgroup, when its spec has `limits` and the host has cgroups.
+    pub cgroup: Option<ProcessCgroup>,
 }
 
 type Reply = oneshot::Sender<io::Result<Spawned>>;
@@ -93,12 +99,17 @@ pub(crate) struct Spawner {
 }
 
 impl Spawner {
-    pub(crate) fn new(threads: usize, logs: LogPump) -> io::Result<Spawner> {
+    pub(crate) fn new(
+        threads: usize,
+        logs: LogPump,
+        placement: Arc<Placement>,
+    ) -> io::Result<Spawner> {
         let (tx, rx) = mpsc::channel::<(SpawnRequest, Reply)>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
             let logs = logs.clone();
+            let placement = Arc::clone(&placement);
             let mut thread = SpawnerThread::new()?;
             std::thread::Builder::new()
                 .name(format!("hangar-spawn-{i}"))
@@ -111,7 +122,7 @@ impl Spawner {
                     let Ok((req, reply)) = job else { return };
                     // If the requester is gone (its task was cancelled), nobody will
                     // supervise this child: kill and reap it rather than leak it.
-                    let res = spawn_one(req, &logs, &mut thread);
+                    let res = spawn_one(req, &logs, &placement, &mut thread);
                     if let Err(Ok(orphan)) = reply.send(res) {
                         let _ = kill_group(orphan.pid, Signal::KILL);
                         // Blocking wait by pid: the pidfd is non-blocking, and this
@@ -120,6 +131,9 @@ impl Spawner {
                             Pid::from_raw(orphan.pid as i32),
                             rustix::process::WaitOptions::empty(),
                         );
+                        if let Some(cg) = orphan.cgroup {
+                            let _ = cg.remove_blocking();
+                        }
                     }
                 })?;
         }
@@ -195,15 +209,36 @@ struct ChildArgs {
     unshare_from: libc::c_uint,
     parent: libc::pid_t,
     die_with_parent: bool,
+    /// `cgroup.procs` of each cgroup to join (the first `cgroup_n`).
+    cgroup_fds: [libc::c_int; MAX_CGROUP_FDS],
+    cgroup_n: usize,
+    /// Network namespace to join, or -1.
+    netns_fd: libc::c_int,
+    /// Switch to `uid`/`gid`/`groups`.
+    set_ids: bool,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: *const libc::gid_t,
+    ngroups: usize,
+    no_new_privs: bool,
     err: libc::c_int,
     stage: libc::c_int,
 }
+
+/// At most this many cgroup hierarchies are joined (v1: memory, cpu, cpuacct, pids).
+const MAX_CGROUP_FDS: usize = 4;
 
 const STAGE_SETSID: libc::c_int = 1;
 const STAGE_PDEATHSIG: libc::c_int = 2;
 const STAGE_STDIO: libc::c_int = 3;
 const STAGE_CHDIR: libc::c_int = 4;
 const STAGE_EXEC: libc::c_int = 5;
+const STAGE_CGROUP: libc::c_int = 6;
+const STAGE_NETNS: libc::c_int = 7;
+const STAGE_SETGROUPS: libc::c_int = 8;
+const STAGE_SETGID: libc::c_int = 9;
+const STAGE_SETUID: libc::c_int = 10;
+const STAGE_NO_NEW_PRIVS: libc::c_int = 11;
 
 /// The child side of the spawn: runs on `SpawnerThread::stack`, in our address
 /// space, while the spawning thread is suspended.
@@ -221,12 +256,25 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             std::ptr::write_volatile(&mut a.stage, stage);
             libc::_exit(127)
         };
-        // Default dispositions for every signal: handlers belong to hangar, and
-        // ignored signals (SIGPIPE in every Rust program, whatever the parent of
-        // hangar ignored) would be inherited. The raw syscall reaches the signals
-        // glibc reserves for itself, which its sigaction() refuses. A zeroed kernel
-        // `struct sigaction` is SIG_DFL with no flags and an empty mask.
-        // First, stop sharing the descriptor table (see SpawnerThread), before
+        // Into the cgroup first, so that nothing this child does or runs escapes
+        // its limits. The descriptors are the parent's, opened for this spawn and
+        // still open (the table is shared until the unshare below), so they are
+        // used before that unshare closes the high end. "0" means "myself".
+        for fd in &a.cgroup_fds[..a.cgroup_n.min(MAX_CGROUP_FDS)] {
+            if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(a, STAGE_CGROUP);
+            }
+        }
+        if a.netns_fd >= 0
+            && libc::syscall(
+                libc::SYS_setns,
+                a.netns_fd as libc::c_long,
+                libc::CLONE_NEWNET as libc::c_long,
+            ) < 0
+        {
+            fail(a, STAGE_NETNS);
+        }
+        // Then stop sharing the descriptor table (see SpawnerThread), before
         // anything below changes a descriptor.
         if a.unshare_from > 0
             && libc::syscall(
@@ -238,6 +286,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         {
             fail(a, STAGE_STDIO);
         }
+        // Default dispositions for every signal: handlers belong to hangar, and
+        // ignored signals (SIGPIPE in every Rust program, whatever the parent of
+        // hangar ignored) would be inherited. The raw syscall reaches the signals
+        // glibc reserves for itself, which its sigaction() refuses. A zeroed kernel
+        // `struct sigaction` is SIG_DFL with no flags and an empty mask.
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
@@ -246,6 +299,33 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::setsid() < 0 {
             fail(a, STAGE_SETSID);
+        }
+        // Drop to the target user: groups, then group, then user (after setuid
+        // nothing else could be changed). Raw syscalls: glibc's wrappers would
+        // broadcast the change to every thread of hangar, which shares our memory.
+        // Before PR_SET_PDEATHSIG, because any change of credentials clears it.
+        if a.set_ids {
+            if libc::syscall(libc::SYS_setgroups, a.ngroups as libc::c_long, a.groups) < 0 {
+                fail(a, STAGE_SETGROUPS);
+            }
+            if libc::syscall(
+                libc::SYS_setresgid,
+                a.gid as libc::c_long,
+                a.gid as libc::c_long,
+                a.gid as libc::c_long,
+            ) < 0
+            {
+                fail(a, STAGE_SETGID);
+            }
+            if libc::syscall(
+                libc::SYS_setresuid,
+                a.uid as libc::c_long,
+                a.uid as libc::c_long,
+                a.uid as libc::c_long,
+            ) < 0
+            {
+                fail(a, STAGE_SETUID);
+            }
         }
         if a.die_with_parent {
             if libc::prctl(
@@ -281,6 +361,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         if !a.cwd.is_null() && libc::chdir(a.cwd) < 0 {
             fail(a, STAGE_CHDIR);
+        }
+        if a.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            fail(a, STAGE_NO_NEW_PRIVS);
         }
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -337,7 +420,26 @@ fn candidates(program: &str, path: Option<&str>) -> io::Result<Vec<CString>> {
         .collect()
 }
 
-fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Result<Spawned> {
+/// Removes a cgroup created for a spawn that then failed (blocking: this is a
+/// spawner thread). Disarmed by taking the cgroup out.
+struct CgroupGuard(Option<ProcessCgroup>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            if let Err(e) = cg.remove_blocking() {
+                tracing::warn!(error = %e, "could not remove the cgroup of a failed spawn");
+            }
+        }
+    }
+}
+
+fn spawn_one(
+    req: SpawnRequest,
+    logs: &LogPump,
+    placement: &Placement,
+    t: &mut SpawnerThread,
+) -> io::Result<Spawned> {
     // Everything the child needs is built here, before clone.
     let spec = &req.spec;
     let paths = candidates(&spec.command, req.path())?;
@@ -356,6 +458,28 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
     let (paths_p, argv_p, env_p) = (ptrs(&paths), ptrs(&argv_s), ptrs(&env_s));
     let (out_r, out_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
     let (err_r, err_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+    // Privileges and namespace, then the cgroup: the last fallible preparation,
+    // and from here on every failure removes it (the guard).
+    let prepared = privs::prepare(spec).map_err(SetupError::into_io)?;
+    let mut cgroup = CgroupGuard(match &spec.limits {
+        Some(limits) => placement
+            .host
+            .create(&placement.group, &spec.name, limits)
+            .map_err(SetupError::into_io)?,
+        None => None,
+    });
+    let mut cgroup_fds = [-1; MAX_CGROUP_FDS];
+    let mut cgroup_n = 0;
+    if let Some(cg) = &cgroup.0 {
+        for (slot, fd) in cgroup_fds.iter_mut().zip(cg.join_fds()) {
+            *slot = fd;
+            cgroup_n += 1;
+        }
+    }
+    let (set_ids, uid, gid, groups) = match &prepared.ids {
+        Some(ids) => (true, ids.uid, ids.gid, ids.groups.as_slice()),
+        None => (false, 0, 0, &[][..]),
+    };
     let fds = if t.unshare {
         rustix::io::dup3(&out_w, &mut t.slots[1], rustix::io::DupFlags::CLOEXEC)?;
         rustix::io::dup3(&err_w, &mut t.slots[2], rustix::io::DupFlags::CLOEXEC)?;
@@ -383,6 +507,15 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
         unshare_from,
         parent: rustix::process::getpid().as_raw_nonzero().get(),
         die_with_parent: spec.die_with_supervisor,
+        cgroup_fds,
+        cgroup_n,
+        netns_fd: prepared.netns_fd(),
+        set_ids,
+        uid,
+        gid,
+        groups: groups.as_ptr(),
+        ngroups: groups.len(),
+        no_new_privs: prepared.no_new_privs,
         err: 0,
         stage: 0,
     };
@@ -446,6 +579,10 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
             STAGE_PDEATHSIG => "set parent-death signal",
             STAGE_STDIO => "set up stdio",
             STAGE_CHDIR => "change to the working directory",
+            STAGE_CGROUP | STAGE_NETNS | STAGE_SETGROUPS | STAGE_SETGID | STAGE_SETUID
+            | STAGE_NO_NEW_PRIVS => {
+                return Err(stage_error(stage, spec, e).into_io());
+            }
             _ => return Err(e),
         };
         return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
@@ -462,10 +599,60 @@ fn spawn_one(req: SpawnRequest, logs: &LogPump, t: &mut SpawnerThread) -> io::Re
     };
     logs.add(out_r, Arc::clone(&req.log), Stream::Stdout);
     logs.add(err_r, req.log, Stream::Stderr);
+    let mut cgroup = cgroup.0.take();
+    if let Some(cg) = &mut cgroup {
+        cg.close_join_fds();
+    }
     Ok(Spawned {
         pid: pid as u32,
         pidfd,
+        cgroup,
     })
+}
+
+/// The error for a failure of the child in one of the privilege stages.
+fn stage_error(stage: libc::c_int, spec: &ProcessSpec, e: io::Error) -> SetupError {
+    let (code, message, hint) = match stage {
+        STAGE_CGROUP => (
+            CGROUP_JOIN_FAILED,
+            "the child could not move itself into its cgroup".to_string(),
+            "check the kernel log; on cgroup v2 the target must be a leaf cgroup",
+        ),
+        STAGE_NETNS => (
+            NETNS_JOIN_FAILED,
+            format!(
+                "the child could not join network namespace {}",
+                spec.netns
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display()
+            ),
+            "joining a network namespace needs CAP_SYS_ADMIN (run hangar as root)",
+        ),
+        STAGE_SETGROUPS | STAGE_SETGID | STAGE_SETUID => {
+            let call = match stage {
+                STAGE_SETGROUPS => "setgroups",
+                STAGE_SETGID => "setresgid",
+                _ => "setresuid",
+            };
+            let who = spec
+                .user
+                .as_ref()
+                .map(|u| format!("uid {} gid {}", u.uid, u.gid))
+                .unwrap_or_default();
+            (
+                PRIVS_SETID_FAILED,
+                format!("the child could not switch to {who} ({call})"),
+                "switching users needs hangar to run as root (CAP_SETUID, CAP_SETGID)",
+            )
+        }
+        _ => (
+            PRIVS_NO_NEW_PRIVS_FAILED,
+            "the child could not set no_new_privs".to_string(),
+            "the kernel refused PR_SET_NO_NEW_PRIVS (Linux >= 3.5 has it)",
+        ),
+    };
+    SetupError::new(code, message, hint).source(e)
 }
 
 /// Send `sig` to the process group `pgid`. ESRCH (group already empty) is success.

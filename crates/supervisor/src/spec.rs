@@ -60,6 +60,19 @@ pub struct ProcessSpec {
     pub start_timeout: Duration,
     /// Processes that must meet a condition before this one starts.
     pub depends_on: BTreeMap<String, Condition>,
+    /// Resource limits, applied through a cgroup of the process's own (v2 where
+    /// the host has it, v1 otherwise). `None` (the default): no cgroup at all.
+    /// `Some` with every limit unset: a cgroup for accounting and clean-up only.
+    pub limits: Option<Limits>,
+    /// Run as this user instead of hangar's own (needs hangar to run as root).
+    pub user: Option<RunAs>,
+    /// Set `PR_SET_NO_NEW_PRIVS` in the child (default true): neither it nor
+    /// anything it runs can gain privileges through set-user-ID binaries or file
+    /// capabilities.
+    pub no_new_privs: bool,
+    /// A network namespace to run in (a path such as `/run/netns/NAME`), joined
+    /// before exec.
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for ProcessSpec {
@@ -83,6 +96,10 @@ impl Default for ProcessSpec {
             liveness: None,
             start_timeout: Duration::from_secs(60),
             depends_on: BTreeMap::new(),
+            limits: None,
+            user: None,
+            no_new_privs: true,
+            netns: None,
         }
     }
 }
@@ -216,6 +233,29 @@ impl ProcessSpec {
                 "start_timeout must be greater than zero".into(),
             );
         }
+        if let Some(l) = &self.limits {
+            for (f, m) in l.problems() {
+                p(&format!("limits.{f}"), m);
+            }
+        }
+        if let Some(u) = &self.user {
+            if u.groups.len() > MAX_GROUPS {
+                p(
+                    "user.groups",
+                    format!("at most {MAX_GROUPS} supplementary groups"),
+                );
+            }
+        }
+        if let Some(ns) = &self.netns {
+            if !ns.is_absolute() {
+                p(
+                    "netns",
+                    format!("netns {} must be an absolute path", ns.display()),
+                );
+            } else if ns.as_os_str().as_encoded_bytes().contains(&0) {
+                p("netns", "netns contains a NUL byte".into());
+            }
+        }
         if self.log.max_size != 0 && self.log.max_size < 4096 {
             p(
                 "log.max_size",
@@ -241,6 +281,185 @@ impl ProcessSpec {
             .hint("fix the fields named above; nothing was started")
             .build())
     }
+}
+
+/// Most supplementary groups a [`RunAs`] may carry (the kernel's NGROUPS_MAX).
+const MAX_GROUPS: usize = 65536;
+
+/// The smallest `memory_max` accepted: below this nothing can even exec.
+pub const MIN_MEMORY_MAX: u64 = 1024 * 1024;
+
+/// The smallest `cpu_max` accepted, in cores: the kernel's minimum quota of 1 ms
+/// per 100 ms period.
+pub const MIN_CPU_MAX: f64 = 0.01;
+
+/// The largest `cpu_max` accepted, in cores (the kernel caps the quota too).
+const MAX_CPU_MAX: f64 = 10_000.0;
+
+/// Resource limits of one process (see [`ProcessSpec::limits`]).
+///
+/// In JSON/TOML, `memory_max` is bytes as a number or a string with a unit
+/// (`"512Mi"`, `"1G"`, `"64MiB"`), `cpu_max` is cores as a number or a string
+/// (`"1.5"`, `"500m"` for millicores). Serialized back as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most memory the process's cgroup may use, in bytes (swap is not used on
+    /// top: the swap limit is set to match where the host has one). Beyond it the
+    /// kernel's OOM killer kills a process of the cgroup.
+    #[serde(deserialize_with = "de_memory")]
+    pub memory_max: Option<u64>,
+    /// Most CPU time, in cores (0.5 = half of one CPU), enforced per 100 ms period.
+    #[serde(deserialize_with = "de_cpu")]
+    pub cpu_max: Option<f64>,
+    /// Most tasks (processes and threads) at once; forks beyond it fail (EAGAIN).
+    pub pids_max: Option<u64>,
+}
+
+impl Limits {
+    /// Every problem with these limits, as (field, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(m) = self.memory_max {
+            if m < MIN_MEMORY_MAX {
+                out.push((
+                    "memory_max",
+                    format!("memory_max must be at least {MIN_MEMORY_MAX} bytes (1Mi), got {m}"),
+                ));
+            }
+        }
+        if let Some(c) = self.cpu_max {
+            if !(c.is_finite() && (MIN_CPU_MAX..=MAX_CPU_MAX).contains(&c)) {
+                out.push((
+                    "cpu_max",
+                    format!(
+                        "cpu_max must be between {MIN_CPU_MAX} and {MAX_CPU_MAX} cores, got {c}"
+                    ),
+                ));
+            }
+        }
+        if self.pids_max == Some(0) {
+            out.push(("pids_max", "pids_max must be at least 1".into()));
+        }
+        out
+    }
+
+    /// Parse a memory size: bytes (`"1048576"`), or a number with a unit: `k`,
+    /// `M`, `G`, `T` (powers of 1000) or `Ki`, `Mi`, `Gi`, `Ti` (powers of 1024),
+    /// optionally followed by `B`. Fractions are allowed with a unit (`"1.5Gi"`).
+    pub fn parse_memory(s: &str) -> Result<u64, String> {
+        let t = s.trim();
+        let t = t.strip_suffix('B').unwrap_or(t);
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult: u64 = match unit.trim() {
+            "" => 1,
+            "k" | "K" => 1000,
+            "Ki" | "KI" => 1 << 10,
+            "M" => 1000 * 1000,
+            "Mi" => 1 << 20,
+            "G" => 1000 * 1000 * 1000,
+            "Gi" => 1 << 30,
+            "T" => 1000 * 1000 * 1000 * 1000,
+            "Ti" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in memory size {s:?}; use k, M, G, T, Ki, Mi, Gi or Ti"
+                ))
+            }
+        };
+        let bad = || format!("invalid memory size {s:?}; write e.g. 512Mi, 1G or 1048576");
+        if num.is_empty() {
+            return Err(bad());
+        }
+        if let Ok(n) = num.parse::<u64>() {
+            return n.checked_mul(mult).ok_or_else(bad);
+        }
+        let f: f64 = num.parse().map_err(|_| bad())?;
+        let bytes = (f * mult as f64).round();
+        if mult == 1 || !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+            return Err(bad());
+        }
+        Ok(bytes as u64)
+    }
+
+    /// Parse a CPU amount: cores (`"2"`, `"0.5"`) or millicores (`"500m"`).
+    pub fn parse_cpu(s: &str) -> Result<f64, String> {
+        let t = s.trim();
+        let bad = || format!("invalid cpu amount {s:?}; write cores (0.5, 2) or millicores (500m)");
+        let cores = match t.strip_suffix('m') {
+            Some(milli) => milli.trim().parse::<f64>().map_err(|_| bad())? / 1000.0,
+            None => t.parse::<f64>().map_err(|_| bad())?,
+        };
+        if !cores.is_finite() || cores < 0.0 {
+            return Err(bad());
+        }
+        Ok(cores)
+    }
+
+    /// The cgroup controllers these limits need.
+    pub(crate) fn controllers(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.memory_max.is_some() {
+            out.push("memory");
+        }
+        if self.cpu_max.is_some() {
+            out.push("cpu");
+        }
+        if self.pids_max.is_some() {
+            out.push("pids");
+        }
+        out
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    U(u64),
+    F(f64),
+    S(String),
+}
+
+fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<NumOrStr>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumOrStr::U(n)) => Ok(Some(n)),
+        Some(NumOrStr::F(f)) => Err(serde::de::Error::custom(format!(
+            "memory_max {f} is not a whole number of bytes; write e.g. \"512Mi\""
+        ))),
+        Some(NumOrStr::S(s)) => Limits::parse_memory(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_cpu<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<NumOrStr>::deserialize(d)? {
+        None => Ok(None),
+        Some(NumOrStr::U(n)) => Ok(Some(n as f64)),
+        Some(NumOrStr::F(f)) => Ok(Some(f)),
+        Some(NumOrStr::S(s)) => Limits::parse_cpu(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// The user a process runs as (see [`ProcessSpec::user`]): numeric ids, resolved
+/// from a name with [`RunAs::from_name`]. In the child, supplementary groups are
+/// set first, then the group, then the user (real, effective and saved ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups; empty drops every supplementary group.
+    #[serde(default)]
+    pub groups: Vec<u32>,
 }
 
 /// Every `{port.NAME}` in `s` must name one of `ports`.
@@ -618,6 +837,44 @@ mod tests {
         assert_eq!(
             substitute_ports("a{port.http}b{port.http}", &[("http".into(), 80)]),
             "a80b80"
+        );
+    }
+
+    #[test]
+    fn limits_parse_units_and_validate() {
+        assert_eq!(Limits::parse_memory("512Mi"), Ok(512 << 20));
+        assert_eq!(Limits::parse_memory("64MiB"), Ok(64 << 20));
+        assert_eq!(Limits::parse_memory("1G"), Ok(1_000_000_000));
+        assert_eq!(Limits::parse_memory("1.5Gi"), Ok(3 << 29));
+        assert_eq!(Limits::parse_memory("4096"), Ok(4096));
+        assert!(Limits::parse_memory("12Q").is_err());
+        assert!(Limits::parse_memory("Mi").is_err());
+        assert!(Limits::parse_memory("1.5").is_err());
+        assert!(Limits::parse_memory("99999999999Ti").is_err());
+        assert_eq!(Limits::parse_cpu("500m"), Ok(0.5));
+        assert_eq!(Limits::parse_cpu("2"), Ok(2.0));
+        assert!(Limits::parse_cpu("-1").is_err());
+        assert!(Limits::parse_cpu("lots").is_err());
+
+        let l = Limits {
+            memory_max: Some(1000),
+            cpu_max: Some(0.001),
+            pids_max: Some(0),
+        };
+        let fields: Vec<_> = l.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["memory_max", "cpu_max", "pids_max"]);
+        let mut s = ProcessSpec::new("x", "true");
+        s.limits = Some(l);
+        s.netns = Some("relative/ns".into());
+        let fields: Vec<_> = s.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "limits.memory_max",
+                "limits.cpu_max",
+                "limits.pids_max",
+                "netns"
+            ]
         );
     }
 
