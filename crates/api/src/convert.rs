@@ -208,8 +208,12 @@ pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
             message: e.message.clone(),
             context: e
                 .step
-                .map(|s| format!("step={}", s.as_str()))
-                .unwrap_or_default(),
+                .map(|s| ("step".to_string(), s.as_str().to_string()))
+                .into_iter()
+                .chain(e.context.iter().cloned())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             hint: e.hint.clone().unwrap_or_default(),
         }),
         ports: i

@@ -62,7 +62,7 @@ fn feature(cat: &Path, id: &str, script: &str, extra: Value) -> PathBuf {
             "verification": {"type": "sha256", "checksums_asset": "checksums.txt"}
         },
         "binary": {"path": format!("{id}-{{{{version}}}}/bin/run"), "architectures": ["amd64", "arm64"]},
-        "network": {"default_ports": [8080], "protocols": ["http"]},
+        "network": {"default_ports": [8080], "protocols": ["http"], "port_names": ["http"]},
         "isolation_level": "shared"
     });
     if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {

@@ -315,6 +315,18 @@ impl Daemon {
             Ok(recovery::kill_leftovers(&found, Duration::from_secs(5)))
         })
         .await?;
+        {
+            let group = format!("hangar-{supervisor_id}");
+            let cleared = blocking(move || {
+                Ok(hangar_supervisor::Cgroups::host()
+                    .remove_group(&group)
+                    .unwrap_or(0))
+            })
+            .await?;
+            if cleared > 0 {
+                warn!(cgroups = cleared, "removed cgroups an earlier daemon left");
+            }
+        }
         if recovered_killed > 0 {
             warn!(
                 processes = recovered_killed,
@@ -328,6 +340,9 @@ impl Daemon {
             // (each slot is preallocated: 8192 slots ≈ 1 MB).
             event_capacity: 8 * 1024,
             port_range: config.settings.ports()?,
+            // Stable per data dir, so the next boot finds (and clears) the
+            // cgroups this one leaves behind after a crash.
+            cgroup_group: Some(format!("hangar-{supervisor_id}")),
             ..ManagerOptions::default()
         })?;
         let mut env = config.env.clone();

@@ -66,7 +66,12 @@ const PROCESS_KEYS: &[&str] = &[
     "liveness",
     "start_timeout",
     "depends_on",
+    "limits",
+    "user",
+    "no_new_privs",
+    "netns",
 ];
+const LIMIT_KEYS: &[&str] = &["memory", "cpu", "pids"];
 const PROBE_KEYS: &[&str] = &[
     "tcp",
     "http",
@@ -492,6 +497,69 @@ impl Walker<'_> {
                         }
                     }
                     None => self.err(kspan, &kp, "expected a table like { web = \"healthy\" }"),
+                },
+                "no_new_privs" => {
+                    if let Some(b) = self.bool(item, &kp, kspan) {
+                        spec.no_new_privs = b;
+                    }
+                }
+                "netns" => {
+                    if let Some(s) = self.string(item, &kp, kspan) {
+                        spec.netns = Some(PathBuf::from(s));
+                    }
+                }
+                "user" => {
+                    if let Some(s) = self.string(item, &kp, kspan.clone()) {
+                        match hangar_supervisor::RunAs::from_name(&s) {
+                            Ok(r) => spec.user = Some(r),
+                            Err(e) => self.err(kspan, &kp, e.message()),
+                        }
+                    }
+                }
+                "limits" => match item.as_table_like() {
+                    Some(t) => {
+                        let mut l = hangar_supervisor::Limits::default();
+                        for (k, v) in t.iter() {
+                            let vspan = t.get_key_value(k).and_then(|(k, _)| k.span());
+                            let lp = format!("{kp}.{k}");
+                            let text = v
+                                .as_str()
+                                .map(str::to_string)
+                                .or_else(|| v.as_integer().map(|n| n.to_string()))
+                                .or_else(|| v.as_float().map(|n| n.to_string()));
+                            let Some(text) = text else {
+                                self.err(
+                                    vspan,
+                                    &lp,
+                                    "expected a number or a string like \"512Mi\"",
+                                );
+                                continue;
+                            };
+                            match k {
+                                "memory" => match hangar_supervisor::Limits::parse_memory(&text) {
+                                    Ok(b) => l.memory_max = Some(b),
+                                    Err(e) => self.err(vspan, &lp, e),
+                                },
+                                "cpu" => match hangar_supervisor::Limits::parse_cpu(&text) {
+                                    Ok(c) => l.cpu_max = Some(c),
+                                    Err(e) => self.err(vspan, &lp, e),
+                                },
+                                "pids" => match text.parse::<u64>() {
+                                    Ok(n) => l.pids_max = Some(n),
+                                    Err(_) => {
+                                        self.err(vspan, &lp, "expected a whole number of processes")
+                                    }
+                                },
+                                other => self.unknown(vspan, other, &format!("{kp}."), LIMIT_KEYS),
+                            }
+                        }
+                        spec.limits = Some(l);
+                    }
+                    None => self.err(
+                        kspan,
+                        &kp,
+                        "expected a table like { memory = \"256Mi\", cpu = 0.5, pids = 64 }",
+                    ),
                 },
                 other => self.unknown(kspan, other, &format!("{path}."), PROCESS_KEYS),
             }
@@ -1085,6 +1153,45 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_user_netns_and_no_new_privs_parse_and_mistakes_are_named() {
+        let src = r#"
+[[process]]
+name = "boxed"
+command = "sleep"
+user = "root"
+netns = "/run/netns/hg-1"
+no_new_privs = false
+limits = { memory = "64Mi", cpu = "500m", pids = 32 }
+"#;
+        let f = parse(src, None).unwrap();
+        let p = &f.processes[0];
+        let l = p.limits.as_ref().unwrap();
+        assert_eq!(l.memory_max, Some(64 << 20));
+        assert_eq!(l.cpu_max, Some(0.5));
+        assert_eq!(l.pids_max, Some(32));
+        assert_eq!(p.user.as_ref().map(|u| u.uid), Some(0));
+        assert_eq!(
+            p.netns.as_deref(),
+            Some(std::path::Path::new("/run/netns/hg-1"))
+        );
+        assert!(!p.no_new_privs);
+
+        let bad = r#"
+[[process]]
+name = "boxed"
+command = "sleep"
+user = "no-such-user-here"
+limits = { memory = "lots", pid = 3 }
+"#;
+        let errs = parse(bad, None).unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 3, "{text:?}");
+        assert!(text.iter().any(|e| e.contains("user")), "{text:?}");
+        assert!(text.iter().any(|e| e.contains("limits.memory")), "{text:?}");
+        assert!(text.iter().any(|e| e.contains("limits.pid")), "{text:?}");
+    }
 
     #[test]
     fn the_issue_example_parses() {

@@ -146,6 +146,9 @@ pub struct InstanceError {
     /// How to fix it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Where it happened (the checker's output, the path, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<(String, String)>,
 }
 
 /// A feature instance, as stored.
@@ -402,16 +405,12 @@ fn isolation_key(
     }
 }
 
-/// Port names: the manifest's protocols in order, else `port0`, `port1`, ….
+/// Port names: the manifest's `port_names`, else `port0`, `port1`, ….
 pub(crate) fn port_names(m: &Manifest) -> Vec<String> {
-    (0..m.network.default_ports.len())
-        .map(|i| {
-            m.network
-                .protocols
-                .get(i)
-                .map(|p| slug(p).to_ascii_lowercase())
-                .unwrap_or_else(|| format!("port{i}"))
-        })
+    m.network
+        .named_ports()
+        .into_iter()
+        .map(|(n, _)| n)
         .collect()
 }
 
@@ -557,7 +556,7 @@ impl Daemon {
             .hint("use that instance, or give another --tenant/--session"));
         }
         validate_mode(&manifest, req.mode.as_deref())?;
-        crate::instances::options::validate(&manifest, req.mode.as_deref(), &req.options)?;
+        let mode = options::validate(&manifest, req.mode.as_deref(), &req.options)?;
         let name = match &req.name {
             Some(n) => n.clone(),
             None => {
@@ -609,7 +608,7 @@ impl Daemon {
             name,
             feature: manifest.id.clone(),
             version: manifest.version.clone(),
-            mode: req.mode.clone(),
+            mode,
             options: req.options.clone(),
             tenant: req.tenant.clone(),
             session: req.session.clone(),
@@ -795,6 +794,7 @@ impl Daemon {
             code: e.code.to_string(),
             message: e.message.clone(),
             hint: e.hint.clone(),
+            context: e.context.clone(),
         };
         let name = self.instances().get(id).map(|i| i.name);
         let _ = self
@@ -1000,7 +1000,7 @@ impl Daemon {
                     )
                 })?;
             }
-            crate::instances::render::render_and_check(&inst2, &m2, &mdir2)
+            render::render_and_check(&inst2, &m2, &mdir2)
         })
         .await?;
         self.update(&inst.id, |i| i.config_file = file)
@@ -1094,7 +1094,7 @@ impl Daemon {
             spec.readiness = Some(p);
             spec.liveness = Some(live);
         }
-        crate::instances::limits::apply(&mut spec, m, inst)?;
+        limits::apply(&mut spec, m, inst)?;
         Ok(spec)
     }
 
@@ -1318,13 +1318,12 @@ impl Daemon {
         let mut opts = inst.options.clone();
         opts.extend(options);
         validate_mode(&m, mode.as_deref())?;
-        crate::instances::options::validate(&m, mode.as_deref(), &opts)?;
+        let mode = options::validate(&m, mode.as_deref(), &opts)?;
         let mut next = inst.clone();
         next.mode = mode;
         next.options = opts;
         let (n2, m2) = (next.clone(), m.clone());
-        let file =
-            blocking(move || crate::instances::render::render_and_check(&n2, &m2, &mdir)).await?;
+        let file = blocking(move || render::render_and_check(&n2, &m2, &mdir)).await?;
         next.config_file = file;
         let spec = self.instance_spec(&next, &m)?;
         let next = self.save(next, Some(inst.state)).await?;

@@ -3,13 +3,20 @@
 use serde_json::{Map, Value};
 
 use crate::catalog::Manifest;
+use crate::configgen;
 use crate::error::Result;
 
-/// Check the user's options against the feature's option schema.
+/// Check the user's options against the feature's option schema (and its
+/// generator's own rules), every problem at once; returns the mode to record
+/// (the first when none is asked for and the feature has modes).
 pub(crate) fn validate(
-    _m: &Manifest,
-    _mode: Option<&str>,
-    _opts: &Map<String, Value>,
-) -> Result<()> {
-    Ok(())
+    m: &Manifest,
+    mode: Option<&str>,
+    opts: &Map<String, Value>,
+) -> Result<Option<String>> {
+    let mode = configgen::resolve_mode(m, mode)?.map(|x| x.id.clone());
+    if m.config.is_some() {
+        configgen::validate_options(m, mode.as_deref(), opts)?;
+    }
+    Ok(mode)
 }

@@ -1,23 +1,57 @@
 //! Config rendering, writing and checking for an instance.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::Instance;
 use crate::catalog::Manifest;
+use crate::configgen::{self, GeneratorRegistry, InstanceContext, RenderInput};
 use crate::error::{Error, Result};
 
-/// Render the instance's config into its directory and run the feature's
-/// checker; the main file's path, or `None` when the feature has no config.
+fn context(inst: &Instance) -> Result<InstanceContext> {
+    let binary = inst.binary.as_deref().ok_or_else(|| {
+        Error::new(
+            "INSTANCE_NOT_INSTALLED",
+            format!("{} is not installed", inst.feature),
+        )
+    })?;
+    let install_dir = binary.parent().unwrap_or(Path::new("/"));
+    let mut ctx = InstanceContext::new(&inst.id, &inst.name, &inst.feature, &inst.dir, install_dir);
+    ctx.mode = inst.mode.clone();
+    ctx.bind = inst.bind.parse::<IpAddr>().map_err(|e| {
+        Error::new(
+            "INSTANCE_BAD_BIND",
+            format!("bind address {:?}: {e}", inst.bind),
+        )
+    })?;
+    ctx.ports = inst.ports.clone();
+    ctx.create_dirs()?;
+    Ok(ctx)
+}
+
+/// Render the instance's config into its directory and have the feature's
+/// own checker accept it. Writes only once the checker said yes: a config it
+/// refuses never replaces the one in place (update keeps the old config). The
+/// main file's path, or `None` when the feature has no config.
 pub(crate) fn render_and_check(
-    _inst: &Instance,
+    inst: &Instance,
     m: &Manifest,
-    _mdir: &Path,
+    mdir: &Path,
 ) -> Result<Option<PathBuf>> {
-    match &m.config {
-        None => Ok(None),
-        Some(_) => Err(Error::new(
-            "CONFIG_NO_GENERATOR",
-            "config generators are not wired yet",
-        )),
+    let ctx = context(inst)?;
+    if m.config.is_none() {
+        return Ok(None);
     }
+    let options = configgen::validate_options(m, inst.mode.as_deref(), &inst.options)?;
+    let r = GeneratorRegistry::builtin().render(&RenderInput {
+        manifest: m,
+        manifest_dir: mdir,
+        ctx: &ctx,
+        options: &options,
+    })?;
+    let staged = configgen::stage(&ctx.config_dir, &r)?;
+    if let Some(bin) = &inst.binary {
+        configgen::check(m, &r, bin, staged.main_path())?;
+    }
+    staged.commit().map(Some)
 }
