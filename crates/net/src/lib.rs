@@ -1,10 +1,22 @@
 //! `hangar_net`: network mechanisms for hangar.
 //!
-//! Today: the [`PortRegistry`], which hands out TCP ports from named ranges to
-//! owners, checks that a port is really bindable on the host before handing it
-//! out, and never gives one port to two owners. Owners are plain strings (a process
-//! name, an instance id); `release_all(owner)` frees everything an owner held, so
-//! cleanup after a failure is one call.
+//! - The [`PortRegistry`] hands out TCP ports from named ranges to owners,
+//!   checks that a port is really bindable on the host before handing it out,
+//!   and never gives one port to two owners. `release_all(owner)` frees
+//!   everything an owner held, so cleanup after a failure is one call.
+//! - Per-instance networks behind one trait, [`NetworkBackend`]: the
+//!   [`LinuxBackend`] (a network namespace, a veth pair, addresses, a routing
+//!   table of the instance's own and a policy rule matching only the
+//!   instance's firewall mark, all through netlink) and the [`RouterOsBackend`]
+//!   (VLAN interface, address, routing table and default route on a MikroTik
+//!   router over the RouterOS API). The [`NetAllocator`] hands out the
+//!   per-instance number (the seed's VLAN id) every name and address derives
+//!   from; [`NetworkConfig`] picks a backend from the daemon config.
+//!
+//! Creating a network runs steps in order and reports the [`NetRecord`] after
+//! each one (store it: a crash mid-create is undone at the next start by
+//! [`NetworkBackend::recover`] or [`NetworkBackend::teardown`]); a failing step
+//! undoes the steps done, newest first.
 //!
 //! ```
 //! use hangar_net::{PortRange, PortRegistry};
@@ -16,6 +28,22 @@
 //! ```
 #![deny(missing_docs)]
 
+mod alloc;
+mod backend;
+mod config;
+mod error;
+mod linux;
 mod ports;
+mod record;
+mod routeros;
 
+pub use alloc::NetAllocator;
+pub use backend::{no_progress, BoxFuture, NetworkBackend, Progress};
+pub use config::NetworkConfig;
+pub use error::{NetError, NetErrorKind};
+pub use linux::{
+    in_netns, netns_path, spawn_in_netns, LinuxBackend, LinuxConfig, LINUX_STEPS, NETNS_DIR,
+};
 pub use ports::{PortError, PortErrorKind, PortRange, PortRegistry};
+pub use record::{NetPool, NetRecord, NetSpec, NetState, RecoveryReport, Step, PREFIX_LEN};
+pub use routeros::{RouterOsBackend, RouterOsConfig, ROUTEROS_STEPS};
