@@ -74,8 +74,8 @@ impl NetAllocator {
             if !self.pool.contains(n) {
                 n = self.pool.first;
             }
-            if !inner.owner_of.contains_key(&n) {
-                inner.owner_of.insert(n, owner.to_string());
+            if let std::collections::btree_map::Entry::Vacant(slot) = inner.owner_of.entry(n) {
+                slot.insert(owner.to_string());
                 inner.by_owner.insert(owner.to_string(), n);
                 inner.cursor = if n == self.pool.last {
                     self.pool.first

@@ -272,7 +272,7 @@ async fn a_failing_step_leaves_nothing_behind() {
     need_root!();
     let c = cfg(2, 20);
     let _sweep = Sweep(c.clone(), vec![]);
-    for k in 0..LINUX_STEPS.len() {
+    for (k, failing) in LINUX_STEPS.into_iter().enumerate() {
         let backend = LinuxBackend::new(c.clone()).unwrap().fail_after_step(k);
         let last = Mutex::new(None::<NetRecord>);
         let progress = |r: &NetRecord| *last.lock().unwrap() = Some(r.clone());
@@ -283,7 +283,7 @@ async fn a_failing_step_leaves_nothing_behind() {
         assert_eq!(
             rec.state,
             NetState::Error {
-                step: LINUX_STEPS[k].to_string(),
+                step: failing.to_string(),
                 cause: format!("[NET_INJECTED_FAULT] {}", err.message)
             }
         );

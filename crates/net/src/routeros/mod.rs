@@ -4,7 +4,7 @@
 //! Instance `n` gets, in order (seed 004, step 5):
 //! 1. `/interface/vlan add name={prefix}{n} vlan-id={n} interface={parent}`
 //! 2. `/ip/address add address={pool .1}/24 interface={prefix}{n}`
-//! 3. `/routing/table add name={prefix}{n} fib`
+//! 3. `/routing/table add name={prefix}{n} fib` (sent as `=fib=yes`)
 //! 4. `/ip/route add dst-address=0.0.0.0/0 gateway={pool .2} routing-table={prefix}{n}`
 //!
 //! each with `comment=hangar:{instance id}`. Removal looks objects up by name
@@ -370,7 +370,7 @@ impl RouterOsBackend {
             Step::RoutingTable => vec![
                 cmd("/routing/table/add"),
                 w("name", &rec.routing_mark),
-                w("fib", ""),
+                w("fib", "yes"),
                 comment,
             ],
             Step::Route => vec![
