@@ -284,6 +284,76 @@ fn rule_attr(m: &RuleMessage, pick: fn(&RuleAttribute) -> Option<u32>) -> Option
     m.attributes.iter().find_map(pick)
 }
 
+/// Deletes link `name` (fine if it is gone) on a thread of its own with a
+/// socket of its own: the kernel answers a link deletion only after an RCU
+/// barrier (tens of milliseconds), in the sender's context, so doing it on
+/// the shared netlink thread would hold up every other network's requests,
+/// and parallel teardowns would queue instead of waiting out their barriers
+/// together.
+async fn del_link(name: &str) -> Result<(), NetError> {
+    let owned = name.to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hangar-nl-del".into())
+        .spawn(move || {
+            let _ = tx.send(del_link_blocking(&owned));
+        })
+        .map_err(|e| NetError::from_io(NetErrorKind::Io, "starting a netlink thread", &e))?;
+    let res = rx
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("netlink thread panicked")));
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(19) => Ok(()), // ENODEV: already gone
+        Err(e) => Err(NetError::from_io(
+            NetErrorKind::Netlink,
+            format!("removing link {name}"),
+            &e,
+        )),
+    }
+}
+
+fn del_link_blocking(name: &str) -> io::Result<()> {
+    use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
+    use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    let mut msg = NetlinkMessage::from(netlink_packet_route::RouteNetlinkMessage::DelLink(
+        LinkUnspec::new_with_name(name).build(),
+    ));
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    msg.header.sequence_number = 1;
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    sock.send(&buf, 0)?;
+    loop {
+        let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
+        let n = sock.recv(&mut rbuf, 0)?;
+        let mut off = 0;
+        while off < n {
+            let reply = NetlinkMessage::<netlink_packet_route::RouteNetlinkMessage>::deserialize(
+                &rbuf[off..n],
+            )
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let len = reply.header.length as usize;
+            if reply.header.sequence_number == 1 {
+                if let NetlinkPayload::Error(e) = reply.payload {
+                    return match e.code {
+                        None => Ok(()),
+                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    };
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
 /// What create's steps pass along.
 #[derive(Default)]
 struct Ctx {
@@ -653,14 +723,9 @@ impl LinuxBackend {
                     .await,
                 format!("removing the default route of table {}", rec.table),
             ),
-            Step::Veth => {
-                let msg = LinkUnspec::new_with_name(&rec.host_if).build();
-                gone_ok(
-                    host.link().del_with_message(msg).execute().await,
-                    format!("removing link {}", rec.host_if),
-                )
-            }
-            Step::Namespace => netns::delete_netns(&rec.namespace)
+            Step::Veth => del_link(&rec.host_if).await,
+            Step::Namespace => netns::delete_netns_async(&rec.namespace)
+                .await
                 .map(|_| ())
                 .map_err(|e| ns_err(format!("removing namespace {}", rec.namespace), e)),
             Step::HostAddress | Step::HostUp | Step::InstanceAddress | Step::InstanceRoute => {
@@ -733,15 +798,18 @@ impl LinuxBackend {
     async fn teardown_inner(&self, rec: &NetRecord) -> Result<(), NetError> {
         self.check_record(rec)?;
         let w = self.worker()?;
-        let mut first_err = None;
-        for step in [Step::Rule, Step::TableRoute, Step::Veth, Step::Namespace] {
-            if let Err(e) = self.undo_step(&w, step, rec).await {
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            None => Ok(()),
-            Some(e) => Err(e.context(format!("tearing down the network of {:?}", rec.instance_id))),
+        // The four objects do not depend on each other once the network is
+        // going away, so they are removed at once: the kernel's RCU waits
+        // for the link and the namespace mount then overlap.
+        let (rule, route, link, ns) = futures_util::join!(
+            self.undo_step(&w, Step::Rule, rec),
+            self.undo_step(&w, Step::TableRoute, rec),
+            self.undo_step(&w, Step::Veth, rec),
+            self.undo_step(&w, Step::Namespace, rec),
+        );
+        match rule.and(route).and(link).and(ns) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.context(format!("tearing down the network of {:?}", rec.instance_id))),
         }
     }
 

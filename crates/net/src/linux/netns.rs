@@ -121,6 +121,20 @@ pub(crate) fn delete_netns(name: &str) -> io::Result<bool> {
     }
 }
 
+/// [`delete_netns`] on a short-lived thread (unmounting waits for an RCU
+/// grace period), so an async caller does not block.
+pub(crate) async fn delete_netns_async(name: &str) -> io::Result<bool> {
+    let name = name.to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hangar-netns-del".into())
+        .spawn(move || {
+            let _ = tx.send(delete_netns(&name));
+        })?;
+    rx.await
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+}
+
 /// The names under `/run/netns`.
 pub(crate) fn list_netns() -> io::Result<Vec<String>> {
     let mut out = Vec::new();
