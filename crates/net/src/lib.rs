@@ -42,7 +42,8 @@ pub use backend::{no_progress, BoxFuture, NetworkBackend, Progress};
 pub use config::NetworkConfig;
 pub use error::{NetError, NetErrorKind};
 pub use linux::{
-    in_netns, netns_path, spawn_in_netns, LinuxBackend, LinuxConfig, LINUX_STEPS, NETNS_DIR,
+    enter_netns, in_netns, netns_path, open_netns, spawn_in_netns, LinuxBackend, LinuxConfig,
+    LINUX_STEPS, NETNS_DIR,
 };
 pub use ports::{PortError, PortErrorKind, PortRange, PortRegistry};
 pub use record::{NetPool, NetRecord, NetSpec, NetState, RecoveryReport, Step, PREFIX_LEN};

@@ -277,11 +277,16 @@ async fn fifty_networks_at_once_each_answers_from_the_host() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         fds = open_fds();
     }
-    assert!(fds <= fds_before + 8, "{fds_before} descriptors before, {fds} after");
+    assert!(
+        fds <= fds_before + 8,
+        "{fds_before} descriptors before, {fds} after"
+    );
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,6 +519,76 @@ async fn an_uplink_gateway_becomes_the_tables_default_route() {
     assert_eq!(routes.len(), 1, "{routes:?}");
     assert_eq!(routes[0]["gateway"].as_str(), Some("192.168.255.2"));
     assert_eq!(routes[0]["dev"].as_str(), Some(up));
+    backend.teardown(&rec).await.unwrap();
+    assert_eq!(leftovers(&c), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_started_inside_the_namespace_binds_the_instance_address() {
+    need_root!();
+    let c = cfg(8, 20);
+    let _sweep = Sweep(c.clone(), vec![]);
+    let backend = LinuxBackend::new(c.clone()).unwrap();
+    let rec = backend
+        .create(&NetSpec::new("proc", 11), &no_progress)
+        .await
+        .unwrap();
+
+    // What the supervisor does: open the namespace in the parent, setns in
+    // the child before exec.
+    let fd = hangar_net::open_netns(&rec.namespace_path).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut cmd = Command::new("ip");
+    cmd.args(["-j", "addr", "show"]);
+    // SAFETY: the closure only calls `enter_netns` (one setns syscall, no
+    // allocation, no lock), which is async-signal-safe; `fd` outlives the
+    // spawn because it is dropped after `output()` returns.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            hangar_net::enter_netns(std::os::fd::BorrowedFd::borrow_raw(raw))
+        });
+    }
+    let out = cmd.output().unwrap();
+    drop(fd);
+    assert!(out.status.success());
+    let links: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = links.iter().filter_map(|l| l["ifname"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["lo", rec.instance_if.as_str()],
+        "the child sees only the namespace's links"
+    );
+    let addr = links[1]["addr_info"][0]["local"].as_str().unwrap();
+    assert_eq!(addr, rec.instance_addr.to_string());
+
+    // A server process inside binds the instance address; the host reaches it.
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        let fd = hangar_net::open_netns(&rec.namespace_path).unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let script = format!(
+            "import socket; s=socket.socket(); s.bind(('{}', 7003)); s.listen(1); print('ready', flush=True); \
+             c,_=s.accept(); c.sendall(b'from-the-instance'); c.close()",
+            rec.instance_addr
+        );
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args(["-c", &script])
+            .stdout(std::process::Stdio::piped());
+        // SAFETY: as above.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                hangar_net::enter_netns(std::os::fd::BorrowedFd::borrow_raw(raw))
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(fd);
+        let mut ready = [0u8; 6];
+        child.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        assert_eq!(fetch(rec.instance_addr, 7003), "from-the-instance");
+        assert!(child.wait().unwrap().success());
+    } else {
+        eprintln!("skipped the server part: /usr/bin/python3 is missing");
+    }
     backend.teardown(&rec).await.unwrap();
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }

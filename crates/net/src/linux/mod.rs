@@ -17,7 +17,7 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{IpVersion, LinkUnspec, RouteMessageBuilder};
 use serde::{Deserialize, Serialize};
 
-pub use netns::{in_netns, netns_path, spawn_in_netns, NETNS_DIR};
+pub use netns::{enter_netns, in_netns, netns_path, open_netns, spawn_in_netns, NETNS_DIR};
 
 use crate::backend::{BoxFuture, NetworkBackend, Progress};
 use crate::error::{NetError, NetErrorKind};

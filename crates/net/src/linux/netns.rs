@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -151,12 +151,27 @@ pub(crate) fn list_netns() -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Opens a namespace file (for `setns` or `IFLA_NET_NS_FD`).
-pub(crate) fn open_netns(path: &Path) -> io::Result<OwnedFd> {
+/// Opens a namespace file (for `setns` or `IFLA_NET_NS_FD`). The descriptor
+/// is close-on-exec.
+///
+/// For running a process inside an instance's namespace: open it in the
+/// parent, then call [`enter_netns`] with it in the child before exec (e.g.
+/// in `CommandExt::pre_exec`).
+pub fn open_netns(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
+    )?)
+}
+
+/// Moves the calling thread into the network namespace `fd` refers to (one
+/// `setns(fd, CLONE_NEWNET)` syscall). It allocates nothing and takes no lock,
+/// so it is safe to call between `fork` and `exec` (in `pre_exec`).
+pub fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::thread::move_into_link_name_space(
+        fd,
+        Some(LinkNameSpaceType::Network),
     )?)
 }
 
@@ -173,10 +188,7 @@ where
     std::thread::Builder::new()
         .name("hangar-in-netns".into())
         .spawn(move || {
-            rustix::thread::move_into_link_name_space(
-                fd.as_fd(),
-                Some(LinkNameSpaceType::Network),
-            )?;
+            enter_netns(fd.as_fd())?;
             drop(fd);
             f()
         })
