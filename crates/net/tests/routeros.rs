@@ -205,6 +205,10 @@ fn answer(st: &mut State, words: &[String]) -> Vec<Vec<String>> {
                     out.push(with_tag(s));
                 }
             }
+            if out.is_empty() {
+                // As RouterOS 7.18+ does.
+                out.push(with_tag(vec!["!empty".into()]));
+            }
             out.push(with_tag(vec!["!done".into()]));
             out
         }

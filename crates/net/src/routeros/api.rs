@@ -6,7 +6,8 @@
 //! sentence (`/ip/address/add`, then `=name=value` attributes, `?name=value`
 //! queries and `.tag=N`); the router answers with `!re` sentences (one per
 //! item printed), a `!trap` on an error, and `!done` at the end (with `=ret=ID`
-//! after an `add`), each carrying the command's `.tag`. `!fatal` means the
+//! after an `add`), each carrying the command's `.tag`; RouterOS 7.18 and
+//! later also send `!empty` before `!done` when a `print` found nothing. `!fatal` means the
 //! router closes the connection. Login (RouterOS 6.43 and later) is
 //! `/login =name=U =password=P`.
 
@@ -197,6 +198,8 @@ impl Client {
                 }
                 match kind.as_str() {
                     "!re" => reply.re.push(attrs(&s)),
+                    // RouterOS 7.18+ says so when a print found nothing; `!done` follows.
+                    "!empty" => {}
                     "!trap" => {
                         trap.get_or_insert_with(|| attrs(&s));
                     }
