@@ -593,6 +593,44 @@ async fn a_process_started_inside_the_namespace_binds_the_instance_address() {
     assert_eq!(leftovers(&c), Vec::<String>::new());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_create_is_undone_from_the_stored_record() {
+    need_root!();
+    let c = cfg(9, 20);
+    let _sweep = Sweep(c.clone(), vec![]);
+    for (use_recover, n) in [(false, 12), (true, 13)] {
+        let backend = Arc::new(LinuxBackend::new(c.clone()).unwrap());
+        // The "store": the last record the progress callback saw. The
+        // callback dies after the fifth step is stored, like a daemon killed
+        // mid-create: no rollback runs.
+        let stored = Arc::new(Mutex::new(None::<NetRecord>));
+        let (b, st) = (backend.clone(), stored.clone());
+        let task = tokio::spawn(async move {
+            let progress = move |r: &NetRecord| {
+                *st.lock().unwrap() = Some(r.clone());
+                if r.steps_done.len() == 5 {
+                    panic!("daemon killed");
+                }
+            };
+            b.create(&NetSpec::new("crashed", n), &progress).await
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        let rec = stored.lock().unwrap().clone().unwrap();
+        assert_eq!(rec.state, NetState::Creating);
+        assert_eq!(rec.steps_done.len(), 5);
+        assert!(!leftovers(&c).is_empty(), "the crash left objects behind");
+        // The next start: a fresh backend, the stored record.
+        let next = LinuxBackend::new(c.clone()).unwrap();
+        if use_recover {
+            let report = next.recover(std::slice::from_ref(&rec)).await.unwrap();
+            assert_eq!(report.rolled_back.len(), 1, "{report:?}");
+        } else {
+            next.teardown(&rec).await.unwrap();
+        }
+        assert_eq!(leftovers(&c), Vec::<String>::new());
+    }
+}
+
 #[test]
 fn configs_that_cannot_work_are_refused() {
     let mut c = cfg(7, 20);
