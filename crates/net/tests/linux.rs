@@ -631,6 +631,46 @@ async fn a_crash_mid_create_is_undone_from_the_stored_record() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_used_from_inside_a_namespace_still_works_on_the_host() {
+    need_root!();
+    let c = cfg(10, 20);
+    let _sweep = Sweep(c.clone(), vec![]);
+    let outer = LinuxBackend::new(c.clone()).unwrap();
+    let other = outer
+        .create(&NetSpec::new("other", 1), &no_progress)
+        .await
+        .unwrap();
+    // A fresh backend first used on a thread that sits in `other`'s
+    // namespace: its netlink threads must still work on the host.
+    let b = Arc::new(LinuxBackend::new(c.clone()).unwrap());
+    let b1 = b.clone();
+    let rec = in_netns(&other.namespace_path, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(b1.create(&NetSpec::new("inner", 2), &no_progress))
+            .map_err(std::io::Error::other)
+    })
+    .unwrap();
+    assert_eq!(
+        ip_json(&["link", "show", &rec.host_if]).len(),
+        1,
+        "host side is on the host"
+    );
+    let b2 = b.clone();
+    in_netns(&other.namespace_path, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(b2.teardown(&rec))
+            .map_err(std::io::Error::other)
+    })
+    .unwrap();
+    outer.teardown(&other).await.unwrap();
+    assert_eq!(leftovers(&c), Vec::<String>::new());
+}
+
 #[test]
 fn configs_that_cannot_work_are_refused() {
     let mut c = cfg(7, 20);

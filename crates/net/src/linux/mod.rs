@@ -153,6 +153,8 @@ impl Worker {
         std::thread::Builder::new()
             .name("hangar-netlink".into())
             .spawn(move || {
+                // The host's netlink socket must live in the host namespace.
+                netns::enter_process_netns();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_io()
                     .build()
@@ -296,6 +298,7 @@ async fn del_link(name: &str) -> Result<(), NetError> {
     std::thread::Builder::new()
         .name("hangar-nl-del".into())
         .spawn(move || {
+            netns::enter_process_netns();
             let _ = tx.send(del_link_blocking(&owned));
         })
         .map_err(|e| NetError::from_io(NetErrorKind::Io, "starting a netlink thread", &e))?;

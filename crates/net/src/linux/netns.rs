@@ -175,6 +175,16 @@ pub fn enter_netns(fd: BorrowedFd<'_>) -> io::Result<()> {
     )?)
 }
 
+/// Moves the calling thread into the process's own network namespace (the
+/// main thread's, `/proc/self/ns/net`), so a helper thread spawned from a
+/// thread that had joined an instance's namespace still works on the host.
+/// Best effort: without `/proc` the thread stays where it is.
+pub(crate) fn enter_process_netns() {
+    if let Ok(fd) = open_netns(Path::new("/proc/self/ns/net")) {
+        let _ = enter_netns(fd.as_fd());
+    }
+}
+
 /// Starts a thread that joins the network namespace at `path` and runs `f`
 /// there; sockets `f` makes live in that namespace. For tests and tools (e.g.
 /// a TCP listener on the instance address); the supervisor uses
