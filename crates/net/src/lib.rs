@@ -18,6 +18,31 @@
 //! [`NetworkBackend::recover`] or [`NetworkBackend::teardown`]); a failing step
 //! undoes the steps done, newest first.
 //!
+//! How the daemon uses it (the store calls are the caller's):
+//!
+//! ```no_run
+//! use hangar_net::{NetAllocator, NetRecord, NetSpec, NetworkConfig};
+//!
+//! # async fn demo(stored: Vec<NetRecord>) -> Result<(), hangar_net::NetError> {
+//! let cfg = NetworkConfig::default(); // from the `[network]` section
+//! let backend = cfg.build()?;
+//! let alloc = NetAllocator::new(cfg.pool().clone())?;
+//! // At start: hold the stored numbers, then reconcile the host with the records.
+//! alloc.restore(&stored);
+//! let report = backend.recover(&stored).await?;
+//! # let _ = report;
+//! // Creating an instance that needs a network:
+//! let n = alloc.allocate("inst-1")?;
+//! let store = |r: &NetRecord| { let _json = r.to_json(); /* save it */ };
+//! let rec = backend.create(&NetSpec::new("inst-1", n), &store).await?;
+//! // The supervisor starts the instance inside `rec.namespace_path`
+//! // (open_netns in the parent, enter_netns in pre_exec); it binds `rec.instance_addr`.
+//! // Deleting the instance:
+//! backend.teardown(&rec).await?;
+//! alloc.release(n);
+//! # Ok(()) }
+//! ```
+//!
 //! ```
 //! use hangar_net::{PortRange, PortRegistry};
 //!
