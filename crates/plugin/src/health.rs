@@ -247,8 +247,9 @@ impl HealthChecker {
         st
     }
 
-    /// Check every `interval` until stopped (the first check at once).
-    /// Idempotent; a no-op when health checks are disabled.
+    /// Check every `interval` until stopped: the first check at once when
+    /// the plugin was never checked, else after `interval`. Idempotent; a
+    /// no-op when health checks are disabled.
     pub fn start(self: &Arc<Self>) {
         if !self.settings.enabled {
             return;
@@ -260,9 +261,11 @@ impl HealthChecker {
             return;
         }
         let me = Arc::downgrade(self);
+        let never_checked = self.status().last_check.is_none();
         let interval = self.settings.interval.max(Duration::from_millis(1));
         *task = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            let start = tokio::time::Instant::now() + if never_checked { Duration::ZERO } else { interval };
+            let mut tick = tokio::time::interval_at(start, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
