@@ -429,7 +429,7 @@ pub struct PluginConfig {
     /// Socket path (unix), URL (http), `host:port` (grpc).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub endpoint: String,
-    /// Lower is preferred by the `priority` strategy.
+    /// Higher is preferred by the `priority` strategy (the seed's rule).
     pub priority: u32,
     /// Share for `weighted-random` and ring points for `consistent-hash` (default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
