@@ -96,7 +96,9 @@ fn parse_file(path: &Path) -> Result<Vec<PluginConfig>, DiscoveryProblem> {
     Ok(list
         .into_iter()
         .map(|mut p| {
-            if p.transport == "unix" && !p.endpoint.is_empty() && Path::new(&p.endpoint).is_relative()
+            if p.transport == "unix"
+                && !p.endpoint.is_empty()
+                && Path::new(&p.endpoint).is_relative()
             {
                 p.endpoint = dir.join(&p.endpoint).display().to_string();
             }
@@ -157,8 +159,7 @@ pub fn scan(cfg: &DiscoveryConfig, defaults: &ManagerConfig) -> ScanResult {
             let Some(fname) = path.file_name().and_then(|f| f.to_str()) else {
                 continue;
             };
-            if fname.starts_with('.') || !pats.iter().any(|p| p.matches(fname)) || !path.is_file()
-            {
+            if fname.starts_with('.') || !pats.iter().any(|p| p.matches(fname)) || !path.is_file() {
                 continue;
             }
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");

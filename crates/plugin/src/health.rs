@@ -233,7 +233,8 @@ impl HealthChecker {
                 };
                 let mut s = HealthStatus::new(status, msg);
                 s.metadata.insert("code".into(), code.into());
-                s.metadata.insert("consecutive_failures".into(), n.to_string());
+                s.metadata
+                    .insert("consecutive_failures".into(), n.to_string());
                 s
             }
         };
@@ -264,7 +265,12 @@ impl HealthChecker {
         let never_checked = self.status().last_check.is_none();
         let interval = self.settings.interval.max(Duration::from_millis(1));
         *task = Some(tokio::spawn(async move {
-            let start = tokio::time::Instant::now() + if never_checked { Duration::ZERO } else { interval };
+            let start = tokio::time::Instant::now()
+                + if never_checked {
+                    Duration::ZERO
+                } else {
+                    interval
+                };
             let mut tick = tokio::time::interval_at(start, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

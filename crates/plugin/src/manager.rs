@@ -710,7 +710,9 @@ impl Manager {
             }))
         });
         let call = self.make_call(group, CallKind::Execute, data, opts);
-        Deadline::layer(Failover::layer(b, resolve)).call(call).await
+        Deadline::layer(Failover::layer(b, resolve))
+            .call(call)
+            .await
     }
 
     /// Whether `name` is a group (a `type` with live members).
@@ -894,9 +896,9 @@ pub fn unix_factory() -> TransportFactory {
     Arc::new(|p: &PluginConfig| {
         let path = PathBuf::from(&p.endpoint);
         let connect_timeout = p.connection.resolve().connection_timeout;
-        Box::pin(async move {
-            Ok(Arc::new(LazyUnix::new(path, connect_timeout)) as Arc<dyn Transport>)
-        })
+        Box::pin(
+            async move { Ok(Arc::new(LazyUnix::new(path, connect_timeout)) as Arc<dyn Transport>) },
+        )
     })
 }
 
@@ -967,9 +969,7 @@ impl Transport for LazyUnix {
                 return Err(Error::new(ErrorKind::Transport, "the transport is closed"));
             }
             let c = self.client().await?;
-            let r = c
-                .call(kind.as_str(), data, ctx.headers, ctx.timeout)
-                .await;
+            let r = c.call(kind.as_str(), data, ctx.headers, ctx.timeout).await;
             if let Err(e) = &r {
                 if matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout) {
                     // Reconnect on the next call (other calls keep their clone).

@@ -278,7 +278,9 @@ impl Metrics {
             BreakerState::Open => 1,
             BreakerState::HalfOpen => 2,
         };
-        self.breaker_state.get_or_create(&Self::label(plugin)).set(v);
+        self.breaker_state
+            .get_or_create(&Self::label(plugin))
+            .set(v);
         if tripped {
             self.breaker_trips.get_or_create(&Self::label(plugin)).inc();
             self.with(plugin, |s| s.trips += 1);

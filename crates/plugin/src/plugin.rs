@@ -204,9 +204,10 @@ where
                 )
                 .await;
             let mut s = match r {
-                Ok(v) if v.get("healthy") == Some(&Value::Bool(false)) => {
-                    HealthStatus::new(PluginStatus::Unhealthy, "the plugin reports it is unhealthy")
-                }
+                Ok(v) if v.get("healthy") == Some(&Value::Bool(false)) => HealthStatus::new(
+                    PluginStatus::Unhealthy,
+                    "the plugin reports it is unhealthy",
+                ),
                 Ok(_) => HealthStatus::new(PluginStatus::Healthy, ""),
                 Err(e) if e.kind == ErrorKind::ExecutionFailed => {
                     HealthStatus::new(PluginStatus::Unhealthy, e.to_string())

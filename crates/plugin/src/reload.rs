@@ -115,7 +115,11 @@ fn fields(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
                 let section = prefix.is_empty()
                     && matches!(
                         k.as_str(),
-                        "retry" | "circuit_breaker" | "health_check" | "connection" | "rate_limit"
+                        "retry"
+                            | "circuit_breaker"
+                            | "health_check"
+                            | "connection"
+                            | "rate_limit"
                             | "auth"
                     );
                 if section {
@@ -262,7 +266,10 @@ async fn replace(m: Manager, old: PluginConfig, new: PluginConfig, o: ReloadOpti
         Ok(r) => r,
         Err(_) => Err(Error::new(
             ErrorKind::Timeout,
-            format!("the new instance was not created within {:?}", o.graceful_timeout),
+            format!(
+                "the new instance was not created within {:?}",
+                o.graceful_timeout
+            ),
         )),
     };
     let checked = match built {

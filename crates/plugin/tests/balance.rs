@@ -33,9 +33,11 @@ async fn group(strategy: &str, members: &[(&str, Value)]) -> Group {
         plugins.push(unix_plugin(name, dir.path(), extra));
     }
     let m = Manager::new();
-    m.load(config(json!({"load_balancing": strategy, "plugins": plugins})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"load_balancing": strategy, "plugins": plugins}),
+    ))
+    .await
+    .unwrap();
     Group {
         _dir: dir,
         _servers: servers,
@@ -158,7 +160,10 @@ async fn least_latency_avoids_the_slow_member() {
         g.call(None, json!({})).await;
     }
     let c = g.counts();
-    assert!(c[1] <= 2, "the slow member is measured once or twice, then avoided: {c:?}");
+    assert!(
+        c[1] <= 2,
+        "the slow member is measured once or twice, then avoided: {c:?}"
+    );
     assert_eq!(c.iter().sum::<u32>(), 60);
 }
 
@@ -195,10 +200,15 @@ fn consistent_hash_moves_about_one_nth_of_keys() {
 
     b.add("m10", 1, 0);
     let after_add = owners(&b, &keys);
-    let moved: Vec<usize> = (0..keys.len()).filter(|&i| before[i] != after_add[i]).collect();
+    let moved: Vec<usize> = (0..keys.len())
+        .filter(|&i| before[i] != after_add[i])
+        .collect();
     let share = moved.len() as f64 / keys.len() as f64;
     assert!(share <= 1.5 / 11.0, "added: {share}");
-    assert!(moved.iter().all(|&i| after_add[i] == "m10"), "keys only move to the new member");
+    assert!(
+        moved.iter().all(|&i| after_add[i] == "m10"),
+        "keys only move to the new member"
+    );
 
     b.remove("m3");
     let after_remove = owners(&b, &keys);
@@ -207,5 +217,8 @@ fn consistent_hash_moves_about_one_nth_of_keys() {
         .collect();
     let share = moved.len() as f64 / keys.len() as f64;
     assert!(share <= 1.5 / 11.0, "removed: {share}");
-    assert!(moved.iter().all(|&i| after_add[i] == "m3"), "only m3's keys move");
+    assert!(
+        moved.iter().all(|&i| after_add[i] == "m3"),
+        "only m3's keys move"
+    );
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hangar_plugin::config::{parse_strategy, ConfigErrors};
-use hangar_plugin::{ManagerConfig, Manager};
+use hangar_plugin::{Manager, ManagerConfig};
 
 const YAML: &str = r#"
 log_level: info
@@ -76,7 +76,10 @@ fn json_and_yaml_read_the_same_and_defaults_merge_field_by_field() {
     assert_eq!(r.max_interval, Duration::from_secs(5), "built-in default");
     assert_eq!(echo.circuit_breaker.resolve().failure_threshold, 7);
     assert!(echo.circuit_breaker.resolve().enabled);
-    assert_eq!(echo.health_check.resolve().interval, Duration::from_secs(10));
+    assert_eq!(
+        echo.health_check.resolve().interval,
+        Duration::from_secs(10)
+    );
     assert_eq!(echo.health_check.resolve().failure_limit, 3);
     assert_eq!(
         echo.connection.resolve().request_timeout,
@@ -116,15 +119,22 @@ fn syntax_and_schema_errors_are_plugin_1011_with_a_location() {
     let e = ManagerConfig::from_yaml("plugins:\n  - name: a\n    bogus_field: 1\n").unwrap_err();
     assert_eq!(e.codes(), ["PLUGIN_1011"]);
     assert!(e.0[0].message.contains("bogus_field"), "{}", e.0[0].message);
-    let e = ManagerConfig::from_json(r#"{"default_retry": {"initial_interval": "soon"}}"#)
-        .unwrap_err();
+    let e =
+        ManagerConfig::from_json(r#"{"default_retry": {"initial_interval": "soon"}}"#).unwrap_err();
     assert_eq!(e.codes(), ["PLUGIN_1011"]);
 }
 
 fn errors(json: &str) -> ConfigErrors {
     let cfg = ManagerConfig::from_json(json).expect("parses");
-    cfg.validate(Some(&["unix".to_string(), "http".into(), "https".into(), "grpc".into(), "grpc-tls".into(), "exec".into()]))
-        .expect_err("invalid")
+    cfg.validate(Some(&[
+        "unix".to_string(),
+        "http".into(),
+        "https".into(),
+        "grpc".into(),
+        "grpc-tls".into(),
+        "exec".into(),
+    ]))
+    .expect_err("invalid")
 }
 
 fn has(e: &ConfigErrors, code: &str, path: &str) {
@@ -199,14 +209,46 @@ fn every_plugin_error_code_is_reported_at_once_with_its_path() {
     has(&e, "AUTH_1105", "plugins[15].auth.method");
     has(&e, "AUTH_1105", "plugins[16].auth.headers");
     has(&e, "TRANSPORT_1302", "plugins[17].transport");
-    has(&e, "TRANSPORT_1303", "plugins[18].connection.max_connections");
-    has(&e, "TRANSPORT_1303", "plugins[18].connection.request_timeout");
-    has(&e, "TRANSPORT_1304", "plugins[19].connection.connection_timeout");
-    has(&e, "TRANSPORT_1301", "plugins[20].connection.max_idle_connections");
-    has(&e, "CIRCUIT_1401", "plugins[21].circuit_breaker.failure_threshold");
-    has(&e, "CIRCUIT_1401", "plugins[21].circuit_breaker.success_threshold");
-    has(&e, "CIRCUIT_1402", "plugins[21].circuit_breaker.recovery_timeout");
-    has(&e, "RATELIMIT_1501", "plugins[22].rate_limit.requests_per_second");
+    has(
+        &e,
+        "TRANSPORT_1303",
+        "plugins[18].connection.max_connections",
+    );
+    has(
+        &e,
+        "TRANSPORT_1303",
+        "plugins[18].connection.request_timeout",
+    );
+    has(
+        &e,
+        "TRANSPORT_1304",
+        "plugins[19].connection.connection_timeout",
+    );
+    has(
+        &e,
+        "TRANSPORT_1301",
+        "plugins[20].connection.max_idle_connections",
+    );
+    has(
+        &e,
+        "CIRCUIT_1401",
+        "plugins[21].circuit_breaker.failure_threshold",
+    );
+    has(
+        &e,
+        "CIRCUIT_1401",
+        "plugins[21].circuit_breaker.success_threshold",
+    );
+    has(
+        &e,
+        "CIRCUIT_1402",
+        "plugins[21].circuit_breaker.recovery_timeout",
+    );
+    has(
+        &e,
+        "RATELIMIT_1501",
+        "plugins[22].rate_limit.requests_per_second",
+    );
     has(&e, "RATELIMIT_1501", "plugins[22].rate_limit.burst_size");
     has(&e, "HEALTH_1601", "plugins[23].health_check.interval");
     has(&e, "HEALTH_1601", "plugins[23].health_check.failure_limit");

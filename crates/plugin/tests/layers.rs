@@ -45,12 +45,19 @@ async fn retry_honours_the_call_override_and_stops_before_the_deadline() {
 
     // Waits 100, 200, 400 ms: a 250 ms deadline leaves room for one retry.
     calls.store(0, Ordering::SeqCst);
-    let s = Deadline::layer(Retry::layer(retry(3), failing(&calls, ErrorKind::Transport)));
+    let s = Deadline::layer(Retry::layer(
+        retry(3),
+        failing(&calls, ErrorKind::Transport),
+    ));
     let mut c = Call::new("p", Value::Null);
     c.deadline = Some(tokio::time::Instant::now() + Duration::from_millis(250));
     let t0 = tokio::time::Instant::now();
     let e = s.call(c).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Transport, "the last real error, not a timeout");
+    assert_eq!(
+        e.kind,
+        ErrorKind::Transport,
+        "the last real error, not a timeout"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert!(t0.elapsed() < Duration::from_millis(250));
 }
@@ -151,11 +158,27 @@ async fn the_rate_limit_takes_one_token_per_call_not_per_retry() {
         },
         tokio::time::Instant::now().into_std(),
     );
-    let s = RateLimit::layer(bucket, Retry::layer(retry(2), failing(&calls, ErrorKind::Timeout)));
-    assert_eq!(s.call(Call::new("p", Value::Null)).await.unwrap_err().code(), "PLUGIN_1204");
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "1 + 2 retries on one token");
+    let s = RateLimit::layer(
+        bucket,
+        Retry::layer(retry(2), failing(&calls, ErrorKind::Timeout)),
+    );
     assert_eq!(
-        s.call(Call::new("p", Value::Null)).await.unwrap_err().code(),
+        s.call(Call::new("p", Value::Null))
+            .await
+            .unwrap_err()
+            .code(),
+        "PLUGIN_1204"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "1 + 2 retries on one token"
+    );
+    assert_eq!(
+        s.call(Call::new("p", Value::Null))
+            .await
+            .unwrap_err()
+            .code(),
         "RATELIMIT_1501"
     );
 }
@@ -183,13 +206,19 @@ async fn failover_tries_the_strategy_order_and_reports_the_last_error() {
                     if ok {
                         Ok(json!(name))
                     } else {
-                        Err(Error::new(ErrorKind::ConnectionFailed, format!("{name} down")))
+                        Err(Error::new(
+                            ErrorKind::ConnectionFailed,
+                            format!("{name} down"),
+                        ))
                     }
                 }
             }))
         }),
     );
-    assert_eq!(s.call(Call::new("g", Value::Null)).await.unwrap(), json!("third"));
+    assert_eq!(
+        s.call(Call::new("g", Value::Null)).await.unwrap(),
+        json!("third")
+    );
     assert_eq!(*tried.lock().unwrap(), ["first", "second", "third"]);
     let stats = b.stats();
     let first = stats.iter().find(|m| m.name == "first").unwrap();
@@ -205,7 +234,10 @@ async fn failover_tries_the_strategy_order_and_reports_the_last_error() {
         b.set_enabled(n, false);
     }
     assert_eq!(
-        s.call(Call::new("g", Value::Null)).await.unwrap_err().code(),
+        s.call(Call::new("g", Value::Null))
+            .await
+            .unwrap_err()
+            .code(),
         "LOADBALANCER_1701"
     );
 }

@@ -23,9 +23,11 @@ async fn a_call_goes_through_the_stack_with_auth_trace_and_request_id_headers() 
     let k = knobs("echo");
     let _s = Server::start(&dir.path().join("echo.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("echo", dir.path(), json!({
-        "auth": {"method": "api-key", "api_key": "s3cret"}
-    }))]})))
+    m.load(config(
+        json!({"plugins": [unix_plugin("echo", dir.path(), json!({
+            "auth": {"method": "api-key", "api_key": "s3cret"}
+        }))]}),
+    ))
     .await
     .unwrap();
 
@@ -61,13 +63,19 @@ async fn a_call_goes_through_the_stack_with_auth_trace_and_request_id_headers() 
         n: u32,
     }
     let p = m.plugin::<Req, Resp>("echo").unwrap();
-    let r = p.execute(&ExecutionContext::new(), Req { x: 2 }).await.unwrap();
+    let r = p
+        .execute(&ExecutionContext::new(), Req { x: 2 })
+        .await
+        .unwrap();
     assert_eq!(r.plugin, "echo");
     assert_eq!(r.n, 2);
     assert_eq!(p.health().await.status, PluginStatus::Healthy);
 
     // Unknown and disabled plugins.
-    assert_eq!(m.execute("nope", json!({})).await.unwrap_err().code(), "PLUGIN_1201");
+    assert_eq!(
+        m.execute("nope", json!({})).await.unwrap_err().code(),
+        "PLUGIN_1201"
+    );
     let report = m.metrics().report();
     assert_eq!(report.plugins["echo"].total_requests, 2);
     assert_eq!(report.plugins["echo"].success_rate_percent, 100.0);
@@ -80,16 +88,22 @@ async fn a_slow_attempt_times_out_and_the_retry_succeeds() {
     k.delay_first_ms.store(3000, Ordering::SeqCst);
     let _s = Server::start(&dir.path().join("slow.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("slow", dir.path(), json!({
-        "connection": {"request_timeout": "300ms"},
-        "retry": {"initial_interval": "20ms"}
-    }))]})))
+    m.load(config(
+        json!({"plugins": [unix_plugin("slow", dir.path(), json!({
+            "connection": {"request_timeout": "300ms"},
+            "retry": {"initial_interval": "20ms"}
+        }))]}),
+    ))
     .await
     .unwrap();
     let t0 = Instant::now();
     let out = m.execute("slow", json!({})).await.unwrap();
     assert_eq!(out["n"], 2, "the second attempt answered");
-    assert!(t0.elapsed() < Duration::from_millis(2500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,9 +113,11 @@ async fn plugin_errors_are_not_retried_but_reported_with_their_code() {
     k.fail_next.store(1, Ordering::SeqCst);
     let _s = Server::start(&dir.path().join("bad.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("bad", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [unix_plugin("bad", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
     let e = m.execute("bad", json!({})).await.unwrap_err();
     assert_eq!(e.code(), "PLUGIN_1203");
     assert!(e.message.contains("injected failure"), "{e}");
@@ -117,14 +133,19 @@ async fn a_plugin_that_dies_mid_call_and_comes_back_is_reached_again_by_retry() 
     let k1 = knobs("phoenix-1");
     let mut s1 = Server::start(&path, Arc::clone(&k1)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("phoenix", dir.path(), json!({
-        "retry": {"max_retries": 8, "initial_interval": "100ms", "max_interval": "200ms"},
-        "connection": {"request_timeout": "5s"},
-        "circuit_breaker": {"enabled": false}
-    }))]})))
+    m.load(config(
+        json!({"plugins": [unix_plugin("phoenix", dir.path(), json!({
+            "retry": {"max_retries": 8, "initial_interval": "100ms", "max_interval": "200ms"},
+            "connection": {"request_timeout": "5s"},
+            "circuit_breaker": {"enabled": false}
+        }))]}),
+    ))
     .await
     .unwrap();
-    assert_eq!(m.execute("phoenix", json!({})).await.unwrap()["plugin"], "phoenix-1");
+    assert_eq!(
+        m.execute("phoenix", json!({})).await.unwrap()["plugin"],
+        "phoenix-1"
+    );
 
     let m2 = m.clone();
     let call = tokio::spawn(async move { m2.execute("phoenix", json!({"sleep_ms": 2000})).await });
@@ -135,7 +156,11 @@ async fn a_plugin_that_dies_mid_call_and_comes_back_is_reached_again_by_retry() 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(k1.calls.load(Ordering::SeqCst), 2, "the call reached the server");
+    assert_eq!(
+        k1.calls.load(Ordering::SeqCst),
+        2,
+        "the call reached the server"
+    );
     s1.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let k2 = knobs("phoenix-2");
@@ -150,11 +175,13 @@ async fn a_plugin_that_dies_mid_call_and_comes_back_is_reached_again_by_retry() 
 async fn the_breaker_opens_on_a_dead_plugin_refuses_fast_then_closes_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("flaky", dir.path(), json!({
-        "retry": {"max_retries": 0},
-        "circuit_breaker": {"failure_threshold": 3, "min_request_threshold": 3,
-                            "recovery_timeout": "500ms", "success_threshold": 1}
-    }))]})))
+    m.load(config(
+        json!({"plugins": [unix_plugin("flaky", dir.path(), json!({
+            "retry": {"max_retries": 0},
+            "circuit_breaker": {"failure_threshold": 3, "min_request_threshold": 3,
+                                "recovery_timeout": "500ms", "success_threshold": 1}
+        }))]}),
+    ))
     .await
     .unwrap();
     for _ in 0..3 {
@@ -174,7 +201,10 @@ async fn the_breaker_opens_on_a_dead_plugin_refuses_fast_then_closes_when_it_is_
     );
     assert_eq!(k.calls.load(Ordering::SeqCst), 0, "refused without a call");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(m.execute("flaky", json!({})).await.is_ok(), "half-open trial");
+    assert!(
+        m.execute("flaky", json!({})).await.is_ok(),
+        "half-open trial"
+    );
     assert_eq!(m.breaker("flaky").unwrap().state(), BreakerState::Closed);
     let r = m.metrics().report();
     assert_eq!(r.plugins["flaky"].circuit_breaker_trips, 1);
@@ -196,9 +226,11 @@ async fn the_rate_limit_refuses_past_the_burst_and_refills() {
     let k = knobs("limited");
     let _s = Server::start(&dir.path().join("limited.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("limited", dir.path(), json!({
-        "rate_limit": {"enabled": true, "requests_per_second": 5, "burst_size": 2}
-    }))]})))
+    m.load(config(
+        json!({"plugins": [unix_plugin("limited", dir.path(), json!({
+            "rate_limit": {"enabled": true, "requests_per_second": 5, "burst_size": 2}
+        }))]}),
+    ))
     .await
     .unwrap();
     assert!(m.execute("limited", json!({})).await.is_ok());
@@ -232,12 +264,21 @@ async fn a_group_call_fails_over_past_a_dead_member_and_health_takes_it_out() {
     .await
     .unwrap();
     for _ in 0..12 {
-        let out = m.execute_group("kv", json!({}), ExecOptions::default()).await.unwrap();
+        let out = m
+            .execute_group("kv", json!({}), ExecOptions::default())
+            .await
+            .unwrap();
         assert_ne!(out["plugin"], "b");
     }
-    let (a, c) = (ka.calls.load(Ordering::SeqCst), kc.calls.load(Ordering::SeqCst));
+    let (a, c) = (
+        ka.calls.load(Ordering::SeqCst),
+        kc.calls.load(Ordering::SeqCst),
+    );
     assert_eq!(a + c, 12);
-    assert!(a >= 4 && c >= 4, "round-robin with b's turns failing over: a={a} c={c}");
+    assert!(
+        a >= 4 && c >= 4,
+        "round-robin with b's turns failing over: a={a} c={c}"
+    );
 
     // The health checker takes b out of rotation.
     let t0 = Instant::now();
@@ -254,7 +295,9 @@ async fn a_group_call_fails_over_past_a_dead_member_and_health_takes_it_out() {
     assert!(!b.healthy);
     let failed_before = b.requests;
     for _ in 0..6 {
-        m.execute_group("kv", json!({}), ExecOptions::default()).await.unwrap();
+        m.execute_group("kv", json!({}), ExecOptions::default())
+            .await
+            .unwrap();
     }
     let stats = m.balancer("kv").unwrap().stats();
     assert_eq!(
@@ -273,17 +316,25 @@ async fn a_group_call_fails_over_past_a_dead_member_and_health_takes_it_out() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..6 {
-        m.execute_group("kv", json!({}), ExecOptions::default()).await.unwrap();
+        m.execute_group("kv", json!({}), ExecOptions::default())
+            .await
+            .unwrap();
     }
     assert!(kb.calls.load(Ordering::SeqCst) >= 1);
     assert_eq!(m.overall_health().status, PluginStatus::Healthy);
 
     // Every member down: the last error, after trying them all.
     drop((_sa, _sb, _sc));
-    let e = m.execute_group("kv", json!({}), ExecOptions::default()).await.unwrap_err();
+    let e = m
+        .execute_group("kv", json!({}), ExecOptions::default())
+        .await
+        .unwrap_err();
     assert!(e.message.contains("tried failed"), "{e}");
     assert_eq!(
-        m.execute_group("nope", json!({}), ExecOptions::default()).await.unwrap_err().code(),
+        m.execute_group("nope", json!({}), ExecOptions::default())
+            .await
+            .unwrap_err()
+            .code(),
         "LOADBALANCER_1701"
     );
 }
@@ -295,9 +346,11 @@ async fn the_overall_deadline_and_cancellation_end_a_call() {
     k.delay_ms.store(5000, Ordering::SeqCst);
     let _s = Server::start(&dir.path().join("sleepy.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("sleepy", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [unix_plugin("sleepy", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
     let t0 = Instant::now();
     let e = m
         .execute_with(
@@ -342,9 +395,11 @@ async fn shutdown_drains_calls_in_flight_then_refuses_new_ones() {
     let k = knobs("drain");
     let _s = Server::start(&dir.path().join("drain.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("drain", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [unix_plugin("drain", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
     let m2 = m.clone();
     let slow = tokio::spawn(async move { m2.execute("drain", json!({"sleep_ms": 600})).await });
     while m.in_flight() == 0 {
@@ -367,9 +422,11 @@ async fn shutdown_gives_up_on_calls_past_its_deadline() {
     let k = knobs("stuck");
     let _s = Server::start(&dir.path().join("stuck.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("stuck", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [unix_plugin("stuck", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
     let m2 = m.clone();
     let slow = tokio::spawn(async move { m2.execute("stuck", json!({"sleep_ms": 20000})).await });
     while m.in_flight() == 0 {
@@ -395,7 +452,10 @@ async fn register_unregister_disabled_and_listing() {
     ]})))
     .await
     .unwrap();
-    assert_eq!(m.execute("off", json!({})).await.unwrap_err().code(), "PLUGIN_1202");
+    assert_eq!(
+        m.execute("off", json!({})).await.unwrap_err().code(),
+        "PLUGIN_1202"
+    );
     let dup: hangar_plugin::PluginConfig =
         serde_json::from_value(unix_plugin("one", dir.path(), json!({}))).unwrap();
     assert_eq!(m.register(dup).await.unwrap_err().code(), "PLUGIN_1010");
@@ -409,9 +469,16 @@ async fn register_unregister_disabled_and_listing() {
     assert_eq!(l[1].health.status, PluginStatus::Healthy);
     assert_eq!(l[1].labels["team"], "x");
     assert!(!l[0].enabled);
-    assert_eq!(l[2].health.status, PluginStatus::Degraded, "two has no server");
+    assert_eq!(
+        l[2].health.status,
+        PluginStatus::Degraded,
+        "two has no server"
+    );
     m.unregister("two").await.unwrap();
-    assert_eq!(m.execute("two", json!({})).await.unwrap_err().code(), "PLUGIN_1201");
+    assert_eq!(
+        m.execute("two", json!({})).await.unwrap_err().code(),
+        "PLUGIN_1201"
+    );
     assert_eq!(m.unregister("two").await.unwrap_err().code(), "PLUGIN_1201");
     assert_eq!(m.config().plugins.len(), 2);
 }
@@ -423,9 +490,11 @@ async fn many_concurrent_calls_share_one_connection() {
     k.delay_ms.store(20, Ordering::SeqCst);
     let _s = Server::start(&dir.path().join("busy.sock"), Arc::clone(&k)).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("busy", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [unix_plugin("busy", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
     let mut set = tokio::task::JoinSet::new();
     for i in 0..64 {
         let m = m.clone();

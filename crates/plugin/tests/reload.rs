@@ -36,7 +36,11 @@ fn the_diff_names_added_updated_fields_removed_and_unchanged() {
     }));
     let mut new_plugins = vec![
         unix_plugin("same", d, json!({})),
-        unix_plugin("moved", d, json!({"labels": {"a": "2"}, "retry": {"initial_interval": "1s"}})),
+        unix_plugin(
+            "moved",
+            d,
+            json!({"labels": {"a": "2"}, "retry": {"initial_interval": "1s"}}),
+        ),
         unix_plugin("fresh", d, json!({})),
     ];
     new_plugins[1]["endpoint"] = json!("/run/elsewhere.sock");
@@ -58,7 +62,10 @@ fn the_diff_names_added_updated_fields_removed_and_unchanged() {
     new2.default_retry.max_retries = Some(9);
     let df = diff(&old, &new2);
     assert_eq!(df.updated.len(), 3);
-    assert!(df.updated.iter().all(|u| u.changes == ["retry.max_retries"]));
+    assert!(df
+        .updated
+        .iter()
+        .all(|u| u.changes == ["retry.max_retries"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,9 +79,11 @@ async fn a_graceful_reload_swaps_while_calls_in_flight_complete_on_the_old_insta
     let m = Manager::new();
     let mut p = unix_plugin("svc", dir.path(), json!({}));
     p["endpoint"] = json!(dir.path().join("v1.sock").display().to_string());
-    m.load(config(json!({"plugins": [p.clone(), unix_plugin("gone", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [p.clone(), unix_plugin("gone", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
 
     let m2 = m.clone();
     let inflight = tokio::spawn(async move { m2.execute("svc", json!({"sleep_ms": 800})).await });
@@ -95,14 +104,23 @@ async fn a_graceful_reload_swaps_while_calls_in_flight_complete_on_the_old_insta
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(on_v2);
-    assert!(!inflight.is_finished(), "the swap did not wait for the old call");
-    let old = inflight.await.unwrap().expect("the call in flight completed");
+    assert!(
+        !inflight.is_finished(),
+        "the swap did not wait for the old call"
+    );
+    let old = inflight
+        .await
+        .unwrap()
+        .expect("the call in flight completed");
     assert_eq!(old["plugin"], "v1");
     let report = reload.await.unwrap().unwrap();
     assert_eq!(report.applied, ["gone", "new", "svc"]);
     assert!(report.rolled_back.is_empty() && report.drain_timed_out.is_empty());
     assert_eq!(m.execute("new", json!({})).await.unwrap()["plugin"], "new");
-    assert_eq!(m.execute("gone", json!({})).await.unwrap_err().code(), "PLUGIN_1201");
+    assert_eq!(
+        m.execute("gone", json!({})).await.unwrap_err().code(),
+        "PLUGIN_1201"
+    );
     assert!(m.config().plugins[0].endpoint.ends_with("v2.sock"));
 }
 
@@ -116,12 +134,17 @@ async fn a_new_instance_failing_its_health_check_is_rolled_back() {
     let m = Manager::new();
     let mut p = unix_plugin("svc", dir.path(), json!({}));
     p["endpoint"] = json!(dir.path().join("v1.sock").display().to_string());
-    m.load(config(json!({"plugins": [p.clone()]}))).await.unwrap();
+    m.load(config(json!({"plugins": [p.clone()]})))
+        .await
+        .unwrap();
 
     let mut q = p.clone();
     q["endpoint"] = json!(dir.path().join("bad.sock").display().to_string());
     let new = config(json!({"plugins": [q.clone(), unix_plugin("nobody", dir.path(), json!({}))]}));
-    let report = m.reload(new.clone(), opts(ReloadStrategy::Graceful)).await.unwrap();
+    let report = m
+        .reload(new.clone(), opts(ReloadStrategy::Graceful))
+        .await
+        .unwrap();
     let mut rb: Vec<(&str, &str)> = report
         .rolled_back
         .iter()
@@ -129,15 +152,28 @@ async fn a_new_instance_failing_its_health_check_is_rolled_back() {
         .collect();
     rb.sort();
     assert_eq!(rb, [("nobody", "HEALTH_1601"), ("svc", "HEALTH_1601")]);
-    assert_eq!(m.execute("svc", json!({})).await.unwrap()["plugin"], "v1", "old kept");
-    assert_eq!(m.execute("nobody", json!({})).await.unwrap_err().code(), "PLUGIN_1201");
+    assert_eq!(
+        m.execute("svc", json!({})).await.unwrap()["plugin"],
+        "v1",
+        "old kept"
+    );
+    assert_eq!(
+        m.execute("nobody", json!({})).await.unwrap_err().code(),
+        "PLUGIN_1201"
+    );
     let cfg = m.config();
     assert_eq!(cfg.plugins.len(), 1, "the failed addition is not in force");
-    assert!(cfg.plugins[0].endpoint.ends_with("v1.sock"), "old config kept");
+    assert!(
+        cfg.plugins[0].endpoint.ends_with("v1.sock"),
+        "old config kept"
+    );
 
     // Recreate: the old one was taken out first, and a fresh one of the old
     // config comes back.
-    let report = m.reload(new.clone(), opts(ReloadStrategy::Recreate)).await.unwrap();
+    let report = m
+        .reload(new.clone(), opts(ReloadStrategy::Recreate))
+        .await
+        .unwrap();
     assert_eq!(report.rolled_back.len(), 2);
     assert_eq!(m.execute("svc", json!({})).await.unwrap()["plugin"], "v1");
 
@@ -172,9 +208,11 @@ async fn a_rolling_reload_stops_at_the_first_failure() {
         p
     };
     let m = Manager::new();
-    m.load(config(json!({"plugins": [at("a", "a1.sock"), at("b", "b1.sock")]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [at("a", "a1.sock"), at("b", "b1.sock")]}),
+    ))
+    .await
+    .unwrap();
     let report = m
         .reload(
             config(json!({"plugins": [at("a", "bad.sock"), at("b", "b2.sock")]})),
@@ -223,7 +261,8 @@ async fn concurrent_reloads_are_capped() {
         let m = Manager::new();
         m.load(config(json!({"plugins": plugins}))).await.unwrap();
         // Let the first checks after loading finish.
-        while now.load(Ordering::SeqCst) > 0 || m.health().values().any(|h| h.last_check.is_none()) {
+        while now.load(Ordering::SeqCst) > 0 || m.health().values().any(|h| h.last_check.is_none())
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         max.store(0, Ordering::SeqCst);
@@ -257,9 +296,11 @@ async fn an_invalid_configuration_is_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let _s = Server::start(&dir.path().join("a.sock"), knobs("a")).await;
     let m = Manager::new();
-    m.load(config(json!({"plugins": [unix_plugin("a", dir.path(), json!({}))]})))
-        .await
-        .unwrap();
+    m.load(config(
+        json!({"plugins": [unix_plugin("a", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
     let before = m.config();
     let e = m
         .reload(

@@ -139,4 +139,3 @@ pub fn unix_plugin(name: &str, dir: &Path, extra: Value) -> Value {
     }
     p
 }
-
