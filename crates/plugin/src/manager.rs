@@ -175,6 +175,8 @@ pub(crate) struct Entry {
     pub(crate) cfg: PluginConfig,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) service: BoxService,
+    /// `service` under the caller's deadline and cancellation.
+    pub(crate) bounded: BoxService,
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) checker: Arc<HealthChecker>,
     pub(crate) inflight: Arc<InFlight>,
@@ -525,6 +527,7 @@ impl Manager {
         Arc::new(Entry {
             breaker: Arc::clone(guard.breaker()),
             service: Arc::clone(guard.service()),
+            bounded: Deadline::layer(Arc::clone(guard.service())),
             cfg: p,
             transport,
             checker,
@@ -667,13 +670,10 @@ impl Manager {
         let _all = self.inner.all_inflight.enter();
         let _one = e.inflight.enter();
         let call = self.make_call(name, kind, data, opts);
-        Deadline::layer(Arc::clone(&e.service))
-            .call(call)
-            .await
-            .map_err(|mut err| {
-                err.plugin.get_or_insert_with(|| name.to_string());
-                err
-            })
+        e.bounded.call(call).await.map_err(|mut err| {
+            err.plugin.get_or_insert_with(|| name.to_string());
+            err
+        })
     }
 
     /// Call one plugin of `group` (plugins sharing a `type`), chosen by the
@@ -908,7 +908,10 @@ pub fn unix_factory() -> TransportFactory {
 pub struct LazyUnix {
     path: PathBuf,
     connect_timeout: Duration,
-    conn: tokio::sync::Mutex<Option<UnixClient>>,
+    /// The connection in use (the fast path takes a clone without awaiting).
+    conn: std::sync::Mutex<Option<UnixClient>>,
+    /// Held while connecting, so concurrent callers share one new connection.
+    connecting: tokio::sync::Mutex<()>,
     closed: AtomicBool,
 }
 
@@ -926,15 +929,27 @@ impl LazyUnix {
         LazyUnix {
             path,
             connect_timeout,
-            conn: tokio::sync::Mutex::new(None),
+            conn: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
         }
     }
 
+    fn cached(&self) -> Option<UnixClient> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, c: Option<UnixClient>) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+
     async fn client(&self) -> Result<UnixClient, Error> {
-        let mut g = self.conn.lock().await;
-        if let Some(c) = g.as_ref() {
-            return Ok(c.clone());
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let _g = self.connecting.lock().await;
+        if let Some(c) = self.cached() {
+            return Ok(c);
         }
         let c = tokio::time::timeout(self.connect_timeout, UnixClient::connect(&self.path))
             .await
@@ -948,7 +963,10 @@ impl LazyUnix {
                     ),
                 )
             })??;
-        *g = Some(c.clone());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Transport, "the transport is closed"));
+        }
+        self.set(Some(c.clone()));
         Ok(c)
     }
 }
@@ -973,7 +991,7 @@ impl Transport for LazyUnix {
             if let Err(e) = &r {
                 if matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout) {
                     // Reconnect on the next call (other calls keep their clone).
-                    *self.conn.lock().await = None;
+                    self.set(None);
                 }
             }
             r
@@ -983,7 +1001,7 @@ impl Transport for LazyUnix {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.closed.store(true, Ordering::Release);
-            *self.conn.lock().await = None;
+            self.set(None);
         })
     }
 }

@@ -20,7 +20,7 @@
 //! `traceparent` header (see [`crate::TraceContext`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,6 +69,7 @@ struct Stats {
     trips: u64,
     health_total: u64,
     health_failed: u64,
+    outcomes: std::collections::BTreeSet<&'static str>,
 }
 
 /// Numbers of one plugin (seed `PluginMetricsReport`).
@@ -142,8 +143,16 @@ pub struct Metrics {
     breaker_trips: Family<PluginLabel, Counter>,
     health_checks: Family<OutcomeLabel, Counter>,
     health_status: Family<PluginLabel, Gauge>,
-    stats: Mutex<HashMap<String, Stats>>,
+    handles: RwLock<HashMap<String, Arc<Handles>>>,
     started: Instant,
+}
+
+/// One plugin's series, resolved once so a call costs no label allocation.
+struct Handles {
+    active: Gauge,
+    duration: Histogram,
+    ok: Counter,
+    stats: Mutex<Stats>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -210,14 +219,41 @@ impl Metrics {
             breaker_trips,
             health_checks,
             health_status,
-            stats: Mutex::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
             started: Instant::now(),
         }
     }
 
+    fn handles(&self, plugin: &str) -> Arc<Handles> {
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(plugin)
+        {
+            return Arc::clone(h);
+        }
+        let l = Self::label(plugin);
+        let h = Arc::new(Handles {
+            active: self.active.get_or_create(&l).clone(),
+            duration: self.duration.get_or_create(&l).clone(),
+            ok: self
+                .requests
+                .get_or_create(&OutcomeLabel {
+                    plugin: plugin.to_string(),
+                    outcome: "ok".into(),
+                })
+                .clone(),
+            stats: Mutex::new(Stats::default()),
+        });
+        let mut m = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(m.entry(plugin.to_string()).or_insert(h))
+    }
+
     fn with<R>(&self, plugin: &str, f: impl FnOnce(&mut Stats) -> R) -> R {
-        let mut m = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        f(m.entry(plugin.to_string()).or_default())
+        let h = self.handles(plugin);
+        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s)
     }
 
     fn label(plugin: &str) -> PluginLabel {
@@ -228,27 +264,31 @@ impl Metrics {
 
     /// A call to `plugin` starts.
     pub fn call_started(&self, plugin: &str) {
-        self.active.get_or_create(&Self::label(plugin)).inc();
-        self.with(plugin, |s| s.active += 1);
+        let h = self.handles(plugin);
+        h.active.inc();
+        h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
     }
 
     /// A call to `plugin` ended after `took`.
     pub fn call_finished(&self, plugin: &str, took: Duration, result: Result<(), &Error>) {
-        self.active.get_or_create(&Self::label(plugin)).dec();
-        let outcome = match result {
-            Ok(()) => "ok".to_string(),
-            Err(e) => e.code().to_string(),
-        };
-        self.requests
-            .get_or_create(&OutcomeLabel {
-                plugin: plugin.to_string(),
-                outcome,
-            })
-            .inc();
-        self.duration
-            .get_or_create(&Self::label(plugin))
-            .observe(took.as_secs_f64());
-        self.with(plugin, |s| {
+        let h = self.handles(plugin);
+        h.active.dec();
+        match result {
+            Ok(()) => {
+                h.ok.inc();
+            }
+            Err(e) => {
+                self.requests
+                    .get_or_create(&OutcomeLabel {
+                        plugin: plugin.to_string(),
+                        outcome: e.code().to_string(),
+                    })
+                    .inc();
+            }
+        }
+        h.duration.observe(took.as_secs_f64());
+        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+        {
             s.active -= 1;
             s.total += 1;
             s.latency_total += took;
@@ -258,6 +298,7 @@ impl Metrics {
                 Ok(()) => s.ok += 1,
                 Err(e) => {
                     s.failed += 1;
+                    s.outcomes.insert(e.code());
                     match e.kind {
                         ErrorKind::Timeout => s.timeout += 1,
                         ErrorKind::ConnectionFailed | ErrorKind::Transport => s.connection += 1,
@@ -268,7 +309,7 @@ impl Metrics {
                     }
                 }
             }
-        });
+        }
     }
 
     /// The breaker of `plugin` is now in `state`; `tripped` when it just opened.
@@ -315,8 +356,27 @@ impl Metrics {
         self.breaker_state.remove(&l);
         self.breaker_trips.remove(&l);
         self.health_status.remove(&l);
-        if let Ok(mut m) = self.stats.lock() {
-            m.remove(plugin);
+        let gone = self
+            .handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(plugin);
+        let mut outcomes: Vec<String> = vec!["ok".into()];
+        if let Some(h) = gone {
+            let s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+            outcomes.extend(s.outcomes.iter().map(|c| c.to_string()));
+        }
+        for outcome in outcomes {
+            self.requests.remove(&OutcomeLabel {
+                plugin: plugin.to_string(),
+                outcome,
+            });
+        }
+        for outcome in ["ok", "failed"] {
+            self.health_checks.remove(&OutcomeLabel {
+                plugin: plugin.to_string(),
+                outcome: outcome.to_string(),
+            });
         }
     }
 
@@ -329,7 +389,16 @@ impl Metrics {
 
     /// The report.
     pub fn report(&self) -> ObservabilityReport {
-        let m = self.stats.lock().map(|m| m.clone()).unwrap_or_default();
+        let m: Vec<(String, Stats)> = self
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, h)| {
+                let s = h.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                (k.clone(), s)
+            })
+            .collect();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let mut plugins = BTreeMap::new();
         let (mut total, mut errors, mut active) = (0u64, 0u64, 0i64);

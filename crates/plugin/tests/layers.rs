@@ -186,9 +186,10 @@ async fn the_rate_limit_takes_one_token_per_call_not_per_retry() {
 #[tokio::test(start_paused = true)]
 async fn failover_tries_the_strategy_order_and_reports_the_last_error() {
     let b = Arc::new(Balancer::new(Strategy::Priority));
-    b.add("first", 1, 1);
-    b.add("second", 1, 2);
-    b.add("third", 1, 3);
+    // Priority: the highest number first.
+    b.add("first", 1, 30);
+    b.add("second", 1, 20);
+    b.add("third", 1, 10);
     let tried = Arc::new(Mutex::new(Vec::new()));
     let t2 = Arc::clone(&tried);
     let ok_on = Arc::new(Mutex::new("third".to_string()));

@@ -508,3 +508,69 @@ async fn many_concurrent_calls_share_one_connection() {
     assert_eq!(n, 64);
     assert_eq!(m.metrics().report().plugins["busy"].total_requests, 64);
 }
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// Overhead of the whole stack over the raw client on the same socket:
+/// `cargo test --release -p hangar-plugin --test manager -- --ignored --nocapture bench`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn bench_manager_against_the_raw_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = Server::start(&dir.path().join("b.sock"), knobs("b")).await;
+    let raw = hangar_plugin::unix::UnixClient::connect(&dir.path().join("b.sock"))
+        .await
+        .unwrap();
+    let m = Manager::new();
+    m.load(config(
+        json!({"plugins": [unix_plugin("b", dir.path(), json!({}))]}),
+    ))
+    .await
+    .unwrap();
+    let payload = json!({"blob": "x".repeat(1000)});
+    for conc in [1usize, 64] {
+        for which in ["raw", "manager"] {
+            let per = if conc == 1 { 5000 } else { 500 };
+            let t0 = Instant::now();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..conc {
+                let (raw, m, p) = (raw.clone(), m.clone(), payload.clone());
+                set.spawn(async move {
+                    let mut lat = Vec::with_capacity(per);
+                    for _ in 0..per {
+                        let t = Instant::now();
+                        if which == "raw" {
+                            raw.call(
+                                "execute",
+                                p.clone(),
+                                Default::default(),
+                                Duration::from_secs(10),
+                            )
+                            .await
+                            .unwrap();
+                        } else {
+                            m.execute("b", p.clone()).await.unwrap();
+                        }
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(r) = set.join_next().await {
+                all.extend(r.unwrap());
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let n = all.len();
+            println!(
+                "{which:>7} c={conc:<2} n={n} p50={:?} p99={:?} {:.0} calls/s",
+                percentile(&mut all, 0.5),
+                percentile(&mut all, 0.99),
+                n as f64 / secs
+            );
+        }
+    }
+}
