@@ -248,6 +248,7 @@ pub(crate) struct Inner {
     all_inflight: Arc<InFlight>,
     closing: AtomicBool,
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    watcher: std::sync::Mutex<Option<crate::discovery::DiscoveryWatcher>>,
 }
 
 /// The plugin manager. Cheap to clone (shared state).
@@ -299,6 +300,7 @@ impl Manager {
                 all_inflight: Arc::new(InFlight::default()),
                 closing: AtomicBool::new(false),
                 reload_lock: tokio::sync::Mutex::new(()),
+                watcher: std::sync::Mutex::new(None),
             }),
         };
         m.register_factory("unix", unix_factory());
@@ -338,6 +340,8 @@ impl Manager {
     /// Load `cfg`: validate it whole (every error, with codes), create every
     /// enabled plugin's transport, then start serving. On any failure nothing
     /// changes. Plugins already loaded are replaced through a recreate reload.
+    /// With `discovery.enabled`, the directories are then scanned (and
+    /// watched in `watch_mode`; see [`crate::discovery`]).
     pub async fn load(&self, cfg: ManagerConfig) -> Result<(), LoadError> {
         cfg.validate(Some(&self.transports()))?;
         if !self.names().is_empty() || !r(&self.inner.disabled).is_empty() {
@@ -374,8 +378,38 @@ impl Manager {
         for e in built {
             self.install(e);
         }
+        let discovery = cfg.discovery.clone();
         *w(&self.inner.config) = cfg;
+        drop(_g);
+        if discovery.enabled {
+            self.start_discovery(discovery).await;
+        }
         Ok(())
+    }
+
+    /// Scan the discovery directories once (and keep watching them in watch
+    /// mode, until [`Manager::shutdown`]). Problems are logged: a bad file
+    /// or directory never fails the plugins already loaded.
+    async fn start_discovery(&self, d: crate::config::DiscoveryConfig) {
+        if d.watch_mode {
+            match crate::discovery::watch(self.clone(), d).await {
+                Ok(wt) => {
+                    *self.inner.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(wt);
+                }
+                Err(e) => tracing::warn!(error = %e, "plugin discovery cannot watch"),
+            }
+        } else {
+            match crate::discovery::sync(self, &d).await {
+                Ok((scan, _)) => {
+                    for p in scan.problems {
+                        for e in p.errors {
+                            tracing::warn!(file = %p.path.display(), error = %e, "discovered plugin skipped");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "plugin discovery failed"),
+            }
+        }
     }
 
     /// Register one plugin (the manager's defaults merged in). `PLUGIN_1010`
@@ -808,6 +842,14 @@ impl Manager {
     /// flight at most `deadline`, then close every transport. Idempotent.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.inner.closing.store(true, Ordering::Release);
+        // Stop watching (the watcher holds a handle on the manager).
+        drop(
+            self.inner
+                .watcher
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         self.inner.monitor.shutdown();
         let drained = self.inner.all_inflight.drained(deadline).await;
         let abandoned = self.inner.all_inflight.count();

@@ -110,8 +110,8 @@ async fn watch_mode_adds_updates_and_removes_plugins_as_files_change() {
     let m = Manager::new();
     let mut cfg = config(json!({"plugins": [unix_plugin("fixed", socks.path(), json!({}))]}));
     cfg.discovery = disc.clone();
+    // Loading a configuration with discovery in watch mode starts the watch.
     m.load(cfg).await.unwrap();
-    let w = watch(m.clone(), disc).await.unwrap();
     assert_eq!(m.names(), ["fixed"]);
 
     let file = plugins.path().join("dyn.json");
@@ -156,5 +156,42 @@ async fn watch_mode_adds_updates_and_removes_plugins_as_files_change() {
         m.execute("dyn", json!({})).await.unwrap_err().code(),
         "PLUGIN_1201"
     );
-    assert!(w.last_scan().is_some());
+    m.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_scans_once_and_watch_reports_its_last_scan() {
+    let socks = tempfile::tempdir().unwrap();
+    let plugins = tempfile::tempdir().unwrap();
+    let _s = Server::start(&socks.path().join("found.sock"), knobs("found")).await;
+    write(
+        &plugins.path().join("found.yaml"),
+        &format!(
+            "name: found\ntransport: unix\nendpoint: {}\n",
+            socks.path().join("found.sock").display()
+        ),
+    );
+    let disc = DiscoveryConfig {
+        enabled: true,
+        directories: vec![plugins.path().display().to_string()],
+        patterns: vec![],
+        watch_mode: false,
+    };
+    let m = Manager::new();
+    m.load(ManagerConfig {
+        discovery: disc.clone(),
+        ..ManagerConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(m.names(), ["found"]);
+    assert_eq!(
+        m.execute("found", json!({})).await.unwrap()["plugin"],
+        "found"
+    );
+
+    let m2 = Manager::new();
+    let w = watch(m2.clone(), disc).await.unwrap();
+    assert_eq!(m2.names(), ["found"]);
+    assert_eq!(w.last_scan().unwrap().plugins.len(), 1);
 }

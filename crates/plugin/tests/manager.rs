@@ -574,3 +574,55 @@ async fn bench_manager_against_the_raw_client() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_plugin_over_a_transport_honours_deadline_cancel_and_close() {
+    use hangar_plugin::{LazyUnix, TransportPlugin};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.sock");
+    let _s = Server::start(&path, knobs("typed")).await;
+    #[derive(Serialize)]
+    struct Req {
+        sleep_ms: u64,
+    }
+    #[derive(Deserialize, Debug)]
+    struct Resp {
+        plugin: String,
+    }
+    let t = Arc::new(LazyUnix::new(path, Duration::from_secs(1)));
+    let mut p = TransportPlugin::<Req, Resp>::new("typed", t);
+    assert_eq!(
+        p.fetch_info(Duration::from_secs(2)).await.unwrap().version,
+        "1.2.3"
+    );
+    assert_eq!(p.info().name, "typed");
+    let r = p
+        .execute(&ExecutionContext::new(), Req { sleep_ms: 0 })
+        .await
+        .unwrap();
+    assert_eq!(r.plugin, "typed");
+
+    let ctx = ExecutionContext::new().with_timeout(Duration::from_millis(200));
+    let e = p.execute(&ctx, Req { sleep_ms: 3000 }).await.unwrap_err();
+    assert_eq!(e.code(), "PLUGIN_1204");
+
+    let ctx = ExecutionContext::new();
+    let cancel = ctx.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let t0 = Instant::now();
+    let e = p.execute(&ctx, Req { sleep_ms: 3000 }).await.unwrap_err();
+    assert!(e.message.contains("cancelled"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+
+    assert_eq!(p.health().await.status, PluginStatus::Healthy);
+    p.close().await;
+    p.close().await;
+    let e = p
+        .execute(&ExecutionContext::new(), Req { sleep_ms: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "TRANSPORT_1301");
+}
