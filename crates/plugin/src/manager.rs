@@ -480,11 +480,15 @@ impl Manager {
     /// Remove a plugin: out of rotation at once, its calls in flight finish
     /// (at most [`DEFAULT_DRAIN`]), then its transport is closed.
     pub async fn unregister(&self, name: &str) -> Result<(), Error> {
-        w(&self.inner.config).plugins.retain(|p| p.name != name);
-        if w(&self.inner.disabled).remove(name).is_some() {
-            return Ok(());
-        }
-        match self.remove_entry(name) {
+        let removed = {
+            let _g = self.inner.reload_lock.lock().await;
+            w(&self.inner.config).plugins.retain(|p| p.name != name);
+            if w(&self.inner.disabled).remove(name).is_some() {
+                return Ok(());
+            }
+            self.remove_entry(name)
+        };
+        match removed {
             Some(e) => {
                 e.retire(DEFAULT_DRAIN).await;
                 Ok(())

@@ -142,11 +142,25 @@ async fn priority_sends_everything_to_the_highest_and_fails_over_to_the_next() {
 async fn least_connections_spreads_concurrent_calls() {
     let g = Arc::new(group("least-connections", &abc()).await);
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..9 {
-        let g = Arc::clone(&g);
-        set.spawn(async move { g.call(None, json!({"sleep_ms": 500})).await });
-        // Let each call register as in flight before the next picks.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for i in 0..9u64 {
+        let g2 = Arc::clone(&g);
+        set.spawn(async move { g2.call(None, json!({"sleep_ms": 2000})).await });
+        // Each call is in flight before the next one picks.
+        let t0 = std::time::Instant::now();
+        loop {
+            let active: u64 =
+                g.m.balancer("g")
+                    .unwrap()
+                    .stats()
+                    .iter()
+                    .map(|s| s.active)
+                    .sum();
+            if active > i {
+                break;
+            }
+            assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
     while set.join_next().await.is_some() {}
     assert_eq!(g.counts(), [3, 3, 3]);

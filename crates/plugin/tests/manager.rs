@@ -179,7 +179,7 @@ async fn the_breaker_opens_on_a_dead_plugin_refuses_fast_then_closes_when_it_is_
         json!({"plugins": [unix_plugin("flaky", dir.path(), json!({
             "retry": {"max_retries": 0},
             "circuit_breaker": {"failure_threshold": 3, "min_request_threshold": 3,
-                                "recovery_timeout": "500ms", "success_threshold": 1}
+                                "recovery_timeout": "3s", "success_threshold": 1}
         }))]}),
     ))
     .await
@@ -200,7 +200,7 @@ async fn the_breaker_opens_on_a_dead_plugin_refuses_fast_then_closes_when_it_is_
         "still open before the recovery timeout"
     );
     assert_eq!(k.calls.load(Ordering::SeqCst), 0, "refused without a call");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     assert!(
         m.execute("flaky", json!({})).await.is_ok(),
         "half-open trial"
@@ -228,7 +228,7 @@ async fn the_rate_limit_refuses_past_the_burst_and_refills() {
     let m = Manager::new();
     m.load(config(
         json!({"plugins": [unix_plugin("limited", dir.path(), json!({
-            "rate_limit": {"enabled": true, "requests_per_second": 5, "burst_size": 2}
+            "rate_limit": {"enabled": true, "requests_per_second": 1, "burst_size": 2}
         }))]}),
     ))
     .await
@@ -238,7 +238,7 @@ async fn the_rate_limit_refuses_past_the_burst_and_refills() {
     let e = m.execute("limited", json!({})).await.unwrap_err();
     assert_eq!(e.code(), "RATELIMIT_1501");
     assert_eq!(k.calls.load(Ordering::SeqCst), 2, "refused without a call");
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(m.execute("limited", json!({})).await.is_ok(), "refilled");
 }
 

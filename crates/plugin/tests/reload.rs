@@ -86,7 +86,7 @@ async fn a_graceful_reload_swaps_while_calls_in_flight_complete_on_the_old_insta
     .unwrap();
 
     let m2 = m.clone();
-    let inflight = tokio::spawn(async move { m2.execute("svc", json!({"sleep_ms": 800})).await });
+    let inflight = tokio::spawn(async move { m2.execute("svc", json!({"sleep_ms": 3000})).await });
     while k1.calls.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
