@@ -366,6 +366,77 @@ impl AuthConfig {
         self.method.as_deref().unwrap_or("none")
     }
 
+    /// Problems of this authentication over transport `t`: (code, field
+    /// under the plugin, message, hint). A method without its credentials is
+    /// refused (`AUTH_1101`..`1104`), an unknown one too (`AUTH_1105`), and
+    /// mTLS needs a TLS transport (`TRANSPORT_1301`/`1302`).
+    pub fn problems(&self, t: &str) -> Vec<(&'static str, &'static str, String, &'static str)> {
+        let a = self;
+        let mut out = Vec::new();
+        let missing = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        match a.method() {
+            "none" => {}
+            "api-key" if missing(&a.api_key) => out.push((
+                "AUTH_1101",
+                "auth.api_key",
+                "method api-key without an api_key".into(),
+                "set auth.api_key",
+            )),
+            "bearer" if missing(&a.token) => out.push((
+                "AUTH_1102",
+                "auth.token",
+                "method bearer without a token".into(),
+                "set auth.token",
+            )),
+            "basic" if missing(&a.username) || missing(&a.password) => out.push((
+                "AUTH_1103",
+                "auth",
+                "method basic needs a username and a password".into(),
+                "set auth.username and auth.password",
+            )),
+            "mtls" => {
+                if missing(&a.cert_file) || missing(&a.key_file) {
+                    out.push((
+                        "AUTH_1104",
+                        "auth",
+                        "method mtls needs cert_file and key_file".into(),
+                        "set auth.cert_file and auth.key_file (PEM)",
+                    ));
+                }
+                if t == "http" {
+                    out.push((
+                        "TRANSPORT_1301",
+                        "transport",
+                        "mTLS over plain http".into(),
+                        "use transport https with method mtls",
+                    ));
+                }
+                if t == "grpc" {
+                    out.push((
+                        "TRANSPORT_1302",
+                        "transport",
+                        "mTLS over plain grpc".into(),
+                        "use transport grpc-tls with method mtls",
+                    ));
+                }
+            }
+            "custom" if a.headers.is_empty() => out.push((
+                "AUTH_1105",
+                "auth.headers",
+                "method custom without headers".into(),
+                "set auth.headers to the headers to send",
+            )),
+            "api-key" | "bearer" | "basic" | "custom" => {}
+            other => out.push((
+                "AUTH_1105",
+                "auth.method",
+                format!("unsupported auth method {other:?}"),
+                "use none, api-key, bearer, basic, mtls or custom",
+            )),
+        }
+        out
+    }
+
     /// Headers the method adds to every call (API key, bearer, basic, custom).
     /// mTLS adds none: it is the transport's business.
     pub fn headers(&self) -> BTreeMap<String, String> {
@@ -603,67 +674,8 @@ impl PluginConfig {
             _ => {}
         }
         // Authentication.
-        let a = &self.auth;
-        let missing = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-        match a.method() {
-            "none" => {}
-            "api-key" if missing(&a.api_key) => err(
-                "AUTH_1101",
-                "auth.api_key",
-                "method api-key without an api_key".into(),
-                "set auth.api_key",
-            ),
-            "bearer" if missing(&a.token) => err(
-                "AUTH_1102",
-                "auth.token",
-                "method bearer without a token".into(),
-                "set auth.token",
-            ),
-            "basic" if missing(&a.username) || missing(&a.password) => err(
-                "AUTH_1103",
-                "auth",
-                "method basic needs a username and a password".into(),
-                "set auth.username and auth.password",
-            ),
-            "mtls" => {
-                if missing(&a.cert_file) || missing(&a.key_file) {
-                    err(
-                        "AUTH_1104",
-                        "auth",
-                        "method mtls needs cert_file and key_file".into(),
-                        "set auth.cert_file and auth.key_file (PEM)",
-                    );
-                }
-                if t == "http" {
-                    err(
-                        "TRANSPORT_1301",
-                        "transport",
-                        "mTLS over plain http".into(),
-                        "use transport https with method mtls",
-                    );
-                }
-                if t == "grpc" {
-                    err(
-                        "TRANSPORT_1302",
-                        "transport",
-                        "mTLS over plain grpc".into(),
-                        "use transport grpc-tls with method mtls",
-                    );
-                }
-            }
-            "custom" if a.headers.is_empty() => err(
-                "AUTH_1105",
-                "auth.headers",
-                "method custom without headers".into(),
-                "set auth.headers to the headers to send",
-            ),
-            "api-key" | "bearer" | "basic" | "custom" => {}
-            other => err(
-                "AUTH_1105",
-                "auth.method",
-                format!("unsupported auth method {other:?}"),
-                "use none, api-key, bearer, basic, mtls or custom",
-            ),
+        for (code, field, msg, hint) in self.auth.problems(t) {
+            err(code, field, msg, hint);
         }
         // Connection.
         let c = self.connection.resolve();
