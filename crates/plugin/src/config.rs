@@ -190,7 +190,8 @@ pub struct HealthCheckSection {
     /// Failures in a row that mark the plugin offline (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_limit: Option<u32>,
-    /// Transport-specific health endpoint (HTTP path), optional.
+    /// Transport-specific health endpoint (an HTTP path); `ping` asks for
+    /// liveness only (a `ping` message instead of `health`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
 }
@@ -206,6 +207,9 @@ pub struct HealthCheckSettings {
     pub timeout: Duration,
     /// Failures in a row that mark the plugin offline.
     pub failure_limit: u32,
+    /// Liveness only: send `ping` instead of `health` (`endpoint: ping`),
+    /// for plugins that do not answer `health`.
+    pub ping: bool,
 }
 
 impl HealthCheckSection {
@@ -221,6 +225,7 @@ impl HealthCheckSection {
             interval: self.interval.unwrap_or(Duration::from_secs(30)),
             timeout: self.timeout.unwrap_or(Duration::from_secs(5)),
             failure_limit: self.failure_limit.unwrap_or(3),
+            ping: self.endpoint.as_deref() == Some("ping"),
         }
     }
 }

@@ -195,7 +195,15 @@ impl HealthChecker {
         };
         let res = tokio::time::timeout(
             self.settings.timeout,
-            self.transport.call(CallKind::Health, Value::Null, ctx),
+            self.transport.call(
+                if self.settings.ping {
+                    CallKind::Ping
+                } else {
+                    CallKind::Health
+                },
+                Value::Null,
+                ctx,
+            ),
         )
         .await;
         let took = started.elapsed();

@@ -19,6 +19,7 @@ fn settings(limit: u32) -> HealthCheckSettings {
         interval: Duration::from_millis(100),
         timeout: Duration::from_millis(300),
         failure_limit: limit,
+        ping: false,
     }
 }
 
@@ -138,4 +139,29 @@ fn the_overall_status_is_the_worst_with_offline_only_when_all_are() {
     m.remove_checker("cache");
     assert_eq!(m.overall().status, Healthy);
     assert_eq!(m.all_status().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_mode_checks_liveness_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.sock");
+    let k = knobs("l");
+    k.unhealthy.store(true, Ordering::SeqCst);
+    let _s = Server::start(&path, Arc::clone(&k)).await;
+    let t = Arc::new(LazyUnix::new(path.clone(), Duration::from_secs(1)));
+    let health = HealthChecker::new("l", t.clone(), settings(3), None);
+    assert_eq!(health.check().await.status, PluginStatus::Unhealthy);
+    let ping = HealthChecker::new(
+        "l",
+        t,
+        HealthCheckSettings {
+            ping: true,
+            ..settings(3)
+        },
+        None,
+    );
+    assert_eq!(ping.check().await.status, PluginStatus::Healthy);
+    let s: hangar_plugin::config::HealthCheckSection =
+        serde_json::from_str(r#"{"endpoint": "ping"}"#).unwrap();
+    assert!(s.resolve().ping);
 }
