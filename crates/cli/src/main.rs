@@ -8,6 +8,7 @@
 mod client;
 mod instance;
 mod market;
+mod plugin;
 mod render;
 mod run;
 mod serve;
@@ -218,6 +219,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Call plugins and list them with their health (`plugin call`, `plugin ls`).
+    #[command(subcommand)]
+    Plugin(plugin::Cmd),
     /// Stop a process added with `hangar add` and forget it.
     Remove {
         /// Process name.
@@ -342,6 +346,7 @@ fn main() -> ExitCode {
             market(data_dir, cli.catalogs),
             market::Cmd::Installed { json },
         ),
+        Command::Plugin(cmd) => plugin::run(cmd),
         other => {
             let target = client::Target {
                 data_dir,
@@ -417,7 +422,8 @@ fn main() -> ExitCode {
                 | Command::Catalog(_)
                 | Command::Install { .. }
                 | Command::Uninstall { .. }
-                | Command::Installed { .. } => return ExitCode::from(exit::USAGE),
+                | Command::Installed { .. }
+                | Command::Plugin(_) => return ExitCode::from(exit::USAGE),
             };
             client::run(target, cmd)
         }

@@ -28,7 +28,8 @@ pub enum Strategy {
     WeightedRandom,
     /// By key, on a hash ring: the same key goes to the same member.
     ConsistentHash,
-    /// The lowest priority number that is available.
+    /// The highest priority number that is available (the seed: "routes to
+    /// the highest priority healthy plugin", e.g. primary 100, secondary 50).
     Priority,
 }
 
@@ -223,7 +224,7 @@ impl Balancer {
             }
             Strategy::Priority => {
                 let mut v = up.clone();
-                v.sort_by_key(|&i| ms[i].priority);
+                v.sort_by_key(|&i| std::cmp::Reverse(ms[i].priority));
                 v
             }
             Strategy::ConsistentHash => {
@@ -335,7 +336,7 @@ mod tests {
     #[test]
     fn disabled_and_unhealthy_members_are_skipped() {
         let b = with(Strategy::Priority, 3);
-        assert_eq!(b.candidates(None).unwrap(), ["p0", "p1", "p2"]);
+        assert_eq!(b.candidates(None).unwrap(), ["p2", "p1", "p0"]);
         b.set_enabled("p0", false);
         b.set_healthy("p1", false);
         assert_eq!(b.candidates(None).unwrap(), ["p2"]);

@@ -1,21 +1,28 @@
-//! [`Guard`]: the resilience policies composed around a call, in a fixed,
-//! documented order:
+//! [`Guard`]: one plugin's resilience policies composed as [`crate::layers`]
+//! around a leaf service, in a fixed, documented order (outside in):
 //!
-//! 1. **rate limit**: no token, no call (`RATELIMIT_1501`, at once);
-//! 2. for each attempt: **circuit breaker** (an open circuit refuses at once,
-//!    `CIRCUIT_1401`), then the **deadline** (`PLUGIN_1204` when the attempt
-//!    takes longer than `timeout`), then the call itself;
-//! 3. the outcome feeds the breaker (our own refusals do not count), and a
-//!    **retryable** failure is retried after the backoff while retries remain.
+//! 1. **metrics** ([`crate::layers::Metered`], when given a [`Metrics`]);
+//! 2. **rate limit**: no token, no call (`RATELIMIT_1501`, at once), taken
+//!    once per call — retries are the caller's budget, not new requests;
+//! 3. **retry**: a retryable failure is retried after the backoff while
+//!    retries remain;
+//! 4. for each attempt, the **circuit breaker** (an open circuit refuses at
+//!    once, `CIRCUIT_1401`; outcomes feed it, our own refusals do not count);
+//! 5. the per-attempt **deadline** (`PLUGIN_1204`);
+//! 6. the leaf (a transport, or any [`BoxService`]).
 //!
-//! The rate limit is taken once per call, not per attempt: retries are the
-//! caller's budget, not new requests. Time is tokio's, so tests run with paused
-//! time.
+//! Time is tokio's, so tests run with paused time.
 
-use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::layers::{
+    BoxService, BreakerListener, Call, CircuitBreak, Metered, RateLimit, Retry, Timeout,
+};
+use crate::metrics::Metrics;
 use crate::{BreakerConfig, CircuitBreaker, RateLimitConfig, RetryConfig, TokenBucket};
 
 /// Settings of a [`Guard`].
@@ -42,12 +49,19 @@ impl Default for GuardConfig {
     }
 }
 
-/// The policies of one plugin. Share it (`Arc`) between concurrent callers.
-#[derive(Debug)]
+/// One plugin's policies around a leaf service. Share it (`Arc`) between
+/// concurrent callers.
 pub struct Guard {
-    cfg: GuardConfig,
-    breaker: CircuitBreaker,
-    bucket: TokenBucket,
+    service: BoxService,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("breaker", &self.breaker.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -55,70 +69,56 @@ fn now() -> std::time::Instant {
 }
 
 impl Guard {
-    /// Fresh policies: circuit closed, bucket full.
-    pub fn new(cfg: GuardConfig) -> Guard {
+    /// The layers of `cfg` around `leaf`: circuit closed, bucket full.
+    pub fn new(cfg: GuardConfig, leaf: BoxService) -> Guard {
+        Self::build(cfg, leaf, None, None)
+    }
+
+    /// As [`Guard::new`], recording in `metrics` and telling `listener` about
+    /// breaker state changes.
+    pub fn build(
+        cfg: GuardConfig,
+        leaf: BoxService,
+        metrics: Option<Arc<Metrics>>,
+        listener: Option<BreakerListener>,
+    ) -> Guard {
+        let breaker = Arc::new(CircuitBreaker::new(cfg.breaker));
+        let mut s = Timeout::layer(cfg.timeout, leaf);
+        s = CircuitBreak::layer(Arc::clone(&breaker), listener, s);
+        s = Retry::layer(cfg.retry, s);
+        if cfg.rate_limit.enabled {
+            s = RateLimit::layer(TokenBucket::new_at(cfg.rate_limit, now()), s);
+        }
+        if let Some(m) = metrics {
+            s = Metered::layer(m, s);
+        }
         Guard {
-            cfg,
-            breaker: CircuitBreaker::new(cfg.breaker),
-            bucket: TokenBucket::new_at(cfg.rate_limit, now()),
+            service: s,
+            breaker,
         }
     }
 
     /// The breaker, for stats and manual reset.
-    pub fn breaker(&self) -> &CircuitBreaker {
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
         &self.breaker
     }
 
-    /// Run `attempt(n)` (n counts from 1) under the policies.
-    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<T, Error>
-    where
-        F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        if let Err(wait) = self.bucket.try_acquire_at(now()) {
-            return Err(Error::new(
-                ErrorKind::RateLimited,
-                format!("rate limit reached; next slot in {wait:?}"),
-            ));
-        }
-        let mut n = 0u32;
-        loop {
-            n += 1;
-            if !self.breaker.allow_at(now()) {
-                return Err(Error::new(
-                    ErrorKind::CircuitOpen,
-                    "circuit open: the plugin failed repeatedly",
-                ));
-            }
-            let res = match tokio::time::timeout(self.cfg.timeout, attempt(n)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {:?}", self.cfg.timeout),
-                )),
-            };
-            match res {
-                Ok(v) => {
-                    self.breaker.record_success();
-                    return Ok(v);
-                }
-                Err(e) => {
-                    if e.kind.counts_as_failure() {
-                        self.breaker.record_failure_at(now());
-                    }
-                    match self.cfg.retry.next(n, e.kind.is_retryable()) {
-                        Some(wait) => tokio::time::sleep(wait).await,
-                        None => return Err(e),
-                    }
-                }
-            }
-        }
+    /// The composed service.
+    pub fn service(&self) -> &BoxService {
+        &self.service
+    }
+
+    /// Run one call through the layers.
+    pub async fn call(&self, call: Call) -> Result<Value, Error> {
+        self.service.call(call).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::layers::service_fn;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn cfg() -> GuardConfig {
@@ -128,23 +128,40 @@ mod tests {
         }
     }
 
+    fn call() -> Call {
+        Call::new("p", Value::Null)
+    }
+
+    fn counting(
+        calls: &Arc<AtomicU32>,
+        r: impl Fn(u32) -> Result<Value, Error> + Send + Sync + 'static,
+    ) -> BoxService {
+        let calls = Arc::clone(calls);
+        let r = Arc::new(r);
+        service_fn(move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let r = Arc::clone(&r);
+            async move { r(n) }
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retryable_failures_are_retried_with_backoff_then_given_up() {
-        let g = Guard::new(GuardConfig {
-            breaker: BreakerConfig {
-                enabled: false,
-                ..BreakerConfig::default()
+        let calls = Arc::new(AtomicU32::new(0));
+        let g = Guard::new(
+            GuardConfig {
+                breaker: BreakerConfig {
+                    enabled: false,
+                    ..BreakerConfig::default()
+                },
+                ..cfg()
             },
-            ..cfg()
-        });
-        let calls = AtomicU32::new(0);
-        let t0 = tokio::time::Instant::now();
-        let r: Result<(), Error> = g
-            .call(|_| async {
-                calls.fetch_add(1, Ordering::SeqCst);
+            counting(&calls, |_| {
                 Err(Error::new(ErrorKind::ConnectionFailed, "refused"))
-            })
-            .await;
+            }),
+        );
+        let t0 = tokio::time::Instant::now();
+        let r = g.call(call()).await;
         assert_eq!(r.unwrap_err().kind, ErrorKind::ConnectionFailed);
         assert_eq!(calls.load(Ordering::SeqCst), 4, "1 + max_retries 3");
         // 100 + 200 + 400 ms, each ±10 %.
@@ -154,74 +171,89 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_plugin_error_is_not_retried() {
-        let g = Guard::new(cfg());
-        let calls = AtomicU32::new(0);
-        let r: Result<(), Error> = g
-            .call(|_| async {
-                calls.fetch_add(1, Ordering::SeqCst);
+        let calls = Arc::new(AtomicU32::new(0));
+        let g = Guard::new(
+            cfg(),
+            counting(&calls, |_| {
                 Err(Error::new(ErrorKind::ExecutionFailed, "bad request"))
-            })
-            .await;
-        assert_eq!(r.unwrap_err().code(), "PLUGIN_1203");
+            }),
+        );
+        assert_eq!(g.call(call()).await.unwrap_err().code(), "PLUGIN_1203");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_attempt_times_out_and_the_retry_succeeds() {
-        let g = Guard::new(cfg());
-        let r = g
-            .call(|n| async move {
-                if n == 1 {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+        let n = Arc::new(AtomicU32::new(0));
+        let n2 = Arc::clone(&n);
+        let g = Guard::new(
+            cfg(),
+            service_fn(move |_| {
+                let k = n2.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if k == 1 {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Ok(Value::from(k))
                 }
-                Ok::<u32, Error>(n)
-            })
-            .await;
-        assert_eq!(r, Ok(2));
+            }),
+        );
+        assert_eq!(g.call(call()).await, Ok(Value::from(2)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_open_circuit_refuses_without_calling_then_recovers() {
-        let g = Guard::new(GuardConfig {
-            retry: RetryConfig {
-                max_retries: 0,
-                ..RetryConfig::default()
+        let calls = Arc::new(AtomicU32::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f2 = Arc::clone(&fail);
+        let g = Guard::new(
+            GuardConfig {
+                retry: RetryConfig {
+                    max_retries: 0,
+                    ..RetryConfig::default()
+                },
+                ..cfg()
             },
-            ..cfg()
-        });
-        let calls = AtomicU32::new(0);
-        let failing = || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), Error>(Error::new(ErrorKind::ConnectionFailed, "down"))
-        };
+            counting(&calls, move |n| {
+                if f2.load(Ordering::SeqCst) {
+                    Err(Error::new(ErrorKind::ConnectionFailed, "down"))
+                } else {
+                    Ok(Value::from(n))
+                }
+            }),
+        );
         for _ in 0..5 {
-            let _ = g.call(|_| failing()).await;
+            let _ = g.call(call()).await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), 5);
-        let r = g.call(|_| failing()).await;
-        assert_eq!(r.unwrap_err().code(), "CIRCUIT_1401");
+        assert_eq!(g.call(call()).await.unwrap_err().code(), "CIRCUIT_1401");
         assert_eq!(calls.load(Ordering::SeqCst), 5, "refused without a call");
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(g.call(|_| async { Ok::<_, Error>(1) }).await, Ok(1));
-        assert_eq!(g.call(|_| async { Ok::<_, Error>(2) }).await, Ok(2));
+        fail.store(false, Ordering::SeqCst);
+        assert!(g.call(call()).await.is_ok());
+        assert!(g.call(call()).await.is_ok());
         assert_eq!(g.breaker().state(), crate::BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_refuses_past_the_burst() {
-        let g = Guard::new(GuardConfig {
-            rate_limit: RateLimitConfig {
-                enabled: true,
-                requests_per_second: 10.0,
-                burst: 2,
+        let calls = Arc::new(AtomicU32::new(0));
+        let g = Guard::new(
+            GuardConfig {
+                rate_limit: RateLimitConfig {
+                    enabled: true,
+                    requests_per_second: 10.0,
+                    burst: 2,
+                },
+                ..cfg()
             },
-            ..cfg()
-        });
-        let ok = || async { Ok::<_, Error>(()) };
-        assert!(g.call(|_| ok()).await.is_ok());
-        assert!(g.call(|_| ok()).await.is_ok());
-        assert_eq!(g.call(|_| ok()).await.unwrap_err().code(), "RATELIMIT_1501");
+            counting(&calls, |_| Ok(Value::Null)),
+        );
+        assert!(g.call(call()).await.is_ok());
+        assert!(g.call(call()).await.is_ok());
+        assert_eq!(g.call(call()).await.unwrap_err().code(), "RATELIMIT_1501");
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(g.call(|_| ok()).await.is_ok());
+        assert!(g.call(call()).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

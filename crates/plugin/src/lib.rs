@@ -18,8 +18,24 @@
 //!   message shapes, calls correlated by request id on one connection) with its
 //!   server SDK ([`unix::Handler`], [`unix::serve`]).
 //!
-//! The other transports (HTTP, gRPC, exec), the manager and hot reload build
-//! on these.
+//! Above the wire:
+//!
+//! - [`Plugin`] (typed over request and response, serde) with
+//!   [`ExecutionContext`]; [`TransportPlugin`] over any transport.
+//! - [`config`]: [`ManagerConfig`] / [`PluginConfig`] from JSON or YAML,
+//!   default blocks merged field by field, validation reporting every error
+//!   with the seed's code and the field's path.
+//! - [`Manager`]: factories per transport (`unix` built in), load, register /
+//!   unregister, execute (one plugin) and execute_group (balanced, with
+//!   failover), list with health, graceful shutdown draining calls in flight.
+//! - [`layers`]: the policies as tower-style layers in a documented order
+//!   (deadline, failover, metrics, rate limit, retry, breaker, timeout, wire);
+//!   [`Guard`] composes one plugin's.
+//! - [`health`]: a checker per plugin and a monitor with the overall status.
+//! - [`reload`]: diff and hot reload (recreate, graceful, rolling) with
+//!   rollback; [`discovery`]: plugins found in directories, watched.
+//! - [`Metrics`]: Prometheus exposition, a per-plugin report, tracing spans
+//!   with `traceparent` propagation.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -40,9 +56,18 @@
 mod backoff;
 mod balance;
 mod breaker;
+pub mod config;
+mod context;
+pub mod discovery;
 mod error;
 mod guard;
+pub mod health;
+pub mod layers;
+mod manager;
+mod metrics;
+mod plugin;
 mod rate;
+pub mod reload;
 mod transport;
 pub mod unix;
 
@@ -53,3 +78,14 @@ pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
 pub use transport::{BoxFuture, CallContext, CallKind, Transport};
+
+pub use config::{ConfigError, ConfigErrors, ManagerConfig, PluginConfig};
+pub use context::{new_request_id, ExecutionContext, TraceContext, REQUEST_ID_HEADER, TRACEPARENT};
+pub use health::{HealthChecker, HealthMonitor, HealthStatus, PluginStatus};
+pub use manager::{
+    unix_factory, ExecOptions, LazyUnix, LoadError, ManagedPlugin, Manager, PluginListing,
+    ShutdownReport, TransportFactory, DEFAULT_DRAIN,
+};
+pub use metrics::{GlobalMetrics, Metrics, ObservabilityReport, PluginMetricsReport};
+pub use plugin::{Plugin, PluginInfo, TransportPlugin};
+pub use reload::{PluginDiff, ReloadOptions, ReloadReport, ReloadStrategy};

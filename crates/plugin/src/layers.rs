@@ -1,0 +1,470 @@
+//! The resilience policies as layers around a call, the way tower composes
+//! services: each layer is a small [`Service`] that wraps the next one and
+//! does one thing. The manager builds, for each plugin, from the outside in:
+//!
+//! 1. [`Deadline`] — the caller's overall deadline and cancellation
+//!    (`PLUGIN_1204` when either ends the call); outermost, so it bounds
+//!    retries and failover too;
+//! 2. [`Failover`] (group calls only) — the balancer's ordered candidates,
+//!    the next one tried when one fails;
+//! 3. [`Metered`] — metrics and a `tracing` span per plugin call;
+//! 4. [`RateLimit`] — one token per call, refused at once (`RATELIMIT_1501`);
+//!    outside retry, so retries are not new requests;
+//! 5. [`Retry`] — retryable failures ([`ErrorKind::is_retryable`]) again after
+//!    the backoff, while retries remain and the deadline allows the wait;
+//! 6. [`CircuitBreak`] — per attempt: an open circuit refuses at once
+//!    (`CIRCUIT_1401`), outcomes feed the breaker;
+//! 7. [`Timeout`] — per attempt (`connection.request_timeout`, cut to what is
+//!    left of the deadline; `PLUGIN_1204`);
+//! 8. [`TransportService`] — the wire.
+//!
+//! Every layer is usable alone around any [`Service`] (see [`service_fn`]).
+//! Time is tokio's, so tests run with paused time.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::balance::Balancer;
+use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::error::{Error, ErrorKind};
+use crate::metrics::Metrics;
+use crate::rate::TokenBucket;
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::RetryConfig;
+
+/// One call travelling through the layers.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The plugin it is for (set by [`Failover`] for each candidate).
+    pub plugin: String,
+    /// What is asked.
+    pub kind: CallKind,
+    /// Payload.
+    pub data: Value,
+    /// Request id, headers, per-attempt timeout (set by [`Timeout`]).
+    pub ctx: CallContext,
+    /// Key for consistent hashing.
+    pub key: Option<String>,
+    /// Overrides the retry layer's `max_retries`.
+    pub max_retries: Option<u32>,
+    /// The overall deadline.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Cancels the call.
+    pub cancel: CancellationToken,
+}
+
+impl Call {
+    /// An `execute` call of `plugin` with a fresh request id.
+    pub fn new(plugin: &str, data: Value) -> Call {
+        Call {
+            plugin: plugin.to_string(),
+            kind: CallKind::Execute,
+            data,
+            ctx: CallContext {
+                request_id: crate::context::new_request_id(),
+                ..CallContext::default()
+            },
+            key: None,
+            max_retries: None,
+            deadline: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+}
+
+/// Something that answers calls. Object safe: layers hold `Arc<dyn Service>`.
+pub trait Service: Send + Sync + 'static {
+    /// Handle one call.
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>>;
+}
+
+/// A shared service.
+pub type BoxService = Arc<dyn Service>;
+
+struct FnService<F>(F);
+
+impl<F, Fut> Service for FnService<F>
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+{
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        Box::pin((self.0)(call))
+    }
+}
+
+/// A service from a closure (tests, in-process plugins).
+pub fn service_fn<F, Fut>(f: F) -> BoxService
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+{
+    Arc::new(FnService(f))
+}
+
+fn now_std() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn timeout_err(msg: String) -> Error {
+    Error::new(ErrorKind::Timeout, msg)
+}
+
+/// The leaf: the call on the wire.
+pub struct TransportService {
+    transport: Arc<dyn Transport>,
+}
+
+impl TransportService {
+    /// Over `transport`.
+    pub fn layer(transport: Arc<dyn Transport>) -> BoxService {
+        Arc::new(TransportService { transport })
+    }
+}
+
+impl Service for TransportService {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let t = Arc::clone(&self.transport);
+        Box::pin(async move { t.call(call.kind, call.data, call.ctx).await })
+    }
+}
+
+/// Per-attempt deadline.
+pub struct Timeout {
+    per_attempt: Duration,
+    inner: BoxService,
+}
+
+impl Timeout {
+    /// Each attempt at most `per_attempt` (and at most what is left of the
+    /// call's deadline).
+    pub fn layer(per_attempt: Duration, inner: BoxService) -> BoxService {
+        Arc::new(Timeout { per_attempt, inner })
+    }
+}
+
+impl Service for Timeout {
+    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let t = match call.remaining() {
+            Some(r) => r.min(self.per_attempt),
+            None => self.per_attempt,
+        };
+        call.ctx.timeout = t;
+        let fut = self.inner.call(call);
+        Box::pin(async move {
+            match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(timeout_err(format!("no answer within {t:?}"))),
+            }
+        })
+    }
+}
+
+/// Called when a breaker changes state: plugin, new state.
+pub type BreakerListener = Arc<dyn Fn(&str, BreakerState) + Send + Sync>;
+
+/// Circuit breaker per attempt.
+pub struct CircuitBreak {
+    breaker: Arc<CircuitBreaker>,
+    listener: Option<BreakerListener>,
+    inner: BoxService,
+}
+
+impl CircuitBreak {
+    /// Guard `inner` with `breaker`; `listener` hears state changes.
+    pub fn layer(
+        breaker: Arc<CircuitBreaker>,
+        listener: Option<BreakerListener>,
+        inner: BoxService,
+    ) -> BoxService {
+        Arc::new(CircuitBreak {
+            breaker,
+            listener,
+            inner,
+        })
+    }
+}
+
+impl Service for CircuitBreak {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let b = Arc::clone(&self.breaker);
+        let listener = self.listener.clone();
+        let before = b.state();
+        let plugin = call.plugin.clone();
+        let notify = move |b: &CircuitBreaker, before: BreakerState| {
+            let after = b.state();
+            if after != before {
+                if let Some(l) = &listener {
+                    l(&plugin, after);
+                }
+            }
+        };
+        if !b.allow_at(now_std()) {
+            notify(&b, before);
+            return Box::pin(async {
+                Err(Error::new(
+                    ErrorKind::CircuitOpen,
+                    "circuit open: the plugin failed repeatedly; calls resume after the recovery timeout",
+                ))
+            });
+        }
+        let mid = b.state();
+        notify(&b, before);
+        let fut = self.inner.call(call);
+        Box::pin(async move {
+            let r = fut.await;
+            match &r {
+                Ok(_) => b.record_success(),
+                Err(e) if e.kind.counts_as_failure() => b.record_failure_at(now_std()),
+                Err(_) => {}
+            }
+            notify(&b, mid);
+            r
+        })
+    }
+}
+
+/// Retry with backoff.
+pub struct Retry {
+    cfg: RetryConfig,
+    inner: BoxService,
+}
+
+impl Retry {
+    /// Retry `inner` per `cfg` (a call's `max_retries` overrides it).
+    pub fn layer(cfg: RetryConfig, inner: BoxService) -> BoxService {
+        Arc::new(Retry { cfg, inner })
+    }
+}
+
+impl Service for Retry {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let mut cfg = self.cfg;
+        if let Some(m) = call.max_retries {
+            cfg.max_retries = m;
+        }
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let mut n = 0u32;
+            loop {
+                n += 1;
+                let e = match inner.call(call.clone()).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                };
+                let Some(wait) = cfg.next(n, e.kind.is_retryable()) else {
+                    return Err(e);
+                };
+                if call.remaining().is_some_and(|r| r <= wait) {
+                    return Err(e);
+                }
+                tracing::debug!(plugin = %call.plugin, attempt = n, ?wait, error = %e, "retrying");
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+}
+
+/// Token-bucket rate limit, one token per call.
+pub struct RateLimit {
+    bucket: TokenBucket,
+    inner: BoxService,
+}
+
+impl RateLimit {
+    /// Limit `inner` with `bucket`.
+    pub fn layer(bucket: TokenBucket, inner: BoxService) -> BoxService {
+        Arc::new(RateLimit { bucket, inner })
+    }
+}
+
+impl Service for RateLimit {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        if let Err(wait) = self.bucket.try_acquire_at(now_std()) {
+            return Box::pin(async move {
+                Err(Error::new(
+                    ErrorKind::RateLimited,
+                    format!("rate limit reached; next slot in {wait:?}"),
+                ))
+            });
+        }
+        self.inner.call(call)
+    }
+}
+
+/// Metrics and a tracing span per call.
+pub struct Metered {
+    metrics: Arc<Metrics>,
+    inner: BoxService,
+}
+
+impl Metered {
+    /// Record `inner`'s calls in `metrics`.
+    pub fn layer(metrics: Arc<Metrics>, inner: BoxService) -> BoxService {
+        Arc::new(Metered { metrics, inner })
+    }
+}
+
+impl Service for Metered {
+    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let m = Arc::clone(&self.metrics);
+        let tc = crate::context::TraceContext::propagate(&mut call.ctx.headers);
+        call.ctx
+            .headers
+            .entry(crate::context::REQUEST_ID_HEADER.to_string())
+            .or_insert_with(|| call.ctx.request_id.clone());
+        let span = tracing::info_span!(
+            "plugin_call",
+            plugin = %call.plugin,
+            request_id = %call.ctx.request_id,
+            trace_id = %format!("{:032x}", tc.trace_id),
+            span_id = %format!("{:016x}", tc.span_id),
+        );
+        let plugin = call.plugin.clone();
+        let fut = self.inner.call(call);
+        Box::pin(
+            async move {
+                m.call_started(&plugin);
+                let t0 = tokio::time::Instant::now();
+                // Record even when the caller drops the call mid-way.
+                struct Done<'a> {
+                    m: &'a Metrics,
+                    plugin: &'a str,
+                    t0: tokio::time::Instant,
+                    armed: bool,
+                }
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        if self.armed {
+                            let e = Error::new(ErrorKind::Timeout, "cancelled by the caller");
+                            self.m
+                                .call_finished(self.plugin, self.t0.elapsed(), Err(&e));
+                        }
+                    }
+                }
+                let mut done = Done {
+                    m: &m,
+                    plugin: &plugin,
+                    t0,
+                    armed: true,
+                };
+                let r = fut.await;
+                done.armed = false;
+                m.call_finished(&plugin, t0.elapsed(), r.as_ref().map(|_| ()));
+                if let Err(e) = &r {
+                    tracing::debug!(error = %e, "plugin call failed");
+                }
+                r
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The caller's overall deadline and cancellation.
+pub struct Deadline {
+    inner: BoxService,
+}
+
+impl Deadline {
+    /// Bound `inner` by each call's `deadline` and `cancel`.
+    pub fn layer(inner: BoxService) -> BoxService {
+        Arc::new(Deadline { inner })
+    }
+}
+
+impl Service for Deadline {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let deadline = call.deadline;
+        let cancel = call.cancel.clone();
+        let fut = self.inner.call(call);
+        Box::pin(async move {
+            let bounded = async {
+                match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, fut).await {
+                        Ok(r) => r,
+                        Err(_) => Err(timeout_err("the call's deadline passed".into())),
+                    },
+                    None => fut.await,
+                }
+            };
+            tokio::select! {
+                r = bounded => r,
+                _ = cancel.cancelled() => Err(timeout_err("cancelled by the caller".into())),
+            }
+        })
+    }
+}
+
+/// Resolves a member name to its service (the manager's plugin table).
+pub type Resolver = Arc<dyn Fn(&str) -> Option<BoxService> + Send + Sync>;
+
+/// Balanced calls with failover: the balancer's candidates in order, the next
+/// tried when one fails (any error: another instance may succeed), until the
+/// deadline or cancellation ends the call.
+pub struct Failover {
+    balancer: Arc<Balancer>,
+    resolve: Resolver,
+}
+
+impl Failover {
+    /// Over `balancer`'s members, found through `resolve`.
+    pub fn layer(balancer: Arc<Balancer>, resolve: Resolver) -> BoxService {
+        Arc::new(Failover { balancer, resolve })
+    }
+}
+
+impl Service for Failover {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+        let b = Arc::clone(&self.balancer);
+        let resolve = Arc::clone(&self.resolve);
+        Box::pin(async move {
+            let order = b.candidates(call.key.as_deref())?;
+            let mut last: Option<Error> = None;
+            let mut tried = 0usize;
+            for name in order {
+                let Some(svc) = resolve(&name) else { continue };
+                if call.cancel.is_cancelled() || call.remaining().is_some_and(|r| r.is_zero()) {
+                    break;
+                }
+                let mut c = call.clone();
+                c.plugin = name.clone();
+                tried += 1;
+                b.begin(&name);
+                let t0 = tokio::time::Instant::now();
+                let r = svc.call(c).await;
+                b.end(&name, r.is_ok(), t0.elapsed());
+                match r {
+                    Ok(v) => return Ok(v),
+                    Err(mut e) => {
+                        tracing::debug!(plugin = %name, error = %e, "failing over");
+                        if e.plugin.is_none() {
+                            e.plugin = Some(name);
+                        }
+                        last = Some(e);
+                    }
+                }
+            }
+            Err(match last {
+                Some(mut e) => {
+                    e.message = format!("all {tried} plugin(s) tried failed; last: {}", e.message);
+                    e
+                }
+                None => Error::new(
+                    ErrorKind::NoAvailablePlugins,
+                    "no plugin of the group could take the call",
+                ),
+            })
+        })
+    }
+}

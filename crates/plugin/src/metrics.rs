@@ -1,0 +1,454 @@
+//! Observability: counters, gauges and histograms labelled per plugin (in a
+//! `prometheus-client` registry, exposed as Prometheus/OpenMetrics text by
+//! [`Metrics::encode`]), and a [`ObservabilityReport`] with per-plugin
+//! requests, success rate and latency (seed `PluginMetricsReport`).
+//!
+//! Metric families (prefix `hangar_plugin_`):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `requests_total` | counter | plugin, outcome (`ok` or the error code) |
+//! | `request_duration_seconds` | histogram | plugin |
+//! | `active_requests` | gauge | plugin |
+//! | `circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | plugin |
+//! | `circuit_breaker_trips_total` | counter | plugin |
+//! | `health_checks_total` | counter | plugin, outcome (`ok`, `failed`) |
+//! | `health_status` | gauge (0 unknown … 4 offline) | plugin |
+//!
+//! Calls are traced with a `tracing` span `plugin_call` carrying the plugin,
+//! request id and trace id; the trace context travels to the plugin in the
+//! `traceparent` header (see [`crate::TraceContext`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::breaker::BreakerState;
+use crate::error::{Error, ErrorKind};
+use crate::health::PluginStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    plugin: String,
+    outcome: String,
+}
+
+type HistCtor = fn() -> Histogram;
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~26 s.
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+#[derive(Debug, Default, Clone)]
+struct Stats {
+    total: u64,
+    ok: u64,
+    failed: u64,
+    active: i64,
+    latency_total: Duration,
+    min: Option<Duration>,
+    max: Option<Duration>,
+    timeout: u64,
+    connection: u64,
+    refused: u64,
+    other: u64,
+    trips: u64,
+    health_total: u64,
+    health_failed: u64,
+    outcomes: std::collections::BTreeSet<&'static str>,
+}
+
+/// Numbers of one plugin (seed `PluginMetricsReport`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginMetricsReport {
+    /// Calls finished.
+    pub total_requests: u64,
+    /// Successful.
+    pub successful_requests: u64,
+    /// Failed.
+    pub failed_requests: u64,
+    /// In flight.
+    pub active_requests: i64,
+    /// Successful share, in percent (100 when none yet).
+    pub success_rate_percent: f64,
+    /// Fastest call, ms.
+    pub min_latency_ms: f64,
+    /// Slowest call, ms.
+    pub max_latency_ms: f64,
+    /// Mean, ms.
+    pub avg_latency_ms: f64,
+    /// Failures by deadline (`PLUGIN_1204`).
+    pub timeout_errors: u64,
+    /// Failures to reach the plugin (`PLUGIN_1205`, `TRANSPORT_13xx`).
+    pub connection_errors: u64,
+    /// Refused by our own policies (circuit open, rate limit, no plugin available).
+    pub refused: u64,
+    /// Everything else (the plugin's own errors).
+    pub other_errors: u64,
+    /// Times the circuit opened.
+    pub circuit_breaker_trips: u64,
+    /// Health checks run.
+    pub health_check_total: u64,
+    /// Health checks failed.
+    pub health_check_failed: u64,
+}
+
+/// Totals (seed `GlobalMetrics`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalMetrics {
+    /// Calls finished.
+    pub total_requests: u64,
+    /// Failed.
+    pub total_errors: u64,
+    /// In flight.
+    pub active_requests: i64,
+    /// Successful share, in percent.
+    pub overall_success_rate: f64,
+}
+
+/// The report (seed `ObservabilityReport`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservabilityReport {
+    /// RFC 3339.
+    pub generated_at: String,
+    /// Since the metrics were created, seconds.
+    pub uptime_seconds: f64,
+    /// Totals.
+    pub global: GlobalMetrics,
+    /// Per plugin.
+    pub plugins: BTreeMap<String, PluginMetricsReport>,
+}
+
+/// The metrics of a manager. Share it behind `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<OutcomeLabel, Counter>,
+    duration: Family<PluginLabel, Histogram, HistCtor>,
+    active: Family<PluginLabel, Gauge>,
+    breaker_state: Family<PluginLabel, Gauge>,
+    breaker_trips: Family<PluginLabel, Counter>,
+    health_checks: Family<OutcomeLabel, Counter>,
+    health_status: Family<PluginLabel, Gauge>,
+    handles: RwLock<HashMap<String, Arc<Handles>>>,
+    started: Instant,
+}
+
+/// One plugin's series, resolved once so a call costs no label allocation.
+struct Handles {
+    active: Gauge,
+    duration: Histogram,
+    ok: Counter,
+    stats: Mutex<Stats>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with the families above.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hangar_plugin");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        let duration =
+            Family::<PluginLabel, Histogram, HistCtor>::new_with_constructor(latency_histogram);
+        let active = Family::<PluginLabel, Gauge>::default();
+        let breaker_state = Family::<PluginLabel, Gauge>::default();
+        let breaker_trips = Family::<PluginLabel, Counter>::default();
+        let health_checks = Family::<OutcomeLabel, Counter>::default();
+        let health_status = Family::<PluginLabel, Gauge>::default();
+        registry.register(
+            "requests",
+            "Plugin calls finished, by outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Plugin call latency",
+            duration.clone(),
+        );
+        registry.register("active_requests", "Plugin calls in flight", active.clone());
+        registry.register(
+            "circuit_breaker_state",
+            "0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
+        registry.register(
+            "circuit_breaker_trips",
+            "Times the circuit opened",
+            breaker_trips.clone(),
+        );
+        registry.register(
+            "health_checks",
+            "Health checks run, by outcome",
+            health_checks.clone(),
+        );
+        registry.register(
+            "health_status",
+            "0 unknown, 1 healthy, 2 degraded, 3 unhealthy, 4 offline",
+            health_status.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            active,
+            breaker_state,
+            breaker_trips,
+            health_checks,
+            health_status,
+            handles: RwLock::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    fn handles(&self, plugin: &str) -> Arc<Handles> {
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(plugin)
+        {
+            return Arc::clone(h);
+        }
+        let l = Self::label(plugin);
+        let h = Arc::new(Handles {
+            active: self.active.get_or_create(&l).clone(),
+            duration: self.duration.get_or_create(&l).clone(),
+            ok: self
+                .requests
+                .get_or_create(&OutcomeLabel {
+                    plugin: plugin.to_string(),
+                    outcome: "ok".into(),
+                })
+                .clone(),
+            stats: Mutex::new(Stats::default()),
+        });
+        let mut m = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(m.entry(plugin.to_string()).or_insert(h))
+    }
+
+    fn with<R>(&self, plugin: &str, f: impl FnOnce(&mut Stats) -> R) -> R {
+        let h = self.handles(plugin);
+        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s)
+    }
+
+    fn label(plugin: &str) -> PluginLabel {
+        PluginLabel {
+            plugin: plugin.to_string(),
+        }
+    }
+
+    /// A call to `plugin` starts.
+    pub fn call_started(&self, plugin: &str) {
+        let h = self.handles(plugin);
+        h.active.inc();
+        h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
+    }
+
+    /// A call to `plugin` ended after `took`.
+    pub fn call_finished(&self, plugin: &str, took: Duration, result: Result<(), &Error>) {
+        let h = self.handles(plugin);
+        h.active.dec();
+        match result {
+            Ok(()) => {
+                h.ok.inc();
+            }
+            Err(e) => {
+                self.requests
+                    .get_or_create(&OutcomeLabel {
+                        plugin: plugin.to_string(),
+                        outcome: e.code().to_string(),
+                    })
+                    .inc();
+            }
+        }
+        h.duration.observe(took.as_secs_f64());
+        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            s.active -= 1;
+            s.total += 1;
+            s.latency_total += took;
+            s.min = Some(s.min.map_or(took, |m| m.min(took)));
+            s.max = Some(s.max.map_or(took, |m| m.max(took)));
+            match result {
+                Ok(()) => s.ok += 1,
+                Err(e) => {
+                    s.failed += 1;
+                    s.outcomes.insert(e.code());
+                    match e.kind {
+                        ErrorKind::Timeout => s.timeout += 1,
+                        ErrorKind::ConnectionFailed | ErrorKind::Transport => s.connection += 1,
+                        ErrorKind::CircuitOpen
+                        | ErrorKind::RateLimited
+                        | ErrorKind::NoAvailablePlugins => s.refused += 1,
+                        _ => s.other += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The breaker of `plugin` is now in `state`; `tripped` when it just opened.
+    pub fn breaker(&self, plugin: &str, state: BreakerState, tripped: bool) {
+        let v = match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        self.breaker_state
+            .get_or_create(&Self::label(plugin))
+            .set(v);
+        if tripped {
+            self.breaker_trips.get_or_create(&Self::label(plugin)).inc();
+            self.with(plugin, |s| s.trips += 1);
+        }
+    }
+
+    /// A health check of `plugin` gave `status`.
+    pub fn health_checked(&self, plugin: &str, status: PluginStatus) {
+        let ok = status == PluginStatus::Healthy;
+        self.health_checks
+            .get_or_create(&OutcomeLabel {
+                plugin: plugin.to_string(),
+                outcome: if ok { "ok" } else { "failed" }.to_string(),
+            })
+            .inc();
+        self.health_status
+            .get_or_create(&Self::label(plugin))
+            .set(status as i64);
+        self.with(plugin, |s| {
+            s.health_total += 1;
+            if !ok {
+                s.health_failed += 1;
+            }
+        });
+    }
+
+    /// Forget `plugin`'s series (after it is removed).
+    pub fn forget(&self, plugin: &str) {
+        let l = Self::label(plugin);
+        self.active.remove(&l);
+        self.duration.remove(&l);
+        self.breaker_state.remove(&l);
+        self.breaker_trips.remove(&l);
+        self.health_status.remove(&l);
+        let gone = self
+            .handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(plugin);
+        let mut outcomes: Vec<String> = vec!["ok".into()];
+        if let Some(h) = gone {
+            let s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+            outcomes.extend(s.outcomes.iter().map(|c| c.to_string()));
+        }
+        for outcome in outcomes {
+            self.requests.remove(&OutcomeLabel {
+                plugin: plugin.to_string(),
+                outcome,
+            });
+        }
+        for outcome in ["ok", "failed"] {
+            self.health_checks.remove(&OutcomeLabel {
+                plugin: plugin.to_string(),
+                outcome: outcome.to_string(),
+            });
+        }
+    }
+
+    /// Prometheus text exposition (OpenMetrics flavour, ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// The report.
+    pub fn report(&self) -> ObservabilityReport {
+        let m: Vec<(String, Stats)> = self
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, h)| {
+                let s = h.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                (k.clone(), s)
+            })
+            .collect();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut plugins = BTreeMap::new();
+        let (mut total, mut errors, mut active) = (0u64, 0u64, 0i64);
+        for (name, s) in m {
+            total += s.total;
+            errors += s.failed;
+            active += s.active;
+            plugins.insert(
+                name,
+                PluginMetricsReport {
+                    total_requests: s.total,
+                    successful_requests: s.ok,
+                    failed_requests: s.failed,
+                    active_requests: s.active,
+                    success_rate_percent: rate(s.ok, s.total),
+                    min_latency_ms: s.min.map(ms).unwrap_or(0.0),
+                    max_latency_ms: s.max.map(ms).unwrap_or(0.0),
+                    avg_latency_ms: if s.total == 0 {
+                        0.0
+                    } else {
+                        ms(s.latency_total) / s.total as f64
+                    },
+                    timeout_errors: s.timeout,
+                    connection_errors: s.connection,
+                    refused: s.refused,
+                    other_errors: s.other,
+                    circuit_breaker_trips: s.trips,
+                    health_check_total: s.health_total,
+                    health_check_failed: s.health_failed,
+                },
+            );
+        }
+        ObservabilityReport {
+            generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            global: GlobalMetrics {
+                total_requests: total,
+                total_errors: errors,
+                active_requests: active,
+                overall_success_rate: rate(total - errors, total),
+            },
+            plugins,
+        }
+    }
+}
+
+fn rate(ok: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        ok as f64 * 100.0 / total as f64
+    }
+}

@@ -1,0 +1,263 @@
+//! The layers one by one and composed, with paused time: retry budgets and
+//! the deadline, the breaker's full cycle (closed → open → half-open → open →
+//! half-open → closed), the rate limit outside retry, failover order, and
+//! cancellation.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hangar_plugin::layers::{
+    service_fn, BoxService, Call, CircuitBreak, Deadline, Failover, RateLimit, Retry, Timeout,
+};
+use hangar_plugin::{
+    Balancer, BreakerConfig, BreakerState, CircuitBreaker, Error, ErrorKind, RateLimitConfig,
+    RetryConfig, Strategy, TokenBucket,
+};
+use serde_json::{json, Value};
+
+fn failing(calls: &Arc<AtomicU32>, kind: ErrorKind) -> BoxService {
+    let calls = Arc::clone(calls);
+    service_fn(move |_c: Call| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move { Err(Error::new(kind, "injected")) }
+    })
+}
+
+fn retry(max: u32) -> RetryConfig {
+    RetryConfig {
+        max_retries: max,
+        initial_interval: Duration::from_millis(100),
+        multiplier: 2.0,
+        max_interval: Duration::from_secs(1),
+        jitter: 0.0,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_honours_the_call_override_and_stops_before_the_deadline() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let s = Retry::layer(retry(3), failing(&calls, ErrorKind::Transport));
+    let mut c = Call::new("p", Value::Null);
+    c.max_retries = Some(1);
+    assert_eq!(s.call(c).await.unwrap_err().kind, ErrorKind::Transport);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // Waits 100, 200, 400 ms: a 250 ms deadline leaves room for one retry.
+    calls.store(0, Ordering::SeqCst);
+    let s = Deadline::layer(Retry::layer(
+        retry(3),
+        failing(&calls, ErrorKind::Transport),
+    ));
+    let mut c = Call::new("p", Value::Null);
+    c.deadline = Some(tokio::time::Instant::now() + Duration::from_millis(250));
+    let t0 = tokio::time::Instant::now();
+    let e = s.call(c).await.unwrap_err();
+    assert_eq!(
+        e.kind,
+        ErrorKind::Transport,
+        "the last real error, not a timeout"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(t0.elapsed() < Duration::from_millis(250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_attempt_timeout_is_cut_to_the_deadline_and_passed_to_the_wire() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    let leaf = service_fn(move |c: Call| {
+        s2.lock().unwrap().push(c.ctx.timeout);
+        async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(Value::Null)
+        }
+    });
+    let s = Deadline::layer(Timeout::layer(Duration::from_secs(5), leaf));
+    let mut c = Call::new("p", Value::Null);
+    c.deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+    let e = s.call(c).await.unwrap_err();
+    assert_eq!(e.code(), "PLUGIN_1204");
+    assert_eq!(*seen.lock().unwrap(), [Duration::from_secs(2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_goes_through_every_transition() {
+    let b = Arc::new(CircuitBreaker::new(BreakerConfig {
+        enabled: true,
+        failure_threshold: 3,
+        recovery_timeout: Duration::from_secs(10),
+        min_request_threshold: 3,
+        success_threshold: 2,
+    }));
+    let down = Arc::new(AtomicBool::new(true));
+    let calls = Arc::new(AtomicU32::new(0));
+    let (d2, c2) = (Arc::clone(&down), Arc::clone(&calls));
+    let leaf = service_fn(move |_c: Call| {
+        c2.fetch_add(1, Ordering::SeqCst);
+        let down = d2.load(Ordering::SeqCst);
+        async move {
+            if down {
+                Err(Error::new(ErrorKind::ConnectionFailed, "down"))
+            } else {
+                Ok(json!("up"))
+            }
+        }
+    });
+    let transitions = Arc::new(Mutex::new(Vec::new()));
+    let t2 = Arc::clone(&transitions);
+    let s = CircuitBreak::layer(
+        Arc::clone(&b),
+        Some(Arc::new(move |_p: &str, st: BreakerState| {
+            t2.lock().unwrap().push(st)
+        })),
+        leaf,
+    );
+    let call = || s.call(Call::new("p", Value::Null));
+    for _ in 0..3 {
+        assert_eq!(call().await.unwrap_err().code(), "PLUGIN_1205");
+    }
+    assert_eq!(b.state(), BreakerState::Open);
+    assert_eq!(call().await.unwrap_err().code(), "CIRCUIT_1401");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Half-open trial fails: open again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(call().await.unwrap_err().code(), "PLUGIN_1205");
+    assert_eq!(b.state(), BreakerState::Open);
+    assert_eq!(call().await.unwrap_err().code(), "CIRCUIT_1401");
+
+    // Half-open, two successes close it.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    down.store(false, Ordering::SeqCst);
+    assert!(call().await.is_ok());
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert!(call().await.is_ok());
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(
+        *transitions.lock().unwrap(),
+        [
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+            BreakerState::Closed
+        ]
+    );
+    assert_eq!(b.stats().opened, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_takes_one_token_per_call_not_per_retry() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let bucket = TokenBucket::new_at(
+        RateLimitConfig {
+            enabled: true,
+            requests_per_second: 1.0,
+            burst: 1,
+        },
+        tokio::time::Instant::now().into_std(),
+    );
+    let s = RateLimit::layer(
+        bucket,
+        Retry::layer(retry(2), failing(&calls, ErrorKind::Timeout)),
+    );
+    assert_eq!(
+        s.call(Call::new("p", Value::Null))
+            .await
+            .unwrap_err()
+            .code(),
+        "PLUGIN_1204"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "1 + 2 retries on one token"
+    );
+    assert_eq!(
+        s.call(Call::new("p", Value::Null))
+            .await
+            .unwrap_err()
+            .code(),
+        "RATELIMIT_1501"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failover_tries_the_strategy_order_and_reports_the_last_error() {
+    let b = Arc::new(Balancer::new(Strategy::Priority));
+    // Priority: the highest number first.
+    b.add("first", 1, 30);
+    b.add("second", 1, 20);
+    b.add("third", 1, 10);
+    let tried = Arc::new(Mutex::new(Vec::new()));
+    let t2 = Arc::clone(&tried);
+    let ok_on = Arc::new(Mutex::new("third".to_string()));
+    let o2 = Arc::clone(&ok_on);
+    let s = Failover::layer(
+        Arc::clone(&b),
+        Arc::new(move |name: &str| {
+            let (t, o, name) = (Arc::clone(&t2), Arc::clone(&o2), name.to_string());
+            Some(service_fn(move |c: Call| {
+                assert_eq!(c.plugin, name);
+                t.lock().unwrap().push(name.clone());
+                let ok = *o.lock().unwrap() == name;
+                let name = name.clone();
+                async move {
+                    if ok {
+                        Ok(json!(name))
+                    } else {
+                        Err(Error::new(
+                            ErrorKind::ConnectionFailed,
+                            format!("{name} down"),
+                        ))
+                    }
+                }
+            }))
+        }),
+    );
+    assert_eq!(
+        s.call(Call::new("g", Value::Null)).await.unwrap(),
+        json!("third")
+    );
+    assert_eq!(*tried.lock().unwrap(), ["first", "second", "third"]);
+    let stats = b.stats();
+    let first = stats.iter().find(|m| m.name == "first").unwrap();
+    assert_eq!((first.requests, first.success_rate), (1, 0.0));
+
+    *ok_on.lock().unwrap() = "nobody".into();
+    let e = s.call(Call::new("g", Value::Null)).await.unwrap_err();
+    assert_eq!(e.code(), "PLUGIN_1205");
+    assert_eq!(e.plugin.as_deref(), Some("third"));
+    assert!(e.message.starts_with("all 3 plugin(s) tried failed"), "{e}");
+
+    for n in ["first", "second", "third"] {
+        b.set_enabled(n, false);
+    }
+    assert_eq!(
+        s.call(Call::new("g", Value::Null))
+            .await
+            .unwrap_err()
+            .code(),
+        "LOADBALANCER_1701"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_ends_the_call_at_once() {
+    let leaf = service_fn(|_c: Call| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(Value::Null)
+    });
+    let s = Deadline::layer(leaf);
+    let c = Call::new("p", Value::Null);
+    let cancel = c.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cancel.cancel();
+    });
+    let t0 = tokio::time::Instant::now();
+    let e = s.call(c).await.unwrap_err();
+    assert!(e.message.contains("cancelled"));
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
