@@ -145,7 +145,10 @@ async fn main() -> Res<()> {
     let cat = catalog(tmp.path(), &tor)?;
     let data = tmp.path().join("data");
     let cfg = tmp.path().join("hangar.toml");
-    std::fs::write(&cfg, "[daemon]\nhttp = \"\"\nport_range = \"42000-42999\"\n")?;
+    std::fs::write(
+        &cfg,
+        "[daemon]\nhttp = \"\"\nport_range = \"42000-42999\"\n",
+    )?;
     let d = Daemon::boot(BootOptions {
         data_dir: data.clone(),
         config: Some(cfg),
@@ -170,7 +173,11 @@ async fn main() -> Res<()> {
 
     // Install once, untimed.
     eprintln!("installing tor…");
-    let r = c.instances.create(create("warm", "warm")).await?.into_inner();
+    let r = c
+        .instances
+        .create(create("warm", "warm"))
+        .await?
+        .into_inner();
     let id = r.instance.ok_or("no instance")?.id;
     until_running(&mut c, &id).await?;
     c.instances
@@ -238,7 +245,8 @@ async fn main() -> Res<()> {
 
     let reuse_s = summary(&mut reuse);
     let status_s = summary(&mut status);
-    let ratio = reuse_s["p99_ms"].as_f64().unwrap_or(0.0) / status_s["p99_ms"].as_f64().unwrap_or(1.0);
+    let ratio =
+        reuse_s["p99_ms"].as_f64().unwrap_or(0.0) / status_s["p99_ms"].as_f64().unwrap_or(1.0);
     println!(
         "{}",
         json!({

@@ -393,3 +393,90 @@ fn per_session_instances_are_reused_by_key_and_reaped_when_idle() {
     );
     assert!(wait_for(LONG, || bindable(pa) && bindable(pb)));
 }
+
+#[test]
+fn an_instance_with_its_own_network_serves_on_its_address_and_leaves_nothing() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: per-instance networks need root (CI runs as root)");
+        return;
+    }
+    let s = Scratch::new("inst-net");
+    let cat = s.path().join("catalog");
+    feature(
+        &cat,
+        "netted",
+        "#!/bin/sh\nexec python3 -m http.server \"$HANGAR_PORT_HTTP\" --bind \"$HANGAR_BIND\"\n",
+        json!({"health": {"type": "http", "port_index": 0, "path": "/", "timeout_seconds": 2, "interval_seconds": 5},
+               "network": {"requires_vlan": true, "default_ports": [8080], "protocols": ["http"], "port_names": ["http"]},
+               "isolation_level": "per-tenant"}),
+    );
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nport_range = \"41800-41899\"\n\
+         [daemon.network]\nbackend = \"linux\"\nprefix = \"hgi-\"\n\
+         pool = { base = \"10.99.0.0\", first = 231, last = 232 }\n",
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let _d = Served::start(
+        &data,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+        ],
+    );
+    let o = run(&data, &["instance", "create", "netted", "n1", "--json"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "running", "{v}");
+    let bind = v["bind"].as_str().unwrap().to_string();
+    assert!(
+        bind.starts_with("10.99.23"),
+        "it binds its own address: {v}"
+    );
+    let ns = v["network"]["namespace"].as_str().unwrap().to_string();
+    assert!(Path::new("/run/netns").join(&ns).exists(), "{v}");
+    // The host reaches it through the veth, on the manifest's own port.
+    let addr: SocketAddr = format!("{bind}:8080").parse().unwrap();
+    let (status, _) = http_get(addr, "/");
+    assert_eq!(status, 200);
+    // `show` prints the namespace, addresses and table.
+    let show = stdout(&run(&data, &["instance", "show", "n1"]));
+    for want in ["namespace", "instance_addr", "table"] {
+        assert!(show.contains(want), "{want} in {show}");
+    }
+    // A second instance gets the next number; the pool of two is then full.
+    let o = run(
+        &data,
+        &[
+            "instance", "create", "netted", "n2", "--tenant", "b", "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        &data,
+        &[
+            "instance", "create", "netted", "n3", "--tenant", "c", "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v3 = json(&o);
+    assert_eq!(v3["error"]["code"], "NET_RANGE_EXHAUSTED", "{v3}");
+    assert_eq!(v3["error"]["step"], "network", "{v3}");
+    for n in ["n1", "n2", "n3"] {
+        let o = run(&data, &["instance", "delete", n]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(
+        !Path::new("/run/netns").join(&ns).exists(),
+        "the namespace is gone"
+    );
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("hgi-"),
+        "no link of ours is left"
+    );
+}

@@ -69,6 +69,8 @@ pub struct Settings {
     pub port_range: String,
     /// Feature instances.
     pub instances: InstanceSettings,
+    /// Per-instance networks: `backend = "linux"` (default) or `"routeros"`.
+    pub network: hangar_net::NetworkConfig,
 }
 
 impl Default for Settings {
@@ -81,6 +83,7 @@ impl Default for Settings {
             sink: Vec::new(),
             port_range: "20000-29999".to_string(),
             instances: InstanceSettings::default(),
+            network: hangar_net::NetworkConfig::default(),
         }
     }
 }

@@ -362,6 +362,7 @@ impl Daemon {
         let instances = crate::instances::Instances::open(
             &data_dir,
             &config.settings.instances,
+            &config.settings.network,
             &opts.catalogs,
         )?;
         let daemon = Daemon {

@@ -275,6 +275,7 @@ pub(crate) struct Instances {
     installer: Installer,
     settings: InstanceSettings,
     root: PathBuf,
+    net: network::Net,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -285,6 +286,7 @@ impl Instances {
     pub(crate) fn open(
         data_dir: &Path,
         settings: &InstanceSettings,
+        net: &hangar_net::NetworkConfig,
         catalogs: &[PathBuf],
     ) -> Result<Instances> {
         let d = Downloader::new(DownloadOptions {
@@ -308,6 +310,7 @@ impl Instances {
             installer: Installer::new(data_dir.join("features"), d),
             settings: settings.clone(),
             root: data_dir.join("instances"),
+            net: network::Net::new(net.clone()),
         })
     }
 
@@ -1095,6 +1098,16 @@ impl Daemon {
             spec.liveness = Some(live);
         }
         limits::apply(&mut spec, m, inst)?;
+        // Its own network: the process joins the namespace before exec and
+        // binds the instance address there.
+        if let Some(path) = inst
+            .network
+            .as_ref()
+            .and_then(|n| n.get("namespace_path"))
+            .and_then(Value::as_str)
+        {
+            spec.netns = Some(PathBuf::from(path));
+        }
         Ok(spec)
     }
 

@@ -1,24 +1,175 @@
-//! The network step: a private network per instance when the manifest asks.
+//! The network step: a private network per instance when the manifest asks
+//! (`network.requires_vlan`), made by the configured [`NetworkBackend`]: a
+//! namespace with a veth pair, addresses from the pool, a routing table of its
+//! own and a rule for the instance's mark (Linux), or the same on a RouterOS
+//! router. The record is stored before each of the backend's steps, so a
+//! crash mid-way is rolled back from it at the next boot.
 
-use super::Instance;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hangar_net::{NetAllocator, NetRecord, NetSpec, NetworkBackend, NetworkConfig};
+use tracing::warn;
+
+use super::{lock, Instance};
 use crate::catalog::Manifest;
-use crate::daemon::Daemon;
+use crate::daemon::{now_ms, Daemon};
 use crate::error::{Error, Result};
 
+/// The backend, built on first use (it needs netlink, and root), and the
+/// allocator of per-instance numbers.
+pub(crate) struct Net {
+    config: NetworkConfig,
+    backend: OnceLock<std::result::Result<Arc<dyn NetworkBackend>, Error>>,
+    pub(crate) alloc: Mutex<Option<NetAllocator>>,
+}
+
+fn net_err(e: hangar_net::NetError) -> Error {
+    Error::new(e.code(), e.message.clone()).hint(e.hint)
+}
+
+impl Net {
+    pub(crate) fn new(config: NetworkConfig) -> Net {
+        Net {
+            alloc: Mutex::new(NetAllocator::new(config.pool().clone()).ok()),
+            config,
+            backend: OnceLock::new(),
+        }
+    }
+
+    fn backend(&self) -> Result<Arc<dyn NetworkBackend>> {
+        self.backend
+            .get_or_init(|| self.config.build().map_err(net_err))
+            .clone()
+    }
+
+    fn allocate(&self, owner: &str) -> Result<u32> {
+        match lock(&self.alloc).as_ref() {
+            Some(a) => a.allocate(owner).map_err(net_err),
+            None => Err(Error::new(
+                "NET_POOL_INVALID",
+                "the [daemon.network] pool is not usable",
+            )
+            .hint("check pool = { base, first, last } in [daemon.network]")),
+        }
+    }
+
+    fn release(&self, n: u32) {
+        if let Some(a) = lock(&self.alloc).as_ref() {
+            a.release(n);
+        }
+    }
+}
+
 impl Daemon {
-    pub(super) async fn step_network(&self, _inst: &Instance, m: &Manifest) -> Result<()> {
+    fn net(&self) -> &Net {
+        &self.instances().net
+    }
+
+    /// Store the network record in the instance, synchronously: the backend
+    /// calls this before each of its steps.
+    fn store_net(&self, id: &str, rec: &NetRecord) {
+        let row = {
+            let mut recs = lock(&self.instances().records);
+            let Some(inst) = recs.get_mut(id) else { return };
+            inst.network = serde_json::to_value(rec).ok();
+            inst.bind = rec.instance_addr.to_string();
+            inst.updated_ms = now_ms();
+            inst.row()
+        };
+        match row {
+            Ok(row) => {
+                if let Err(e) = self.inner.store.put_instance(&row) {
+                    warn!(
+                        instance = id,
+                        code = e.code(),
+                        "cannot store the network record: {e}"
+                    );
+                }
+            }
+            Err(e) => warn!(instance = id, code = e.code, "{}", e.message),
+        }
+    }
+
+    pub(super) async fn step_network(&self, inst: &Instance, m: &Manifest) -> Result<()> {
         if !m.network.requires_vlan {
             return Ok(());
         }
-        Err(Error::new(
-            "NETWORK_UNAVAILABLE",
-            "per-instance networks are not wired yet",
-        ))
+        let backend = self.net().backend()?;
+        let n = self.net().allocate(&inst.id)?;
+        let spec = NetSpec::new(&inst.id, n);
+        let id = inst.id.clone();
+        let progress = |r: &NetRecord| self.store_net(&id, r);
+        match backend.create(&spec, &progress).await {
+            Ok(rec) => {
+                self.store_net(&inst.id, &rec);
+                Ok(())
+            }
+            Err(e) => {
+                // The backend rolled its own steps back.
+                self.net().release(n);
+                Err(net_err(e).with("instance", &inst.name))
+            }
+        }
     }
 
-    pub(super) async fn undo_network(&self, _inst: &Instance) -> Result<()> {
-        Ok(())
+    pub(super) async fn undo_network(&self, inst: &Instance) -> Result<()> {
+        let Some(v) = &inst.network else {
+            return Ok(());
+        };
+        let rec: NetRecord = serde_json::from_value(v.clone())
+            .map_err(|e| Error::new("NET_RECORD_UNREADABLE", format!("network record: {e}")))?;
+        self.net()
+            .backend()?
+            .teardown(&rec)
+            .await
+            .map_err(net_err)?;
+        self.net().release(rec.number);
+        self.update(&inst.id, |i| {
+            i.network = None;
+            i.bind = "127.0.0.1".into();
+        })
+        .await
+        .map(drop)
     }
 
-    pub(super) async fn recover_networks(&self) {}
+    /// At boot, after the records are loaded: hold every stored number, and
+    /// have the backend remove its leftovers without a record, re-create
+    /// ACTIVE networks whose objects are gone and roll back interrupted ones.
+    pub(super) async fn recover_networks(&self) {
+        let recs: Vec<NetRecord> = lock(&self.instances().records)
+            .values()
+            .filter_map(|i| i.network.clone())
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        if let Some(a) = lock(&self.net().alloc).as_ref() {
+            for (r, e) in a.restore(&recs) {
+                warn!(instance = %r.instance_id, code = e.code(), "network number not held: {}", e.message);
+            }
+        }
+        // Only a host that has instance networks (or leftovers of them) needs
+        // the backend; building it needs root.
+        if recs.is_empty() && !std::path::Path::new("/run/netns").is_dir() {
+            return;
+        }
+        let Ok(backend) = self.net().backend() else {
+            if !recs.is_empty() {
+                warn!("instance networks cannot be checked: the network backend is unusable");
+            }
+            return;
+        };
+        match backend.recover(&recs).await {
+            Ok(report) => {
+                for r in report.recreated.iter().chain(&report.rolled_back) {
+                    self.store_net(&r.instance_id, r);
+                }
+                for (id, why) in &report.failed {
+                    warn!(instance = %id, "network recovery failed: {why}");
+                }
+                if !report.removed.is_empty() {
+                    warn!(objects = ?report.removed, "removed network leftovers without a record");
+                }
+            }
+            Err(e) => warn!(code = e.code(), "network recovery failed: {}", e.message),
+        }
+    }
 }
