@@ -547,7 +547,7 @@ fn named_ports_follow_the_manifest() {
         [("socks".to_string(), 9050), ("control".to_string(), 9051)]
     );
     let m = catalog_manifest("demo");
-    assert_eq!(m.network.named_ports(), [("port0".to_string(), 8080)]);
+    assert_eq!(m.network.named_ports(), [("http".to_string(), 8080)]);
 }
 
 #[test]
