@@ -14,12 +14,30 @@
 //!   a documented order (rate limit, then per attempt breaker and deadline,
 //!   then retry on [`ErrorKind::is_retryable`] errors), with the seed's codes.
 //!
-//! - [`unix`]: the Unix-socket transport (length-prefixed JSON with the seed's
-//!   message shapes, calls correlated by request id on one connection) with its
-//!   server SDK ([`unix::Handler`], [`unix::serve`]).
+//! Transports (all behind the object-safe [`Transport`] trait, so the guard
+//! and the balancer drive any of them; errors carry the seed's
+//! `TRANSPORT_1301`..`1304` codes and are retryable, auth refusals
+//! `AUTH_11xx` are not):
 //!
-//! The other transports (HTTP, gRPC, exec), the manager and hot reload build
-//! on these.
+//! - [`unix`]: length-prefixed JSON in the seed's message shapes over a pool
+//!   of Unix-socket connections, each multiplexing concurrent calls by
+//!   request id ([`unix::UnixClient`]).
+//! - [`http`]: the seed's HTTP request/response envelopes over pooled
+//!   keep-alive HTTP/1.1, HTTPS and mTLS, optional gzip ([`http::HttpClient`]).
+//! - [`grpc`]: a `PluginService` (Execute/Health/Info carrying JSON bytes)
+//!   over tonic, plain or TLS/mTLS ([`grpc::GrpcClient`]); servers also
+//!   answer the standard `grpc.health.v1` service.
+//! - [`exec`]: a plugin executable started, kept alive (restarted with
+//!   backoff) and killed with its process group by the library, spoken to
+//!   over its stdin/stdout with the Unix framing ([`exec::ExecClient`]).
+//!
+//! [`auth`] holds the seed's [`AuthConfig`] (none, api-key, bearer, basic,
+//! mtls, custom) with validation and the server-side [`ServerAuth`]; [`tls`]
+//! the rustls client and server configs. The server SDK ([`server`]) serves
+//! one [`Handler`] over every transport; `docs/plugin-protocol.md` describes
+//! the Unix and exec wire protocol for plugins in other languages.
+//!
+//! The manager and hot reload build on these.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -44,6 +62,12 @@ mod error;
 mod guard;
 mod rate;
 mod transport;
+pub mod auth;
+pub mod exec;
+pub mod grpc;
+pub mod http;
+pub mod server;
+pub mod tls;
 pub mod unix;
 
 pub use backoff::RetryConfig;
@@ -52,4 +76,6 @@ pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
 pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
-pub use transport::{BoxFuture, CallContext, CallKind, Transport};
+pub use auth::{AuthConfig, AuthMethod, ServerAuth};
+pub use server::{Call, Handler, Server};
+pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt};

@@ -1,0 +1,1 @@
+//! exec transport (in progress).

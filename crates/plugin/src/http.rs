@@ -1,0 +1,1 @@
+//! http transport (in progress).
