@@ -308,6 +308,7 @@ impl AuthConfig {
 #[derive(Clone, Default)]
 pub struct ServerAuth {
     expected: Vec<(String, Vec<u8>, ErrorKind)>,
+    mtls: bool,
 }
 
 impl std::fmt::Debug for ServerAuth {
@@ -346,7 +347,15 @@ impl ServerAuth {
             };
             expected.push((k.to_ascii_lowercase(), v.into_bytes(), kind));
         }
-        Ok(ServerAuth { expected })
+        Ok(ServerAuth {
+            expected,
+            mtls: cfg.method == AuthMethod::Mtls,
+        })
+    }
+
+    /// The method is `mtls`: a TLS server must require client certificates.
+    pub fn requires_client_cert(&self) -> bool {
+        self.mtls
     }
 
     /// Whether this checks anything.
