@@ -309,7 +309,13 @@ impl GrpcClient {
                 }
             }
         };
+        let began = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, fut).await {
+            // The server enforces the same deadline (grpc-timeout) and may
+            // answer CANCELLED first: past our deadline, that is a timeout.
+            Ok(Err(e)) if e.kind == ErrorKind::GrpcTransport && began.elapsed() >= timeout => {
+                Err(Error::new(ErrorKind::Timeout, format!("no answer within {timeout:?} ({})", e.message)))
+            }
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,

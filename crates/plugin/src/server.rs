@@ -115,7 +115,9 @@ pub(crate) async fn answer<H: Handler>(handler: &H, call: Call) -> Result<Value,
 }
 
 /// A running server: stop it with [`Server::shutdown`] (or by dropping it).
-/// Stopping closes every connection at once, calls in flight included.
+/// Unix-socket and HTTP servers close every connection at once, calls in
+/// flight included; a gRPC server stops accepting and drains the calls in
+/// flight (tonic's graceful shutdown).
 #[derive(Debug)]
 pub struct Server {
     pub(crate) stop: watch::Sender<bool>,
