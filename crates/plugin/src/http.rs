@@ -260,7 +260,7 @@ impl HttpClient {
             .with_hint("use https:// or another auth method"));
         }
         let tls = if https {
-            ClientTls::from_auth(&opts.auth).rustls_config(&[b"http/1.1"])?
+            ClientTls::from_auth(&opts.auth).rustls_config(&[])?
         } else {
             ClientTls::default()
                 .rustls_config(&[])
