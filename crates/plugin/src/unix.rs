@@ -13,6 +13,7 @@
 //! `docs/plugin-protocol.md`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
@@ -156,21 +157,56 @@ pub(crate) fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Er
     Ok(out)
 }
 
-/// Write frames from `rx`, coalescing whatever is queued into one write.
-async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&first);
-        while buf.len() < (256 << 10) {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
+/// The write side of a framed stream, shared by the tasks that answer or
+/// call on it; `None` once closed. Writers write their own frame directly
+/// (no hop through a writer task).
+pub(crate) type SharedWriter = Arc<tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>>;
+
+async fn write_shared(w: &SharedWriter, frame: &[u8]) -> std::io::Result<()> {
+    let mut g = w.lock().await;
+    match g.as_mut() {
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "closed",
+        )),
+        Some(w) => {
+            let r = async {
+                w.write_all(frame).await?;
+                w.flush().await
             }
+            .await;
+            if r.is_err() {
+                g.take();
+            }
+            r
         }
-        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
-            return;
+    }
+}
+
+/// Close a shared writer now if it is free, else as soon as it is.
+fn close_shared(w: &SharedWriter) {
+    match w.try_lock() {
+        Ok(mut g) => {
+            g.take();
         }
+        Err(_) => {
+            let w = Arc::clone(w);
+            tokio::spawn(async move {
+                w.lock().await.take();
+            });
+        }
+    }
+}
+
+/// Run `fut` right here if it completes without waiting (the common case of
+/// a quick handler and a free socket), else hand it to its own task. Saves a
+/// task hop per call without letting a slow call hold up the connection.
+fn run_inline_or_spawn<F: Future<Output = ()> + Send + 'static>(fut: F) {
+    let mut fut = Box::pin(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if fut.as_mut().poll(&mut cx).is_pending() {
+        // Polled once with a no-op waker; the task polls it again with its own.
+        tokio::spawn(fut);
     }
 }
 
@@ -219,7 +255,7 @@ impl Pending {
 /// One framed connection carrying many concurrent calls (Unix socket, or a
 /// child's stdin/stdout for exec).
 pub(crate) struct Mux {
-    tx: mpsc::Sender<Vec<u8>>,
+    writer: SharedWriter,
     pending: Arc<Pending>,
     inflight: AtomicUsize,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -233,6 +269,7 @@ impl Drop for Mux {
             t.abort();
         }
         self.pending.fail_all();
+        close_shared(&self.writer);
     }
 }
 
@@ -253,12 +290,7 @@ impl Mux {
             map: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
         });
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
-        let p = Arc::clone(&pending);
-        let writer = tokio::spawn(async move {
-            write_loop(w, rx).await;
-            p.fail_all();
-        });
+        let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(Some(Box::new(w))));
         let p = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
             let mut r = BufReader::with_capacity(64 << 10, r);
@@ -276,10 +308,10 @@ impl Mux {
             p.fail_all();
         });
         Mux {
-            tx,
+            writer,
             pending,
             inflight: AtomicUsize::new(0),
-            tasks: vec![writer.abort_handle(), reader.abort_handle()],
+            tasks: vec![reader.abort_handle()],
             err,
             seq: AtomicU64::new(1),
         }
@@ -299,6 +331,7 @@ impl Mux {
             t.abort();
         }
         self.pending.fail_all();
+        close_shared(&self.writer);
     }
 
     pub(crate) async fn call(
@@ -358,9 +391,10 @@ impl Mux {
                 format!("request of {} bytes exceeds {MAX_FRAME}", frame.len() - 4),
             ));
         }
-        if self.tx.send(frame).await.is_err() {
+        if write_shared(&self.writer, &frame).await.is_err() {
             self.forget(&id);
-            return Err(Error::new(self.err, "the connection is closed"));
+            self.pending.fail_all();
+            return Err(Error::new(self.err, "the connection broke while sending"));
         }
         match tokio::time::timeout(timeout, wait).await {
             Err(_) => {
@@ -666,6 +700,7 @@ pub async fn serve_with<H: Handler>(
 }
 
 /// Serve framed calls read from `r`, answering on `w`, until EOF or `stop`.
+/// Calls on one stream run concurrently; answers go out as they are ready.
 pub(crate) async fn serve_stream<R, W, H>(
     r: R,
     w: W,
@@ -677,47 +712,16 @@ pub(crate) async fn serve_stream<R, W, H>(
     W: AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
-    let writer = tokio::spawn(write_loop(w, rx));
+    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(Some(Box::new(w))));
     let read = async {
         let mut r = BufReader::with_capacity(64 << 10, r);
         while let Ok(Some(body)) = read_frame(&mut r).await {
-            let (handler, auth, tx) = (Arc::clone(&handler), Arc::clone(&auth), tx.clone());
-            tokio::spawn(async move {
-                let resp = match serde_json::from_slice::<Request>(&body) {
-                    Err(e) => Response::from_result(
-                        "",
-                        String::new(),
-                        Err(Error::new(
-                            ErrorKind::ExecutionFailed,
-                            format!("malformed request: {e}"),
-                        )),
-                    ),
-                    Ok(req) => match CallKind::parse(&req.kind) {
-                        None => Response::from_result(
-                            &req.kind,
-                            req.request_id,
-                            Err(Error::new(
-                                ErrorKind::ExecutionFailed,
-                                format!("unknown request type {:?}", req.kind),
-                            )),
-                        ),
-                        Some(kind) => {
-                            let call = Call {
-                                kind,
-                                request_id: req.request_id.clone(),
-                                headers: req.headers,
-                                deadline: Call::deadline_in(req.timeout_ms),
-                                data: req.data,
-                            };
-                            let r = dispatch(&*handler, &auth, call).await;
-                            Response::from_result(kind.as_str(), req.request_id, r)
-                        }
-                    },
-                };
+            let (handler, auth, writer) = (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&writer));
+            run_inline_or_spawn(async move {
+                let resp = answer_frame(&*handler, &auth, &body).await;
                 match encode_frame(&resp) {
                     Ok(f) => {
-                        let _ = tx.send(f).await;
+                        let _ = write_shared(&writer, &f).await;
                     }
                     Err(e) => tracing::warn!("cannot encode a response: {e}"),
                 }
@@ -726,13 +730,42 @@ pub(crate) async fn serve_stream<R, W, H>(
     };
     tokio::select! {
         _ = read => {}
-        _ = stopped(stop.clone()) => { writer.abort(); return; }
+        _ = stopped(stop) => {
+            // Stopped: the stream closes now, calls in flight or not.
+            writer.lock().await.take();
+        }
     }
-    drop(tx);
-    // Answers still being computed go out before the connection closes,
-    // unless the server is stopped.
-    tokio::select! {
-        _ = writer => {}
-        _ = stopped(stop) => {}
-    }
+}
+
+async fn answer_frame<H: Handler>(handler: &H, auth: &ServerAuth, body: &[u8]) -> Response {
+    let req = match serde_json::from_slice::<Request>(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::from_result(
+                "",
+                String::new(),
+                Err(Error::new(
+                    ErrorKind::ExecutionFailed,
+                    format!("malformed request: {e}"),
+                )),
+            )
+        }
+    };
+    let Some(kind) = CallKind::parse(&req.kind) else {
+        let msg = format!("unknown request type {:?}", req.kind);
+        return Response::from_result(
+            &req.kind,
+            req.request_id,
+            Err(Error::new(ErrorKind::ExecutionFailed, msg)),
+        );
+    };
+    let call = Call {
+        kind,
+        request_id: req.request_id.clone(),
+        headers: req.headers,
+        deadline: Call::deadline_in(req.timeout_ms),
+        data: req.data,
+    };
+    let r = dispatch(handler, auth, call).await;
+    Response::from_result(kind.as_str(), req.request_id, r)
 }
