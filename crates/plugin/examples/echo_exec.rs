@@ -36,7 +36,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         exec::serve_stdio(Arc::new(Echo)).await;
         return Ok(());
     }
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let plugin = ExecClient::start(ExecOptions::new(std::env::current_exe()?)).await?;
     let t = Duration::from_secs(10);
     println!("info: {}", plugin.info(t).await?);

@@ -30,7 +30,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:50051".into())
         .parse()?;
     let server = grpc::serve(Arc::new(Echo), GrpcServeOptions::new(addr)).await?;
-    eprintln!("echo plugin on grpc://{}", server.local_addr().ok_or("no address")?);
+    eprintln!(
+        "echo plugin on grpc://{}",
+        server.local_addr().ok_or("no address")?
+    );
     server.wait().await;
     Ok(())
 }

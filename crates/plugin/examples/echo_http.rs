@@ -27,14 +27,19 @@ impl Handler for Echo {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into()).parse()?;
+    let addr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
+        .parse()?;
     let mut opts = HttpServeOptions::new(addr);
     if let Some(key) = args.next() {
-        opts.auth = ServerAuth::new(&AuthConfig::api_key(key))
-            .map_err(|e| format!("{e:?}"))?;
+        opts.auth = ServerAuth::new(&AuthConfig::api_key(key)).map_err(|e| format!("{e:?}"))?;
     }
     let server = http::serve(Arc::new(Echo), opts).await?;
-    eprintln!("echo plugin on http://{}/", server.local_addr().ok_or("no address")?);
+    eprintln!(
+        "echo plugin on http://{}/",
+        server.local_addr().ok_or("no address")?
+    );
     server.wait().await;
     Ok(())
 }

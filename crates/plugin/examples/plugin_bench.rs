@@ -66,7 +66,8 @@ struct Stats {
 }
 
 /// A caller: one call of the thing under test.
-type CallFn = Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+type CallFn =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 async fn latency(call: &CallFn) -> (Duration, Duration) {
     for _ in 0..500 {
@@ -158,7 +159,9 @@ async fn raw_unix_server(path: std::path::PathBuf) {
 }
 
 async fn raw_unix_caller(path: &std::path::Path) -> CallFn {
-    let s = tokio::net::UnixStream::connect(path).await.expect("connect");
+    let s = tokio::net::UnixStream::connect(path)
+        .await
+        .expect("connect");
     let s = Arc::new(tokio::sync::Mutex::new(s));
     let body = serde_json::to_vec(&payload()).expect("json");
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
@@ -183,7 +186,11 @@ fn lib_caller(t: Arc<dyn Transport>) -> CallFn {
         let (t, data) = (Arc::clone(&t), data.clone());
         Box::pin(async move {
             let r = t
-                .call(CallKind::Execute, data, CallContext::with_timeout(Duration::from_secs(10)))
+                .call(
+                    CallKind::Execute,
+                    data,
+                    CallContext::with_timeout(Duration::from_secs(10)),
+                )
                 .await;
             if let Err(e) = r {
                 panic!("call failed: {e}");
@@ -195,21 +202,30 @@ fn lib_caller(t: Arc<dyn Transport>) -> CallFn {
 // ------------------------------------------------------------------ http raw
 
 async fn raw_http_server() -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    Ok::<_, std::convert::Infallible>(
-                        hyper::Response::builder()
-                            .header("content-type", "application/json")
-                            .body(Full::new(body))
-                            .expect("response"),
-                    )
-                });
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .expect("response"),
+                        )
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -265,7 +281,10 @@ impl PluginService for RawGrpc {
         &self,
         _: tonic::Request<pb::HealthRequest>,
     ) -> Result<tonic::Response<pb::HealthResponse>, tonic::Status> {
-        Ok(tonic::Response::new(pb::HealthResponse { healthy: true, message: String::new() }))
+        Ok(tonic::Response::new(pb::HealthResponse {
+            healthy: true,
+            message: String::new(),
+        }))
     }
     async fn info(
         &self,
@@ -354,15 +373,23 @@ fn main() {
     // Servers.
     let (raw_http, lib_http, raw_grpc, lib_grpc, _keep) = servers.block_on(async {
         raw_unix_server(raw_sock.clone()).await;
-        let u = unix::serve(&lib_sock, Arc::new(Echo)).await.expect("unix serve");
+        let u = unix::serve(&lib_sock, Arc::new(Echo))
+            .await
+            .expect("unix serve");
         let rh = raw_http_server().await;
-        let h = http::serve(Arc::new(Echo), HttpServeOptions::new("127.0.0.1:0".parse().expect("addr")))
-            .await
-            .expect("http serve");
+        let h = http::serve(
+            Arc::new(Echo),
+            HttpServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("http serve");
         let rg = raw_grpc_server().await;
-        let g = grpc::serve(Arc::new(Echo), GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr")))
-            .await
-            .expect("grpc serve");
+        let g = grpc::serve(
+            Arc::new(Echo),
+            GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("grpc serve");
         let (ha, ga) = (h.local_addr().expect("addr"), g.local_addr().expect("addr"));
         (rh, ha, rg, ga, (u, h, g))
     });
@@ -404,7 +431,12 @@ fn main() {
             let single = raw_unix_caller(&raw_sock).await;
             let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
             results[0].1.push(s);
-            let s = measure(lib_caller(Arc::clone(&unix_lib)), &|_| lib_caller(Arc::clone(&unix_lib)), secs).await;
+            let s = measure(
+                lib_caller(Arc::clone(&unix_lib)),
+                &|_| lib_caller(Arc::clone(&unix_lib)),
+                secs,
+            )
+            .await;
             results[1].1.push(s);
             // http
             let mut raw_callers = Vec::new();
@@ -414,7 +446,12 @@ fn main() {
             let single = raw_http_caller(raw_http).await;
             let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
             results[2].1.push(s);
-            let s = measure(lib_caller(Arc::clone(&http_lib)), &|_| lib_caller(Arc::clone(&http_lib)), secs).await;
+            let s = measure(
+                lib_caller(Arc::clone(&http_lib)),
+                &|_| lib_caller(Arc::clone(&http_lib)),
+                secs,
+            )
+            .await;
             results[3].1.push(s);
             // grpc
             let single = raw_grpc_caller(raw_ch.clone()).await;
@@ -425,7 +462,12 @@ fn main() {
             }
             let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
             results[4].1.push(s);
-            let s = measure(lib_caller(Arc::clone(&grpc_lib)), &|_| lib_caller(Arc::clone(&grpc_lib)), secs).await;
+            let s = measure(
+                lib_caller(Arc::clone(&grpc_lib)),
+                &|_| lib_caller(Arc::clone(&grpc_lib)),
+                secs,
+            )
+            .await;
             results[5].1.push(s);
         }
     });

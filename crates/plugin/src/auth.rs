@@ -470,8 +470,10 @@ mod tests {
             let empty = server.check(&HashMap::new()).expect_err("no headers");
             assert!(empty.kind.is_auth());
             assert_ne!(empty.kind, ErrorKind::AuthFailed);
-            let wrong: HashMap<String, String> =
-                h.keys().map(|k| (k.to_uppercase(), "wrong".into())).collect();
+            let wrong: HashMap<String, String> = h
+                .keys()
+                .map(|k| (k.to_uppercase(), "wrong".into()))
+                .collect();
             assert_eq!(
                 server.check(&wrong).expect_err("wrong").kind,
                 ErrorKind::AuthFailed

@@ -177,8 +177,10 @@ impl ExecClient {
     /// program cannot be started at all.
     pub async fn start(opts: ExecOptions) -> Result<ExecClient, Error> {
         if opts.executable.as_os_str().is_empty() {
-            return Err(Error::new(ErrorKind::MissingExecutable, "no executable given")
-                .with_hint("set executable"));
+            return Err(
+                Error::new(ErrorKind::MissingExecutable, "no executable given")
+                    .with_hint("set executable"),
+            );
         }
         if let Err(mut errs) = opts.auth.validate() {
             return Err(errs.remove(0));
@@ -250,7 +252,12 @@ impl ExecClient {
     }
 
     /// Send one call; waits for a (re)starting child within the deadline.
-    pub async fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> Result<Value, Error> {
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> Result<Value, Error> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(exec_err("the transport is closed").with_hint("create a new client"));
         }
@@ -284,8 +291,14 @@ impl ExecClient {
             }
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        m.call(kind, &data, &ctx, &self.inner.auth_headers, left.max(Duration::from_millis(1)))
-            .await
+        m.call(
+            kind,
+            &data,
+            &ctx,
+            &self.inner.auth_headers,
+            left.max(Duration::from_millis(1)),
+        )
+        .await
     }
 
     /// Stop the child (its whole process group) and the supervisor.
@@ -368,7 +381,12 @@ impl Transport for ExecClient {
         "exec"
     }
 
-    fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> BoxFuture<'_, Result<Value, Error>> {
+    fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(ExecClient::call(self, kind, data, ctx))
     }
 

@@ -110,8 +110,11 @@ impl std::fmt::Debug for GrpcClient {
 
 fn read_pem(p: &std::path::Path) -> Result<Vec<u8>, Error> {
     std::fs::read(p).map_err(|e| {
-        Error::new(ErrorKind::MissingMtlsCerts, format!("cannot read {}: {e}", p.display()))
-            .with_hint("give a readable PEM file")
+        Error::new(
+            ErrorKind::MissingMtlsCerts,
+            format!("cannot read {}: {e}", p.display()),
+        )
+        .with_hint("give a readable PEM file")
     })
 }
 
@@ -147,16 +150,27 @@ impl GrpcClient {
             format!("http://{}", opts.endpoint)
         };
         if opts.auth.method == AuthMethod::Mtls && !tls {
-            return Err(Error::new(ErrorKind::MissingMtlsCerts, "mtls auth needs grpc-tls")
-                .with_hint("use transport grpc-tls or another auth method"));
+            return Err(
+                Error::new(ErrorKind::MissingMtlsCerts, "mtls auth needs grpc-tls")
+                    .with_hint("use transport grpc-tls or another auth method"),
+            );
         }
         let bad = |e: String| {
-            Error::new(ErrorKind::InvalidEndpointUrl, format!("bad endpoint {:?}: {e}", opts.endpoint))
-                .with_hint("give host:port or http(s)://host:port")
+            Error::new(
+                ErrorKind::InvalidEndpointUrl,
+                format!("bad endpoint {:?}: {e}", opts.endpoint),
+            )
+            .with_hint("give host:port or http(s)://host:port")
         };
-        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
         let host = uri.host().ok_or_else(|| bad("no host".into()))?.to_string();
-        let url = if tls { url.replacen("http://", "https://", 1) } else { url };
+        let url = if tls {
+            url.replacen("http://", "https://", 1)
+        } else {
+            url
+        };
         let mut ep = Endpoint::from_shared(url)
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(opts.connect_timeout)
@@ -167,8 +181,8 @@ impl GrpcClient {
                 .keep_alive_while_idle(true);
         }
         if tls {
-            let mut cfg = ClientTlsConfig::new()
-                .domain_name(opts.server_name.clone().unwrap_or(host));
+            let mut cfg =
+                ClientTlsConfig::new().domain_name(opts.server_name.clone().unwrap_or(host));
             cfg = match &opts.auth.ca_file {
                 Some(ca) => cfg.ca_certificate(Certificate::from_pem(read_pem(ca)?)),
                 None => cfg.ca_certificates(native_roots_pem()),
@@ -188,11 +202,18 @@ impl GrpcClient {
             .collect();
         let mut meta = Vec::new();
         for (k, v) in opts.auth.header_pairs() {
-            let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|e| {
-                Error::new(ErrorKind::UnsupportedAuthMethod, format!("metadata key {k:?}: {e}"))
-            })?;
+            let key =
+                AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::UnsupportedAuthMethod,
+                        format!("metadata key {k:?}: {e}"),
+                    )
+                })?;
             let val = AsciiMetadataValue::try_from(v.as_str()).map_err(|e| {
-                Error::new(ErrorKind::UnsupportedAuthMethod, format!("metadata value of {k:?}: {e}"))
+                Error::new(
+                    ErrorKind::UnsupportedAuthMethod,
+                    format!("metadata value of {k:?}: {e}"),
+                )
             })?;
             meta.push((key, val));
         }
@@ -220,8 +241,10 @@ impl GrpcClient {
                 let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % v.len();
                 Ok(v[i].clone())
             }
-            _ => Err(Error::new(ErrorKind::GrpcTransport, "the transport is closed")
-                .with_hint("create a new client")),
+            _ => Err(
+                Error::new(ErrorKind::GrpcTransport, "the transport is closed")
+                    .with_hint("create a new client"),
+            ),
         }
     }
 
@@ -240,7 +263,12 @@ impl GrpcClient {
 
     /// Send one call; at most `ctx.timeout` (the options' `request_timeout`
     /// when zero).
-    pub async fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> Result<Value, Error> {
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> Result<Value, Error> {
         let timeout = if ctx.timeout.is_zero() {
             self.inner.opts.request_timeout
         } else {
@@ -256,7 +284,10 @@ impl GrpcClient {
                         ctx.request_id.clone()
                     };
                     let body = serde_json::to_vec(&data).map_err(|e| {
-                        Error::new(ErrorKind::ExecutionFailed, format!("cannot encode the request: {e}"))
+                        Error::new(
+                            ErrorKind::ExecutionFailed,
+                            format!("cannot encode the request: {e}"),
+                        )
                     })?;
                     let msg = pb::ExecuteRequest {
                         request_id,
@@ -270,26 +301,46 @@ impl GrpcClient {
                         .map_err(status_err)?
                         .into_inner();
                     if !r.error.is_empty() || !r.error_code.is_empty() {
-                        let kind = ErrorKind::from_code(&r.error_code).unwrap_or(ErrorKind::ExecutionFailed);
+                        let kind = ErrorKind::from_code(&r.error_code)
+                            .unwrap_or(ErrorKind::ExecutionFailed);
                         return Err(Error::new(kind, r.error));
                     }
                     json_of(&r.data)
                 }
                 CallKind::Health => {
                     let r = PluginServiceClient::new(ch)
-                        .health(self.request(pb::HealthRequest { request_id: ctx.request_id.clone() }, &ctx, timeout))
+                        .health(self.request(
+                            pb::HealthRequest {
+                                request_id: ctx.request_id.clone(),
+                            },
+                            &ctx,
+                            timeout,
+                        ))
                         .await
                         .map_err(status_err)?
                         .into_inner();
                     if r.healthy {
                         Ok(serde_json::json!({ "healthy": true }))
                     } else {
-                        Err(Error::new(ErrorKind::HealthCheckFailed, if r.message.is_empty() { "the plugin reports itself unhealthy".into() } else { r.message }))
+                        Err(Error::new(
+                            ErrorKind::HealthCheckFailed,
+                            if r.message.is_empty() {
+                                "the plugin reports itself unhealthy".into()
+                            } else {
+                                r.message
+                            },
+                        ))
                     }
                 }
                 CallKind::Info => {
                     let r = PluginServiceClient::new(ch)
-                        .info(self.request(pb::InfoRequest { request_id: ctx.request_id.clone() }, &ctx, timeout))
+                        .info(self.request(
+                            pb::InfoRequest {
+                                request_id: ctx.request_id.clone(),
+                            },
+                            &ctx,
+                            timeout,
+                        ))
                         .await
                         .map_err(status_err)?
                         .into_inner();
@@ -297,14 +348,23 @@ impl GrpcClient {
                 }
                 CallKind::Ping => {
                     let r = HealthClient::new(ch)
-                        .check(self.request(HealthCheckRequest { service: String::new() }, &ctx, timeout))
+                        .check(self.request(
+                            HealthCheckRequest {
+                                service: String::new(),
+                            },
+                            &ctx,
+                            timeout,
+                        ))
                         .await
                         .map_err(status_err)?
                         .into_inner();
                     if r.status == ServingStatus::Serving as i32 {
                         Ok(Value::String("pong".into()))
                     } else {
-                        Err(Error::new(ErrorKind::HealthCheckFailed, "the server is not serving"))
+                        Err(Error::new(
+                            ErrorKind::HealthCheckFailed,
+                            "the server is not serving",
+                        ))
                     }
                 }
             }
@@ -314,12 +374,18 @@ impl GrpcClient {
             // The server enforces the same deadline (grpc-timeout) and may
             // answer CANCELLED first: past our deadline, that is a timeout.
             Ok(Err(e)) if e.kind == ErrorKind::GrpcTransport && began.elapsed() >= timeout => {
-                Err(Error::new(ErrorKind::Timeout, format!("no answer within {timeout:?} ({})", e.message)))
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {timeout:?} ({})", e.message),
+                ))
             }
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!("no answer from {} within {timeout:?}", self.inner.opts.endpoint),
+                format!(
+                    "no answer from {} within {timeout:?}",
+                    self.inner.opts.endpoint
+                ),
             )),
         }
     }
@@ -338,7 +404,10 @@ fn json_of(b: &[u8]) -> Result<Value, Error> {
         return Ok(Value::Null);
     }
     serde_json::from_slice(b).map_err(|e| {
-        Error::new(ErrorKind::ExecutionFailed, format!("the plugin answered bytes that are not JSON: {e}"))
+        Error::new(
+            ErrorKind::ExecutionFailed,
+            format!("the plugin answered bytes that are not JSON: {e}"),
+        )
     })
 }
 
@@ -369,7 +438,12 @@ impl Transport for GrpcClient {
         self.inner.kind
     }
 
-    fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> BoxFuture<'_, Result<Value, Error>> {
+    fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(GrpcClient::call(self, kind, data, ctx))
     }
 
@@ -435,9 +509,10 @@ fn meta_headers<T>(r: &tonic::Request<T>) -> std::collections::HashMap<String, S
     r.metadata()
         .iter()
         .filter_map(|kv| match kv {
-            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
-                v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string()))
-            }
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => v
+                .to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string())),
             _ => None,
         })
         .collect()
@@ -474,7 +549,9 @@ impl<H: Handler> PluginService for Svc<H> {
         let resp = match answer(&*self.handler, call).await {
             Ok(v) => pb::ExecuteResponse {
                 request_id: m.request_id,
-                data: Bytes::from(serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?),
+                data: Bytes::from(
+                    serde_json::to_vec(&v).map_err(|e| Status::internal(e.to_string()))?,
+                ),
                 ..Default::default()
             },
             Err(e) => pb::ExecuteResponse {
@@ -495,7 +572,11 @@ impl<H: Handler> PluginService for Svc<H> {
         let healthy = self.handler.health().await;
         Ok(tonic::Response::new(pb::HealthResponse {
             healthy,
-            message: if healthy { String::new() } else { "the plugin reports itself unhealthy".into() },
+            message: if healthy {
+                String::new()
+            } else {
+                "the plugin reports itself unhealthy".into()
+            },
         }))
     }
 
@@ -504,8 +585,11 @@ impl<H: Handler> PluginService for Svc<H> {
         req: tonic::Request<pb::InfoRequest>,
     ) -> Result<tonic::Response<pb::InfoResponse>, Status> {
         self.check(&req)?;
-        let info = serde_json::to_vec(&self.handler.info()).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(tonic::Response::new(pb::InfoResponse { info: Bytes::from(info) }))
+        let info = serde_json::to_vec(&self.handler.info())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(tonic::Response::new(pb::InfoResponse {
+            info: Bytes::from(info),
+        }))
     }
 }
 
@@ -515,22 +599,31 @@ pub async fn serve<H: Handler>(handler: Arc<H>, opts: GrpcServeOptions) -> Resul
     if opts.auth.requires_client_cert()
         && opts.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
     {
-        return Err(Error::new(ErrorKind::MissingMtlsCerts, "mtls auth without TLS and a client CA")
-            .with_hint("set tls with client_ca_file"));
+        return Err(Error::new(
+            ErrorKind::MissingMtlsCerts,
+            "mtls auth without TLS and a client CA",
+        )
+        .with_hint("set tls with client_ca_file"));
     }
     let mut builder = tonic::transport::Server::builder();
     if let Some(t) = &opts.tls {
         let (cert, key, ca) = t.pem()?;
-        let mut cfg = tonic::transport::ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+        let mut cfg =
+            tonic::transport::ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if let Some(ca) = ca {
             cfg = cfg.client_ca_root(Certificate::from_pem(ca));
         }
-        builder = builder.tls_config(cfg).map_err(|e| {
-            Error::new(ErrorKind::MissingMtlsCerts, format!("TLS setup: {e}"))
-        })?;
+        builder = builder
+            .tls_config(cfg)
+            .map_err(|e| Error::new(ErrorKind::MissingMtlsCerts, format!("TLS setup: {e}")))?;
     }
     let incoming = tonic::transport::server::TcpIncoming::bind(opts.addr)
-        .map_err(|e| Error::new(ErrorKind::ConnectionFailed, format!("cannot listen on {}: {e}", opts.addr)))?
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::ConnectionFailed,
+                format!("cannot listen on {}: {e}", opts.addr),
+            )
+        })?
         .with_nodelay(Some(true));
     let addr = incoming.local_addr().ok();
     let (reporter, health_svc) = tonic_health::server::health_reporter();

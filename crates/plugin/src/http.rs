@@ -262,20 +262,18 @@ impl HttpClient {
         let tls = if https {
             ClientTls::from_auth(&opts.auth).rustls_config(&[])?
         } else {
-            ClientTls::default()
-                .rustls_config(&[])
-                .or_else(|_| {
-                    // No system roots: plain HTTP never uses them anyway.
-                    rustls::ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::aws_lc_rs::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    })
-                    .map_err(|e| Error::new(ErrorKind::ConnectionFailed, e.to_string()))
-                })?
+            ClientTls::default().rustls_config(&[]).or_else(|_| {
+                // No system roots: plain HTTP never uses them anyway.
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .map_err(|e| Error::new(ErrorKind::ConnectionFailed, e.to_string()))
+            })?
         };
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -298,10 +296,16 @@ impl HttpClient {
         let mut auth_headers = Vec::new();
         for (k, v) in opts.auth.header_pairs() {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
-                Error::new(ErrorKind::UnsupportedAuthMethod, format!("header {k:?}: {e}"))
+                Error::new(
+                    ErrorKind::UnsupportedAuthMethod,
+                    format!("header {k:?}: {e}"),
+                )
             })?;
             let value = HeaderValue::from_str(&v).map_err(|e| {
-                Error::new(ErrorKind::UnsupportedAuthMethod, format!("header {k:?}: {e}"))
+                Error::new(
+                    ErrorKind::UnsupportedAuthMethod,
+                    format!("header {k:?}: {e}"),
+                )
             })?;
             auth_headers.push((name, value));
         }
@@ -329,7 +333,12 @@ impl HttpClient {
 
     /// Send one call; at most `ctx.timeout` (the options' `request_timeout`
     /// when zero), waiting for a connection slot included.
-    pub async fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> Result<Value, Error> {
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> Result<Value, Error> {
         let timeout = if ctx.timeout.is_zero() {
             self.inner.opts.request_timeout
         } else {
@@ -339,7 +348,10 @@ impl HttpClient {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
-                format!("no answer from {} within {timeout:?}", self.inner.opts.endpoint),
+                format!(
+                    "no answer from {} within {timeout:?}",
+                    self.inner.opts.endpoint
+                ),
             )),
         }
     }
@@ -352,7 +364,9 @@ impl HttpClient {
         timeout: Duration,
     ) -> Result<Value, Error> {
         let Some(client) = self.inner.client.lock().ok().and_then(|g| g.clone()) else {
-            return Err(self.err("the transport is closed".into()).with_hint("create a new client"));
+            return Err(self
+                .err("the transport is closed".into())
+                .with_hint("create a new client"));
         };
         let _permit = match &self.inner.limit {
             Some(s) => Some(
@@ -427,7 +441,11 @@ impl HttpClient {
             .await
             .map_err(|e| self.err(format!("reading the answer failed: {e}")))?
             .to_bytes();
-        let body = if gz { Bytes::from(gunzip(&body).map_err(|e| self.err(format!("bad gzip answer: {e}")))?) } else { body };
+        let body = if gz {
+            Bytes::from(gunzip(&body).map_err(|e| self.err(format!("bad gzip answer: {e}")))?)
+        } else {
+            body
+        };
         decode_answer(status, &body)
     }
 
@@ -497,7 +515,12 @@ impl Transport for HttpClient {
         self.inner.kind
     }
 
-    fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> BoxFuture<'_, Result<Value, Error>> {
+    fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(HttpClient::call(self, kind, data, ctx))
     }
 
@@ -557,11 +580,16 @@ pub async fn serve<H: Handler>(handler: Arc<H>, opts: HttpServeOptions) -> Resul
         .with_hint("set tls with client_ca_file"));
     }
     let acceptor = match &opts.tls {
-        Some(t) => Some(tokio_rustls::TlsAcceptor::from(t.rustls_config(&[b"http/1.1"])?)),
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            t.rustls_config(&[b"http/1.1"])?,
+        )),
         None => None,
     };
     let listener = TcpListener::bind(opts.addr).await.map_err(|e| {
-        Error::new(ErrorKind::ConnectionFailed, format!("cannot listen on {}: {e}", opts.addr))
+        Error::new(
+            ErrorKind::ConnectionFailed,
+            format!("cannot listen on {}: {e}", opts.addr),
+        )
     })?;
     let addr = listener.local_addr().ok();
     let shared = Arc::new(Shared {
@@ -578,7 +606,8 @@ pub async fn serve<H: Handler>(handler: Arc<H>, opts: HttpServeOptions) -> Resul
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let (shared, stop, acceptor) = (Arc::clone(&shared), stop.clone(), acceptor.clone());
+                let (shared, stop, acceptor) =
+                    (Arc::clone(&shared), stop.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     match acceptor {
                         None => serve_conn(tcp, shared, stop).await,
@@ -661,7 +690,10 @@ async fn handle<H: Handler>(
             &shared,
             gzip_ok,
             hdr_id,
-            Err(Error::new(ErrorKind::PluginNotFound, format!("no route for {} {path}", req.method()))),
+            Err(Error::new(
+                ErrorKind::PluginNotFound,
+                format!("no route for {} {path}", req.method()),
+            )),
         );
     };
     if let Err(e) = shared
@@ -683,7 +715,10 @@ async fn handle<H: Handler>(
                 &shared,
                 gzip_ok,
                 hdr_id,
-                Err(Error::new(ErrorKind::HttpTransport, format!("reading the request: {e}"))),
+                Err(Error::new(
+                    ErrorKind::HttpTransport,
+                    format!("reading the request: {e}"),
+                )),
             )
         }
     };
@@ -705,7 +740,11 @@ async fn handle<H: Handler>(
             }
         }
     };
-    let request_id = if env.request_id.is_empty() { hdr_id } else { env.request_id };
+    let request_id = if env.request_id.is_empty() {
+        hdr_id
+    } else {
+        env.request_id
+    };
     headers.extend(env.metadata);
     headers.extend(env.headers);
     let deadline = parse_go_duration(&env.timeout)
@@ -773,7 +812,10 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse_go_duration("1500ms"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_go_duration("1500ms"),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_go_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));

@@ -55,27 +55,27 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 mod backoff;
 mod balance;
 mod breaker;
 mod error;
-mod guard;
-mod rate;
-mod transport;
-pub mod auth;
 pub mod exec;
 pub mod grpc;
+mod guard;
 pub mod http;
+mod rate;
 pub mod server;
 pub mod tls;
+mod transport;
 pub mod unix;
 
+pub use auth::{AuthConfig, AuthMethod, ServerAuth};
 pub use backoff::RetryConfig;
 pub use balance::{Balancer, MemberStats, Strategy};
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
 pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
-pub use auth::{AuthConfig, AuthMethod, ServerAuth};
 pub use server::{Call, Handler, Server};
 pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt};

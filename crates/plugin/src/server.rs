@@ -74,7 +74,11 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// Answer one call with `handler`: check `auth`, then dispatch on its kind.
-pub async fn dispatch<H: Handler>(handler: &H, auth: &ServerAuth, call: Call) -> Result<Value, Error> {
+pub async fn dispatch<H: Handler>(
+    handler: &H,
+    auth: &ServerAuth,
+    call: Call,
+) -> Result<Value, Error> {
     auth.check(&call.headers)?;
     answer(handler, call).await
 }

@@ -126,6 +126,9 @@ impl ClientTls {
     }
 }
 
+/// PEM bytes of a server's certificate, key and optional client CA.
+pub(crate) type PemFiles = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
 /// What a TLS server presents and whom it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTls {
@@ -173,7 +176,7 @@ impl ServerTls {
     }
 
     /// PEM bytes of (certificate, key, client CA) for tonic.
-    pub(crate) fn pem(&self) -> Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>), Error> {
+    pub(crate) fn pem(&self) -> Result<PemFiles, Error> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|e| {
                 tls_err(

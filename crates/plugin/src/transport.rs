@@ -117,24 +117,36 @@ pub trait TransportExt: Transport {
     /// `ping`: `Ok` when the plugin answers at all.
     fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            self.call(CallKind::Ping, Value::Null, CallContext::with_timeout(timeout))
-                .await
-                .map(|_| ())
+            self.call(
+                CallKind::Ping,
+                Value::Null,
+                CallContext::with_timeout(timeout),
+            )
+            .await
+            .map(|_| ())
         })
     }
 
     /// `info`: the plugin's self-description.
     fn info(&self, timeout: Duration) -> BoxFuture<'_, Result<Value, Error>> {
-        self.call(CallKind::Info, Value::Null, CallContext::with_timeout(timeout))
+        self.call(
+            CallKind::Info,
+            Value::Null,
+            CallContext::with_timeout(timeout),
+        )
     }
 
     /// `health`: `Ok` when the plugin reports itself healthy (`HEALTH_1601`
     /// when it says it is not).
     fn health(&self, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            self.call(CallKind::Health, Value::Null, CallContext::with_timeout(timeout))
-                .await
-                .map(|_| ())
+            self.call(
+                CallKind::Health,
+                Value::Null,
+                CallContext::with_timeout(timeout),
+            )
+            .await
+            .map(|_| ())
         })
     }
 }

@@ -299,7 +299,11 @@ impl Mux {
                     tracing::warn!("plugin sent a malformed response; ignored");
                     continue;
                 };
-                let waiter = p.map.lock().ok().and_then(|mut m| m.remove(&resp.request_id));
+                let waiter = p
+                    .map
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&resp.request_id));
                 if let Some(w) = waiter {
                     let _ = w.send(resp);
                 }
@@ -549,21 +553,26 @@ impl UnixClient {
             return Err(closed_err(ErrorKind::UnixTransport));
         }
         let path = &self.inner.opts.path;
-        let stream = tokio::time::timeout(self.inner.opts.connect_timeout, UnixStream::connect(path))
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::ConnectionFailed,
-                    format!("no connection to {} within {:?}", path.display(), self.inner.opts.connect_timeout),
-                )
-            })?
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::ConnectionFailed,
-                    format!("cannot connect to {}: {e}", path.display()),
-                )
-                .with_hint("is the plugin running and listening on that socket?")
-            })?;
+        let stream =
+            tokio::time::timeout(self.inner.opts.connect_timeout, UnixStream::connect(path))
+                .await
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::ConnectionFailed,
+                        format!(
+                            "no connection to {} within {:?}",
+                            path.display(),
+                            self.inner.opts.connect_timeout
+                        ),
+                    )
+                })?
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::ConnectionFailed,
+                        format!("cannot connect to {}: {e}", path.display()),
+                    )
+                    .with_hint("is the plugin running and listening on that socket?")
+                })?;
         let (r, w) = stream.into_split();
         let m = Arc::new(Mux::new(r, w, ErrorKind::UnixTransport));
         if let Ok(mut g) = slot.cur.lock() {
@@ -613,7 +622,12 @@ impl UnixClient {
 
     /// Send one call and wait for its answer, at most `ctx.timeout` (the
     /// options' `request_timeout` when zero).
-    pub async fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> Result<Value, Error> {
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> Result<Value, Error> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(closed_err(ErrorKind::UnixTransport));
         }
@@ -624,8 +638,14 @@ impl UnixClient {
         };
         let m = tokio::time::timeout(timeout, self.pick())
             .await
-            .map_err(|_| Error::new(ErrorKind::Timeout, format!("no connection within {timeout:?}")))??;
-        m.call(kind, &data, &ctx, &self.inner.auth_headers, timeout).await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("no connection within {timeout:?}"),
+                )
+            })??;
+        m.call(kind, &data, &ctx, &self.inner.auth_headers, timeout)
+            .await
     }
 
     /// Close every connection. Idempotent; calls in flight and later calls
@@ -645,7 +665,12 @@ impl Transport for UnixClient {
         "unix"
     }
 
-    fn call(&self, kind: CallKind, data: Value, ctx: CallContext) -> BoxFuture<'_, Result<Value, Error>> {
+    fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(UnixClient::call(self, kind, data, ctx))
     }
 
@@ -716,7 +741,8 @@ pub(crate) async fn serve_stream<R, W, H>(
     let read = async {
         let mut r = BufReader::with_capacity(64 << 10, r);
         while let Ok(Some(body)) = read_frame(&mut r).await {
-            let (handler, auth, writer) = (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&writer));
+            let (handler, auth, writer) =
+                (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&writer));
             run_inline_or_spawn(async move {
                 let resp = answer_frame(&*handler, &auth, &body).await;
                 match encode_frame(&resp) {

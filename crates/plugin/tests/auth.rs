@@ -112,7 +112,10 @@ async fn https_and_mtls_over_http() {
     let mut o = HttpServeOptions::new(any);
     o.tls = Some(server_tls(&p, false));
     let s = http::serve(Arc::new(Echo), o).await.expect("serve https");
-    let url = format!("https://localhost:{}/", s.local_addr().expect("addr").port());
+    let url = format!(
+        "https://localhost:{}/",
+        s.local_addr().expect("addr").port()
+    );
     let mut co = HttpOptions::new(&url);
     co.auth = ca_only(&p);
     let c = HttpClient::new(co).expect("client");
@@ -135,7 +138,10 @@ async fn https_and_mtls_over_http() {
     o.tls = Some(server_tls(&p, true));
     o.auth = ServerAuth::new(&mtls_auth(&p, &p.client_cert, &p.client_key)).expect("auth");
     let s = http::serve(Arc::new(Echo), o).await.expect("serve mtls");
-    let url = format!("https://localhost:{}/", s.local_addr().expect("addr").port());
+    let url = format!(
+        "https://localhost:{}/",
+        s.local_addr().expect("addr").port()
+    );
     let client = |auth: AuthConfig| {
         let mut co = HttpOptions::new(&url);
         co.auth = auth;
@@ -202,7 +208,9 @@ async fn mtls_without_a_client_ca_is_refused_at_start() {
     let mut o = HttpServeOptions::new("127.0.0.1:0".parse().expect("addr"));
     o.tls = Some(server_tls(&p, false));
     o.auth = auth.clone();
-    let e = http::serve(Arc::new(Echo), o).await.expect_err("no client CA");
+    let e = http::serve(Arc::new(Echo), o)
+        .await
+        .expect_err("no client CA");
     assert_eq!(e.code(), "AUTH_1104");
     let mut o = GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr"));
     o.auth = auth;
@@ -215,7 +223,10 @@ async fn mtls_without_a_client_ca_is_refused_at_start() {
     // Unreadable certificate files are refused at construction.
     let mut co = HttpOptions::new("https://127.0.0.1:1/");
     co.auth = mtls_auth(&p, &tmp.path().join("nope.pem"), &p.client_key);
-    assert_eq!(HttpClient::new(co).expect_err("missing file").code(), "AUTH_1104");
+    assert_eq!(
+        HttpClient::new(co).expect_err("missing file").code(),
+        "AUTH_1104"
+    );
 }
 
 /// For each method: the right credential passes, none is refused with the
@@ -223,9 +234,21 @@ async fn mtls_without_a_client_ca_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_checked_with_their_codes_over_http_and_grpc() {
     let cases = [
-        (AuthConfig::api_key("k-1"), AuthConfig::api_key("k-2"), "AUTH_1101"),
-        (AuthConfig::bearer("t-1"), AuthConfig::bearer("t-2"), "AUTH_1102"),
-        (AuthConfig::basic("u", "p"), AuthConfig::basic("u", "q"), "AUTH_1103"),
+        (
+            AuthConfig::api_key("k-1"),
+            AuthConfig::api_key("k-2"),
+            "AUTH_1101",
+        ),
+        (
+            AuthConfig::bearer("t-1"),
+            AuthConfig::bearer("t-2"),
+            "AUTH_1102",
+        ),
+        (
+            AuthConfig::basic("u", "p"),
+            AuthConfig::basic("u", "q"),
+            "AUTH_1103",
+        ),
         (
             AuthConfig::custom(HashMap::from([("X-Tenant".into(), "a".into())])),
             AuthConfig::custom(HashMap::from([("X-Tenant".into(), "b".into())])),

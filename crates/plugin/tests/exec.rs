@@ -103,8 +103,12 @@ async fn a_plugin_killed_from_outside_is_restarted_and_calls_in_flight_fail_retr
     let inflight = {
         let c = c.clone();
         tokio::spawn(async move {
-            c.call(CallKind::Execute, json!({ "sleep_ms": 20_000 }), ctx(30_000))
-                .await
+            c.call(
+                CallKind::Execute,
+                json!({ "sleep_ms": 20_000 }),
+                ctx(30_000),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

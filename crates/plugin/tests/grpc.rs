@@ -109,16 +109,31 @@ async fn the_standard_health_service_follows_the_handler() {
     let check = |svc: &str| HealthCheckRequest {
         service: svc.to_string(),
     };
-    let st = hc.check(check("")).await.expect("check").into_inner().status;
+    let st = hc
+        .check(check(""))
+        .await
+        .expect("check")
+        .into_inner()
+        .status;
     assert_eq!(st, ServingStatus::Serving as i32);
     let svc = "hangar.plugin.v1.PluginService";
-    let st = hc.check(check(svc)).await.expect("check").into_inner().status;
+    let st = hc
+        .check(check(svc))
+        .await
+        .expect("check")
+        .into_inner()
+        .status;
     assert_eq!(st, ServingStatus::Serving as i32);
 
     h.healthy.store(false, Ordering::SeqCst);
     let mut st = 0;
     for _ in 0..100 {
-        st = hc.check(check(svc)).await.expect("check").into_inner().status;
+        st = hc
+            .check(check(svc))
+            .await
+            .expect("check")
+            .into_inner()
+            .status;
         if st == ServingStatus::NotServing as i32 {
             break;
         }
@@ -126,7 +141,10 @@ async fn the_standard_health_service_follows_the_handler() {
     }
     assert_eq!(st, ServingStatus::NotServing as i32);
     let c = GrpcClient::new(GrpcOptions::new(&ep)).expect("client");
-    let e = c.health(Duration::from_secs(10)).await.expect_err("unhealthy");
+    let e = c
+        .health(Duration::from_secs(10))
+        .await
+        .expect_err("unhealthy");
     assert_eq!(e.code(), "HEALTH_1601");
 }
 
@@ -162,7 +180,9 @@ async fn no_server_is_a_retryable_error_and_close_is_idempotent() {
 /// A TCP proxy to `upstream` whose connections all die when the returned
 /// sender is dropped: the server "dies" from the client's point of view.
 async fn proxy(upstream: String) -> (String, tokio::sync::watch::Sender<bool>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -195,13 +215,20 @@ async fn a_server_that_dies_mid_call_is_a_retryable_transport_error() {
     let inflight = {
         let c = c.clone();
         tokio::spawn(async move {
-            c.call(CallKind::Execute, json!({ "sleep_ms": 10_000 }), ctx(30_000))
-                .await
+            c.call(
+                CallKind::Execute,
+                json!({ "sleep_ms": 10_000 }),
+                ctx(30_000),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(kill);
-    let e = inflight.await.expect("join").expect_err("the connection died");
+    let e = inflight
+        .await
+        .expect("join")
+        .expect_err("the connection died");
     assert_eq!(e.kind, ErrorKind::GrpcTransport, "{e}");
     assert_eq!(e.code(), "TRANSPORT_1302");
     assert!(e.is_retryable());

@@ -140,7 +140,11 @@ async fn the_server_speaks_the_seed_envelopes_on_the_wire() {
         json!({ "error": "asked to fail", "request_id": "req-2", "metadata": { "error_code": "PLUGIN_1203" } })
     );
 
-    let (head, _) = raw(addr, "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let (head, _) = raw(
+        addr,
+        "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
     // A large answer is gzipped for a client that accepts it.
@@ -153,13 +157,22 @@ async fn the_server_speaks_the_seed_envelopes_on_the_wire() {
         ),
     )
     .await;
-    assert!(head.to_ascii_lowercase().contains("content-encoding: gzip"), "{head}");
-    assert!(out.len() < 5000, "gzip shrinks 20 kB of x to {} bytes", out.len());
+    assert!(
+        head.to_ascii_lowercase().contains("content-encoding: gzip"),
+        "{head}"
+    );
+    assert!(
+        out.len() < 5000,
+        "gzip shrinks 20 kB of x to {} bytes",
+        out.len()
+    );
 }
 
 /// A server that records the first request's head and answers a canned envelope.
 async fn capture() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -232,7 +245,11 @@ async fn a_slow_plugin_times_out() {
     o.request_timeout = Duration::from_millis(200);
     let c = HttpClient::new(o).expect("client");
     let e = c
-        .call(CallKind::Execute, json!({ "sleep_ms": 3000 }), CallContext::default())
+        .call(
+            CallKind::Execute,
+            json!({ "sleep_ms": 3000 }),
+            CallContext::default(),
+        )
         .await
         .expect_err("slow");
     assert_eq!(e.kind, ErrorKind::Timeout);
@@ -245,8 +262,12 @@ async fn a_server_that_dies_mid_call_is_a_retryable_transport_error() {
     let inflight = {
         let c = c.clone();
         tokio::spawn(async move {
-            c.call(CallKind::Execute, json!({ "sleep_ms": 10_000 }), ctx(20_000))
-                .await
+            c.call(
+                CallKind::Execute,
+                json!({ "sleep_ms": 10_000 }),
+                ctx(20_000),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;

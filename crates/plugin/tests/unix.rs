@@ -170,16 +170,19 @@ async fn one_connection_answers_out_of_order_and_the_pool_grows_under_load() {
     let calls: Vec<_> = (0..24)
         .map(|i| {
             let c = pooled.clone();
-            tokio::spawn(async move {
-                c.call(CallKind::Execute, add(i, 1, 300), ctx(10_000))
-                    .await
-            })
+            tokio::spawn(
+                async move { c.call(CallKind::Execute, add(i, 1, 300), ctx(10_000)).await },
+            )
         })
         .collect();
     for (i, h) in calls.into_iter().enumerate() {
         assert_eq!(h.await.expect("join").expect("call"), json!(i as i64 + 1));
     }
-    assert_eq!(pooled.connections(), 3, "busy connections make the pool grow to its size");
+    assert_eq!(
+        pooled.connections(),
+        3,
+        "busy connections make the pool grow to its size"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,10 +223,7 @@ async fn a_server_that_dies_mid_call_is_a_retryable_transport_error_and_it_can_c
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.shutdown().await;
-    let e = inflight
-        .await
-        .expect("join")
-        .expect_err("the server died");
+    let e = inflight.await.expect("join").expect_err("the server died");
     assert_eq!(e.kind, ErrorKind::UnixTransport);
     assert_eq!(e.code(), "TRANSPORT_1303");
     assert!(e.is_retryable());
@@ -372,7 +372,10 @@ async fn the_python_plugin_from_the_protocol_doc_works_over_a_unix_socket() {
         .call(CallKind::Execute, json!({ "x": [1, 2, 3] }), cx)
         .await
         .expect("execute");
-    assert_eq!(r, json!({ "echo": { "x": [1, 2, 3] }, "request_id": "py-1" }));
+    assert_eq!(
+        r,
+        json!({ "echo": { "x": [1, 2, 3] }, "request_id": "py-1" })
+    );
     c.ping(Duration::from_secs(10)).await.expect("ping");
     assert_eq!(
         c.info(Duration::from_secs(10)).await.expect("info")["name"],
