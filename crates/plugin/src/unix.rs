@@ -157,57 +157,165 @@ pub(crate) fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Er
     Ok(out)
 }
 
-/// The write side of a framed stream, shared by the tasks that answer or
-/// call on it; `None` once closed. Writers write their own frame directly
-/// (no hop through a writer task).
-pub(crate) type SharedWriter = Arc<tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>>;
+/// The write side of a framed stream, shared by every task that calls or
+/// answers on it. Frames are queued and written by whichever task holds the
+/// writer role at the time (flat combining): concurrent frames leave in one
+/// `write` without a hop through a writer task. Once closed (an I/O error, a
+/// writer cancelled mid-write, or [`FrameSink::close`]) nothing more is
+/// written and `on_close` is told.
+pub(crate) struct FrameSink {
+    queue: Mutex<Vec<u8>>,
+    writing: AtomicBool,
+    closed: AtomicBool,
+    io: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    on_close: Option<Arc<Pending>>,
+}
 
-async fn write_shared(w: &SharedWriter, frame: &[u8]) -> std::io::Result<()> {
-    let mut g = w.lock().await;
-    match g.as_mut() {
-        None => Err(std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            "closed",
-        )),
-        Some(w) => {
-            let r = async {
-                w.write_all(frame).await?;
-                w.flush().await
-            }
-            .await;
-            if r.is_err() {
-                g.take();
-            }
-            r
+struct WriterRole<'a> {
+    sink: &'a FrameSink,
+    done: bool,
+}
+
+impl Drop for WriterRole<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled or failed mid-write: the stream may hold half a
+            // frame, so it cannot be used any more.
+            self.sink.close();
         }
+        self.sink.writing.store(false, Ordering::SeqCst);
     }
 }
 
-/// Close a shared writer now if it is free, else as soon as it is.
-fn close_shared(w: &SharedWriter) {
-    match w.try_lock() {
-        Ok(mut g) => {
+impl FrameSink {
+    fn new(
+        w: impl AsyncWrite + Send + Unpin + 'static,
+        on_close: Option<Arc<Pending>>,
+    ) -> FrameSink {
+        FrameSink {
+            queue: Mutex::new(Vec::with_capacity(16 << 10)),
+            writing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            io: tokio::sync::Mutex::new(Some(Box::new(w))),
+            on_close,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Queue a frame; `false` when the sink is closed.
+    fn push(&self, frame: &[u8]) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        match self.queue.lock() {
+            Ok(mut q) => {
+                q.extend_from_slice(frame);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn queue_empty(&self) -> bool {
+        self.queue.lock().map(|q| q.is_empty()).unwrap_or(true)
+    }
+
+    /// Write everything queued, unless another task is doing it (it will
+    /// take our frames too).
+    async fn flush(&self) -> std::io::Result<()> {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            if self.is_closed() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "closed",
+                ));
+            }
+            if self
+                .writing
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return Ok(());
+            }
+            let mut role = WriterRole {
+                sink: self,
+                done: false,
+            };
+            let mut io = self.io.lock().await;
+            loop {
+                {
+                    let Ok(mut q) = self.queue.lock() else { break };
+                    if q.is_empty() {
+                        break;
+                    }
+                    std::mem::swap(&mut *q, &mut buf);
+                }
+                let Some(w) = io.as_mut() else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "closed",
+                    ));
+                };
+                w.write_all(&buf).await?;
+                w.flush().await?;
+                buf.clear();
+            }
+            drop(io);
+            role.done = true;
+            drop(role);
+            // A frame queued after our last look, by a task that saw us
+            // writing, is ours to send.
+            if self.queue_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Close now: queued frames are dropped, the stream is shut when the
+    /// writer is free (at once if it is).
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            q.clear();
+        }
+        if let Some(p) = &self.on_close {
+            p.fail_all();
+        }
+        if let Ok(mut g) = self.io.try_lock() {
             g.take();
         }
-        Err(_) => {
-            let w = Arc::clone(w);
-            tokio::spawn(async move {
-                w.lock().await.take();
-            });
-        }
+    }
+
+    /// Close and make sure the stream is shut, waiting for a writer in progress.
+    async fn close_wait(&self) {
+        self.close();
+        self.io.lock().await.take();
     }
 }
 
 /// Run `fut` right here if it completes without waiting (the common case of
-/// a quick handler and a free socket), else hand it to its own task. Saves a
-/// task hop per call without letting a slow call hold up the connection.
-fn run_inline_or_spawn<F: Future<Output = ()> + Send + 'static>(fut: F) {
+/// a quick handler), else hand it to its own task, clearing `inline` first so
+/// the future knows it must flush its own answer. Saves a task hop per call
+/// without letting a slow call hold up the connection.
+fn run_inline_or_spawn<F: Future<Output = ()> + Send + 'static>(fut: F, inline: &AtomicBool) {
     let mut fut = Box::pin(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if fut.as_mut().poll(&mut cx).is_pending() {
+        inline.store(false, Ordering::SeqCst);
         // Polled once with a no-op waker; the task polls it again with its own.
         tokio::spawn(fut);
     }
+}
+
+/// Whether `buf` already holds a whole frame (so reading it needs no syscall).
+fn has_whole_frame(buf: &[u8]) -> bool {
+    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
 }
 
 struct MergedHeaders<'a>(&'a HashMap<String, String>, &'a [(String, String)]);
@@ -255,7 +363,7 @@ impl Pending {
 /// One framed connection carrying many concurrent calls (Unix socket, or a
 /// child's stdin/stdout for exec).
 pub(crate) struct Mux {
-    writer: SharedWriter,
+    writer: Arc<FrameSink>,
     pending: Arc<Pending>,
     inflight: AtomicUsize,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -269,7 +377,16 @@ impl Drop for Mux {
             t.abort();
         }
         self.pending.fail_all();
-        close_shared(&self.writer);
+        close_sink(&self.writer);
+    }
+}
+
+/// Close a sink and make sure its stream is shut even if a writer holds it.
+fn close_sink(sink: &Arc<FrameSink>) {
+    sink.close();
+    let s = Arc::clone(sink);
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn(async move { s.close_wait().await });
     }
 }
 
@@ -290,7 +407,7 @@ impl Mux {
             map: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
         });
-        let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(Some(Box::new(w))));
+        let writer = Arc::new(FrameSink::new(w, Some(Arc::clone(&pending))));
         let p = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
             let mut r = BufReader::with_capacity(64 << 10, r);
@@ -322,7 +439,7 @@ impl Mux {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.pending.alive.load(Ordering::SeqCst)
+        self.pending.alive.load(Ordering::SeqCst) && !self.writer.is_closed()
     }
 
     pub(crate) fn inflight(&self) -> usize {
@@ -335,7 +452,7 @@ impl Mux {
             t.abort();
         }
         self.pending.fail_all();
-        close_shared(&self.writer);
+        close_sink(&self.writer);
     }
 
     pub(crate) async fn call(
@@ -395,7 +512,7 @@ impl Mux {
                 format!("request of {} bytes exceeds {MAX_FRAME}", frame.len() - 4),
             ));
         }
-        if write_shared(&self.writer, &frame).await.is_err() {
+        if !self.writer.push(&frame) || self.writer.flush().await.is_err() {
             self.forget(&id);
             self.pending.fail_all();
             return Err(Error::new(self.err, "the connection broke while sending"));
@@ -737,28 +854,41 @@ pub(crate) async fn serve_stream<R, W, H>(
     W: AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
-    let writer: SharedWriter = Arc::new(tokio::sync::Mutex::new(Some(Box::new(w))));
+    let sink = Arc::new(FrameSink::new(w, None));
     let read = async {
         let mut r = BufReader::with_capacity(64 << 10, r);
         while let Ok(Some(body)) = read_frame(&mut r).await {
-            let (handler, auth, writer) =
-                (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&writer));
-            run_inline_or_spawn(async move {
-                let resp = answer_frame(&*handler, &auth, &body).await;
-                match encode_frame(&resp) {
-                    Ok(f) => {
-                        let _ = write_shared(&writer, &f).await;
+            let (handler, auth, sink2) =
+                (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&sink));
+            let inline = Arc::new(AtomicBool::new(true));
+            let inl = Arc::clone(&inline);
+            run_inline_or_spawn(
+                async move {
+                    let resp = answer_frame(&*handler, &auth, &body).await;
+                    match encode_frame(&resp) {
+                        Ok(f) => {
+                            // Inline answers are flushed by the reader once
+                            // it has no whole frame left (one write for a
+                            // batch); a spawned one flushes itself.
+                            if sink2.push(&f) && !inl.load(Ordering::SeqCst) {
+                                let _ = sink2.flush().await;
+                            }
+                        }
+                        Err(e) => tracing::warn!("cannot encode a response: {e}"),
                     }
-                    Err(e) => tracing::warn!("cannot encode a response: {e}"),
-                }
-            });
+                },
+                &inline,
+            );
+            if !has_whole_frame(r.buffer()) && sink.flush().await.is_err() {
+                return;
+            }
         }
     };
     tokio::select! {
         _ = read => {}
         _ = stopped(stop) => {
             // Stopped: the stream closes now, calls in flight or not.
-            writer.lock().await.take();
+            sink.close_wait().await;
         }
     }
 }

@@ -389,3 +389,54 @@ async fn the_python_plugin_from_the_protocol_doc_works_over_a_unix_socket() {
     assert_eq!(e.message, "asked to fail");
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_on_one_connection_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let mut o = UnixOptions::new(&path);
+    o.max_connections = 1;
+    let c = UnixClient::connect_with(o).await.expect("connect");
+    // Callers give up at random (some mid-flight): the frames of the others
+    // still arrive whole and answers reach the right caller.
+    let calls: Vec<_> = (0..400i64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let timeout = if i % 7 == 0 { 1 } else { 20_000 };
+                let r = c
+                    .call(
+                        CallKind::Execute,
+                        add(i, 1000, (i % 5) as u64),
+                        ctx(timeout),
+                    )
+                    .await;
+                (i, r)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for h in calls {
+        let (i, r) = h.await.expect("join");
+        match r {
+            Ok(v) => {
+                assert_eq!(v, json!(i + 1000));
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+                assert_eq!(i % 7, 0, "only the impatient callers time out");
+            }
+        }
+    }
+    assert!(ok >= 340, "{ok} answers");
+    assert_eq!(
+        c.call(CallKind::Execute, add(1, 2, 0), ctx(5000))
+            .await
+            .expect("the connection is still sound"),
+        json!(3)
+    );
+}
