@@ -17,6 +17,10 @@
 //!   request bytes, called with pre-encoded bytes on one channel.
 //! - **grpc lib**: [`GrpcClient`] (default options) against [`grpc::serve`].
 //!
+//! - **http reqwest**: reqwest (the other candidate client) posting the same
+//!   envelope to the same library server, to show why the library drives
+//!   hyper directly.
+//!
 //! Servers run on their own 2-thread runtime, callers on another.
 
 use std::sync::Arc;
@@ -199,6 +203,19 @@ fn lib_caller(t: Arc<dyn Transport>) -> CallFn {
     })
 }
 
+fn reqwest_caller(client: reqwest::Client, url: String) -> CallFn {
+    let data = payload();
+    Arc::new(move || {
+        let (client, url, data) = (client.clone(), url.clone(), data.clone());
+        Box::pin(async move {
+            let env = json!({ "data": data, "request_id": "r", "timeout": "10000ms" });
+            let r = client.post(&url).json(&env).send().await.expect("send");
+            let v: Value = r.json().await.expect("json");
+            assert!(v.get("error").is_none());
+        })
+    })
+}
+
 // ------------------------------------------------------------------ http raw
 
 async fn raw_http_server() -> std::net::SocketAddr {
@@ -329,7 +346,7 @@ async fn raw_grpc_caller(ch: tonic::transport::Channel) -> CallFn {
 
 fn row(name: &str, s: &Stats) {
     println!(
-        "| {name:<10} | {:>8.1} | {:>8.1} | {:>10.0} |",
+        "| {name:<12} | {:>8.1} | {:>8.1} | {:>10.0} |",
         s.p50.as_secs_f64() * 1e6,
         s.p99.as_secs_f64() * 1e6,
         s.rps
@@ -405,6 +422,8 @@ fn main() {
         ("http lib", vec![]),
         ("grpc raw", vec![]),
         ("grpc lib", vec![]),
+        ("http raw", vec![]),
+        ("http reqwest", vec![]),
     ];
     clients.block_on(async {
         let unix_lib: Arc<dyn Transport> =
@@ -469,16 +488,33 @@ fn main() {
             )
             .await;
             results[5].1.push(s);
+            // reqwest against the same library server (raw HTTP again, for the ratio)
+            let raw_http_stats = results[2].1[round];
+            results[6].1.push(raw_http_stats);
+            let rq = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(100)
+                .build()
+                .expect("reqwest");
+            let url = format!("http://{lib_http}/");
+            let s = measure(
+                reqwest_caller(rq.clone(), url.clone()),
+                &|_| reqwest_caller(rq.clone(), url.clone()),
+                secs,
+            )
+            .await;
+            results[7].1.push(s);
         }
     });
 
     println!();
-    println!("| transport  | p50 µs   | p99 µs   | calls/s @64 |");
-    println!("|------------|----------|----------|-------------|");
+    println!("| transport    | p50 µs   | p99 µs   | calls/s @64 |");
+    println!("|--------------|----------|----------|-------------|");
     let med: Vec<(&str, Stats)> = results.into_iter().map(|(n, v)| (n, median(v))).collect();
-    for (n, s) in &med {
+    for (n, s) in &med[..6] {
         row(n, s);
     }
+    row(med[7].0, &med[7].1);
     println!();
     for pair in med.chunks(2) {
         let (raw, lib) = (&pair[0].1, &pair[1].1);

@@ -149,11 +149,15 @@ pub(crate) async fn read_frame(
 
 /// Serialize `v` as one frame (length prefix patched in place, no copy).
 pub(crate) fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
-    let mut out = Vec::with_capacity(256);
+    // Start at the size of the last frame, so a steady stream of similar
+    // calls encodes without growing the buffer.
+    static LAST: AtomicUsize = AtomicUsize::new(256);
+    let mut out = Vec::with_capacity(LAST.load(Ordering::Relaxed).clamp(64, 1 << 20) + 64);
     out.extend_from_slice(&[0u8; 4]);
     serde_json::to_writer(&mut out, v)?;
     let n = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&n.to_be_bytes());
+    LAST.store(out.len(), Ordering::Relaxed);
     Ok(out)
 }
 
