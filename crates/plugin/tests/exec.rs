@@ -191,3 +191,42 @@ async fn a_missing_executable_is_refused_at_start() {
         "PLUGIN_1011"
     );
 }
+
+/// The Rust side of the protocol: the `echo_exec` example is a plugin built
+/// with `exec::serve_stdio`. `cargo test` builds examples next to the test
+/// binaries; when it is not there (a filtered build), say so and skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_plugin_built_with_serve_stdio() {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(|d| d.join("examples/echo_exec")));
+    let Some(exe) = exe.filter(|p| p.exists()) else {
+        eprintln!(
+            "skipping: the echo_exec example is not built (run `cargo test -p hangar-plugin`)"
+        );
+        return;
+    };
+    let c = ExecClient::start(ExecOptions::new(&exe))
+        .await
+        .expect("start");
+    let mut cx = ctx(20_000);
+    cx.request_id = "rs-1".into();
+    let r = c
+        .call(CallKind::Execute, json!({ "n": 7 }), cx)
+        .await
+        .expect("execute");
+    assert_eq!(r["echo"], json!({ "n": 7 }));
+    assert_eq!(r["request_id"], "rs-1");
+    assert_eq!(r["pid"], json!(c.pid().expect("pid")));
+    assert_eq!(
+        c.info(Duration::from_secs(20)).await.expect("info")["transport"],
+        "exec"
+    );
+    let pid = c.pid().expect("pid");
+    c.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(pid), "the plugin exits when closed");
+}
