@@ -704,6 +704,19 @@ async fn handle<H: Handler>(
     }
     let mut headers: HashMap<String, String> = HashMap::new();
     for (k, v) in req.headers() {
+        // Transport-level headers are not the handler's business.
+        if matches!(
+            *k,
+            http::header::HOST
+                | http::header::CONTENT_LENGTH
+                | http::header::CONTENT_TYPE
+                | http::header::ACCEPT_ENCODING
+                | http::header::CONNECTION
+                | http::header::ACCEPT
+                | http::header::USER_AGENT
+        ) {
+            continue;
+        }
         if let Ok(v) = v.to_str() {
             headers.insert(k.as_str().to_string(), v.to_string());
         }

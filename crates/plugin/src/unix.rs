@@ -732,9 +732,11 @@ impl UnixClient {
         }
         match (best, empty) {
             // Every live connection is busy: open another while we may.
-            (_, Some(i)) => match self.slot_conn(i).await {
+            // (A plugin that takes fewer connections than our pool size
+            // still gets the calls on the ones it has.)
+            (best, Some(i)) => match self.slot_conn(i).await {
                 Ok(m) => Ok(m),
-                Err(e) => Err(e),
+                Err(e) => best.ok_or(e),
             },
             (Some(b), None) => Ok(b),
             (None, None) => self.slot_conn(start % n).await,
