@@ -305,3 +305,49 @@ fn bad_endpoints_are_refused_with_plugin_1004() {
         assert_eq!(e.code(), "PLUGIN_1004", "{bad}");
     }
 }
+
+/// A TCP proxy to `upstream` that counts the connections it accepts.
+async fn counting_proxy(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&n);
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    (addr, n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_reuses_one_connection_and_its_absence_does_not() {
+    let (s, _url) = server().await;
+    for (keep_alive, want) in [(true, 1), (false, 10)] {
+        let (front, accepted) = counting_proxy(s.local_addr().expect("addr")).await;
+        let mut o = HttpOptions::new(format!("http://{front}/"));
+        o.keep_alive = keep_alive;
+        let c = HttpClient::new(o).expect("client");
+        for i in 0..10 {
+            let r = c
+                .call(CallKind::Execute, json!(i), ctx(5000))
+                .await
+                .expect("call");
+            assert_eq!(r["echo"], json!(i));
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            want,
+            "keep_alive = {keep_alive}"
+        );
+    }
+}
