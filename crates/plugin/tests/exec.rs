@@ -111,7 +111,7 @@ async fn a_plugin_killed_from_outside_is_restarted_and_calls_in_flight_fail_retr
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     std::process::Command::new("kill")
         .args(["-KILL", &first.to_string()])
         .status()

@@ -223,7 +223,7 @@ async fn a_server_that_dies_mid_call_is_a_retryable_transport_error() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     drop(kill);
     let e = inflight
         .await

@@ -270,7 +270,7 @@ async fn a_server_that_dies_mid_call_is_a_retryable_transport_error() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     s.shutdown().await;
     let e = inflight.await.expect("join").expect_err("died");
     assert_eq!(e.kind, ErrorKind::HttpTransport, "{e}");

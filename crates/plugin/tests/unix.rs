@@ -145,7 +145,7 @@ async fn one_connection_answers_out_of_order_and_the_pool_grows_under_load() {
     let slow = {
         let c = single.clone();
         tokio::spawn(async move {
-            c.call(CallKind::Execute, add(1, 1, 1500), ctx(10_000))
+            c.call(CallKind::Execute, add(1, 1, 5000), ctx(10_000))
                 .await
         })
     };
@@ -170,9 +170,10 @@ async fn one_connection_answers_out_of_order_and_the_pool_grows_under_load() {
     let calls: Vec<_> = (0..24)
         .map(|i| {
             let c = pooled.clone();
-            tokio::spawn(
-                async move { c.call(CallKind::Execute, add(i, 1, 300), ctx(10_000)).await },
-            )
+            tokio::spawn(async move {
+                c.call(CallKind::Execute, add(i, 1, 1000), ctx(10_000))
+                    .await
+            })
         })
         .collect();
     for (i, h) in calls.into_iter().enumerate() {
@@ -221,7 +222,7 @@ async fn a_server_that_dies_mid_call_is_a_retryable_transport_error_and_it_can_c
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     server.shutdown().await;
     let e = inflight.await.expect("join").expect_err("the server died");
     assert_eq!(e.kind, ErrorKind::UnixTransport);
@@ -262,7 +263,7 @@ async fn close_is_idempotent_and_fails_calls_in_flight_and_after() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     Transport::close(&c).await;
     Transport::close(&c).await;
     let e = inflight.await.expect("join").expect_err("closed");
