@@ -136,10 +136,14 @@ fn native_roots_pem() -> Vec<Certificate> {
 }
 
 impl GrpcClient {
-    /// Build the client without connecting. Refuses a bad endpoint
-    /// (`PLUGIN_1004`), bad auth (`AUTH_11xx`) or unreadable TLS files
+    /// Build the client without connecting. Refuses a missing
+    /// (`PLUGIN_1003`) or bad endpoint (`PLUGIN_1004`), bad auth (`AUTH_11xx`) or unreadable TLS files
     /// (`AUTH_1104`).
     pub fn new(opts: GrpcOptions) -> Result<GrpcClient, Error> {
+        if opts.endpoint.trim().is_empty() {
+            return Err(Error::new(ErrorKind::MissingEndpoint, "no endpoint given")
+                .with_hint("set the endpoint to host:port"));
+        }
         if let Err(mut errs) = opts.auth.validate() {
             return Err(errs.remove(0));
         }

@@ -229,9 +229,13 @@ fn sub_uri(base: &str, suffix: &str) -> Result<Uri, Error> {
 
 impl HttpClient {
     /// Build the client (no connection is made until the first call). Refuses
-    /// a bad URL (`PLUGIN_1004`), bad auth (`AUTH_11xx`) or unreadable TLS
+    /// a missing endpoint (`PLUGIN_1003`), a bad URL (`PLUGIN_1004`), bad auth (`AUTH_11xx`) or unreadable TLS
     /// files (`AUTH_1104`).
     pub fn new(opts: HttpOptions) -> Result<HttpClient, Error> {
+        if opts.endpoint.trim().is_empty() {
+            return Err(Error::new(ErrorKind::MissingEndpoint, "no endpoint given")
+                .with_hint("set the endpoint to the plugin's URL"));
+        }
         let execute: Uri = opts
             .endpoint
             .parse()

@@ -619,8 +619,23 @@ impl UnixClient {
     /// Build the pool and open its first connection (so a wrong path fails
     /// here, with `PLUGIN_1205`).
     pub async fn connect_with(opts: UnixOptions) -> Result<UnixClient, Error> {
+        let c = UnixClient::new(opts)?;
+        c.slot_conn(0).await?;
+        Ok(c)
+    }
+
+    /// Build the pool without connecting: the first call connects (a plugin
+    /// that is not up yet fails that call with `PLUGIN_1205`, retryable).
+    /// Refuses invalid auth with its `AUTH_11xx` code.
+    pub fn new(opts: UnixOptions) -> Result<UnixClient, Error> {
         if let Err(mut errs) = opts.auth.validate() {
             return Err(errs.remove(0));
+        }
+        if opts.path.as_os_str().is_empty() {
+            return Err(
+                Error::new(ErrorKind::MissingSocketPath, "no socket path given")
+                    .with_hint("set the endpoint to the plugin's socket path"),
+            );
         }
         let n = opts.max_connections.max(1);
         let slots = (0..n)
@@ -629,7 +644,7 @@ impl UnixClient {
                 connecting: tokio::sync::Mutex::new(()),
             })
             .collect();
-        let c = UnixClient {
+        Ok(UnixClient {
             inner: Arc::new(UnixInner {
                 auth_headers: opts.auth.header_pairs(),
                 opts,
@@ -637,9 +652,7 @@ impl UnixClient {
                 next: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
             }),
-        };
-        c.slot_conn(0).await?;
-        Ok(c)
+        })
     }
 
     /// The socket path.

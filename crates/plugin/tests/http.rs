@@ -304,6 +304,8 @@ fn bad_endpoints_are_refused_with_plugin_1004() {
         let e = HttpClient::new(HttpOptions::new(bad)).expect_err(bad);
         assert_eq!(e.code(), "PLUGIN_1004", "{bad}");
     }
+    let e = HttpClient::new(HttpOptions::new("")).expect_err("empty");
+    assert_eq!(e.code(), "PLUGIN_1003");
 }
 
 /// A TCP proxy to `upstream` that counts the connections it accepts.

@@ -316,12 +316,29 @@ async fn missing_and_wrong_credentials_are_refused_with_auth_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_socket_is_connection_failed() {
+async fn a_missing_socket_is_connection_failed_until_the_plugin_is_up() {
     let dir = tempfile::tempdir().expect("tmp");
-    let e = UnixClient::connect(&dir.path().join("nobody.sock"))
-        .await
-        .expect_err("nothing there");
+    let path = dir.path().join("late.sock");
+    let e = UnixClient::connect(&path).await.expect_err("nothing there");
     assert_eq!(e.code(), "PLUGIN_1205");
+    // A lazy client fails its calls until the plugin is up, then works.
+    let c = UnixClient::new(UnixOptions::new(&path)).expect("lazy client");
+    let e = c
+        .call(CallKind::Ping, Value::Null, ctx(2000))
+        .await
+        .expect_err("not up yet");
+    assert_eq!(e.code(), "PLUGIN_1205");
+    assert!(e.is_retryable());
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    c.ping(Duration::from_secs(5)).await.expect("up now");
+    assert_eq!(
+        UnixClient::new(UnixOptions::new(""))
+            .expect_err("no path")
+            .code(),
+        "PLUGIN_1006"
+    );
 }
 
 fn python_plugin(dir: &std::path::Path) -> Option<std::path::PathBuf> {
