@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hangar_plugin::unix::{self, Handler, Request};
+use hangar_plugin::unix;
+use hangar_plugin::{Call, Handler};
 use serde_json::{json, Value};
 
 struct TempDir(PathBuf);
@@ -35,7 +36,7 @@ impl Drop for TempDir {
 struct Echo(&'static str);
 
 impl Handler for Echo {
-    async fn execute(&self, req: &Request) -> Result<Value, String> {
+    async fn execute(&self, req: Call) -> Result<Value, String> {
         if req.data.get("fail").is_some() {
             return Err("refusing on purpose".into());
         }
@@ -56,10 +57,9 @@ fn serve(dir: &Path, names: &[&'static str]) -> tokio::runtime::Runtime {
         .unwrap();
     for n in names {
         let path = dir.join(format!("{n}.sock"));
-        rt.block_on(async {
-            let h = unix::serve(&path, Arc::new(Echo(n))).await.unwrap();
-            drop(h); // detached: it serves until the runtime is dropped
-        });
+        let h = rt.block_on(unix::serve(&path, Arc::new(Echo(n)))).unwrap();
+        // It serves until the runtime is dropped.
+        rt.spawn(h.wait());
     }
     rt
 }

@@ -219,7 +219,12 @@ impl HealthChecker {
                 "HEALTH_1601",
             )),
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) if e.kind == ErrorKind::ExecutionFailed => {
+            Ok(Err(e))
+                if matches!(
+                    e.kind,
+                    ErrorKind::ExecutionFailed | ErrorKind::HealthCheckFailed
+                ) =>
+            {
                 Err((PluginStatus::Unhealthy, e.message, "HEALTH_1601"))
             }
             Ok(Err(e)) if e.kind == ErrorKind::Timeout => {

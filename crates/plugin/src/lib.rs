@@ -14,9 +14,29 @@
 //!   a documented order (rate limit, then per attempt breaker and deadline,
 //!   then retry on [`ErrorKind::is_retryable`] errors), with the seed's codes.
 //!
-//! - [`unix`]: the Unix-socket transport (length-prefixed JSON with the seed's
-//!   message shapes, calls correlated by request id on one connection) with its
-//!   server SDK ([`unix::Handler`], [`unix::serve`]).
+//! Transports (all behind the object-safe [`Transport`] trait, so the guard
+//! and the balancer drive any of them; errors carry the seed's
+//! `TRANSPORT_1301`..`1304` codes and are retryable, auth refusals
+//! `AUTH_11xx` are not):
+//!
+//! - [`unix`]: length-prefixed JSON in the seed's message shapes over a pool
+//!   of Unix-socket connections, each multiplexing concurrent calls by
+//!   request id ([`unix::UnixClient`]).
+//! - [`http`]: the seed's HTTP request/response envelopes over pooled
+//!   keep-alive HTTP/1.1, HTTPS and mTLS, optional gzip ([`http::HttpClient`]).
+//! - [`grpc`]: a `PluginService` (Execute/Health/Info carrying JSON bytes)
+//!   over tonic, plain or TLS/mTLS ([`grpc::GrpcClient`]); servers also
+//!   answer the standard `grpc.health.v1` service.
+//! - [`exec`]: a plugin executable started, kept alive (restarted with
+//!   backoff) and killed with its process group by the library, spoken to
+//!   over its stdin/stdout with the Unix framing ([`exec::ExecClient`]).
+//!
+//! [`auth`] holds the seed's [`AuthConfig`] (none, api-key, bearer, basic,
+//! mtls, custom) with validation and the server-side [`ServerAuth`]; [`tls`]
+//! the rustls client and server configs. The server SDK ([`server`]) serves
+//! one [`Handler`] over every transport; `docs/plugin-protocol.md` describes
+//! the Unix and exec wire protocol for plugins in other languages.
+//!
 //!
 //! Above the wire:
 //!
@@ -53,6 +73,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 mod backoff;
 mod balance;
 mod breaker;
@@ -60,31 +81,39 @@ pub mod config;
 mod context;
 pub mod discovery;
 mod error;
+pub mod exec;
+pub mod factories;
+pub mod grpc;
 mod guard;
 pub mod health;
+pub mod http;
 pub mod layers;
 mod manager;
 mod metrics;
 mod plugin;
 mod rate;
 pub mod reload;
+pub mod server;
+pub mod tls;
 mod transport;
 pub mod unix;
 
+pub use auth::{AuthConfig, AuthMethod, ServerAuth};
 pub use backoff::RetryConfig;
 pub use balance::{Balancer, MemberStats, Strategy};
 pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
 pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
-pub use transport::{BoxFuture, CallContext, CallKind, Transport};
+pub use server::{Call, Handler, Server};
+pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt};
 
 pub use config::{ConfigError, ConfigErrors, ManagerConfig, PluginConfig};
 pub use context::{new_request_id, ExecutionContext, TraceContext, REQUEST_ID_HEADER, TRACEPARENT};
 pub use health::{HealthChecker, HealthMonitor, HealthStatus, PluginStatus};
 pub use manager::{
-    unix_factory, ExecOptions, LazyUnix, LoadError, ManagedPlugin, Manager, PluginListing,
-    ShutdownReport, TransportFactory, DEFAULT_DRAIN,
+    ExecOptions, LoadError, ManagedPlugin, Manager, PluginListing, ShutdownReport,
+    TransportFactory, DEFAULT_DRAIN,
 };
 pub use metrics::{GlobalMetrics, Metrics, ObservabilityReport, PluginMetricsReport};
 pub use plugin::{Plugin, PluginInfo, TransportPlugin};

@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -45,7 +44,6 @@ use crate::layers::{service_fn, BoxService, Call, Deadline, Failover, Resolver, 
 use crate::metrics::Metrics;
 use crate::plugin::{decode, encode, Plugin, PluginInfo};
 use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
-use crate::unix::UnixClient;
 
 /// Makes a transport from a plugin's (defaults-merged) configuration.
 pub type TransportFactory = Arc<
@@ -303,7 +301,12 @@ impl Manager {
                 watcher: std::sync::Mutex::new(None),
             }),
         };
-        m.register_factory("unix", unix_factory());
+        m.register_factory("unix", crate::factories::unix());
+        m.register_factory("http", crate::factories::http());
+        m.register_factory("https", crate::factories::http());
+        m.register_factory("grpc", crate::factories::grpc(false));
+        m.register_factory("grpc-tls", crate::factories::grpc(true));
+        m.register_factory("exec", crate::factories::exec());
         m
     }
 
@@ -933,121 +936,6 @@ where
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.manager.unregister(&self.name).await;
-        })
-    }
-}
-
-/// The built-in `unix` factory: a [`LazyUnix`] transport on the endpoint.
-pub fn unix_factory() -> TransportFactory {
-    Arc::new(|p: &PluginConfig| {
-        let path = PathBuf::from(&p.endpoint);
-        let connect_timeout = p.connection.resolve().connection_timeout;
-        Box::pin(
-            async move { Ok(Arc::new(LazyUnix::new(path, connect_timeout)) as Arc<dyn Transport>) },
-        )
-    })
-}
-
-/// A Unix-socket transport that connects on first use and reconnects after
-/// the connection breaks (a plugin restarted), so a plugin that is down when
-/// loaded, or dies and comes back, is reached again without a reload.
-pub struct LazyUnix {
-    path: PathBuf,
-    connect_timeout: Duration,
-    /// The connection in use (the fast path takes a clone without awaiting).
-    conn: std::sync::Mutex<Option<UnixClient>>,
-    /// Held while connecting, so concurrent callers share one new connection.
-    connecting: tokio::sync::Mutex<()>,
-    closed: AtomicBool,
-}
-
-impl fmt::Debug for LazyUnix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LazyUnix")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LazyUnix {
-    /// Not connected yet.
-    pub fn new(path: PathBuf, connect_timeout: Duration) -> LazyUnix {
-        LazyUnix {
-            path,
-            connect_timeout,
-            conn: std::sync::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    fn cached(&self) -> Option<UnixClient> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, c: Option<UnixClient>) {
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = c;
-    }
-
-    async fn client(&self) -> Result<UnixClient, Error> {
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let _g = self.connecting.lock().await;
-        if let Some(c) = self.cached() {
-            return Ok(c);
-        }
-        let c = tokio::time::timeout(self.connect_timeout, UnixClient::connect(&self.path))
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::ConnectionFailed,
-                    format!(
-                        "cannot connect to {} within {:?}",
-                        self.path.display(),
-                        self.connect_timeout
-                    ),
-                )
-            })??;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorKind::Transport, "the transport is closed"));
-        }
-        self.set(Some(c.clone()));
-        Ok(c)
-    }
-}
-
-impl Transport for LazyUnix {
-    fn kind(&self) -> &'static str {
-        "unix"
-    }
-
-    fn call(
-        &self,
-        kind: CallKind,
-        data: Value,
-        ctx: CallContext,
-    ) -> BoxFuture<'_, Result<Value, Error>> {
-        Box::pin(async move {
-            if self.closed.load(Ordering::Acquire) {
-                return Err(Error::new(ErrorKind::Transport, "the transport is closed"));
-            }
-            let c = self.client().await?;
-            let r = c.call(kind.as_str(), data, ctx.headers, ctx.timeout).await;
-            if let Err(e) = &r {
-                if matches!(e.kind, ErrorKind::Transport | ErrorKind::Timeout) {
-                    // Reconnect on the next call (other calls keep their clone).
-                    self.set(None);
-                }
-            }
-            r
-        })
-    }
-
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.closed.store(true, Ordering::Release);
-            self.set(None);
         })
     }
 }

@@ -83,3 +83,82 @@ pub trait Transport: Send + Sync + 'static {
     /// `close` fail with a transport error.
     fn close(&self) -> BoxFuture<'_, ()>;
 }
+
+/// Conveniences over any [`Transport`]: typed execute and the control calls.
+pub trait TransportExt: Transport {
+    /// `execute` with serde types on both sides.
+    fn execute_typed<'a, Req, Resp>(
+        &'a self,
+        req: &Req,
+        ctx: CallContext,
+    ) -> BoxFuture<'a, Result<Resp, Error>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned + 'a,
+    {
+        let data = serde_json::to_value(req);
+        Box::pin(async move {
+            let data = data.map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::ExecutionFailed,
+                    format!("cannot encode the request: {e}"),
+                )
+            })?;
+            let out = self.call(CallKind::Execute, data, ctx).await?;
+            serde_json::from_value(out).map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::ExecutionFailed,
+                    format!("unexpected answer shape: {e}"),
+                )
+            })
+        })
+    }
+
+    /// `ping`: `Ok` when the plugin answers at all.
+    fn ping(&self, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.call(
+                CallKind::Ping,
+                Value::Null,
+                CallContext::with_timeout(timeout),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// `info`: the plugin's self-description.
+    fn info(&self, timeout: Duration) -> BoxFuture<'_, Result<Value, Error>> {
+        self.call(
+            CallKind::Info,
+            Value::Null,
+            CallContext::with_timeout(timeout),
+        )
+    }
+
+    /// `health`: `Ok` when the plugin reports itself healthy (`HEALTH_1601`
+    /// when it says it is not).
+    fn health(&self, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            self.call(
+                CallKind::Health,
+                Value::Null,
+                CallContext::with_timeout(timeout),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+}
+
+impl<T: Transport + ?Sized> TransportExt for T {}
+
+impl CallContext {
+    /// A context with only a timeout.
+    pub fn with_timeout(timeout: Duration) -> CallContext {
+        CallContext {
+            timeout,
+            ..CallContext::default()
+        }
+    }
+}

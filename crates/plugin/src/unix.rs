@@ -1,32 +1,44 @@
-//! The Unix-socket transport: client and server SDK.
+//! The Unix-socket transport: a pooled, multiplexing client
+//! ([`UnixClient`]) and the server side ([`serve`], [`serve_with`]).
 //!
-//! **Framing**: each message is a 4-byte big-endian length, then that many
-//! bytes of JSON (at most [`MAX_FRAME`]). **Messages** follow the seed's
-//! shapes: a request `{"type", "request_id", "data", "headers", "timeout_ms"}`
-//! with type `execute`, `ping`, `info` or `health`; a response
-//! `{"request_id", "success", "data", "error"}`. One connection carries many
-//! calls at once: responses are matched to requests by `request_id`, so a slow
-//! call does not hold up a fast one.
+//! **Framing** (also used by the exec transport over stdin/stdout): each
+//! message is a 4-byte big-endian unsigned length, then that many bytes of
+//! UTF-8 JSON; at most [`MAX_FRAME`] bytes. **Messages** are the seed's
+//! `UnixSocketMessage` (`{"type", "request_id", "data", "headers",
+//! "timeout_ms"}`, type `execute`, `ping`, `info` or `health`) and
+//! `UnixSocketResponse` (`{"type", "request_id", "success", "data", "error",
+//! "headers"}`; a failure carries its stable code in `headers["X-Error-Code"]`).
+//! One connection carries many calls at once: responses are matched to
+//! requests by `request_id`, in any order. The full protocol is in
+//! `docs/plugin-protocol.md`.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, watch};
 
+use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
+pub use crate::server::Handler;
+use crate::server::{dispatch, stopped, Call, Server};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
 
-/// Largest message accepted, either way.
+/// Largest message accepted, either way (16 MiB).
 pub const MAX_FRAME: usize = 16 << 20;
 
-/// A request on the wire.
+/// The response header that carries a failure's stable code.
+pub const ERROR_CODE_HEADER: &str = "X-Error-Code";
+
+/// A request on the wire (the seed's `UnixSocketMessage`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// `execute`, `ping`, `info` or `health`.
@@ -38,16 +50,23 @@ pub struct Request {
     #[serde(default)]
     pub data: Value,
     /// Headers (auth, tracing).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub headers: HashMap<String, String>,
-    /// The caller's deadline.
-    #[serde(default)]
+    /// The caller's deadline in milliseconds (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub timeout_ms: u64,
 }
 
-/// A response on the wire.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A response on the wire (the seed's `UnixSocketResponse`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// The request's type, echoed.
+    #[serde(rename = "type", default)]
+    pub kind: String,
     /// The request's id.
     pub request_id: String,
     /// Whether the call succeeded.
@@ -58,9 +77,58 @@ pub struct Response {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Metadata; `X-Error-Code` holds a failure's stable code.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub headers: HashMap<String, String>,
 }
 
-async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
+impl Response {
+    fn from_result(kind: &str, request_id: String, r: Result<Value, Error>) -> Response {
+        match r {
+            Ok(data) => Response {
+                kind: kind.to_string(),
+                request_id,
+                success: true,
+                data,
+                error: None,
+                headers: HashMap::new(),
+            },
+            Err(e) => Response {
+                kind: kind.to_string(),
+                request_id,
+                success: false,
+                data: Value::Null,
+                error: Some(e.message),
+                headers: HashMap::from([(ERROR_CODE_HEADER.to_string(), e.kind.code().into())]),
+            },
+        }
+    }
+
+    /// The answer as a result: a failure keeps the kind its code names
+    /// (`PLUGIN_1203` without one).
+    pub fn into_result(self) -> Result<Value, Error> {
+        if self.success {
+            return Ok(self.data);
+        }
+        let kind = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(ERROR_CODE_HEADER))
+            .and_then(|(_, v)| ErrorKind::from_code(v))
+            .unwrap_or(ErrorKind::ExecutionFailed);
+        Err(Error::new(
+            kind,
+            self.error
+                .unwrap_or_else(|| "the plugin reported a failure".into()),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------- framing
+
+pub(crate) async fn read_frame(
+    r: &mut (impl AsyncRead + Unpin),
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -79,183 +147,379 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Opti
     Ok(Some(buf))
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(body);
-    out
+/// Serialize `v` as one frame (length prefix patched in place, no copy).
+pub(crate) fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
+    // Start at the size of the last frame, so a steady stream of similar
+    // calls encodes without growing the buffer.
+    static LAST: AtomicUsize = AtomicUsize::new(256);
+    let mut out = Vec::with_capacity(LAST.load(Ordering::Relaxed).clamp(64, 1 << 20) + 64);
+    out.extend_from_slice(&[0u8; 4]);
+    serde_json::to_writer(&mut out, v)?;
+    let n = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&n.to_be_bytes());
+    LAST.store(out.len(), Ordering::Relaxed);
+    Ok(out)
 }
 
-/// What a plugin served over a Unix socket does. Methods return futures so
-/// implementations may await.
-pub trait Handler: Send + Sync + 'static {
-    /// Run one call.
-    fn execute(&self, req: &Request) -> impl Future<Output = Result<Value, String>> + Send;
-    /// Describe the plugin (name, version, capabilities).
-    fn info(&self) -> Value;
-    /// Whether the plugin is healthy.
-    fn health(&self) -> impl Future<Output = bool> + Send {
-        async { true }
+/// The write side of a framed stream, shared by every task that calls or
+/// answers on it. Frames are queued and written by whichever task holds the
+/// writer role at the time (flat combining): concurrent frames leave in one
+/// `write` without a hop through a writer task. Once closed (an I/O error, a
+/// writer cancelled mid-write, or [`FrameSink::close`]) nothing more is
+/// written and `on_close` is told.
+pub(crate) struct FrameSink {
+    queue: Mutex<Vec<u8>>,
+    writing: AtomicBool,
+    closed: AtomicBool,
+    io: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    on_close: Option<Arc<Pending>>,
+}
+
+struct WriterRole<'a> {
+    sink: &'a FrameSink,
+    done: bool,
+}
+
+impl Drop for WriterRole<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled or failed mid-write: the stream may hold half a
+            // frame, so it cannot be used any more.
+            self.sink.close();
+        }
+        self.sink.writing.store(false, Ordering::SeqCst);
     }
 }
 
-/// Serve `handler` on a Unix socket at `path` until the task is dropped.
-/// Each connection is served on its own task; calls on one connection run
-/// concurrently.
-pub async fn serve<H: Handler>(
-    path: &Path,
-    handler: Arc<H>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    Ok(tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve_conn(stream, Arc::clone(&handler)));
+impl FrameSink {
+    fn new(
+        w: impl AsyncWrite + Send + Unpin + 'static,
+        on_close: Option<Arc<Pending>>,
+    ) -> FrameSink {
+        FrameSink {
+            queue: Mutex::new(Vec::with_capacity(16 << 10)),
+            writing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            io: tokio::sync::Mutex::new(Some(Box::new(w))),
+            on_close,
         }
-    }))
-}
+    }
 
-async fn serve_conn<H: Handler>(stream: UnixStream, handler: Arc<H>) {
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
-                return;
-            }
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Queue a frame; `false` when the sink is closed.
+    fn push(&self, frame: &[u8]) -> bool {
+        if self.is_closed() {
+            return false;
         }
-    });
-    while let Ok(Some(body)) = read_frame(&mut rd).await {
-        let (handler, tx) = (Arc::clone(&handler), tx.clone());
-        tokio::spawn(async move {
-            let resp = match serde_json::from_slice::<Request>(&body) {
-                Err(e) => Response {
-                    request_id: String::new(),
-                    success: false,
-                    data: Value::Null,
-                    error: Some(format!("malformed request: {e}")),
-                },
-                Ok(req) => {
-                    let (success, data, error) = match req.kind.as_str() {
-                        "ping" => (true, Value::String("pong".into()), None),
-                        "info" => (true, handler.info(), None),
-                        "health" => {
-                            let ok = handler.health().await;
-                            (
-                                ok,
-                                serde_json::json!({ "healthy": ok }),
-                                (!ok).then(|| "unhealthy".to_string()),
-                            )
-                        }
-                        "execute" => match handler.execute(&req).await {
-                            Ok(v) => (true, v, None),
-                            Err(e) => (false, Value::Null, Some(e)),
-                        },
-                        other => (
-                            false,
-                            Value::Null,
-                            Some(format!("unknown request type {other:?}")),
-                        ),
-                    };
-                    Response {
-                        request_id: req.request_id,
-                        success,
-                        data,
-                        error,
-                    }
-                }
+        match self.queue.lock() {
+            Ok(mut q) => {
+                q.extend_from_slice(frame);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn queue_empty(&self) -> bool {
+        self.queue.lock().map(|q| q.is_empty()).unwrap_or(true)
+    }
+
+    /// Write everything queued, unless another task is doing it (it will
+    /// take our frames too).
+    async fn flush(&self) -> std::io::Result<()> {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            if self.is_closed() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "closed",
+                ));
+            }
+            if self
+                .writing
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return Ok(());
+            }
+            let mut role = WriterRole {
+                sink: self,
+                done: false,
             };
-            if let Ok(bytes) = serde_json::to_vec(&resp) {
-                let _ = tx.send(frame(&bytes)).await;
-            }
-        });
-    }
-    drop(tx);
-    let _ = writer.await;
-}
-
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Response>>>>;
-
-/// A connection to a plugin's Unix socket, shared by concurrent callers.
-#[derive(Debug, Clone)]
-pub struct UnixClient {
-    tx: mpsc::Sender<Vec<u8>>,
-    pending: Pending,
-    next: Arc<AtomicU64>,
-}
-
-fn conn_err(msg: String) -> Error {
-    Error::new(ErrorKind::ConnectionFailed, msg)
-}
-
-impl UnixClient {
-    /// Connect to the socket at `path`.
-    pub async fn connect(path: &Path) -> Result<UnixClient, Error> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|e| conn_err(format!("cannot connect to {}: {e}", path.display())))?;
-        let (mut rd, mut wr) = stream.into_split();
-        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-        tokio::spawn(async move {
-            while let Some(buf) = rx.recv().await {
-                if wr.write_all(&buf).await.is_err() {
-                    return;
+            let mut io = self.io.lock().await;
+            loop {
+                {
+                    let Ok(mut q) = self.queue.lock() else { break };
+                    if q.is_empty() {
+                        break;
+                    }
+                    std::mem::swap(&mut *q, &mut buf);
                 }
+                let Some(w) = io.as_mut() else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        "closed",
+                    ));
+                };
+                w.write_all(&buf).await?;
+                w.flush().await?;
+                buf.clear();
             }
+            drop(io);
+            role.done = true;
+            drop(role);
+            // A frame queued after our last look, by a task that saw us
+            // writing, is ours to send.
+            if self.queue_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Close now: queued frames are dropped, the stream is shut when the
+    /// writer is free (at once if it is).
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            q.clear();
+        }
+        if let Some(p) = &self.on_close {
+            p.fail_all();
+        }
+        if let Ok(mut g) = self.io.try_lock() {
+            g.take();
+        }
+    }
+
+    /// Close and make sure the stream is shut, waiting for a writer in progress.
+    async fn close_wait(&self) {
+        self.close();
+        self.io.lock().await.take();
+    }
+}
+
+/// Run `fut` right here if it completes without waiting (the common case of
+/// a quick handler), else hand it to its own task, clearing `inline` first so
+/// the future knows it must flush its own answer. Saves a task hop per call
+/// without letting a slow call hold up the connection.
+fn run_inline_or_spawn<F: Future<Output = ()> + Send + 'static>(fut: F, inline: &AtomicBool) {
+    let mut fut = Box::pin(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if fut.as_mut().poll(&mut cx).is_pending() {
+        inline.store(false, Ordering::SeqCst);
+        // Polled once with a no-op waker; the task polls it again with its own.
+        tokio::spawn(fut);
+    }
+}
+
+/// Whether `buf` already holds a whole frame (so reading it needs no syscall).
+fn has_whole_frame(buf: &[u8]) -> bool {
+    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+}
+
+struct MergedHeaders<'a>(&'a HashMap<String, String>, &'a [(String, String)]);
+
+impl Serialize for MergedHeaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len() + self.1.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        for (k, v) in self.1 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RequestRef<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    request_id: &'a str,
+    data: &'a Value,
+    headers: MergedHeaders<'a>,
+    #[serde(skip_serializing_if = "is_zero")]
+    timeout_ms: u64,
+}
+
+// ---------------------------------------------------------------- client mux
+
+struct Pending {
+    map: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    alive: AtomicBool,
+}
+
+impl Pending {
+    fn fail_all(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        if let Ok(mut m) = self.map.lock() {
+            m.clear();
+        }
+    }
+}
+
+/// One framed connection carrying many concurrent calls (Unix socket, or a
+/// child's stdin/stdout for exec).
+pub(crate) struct Mux {
+    writer: Arc<FrameSink>,
+    pending: Arc<Pending>,
+    inflight: AtomicUsize,
+    tasks: Vec<tokio::task::AbortHandle>,
+    err: ErrorKind,
+    seq: AtomicU64,
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.pending.fail_all();
+        close_sink(&self.writer);
+    }
+}
+
+/// Close a sink and make sure its stream is shut even if a writer holds it.
+fn close_sink(sink: &Arc<FrameSink>) {
+    sink.close();
+    let s = Arc::clone(sink);
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn(async move { s.close_wait().await });
+    }
+}
+
+struct InflightGuard<'a>(&'a AtomicUsize);
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Mux {
+    pub(crate) fn new<R, W>(r: R, w: W, err: ErrorKind) -> Mux
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let pending = Arc::new(Pending {
+            map: Mutex::new(HashMap::new()),
+            alive: AtomicBool::new(true),
         });
+        let writer = Arc::new(FrameSink::new(w, Some(Arc::clone(&pending))));
         let p = Arc::clone(&pending);
-        tokio::spawn(async move {
-            while let Ok(Some(body)) = read_frame(&mut rd).await {
+        let reader = tokio::spawn(async move {
+            let mut r = BufReader::with_capacity(64 << 10, r);
+            while let Ok(Some(body)) = read_frame(&mut r).await {
                 let Ok(resp) = serde_json::from_slice::<Response>(&body) else {
+                    tracing::warn!("plugin sent a malformed response; ignored");
                     continue;
                 };
-                let waiter = p.lock().ok().and_then(|mut m| m.remove(&resp.request_id));
+                let waiter = p
+                    .map
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&resp.request_id));
                 if let Some(w) = waiter {
                     let _ = w.send(resp);
                 }
             }
             // Connection gone: every waiter learns it (its sender is dropped).
-            if let Ok(mut m) = p.lock() {
-                m.clear();
-            }
+            p.fail_all();
         });
-        Ok(UnixClient {
-            tx,
+        Mux {
+            writer,
             pending,
-            next: Arc::new(AtomicU64::new(1)),
-        })
+            inflight: AtomicUsize::new(0),
+            tasks: vec![reader.abort_handle()],
+            err,
+            seq: AtomicU64::new(1),
+        }
     }
 
-    /// Send one request and wait for its response, at most `timeout`.
-    pub async fn call(
+    pub(crate) fn is_alive(&self) -> bool {
+        self.pending.alive.load(Ordering::SeqCst) && !self.writer.is_closed()
+    }
+
+    pub(crate) fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Close the connection now: waiters fail, later calls fail.
+    pub(crate) fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.pending.fail_all();
+        close_sink(&self.writer);
+    }
+
+    pub(crate) async fn call(
         &self,
-        kind: &str,
-        data: Value,
-        headers: HashMap<String, String>,
+        kind: CallKind,
+        data: &Value,
+        ctx: &CallContext,
+        extra_headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<Value, Error> {
-        let id = format!("r{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let req = Request {
-            kind: kind.to_string(),
-            request_id: id.clone(),
-            data,
-            headers,
-            timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+        if !self.is_alive() {
+            return Err(Error::new(self.err, "the connection is closed"));
+        }
+        let (done, wait) = oneshot::channel();
+        let mut id = if ctx.request_id.is_empty() {
+            format!("r{}", self.seq.fetch_add(1, Ordering::Relaxed))
+        } else {
+            ctx.request_id.clone()
         };
-        let bytes = serde_json::to_vec(&req).map_err(|e| {
+        {
+            let mut m = self
+                .pending
+                .map
+                .lock()
+                .map_err(|_| Error::new(self.err, "connection state poisoned"))?;
+            if m.contains_key(&id) {
+                // The same request id twice at once on one connection (a
+                // retry racing its first attempt): keep them apart.
+                id = format!("{id}#{}", self.seq.fetch_add(1, Ordering::Relaxed));
+            }
+            m.insert(id.clone(), done);
+        }
+        if !self.is_alive() {
+            self.forget(&id);
+            return Err(Error::new(self.err, "the connection is closed"));
+        }
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        let _g = InflightGuard(&self.inflight);
+        let frame = encode_frame(&RequestRef {
+            kind: kind.as_str(),
+            request_id: &id,
+            data,
+            headers: MergedHeaders(&ctx.headers, extra_headers),
+            timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+        })
+        .map_err(|e| {
+            self.forget(&id);
             Error::new(
                 ErrorKind::ExecutionFailed,
                 format!("cannot encode the request: {e}"),
             )
         })?;
-        let (done, wait) = oneshot::channel();
-        if let Ok(mut m) = self.pending.lock() {
-            m.insert(id.clone(), done);
-        }
-        if self.tx.send(frame(&bytes)).await.is_err() {
+        if frame.len() - 4 > MAX_FRAME {
             self.forget(&id);
-            return Err(Error::new(ErrorKind::Transport, "the connection is closed"));
+            return Err(Error::new(
+                ErrorKind::ExecutionFailed,
+                format!("request of {} bytes exceeds {MAX_FRAME}", frame.len() - 4),
+            ));
+        }
+        if !self.writer.push(&frame) || self.writer.flush().await.is_err() {
+            self.forget(&id);
+            self.pending.fail_all();
+            return Err(Error::new(self.err, "the connection broke while sending"));
         }
         match tokio::time::timeout(timeout, wait).await {
             Err(_) => {
@@ -265,66 +529,418 @@ impl UnixClient {
                     format!("no answer within {timeout:?}"),
                 ))
             }
-            Ok(Err(_)) => Err(Error::new(
-                ErrorKind::Transport,
-                "the connection closed mid-call",
-            )),
-            Ok(Ok(resp)) if resp.success => Ok(resp.data),
-            Ok(Ok(resp)) => Err(Error::new(
-                ErrorKind::ExecutionFailed,
-                resp.error
-                    .unwrap_or_else(|| "the plugin reported a failure".into()),
-            )),
+            Ok(Err(_)) => Err(Error::new(self.err, "the connection closed mid-call")),
+            Ok(Ok(resp)) => resp.into_result(),
         }
     }
 
     fn forget(&self, id: &str) {
-        if let Ok(mut m) = self.pending.lock() {
+        if let Ok(mut m) = self.pending.map.lock() {
             m.remove(id);
         }
     }
+}
 
-    /// Typed `execute`: `req` and the answer go through serde.
-    pub async fn execute<Req: Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
-        req: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, Error> {
-        let data = serde_json::to_value(req).map_err(|e| {
-            Error::new(
-                ErrorKind::ExecutionFailed,
-                format!("cannot encode the request: {e}"),
-            )
-        })?;
-        let out = self.call("execute", data, HashMap::new(), timeout).await?;
-        serde_json::from_value(out).map_err(|e| {
-            Error::new(
-                ErrorKind::ExecutionFailed,
-                format!("unexpected answer shape: {e}"),
-            )
-        })
+// ---------------------------------------------------------------- client
+
+/// How to reach a Unix-socket plugin.
+#[derive(Debug, Clone)]
+pub struct UnixOptions {
+    /// The socket's path (the seed's `endpoint` for `unix`).
+    pub path: PathBuf,
+    /// Connections in the pool (the seed's `connection.max_connections`);
+    /// each carries many concurrent calls. At least 1.
+    pub max_connections: usize,
+    /// How long to wait for a connection (`connection.connection_timeout`).
+    pub connect_timeout: Duration,
+    /// Deadline of a call whose context has none (`connection.request_timeout`).
+    pub request_timeout: Duration,
+    /// Credentials sent in every message's headers (`api-key`, `bearer`,
+    /// `basic`, `custom`; `mtls` does not apply to a local socket).
+    pub auth: AuthConfig,
+}
+
+impl UnixOptions {
+    /// Defaults for a socket path: 4 connections, 5 s to connect, 30 s per call,
+    /// no auth.
+    pub fn new(path: impl Into<PathBuf>) -> UnixOptions {
+        UnixOptions {
+            path: path.into(),
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            auth: AuthConfig::default(),
+        }
     }
 }
 
-impl crate::transport::Transport for UnixClient {
+struct Slot {
+    cur: Mutex<Option<Arc<Mux>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+struct UnixInner {
+    opts: UnixOptions,
+    auth_headers: Vec<(String, String)>,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// A pool of connections to a plugin's Unix socket, shared by concurrent
+/// callers (cheap to clone). A call goes to the live connection with the
+/// fewest calls in flight; a new connection is opened (up to
+/// `max_connections`) when every live one is busy, and a broken one is
+/// replaced on the next call.
+#[derive(Clone)]
+pub struct UnixClient {
+    inner: Arc<UnixInner>,
+}
+
+impl std::fmt::Debug for UnixClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixClient")
+            .field("path", &self.inner.opts.path)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn closed_err(kind: ErrorKind) -> Error {
+    Error::new(kind, "the transport is closed").with_hint("create a new client")
+}
+
+impl UnixClient {
+    /// Connect to the socket at `path` with [`UnixOptions::new`] defaults.
+    pub async fn connect(path: &Path) -> Result<UnixClient, Error> {
+        UnixClient::connect_with(UnixOptions::new(path)).await
+    }
+
+    /// Build the pool and open its first connection (so a wrong path fails
+    /// here, with `PLUGIN_1205`).
+    pub async fn connect_with(opts: UnixOptions) -> Result<UnixClient, Error> {
+        let c = UnixClient::new(opts)?;
+        c.slot_conn(0).await?;
+        Ok(c)
+    }
+
+    /// Build the pool without connecting: the first call connects (a plugin
+    /// that is not up yet fails that call with `PLUGIN_1205`, retryable).
+    /// Refuses invalid auth with its `AUTH_11xx` code.
+    pub fn new(opts: UnixOptions) -> Result<UnixClient, Error> {
+        if let Err(mut errs) = opts.auth.validate() {
+            return Err(errs.remove(0));
+        }
+        if opts.path.as_os_str().is_empty() {
+            return Err(
+                Error::new(ErrorKind::MissingSocketPath, "no socket path given")
+                    .with_hint("set the endpoint to the plugin's socket path"),
+            );
+        }
+        let n = opts.max_connections.max(1);
+        let slots = (0..n)
+            .map(|_| Slot {
+                cur: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Ok(UnixClient {
+            inner: Arc::new(UnixInner {
+                auth_headers: opts.auth.header_pairs(),
+                opts,
+                slots,
+                next: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.inner.opts.path
+    }
+
+    /// Live connections in the pool.
+    pub fn connections(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter(|s| {
+                s.cur
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.as_ref().map(|m| m.is_alive()))
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    async fn slot_conn(&self, i: usize) -> Result<Arc<Mux>, Error> {
+        let slot = &self.inner.slots[i];
+        let _g = slot.connecting.lock().await;
+        if let Some(m) = slot.cur.lock().ok().and_then(|g| g.clone()) {
+            if m.is_alive() {
+                return Ok(m);
+            }
+        }
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(closed_err(ErrorKind::UnixTransport));
+        }
+        let path = &self.inner.opts.path;
+        let stream =
+            tokio::time::timeout(self.inner.opts.connect_timeout, UnixStream::connect(path))
+                .await
+                .map_err(|_| {
+                    Error::new(
+                        ErrorKind::ConnectionFailed,
+                        format!(
+                            "no connection to {} within {:?}",
+                            path.display(),
+                            self.inner.opts.connect_timeout
+                        ),
+                    )
+                })?
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::ConnectionFailed,
+                        format!("cannot connect to {}: {e}", path.display()),
+                    )
+                    .with_hint("is the plugin running and listening on that socket?")
+                })?;
+        let (r, w) = stream.into_split();
+        let m = Arc::new(Mux::new(r, w, ErrorKind::UnixTransport));
+        if let Ok(mut g) = slot.cur.lock() {
+            *g = Some(Arc::clone(&m));
+        }
+        if self.inner.closed.load(Ordering::SeqCst) {
+            m.shutdown();
+            return Err(closed_err(ErrorKind::UnixTransport));
+        }
+        Ok(m)
+    }
+
+    async fn pick(&self) -> Result<Arc<Mux>, Error> {
+        let n = self.inner.slots.len();
+        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut best: Option<Arc<Mux>> = None;
+        let mut empty: Option<usize> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let cur = self.inner.slots[i].cur.lock().ok().and_then(|g| g.clone());
+            match cur {
+                Some(m) if m.is_alive() => {
+                    if m.inflight() == 0 {
+                        return Ok(m);
+                    }
+                    if best.as_ref().is_none_or(|b| m.inflight() < b.inflight()) {
+                        best = Some(m);
+                    }
+                }
+                _ => {
+                    if empty.is_none() {
+                        empty = Some(i);
+                    }
+                }
+            }
+        }
+        match (best, empty) {
+            // Every live connection is busy: open another while we may.
+            // (A plugin that takes fewer connections than our pool size
+            // still gets the calls on the ones it has.)
+            (best, Some(i)) => match self.slot_conn(i).await {
+                Ok(m) => Ok(m),
+                Err(e) => best.ok_or(e),
+            },
+            (Some(b), None) => Ok(b),
+            (None, None) => self.slot_conn(start % n).await,
+        }
+    }
+
+    /// Send one call and wait for its answer, at most `ctx.timeout` (the
+    /// options' `request_timeout` when zero).
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> Result<Value, Error> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(closed_err(ErrorKind::UnixTransport));
+        }
+        let timeout = if ctx.timeout.is_zero() {
+            self.inner.opts.request_timeout
+        } else {
+            ctx.timeout
+        };
+        let m = tokio::time::timeout(timeout, self.pick())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("no connection within {timeout:?}"),
+                )
+            })??;
+        m.call(kind, &data, &ctx, &self.inner.auth_headers, timeout)
+            .await
+    }
+
+    /// Close every connection. Idempotent; calls in flight and later calls
+    /// fail with `TRANSPORT_1303`.
+    pub fn close_now(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        for s in &self.inner.slots {
+            if let Some(m) = s.cur.lock().ok().and_then(|mut g| g.take()) {
+                m.shutdown();
+            }
+        }
+    }
+}
+
+impl Transport for UnixClient {
     fn kind(&self) -> &'static str {
         "unix"
     }
 
     fn call(
         &self,
-        kind: crate::transport::CallKind,
+        kind: CallKind,
         data: Value,
-        ctx: crate::transport::CallContext,
-    ) -> crate::transport::BoxFuture<'_, Result<Value, Error>> {
-        Box::pin(async move {
-            UnixClient::call(self, kind.as_str(), data, ctx.headers, ctx.timeout).await
-        })
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(UnixClient::call(self, kind, data, ctx))
     }
 
-    fn close(&self) -> crate::transport::BoxFuture<'_, ()> {
-        // The connection's tasks end when the last clone of the client drops;
-        // pending callers learn it through their dropped senders.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.close_now();
         Box::pin(async {})
     }
+}
+
+// ---------------------------------------------------------------- server
+
+/// Serve `handler` on a Unix socket at `path` (replacing a stale socket file)
+/// without auth. Each connection is served on its own task; calls on one
+/// connection run concurrently. Dropping or shutting down the returned
+/// [`Server`] closes every connection and removes the socket file.
+pub async fn serve<H: Handler>(path: &Path, handler: Arc<H>) -> std::io::Result<Server> {
+    serve_with(path, handler, ServerAuth::none()).await
+}
+
+/// [`serve`], checking every call's headers with `auth` (a refusal answers
+/// with its `AUTH_11xx` code).
+pub async fn serve_with<H: Handler>(
+    path: &Path,
+    handler: Arc<H>,
+    auth: ServerAuth,
+) -> std::io::Result<Server> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    let (stop_tx, stop) = watch::channel(false);
+    let auth = Arc::new(auth);
+    let path = path.to_path_buf();
+    let task = tokio::spawn(async move {
+        let accept = async {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (r, w) = stream.into_split();
+                tokio::spawn(serve_stream(
+                    r,
+                    w,
+                    Arc::clone(&handler),
+                    Arc::clone(&auth),
+                    stop.clone(),
+                ));
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = stopped(stop.clone()) => {}
+        }
+        let _ = std::fs::remove_file(&path);
+    });
+    Ok(Server::new(stop_tx, task, None))
+}
+
+/// Serve framed calls read from `r`, answering on `w`, until EOF or `stop`.
+/// Calls on one stream run concurrently; answers go out as they are ready.
+pub(crate) async fn serve_stream<R, W, H>(
+    r: R,
+    w: W,
+    handler: Arc<H>,
+    auth: Arc<ServerAuth>,
+    stop: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let sink = Arc::new(FrameSink::new(w, None));
+    let read = async {
+        let mut r = BufReader::with_capacity(64 << 10, r);
+        while let Ok(Some(body)) = read_frame(&mut r).await {
+            let (handler, auth, sink2) =
+                (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&sink));
+            let inline = Arc::new(AtomicBool::new(true));
+            let inl = Arc::clone(&inline);
+            run_inline_or_spawn(
+                async move {
+                    let resp = answer_frame(&*handler, &auth, &body).await;
+                    match encode_frame(&resp) {
+                        Ok(f) => {
+                            // Inline answers are flushed by the reader once
+                            // it has no whole frame left (one write for a
+                            // batch); a spawned one flushes itself.
+                            if sink2.push(&f) && !inl.load(Ordering::SeqCst) {
+                                let _ = sink2.flush().await;
+                            }
+                        }
+                        Err(e) => tracing::warn!("cannot encode a response: {e}"),
+                    }
+                },
+                &inline,
+            );
+            if !has_whole_frame(r.buffer()) && sink.flush().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = read => {}
+        _ = stopped(stop) => {
+            // Stopped: the stream closes now, calls in flight or not.
+            sink.close_wait().await;
+        }
+    }
+}
+
+async fn answer_frame<H: Handler>(handler: &H, auth: &ServerAuth, body: &[u8]) -> Response {
+    let req = match serde_json::from_slice::<Request>(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Response::from_result(
+                "",
+                String::new(),
+                Err(Error::new(
+                    ErrorKind::ExecutionFailed,
+                    format!("malformed request: {e}"),
+                )),
+            )
+        }
+    };
+    let Some(kind) = CallKind::parse(&req.kind) else {
+        let msg = format!("unknown request type {:?}", req.kind);
+        return Response::from_result(
+            &req.kind,
+            req.request_id,
+            Err(Error::new(ErrorKind::ExecutionFailed, msg)),
+        );
+    };
+    let call = Call {
+        kind,
+        request_id: req.request_id.clone(),
+        headers: req.headers,
+        deadline: Call::deadline_in(req.timeout_ms),
+        data: req.data,
+    };
+    let r = dispatch(handler, auth, call).await;
+    Response::from_result(kind.as_str(), req.request_id, r)
 }

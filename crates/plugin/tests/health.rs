@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hangar_plugin::config::HealthCheckSettings;
 use hangar_plugin::health::overall_of;
-use hangar_plugin::{HealthChecker, HealthMonitor, HealthStatus, LazyUnix, PluginStatus};
+use hangar_plugin::{HealthChecker, HealthMonitor, HealthStatus, PluginStatus};
 use support::{knobs, Server};
 
 fn settings(limit: u32) -> HealthCheckSettings {
@@ -29,7 +29,10 @@ async fn a_checker_follows_the_plugin_through_unhealthy_slow_offline_and_back() 
     let path = dir.path().join("h.sock");
     let k = knobs("h");
     let mut s = Server::start(&path, Arc::clone(&k)).await;
-    let t = Arc::new(LazyUnix::new(path.clone(), Duration::from_secs(1)));
+    let t = Arc::new(
+        hangar_plugin::unix::UnixClient::new(hangar_plugin::unix::UnixOptions::new(path.clone()))
+            .unwrap(),
+    );
     let heard = Arc::new(Mutex::new(Vec::new()));
     let h2 = Arc::clone(&heard);
     let c = HealthChecker::new(
@@ -82,7 +85,10 @@ async fn periodic_checks_run_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.sock");
     let mut s = Server::start(&path, knobs("p")).await;
-    let t = Arc::new(LazyUnix::new(path.clone(), Duration::from_secs(1)));
+    let t = Arc::new(
+        hangar_plugin::unix::UnixClient::new(hangar_plugin::unix::UnixOptions::new(path.clone()))
+            .unwrap(),
+    );
     let c = HealthChecker::new("p", t, settings(2), None);
     c.start();
     c.start();
@@ -148,7 +154,10 @@ async fn ping_mode_checks_liveness_only() {
     let k = knobs("l");
     k.unhealthy.store(true, Ordering::SeqCst);
     let _s = Server::start(&path, Arc::clone(&k)).await;
-    let t = Arc::new(LazyUnix::new(path.clone(), Duration::from_secs(1)));
+    let t = Arc::new(
+        hangar_plugin::unix::UnixClient::new(hangar_plugin::unix::UnixOptions::new(path.clone()))
+            .unwrap(),
+    );
     let health = HealthChecker::new("l", t.clone(), settings(3), None);
     assert_eq!(health.check().await.status, PluginStatus::Unhealthy);
     let ping = HealthChecker::new(

@@ -544,10 +544,12 @@ async fn bench_manager_against_the_raw_client() {
                         let t = Instant::now();
                         if which == "raw" {
                             raw.call(
-                                "execute",
+                                hangar_plugin::CallKind::Execute,
                                 p.clone(),
-                                Default::default(),
-                                Duration::from_secs(10),
+                                hangar_plugin::CallContext {
+                                    timeout: Duration::from_secs(10),
+                                    ..Default::default()
+                                },
                             )
                             .await
                             .unwrap();
@@ -577,7 +579,7 @@ async fn bench_manager_against_the_raw_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_plugin_over_a_transport_honours_deadline_cancel_and_close() {
-    use hangar_plugin::{LazyUnix, TransportPlugin};
+    use hangar_plugin::TransportPlugin;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typed.sock");
     let _s = Server::start(&path, knobs("typed")).await;
@@ -589,7 +591,9 @@ async fn a_typed_plugin_over_a_transport_honours_deadline_cancel_and_close() {
     struct Resp {
         plugin: String,
     }
-    let t = Arc::new(LazyUnix::new(path, Duration::from_secs(1)));
+    let t = Arc::new(
+        hangar_plugin::unix::UnixClient::new(hangar_plugin::unix::UnixOptions::new(path)).unwrap(),
+    );
     let mut p = TransportPlugin::<Req, Resp>::new("typed", t);
     assert_eq!(
         p.fetch_info(Duration::from_secs(2)).await.unwrap().version,

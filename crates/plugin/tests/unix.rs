@@ -1,14 +1,17 @@
-//! The Unix-socket transport against a real socket and a plugin served with
-//! the server SDK: typed calls, ping/info/health, concurrent calls on one
-//! connection answered out of order, timeouts, plugin errors, and a plugin
-//! that goes away.
+//! The Unix-socket transport against real sockets: a plugin served with the
+//! server SDK and one written in Python from docs/plugin-protocol.md. Typed
+//! calls, control messages, concurrent calls answered out of order, the pool
+//! growing under load, timeouts, plugin errors, auth refusals, a server that
+//! dies mid-call and comes back, and close.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hangar_plugin::unix::{self, Handler, Request, UnixClient};
-use hangar_plugin::ErrorKind;
+use hangar_plugin::unix::{self, UnixClient, UnixOptions};
+use hangar_plugin::{
+    AuthConfig, Call, CallContext, CallKind, ErrorKind, Handler, ServerAuth, Transport,
+    TransportExt,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -21,11 +24,20 @@ struct Add {
     delay_ms: u64,
 }
 
-struct Calc;
+struct Calc {
+    healthy: bool,
+}
 
 impl Handler for Calc {
-    async fn execute(&self, req: &Request) -> Result<Value, String> {
-        let add: Add = serde_json::from_value(req.data.clone()).map_err(|e| e.to_string())?;
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        if call.data.get("whoami").is_some() {
+            return Ok(json!({
+                "request_id": call.request_id,
+                "trace": call.header("X-Trace-Id"),
+                "has_deadline": call.deadline.is_some(),
+            }));
+        }
+        let add: Add = serde_json::from_value(call.data).map_err(|e| e.to_string())?;
         if add.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(add.delay_ms)).await;
         }
@@ -38,137 +50,411 @@ impl Handler for Calc {
     fn info(&self) -> Value {
         json!({ "name": "calc", "version": "1.0.0" })
     }
+
+    async fn health(&self) -> bool {
+        self.healthy
+    }
 }
 
-async fn setup() -> (tempfile::TempDir, UnixClient, tokio::task::JoinHandle<()>) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("calc.sock");
-    let server = unix::serve(&path, Arc::new(Calc)).await.expect("serve");
-    let client = UnixClient::connect(&path).await.expect("connect");
-    (dir, client, server)
+fn ctx(ms: u64) -> CallContext {
+    CallContext::with_timeout(Duration::from_millis(ms))
+}
+
+fn add(a: i64, b: i64, delay_ms: u64) -> Value {
+    json!({ "a": a, "b": b, "delay_ms": delay_ms })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typed_calls_and_control_messages() {
-    let (_dir, c, _server) = setup().await;
+async fn typed_calls_control_messages_and_context() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect(&path).await.expect("connect");
     let sum: i64 = c
-        .execute(
+        .execute_typed(
             &Add {
                 a: 2,
                 b: 40,
                 delay_ms: 0,
             },
-            Duration::from_secs(2),
+            ctx(5000),
         )
         .await
         .expect("execute");
     assert_eq!(sum, 42);
-    let t = Duration::from_secs(2);
+    c.ping(Duration::from_secs(5)).await.expect("ping");
     assert_eq!(
-        c.call("ping", Value::Null, HashMap::new(), t)
-            .await
-            .unwrap(),
-        json!("pong")
-    );
-    assert_eq!(
-        c.call("info", Value::Null, HashMap::new(), t)
-            .await
-            .unwrap()["name"],
+        c.info(Duration::from_secs(5)).await.expect("info")["name"],
         "calc"
     );
+    c.health(Duration::from_secs(5)).await.expect("healthy");
+
+    // The handler sees the caller's request id, headers and deadline.
+    let mut cx = ctx(5000);
+    cx.request_id = "req-abc".into();
+    cx.headers.insert("x-trace-id".into(), "t-1".into());
+    let who = c
+        .call(CallKind::Execute, json!({ "whoami": true }), cx)
+        .await
+        .expect("whoami");
     assert_eq!(
-        c.call("health", Value::Null, HashMap::new(), t)
-            .await
-            .unwrap()["healthy"],
-        true
+        who,
+        json!({ "request_id": "req-abc", "trace": "t-1", "has_deadline": true })
     );
+
+    // A plugin failure keeps its message and is not retryable.
     let e = c
-        .call("reboot", Value::Null, HashMap::new(), t)
+        .call(CallKind::Execute, add(-1, 1, 0), ctx(5000))
         .await
-        .unwrap_err();
+        .expect_err("plugin error");
     assert_eq!(e.kind, ErrorKind::ExecutionFailed);
-    let e = c
-        .execute::<_, i64>(
-            &Add {
-                a: -1,
-                b: 1,
-                delay_ms: 0,
-            },
-            t,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), "PLUGIN_1203");
     assert!(e.message.contains("negative"), "{e}");
-    assert!(!e.kind.is_retryable());
+    assert!(!e.is_retryable());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_calls_share_one_connection_and_do_not_wait_for_each_other() {
-    let (_dir, c, _server) = setup().await;
-    let t0 = Instant::now();
+async fn an_unhealthy_plugin_answers_health_1601() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("sick.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: false }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect(&path).await.expect("connect");
+    let e = c
+        .health(Duration::from_secs(5))
+        .await
+        .expect_err("unhealthy");
+    assert_eq!(e.code(), "HEALTH_1601");
+    c.ping(Duration::from_secs(5))
+        .await
+        .expect("still answers ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_answers_out_of_order_and_the_pool_grows_under_load() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let mut o = UnixOptions::new(&path);
+    o.max_connections = 1;
+    let single = UnixClient::connect_with(o).await.expect("connect");
     let slow = {
-        let c = c.clone();
+        let c = single.clone();
         tokio::spawn(async move {
-            c.execute::<_, i64>(
-                &Add {
-                    a: 1,
-                    b: 1,
-                    delay_ms: 2_000,
-                },
-                Duration::from_secs(10),
-            )
-            .await
+            c.call(CallKind::Execute, add(1, 1, 5000), ctx(10_000))
+                .await
         })
     };
-    let mut fast = Vec::new();
-    for i in 0..50 {
-        let c = c.clone();
-        fast.push(tokio::spawn(async move {
-            c.execute::<_, i64>(
-                &Add {
-                    a: i,
-                    b: 1000,
-                    delay_ms: 0,
-                },
-                Duration::from_secs(5),
-            )
-            .await
-        }));
-    }
-    for (i, f) in fast.into_iter().enumerate() {
-        assert_eq!(f.await.unwrap().unwrap(), i as i64 + 1000);
-    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    let fast = single
+        .call(CallKind::Execute, add(2, 2, 0), ctx(10_000))
+        .await
+        .expect("fast");
+    assert_eq!(fast, json!(4));
     assert!(
         !slow.is_finished(),
-        "fast calls waited for the slow one ({:?})",
-        t0.elapsed()
+        "the fast call ({:?}) overtook the slow one on the same connection",
+        t.elapsed()
     );
-    assert_eq!(slow.await.unwrap().unwrap(), 2);
+    assert_eq!(slow.await.expect("join").expect("slow"), json!(2));
+    assert_eq!(single.connections(), 1);
+
+    let mut o = UnixOptions::new(&path);
+    o.max_connections = 3;
+    let pooled = UnixClient::connect_with(o).await.expect("connect");
+    let calls: Vec<_> = (0..24)
+        .map(|i| {
+            let c = pooled.clone();
+            tokio::spawn(async move {
+                c.call(CallKind::Execute, add(i, 1, 1000), ctx(10_000))
+                    .await
+            })
+        })
+        .collect();
+    for (i, h) in calls.into_iter().enumerate() {
+        assert_eq!(h.await.expect("join").expect("call"), json!(i as i64 + 1));
+    }
+    assert_eq!(
+        pooled.connections(),
+        3,
+        "busy connections make the pool grow to its size"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_plugin_times_out_and_a_gone_one_is_a_connection_error() {
-    let (dir, c, server) = setup().await;
+async fn a_slow_plugin_times_out_and_the_connection_survives() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect(&path).await.expect("connect");
     let e = c
-        .execute::<_, i64>(
-            &Add {
-                a: 1,
-                b: 1,
-                delay_ms: 2_000,
-            },
-            Duration::from_millis(100),
-        )
+        .call(CallKind::Execute, add(1, 1, 3000), ctx(200))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), "PLUGIN_1204");
-    assert!(e.kind.is_retryable());
-    server.abort();
-    let _ = server.await;
-    drop(c);
-    let e = UnixClient::connect(&dir.path().join("nope.sock"))
+        .expect_err("too slow");
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert!(e.is_retryable());
+    let ok = c
+        .call(CallKind::Execute, add(1, 2, 0), ctx(5000))
         .await
-        .unwrap_err();
+        .expect("next call");
+    assert_eq!(ok, json!(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_mid_call_is_a_retryable_transport_error_and_it_can_come_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect(&path).await.expect("connect");
+    let inflight = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.call(CallKind::Execute, add(1, 1, 10_000), ctx(20_000))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    server.shutdown().await;
+    let e = inflight.await.expect("join").expect_err("the server died");
+    assert_eq!(e.kind, ErrorKind::UnixTransport);
+    assert_eq!(e.code(), "TRANSPORT_1303");
+    assert!(e.is_retryable());
+
+    // Nobody listens: connecting fails, retryable.
+    let e = c
+        .call(CallKind::Execute, add(1, 1, 0), ctx(2000))
+        .await
+        .expect_err("gone");
+    assert_eq!(e.kind, ErrorKind::ConnectionFailed);
+    assert!(e.is_retryable());
+
+    // It comes back: the pool reconnects on the next call.
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve again");
+    let ok = c
+        .call(CallKind::Execute, add(20, 22, 0), ctx(5000))
+        .await
+        .expect("back");
+    assert_eq!(ok, json!(42));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_idempotent_and_fails_calls_in_flight_and_after() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect(&path).await.expect("connect");
+    let inflight = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.call(CallKind::Execute, add(1, 1, 10_000), ctx(20_000))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    Transport::close(&c).await;
+    Transport::close(&c).await;
+    let e = inflight.await.expect("join").expect_err("closed");
+    assert_eq!(e.kind, ErrorKind::UnixTransport);
+    let e = c
+        .call(CallKind::Execute, add(1, 1, 0), ctx(2000))
+        .await
+        .expect_err("closed");
+    assert_eq!(e.kind, ErrorKind::UnixTransport);
+    assert_eq!(c.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_wrong_credentials_are_refused_with_auth_codes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let auth = AuthConfig::bearer("s3cret");
+    let _server = unix::serve_with(
+        &path,
+        Arc::new(Calc { healthy: true }),
+        ServerAuth::new(&auth).expect("auth"),
+    )
+    .await
+    .expect("serve");
+    let client = |a: AuthConfig| {
+        let mut o = UnixOptions::new(&path);
+        o.auth = a;
+        UnixClient::connect_with(o)
+    };
+    let good = client(auth.clone()).await.expect("connect");
+    assert_eq!(
+        good.call(CallKind::Execute, add(1, 1, 0), ctx(5000))
+            .await
+            .expect("authorised"),
+        json!(2)
+    );
+    let none = client(AuthConfig::none()).await.expect("connect");
+    let e = none
+        .call(CallKind::Execute, add(1, 1, 0), ctx(5000))
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code(), "AUTH_1102");
+    assert!(!e.is_retryable());
+    let wrong = client(AuthConfig::bearer("guess")).await.expect("connect");
+    let e = wrong
+        .call(CallKind::Execute, add(1, 1, 0), ctx(5000))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(e.code(), "AUTH_1106");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_socket_is_connection_failed_until_the_plugin_is_up() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("late.sock");
+    let e = UnixClient::connect(&path).await.expect_err("nothing there");
     assert_eq!(e.code(), "PLUGIN_1205");
-    assert!(e.kind.is_retryable());
+    // A lazy client fails its calls until the plugin is up, then works.
+    let c = UnixClient::new(UnixOptions::new(&path)).expect("lazy client");
+    let e = c
+        .call(CallKind::Ping, Value::Null, ctx(2000))
+        .await
+        .expect_err("not up yet");
+    assert_eq!(e.code(), "PLUGIN_1205");
+    assert!(e.is_retryable());
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    c.ping(Duration::from_secs(5)).await.expect("up now");
+    assert_eq!(
+        UnixClient::new(UnixOptions::new(""))
+            .expect_err("no path")
+            .code(),
+        "PLUGIN_1006"
+    );
+}
+
+fn python_plugin(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/plugin-protocol.md"
+    ))
+    .expect("read the protocol doc");
+    let start = doc.find("```python\n").expect("a python block") + "```python\n".len();
+    let end = start + doc[start..].find("```").expect("end of block");
+    let script = dir.join("plugin.py");
+    std::fs::write(&script, &doc[start..end]).expect("write script");
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("skipping: python3 is not available");
+        return None;
+    }
+    Some(script)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_plugin_from_the_protocol_doc_works_over_a_unix_socket() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(script) = python_plugin(dir.path()) else {
+        return;
+    };
+    let sock = dir.path().join("py.sock");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg("--socket")
+        .arg(&sock)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start python");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sock.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut o = UnixOptions::new(&sock);
+    o.max_connections = 1;
+    let c = UnixClient::connect_with(o).await.expect("connect");
+    let mut cx = ctx(10_000);
+    cx.request_id = "py-1".into();
+    let r = c
+        .call(CallKind::Execute, json!({ "x": [1, 2, 3] }), cx)
+        .await
+        .expect("execute");
+    assert_eq!(
+        r,
+        json!({ "echo": { "x": [1, 2, 3] }, "request_id": "py-1" })
+    );
+    c.ping(Duration::from_secs(10)).await.expect("ping");
+    assert_eq!(
+        c.info(Duration::from_secs(10)).await.expect("info")["name"],
+        "py-echo"
+    );
+    let e = c
+        .call(CallKind::Execute, json!({ "fail": true }), ctx(10_000))
+        .await
+        .expect_err("asked to fail");
+    assert_eq!(e.code(), "PLUGIN_1203");
+    assert_eq!(e.message, "asked to fail");
+    let _ = child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_calls_on_one_connection_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let mut o = UnixOptions::new(&path);
+    o.max_connections = 1;
+    let c = UnixClient::connect_with(o).await.expect("connect");
+    // Callers give up at random (some mid-flight): the frames of the others
+    // still arrive whole and answers reach the right caller.
+    let calls: Vec<_> = (0..400i64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let timeout = if i % 7 == 0 { 1 } else { 20_000 };
+                let r = c
+                    .call(
+                        CallKind::Execute,
+                        add(i, 1000, (i % 5) as u64),
+                        ctx(timeout),
+                    )
+                    .await;
+                (i, r)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for h in calls {
+        let (i, r) = h.await.expect("join");
+        match r {
+            Ok(v) => {
+                assert_eq!(v, json!(i + 1000));
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+                assert_eq!(i % 7, 0, "only the impatient callers time out");
+            }
+        }
+    }
+    assert!(ok >= 340, "{ok} answers");
+    assert_eq!(
+        c.call(CallKind::Execute, add(1, 2, 0), ctx(5000))
+            .await
+            .expect("the connection is still sound"),
+        json!(3)
+    );
 }

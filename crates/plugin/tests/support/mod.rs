@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hangar_plugin::unix::{self, Handler, Request};
+use hangar_plugin::unix;
 use hangar_plugin::ManagerConfig;
+use hangar_plugin::{Call, Handler};
 use serde_json::{json, Value};
 
 /// A plugin with knobs for fault injection.
@@ -33,7 +34,7 @@ pub struct Knobs {
 pub struct TestPlugin(pub Arc<Knobs>);
 
 impl Handler for TestPlugin {
-    async fn execute(&self, req: &Request) -> Result<Value, String> {
+    async fn execute(&self, req: Call) -> Result<Value, String> {
         let n = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let mut d = self.0.delay_ms.load(Ordering::SeqCst);
         if n == 1 {
@@ -89,7 +90,7 @@ impl Server {
             let h = unix::serve(&p, Arc::new(TestPlugin(k))).await;
             let _ = tx.send(h.is_ok());
             if let Ok(h) = h {
-                let _ = h.await;
+                h.wait().await;
             }
         });
         assert!(rx.await.unwrap(), "serve");

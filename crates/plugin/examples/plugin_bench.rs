@@ -1,0 +1,529 @@
+//! Benchmark of the plugin transports against minimal raw baselines on the
+//! same transport, in one run: 1 KB JSON request and response; latency p50 /
+//! p99 with one caller, throughput with 64 concurrent callers.
+//!
+//! ```text
+//! cargo run --release -p hangar-plugin --example plugin_bench [-- SECONDS ROUNDS]
+//! ```
+//!
+//! - **unix raw**: a length-prefixed echo over a Unix socket written directly
+//!   on tokio (no JSON), one connection per caller.
+//! - **unix lib**: [`UnixClient`] (default options: a pool of 4 multiplexed
+//!   connections) against [`unix::serve`] with an echo [`Handler`].
+//! - **http raw**: a hyper HTTP/1 echo server and hyper's connection-level
+//!   client, one keep-alive connection per caller, body echoed as bytes.
+//! - **http lib**: [`HttpClient`] (default options) against [`http::serve`].
+//! - **grpc raw**: tonic with the same proto, an Execute that returns the
+//!   request bytes, called with pre-encoded bytes on one channel.
+//! - **grpc lib**: [`GrpcClient`] (default options) against [`grpc::serve`].
+//!
+//! - **http reqwest**: reqwest (the other candidate client) posting the same
+//!   envelope to the same library server, to show why the library drives
+//!   hyper directly.
+//!
+//! Servers run on their own 2-thread runtime, callers on another.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hangar_plugin::grpc::pb::plugin_service_client::PluginServiceClient;
+use hangar_plugin::grpc::pb::plugin_service_server::{PluginService, PluginServiceServer};
+use hangar_plugin::grpc::pb::{self, ExecuteRequest};
+use hangar_plugin::grpc::{GrpcClient, GrpcOptions, GrpcServeOptions};
+use hangar_plugin::http::{HttpClient, HttpOptions, HttpServeOptions};
+use hangar_plugin::unix::UnixClient;
+use hangar_plugin::{grpc, http, unix, Call, CallContext, CallKind, Handler, Transport};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONCURRENCY: usize = 64;
+const LAT_CALLS: usize = 5000;
+
+struct Echo;
+
+impl Handler for Echo {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        Ok(call.data)
+    }
+    fn info(&self) -> Value {
+        json!({ "name": "bench" })
+    }
+}
+
+fn payload() -> Value {
+    // About 1 KB of JSON.
+    json!({
+        "id": 42,
+        "user": "bench-user",
+        "tags": ["a", "b", "c"],
+        "payload": "x".repeat(940),
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+}
+
+/// A caller: one call of the thing under test.
+type CallFn =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+async fn latency(call: &CallFn) -> (Duration, Duration) {
+    for _ in 0..500 {
+        call().await;
+    }
+    let mut v = Vec::with_capacity(LAT_CALLS);
+    for _ in 0..LAT_CALLS {
+        let t = Instant::now();
+        call().await;
+        v.push(t.elapsed());
+    }
+    v.sort();
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+async fn throughput(make: &(dyn Fn(usize) -> CallFn + Sync), secs: f64) -> f64 {
+    let callers: Vec<CallFn> = (0..CONCURRENCY).map(make).collect();
+    // Warm up every caller (connections, pools).
+    let warm: Vec<_> = callers
+        .iter()
+        .map(|c| {
+            let c = Arc::clone(c);
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    c().await;
+                }
+            })
+        })
+        .collect();
+    for w in warm {
+        let _ = w.await;
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = callers
+        .into_iter()
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    c().await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn measure(single: CallFn, make: &(dyn Fn(usize) -> CallFn + Sync), secs: f64) -> Stats {
+    let (p50, p99) = latency(&single).await;
+    let rps = throughput(make, secs).await;
+    Stats { p50, p99, rps }
+}
+
+// ------------------------------------------------------------------ unix raw
+
+async fn raw_unix_server(path: std::path::PathBuf) {
+    let _ = std::fs::remove_file(&path);
+    let l = tokio::net::UnixListener::bind(&path).expect("bind");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let mut buf = Vec::new();
+                loop {
+                    let mut len = [0u8; 4];
+                    if r.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let n = u32::from_be_bytes(len) as usize;
+                    buf.resize(4 + n, 0);
+                    buf[..4].copy_from_slice(&len);
+                    if r.read_exact(&mut buf[4..]).await.is_err() {
+                        return;
+                    }
+                    if w.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+async fn raw_unix_caller(path: &std::path::Path) -> CallFn {
+    let s = tokio::net::UnixStream::connect(path)
+        .await
+        .expect("connect");
+    let s = Arc::new(tokio::sync::Mutex::new(s));
+    let body = serde_json::to_vec(&payload()).expect("json");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let frame = Arc::new(frame);
+    Arc::new(move || {
+        let (s, frame) = (Arc::clone(&s), Arc::clone(&frame));
+        Box::pin(async move {
+            let mut s = s.lock().await;
+            s.write_all(&frame).await.expect("write");
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await.expect("read");
+            let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut buf).await.expect("read");
+        })
+    })
+}
+
+fn lib_caller(t: Arc<dyn Transport>) -> CallFn {
+    let data = payload();
+    Arc::new(move || {
+        let (t, data) = (Arc::clone(&t), data.clone());
+        Box::pin(async move {
+            let r = t
+                .call(
+                    CallKind::Execute,
+                    data,
+                    CallContext::with_timeout(Duration::from_secs(10)),
+                )
+                .await;
+            if let Err(e) = r {
+                panic!("call failed: {e}");
+            }
+        })
+    })
+}
+
+fn reqwest_caller(client: reqwest::Client, url: String) -> CallFn {
+    let data = payload();
+    Arc::new(move || {
+        let (client, url, data) = (client.clone(), url.clone(), data.clone());
+        Box::pin(async move {
+            let env = json!({ "data": data, "request_id": "r", "timeout": "10000ms" });
+            let r = client.post(&url).json(&env).send().await.expect("send");
+            let v: Value = r.json().await.expect("json");
+            assert!(v.get("error").is_none());
+        })
+    })
+}
+
+// ------------------------------------------------------------------ http raw
+
+async fn raw_http_server() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .expect("response"),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn raw_http_caller(addr: std::net::SocketAddr) -> CallFn {
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let sender = Arc::new(tokio::sync::Mutex::new(sender));
+    let body = Bytes::from(serde_json::to_vec(&payload()).expect("json"));
+    Arc::new(move || {
+        let (sender, body) = (Arc::clone(&sender), body.clone());
+        Box::pin(async move {
+            let mut s = sender.lock().await;
+            s.ready().await.expect("ready");
+            let req = hyper::Request::post("/")
+                .header("host", "bench")
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .expect("request");
+            let resp = s.send_request(req).await.expect("send");
+            let _ = resp.into_body().collect().await.expect("body");
+        })
+    })
+}
+
+// ------------------------------------------------------------------ grpc raw
+
+struct RawGrpc;
+
+#[tonic::async_trait]
+impl PluginService for RawGrpc {
+    async fn execute(
+        &self,
+        req: tonic::Request<ExecuteRequest>,
+    ) -> Result<tonic::Response<pb::ExecuteResponse>, tonic::Status> {
+        let m = req.into_inner();
+        Ok(tonic::Response::new(pb::ExecuteResponse {
+            request_id: m.request_id,
+            data: m.data,
+            ..Default::default()
+        }))
+    }
+    async fn health(
+        &self,
+        _: tonic::Request<pb::HealthRequest>,
+    ) -> Result<tonic::Response<pb::HealthResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::HealthResponse {
+            healthy: true,
+            message: String::new(),
+        }))
+    }
+    async fn info(
+        &self,
+        _: tonic::Request<pb::InfoRequest>,
+    ) -> Result<tonic::Response<pb::InfoResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::InfoResponse::default()))
+    }
+}
+
+async fn raw_grpc_server() -> std::net::SocketAddr {
+    let inc = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind")
+        .with_nodelay(Some(true));
+    let addr = inc.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PluginServiceServer::new(RawGrpc))
+            .serve_with_incoming(inc),
+    );
+    addr
+}
+
+async fn raw_grpc_caller(ch: tonic::transport::Channel) -> CallFn {
+    let body = Bytes::from(serde_json::to_vec(&payload()).expect("json"));
+    Arc::new(move || {
+        let (ch, body) = (ch.clone(), body.clone());
+        Box::pin(async move {
+            let r = PluginServiceClient::new(ch)
+                .execute(ExecuteRequest {
+                    request_id: "r".into(),
+                    data: body,
+                    ..Default::default()
+                })
+                .await
+                .expect("execute");
+            let _ = r.into_inner();
+        })
+    })
+}
+
+// ------------------------------------------------------------------ main
+
+fn row(name: &str, s: &Stats) {
+    println!(
+        "| {name:<12} | {:>8.1} | {:>8.1} | {:>10.0} |",
+        s.p50.as_secs_f64() * 1e6,
+        s.p99.as_secs_f64() * 1e6,
+        s.rps
+    );
+}
+
+fn median(mut v: Vec<Stats>) -> Stats {
+    let mid = v.len() / 2;
+    let mut p50: Vec<_> = v.iter().map(|s| s.p50).collect();
+    let mut p99: Vec<_> = v.iter().map(|s| s.p99).collect();
+    p50.sort();
+    p99.sort();
+    v.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    Stats {
+        p50: p50[mid],
+        p99: p99[mid],
+        rps: v[mid].rps,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let secs: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let dir = tempfile::tempdir().expect("tmp");
+    let raw_sock = dir.path().join("raw.sock");
+    let lib_sock = dir.path().join("lib.sock");
+
+    // Servers.
+    let (raw_http, lib_http, raw_grpc, lib_grpc, _keep) = servers.block_on(async {
+        raw_unix_server(raw_sock.clone()).await;
+        let u = unix::serve(&lib_sock, Arc::new(Echo))
+            .await
+            .expect("unix serve");
+        let rh = raw_http_server().await;
+        let h = http::serve(
+            Arc::new(Echo),
+            HttpServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("http serve");
+        let rg = raw_grpc_server().await;
+        let g = grpc::serve(
+            Arc::new(Echo),
+            GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("grpc serve");
+        let (ha, ga) = (h.local_addr().expect("addr"), g.local_addr().expect("addr"));
+        (rh, ha, rg, ga, (u, h, g))
+    });
+
+    let body_len = serde_json::to_vec(&payload()).map(|v| v.len()).unwrap_or(0);
+    println!(
+        "payload {body_len} bytes of JSON each way; latency over {LAT_CALLS} sequential calls; throughput {CONCURRENCY} concurrent callers for {secs} s; median of {rounds} rounds"
+    );
+    let mut results: Vec<(&str, Vec<Stats>)> = vec![
+        ("unix raw", vec![]),
+        ("unix lib", vec![]),
+        ("http raw", vec![]),
+        ("http lib", vec![]),
+        ("grpc raw", vec![]),
+        ("grpc lib", vec![]),
+        ("http raw", vec![]),
+        ("http reqwest", vec![]),
+    ];
+    clients.block_on(async {
+        let unix_lib: Arc<dyn Transport> =
+            Arc::new(UnixClient::connect(&lib_sock).await.expect("unix client"));
+        let http_lib: Arc<dyn Transport> = Arc::new(
+            HttpClient::new(HttpOptions::new(format!("http://{lib_http}/"))).expect("http client"),
+        );
+        let grpc_lib: Arc<dyn Transport> =
+            Arc::new(GrpcClient::new(GrpcOptions::new(lib_grpc.to_string())).expect("grpc client"));
+        let raw_ch = tonic::transport::Endpoint::from_shared(format!("http://{raw_grpc}"))
+            .expect("endpoint")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect");
+
+        for round in 0..rounds {
+            eprintln!("round {}/{rounds}", round + 1);
+            // unix
+            let mut raw_callers = Vec::new();
+            for _ in 0..CONCURRENCY {
+                raw_callers.push(raw_unix_caller(&raw_sock).await);
+            }
+            let single = raw_unix_caller(&raw_sock).await;
+            let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
+            results[0].1.push(s);
+            let s = measure(
+                lib_caller(Arc::clone(&unix_lib)),
+                &|_| lib_caller(Arc::clone(&unix_lib)),
+                secs,
+            )
+            .await;
+            results[1].1.push(s);
+            // http
+            let mut raw_callers = Vec::new();
+            for _ in 0..CONCURRENCY {
+                raw_callers.push(raw_http_caller(raw_http).await);
+            }
+            let single = raw_http_caller(raw_http).await;
+            let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
+            results[2].1.push(s);
+            let s = measure(
+                lib_caller(Arc::clone(&http_lib)),
+                &|_| lib_caller(Arc::clone(&http_lib)),
+                secs,
+            )
+            .await;
+            results[3].1.push(s);
+            // grpc
+            let single = raw_grpc_caller(raw_ch.clone()).await;
+            let ch = raw_ch.clone();
+            let mut raw_callers = Vec::new();
+            for _ in 0..CONCURRENCY {
+                raw_callers.push(raw_grpc_caller(ch.clone()).await);
+            }
+            let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
+            results[4].1.push(s);
+            let s = measure(
+                lib_caller(Arc::clone(&grpc_lib)),
+                &|_| lib_caller(Arc::clone(&grpc_lib)),
+                secs,
+            )
+            .await;
+            results[5].1.push(s);
+            // reqwest against the same library server (raw HTTP again, for the ratio)
+            let raw_http_stats = results[2].1[round];
+            results[6].1.push(raw_http_stats);
+            let rq = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(100)
+                .build()
+                .expect("reqwest");
+            let url = format!("http://{lib_http}/");
+            let s = measure(
+                reqwest_caller(rq.clone(), url.clone()),
+                &|_| reqwest_caller(rq.clone(), url.clone()),
+                secs,
+            )
+            .await;
+            results[7].1.push(s);
+        }
+    });
+
+    println!();
+    println!("| transport    | p50 µs   | p99 µs   | calls/s @64 |");
+    println!("|--------------|----------|----------|-------------|");
+    let med: Vec<(&str, Stats)> = results.into_iter().map(|(n, v)| (n, median(v))).collect();
+    for (n, s) in &med[..6] {
+        row(n, s);
+    }
+    row(med[7].0, &med[7].1);
+    println!();
+    for pair in med.chunks(2) {
+        let (raw, lib) = (&pair[0].1, &pair[1].1);
+        println!(
+            "{}: lib/raw p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+            pair[1].0,
+            lib.p50.as_secs_f64() / raw.p50.as_secs_f64(),
+            lib.p99.as_secs_f64() / raw.p99.as_secs_f64(),
+            lib.rps / raw.rps
+        );
+    }
+}

@@ -1,0 +1,856 @@
+//! The HTTP/HTTPS transport: a pooled keep-alive HTTP/1.1 client
+//! ([`HttpClient`]) and a server ([`serve`]) for a [`Handler`].
+//!
+//! **Routes** (relative to the endpoint URL, e.g. `https://host/v1/plugin`):
+//! `POST <endpoint>` runs `execute` with the seed's `HTTPPluginRequest`
+//! envelope `{"data", "request_id", "timeout", "headers", "metadata"}`
+//! (`timeout` a Go duration such as `"1500ms"`); `GET <endpoint>/health`,
+//! `/info` and `/ping` the control calls. Every answer is the seed's
+//! `HTTPPluginResponse` `{"data", "error", "request_id", "metadata"}`; a
+//! failure has a non-2xx status and its stable code in
+//! `metadata["error_code"]` (401 for `AUTH_11xx`, 503 for `HEALTH_1601`, 504
+//! for `PLUGIN_1204`, 500 otherwise). Credentials travel in HTTP headers
+//! (`X-API-Key`, `Authorization`, custom ones), the request id in
+//! `X-Request-ID` too.
+//!
+//! **Compression**: unless `disable_compression`, the client sends
+//! `Accept-Encoding: gzip` and inflates gzip answers; the server gzips answers
+//! of at least `compress_min_bytes` to clients that accept it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
+use crate::error::{Error, ErrorKind};
+use crate::server::{answer, stopped, Call, Handler, Server};
+use crate::tls::{ClientTls, ServerTls};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::unix::MAX_FRAME;
+
+/// The seed's `HTTPPluginRequest` as it goes on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpRequestEnvelope {
+    /// The payload.
+    pub data: Value,
+    /// The caller's request id.
+    pub request_id: String,
+    /// The caller's deadline as a Go duration (`"1500ms"`, `"30s"`); empty: none.
+    pub timeout: String,
+    /// Caller headers (trace context, metadata).
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub headers: HashMap<String, String>,
+    /// Extra metadata.
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub metadata: HashMap<String, String>,
+}
+
+/// The seed's `HTTPPluginResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpResponseEnvelope {
+    /// The result.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    /// Why it failed; empty on success.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The request's id.
+    pub request_id: String,
+    /// Metadata; `error_code` holds a failure's stable code.
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    pub metadata: HashMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct RequestRef<'a> {
+    data: &'a Value,
+    request_id: &'a str,
+    timeout: String,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    headers: &'a HashMap<String, String>,
+}
+
+/// Parse a Go duration (`"300ms"`, `"1.5s"`, `"1m30s"`, `"0"`).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+fn go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        String::new()
+    } else {
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// How to reach an HTTP plugin; the seed's `ConnectionConfig` fields.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The execute URL (`http://…` or `https://…`; the seed's `endpoint`).
+    pub endpoint: String,
+    /// Calls (hence HTTP/1.1 connections) in flight at once (`max_connections`);
+    /// further calls wait for a slot within their deadline. 0: no limit.
+    pub max_connections: usize,
+    /// Idle connections kept for reuse (`max_idle_connections`).
+    pub max_idle_connections: usize,
+    /// How long an idle connection is kept (`idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Time to establish a connection, TLS included (`connection_timeout`).
+    pub connect_timeout: Duration,
+    /// Deadline of a call whose context has none (`request_timeout`).
+    pub request_timeout: Duration,
+    /// Reuse connections and enable TCP keep-alive (`keep_alive`); off, every
+    /// call opens a new connection.
+    pub keep_alive: bool,
+    /// Do not ask for gzip answers (`disable_compression`).
+    pub disable_compression: bool,
+    /// Credentials; `mtls` presents its certificate, `ca_file` is trusted for
+    /// the server's certificate.
+    pub auth: AuthConfig,
+}
+
+impl HttpOptions {
+    /// The seed's defaults for an endpoint: 100 connections, 10 idle for 90 s,
+    /// 10 s to connect, 30 s per call, keep-alive and compression on, no auth.
+    pub fn new(endpoint: impl Into<String>) -> HttpOptions {
+        HttpOptions {
+            endpoint: endpoint.into(),
+            max_connections: 100,
+            max_idle_connections: 10,
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            keep_alive: true,
+            disable_compression: false,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+type HyperClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A pooled HTTP/HTTPS client for one plugin endpoint (cheap to clone).
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<HttpInner>,
+}
+
+struct HttpInner {
+    kind: &'static str,
+    client: Mutex<Option<HyperClient>>,
+    execute: Uri,
+    health: Uri,
+    info: Uri,
+    ping: Uri,
+    auth_headers: Vec<(HeaderName, HeaderValue)>,
+    limit: Option<Semaphore>,
+    opts: HttpOptions,
+    closed: AtomicBool,
+    seq: AtomicU64,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("endpoint", &self.inner.opts.endpoint)
+            .finish()
+    }
+}
+
+fn url_err(msg: String) -> Error {
+    Error::new(ErrorKind::InvalidEndpointUrl, msg)
+        .with_hint("give an absolute http:// or https:// URL")
+}
+
+fn sub_uri(base: &str, suffix: &str) -> Result<Uri, Error> {
+    let (path, query) = match base.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (base, None),
+    };
+    let mut s = format!("{}/{suffix}", path.trim_end_matches('/'));
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    s.parse()
+        .map_err(|e| url_err(format!("bad endpoint {base:?}: {e}")))
+}
+
+impl HttpClient {
+    /// Build the client (no connection is made until the first call). Refuses
+    /// a missing endpoint (`PLUGIN_1003`), a bad URL (`PLUGIN_1004`), bad auth (`AUTH_11xx`) or unreadable TLS
+    /// files (`AUTH_1104`).
+    pub fn new(opts: HttpOptions) -> Result<HttpClient, Error> {
+        if opts.endpoint.trim().is_empty() {
+            return Err(Error::new(ErrorKind::MissingEndpoint, "no endpoint given")
+                .with_hint("set the endpoint to the plugin's URL"));
+        }
+        let execute: Uri = opts
+            .endpoint
+            .parse()
+            .map_err(|e| url_err(format!("bad endpoint {:?}: {e}", opts.endpoint)))?;
+        let https = match execute.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                return Err(url_err(format!(
+                    "endpoint {:?} is neither http:// nor https://",
+                    opts.endpoint
+                )))
+            }
+        };
+        if execute.host().is_none() {
+            return Err(url_err(format!("endpoint {:?} has no host", opts.endpoint)));
+        }
+        if let Err(mut errs) = opts.auth.validate() {
+            return Err(errs.remove(0));
+        }
+        if opts.auth.method == AuthMethod::Mtls && !https {
+            return Err(Error::new(
+                ErrorKind::MissingMtlsCerts,
+                "mtls auth needs an https:// endpoint",
+            )
+            .with_hint("use https:// or another auth method"));
+        }
+        let tls = if https {
+            ClientTls::from_auth(&opts.auth).rustls_config(&[])?
+        } else {
+            ClientTls::default().rustls_config(&[]).or_else(|_| {
+                // No system roots: plain HTTP never uses them anyway.
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .map_err(|e| Error::new(ErrorKind::ConnectionFailed, e.to_string()))
+            })?
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(opts.connect_timeout));
+        http.set_keepalive(opts.keep_alive.then_some(Duration::from_secs(30)));
+        let conn = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client: HyperClient = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(opts.idle_timeout)
+            .pool_max_idle_per_host(if opts.keep_alive {
+                opts.max_idle_connections.max(opts.max_connections).max(1)
+            } else {
+                0
+            })
+            .build(conn);
+        let mut auth_headers = Vec::new();
+        for (k, v) in opts.auth.header_pairs() {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
+                Error::new(
+                    ErrorKind::UnsupportedAuthMethod,
+                    format!("header {k:?}: {e}"),
+                )
+            })?;
+            let value = HeaderValue::from_str(&v).map_err(|e| {
+                Error::new(
+                    ErrorKind::UnsupportedAuthMethod,
+                    format!("header {k:?}: {e}"),
+                )
+            })?;
+            auth_headers.push((name, value));
+        }
+        let base = opts.endpoint.clone();
+        Ok(HttpClient {
+            inner: Arc::new(HttpInner {
+                kind: if https { "https" } else { "http" },
+                client: Mutex::new(Some(client)),
+                health: sub_uri(&base, "health")?,
+                info: sub_uri(&base, "info")?,
+                ping: sub_uri(&base, "ping")?,
+                execute,
+                auth_headers,
+                limit: (opts.max_connections > 0).then(|| Semaphore::new(opts.max_connections)),
+                opts,
+                closed: AtomicBool::new(false),
+                seq: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    fn err(&self, msg: String) -> Error {
+        Error::new(ErrorKind::HttpTransport, msg)
+    }
+
+    /// Send one call; at most `ctx.timeout` (the options' `request_timeout`
+    /// when zero), waiting for a connection slot included.
+    pub async fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> Result<Value, Error> {
+        let timeout = if ctx.timeout.is_zero() {
+            self.inner.opts.request_timeout
+        } else {
+            ctx.timeout
+        };
+        match tokio::time::timeout(timeout, self.call_inner(kind, data, ctx, timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer from {} within {timeout:?}",
+                    self.inner.opts.endpoint
+                ),
+            )),
+        }
+    }
+
+    async fn call_inner(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+        timeout: Duration,
+    ) -> Result<Value, Error> {
+        let Some(client) = self.inner.client.lock().ok().and_then(|g| g.clone()) else {
+            return Err(self
+                .err("the transport is closed".into())
+                .with_hint("create a new client"));
+        };
+        let _permit = match &self.inner.limit {
+            Some(s) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|_| self.err("the transport is closed".into()))?,
+            ),
+            None => None,
+        };
+        let request_id = if ctx.request_id.is_empty() {
+            format!("h{}", self.inner.seq.fetch_add(1, Ordering::Relaxed))
+        } else {
+            ctx.request_id.clone()
+        };
+        let (method, uri, body) = match kind {
+            CallKind::Execute => {
+                let body = serde_json::to_vec(&RequestRef {
+                    data: &data,
+                    request_id: &request_id,
+                    timeout: go_duration(timeout),
+                    headers: &ctx.headers,
+                })
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::ExecutionFailed,
+                        format!("cannot encode the request: {e}"),
+                    )
+                })?;
+                (Method::POST, self.inner.execute.clone(), Bytes::from(body))
+            }
+            CallKind::Health => (Method::GET, self.inner.health.clone(), Bytes::new()),
+            CallKind::Info => (Method::GET, self.inner.info.clone(), Bytes::new()),
+            CallKind::Ping => (Method::GET, self.inner.ping.clone(), Bytes::new()),
+        };
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(h) = b.headers_mut() {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if !self.inner.opts.disable_compression {
+                h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            if !self.inner.opts.keep_alive {
+                h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                h.insert("x-request-id", v);
+            }
+            for (k, v) in &self.inner.auth_headers {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+        let req = b
+            .body(Full::new(body))
+            .map_err(|e| self.err(format!("cannot build the request: {e}")))?;
+        let resp = client.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                Error::new(
+                    ErrorKind::ConnectionFailed,
+                    format!("cannot connect to {}: {e:?}", self.inner.opts.endpoint),
+                )
+                .with_hint("is the plugin running and listening there?")
+            } else {
+                self.err(format!("{} failed mid-call: {e}", self.inner.opts.endpoint))
+            }
+        })?;
+        let status = resp.status();
+        let gz = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let body = Limited::new(resp.into_body(), MAX_FRAME)
+            .collect()
+            .await
+            .map_err(|e| self.err(format!("reading the answer failed: {e}")))?
+            .to_bytes();
+        let body = if gz {
+            Bytes::from(gunzip(&body).map_err(|e| self.err(format!("bad gzip answer: {e}")))?)
+        } else {
+            body
+        };
+        decode_answer(status, &body)
+    }
+
+    /// Drop the connection pool. Idempotent; later calls fail with
+    /// `TRANSPORT_1301` (calls in flight finish on their connections).
+    pub fn close_now(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut g) = self.inner.client.lock() {
+            g.take();
+        }
+        if let Some(s) = &self.inner.limit {
+            s.close();
+        }
+    }
+}
+
+fn gunzip(b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(b.len() * 4);
+    flate2::read::GzDecoder::new(b)
+        .take(MAX_FRAME as u64 + 1)
+        .read_to_end(&mut out)?;
+    if out.len() > MAX_FRAME {
+        return Err(std::io::Error::other("answer too large"));
+    }
+    Ok(out)
+}
+
+fn decode_answer(status: StatusCode, body: &[u8]) -> Result<Value, Error> {
+    let env: Option<HttpResponseEnvelope> = serde_json::from_slice(body).ok();
+    let env_code = env
+        .as_ref()
+        .and_then(|e| e.metadata.get("error_code"))
+        .and_then(|c| ErrorKind::from_code(c));
+    match env {
+        Some(e) if status.is_success() && e.error.is_empty() => Ok(e.data),
+        Some(e) if !e.error.is_empty() => Err(Error::new(
+            env_code.unwrap_or_else(|| kind_of_status(status)),
+            e.error,
+        )),
+        _ if status.is_success() => Err(Error::new(
+            ErrorKind::ExecutionFailed,
+            "the answer is not an HTTPPluginResponse envelope",
+        )),
+        _ => Err(Error::new(
+            env_code.unwrap_or_else(|| kind_of_status(status)),
+            format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        )),
+    }
+}
+
+fn kind_of_status(s: StatusCode) -> ErrorKind {
+    match s.as_u16() {
+        401 | 403 => ErrorKind::AuthFailed,
+        404 => ErrorKind::PluginNotFound,
+        408 | 504 => ErrorKind::Timeout,
+        429 => ErrorKind::RateLimited,
+        502 | 503 => ErrorKind::HttpTransport,
+        _ => ErrorKind::ExecutionFailed,
+    }
+}
+
+impl Transport for HttpClient {
+    fn kind(&self) -> &'static str {
+        self.inner.kind
+    }
+
+    fn call(
+        &self,
+        kind: CallKind,
+        data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(HttpClient::call(self, kind, data, ctx))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.close_now();
+        Box::pin(async {})
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+/// How to serve a [`Handler`] over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpServeOptions {
+    /// Where to listen (port 0: any; see [`Server::local_addr`]).
+    pub addr: SocketAddr,
+    /// The execute path (`/` by default); control calls are under it.
+    pub path: String,
+    /// Credentials every call must carry.
+    pub auth: ServerAuth,
+    /// Serve HTTPS; with `client_ca_file`, require client certificates (mTLS).
+    pub tls: Option<ServerTls>,
+    /// Answers at least this large are gzipped for clients that accept it.
+    pub compress_min_bytes: usize,
+}
+
+impl HttpServeOptions {
+    /// Plain HTTP on `addr` at `/`, no auth, gzip from 4 KiB.
+    pub fn new(addr: SocketAddr) -> HttpServeOptions {
+        HttpServeOptions {
+            addr,
+            path: "/".into(),
+            auth: ServerAuth::none(),
+            tls: None,
+            compress_min_bytes: 4096,
+        }
+    }
+}
+
+struct Shared<H> {
+    handler: Arc<H>,
+    auth: ServerAuth,
+    base: String,
+    compress_min: usize,
+}
+
+/// Serve `handler` over HTTP (or HTTPS) until the returned [`Server`] is
+/// shut down or dropped.
+pub async fn serve<H: Handler>(handler: Arc<H>, opts: HttpServeOptions) -> Result<Server, Error> {
+    if opts.auth.requires_client_cert()
+        && opts.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none())
+    {
+        return Err(Error::new(
+            ErrorKind::MissingMtlsCerts,
+            "mtls auth without TLS and a client CA",
+        )
+        .with_hint("set tls with client_ca_file"));
+    }
+    let acceptor = match &opts.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            t.rustls_config(&[b"http/1.1"])?,
+        )),
+        None => None,
+    };
+    let listener = TcpListener::bind(opts.addr).await.map_err(|e| {
+        Error::new(
+            ErrorKind::ConnectionFailed,
+            format!("cannot listen on {}: {e}", opts.addr),
+        )
+    })?;
+    let addr = listener.local_addr().ok();
+    let shared = Arc::new(Shared {
+        handler,
+        auth: opts.auth,
+        base: opts.path.trim_end_matches('/').to_string(),
+        compress_min: opts.compress_min_bytes,
+    });
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let accept = async {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (shared, stop, acceptor) =
+                    (Arc::clone(&shared), stop.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match acceptor {
+                        None => serve_conn(tcp, shared, stop).await,
+                        Some(a) => {
+                            let hs = tokio::time::timeout(Duration::from_secs(10), a.accept(tcp));
+                            match hs.await {
+                                Ok(Ok(tls)) => serve_conn(tls, shared, stop).await,
+                                Ok(Err(e)) => tracing::debug!("TLS handshake refused: {e}"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = stopped(stop.clone()) => {}
+        }
+    });
+    Ok(Server::new(stop_tx, task, addr))
+}
+
+async fn serve_conn<I, H>(io: I, shared: Arc<Shared<H>>, stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        _ = conn => {}
+        _ = stopped(stop) => {}
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    if kind.is_auth() {
+        return StatusCode::UNAUTHORIZED;
+    }
+    match kind {
+        ErrorKind::HealthCheckFailed => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::PluginNotFound => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn handle<H: Handler>(
+    shared: Arc<Shared<H>>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    let gzip_ok = req
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let path = req.uri().path();
+    let rest = path.strip_prefix(shared.base.as_str()).unwrap_or("\u{0}");
+    let kind = match (req.method(), rest) {
+        (&Method::POST, "" | "/" | "/execute") => Some(CallKind::Execute),
+        (&Method::GET | &Method::POST, "/health") => Some(CallKind::Health),
+        (&Method::GET | &Method::POST, "/info") => Some(CallKind::Info),
+        (&Method::GET | &Method::POST, "/ping") => Some(CallKind::Ping),
+        _ => None,
+    };
+    let hdr_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Some(kind) = kind else {
+        return reply(
+            &shared,
+            gzip_ok,
+            hdr_id,
+            Err(Error::new(
+                ErrorKind::PluginNotFound,
+                format!("no route for {} {path}", req.method()),
+            )),
+        );
+    };
+    if let Err(e) = shared
+        .auth
+        .check_with(|name| req.headers().get(name).and_then(|v| v.to_str().ok()))
+    {
+        return reply(&shared, gzip_ok, hdr_id, Err(e));
+    }
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (k, v) in req.headers() {
+        // Transport-level headers are not the handler's business.
+        if matches!(
+            *k,
+            http::header::HOST
+                | http::header::CONTENT_LENGTH
+                | http::header::CONTENT_TYPE
+                | http::header::ACCEPT_ENCODING
+                | http::header::CONNECTION
+                | http::header::ACCEPT
+                | http::header::USER_AGENT
+        ) {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            headers.insert(k.as_str().to_string(), v.to_string());
+        }
+    }
+    let body = match Limited::new(req.into_body(), MAX_FRAME).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return reply(
+                &shared,
+                gzip_ok,
+                hdr_id,
+                Err(Error::new(
+                    ErrorKind::HttpTransport,
+                    format!("reading the request: {e}"),
+                )),
+            )
+        }
+    };
+    let env: HttpRequestEnvelope = if body.is_empty() {
+        HttpRequestEnvelope::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(e) => e,
+            Err(e) => {
+                return reply(
+                    &shared,
+                    gzip_ok,
+                    hdr_id,
+                    Err(Error::new(
+                        ErrorKind::ExecutionFailed,
+                        format!("the body is not an HTTPPluginRequest envelope: {e}"),
+                    )),
+                )
+            }
+        }
+    };
+    let request_id = if env.request_id.is_empty() {
+        hdr_id
+    } else {
+        env.request_id
+    };
+    headers.extend(env.metadata);
+    headers.extend(env.headers);
+    let deadline = parse_go_duration(&env.timeout)
+        .filter(|d| !d.is_zero())
+        .map(|d| tokio::time::Instant::now() + d);
+    let call = Call {
+        kind,
+        request_id: request_id.clone(),
+        headers,
+        deadline,
+        data: env.data,
+    };
+    let r = answer(&*shared.handler, call).await;
+    reply(&shared, gzip_ok, request_id, r)
+}
+
+fn reply<H>(
+    shared: &Shared<H>,
+    gzip_ok: bool,
+    request_id: String,
+    r: Result<Value, Error>,
+) -> Response<Full<Bytes>> {
+    let (status, env) = match r {
+        Ok(data) => (
+            StatusCode::OK,
+            HttpResponseEnvelope {
+                data,
+                request_id,
+                ..HttpResponseEnvelope::default()
+            },
+        ),
+        Err(e) => (
+            status_of(e.kind),
+            HttpResponseEnvelope {
+                data: Value::Null,
+                error: e.message,
+                request_id,
+                metadata: HashMap::from([("error_code".to_string(), e.kind.code().to_string())]),
+            },
+        ),
+    };
+    let body = serde_json::to_vec(&env).unwrap_or_else(|_| b"{}".to_vec());
+    let mut b = Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json");
+    let body = if gzip_ok && body.len() >= shared.compress_min {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        match enc.write_all(&body).and_then(|_| enc.finish()) {
+            Ok(z) => {
+                b = b.header(CONTENT_ENCODING, "gzip");
+                z
+            }
+            Err(_) => body,
+        }
+    } else {
+        body
+    };
+    b.body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(
+            parse_go_duration("1500ms"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_go_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("5 parsecs"), None);
+        assert_eq!(go_duration(Duration::from_secs(2)), "2000ms");
+    }
+
+    #[test]
+    fn control_urls_hang_under_the_endpoint() {
+        assert_eq!(
+            sub_uri("http://h:1/v1/plugin?x=1", "health").map(|u| u.to_string()),
+            Ok("http://h:1/v1/plugin/health?x=1".to_string())
+        );
+        assert_eq!(
+            sub_uri("http://h:1", "info").map(|u| u.to_string()),
+            Ok("http://h:1/info".to_string())
+        );
+    }
+}
