@@ -480,3 +480,48 @@ fn an_instance_with_its_own_network_serves_on_its_address_and_leaves_nothing() {
         "no link of ours is left"
     );
 }
+
+#[test]
+fn instances_can_run_as_an_unprivileged_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: running instances as another user needs root (CI runs as root)");
+        return;
+    }
+    let s = Scratch::new("inst-user");
+    // `nobody` must be able to reach the instance's directory.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nport_range = \"41900-41999\"\n[daemon.instances]\nuser = \"nobody\"\n",
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = run(&data, &["instance", "create", "demo", "low", "--json"]);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "running", "{v}");
+    let ps = json(&run(
+        &data,
+        &["ps", v["process"].as_str().unwrap(), "--json"],
+    ));
+    let pid = ps[0]["pid"].as_u64().expect("a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap();
+    assert_eq!(uid, "65534", "it runs as nobody");
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    let o = run(&data, &["instance", "delete", "low"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -108,6 +108,9 @@ pub struct InstanceSettings {
     /// Quick crashes in a row before an instance's process is given up on
     /// (and a create fails).
     pub start_retries: u32,
+    /// Run instances as this user (name or uid); their directories are given
+    /// to it. Needs hangar to run as root.
+    pub user: Option<String>,
 }
 
 impl Default for InstanceSettings {
@@ -119,6 +122,7 @@ impl Default for InstanceSettings {
             session_ttl: Duration::from_secs(30 * 60),
             ready_timeout: Duration::from_secs(60),
             start_retries: 3,
+            user: None,
         }
     }
 }

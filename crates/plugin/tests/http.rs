@@ -351,7 +351,10 @@ async fn keep_alive_reuses_one_connection_and_its_absence_does_not() {
         // second one, so "reused" is "far fewer than one per call".
         let got = accepted.load(std::sync::atomic::Ordering::SeqCst);
         if keep_alive {
-            assert!(got <= want + 2, "keep_alive = {keep_alive}: {got} connections");
+            assert!(
+                got <= want + 2,
+                "keep_alive = {keep_alive}: {got} connections"
+            );
         } else {
             assert_eq!(got, want, "keep_alive = {keep_alive}");
         }

@@ -1006,6 +1006,11 @@ impl Daemon {
             render::render_and_check(&inst2, &m2, &mdir2)
         })
         .await?;
+        if let Some(u) = &self.instances().settings.user {
+            let run_as = hangar_supervisor::RunAs::from_name(u).map_err(Error::from)?;
+            let dir = inst.dir.clone();
+            blocking(move || give_to(&dir, run_as.uid, run_as.gid)).await?;
+        }
         self.update(&inst.id, |i| i.config_file = file)
             .await
             .map(drop)
@@ -1098,6 +1103,13 @@ impl Daemon {
             spec.liveness = Some(live);
         }
         limits::apply(&mut spec, m, inst)?;
+        if let Some(u) = &s.user {
+            let run_as = hangar_supervisor::RunAs::from_name(u).map_err(Error::from)?;
+            spec.env.insert("USER".into(), u.clone());
+            spec.env
+                .insert("HOME".into(), inst.dir.join("data").display().to_string());
+            spec.user = Some(run_as);
+        }
         // Its own network: the process joins the namespace before exec and
         // binds the instance address there.
         if let Some(path) = inst
@@ -1462,6 +1474,28 @@ impl Daemon {
             self.reap_idle_sessions().await;
         }
     }
+}
+
+/// `chown -R` without following links: the instance's files to the user it runs as.
+fn give_to(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let fail = |p: &Path, e: std::io::Error| {
+        Error::new(
+            "INSTANCE_DIR",
+            format!("cannot give {} to uid {uid}: {e}", p.display()),
+        )
+        .hint("run hangar as root to run instances as another user")
+    };
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| fail(dir, e))?;
+    for e in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+        let e = e.map_err(|e| fail(dir, e))?;
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            give_to(&p, uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(|e| fail(&p, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn validate_mode(m: &Manifest, mode: Option<&str>) -> Result<()> {
