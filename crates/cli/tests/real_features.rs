@@ -239,11 +239,20 @@ fn life(id: &str, bin: &str, version: &str, sets: &[&str], tweak: Value, range: 
     assert_eq!(ps[0]["state"], "running", "{ps}");
     assert_eq!(ps[0]["health"], "healthy", "{ps}");
     let cg = cgroup_dirs(&process);
-    if is_root() {
-        assert!(
-            !cg.is_empty(),
-            "the manifest's limits put {process} in a cgroup"
-        );
+    let limits = hangar_supervisor::Limits {
+        memory_max: Some(64 << 20),
+        cpu_max: None,
+        pids_max: Some(64),
+    };
+    match hangar_supervisor::Cgroups::host().unusable_reason(&limits) {
+        None if is_root() => {
+            assert!(
+                !cg.is_empty(),
+                "the manifest's limits put {process} in a cgroup"
+            )
+        }
+        None => {}
+        Some(why) => eprintln!("cgroup check skipped: this host cannot apply limits: {why}"),
     }
 
     let o = run(&data, &["instance", "stop", "one"]);
