@@ -89,12 +89,21 @@ pub enum Cmd {
 }
 
 pub fn run(target: Target, cmd: Cmd) -> u8 {
+    block_on(go(target, cmd), code_for)
+}
+
+/// Run a client command on a one-thread runtime; an error is rendered and
+/// mapped to its exit code by `code_for`.
+pub(crate) fn block_on(
+    f: impl std::future::Future<Output = Result<u8, Error>>,
+    code_for: fn(&Error) -> u8,
+) -> u8 {
     let rt = match crate::runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     rt.block_on(async move {
-        match go(target, cmd).await {
+        match f.await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("{}", render::core_error(&e));

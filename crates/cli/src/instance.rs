@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 use tokio_stream::StreamExt;
 
 use crate::client::{api, connect, Target};
+use crate::exit;
 use crate::market::Bar;
-use crate::{exit, render};
 
 /// The instance subcommands.
 #[derive(Subcommand)]
@@ -112,19 +112,7 @@ pub enum InstanceCmd {
 }
 
 pub fn run(target: Target, cmd: InstanceCmd) -> u8 {
-    let rt = match crate::runtime(false) {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    rt.block_on(async move {
-        match go(target, cmd).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("{}", render::core_error(&e));
-                code_for(&e)
-            }
-        }
-    })
+    crate::client::block_on(go(target, cmd), code_for)
 }
 
 fn code_for(e: &Error) -> u8 {
@@ -158,6 +146,7 @@ pub fn parse_sets(sets: &[String]) -> Result<Map<String, Value>, Error> {
 
 async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
     let mut c = connect(&t).await?;
+    let cmd_is_stop = matches!(cmd, InstanceCmd::Stop { .. });
     match cmd {
         InstanceCmd::Create {
             feature,
@@ -232,27 +221,16 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 exit::FAILURE
             })
         }
-        InstanceCmd::Stop { instance, json } => {
-            let i = c
-                .instances
-                .stop(pb::InstanceRef {
-                    id_or_name: instance,
-                })
-                .await
-                .map_err(api)?
-                .into_inner();
-            print_one(&i, json, false);
-            Ok(exit::OK)
-        }
-        InstanceCmd::Restart { instance, json } => {
-            let i = c
-                .instances
-                .restart(pb::InstanceRef {
-                    id_or_name: instance,
-                })
-                .await
-                .map_err(api)?
-                .into_inner();
+        InstanceCmd::Stop { instance, json } | InstanceCmd::Restart { instance, json } => {
+            let r = pb::InstanceRef {
+                id_or_name: instance,
+            };
+            let i = match cmd_is_stop {
+                true => c.instances.stop(r).await,
+                false => c.instances.restart(r).await,
+            }
+            .map_err(api)?
+            .into_inner();
             print_one(&i, json, false);
             Ok(exit::OK)
         }

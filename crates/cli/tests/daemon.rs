@@ -13,40 +13,19 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{free_port, hangar, http_get, wait_for};
 use rustix::process::Signal;
 use serde_json::Value;
 
 /// Generous: a 2-core machine may be building something else meanwhile.
 const LONG: Duration = Duration::from_secs(30);
-
-fn hangar() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
-    for v in [
-        "HANGAR_LOG",
-        "HANGAR_DATA_DIR",
-        "HANGAR_ADDR",
-        "HANGAR_TOKEN",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    f()
-}
 
 fn send(pid: u32, sig: Signal) {
     let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig);
@@ -404,22 +383,6 @@ impl Drop for Daemon {
 // HTTP on loopback, std only
 // ---------------------------------------------------------------------------
 
-/// `GET path` over HTTP/1.0: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head}"));
-    (status, body.to_string())
-}
-
 /// The Prometheus text format, minimally: `name{labels}` → value.
 fn parse_metrics(text: &str) -> HashMap<String, f64> {
     text.lines()
@@ -509,14 +472,6 @@ fn read_request(conn: &TcpStream) -> Option<(String, String)> {
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
     Some((path, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------
