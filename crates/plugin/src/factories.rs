@@ -15,7 +15,7 @@ fn wire_auth(p: &PluginConfig) -> Result<crate::auth::AuthConfig, Error> {
         .and_then(serde_json::from_value)
         .map_err(|e| {
             Error::new(
-                ErrorKind::from_code("PLUGIN_1009").unwrap_or(ErrorKind::ConnectionFailed),
+                ErrorKind::UnsupportedAuthMethod,
                 format!("auth settings of {:?}: {e}", p.name),
             )
         })

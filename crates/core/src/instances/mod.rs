@@ -531,7 +531,7 @@ impl Daemon {
                 return Ok(c);
             }
         }
-        let (manifest, _dir) = ins.manifest(&req.feature)?;
+        let (manifest, _dir) = self.manifest_of(&req.feature).await?;
         let key = isolation_key(
             &manifest.id,
             manifest.isolation_level,
@@ -558,7 +558,6 @@ impl Daemon {
             .with("key", &key)
             .hint("use that instance, or give another --tenant/--session"));
         }
-        validate_mode(&manifest, req.mode.as_deref())?;
         let mode = options::validate(&manifest, req.mode.as_deref(), &req.options)?;
         let name = match &req.name {
             Some(n) => n.clone(),
@@ -727,6 +726,17 @@ impl Daemon {
 
     /// Run every step not yet done; on failure undo all, newest first.
     async fn run_flow(&self, id: &str, cancel: tokio::sync::watch::Receiver<bool>) {
+        let Some(feature) = self.instances().get(id).map(|i| i.feature) else {
+            return;
+        };
+        // One catalog read per flow; the manifest is the same for every step.
+        let (manifest, mdir) = match self.manifest_of(&feature).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(id, StepKind::Install, e).await;
+                return;
+            }
+        };
         for step in StepKind::ALL {
             let Some(inst) = self.instances().get(id) else {
                 return;
@@ -757,7 +767,7 @@ impl Daemon {
             }
             let mut c = cancel.clone();
             let res = tokio::select! {
-                r = self.apply_step(id, step) => r,
+                r = self.apply_step(id, step, &manifest, &mdir) => r,
                 _ = c.wait_for(|v| *v) => Err(cancelled()),
             };
             match res {
@@ -835,15 +845,27 @@ impl Daemon {
         }
     }
 
-    async fn apply_step(&self, id: &str, step: StepKind) -> Result<()> {
+    /// A feature's manifest and its directory, read (catalog files, schema
+    /// validation) on a blocking thread.
+    async fn manifest_of(&self, feature: &str) -> Result<(Manifest, PathBuf)> {
+        let (d, f) = (self.clone(), feature.to_string());
+        blocking(move || d.instances().manifest(&f)).await
+    }
+
+    async fn apply_step(
+        &self,
+        id: &str,
+        step: StepKind,
+        manifest: &Manifest,
+        mdir: &Path,
+    ) -> Result<()> {
         let inst = self.instances().get(id).ok_or_else(|| not_found(id))?;
-        let (manifest, mdir) = self.instances().manifest(&inst.feature)?;
         match step {
-            StepKind::Install => self.step_install(&inst, &manifest, &mdir).await,
-            StepKind::Ports => self.step_ports(&inst, &manifest).await,
-            StepKind::Network => self.step_network(&inst, &manifest).await,
-            StepKind::Config => self.step_config(&inst, &manifest, &mdir).await,
-            StepKind::Process => self.step_process(&inst, &manifest).await,
+            StepKind::Install => self.step_install(&inst, manifest, mdir).await,
+            StepKind::Ports => self.step_ports(&inst, manifest).await,
+            StepKind::Network => self.step_network(&inst, manifest).await,
+            StepKind::Config => self.step_config(&inst, manifest, mdir).await,
+            StepKind::Process => self.step_process(&inst, manifest).await,
             StepKind::Ready => self.step_ready(&inst).await,
         }
     }
@@ -887,15 +909,10 @@ impl Daemon {
         let ins = self.instances();
         let installer = &ins.installer;
         let have = {
-            let id = inst.feature.clone();
-            let version = inst.version.clone();
-            let root = installer.root().to_path_buf();
+            let (d, id, version) = (self.clone(), inst.feature.clone(), inst.version.clone());
             blocking(move || {
-                let inst = Installer::new(
-                    root,
-                    Downloader::new(DownloadOptions::default()).map_err(Error::from)?,
-                );
-                Ok(inst
+                Ok(d.instances()
+                    .installer
                     .versions(&id)
                     .unwrap_or_default()
                     .into_iter()
@@ -1338,11 +1355,10 @@ impl Daemon {
             )
             .hint("update a running or stopped instance"));
         }
-        let (m, mdir) = self.instances().manifest(&inst.feature)?;
+        let (m, mdir) = self.manifest_of(&inst.feature).await?;
         let mode = mode.or(inst.mode.clone());
         let mut opts = inst.options.clone();
         opts.extend(options);
-        validate_mode(&m, mode.as_deref())?;
         let mode = options::validate(&m, mode.as_deref(), &opts)?;
         let mut next = inst.clone();
         next.mode = mode;
@@ -1493,25 +1509,6 @@ fn give_to(dir: &Path, uid: u32, gid: u32) -> Result<()> {
             give_to(&p, uid, gid)?;
         } else {
             std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(|e| fail(&p, e))?;
-        }
-    }
-    Ok(())
-}
-
-fn validate_mode(m: &Manifest, mode: Option<&str>) -> Result<()> {
-    if let Some(mode) = mode {
-        if !m.modes.iter().any(|x| x.id == mode) {
-            let known: Vec<&str> = m.modes.iter().map(|x| x.id.as_str()).collect();
-            return Err(Error::new(
-                "CONFIG_UNKNOWN_MODE",
-                format!("{} has no mode {mode:?}", m.id),
-            )
-            .with("feature", &m.id)
-            .hint(if known.is_empty() {
-                "this feature has no modes; leave --mode out".to_string()
-            } else {
-                format!("pick one of: {}", known.join(", "))
-            }));
         }
     }
     Ok(())
