@@ -119,6 +119,8 @@ fn a_record_round_trips_through_json() {
 }
 
 proptest! {
+    // A failure prints its minimal case; nothing is written into the source tree.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn never_two_owners_for_one_number(ops in proptest::collection::vec((0u8..3, 0u8..12), 1..200)) {
         let a = NetAllocator::new(pool(1, 8)).unwrap();

@@ -7,10 +7,22 @@ use std::sync::Arc;
 use hangar_net::{PortErrorKind, PortRange, PortRegistry};
 use proptest::prelude::*;
 
-/// A range of `n` ports starting at a base derived from the pid, so parallel test
-/// binaries do not fight over the same ports.
+/// A range of `n` ports below the host's ephemeral range (where the kernel picks
+/// ports for outgoing connections and `bind(0)`, so any program may hold one at
+/// any time), at a base derived from the pid so parallel test binaries do not
+/// fight over the same ports.
 fn range(tag: u16, n: u16) -> PortRange {
-    let base = 30000 + (std::process::id() % 500) as u16 * 40 + tag * 8;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // 40 ports per test binary, 8 per test: slots from 10000 up to the range.
+    let slots = u32::from(ephemeral_start.saturating_sub(10000) / 40).max(1);
+    let base = 10000 + (std::process::id() % slots) as u16 * 40 + tag * 8;
+    assert!(
+        base + n <= ephemeral_start.max(10040),
+        "no room below the ephemeral range"
+    );
     PortRange::new("test", base, base + n - 1)
 }
 
@@ -116,7 +128,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    // A failure prints its minimal case; nothing is written into the source tree.
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
     /// Against a model: allocations are unique, within the range, owned by whom the
     /// model says, and exhaustion happens exactly when the model is full.
     #[test]
