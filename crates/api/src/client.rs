@@ -80,7 +80,7 @@ impl Client {
         let path: PathBuf = socket.to_path_buf();
         let not_running = |e: &dyn std::fmt::Display| {
             Error::new(
-                "DAEMON_NOT_RUNNING",
+                crate::ErrorKind::DaemonNotRunning,
                 format!("no daemon answers at {}: {e}", path.display()),
             )
             .with("socket", path.display())
@@ -116,16 +116,22 @@ impl Client {
         let mut ep = Endpoint::from_shared(url.to_string())
             .map(windows)
             .map_err(|e| {
-                Error::new("USAGE", format!("invalid API address {url:?}: {e}"))
-                    .hint("write it as http://HOST:PORT, or https://HOST:PORT with TLS")
+                Error::new(
+                    hangar_core::ErrorKind::Usage,
+                    format!("invalid API address {url:?}: {e}"),
+                )
+                .hint("write it as http://HOST:PORT, or https://HOST:PORT with TLS")
             })?
             .connect_timeout(Duration::from_secs(2));
         if let Some(t) = tls {
             let read = |p: &PathBuf| {
                 std::fs::read(p).map_err(|e| {
-                    Error::new("USAGE", format!("cannot read TLS file: {e}"))
-                        .with("path", p.display())
-                        .hint("check the --tls-ca / --tls-cert / --tls-key paths")
+                    Error::new(
+                        hangar_core::ErrorKind::Usage,
+                        format!("cannot read TLS file: {e}"),
+                    )
+                    .with("path", p.display())
+                    .hint("check the --tls-ca / --tls-cert / --tls-key paths")
                 })
             };
             let mut cfg = tonic::transport::ClientTlsConfig::new()
@@ -134,13 +140,16 @@ impl Client {
                 cfg = cfg.identity(tonic::transport::Identity::from_pem(read(c)?, read(k)?));
             }
             ep = ep.tls_config(cfg).map_err(|e| {
-                Error::new("USAGE", format!("TLS configuration: {e}"))
-                    .hint("give a PEM CA, and a PEM certificate and key for mTLS")
+                Error::new(
+                    hangar_core::ErrorKind::Usage,
+                    format!("TLS configuration: {e}"),
+                )
+                .hint("give a PEM CA, and a PEM certificate and key for mTLS")
             })?;
         }
         let ch = ep.connect().await.map_err(|e| {
             Error::new(
-                "DAEMON_NOT_RUNNING",
+                crate::ErrorKind::DaemonNotRunning,
                 format!("no daemon answers at {url}: {e}"),
             )
             .with("address", url)
@@ -148,8 +157,11 @@ impl Client {
         })?;
         let token = match token {
             Some(t) => Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
-                Error::new("USAGE", "the token holds characters a header cannot carry")
-                    .hint("use a token of printable ASCII")
+                Error::new(
+                    hangar_core::ErrorKind::Usage,
+                    "the token holds characters a header cannot carry",
+                )
+                .hint("use a token of printable ASCII")
             })?),
             None => None,
         };

@@ -2,38 +2,65 @@
 //! [`hangar_core::Error`] and gRPC statuses.
 //!
 //! An error travels as a status whose code is the nearest gRPC code and whose
-//! metadata keeps hangar's own: `hangar-code` (ASCII), `hangar-hint-bin` and
-//! `hangar-context-bin` (UTF-8; context as a JSON array of `[key, value]`).
+//! metadata keeps hangar's own: `hangar-code` and `hangar-category` (ASCII),
+//! `hangar-hint-bin` and `hangar-context-bin` (UTF-8; context as a JSON array
+//! of `[key, value]`). The category alone decides the gRPC code
+//! ([`grpc_code`]).
 
 use std::time::UNIX_EPOCH;
 
-use hangar_core::{Error, ProcessView};
+use hangar_core::{Category, Error, ProcessView};
 use hangar_store::EventRecord;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
 use crate::pb;
 
-fn grpc_code(code: &str) -> Code {
-    match code {
-        "PROCESS_NOT_FOUND" => Code::NotFound,
-        "DUPLICATE_NAME" => Code::AlreadyExists,
-        "CONFIG_INVALID" | "INVALID_SPEC" | "INVALID_PATTERN" | "DEPENDENCY_CYCLE" => {
-            Code::InvalidArgument
+/// The gRPC status code for a category: the one table that decides it.
+pub fn grpc_code(c: Category) -> Code {
+    match c {
+        Category::NotFound => Code::NotFound,
+        Category::Invalid => Code::InvalidArgument,
+        Category::Conflict => Code::AlreadyExists,
+        Category::Precondition => Code::FailedPrecondition,
+        Category::Exhausted => Code::ResourceExhausted,
+        Category::Unavailable => Code::Unavailable,
+        Category::Timeout => Code::DeadlineExceeded,
+        Category::Unauthenticated => Code::Unauthenticated,
+        Category::Internal => Code::Internal,
+    }
+}
+
+/// The category of a status that came without hangar's metadata (from a
+/// proxy, or tonic itself), and the generic code it gets.
+fn from_grpc_code(c: Code) -> (Category, &'static str) {
+    match c {
+        Code::NotFound => (Category::NotFound, "NOT_FOUND"),
+        Code::InvalidArgument | Code::OutOfRange => (Category::Invalid, "API_ERROR"),
+        Code::AlreadyExists | Code::Aborted => (Category::Conflict, "API_ERROR"),
+        Code::FailedPrecondition => (Category::Precondition, "API_ERROR"),
+        Code::ResourceExhausted => (Category::Exhausted, "API_ERROR"),
+        Code::Unavailable => (Category::Unavailable, "DAEMON_UNAVAILABLE"),
+        Code::DeadlineExceeded => (Category::Timeout, "TIMEOUT"),
+        Code::Unauthenticated | Code::PermissionDenied => {
+            (Category::Unauthenticated, "UNAUTHENTICATED")
         }
-        "PROCESS_FROM_CONFIG" | "SHUTTING_DOWN" | "CONFIG_UNREADABLE" => Code::FailedPrecondition,
-        "UNAUTHENTICATED" => Code::Unauthenticated,
-        _ => Code::Internal,
+        Code::Unimplemented => (Category::Precondition, "UNSUPPORTED"),
+        _ => (Category::Internal, "API_ERROR"),
     }
 }
 
 /// A service-layer error as a gRPC status.
 pub fn status(e: Error) -> Status {
-    let mut st = Status::new(grpc_code(e.code), e.message.clone());
+    let mut st = Status::new(grpc_code(e.category()), e.message.clone());
     let md = st.metadata_mut();
-    if let Ok(v) = MetadataValue::try_from(e.code) {
+    if let Ok(v) = MetadataValue::try_from(e.code()) {
         md.insert("hangar-code", v);
     }
+    md.insert(
+        "hangar-category",
+        MetadataValue::from_static(e.category().as_str()),
+    );
     if let Some(h) = &e.hint {
         md.insert_bin("hangar-hint-bin", MetadataValue::from_bytes(h.as_bytes()));
     }
@@ -45,21 +72,22 @@ pub fn status(e: Error) -> Status {
     st
 }
 
-/// A gRPC status back into a service-layer error (the client side).
+/// A gRPC status back into a service-layer error (the client side). The code
+/// and category are the daemon's (`hangar-code`, `hangar-category`); a status
+/// without them gets a generic code and the category of its gRPC code.
 pub fn error(st: &Status) -> Error {
     let md: &MetadataMap = st.metadata();
-    let code: &'static str = match md.get("hangar-code").and_then(|v| v.to_str().ok()) {
-        Some(c) => known_code(c),
-        None => match st.code() {
-            Code::Unavailable => "DAEMON_UNAVAILABLE",
-            Code::Unauthenticated => "UNAUTHENTICATED",
-            Code::NotFound => "NOT_FOUND",
-            Code::Unimplemented => "UNSUPPORTED",
-            Code::DeadlineExceeded => "TIMEOUT",
-            _ => "API_ERROR",
-        },
-    };
-    let mut e = Error::new(code, st.message());
+    let (fallback_cat, fallback_code) = from_grpc_code(st.code());
+    let category = md
+        .get("hangar-category")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Category::parse)
+        .unwrap_or(fallback_cat);
+    let code = md
+        .get("hangar-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(fallback_code);
+    let mut e = Error::remote(code, category, st.message());
     if let Some(h) = md
         .get_bin("hangar-hint-bin")
         .and_then(|v| v.to_bytes().ok())
@@ -77,38 +105,6 @@ pub fn error(st: &Status) -> Error {
     e
 }
 
-/// Codes are `&'static str` in [`Error`]. A code the daemon sends back is
-/// interned: each distinct code is leaked once, so the set stays as small as
-/// the daemon's vocabulary of codes. Text that does not look like a code (upper
-/// case, digits and `_`, at most 64 bytes) becomes a generic one; the message
-/// keeps the detail.
-fn known_code(c: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static CODES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    if c.is_empty()
-        || c.len() > 64
-        || !c
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return "API_ERROR";
-    }
-    let set = CODES.get_or_init(Default::default);
-    let mut set = set
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(k) = set.get(c) {
-        return k;
-    }
-    if set.len() >= 4096 {
-        return "API_ERROR";
-    }
-    let k: &'static str = Box::leak(c.to_string().into_boxed_str());
-    set.insert(k);
-    k
-}
-
 fn ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -118,7 +114,7 @@ fn ms(t: std::time::SystemTime) -> i64 {
 /// Error as a message.
 pub fn error_info(e: &Error) -> pb::ErrorInfo {
     pb::ErrorInfo {
-        code: e.code.to_string(),
+        code: e.code().to_string(),
         message: e.message.clone(),
         context: e
             .context
@@ -237,5 +233,68 @@ pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
         json: serde_json::to_string(i).unwrap_or_default(),
         created_ms: i.created_ms,
         updated_ms: i.updated_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_core::{Coded, ErrorKind};
+
+    /// Every code the daemon makes leaves with the status its category names,
+    /// and comes back on the client side as the same error.
+    #[test]
+    fn every_error_leaves_with_its_categorys_status_and_comes_back_whole() {
+        let kinds: Vec<(&str, Category)> = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.code(), k.category()))
+            .chain(
+                crate::ErrorKind::ALL
+                    .iter()
+                    .map(|k| (k.code(), k.category())),
+            )
+            .collect();
+        for (code, category) in kinds {
+            let e = Error::from_parts(
+                code,
+                category,
+                "what happened",
+                vec![("instance".into(), "web".into())],
+                Some("do this".into()),
+            );
+            let st = status(e.clone());
+            assert_eq!(st.code(), grpc_code(category), "{code}");
+            assert_eq!(error(&st), e, "{code}");
+        }
+        let st = status(Error::new(ErrorKind::InstanceNotFound, "no instance \"x\""));
+        assert_eq!(st.code(), Code::NotFound);
+        let st = status(Error::new(ErrorKind::FeatureNotFound, "no feature"));
+        assert_eq!(st.code(), Code::NotFound);
+        let st = status(
+            hangar_supervisor::Manager::new()
+                .expect("manager")
+                .status("nope")
+                .map(drop)
+                .map_err(Error::from)
+                .expect_err("no such process"),
+        );
+        assert_eq!(st.code(), Code::NotFound);
+    }
+
+    /// A status from something that is not hangar (a proxy, tonic itself) gets
+    /// a generic code and the category of its gRPC code.
+    #[test]
+    fn a_foreign_status_gets_its_codes_category() {
+        let e = error(&Status::unavailable("connection refused"));
+        assert_eq!(
+            (e.code(), e.category()),
+            ("DAEMON_UNAVAILABLE", Category::Unavailable)
+        );
+        let e = error(&Status::new(Code::NotFound, "nope"));
+        assert_eq!(e.category(), Category::NotFound);
+        let mut st = Status::internal("x");
+        st.metadata_mut()
+            .insert("hangar-code", MetadataValue::from_static("no good"));
+        assert_eq!(error(&st).code(), "API_ERROR");
     }
 }

@@ -23,8 +23,11 @@
 
 pub mod client;
 pub mod convert;
+mod error;
 pub mod metrics;
 pub mod server;
+
+pub use error::ErrorKind;
 
 /// Generated hangar.v1 code.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

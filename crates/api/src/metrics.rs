@@ -392,9 +392,12 @@ pub fn feed(d: &Daemon, m: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
 /// Listen on `addr` and serve metrics.
 pub async fn serve_http(d: Daemon, m: Arc<Metrics>, addr: SocketAddr) -> Result<HttpServer, Error> {
     let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::new("API_LISTEN_FAILED", format!("cannot listen for HTTP: {e}"))
-            .with("address", addr)
-            .hint("pick a free address with --http, or --http '' to turn it off")
+        Error::new(
+            crate::ErrorKind::ListenFailed,
+            format!("cannot listen for HTTP: {e}"),
+        )
+        .with("address", addr)
+        .hint("pick a free address with --http, or --http '' to turn it off")
     })?;
     let addr = l.local_addr().unwrap_or(addr);
     let app = Router::new()

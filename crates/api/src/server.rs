@@ -63,12 +63,18 @@ fn options(json: &str) -> Result<serde_json::Map<String, serde_json::Value>, Sta
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
         Ok(_) => Err(status(
-            Error::new("CONFIG_BAD_OPTIONS", "options must be a JSON object")
-                .hint("pass options as key=value pairs, or a JSON object"),
+            Error::new(
+                hangar_core::ErrorKind::ConfigBadOptions,
+                "options must be a JSON object",
+            )
+            .hint("pass options as key=value pairs, or a JSON object"),
         )),
         Err(e) => Err(status(
-            Error::new("CONFIG_BAD_OPTIONS", format!("options are not JSON: {e}"))
-                .hint("pass options as key=value pairs, or a JSON object"),
+            Error::new(
+                hangar_core::ErrorKind::ConfigBadOptions,
+                format!("options are not JSON: {e}"),
+            )
+            .hint("pass options as key=value pairs, or a JSON object"),
         )),
     }
 }
@@ -359,7 +365,7 @@ impl Events for EventsSvc {
             Some(glob::Pattern::new(&f.name).map_err(|e| {
                 status(
                     Error::new(
-                        "INVALID_PATTERN",
+                        hangar_supervisor::ErrorKind::InvalidPattern,
                         format!("invalid pattern {:?}: {e}", f.name),
                     )
                     .hint("use *, ? and [..] as in shell globs"),
@@ -544,8 +550,11 @@ impl Interceptor for BearerAuth {
         match given {
             Some(t) if ct_eq(t.as_bytes(), &self.token) => Ok(req),
             _ => Err(status(
-                Error::new("UNAUTHENTICATED", "missing or wrong bearer token")
-                    .hint("pass the daemon's token with --token or HANGAR_TOKEN"),
+                Error::new(
+                    crate::ErrorKind::Unauthenticated,
+                    "missing or wrong bearer token",
+                )
+                .hint("pass the daemon's token with --token or HANGAR_TOKEN"),
             )),
         }
     }
@@ -587,7 +596,7 @@ impl Serving {
 }
 
 fn io_err(what: &str, path: impl std::fmt::Display, e: std::io::Error) -> Error {
-    Error::new("API_LISTEN_FAILED", format!("{what}: {e}"))
+    Error::new(crate::ErrorKind::ListenFailed, format!("{what}: {e}"))
         .with("address", path)
         .hint("check that the address is free and the directory writable")
 }
@@ -597,7 +606,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
         // A socket file without a listener is left over from a crash.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(Error::new(
-                "DAEMON_ALREADY_RUNNING",
+                hangar_core::ErrorKind::DaemonAlreadyRunning,
                 "a daemon already listens on the socket",
             )
             .with("socket", path.display())
@@ -623,7 +632,7 @@ fn reflection() -> Result<
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::new("INTERNAL", format!("reflection: {e}")))
+        .map_err(|e| Error::new(hangar_core::ErrorKind::Internal, format!("reflection: {e}")))
 }
 
 /// Large HTTP/2 windows: a big listing or log batch is not throttled by
@@ -666,13 +675,12 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
     let mut tcp_addr = None;
     if let Some(addr) = opts.tcp {
         if opts.token.is_none() && opts.client_ca.is_none() {
-            return Err(
-                Error::new("API_INSECURE", "refusing plain TCP without credentials")
-                    .with("address", addr)
-                    .hint(
-                        "set daemon.grpc.token (bearer) or tls_cert, tls_key and client_ca (mTLS)",
-                    ),
-            );
+            return Err(Error::new(
+                crate::ErrorKind::Insecure,
+                "refusing plain TCP without credentials",
+            )
+            .with("address", addr)
+            .hint("set daemon.grpc.token (bearer) or tls_cert, tls_key and client_ca (mTLS)"));
         }
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -689,9 +697,12 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
             if let Some(ca) = &opts.client_ca {
                 tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
             }
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| Error::new("API_TLS_INVALID", format!("TLS configuration: {e}")))?;
+            builder = builder.tls_config(tls).map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::TlsInvalid,
+                    format!("TLS configuration: {e}"),
+                )
+            })?;
         }
         let auth = opts.token.as_deref().map(BearerAuth::new);
         let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };

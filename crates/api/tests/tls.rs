@@ -162,7 +162,7 @@ async fn plain_tcp_without_credentials_is_refused_at_start() {
     let Err(e) = res else {
         panic!("plain TCP must be refused")
     };
-    assert_eq!(e.code, "API_INSECURE");
+    assert_eq!(e.code(), "API_INSECURE");
     assert!(e.hint.is_some());
     d.shutdown().await;
 }
@@ -207,7 +207,7 @@ async fn bearer_token_is_checked_on_every_service() {
         ] {
             let st = res.expect_err("must be refused");
             assert_eq!(st.code(), tonic::Code::Unauthenticated, "token {token:?}");
-            assert_eq!(hangar_api::convert::error(&st).code, "UNAUTHENTICATED");
+            assert_eq!(hangar_api::convert::error(&st).code(), "UNAUTHENTICATED");
         }
     }
     // The socket needs no token: its 0600 mode and the 0700 data dir guard it.

@@ -89,15 +89,12 @@ pub enum Cmd {
 }
 
 pub fn run(target: Target, cmd: Cmd) -> u8 {
-    block_on(go(target, cmd), code_for)
+    block_on(go(target, cmd))
 }
 
 /// Run a client command on a one-thread runtime; an error is rendered and
-/// mapped to its exit code by `code_for`.
-pub(crate) fn block_on(
-    f: impl std::future::Future<Output = Result<u8, Error>>,
-    code_for: fn(&Error) -> u8,
-) -> u8 {
+/// mapped to its exit code by its category.
+pub(crate) fn block_on(f: impl std::future::Future<Output = Result<u8, Error>>) -> u8 {
     let rt = match crate::runtime(false) {
         Ok(rt) => rt,
         Err(code) => return code,
@@ -107,26 +104,10 @@ pub(crate) fn block_on(
             Ok(code) => code,
             Err(e) => {
                 eprintln!("{}", render::core_error(&e));
-                code_for(&e)
+                exit::code_for(&e)
             }
         }
     })
-}
-
-fn code_for(e: &Error) -> u8 {
-    match e.code {
-        "DAEMON_NOT_RUNNING" => exit::NOT_RUNNING,
-        "PROCESS_NOT_FOUND" => exit::NOT_FOUND,
-        "CONFIG_INVALID"
-        | "CONFIG_UNREADABLE"
-        | "INVALID_PATTERN"
-        | "INVALID_SPEC"
-        | "USAGE"
-        | "DUPLICATE_NAME"
-        | "PROCESS_FROM_CONFIG"
-        | "DEPENDENCY_CYCLE" => exit::USAGE,
-        _ => exit::FAILURE,
-    }
 }
 
 pub(crate) async fn connect(t: &Target) -> Result<Client, Error> {
@@ -201,7 +182,7 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
         } => {
             let toml = std::fs::read_to_string(&file).map_err(|e| {
                 Error::new(
-                    "CONFIG_UNREADABLE",
+                    hangar_core::ErrorKind::ConfigUnreadable,
                     format!("cannot read {}: {e}", file.display()),
                 )
                 .hint("check the path and its permissions")

@@ -112,17 +112,7 @@ pub enum InstanceCmd {
 }
 
 pub fn run(target: Target, cmd: InstanceCmd) -> u8 {
-    crate::client::block_on(go(target, cmd), code_for)
-}
-
-fn code_for(e: &Error) -> u8 {
-    match e.code {
-        "DAEMON_NOT_RUNNING" => exit::NOT_RUNNING,
-        "INSTANCE_NOT_FOUND" | "FEATURE_NOT_FOUND" => exit::NOT_FOUND,
-        c if c.starts_with("CONFIG_") => exit::USAGE,
-        "USAGE" | "INSTANCE_INVALID_NAME" | "INSTANCE_EXISTS" | "INSTANCE_KEY_TAKEN" => exit::USAGE,
-        _ => exit::FAILURE,
-    }
+    crate::client::block_on(go(target, cmd))
 }
 
 /// `key=value` pairs into a JSON object; values that parse as JSON keep their
@@ -131,12 +121,18 @@ pub fn parse_sets(sets: &[String]) -> Result<Map<String, Value>, Error> {
     let mut m = Map::new();
     for s in sets {
         let Some((k, v)) = s.split_once('=') else {
-            return Err(Error::new("USAGE", format!("--set {s:?} is not key=value"))
-                .hint("write e.g. --set socks_port=9050"));
+            return Err(Error::new(
+                hangar_core::ErrorKind::Usage,
+                format!("--set {s:?} is not key=value"),
+            )
+            .hint("write e.g. --set socks_port=9050"));
         };
         if k.trim().is_empty() {
-            return Err(Error::new("USAGE", format!("--set {s:?} has no key"))
-                .hint("write e.g. --set socks_port=9050"));
+            return Err(Error::new(
+                hangar_core::ErrorKind::Usage,
+                format!("--set {s:?} has no key"),
+            )
+            .hint("write e.g. --set socks_port=9050"));
         }
         let val = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.into()));
         m.insert(k.trim().to_string(), val);
@@ -353,10 +349,11 @@ async fn follow(
             // missed if the stream was cut).
             Err(_) => None,
             Ok(None) => {
-                return Err(
-                    Error::new("DAEMON_GONE", "the daemon closed the event stream")
-                        .hint("see `hangar instance show` once it is back"),
+                return Err(Error::new(
+                    hangar_api::ErrorKind::DaemonGone,
+                    "the daemon closed the event stream",
                 )
+                .hint("see `hangar instance show` once it is back"))
             }
             Ok(Some(e)) => Some(e.map_err(api)?),
         };

@@ -20,18 +20,35 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Exit codes, stable for scripts.
 pub mod exit {
+    use hangar_core::{Category, Error};
+
     /// Everything went as asked.
     pub const OK: u8 = 0;
-    /// A runtime failure (could not start the supervisor, …).
+    /// A runtime failure (could not start the supervisor, a limit, a timeout, …).
     pub const FAILURE: u8 = 1;
-    /// Bad input: the command line or a file was invalid; nothing was started.
+    /// Not done as asked, and nothing changed: invalid input, a conflict with
+    /// what exists, or a state that does not allow it.
     pub const USAGE: u8 = 2;
-    /// No daemon answers at the socket (or address).
+    /// Unavailable: no daemon answers at the socket (or address), or a server
+    /// it needed did not answer; trying again later may work.
     pub const NOT_RUNNING: u8 = 3;
-    /// No process matched the name or pattern.
+    /// No process (instance, feature, …) matched the name or pattern.
     pub const NOT_FOUND: u8 = 4;
     /// Stopped by a second SIGINT/SIGTERM before the graceful stop finished.
     pub const FORCED: u8 = 130;
+
+    /// The exit code for an error: its category alone decides.
+    pub fn code_for(e: &Error) -> u8 {
+        match e.category() {
+            Category::NotFound => NOT_FOUND,
+            Category::Invalid | Category::Conflict | Category::Precondition => USAGE,
+            Category::Unavailable => NOT_RUNNING,
+            Category::Exhausted
+            | Category::Timeout
+            | Category::Unauthenticated
+            | Category::Internal => FAILURE,
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -42,8 +59,9 @@ pub mod exit {
     long_about = "hangar runs service binaries supervised: each in its own process group, \
 restarted with backoff behind a circuit breaker, stopped gracefully with its whole group, \
 with its output captured to rotated log files.",
-    after_help = "Exit codes: 0 ok, 1 runtime failure, 2 invalid input (nothing changed), \
-3 daemon not running, 4 no such process, 130 forced stop.\n\
+    after_help = "Exit codes: 0 ok, 1 runtime failure, 2 invalid input, conflict or wrong state \
+(nothing changed), 3 daemon (or a server it needs) not answering, 4 no such process, instance \
+or feature, 130 forced stop.\n\
 Docs: README.md (process file format), ARCHITECTURE.md."
 )]
 struct Cli {

@@ -56,18 +56,7 @@ pub fn run(m: Market, cmd: Cmd) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}", render::core_error(&e));
-            match e.code {
-                "FEATURE_NOT_FOUND" | "INSTALL_NOT_FOUND" | "FETCH_NOT_FOUND" => exit::NOT_FOUND,
-                "USAGE"
-                | "MANIFEST_INVALID"
-                | "CATALOG_UNREADABLE"
-                | "INSTALL_INVALID_NAME"
-                | "FETCH_INSECURE_URL"
-                | "FETCH_INVALID_URL"
-                | "FEATURE_UNSUPPORTED_PLATFORM"
-                | "VERIFY_UNVERIFIED" => exit::USAGE,
-                _ => exit::FAILURE,
-            }
+            exit::code_for(&e)
         }
     }
 }
@@ -234,7 +223,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let req = catalog::resolve(&e.manifest, &e.dir, version, &Platform::current())?;
             if req.checksum.is_none() && !allow_unverified {
                 return Err(Error::new(
-                    "VERIFY_UNVERIFIED",
+                    hangar_core::ErrorKind::VerifyUnverified,
                     format!("{id} {version} has no checksum to verify against"),
                 )
                 .hint("the manifest says verification none; pass --allow-unverified to install it anyway"));

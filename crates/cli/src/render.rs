@@ -19,7 +19,7 @@ pub fn error(e: &Error) -> String {
 
 /// Multi-line rendering of a service-layer (or API) error.
 pub fn core_error(e: &hangar_core::Error) -> String {
-    let mut s = format!("error[{}]: {}", e.code, e.message);
+    let mut s = format!("error[{}]: {}", e.code(), e.message);
     for (k, v) in &e.context {
         s.push_str(&format!("\n  {k}: {v}"));
     }

@@ -38,10 +38,7 @@ pub fn serve(args: ServeArgs) -> u8 {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("{}", render::core_error(&e));
-                match e.code {
-                    "CONFIG_INVALID" | "CONFIG_UNREADABLE" | "API_INSECURE" => exit::USAGE,
-                    _ => exit::FAILURE,
-                }
+                exit::code_for(&e)
             }
         }
     })
@@ -62,7 +59,7 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     } else {
         Some(http_addr.parse().map_err(|_| {
             Error::new(
-                "CONFIG_INVALID",
+                hangar_core::ErrorKind::ConfigInvalid,
                 format!("--http {http_addr:?} is not an address"),
             )
             .hint("write it as 127.0.0.1:9470, or '' to turn HTTP off")
@@ -148,7 +145,7 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
                             changed = r.changed.len(), unchanged = r.unchanged.len(),
                             errors = r.errors.len(), "reloaded"
                         ),
-                        Err(e) => warn!(code = e.code, "reload refused: {}", render::core_error(&e)),
+                        Err(e) => warn!(code = e.code(), "reload refused: {}", render::core_error(&e)),
                     }
                     let _ = sd_notify::notify(&[NotifyState::Ready]);
                 });
@@ -195,8 +192,12 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Signals, Error> {
         let mk = |k| {
-            signal(k)
-                .map_err(|e| Error::new("IO_ERROR", format!("cannot install signal handlers: {e}")))
+            signal(k).map_err(|e| {
+                Error::new(
+                    hangar_supervisor::ErrorKind::Io,
+                    format!("cannot install signal handlers: {e}"),
+                )
+            })
         };
         Ok(Signals {
             term: mk(SignalKind::terminate())?,

@@ -184,7 +184,7 @@ impl Settings {
         let bad =
             || {
                 Error::new(
-                "CONFIG_INVALID",
+                crate::ErrorKind::ConfigInvalid,
                 format!("daemon.port_range {:?} is not a port range", self.port_range),
             )
             .hint("write it as \"LOW-HIGH\", e.g. \"20000-29999\", with 1 <= LOW <= HIGH <= 65535")
@@ -208,7 +208,7 @@ impl Settings {
             Some(p) => {
                 let s = std::fs::read_to_string(p).map_err(|e| {
                     Error::new(
-                        "CONFIG_INVALID",
+                        crate::ErrorKind::ConfigInvalid,
                         format!("cannot read daemon.grpc.token_file: {e}"),
                     )
                     .with("path", p.display())
@@ -216,11 +216,12 @@ impl Settings {
                 })?;
                 let t = s.lines().next().unwrap_or("").trim().to_string();
                 if t.is_empty() {
-                    return Err(
-                        Error::new("CONFIG_INVALID", "daemon.grpc.token_file is empty")
-                            .with("path", p.display())
-                            .hint("write the token on the file's first line"),
-                    );
+                    return Err(Error::new(
+                        crate::ErrorKind::ConfigInvalid,
+                        "daemon.grpc.token_file is empty",
+                    )
+                    .with("path", p.display())
+                    .hint("write the token on the file's first line"));
                 }
                 Ok(Some(t))
             }
@@ -325,7 +326,7 @@ impl DaemonConfig {
     pub fn load(path: &Path, default_log_dir: Option<PathBuf>) -> Result<DaemonConfig> {
         let src = std::fs::read_to_string(path).map_err(|e| {
             Error::new(
-                "CONFIG_UNREADABLE",
+                crate::ErrorKind::ConfigUnreadable,
                 format!("cannot read configuration file: {e}"),
             )
             .with("path", path.display())
@@ -334,7 +335,7 @@ impl DaemonConfig {
         DaemonConfig::parse(&src, default_log_dir).map_err(|errs| {
             let n = errs.len();
             let mut e = Error::new(
-                "CONFIG_INVALID",
+                crate::ErrorKind::ConfigInvalid,
                 format!(
                     "{} has {n} error{}",
                     path.display(),

@@ -199,9 +199,12 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new("INTERNAL", format!("blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::new(
+            crate::ErrorKind::Internal,
+            format!("blocking task failed: {e}"),
+        )
+    })?
 }
 
 fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
@@ -214,7 +217,7 @@ fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
     )
     .map_err(|e| {
         Error::new(
-            "DATA_DIR_UNUSABLE",
+            crate::ErrorKind::DataDirUnusable,
             format!("cannot open the lock file: {e}"),
         )
         .with("path", path.display())
@@ -222,7 +225,7 @@ fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
     })?;
     flock(&fd, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
         Error::new(
-            "DAEMON_ALREADY_RUNNING",
+            crate::ErrorKind::DaemonAlreadyRunning,
             "another hangar daemon uses this data dir",
         )
         .with("data_dir", data_dir.display())
@@ -248,9 +251,12 @@ fn expand(spec: ProcessSpec) -> Vec<ProcessSpec> {
 }
 
 fn not_found(name: &str) -> Error {
-    Error::new("PROCESS_NOT_FOUND", format!("no process named {name:?}"))
-        .with("process", name)
-        .hint("`hangar ps` lists the processes")
+    Error::new(
+        hangar_supervisor::ErrorKind::ProcessNotFound,
+        format!("no process named {name:?}"),
+    )
+    .with("process", name)
+    .hint("`hangar ps` lists the processes")
 }
 
 impl Daemon {
@@ -262,7 +268,7 @@ impl Daemon {
         let data_dir = opts.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             Error::new(
-                "DATA_DIR_UNUSABLE",
+                crate::ErrorKind::DataDirUnusable,
                 format!("cannot create the data dir: {e}"),
             )
             .with("data_dir", data_dir.display())
@@ -350,7 +356,8 @@ impl Daemon {
         manager.set_global_env(&env)?;
 
         let sinks = Sinks::start(config.settings.sink.clone()).map_err(|e| {
-            Error::new(e.code(), e.to_string()).hint("fix the [[daemon.sink]] entry")
+            Error::from_parts(e.code(), e.category(), e.to_string(), Vec::new(), None)
+                .hint("fix the [[daemon.sink]] entry")
         })?;
         let last_event_id = {
             let s = Arc::clone(&store);
@@ -416,7 +423,7 @@ impl Daemon {
             let _change = d.inner.changes.lock().await;
             let report = d.apply_then(desired, Some(registered)).await;
             for (name, e) in &report.errors {
-                warn!(process = %name, code = e.code, "{}", e.message);
+                warn!(process = %name, code = e.code(), "{}", e.message);
             }
             info!(
                 processes = report.added.len(),
@@ -516,8 +523,11 @@ impl Daemon {
     pub async fn list(&self, pattern: &str) -> Result<Vec<ProcessView>> {
         let pat = if pattern.is_empty() { "*" } else { pattern };
         let m = glob::Pattern::new(pat).map_err(|e| {
-            Error::new("INVALID_PATTERN", format!("invalid pattern {pat:?}: {e}"))
-                .hint("use *, ? and [..] as in shell globs")
+            Error::new(
+                hangar_supervisor::ErrorKind::InvalidPattern,
+                format!("invalid pattern {pat:?}: {e}"),
+            )
+            .hint("use *, ? and [..] as in shell globs")
         })?;
         // One pass over the supervisor's table (sorted by name, like the
         // desired set), merged with the desired set: no lookup per name.
@@ -558,7 +568,7 @@ impl Daemon {
         let _change = self.inner.changes.lock().await;
         let pf = procfile::parse(toml, Some(self.inner.log_dir.clone())).map_err(|errs| {
             let mut e = Error::new(
-                "CONFIG_INVALID",
+                crate::ErrorKind::ConfigInvalid,
                 format!("{} error(s) in the process definition", errs.len()),
             )
             .hint("fix the errors listed; nothing was added");
@@ -573,7 +583,7 @@ impl Daemon {
         for spec in pf.processes.into_iter().flat_map(expand) {
             if desired.contains_key(&spec.name) {
                 return Err(Error::new(
-                    "DUPLICATE_NAME",
+                    hangar_supervisor::ErrorKind::DuplicateName,
                     format!("a process named {:?} exists", spec.name),
                 )
                 .with("process", &spec.name)
@@ -605,7 +615,7 @@ impl Daemon {
             Some((n, e)) if !n.is_empty() => {
                 let undo = self.apply(before).await;
                 for (name, err) in undo.errors {
-                    warn!(process = %name, code = err.code, "could not take back a failed add: {}", err.message);
+                    warn!(process = %name, code = err.code(), "could not take back a failed add: {}", err.message);
                 }
                 let hint = format!(
                     "{}; nothing was added",
@@ -626,7 +636,7 @@ impl Daemon {
             None => return Err(not_found(name)),
             Some(w) if w.source == Source::Config => {
                 return Err(Error::new(
-                    "PROCESS_FROM_CONFIG",
+                    crate::ErrorKind::ProcessFromConfig,
                     format!("{name:?} comes from the configuration file"),
                 )
                 .with("process", name)
@@ -634,7 +644,7 @@ impl Daemon {
             }
             Some(w) if w.source == Source::Instance => {
                 return Err(Error::new(
-                    "PROCESS_OF_INSTANCE",
+                    crate::ErrorKind::ProcessOfInstance,
                     format!("{name:?} is the process of a feature instance"),
                 )
                 .with("process", name)
@@ -711,7 +721,7 @@ impl Daemon {
         let _change = self.inner.changes.lock().await;
         let m = glob::Pattern::new(pattern).map_err(|e| {
             Error::new(
-                "INVALID_PATTERN",
+                hangar_supervisor::ErrorKind::InvalidPattern,
                 format!("invalid pattern {pattern:?}: {e}"),
             )
             .hint("use *, ? and [..] as in shell globs")
@@ -748,14 +758,18 @@ impl Daemon {
                     },
                     Action::Restart => match mgr.restart(&name).await {
                         Ok(_) => Ok(()),
-                        Err(e) if e.code() == "PROCESS_NOT_FOUND" => match spec {
-                            Some(spec) => mgr.start(spec).await.map(drop).map_err(Error::from),
-                            None => Err(not_found(&name)),
-                        },
+                        Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
+                            match spec {
+                                Some(spec) => mgr.start(spec).await.map(drop).map_err(Error::from),
+                                None => Err(not_found(&name)),
+                            }
+                        }
                         Err(e) => Err(e.into()),
                     },
                     Action::Stop(timeout) => match mgr.stop(&name, timeout).await {
-                        Err(e) if e.code() == "PROCESS_NOT_FOUND" => Ok(()),
+                        Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
+                            Ok(())
+                        }
                         r => r.map_err(Error::from),
                     },
                 };
@@ -1133,7 +1147,7 @@ impl Daemon {
                 match res {
                     Ok(n) if n > 0 => info!(events = n, "pruned event history"),
                     Ok(_) => {}
-                    Err(e) => warn!(code = e.code, "could not prune history: {}", e.message),
+                    Err(e) => warn!(code = e.code(), "could not prune history: {}", e.message),
                 }
             }
         }
@@ -1173,7 +1187,7 @@ impl Daemon {
         drop(applied);
         while let Some(j) = jobs.join_next().await {
             if let Ok((name, Err(e))) = j {
-                warn!(process = %name, code = e.code, "reconciler: {}", e.message);
+                warn!(process = %name, code = e.code(), "reconciler: {}", e.message);
             }
         }
     }
@@ -1190,7 +1204,7 @@ async fn start_one(mgr: &Manager, spec: ProcessSpec) -> Result<()> {
     };
     match res {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == "DUPLICATE_NAME" => Ok(()),
+        Err(e) if e.kind() == hangar_supervisor::ErrorKind::DuplicateName => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

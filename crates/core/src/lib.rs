@@ -42,5 +42,5 @@ pub use daemon::{
     default_data_dir, socket_path, ActionReport, BootOptions, Daemon, DaemonInfo, ProcessView,
     ReloadReport, Want,
 };
-pub use error::{Error, Result};
+pub use error::{Category, Coded, Error, ErrorKind, Result};
 pub use instances::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};

@@ -471,6 +471,16 @@ impl SinkError {
         }
     }
 
+    /// What kind of failure it is.
+    pub fn category(&self) -> crate::Category {
+        match self {
+            SinkError::InvalidConfig { .. } => crate::Category::Invalid,
+            SinkError::Io { .. } | SinkError::HttpClient { .. } | SinkError::NoRuntime => {
+                crate::Category::Internal
+            }
+        }
+    }
+
     /// A suggestion for the fix.
     pub fn hint(&self) -> &str {
         match self {

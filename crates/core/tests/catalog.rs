@@ -287,7 +287,7 @@ fn a_catalog_skips_a_broken_manifest_and_reports_it() {
     );
     // Missing catalog directory: an error, not an empty catalog.
     let e = Catalog::load(&[tmp.path().join("nope")]).expect_err("missing dir");
-    assert_eq!(e.code, "CATALOG_UNREADABLE");
+    assert_eq!(e.code(), "CATALOG_UNREADABLE");
     // get() on a skipped manifest points at it.
     let e = cat.get("bad").expect_err("bad is skipped");
     assert!(

@@ -115,7 +115,7 @@ fn which(bin: &str) -> Option<PathBuf> {
 fn unknown_mode_lists_the_modes() {
     let m = catalog_manifest("tor");
     let e = validate_options(&m, Some("bridge"), &Map::new()).unwrap_err();
-    assert_eq!(e.code, "CONFIG_UNKNOWN_MODE");
+    assert_eq!(e.code(), "CONFIG_UNKNOWN_MODE");
     let hint = e.hint.clone().unwrap_or_default();
     assert!(hint.contains("client") && hint.contains("relay"), "{e:?}");
     assert!(ctx_has(&e, "mode", "bridge"));
@@ -184,7 +184,7 @@ fn each_option_error_kind_names_the_key() {
     ];
     for (user, code, key) in cases {
         let e = validate_options(&m, Some("client"), &obj(user.clone())).unwrap_err();
-        assert_eq!(e.code, *code, "{user}: {e:?}");
+        assert_eq!(e.code(), *code, "{user}: {e:?}");
         assert!(
             ctx_has(&e, "option", key),
             "{user}: key {key} not named: {e:?}"
@@ -201,7 +201,7 @@ fn each_option_error_kind_names_the_key() {
 fn missing_required_options_per_mode() {
     let m = catalog_manifest("xray");
     let e = validate_options(&m, Some("vmess-client"), &Map::new()).unwrap_err();
-    assert_eq!(e.code, "CONFIG_MISSING_OPTION");
+    assert_eq!(e.code(), "CONFIG_MISSING_OPTION");
     for k in ["uuid", "server_address", "server_port"] {
         assert!(ctx_has(&e, "option", k), "{k}: {e:?}");
     }
@@ -214,14 +214,14 @@ fn missing_required_options_per_mode() {
             &obj(json!({"uuid": "not-a-uuid"})),
         )
         .unwrap_err();
-    assert_eq!(e.code, "CONFIG_BAD_OPTION_VALUE");
+    assert_eq!(e.code(), "CONFIG_BAD_OPTION_VALUE");
     assert!(ctx_has(&e, "option", "uuid"));
     // Shadowsocks client in sing-box needs the server and a password.
     let sb = catalog_manifest("sing-box");
     let e = reg
         .validate_options(&sb, Some("socks-proxy"), &obj(json!({"outbound": "socks"})))
         .unwrap_err();
-    assert_eq!(e.code, "CONFIG_MISSING_OPTION");
+    assert_eq!(e.code(), "CONFIG_MISSING_OPTION");
     assert!(ctx_has(&e, "option", "server_address") && ctx_has(&e, "option", "server_port"));
 }
 
@@ -234,7 +234,7 @@ fn all_problems_are_reported_at_once() {
         &obj(json!({"bogus": 1, "or_port": "x", "log_level": "loud", "nickname": "a\r"})),
     )
     .unwrap_err();
-    assert_eq!(e.code, "CONFIG_OPTIONS_INVALID", "{e:?}");
+    assert_eq!(e.code(), "CONFIG_OPTIONS_INVALID", "{e:?}");
     for (k, code) in [
         ("bogus", "CONFIG_UNKNOWN_OPTION"),
         ("or_port", "CONFIG_BAD_OPTION_TYPE"),
@@ -251,7 +251,7 @@ fn all_problems_are_reported_at_once() {
     }
     // Same kind twice: that kind's code.
     let e = validate_options(&m, None, &obj(json!({"a": 1, "b": 2}))).unwrap_err();
-    assert_eq!(e.code, "CONFIG_UNKNOWN_OPTION");
+    assert_eq!(e.code(), "CONFIG_UNKNOWN_OPTION");
 }
 
 #[test]
@@ -295,9 +295,9 @@ fn undeclared_options_are_inferred_from_mode_defaults() {
     assert_eq!(merged["workers"], json!(4));
     assert_eq!(merged["level"], json!("info"));
     let e = validate_options(&m, None, &obj(json!({"workers": "4"}))).unwrap_err();
-    assert_eq!(e.code, "CONFIG_BAD_OPTION_TYPE");
+    assert_eq!(e.code(), "CONFIG_BAD_OPTION_TYPE");
     let e = validate_options(&m, None, &obj(json!({"other": 1}))).unwrap_err();
-    assert_eq!(e.code, "CONFIG_UNKNOWN_OPTION");
+    assert_eq!(e.code(), "CONFIG_UNKNOWN_OPTION");
 }
 
 #[test]
@@ -328,18 +328,18 @@ fn set_strings_are_typed_by_the_schema() {
     // Unknown keys pass through as strings for validation to name.
     assert_eq!(v["unknown"], json!("1"));
     let e = validate_options(&m, None, &v).unwrap_err();
-    assert_eq!(e.code, "CONFIG_UNKNOWN_OPTION");
+    assert_eq!(e.code(), "CONFIG_UNKNOWN_OPTION");
     assert!(ctx_has(&e, "option", "unknown"));
 
     let e = parse_sets(&m, &["or_port=ninety", "strict_nodes=maybe"]).unwrap_err();
-    assert_eq!(e.code, "CONFIG_BAD_OPTION_TYPE");
+    assert_eq!(e.code(), "CONFIG_BAD_OPTION_TYPE");
     assert!(ctx_has(&e, "option", "or_port") && ctx_has(&e, "option", "strict_nodes"));
     let e = parse_sets(&m, &["or_port"]).unwrap_err();
-    assert_eq!(e.code, "CONFIG_BAD_SET");
+    assert_eq!(e.code(), "CONFIG_BAD_SET");
     // A parsed but out-of-range port is refused by validation.
     let v = parse_sets(&m, &["or_port=99999"]).expect("parse");
     let e = validate_options(&m, None, &v).unwrap_err();
-    assert_eq!(e.code, "CONFIG_OPTION_OUT_OF_RANGE");
+    assert_eq!(e.code(), "CONFIG_OPTION_OUT_OF_RANGE");
 }
 
 #[test]
@@ -480,7 +480,7 @@ fn newline_injection_is_refused() {
         let mut user = Map::new();
         user.insert(k.to_string(), v);
         let e = reg.validate_options(&m, Some("relay"), &user).unwrap_err();
-        assert_eq!(e.code, "CONFIG_BAD_OPTION_VALUE", "{k}: {e:?}");
+        assert_eq!(e.code(), "CONFIG_BAD_OPTION_VALUE", "{k}: {e:?}");
         assert!(
             e.context
                 .iter()
@@ -505,7 +505,7 @@ fn newline_injection_is_refused() {
             options: &merged,
         })
         .unwrap_err();
-    assert_eq!(e.code, "CONFIG_BAD_OPTION_VALUE");
+    assert_eq!(e.code(), "CONFIG_BAD_OPTION_VALUE");
     // An instance name with a newline cannot reach the comment header either.
     let mut c2 = c.clone();
     c2.name = "x\nSocksPort 0.0.0.0:1".into();
@@ -518,7 +518,7 @@ fn newline_injection_is_refused() {
             options: &merged,
         })
         .unwrap_err();
-    assert_eq!(e.code, "CONFIG_RENDER_FAILED");
+    assert_eq!(e.code(), "CONFIG_RENDER_FAILED");
 }
 
 #[test]
@@ -535,7 +535,7 @@ fn missing_port_is_named() {
             options: &merged,
         })
         .unwrap_err();
-    assert_eq!(e.code, "CONFIG_PORT_MISSING");
+    assert_eq!(e.code(), "CONFIG_PORT_MISSING");
     assert!(e.message.contains("control"), "{e:?}");
 }
 
@@ -584,7 +584,7 @@ fn sing_box_modes() {
     let e = GeneratorRegistry::builtin()
         .validate_options(&m, Some("shadowsocks-server"), &Map::new())
         .unwrap_err();
-    assert_eq!(e.code, "CONFIG_MISSING_OPTION");
+    assert_eq!(e.code(), "CONFIG_MISSING_OPTION");
     let (_, r) = render(
         &m,
         tmp.path(),
@@ -821,7 +821,7 @@ fn template_generator_text_and_errors() {
         json!({}),
     )));
     let e = reg.render(&input(typo)).unwrap_err();
-    assert_eq!(e.code, "CONFIG_TEMPLATE_ERROR", "{e:?}");
+    assert_eq!(e.code(), "CONFIG_TEMPLATE_ERROR", "{e:?}");
     // Output that is not JSON in a json template.
     let broken: &'static Manifest = Box::leak(Box::new(template_manifest(
         tmp.path(),
@@ -830,7 +830,7 @@ fn template_generator_text_and_errors() {
         json!({}),
     )));
     let e = reg.render(&input(broken)).unwrap_err();
-    assert_eq!(e.code, "CONFIG_RENDER_FAILED", "{e:?}");
+    assert_eq!(e.code(), "CONFIG_RENDER_FAILED", "{e:?}");
     // A missing template file.
     let gone: &'static Manifest = Box::leak(Box::new(template_manifest(
         tmp.path(),
@@ -840,7 +840,7 @@ fn template_generator_text_and_errors() {
     )));
     std::fs::remove_file(tmp.path().join("gone.txt")).expect("rm");
     let e = reg.render(&input(gone)).unwrap_err();
-    assert_eq!(e.code, "CONFIG_TEMPLATE_ERROR");
+    assert_eq!(e.code(), "CONFIG_TEMPLATE_ERROR");
     // A syntax error.
     let syntax: &'static Manifest = Box::leak(Box::new(template_manifest(
         tmp.path(),
@@ -849,7 +849,7 @@ fn template_generator_text_and_errors() {
         json!({}),
     )));
     assert_eq!(
-        reg.render(&input(syntax)).unwrap_err().code,
+        reg.render(&input(syntax)).unwrap_err().code(),
         "CONFIG_TEMPLATE_ERROR"
     );
     // A runaway loop runs out of fuel instead of hanging.
@@ -860,7 +860,7 @@ fn template_generator_text_and_errors() {
         json!({}),
     )));
     assert_eq!(
-        reg.render(&input(slow)).unwrap_err().code,
+        reg.render(&input(slow)).unwrap_err().code(),
         "CONFIG_TEMPLATE_ERROR"
     );
 }
@@ -885,11 +885,11 @@ fn registry_errors() {
     let reg = GeneratorRegistry::builtin();
     assert_eq!(reg.ids(), ["sing-box", "template", "tor", "xray"]);
     let e = reg.get("nginx").err().expect("unknown");
-    assert_eq!(e.code, "CONFIG_UNKNOWN_GENERATOR");
+    assert_eq!(e.code(), "CONFIG_UNKNOWN_GENERATOR");
     assert!(e.hint.unwrap_or_default().contains("template"));
     let demo = catalog_manifest("demo");
     let e = reg.for_manifest(&demo).err().expect("none");
-    assert_eq!(e.code, "CONFIG_NO_GENERATOR");
+    assert_eq!(e.code(), "CONFIG_NO_GENERATOR");
     // Options still validate for a feature without a generator.
     assert!(reg.validate_options(&demo, None, &Map::new()).is_ok());
 }
@@ -973,7 +973,7 @@ fn atomic_write_mode_0600_and_no_temp_files() {
     // A path out of the dir is refused and nothing is written.
     let bad = Rendered::single("../escape.txt", "text", "x".into());
     assert_eq!(
-        write_atomic(&dir, &bad).unwrap_err().code,
+        write_atomic(&dir, &bad).unwrap_err().code(),
         "CONFIG_BAD_PATH"
     );
     assert!(!tmp.path().join("escape.txt").exists());
@@ -996,7 +996,7 @@ fn atomic_write_mode_0600_and_no_temp_files() {
         ],
     };
     assert_eq!(
-        write_atomic(&dir, &half).unwrap_err().code,
+        write_atomic(&dir, &half).unwrap_err().code(),
         "CONFIG_WRITE_FAILED"
     );
     assert!(leftovers(&dir).is_empty());
@@ -1094,7 +1094,7 @@ fn tor_rejection_carries_its_output() {
     );
     let staged = stage(&c.config_dir, &r).expect("stage");
     let e = check(&m, &r, &tor, staged.main_path()).unwrap_err();
-    assert_eq!(e.code, "CONFIG_CHECK_FAILED", "{e:?}");
+    assert_eq!(e.code(), "CONFIG_CHECK_FAILED", "{e:?}");
     let output = e
         .context
         .iter()
@@ -1141,7 +1141,7 @@ fn v2ray_rejection_carries_its_output() {
     r.files[0].contents = serde_json::to_string(&v).unwrap();
     let main = write_atomic(&c.config_dir, &r).expect("write");
     let e = check(&m, &r, &v2ray, &main).unwrap_err();
-    assert_eq!(e.code, "CONFIG_CHECK_FAILED", "{e:?}");
+    assert_eq!(e.code(), "CONFIG_CHECK_FAILED", "{e:?}");
     let output = e
         .context
         .iter()
@@ -1178,7 +1178,7 @@ fn checker_output_is_the_tail_and_substitutes_config() {
         "{{config}}",
     ]);
     let e = check(&m, &r, Path::new("/bin/sh"), &cfg).unwrap_err();
-    assert_eq!(e.code, "CONFIG_CHECK_FAILED");
+    assert_eq!(e.code(), "CONFIG_CHECK_FAILED");
     let output = e
         .context
         .iter()
@@ -1204,7 +1204,7 @@ fn checker_output_is_the_tail_and_substitutes_config() {
     check(&none, &r, Path::new("/nonexistent"), &cfg).expect("nothing to run");
     // A checker that cannot start.
     let e = check(&ok, &r, Path::new("/nonexistent/bin"), &cfg).unwrap_err();
-    assert_eq!(e.code, "CONFIG_CHECKER_UNAVAILABLE");
+    assert_eq!(e.code(), "CONFIG_CHECKER_UNAVAILABLE");
 }
 
 #[test]
@@ -1222,7 +1222,7 @@ fn checker_timeout_kills_its_process_group() {
     let t0 = Instant::now();
     let e =
         check_with_timeout(&m, &r, Path::new("/bin/sh"), &cfg, Duration::from_secs(5)).unwrap_err();
-    assert_eq!(e.code, "CONFIG_CHECK_TIMEOUT", "{e:?}");
+    assert_eq!(e.code(), "CONFIG_CHECK_TIMEOUT", "{e:?}");
     assert!(t0.elapsed() >= Duration::from_secs(5));
     assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
     assert!(ctx_has(&e, "output", "started"), "{e:?}");

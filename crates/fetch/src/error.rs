@@ -78,6 +78,31 @@ impl ErrorKind {
         }
     }
 
+    /// What kind of failure this is; edges map it to a gRPC status, an HTTP
+    /// status and an exit code.
+    pub const fn category(self) -> hangar_base::Category {
+        use hangar_base::Category as C;
+        match self {
+            ErrorKind::InsecureUrl | ErrorKind::InvalidUrl | ErrorKind::InvalidName => C::Invalid,
+            ErrorKind::NotFound | ErrorKind::NotInstalled => C::NotFound,
+            ErrorKind::HttpStatus | ErrorKind::Network => C::Unavailable,
+            ErrorKind::Timeout => C::Timeout,
+            ErrorKind::InProgress | ErrorKind::InUse => C::Conflict,
+            // What the publisher shipped is not what the catalog promised.
+            ErrorKind::ChecksumMismatch
+            | ErrorKind::ChecksumMissing
+            | ErrorKind::ChecksumInvalid
+            | ErrorKind::SignatureInvalid
+            | ErrorKind::UnsafePath
+            | ErrorKind::LinkOutside
+            | ErrorKind::SpecialFile
+            | ErrorKind::BadArchive
+            | ErrorKind::BinaryMissing => C::Precondition,
+            ErrorKind::TooLarge => C::Exhausted,
+            ErrorKind::Io => C::Internal,
+        }
+    }
+
     /// Worth another attempt (a transient network condition).
     pub const fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Timeout | ErrorKind::Network)
@@ -129,6 +154,11 @@ impl Error {
         self.kind.code()
     }
 
+    /// What kind of failure this is (see [`hangar_base::Category`]).
+    pub fn category(&self) -> hangar_base::Category {
+        self.kind.category()
+    }
+
     /// What went wrong.
     pub fn message(&self) -> &str {
         &self.message
@@ -158,3 +188,31 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl hangar_base::Coded for ErrorKind {
+    fn code(self) -> &'static str {
+        ErrorKind::code(self)
+    }
+    fn category(self) -> hangar_base::Category {
+        ErrorKind::category(self)
+    }
+}
+
+/// The same error for the service layer: code, category, context and hint
+/// unchanged.
+impl From<Error> for hangar_base::Error {
+    fn from(e: Error) -> hangar_base::Error {
+        let context = e
+            .context()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        hangar_base::Error::from_parts(
+            e.code(),
+            e.category(),
+            e.message().to_string(),
+            context,
+            e.hint_text().map(str::to_string),
+        )
+    }
+}

@@ -57,6 +57,26 @@ impl NetErrorKind {
         }
     }
 
+    /// What kind of failure this is; edges map it to a gRPC status, an HTTP
+    /// status and an exit code.
+    pub const fn category(self) -> hangar_base::Category {
+        use hangar_base::Category as C;
+        match self {
+            NetErrorKind::Exhausted | NetErrorKind::NumberUnavailable => C::Exhausted,
+            NetErrorKind::InvalidConfig | NetErrorKind::InvalidRecord => C::Invalid,
+            NetErrorKind::PermissionDenied => C::Precondition,
+            NetErrorKind::AlreadyExists => C::Conflict,
+            NetErrorKind::RouterConnect => C::Unavailable,
+            NetErrorKind::RouterLogin => C::Unauthenticated,
+            NetErrorKind::Netlink
+            | NetErrorKind::Namespace
+            | NetErrorKind::InjectedFault
+            | NetErrorKind::RouterCommand
+            | NetErrorKind::RouterProtocol
+            | NetErrorKind::Io => C::Internal,
+        }
+    }
+
     fn default_hint(self) -> &'static str {
         match self {
             NetErrorKind::Exhausted => {
@@ -124,6 +144,11 @@ impl NetError {
         self.kind.code()
     }
 
+    /// What kind of failure this is (see [`hangar_base::Category`]).
+    pub fn category(&self) -> hangar_base::Category {
+        self.kind.category()
+    }
+
     /// From an OS error: `EPERM`/`EACCES` become [`NetErrorKind::PermissionDenied`],
     /// `EEXIST` becomes [`NetErrorKind::AlreadyExists`], anything else `fallback`.
     pub(crate) fn from_io(
@@ -156,3 +181,12 @@ impl fmt::Display for NetError {
 }
 
 impl std::error::Error for NetError {}
+
+impl hangar_base::Coded for NetErrorKind {
+    fn code(self) -> &'static str {
+        NetErrorKind::code(self)
+    }
+    fn category(self) -> hangar_base::Category {
+        NetErrorKind::category(self)
+    }
+}

@@ -303,6 +303,20 @@ fn bindable(port: u16) -> bool {
     }
 }
 
+impl hangar_base::Coded for PortErrorKind {
+    fn code(self) -> &'static str {
+        PortErrorKind::code(self)
+    }
+    fn category(self) -> hangar_base::Category {
+        use hangar_base::Category as C;
+        match self {
+            PortErrorKind::InvalidRange | PortErrorKind::UnknownRange => C::Invalid,
+            PortErrorKind::Exhausted => C::Exhausted,
+            PortErrorKind::InUse | PortErrorKind::NotBindable => C::Conflict,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,19 @@ impl ErrorKind {
         }
     }
 
+    /// What kind of failure this is; edges map it to a gRPC status, an HTTP
+    /// status and an exit code.
+    pub const fn category(self) -> hangar_base::Category {
+        use hangar_base::Category as C;
+        match self {
+            ErrorKind::OpenFailed | ErrorKind::Io => C::Unavailable,
+            ErrorKind::SchemaTooNew => C::Precondition,
+            ErrorKind::MigrationFailed | ErrorKind::Corrupt => C::Internal,
+            ErrorKind::InvalidInput => C::Invalid,
+            ErrorKind::Conflict => C::Conflict,
+        }
+    }
+
     /// The hint given when nothing more specific is known.
     const fn default_hint(self) -> &'static str {
         match self {
@@ -199,6 +212,11 @@ impl Error {
         self.kind.code()
     }
 
+    /// What kind of failure this is (see [`hangar_base::Category`]).
+    pub fn category(&self) -> hangar_base::Category {
+        self.kind.category()
+    }
+
     /// The human-readable message, without code, context or hint.
     pub fn message(&self) -> &str {
         &self.message
@@ -237,3 +255,31 @@ pub(crate) fn io_hint(e: &rusqlite::Error) -> Option<&'static str> {
 
 /// Shorthand for results in this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl hangar_base::Coded for ErrorKind {
+    fn code(self) -> &'static str {
+        ErrorKind::code(self)
+    }
+    fn category(self) -> hangar_base::Category {
+        ErrorKind::category(self)
+    }
+}
+
+/// The same error for the service layer: code, category, context and hint
+/// unchanged.
+impl From<Error> for hangar_base::Error {
+    fn from(e: Error) -> hangar_base::Error {
+        let context = e
+            .context()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        hangar_base::Error::from_parts(
+            e.code(),
+            e.category(),
+            e.message().to_string(),
+            context,
+            Some(e.hint().to_string()).filter(|h| !h.is_empty()),
+        )
+    }
+}

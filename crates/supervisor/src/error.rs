@@ -57,6 +57,25 @@ impl ErrorKind {
             ErrorKind::Io => "IO_ERROR",
         }
     }
+
+    /// What kind of failure this is; edges map it to a gRPC status, an HTTP
+    /// status and an exit code.
+    pub const fn category(self) -> hangar_base::Category {
+        use hangar_base::Category as C;
+        match self {
+            ErrorKind::InvalidSpec | ErrorKind::InvalidPattern | ErrorKind::DependencyCycle => {
+                C::Invalid
+            }
+            ErrorKind::DuplicateName => C::Conflict,
+            ErrorKind::ProcessNotFound => C::NotFound,
+            ErrorKind::HealthCheckFailed => C::Unavailable,
+            ErrorKind::ProcessStartFailed => C::Internal,
+            ErrorKind::MaxErrorsExceeded | ErrorKind::PortUnavailable => C::Exhausted,
+            ErrorKind::ReadinessTimeout => C::Timeout,
+            ErrorKind::DependencyFailed | ErrorKind::ShuttingDown => C::Precondition,
+            ErrorKind::Io => C::Internal,
+        }
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -104,6 +123,11 @@ impl Error {
     /// The stable code, e.g. `PROCESS_NOT_FOUND`.
     pub fn code(&self) -> &'static str {
         self.inner.kind.code()
+    }
+
+    /// What kind of failure this is (see [`hangar_base::Category`]).
+    pub fn category(&self) -> hangar_base::Category {
+        self.inner.kind.category()
     }
 
     /// The human-readable message, without code, context or hint.
@@ -188,3 +212,35 @@ impl std::error::Error for Error {
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl hangar_base::Coded for ErrorKind {
+    fn code(self) -> &'static str {
+        ErrorKind::code(self)
+    }
+    fn category(self) -> hangar_base::Category {
+        ErrorKind::category(self)
+    }
+}
+
+/// The same error for the service layer: code, category, context and hint
+/// unchanged; the message keeps the OS error behind it.
+impl From<Error> for hangar_base::Error {
+    fn from(e: Error) -> hangar_base::Error {
+        let mut message = e.message().to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            message.push_str(&format!(": {src}"));
+        }
+        let context = e
+            .context()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        hangar_base::Error::from_parts(
+            e.code(),
+            e.category(),
+            message,
+            context,
+            e.hint().map(str::to_string),
+        )
+    }
+}

@@ -649,7 +649,7 @@ fn semantic(m: &Manifest) -> Vec<Problem> {
 pub fn problems_error(what: &str, problems: Vec<Problem>) -> Error {
     let n = problems.len();
     let mut e = Error::new(
-        "MANIFEST_INVALID",
+        crate::ErrorKind::ManifestInvalid,
         format!("{what} has {n} problem{}", if n == 1 { "" } else { "s" }),
     )
     .hint("fix the fields named (JSON pointers); the schema is schemas/manifest.schema.json");

@@ -98,7 +98,7 @@ pub fn materialize_builtin(dir: &Path) -> Result<PathBuf> {
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new("CATALOG_IO", format!("{what}: {e}"))
+    Error::new(crate::ErrorKind::CatalogIo, format!("{what}: {e}"))
         .with("path", path.display())
         .hint("check the path and its permissions")
 }
@@ -113,7 +113,7 @@ impl Catalog {
         };
         for dir in dirs {
             let rd = std::fs::read_dir(dir).map_err(|e| {
-                Error::new("CATALOG_UNREADABLE", format!("cannot read catalog directory: {e}"))
+                Error::new(crate::ErrorKind::CatalogUnreadable, format!("cannot read catalog directory: {e}"))
                     .with("dir", dir.display())
                     .hint("pass an existing directory with --catalog, or unset HANGAR_CATALOG for the built-in one")
             })?;
@@ -141,7 +141,7 @@ impl Catalog {
                             cat.problems.push((
                                 file.clone(),
                                 Error::new(
-                                    "MANIFEST_INVALID",
+                                    crate::ErrorKind::ManifestInvalid,
                                     format!(
                                         "id {:?} differs from its directory {dir_name:?}",
                                         m.id
@@ -185,7 +185,7 @@ impl Catalog {
             return Ok(e);
         }
         let mut err = Error::new(
-            "FEATURE_NOT_FOUND",
+            crate::ErrorKind::FeatureNotFound,
             format!("no feature {id:?} in the catalog"),
         )
         .hint("`hangar catalog list` shows what there is; `hangar catalog search WORD` searches");

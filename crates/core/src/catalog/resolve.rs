@@ -100,7 +100,7 @@ fn beside(asset_url: &str, name: &str) -> String {
 pub async fn latest_version(m: &Manifest, dl: &hangar_fetch::Downloader) -> Result<String> {
     if m.source.kind != SourceKind::GithubRelease {
         return Err(Error::new(
-            "USAGE",
+            crate::ErrorKind::Usage,
             format!(
                 "{} is not a github-release source: it has no `latest`",
                 m.id
@@ -122,7 +122,7 @@ pub async fn latest_version(m: &Manifest, dl: &hangar_fetch::Downloader) -> Resu
     let text = dl.fetch_text(&url, 4 << 20).await.map_err(Error::from)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::new(
-            "FETCH_BAD_RESPONSE",
+            crate::ErrorKind::FetchBadResponse,
             format!("the releases API answered something else than JSON: {e}"),
         )
         .with("url", &url)
@@ -130,7 +130,7 @@ pub async fn latest_version(m: &Manifest, dl: &hangar_fetch::Downloader) -> Resu
     })?;
     let tag = v.get("tag_name").and_then(|t| t.as_str()).ok_or_else(|| {
         Error::new(
-            "FETCH_BAD_RESPONSE",
+            crate::ErrorKind::FetchBadResponse,
             "the releases API answer has no tag_name",
         )
         .with("url", &url)
@@ -142,7 +142,7 @@ pub async fn latest_version(m: &Manifest, dl: &hangar_fetch::Downloader) -> Resu
     let version = version.strip_suffix(post).unwrap_or(version);
     hangar_fetch::check_name("version", version).map_err(|e| {
         Error::new(
-            e.code(),
+            e.kind(),
             format!("latest release tag {tag:?}: {}", e.message()),
         )
         .hint("set source.tag_pattern to match the project's tags")
@@ -160,7 +160,7 @@ pub fn resolve(
 ) -> Result<InstallRequest> {
     if !m.binary.architectures.is_empty() && !m.binary.architectures.contains(&platform.arch) {
         return Err(Error::new(
-            "FEATURE_UNSUPPORTED_PLATFORM",
+            crate::ErrorKind::FeatureUnsupportedPlatform,
             format!("{} has no release for {}/{}", m.id, platform.os, platform.arch),
         )
         .with("architectures", m.binary.architectures.join(", "))
@@ -200,7 +200,7 @@ pub fn resolve(
             let abs = std::path::absolute(&path).unwrap_or(path);
             let url = reqwest::Url::from_file_path(&abs).map_err(|()| {
                 Error::new(
-                    "MANIFEST_INVALID",
+                    crate::ErrorKind::ManifestInvalid,
                     format!("cannot make a file URL of {}", abs.display()),
                 )
                 .hint("file sources are paths relative to the manifest's directory")
@@ -226,7 +226,7 @@ pub fn resolve(
                     (None, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
                     (None, None) => {
                         return Err(Error::new(
-                            "VERIFY_CHECKSUM_MISSING",
+                            hangar_fetch::ErrorKind::ChecksumMissing,
                             format!("the manifest has no sha256 for {}", platform.arch),
                         )
                         .hint("add the digest for this architecture to source.verification.sha256"))
@@ -236,7 +236,7 @@ pub fn resolve(
             (_, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
             (Some(_), None) => {
                 return Err(Error::new(
-                    "VERIFY_CHECKSUM_MISSING",
+                    hangar_fetch::ErrorKind::ChecksumMissing,
                     format!(
                         "the manifest's sha256 is for version {}, not {version}, and it names no checksums file",
                         m.version
@@ -349,10 +349,10 @@ mod tests {
         assert_eq!(ok.checksum, Some(Checksum::Sha256("a".repeat(64))));
         assert!(ok.url.starts_with("file:///c/p/p-amd64"));
         let e = resolve(&m, Path::new("/c/p"), "1.0", &linux("arm64")).unwrap_err();
-        assert_eq!(e.code, "VERIFY_CHECKSUM_MISSING");
+        assert_eq!(e.code(), "VERIFY_CHECKSUM_MISSING");
         let e = resolve(&m, Path::new("/c/p"), "2.0", &linux("amd64")).unwrap_err();
-        assert_eq!(e.code, "VERIFY_CHECKSUM_MISSING");
+        assert_eq!(e.code(), "VERIFY_CHECKSUM_MISSING");
         let e = resolve(&m, Path::new("/c/p"), "1.0", &linux("riscv64")).unwrap_err();
-        assert_eq!(e.code, "FEATURE_UNSUPPORTED_PLATFORM");
+        assert_eq!(e.code(), "FEATURE_UNSUPPORTED_PLATFORM");
     }
 }

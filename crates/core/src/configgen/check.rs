@@ -21,13 +21,13 @@ use crate::catalog::manifest::Manifest;
 use crate::error::{Error, Result};
 
 /// A config the feature's checker rejected.
-pub const CHECK_FAILED: &str = "CONFIG_CHECK_FAILED";
+pub const CHECK_FAILED: crate::ErrorKind = crate::ErrorKind::ConfigCheckFailed;
 /// The checker did not finish in time (its process group was killed).
-pub const CHECK_TIMEOUT: &str = "CONFIG_CHECK_TIMEOUT";
+pub const CHECK_TIMEOUT: crate::ErrorKind = crate::ErrorKind::ConfigCheckTimeout;
 /// The checker could not be started.
-pub const CHECKER_UNAVAILABLE: &str = "CONFIG_CHECKER_UNAVAILABLE";
+pub const CHECKER_UNAVAILABLE: crate::ErrorKind = crate::ErrorKind::ConfigCheckerUnavailable;
 /// A config file could not be written.
-pub const WRITE_FAILED: &str = "CONFIG_WRITE_FAILED";
+pub const WRITE_FAILED: crate::ErrorKind = crate::ErrorKind::ConfigWriteFailed;
 
 /// How long a checker may run unless the manifest says otherwise.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);

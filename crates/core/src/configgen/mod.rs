@@ -58,17 +58,17 @@ pub use tor::Tor;
 pub use xray::Xray;
 
 /// A manifest without a generator (no `config` or no `config.generator`).
-pub const NO_GENERATOR: &str = "CONFIG_NO_GENERATOR";
+pub const NO_GENERATOR: crate::ErrorKind = crate::ErrorKind::ConfigNoGenerator;
 /// A generator id the registry does not have.
-pub const UNKNOWN_GENERATOR: &str = "CONFIG_UNKNOWN_GENERATOR";
+pub const UNKNOWN_GENERATOR: crate::ErrorKind = crate::ErrorKind::ConfigUnknownGenerator;
 /// The instance has no port of a name the generator needs.
-pub const PORT_MISSING: &str = "CONFIG_PORT_MISSING";
+pub const PORT_MISSING: crate::ErrorKind = crate::ErrorKind::ConfigPortMissing;
 /// A template that cannot be read, parsed or rendered.
-pub const TEMPLATE_ERROR: &str = "CONFIG_TEMPLATE_ERROR";
+pub const TEMPLATE_ERROR: crate::ErrorKind = crate::ErrorKind::ConfigTemplateError;
 /// Output that is not valid in its own format, or an unusable context value.
-pub const RENDER_FAILED: &str = "CONFIG_RENDER_FAILED";
+pub const RENDER_FAILED: crate::ErrorKind = crate::ErrorKind::ConfigRenderFailed;
 /// A file path that would leave the config dir, or a path a format cannot hold.
-pub const BAD_PATH: &str = "CONFIG_BAD_PATH";
+pub const BAD_PATH: crate::ErrorKind = crate::ErrorKind::ConfigBadPath;
 
 /// What the instance flow knows about the instance when it renders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -522,7 +522,11 @@ mod tests {
         assert!(safe_rel_path("config.json").is_ok());
         assert!(safe_rel_path("sub/x.toml").is_ok());
         for bad in ["", "/etc/passwd", "../x", "a/../../x", "./x"] {
-            assert_eq!(safe_rel_path(bad).unwrap_err().code, BAD_PATH, "{bad}");
+            assert_eq!(
+                safe_rel_path(bad).unwrap_err().code(),
+                BAD_PATH.code(),
+                "{bad}"
+            );
         }
     }
 

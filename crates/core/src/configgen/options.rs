@@ -11,24 +11,24 @@ use crate::catalog::manifest::{Manifest, Mode, OptionSpec, OptionType};
 use crate::error::{Error, Result};
 
 /// An unknown key.
-pub const UNKNOWN_OPTION: &str = "CONFIG_UNKNOWN_OPTION";
+pub const UNKNOWN_OPTION: crate::ErrorKind = crate::ErrorKind::ConfigUnknownOption;
 /// A value of the wrong JSON type.
-pub const BAD_OPTION_TYPE: &str = "CONFIG_BAD_OPTION_TYPE";
+pub const BAD_OPTION_TYPE: crate::ErrorKind = crate::ErrorKind::ConfigBadOptionType;
 /// A number or length outside its bounds.
-pub const OPTION_OUT_OF_RANGE: &str = "CONFIG_OPTION_OUT_OF_RANGE";
+pub const OPTION_OUT_OF_RANGE: crate::ErrorKind = crate::ErrorKind::ConfigOptionOutOfRange;
 /// A value that is not one of the allowed values.
-pub const OPTION_NOT_IN_ENUM: &str = "CONFIG_OPTION_NOT_IN_ENUM";
+pub const OPTION_NOT_IN_ENUM: crate::ErrorKind = crate::ErrorKind::ConfigOptionNotInEnum;
 /// A required option nobody set.
-pub const MISSING_OPTION: &str = "CONFIG_MISSING_OPTION";
+pub const MISSING_OPTION: crate::ErrorKind = crate::ErrorKind::ConfigMissingOption;
 /// A value of the right type the feature cannot take (control characters, a
 /// malformed UUID, …).
-pub const BAD_OPTION_VALUE: &str = "CONFIG_BAD_OPTION_VALUE";
+pub const BAD_OPTION_VALUE: crate::ErrorKind = crate::ErrorKind::ConfigBadOptionValue;
 /// Several kinds of problems at once (each is in the context).
-pub const OPTIONS_INVALID: &str = "CONFIG_OPTIONS_INVALID";
+pub const OPTIONS_INVALID: crate::ErrorKind = crate::ErrorKind::ConfigOptionsInvalid;
 /// A mode the manifest does not have.
-pub const UNKNOWN_MODE: &str = "CONFIG_UNKNOWN_MODE";
+pub const UNKNOWN_MODE: crate::ErrorKind = crate::ErrorKind::ConfigUnknownMode;
 /// A `--set` argument without `=`.
-pub const BAD_SET: &str = "CONFIG_BAD_SET";
+pub const BAD_SET: crate::ErrorKind = crate::ErrorKind::ConfigBadSet;
 
 /// One problem with one option.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +36,14 @@ pub struct OptionProblem {
     /// The option's key (`exit_nodes`, or `exit_nodes[2]` for a list item).
     pub key: String,
     /// Stable code (`CONFIG_UNKNOWN_OPTION`, …).
-    pub code: &'static str,
+    pub code: crate::ErrorKind,
     /// What is wrong and what is expected.
     pub message: String,
 }
 
 impl OptionProblem {
     /// A problem.
-    pub fn new(key: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<String>, code: crate::ErrorKind, message: impl Into<String>) -> Self {
         OptionProblem {
             key: key.into(),
             code,

@@ -236,8 +236,8 @@ mod tests {
         assert_eq!(torrc_value("K", "q\"\\").unwrap(), "\"q\\\"\\\\\"");
         assert_eq!(torrc_value("K", "").unwrap(), "\"\"");
         assert_eq!(
-            torrc_value("K", "x\nSocksPort 0").unwrap_err().code,
-            BAD_OPTION_VALUE
+            torrc_value("K", "x\nSocksPort 0").unwrap_err().code(),
+            BAD_OPTION_VALUE.code()
         );
         assert!(torrc_value("K", "x\r").is_err());
     }

@@ -17,7 +17,7 @@ pub(crate) fn apply(spec: &mut ProcessSpec, m: &Manifest, inst: &Instance) -> Re
     let memory_max = match r.memory_limit.as_deref() {
         Some(s) => Some(Limits::parse_memory(s).map_err(|why| {
             Error::new(
-                "MANIFEST_INVALID",
+                crate::ErrorKind::ManifestInvalid,
                 format!("resources.memory_limit {s:?}: {why}"),
             )
             .with("feature", &inst.feature)

@@ -224,7 +224,7 @@ impl Instance {
             state: self.state.as_str().to_string(),
             body: serde_json::to_string(self).map_err(|e| {
                 Error::new(
-                    "INSTANCE_ENCODE",
+                    crate::ErrorKind::InstanceEncode,
                     format!("cannot encode the instance: {e}"),
                 )
             })?,
@@ -418,14 +418,17 @@ pub(crate) fn port_names(m: &Manifest) -> Vec<String> {
 }
 
 fn not_found(what: &str) -> Error {
-    Error::new("INSTANCE_NOT_FOUND", format!("no instance {what:?}"))
-        .with("instance", what)
-        .hint("`hangar instance ls` lists the instances")
+    Error::new(
+        crate::ErrorKind::InstanceNotFound,
+        format!("no instance {what:?}"),
+    )
+    .with("instance", what)
+    .hint("`hangar instance ls` lists the instances")
 }
 
 fn cancelled() -> Error {
     Error::new(
-        "INSTANCE_CANCELLED",
+        crate::ErrorKind::InstanceCancelled,
         "the instance was deleted while it was being made",
     )
 }
@@ -543,7 +546,7 @@ impl Daemon {
                 return Ok(c);
             }
             return Err(Error::new(
-                "INSTANCE_KEY_TAKEN",
+                crate::ErrorKind::InstanceKeyTaken,
                 format!(
                     "{} is {}: instance {:?} already serves this key",
                     manifest.id,
@@ -573,7 +576,7 @@ impl Daemon {
         };
         valid_name(&name).map_err(|why| {
             Error::new(
-                "INSTANCE_INVALID_NAME",
+                crate::ErrorKind::InstanceInvalidName,
                 format!("invalid instance name {name:?}: {why}"),
             )
             .with("name", &name)
@@ -584,7 +587,7 @@ impl Daemon {
             let recs = lock(&ins.records);
             if recs.values().any(|i| i.name == name) {
                 return Err(Error::new(
-                    "INSTANCE_EXISTS",
+                    crate::ErrorKind::InstanceExists,
                     format!("an instance named {name:?} exists"),
                 )
                 .with("name", &name)
@@ -593,7 +596,7 @@ impl Daemon {
         }
         if self.inner.applied.lock().await.contains_key(&process) {
             return Err(Error::new(
-                "INSTANCE_EXISTS",
+                crate::ErrorKind::InstanceExists,
                 format!("a process named {process:?} exists"),
             )
             .with("process", &process)
@@ -758,7 +761,7 @@ impl Daemon {
             {
                 warn!(
                     instance = id,
-                    code = e.code,
+                    code = e.code(),
                     "could not record the step: {}",
                     e.message
                 );
@@ -797,14 +800,14 @@ impl Daemon {
         warn!(
             instance = id,
             step = step.as_str(),
-            code = e.code,
+            code = e.code(),
             "instance step failed: {}",
             e.message
         );
         self.undo_all(id).await;
         let err = InstanceError {
             step: Some(step),
-            code: e.code.to_string(),
+            code: e.code().to_string(),
             message: e.message.clone(),
             hint: e.hint.clone(),
             context: e.context.clone(),
@@ -822,7 +825,7 @@ impl Daemon {
                 &n,
                 "instance.failed",
                 step.as_str(),
-                e.code,
+                e.code(),
                 json!({"id": id, "step": step.as_str(), "error": e.message, "hint": e.hint}),
             );
         }
@@ -837,7 +840,7 @@ impl Daemon {
                 warn!(
                     instance = id,
                     step = step.as_str(),
-                    code = e.code,
+                    code = e.code(),
                     "undo failed: {}",
                     e.message
                 );
@@ -890,7 +893,7 @@ impl Daemon {
                 let dir = inst.dir.clone();
                 blocking(move || match std::fs::remove_dir_all(&dir) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(
-                        "INSTANCE_CLEANUP",
+                        crate::ErrorKind::InstanceCleanup,
                         format!("cannot remove {}: {e}", dir.display()),
                     )),
                     _ => Ok(()),
@@ -926,7 +929,7 @@ impl Daemon {
                 let req = catalog::resolve(m, mdir, &inst.version, &Platform::current())?;
                 if req.checksum.is_none() && !ins.settings.allow_unverified {
                     return Err(Error::new(
-                        "VERIFY_UNVERIFIED",
+                        crate::ErrorKind::VerifyUnverified,
                         format!(
                             "{} {} has no checksum to verify against",
                             m.id, inst.version
@@ -988,8 +991,11 @@ impl Daemon {
             }
         } else {
             let Some(range) = reg.ranges().first().map(|r| r.purpose.clone()) else {
-                return Err(Error::new("PORTS_NO_RANGE", "no port range is configured")
-                    .hint("set [daemon] port_range"));
+                return Err(Error::new(
+                    crate::ErrorKind::PortsNoRange,
+                    "no port range is configured",
+                )
+                .hint("set [daemon] port_range"));
             };
             for n in &names {
                 match reg.allocate(&range, &inst.id) {
@@ -998,7 +1004,7 @@ impl Daemon {
                     }
                     Err(e) => {
                         reg.release_all(&inst.id);
-                        return Err(Error::new(e.code(), e.message.clone())
+                        return Err(Error::new(e.kind, e.message.clone())
                             .with("instance", &inst.name)
                             .hint(e.hint));
                     }
@@ -1015,7 +1021,7 @@ impl Daemon {
             for sub in ["config", "data"] {
                 std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
                     Error::new(
-                        "INSTANCE_DIR",
+                        crate::ErrorKind::InstanceDir,
                         format!("cannot create {}: {e}", dir.join(sub).display()),
                     )
                 })?;
@@ -1055,7 +1061,7 @@ impl Daemon {
             // A crash before it ran is the restart policy's to judge: it backs
             // off and tries again; the ready step sees how that ends.
             Some((_, e))
-                if e.code == "PROCESS_START_FAILED"
+                if e.is(hangar_supervisor::ErrorKind::ProcessStartFailed)
                     && self
                         .inner
                         .manager
@@ -1072,7 +1078,7 @@ impl Daemon {
     fn instance_spec(&self, inst: &Instance, m: &Manifest) -> Result<ProcessSpec> {
         let binary = inst.binary.clone().ok_or_else(|| {
             Error::new(
-                "INSTANCE_NOT_INSTALLED",
+                crate::ErrorKind::InstanceNotInstalled,
                 format!("{} is not installed", inst.feature),
             )
         })?;
@@ -1155,16 +1161,16 @@ impl Daemon {
                         .or_else(|| s.last_exit.map(|x| format!("it exited ({x})")))
                         .unwrap_or_else(|| "it stopped".into());
                     return Err(Error::new(
-                        "INSTANCE_START_FAILED",
+                        crate::ErrorKind::InstanceStartFailed,
                         format!("{} did not stay up: {why}", inst.process),
                     )
                     .with("restarts", s.restarts)
                     .hint(format!("see `hangar logs {}`", inst.process)));
                 }
                 Ok(_) => {}
-                Err(e) if e.code() == "PROCESS_NOT_FOUND" => {
+                Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
                     return Err(Error::new(
-                        "INSTANCE_START_FAILED",
+                        crate::ErrorKind::InstanceStartFailed,
                         format!("{} is gone", inst.process),
                     ))
                 }
@@ -1172,7 +1178,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 return Err(Error::new(
-                    "READINESS_TIMEOUT",
+                    hangar_supervisor::ErrorKind::ReadinessTimeout,
                     format!("{} was not healthy in time", inst.process),
                 )
                 .hint("raise [daemon.instances] ready_timeout, or check `hangar logs`"));
@@ -1218,7 +1224,7 @@ impl Daemon {
         let inst = self.instance(&inst.id)?;
         if inst.state != InstanceState::Running && inst.state != InstanceState::Stopped {
             return Err(Error::new(
-                "INSTANCE_NOT_RUNNING",
+                crate::ErrorKind::InstanceNotRunning,
                 format!("{} is {}", inst.name, inst.state.as_str()),
             )
             .hint("only a running instance can be stopped; delete it to take it back"));
@@ -1272,10 +1278,11 @@ impl Daemon {
                 res?;
                 self.instance(&inst.id)
             }
-            s => Err(
-                Error::new("INSTANCE_BUSY", format!("{} is {}", inst.name, s.as_str()))
-                    .hint("wait until it is running or in error"),
-            ),
+            s => Err(Error::new(
+                crate::ErrorKind::InstanceBusy,
+                format!("{} is {}", inst.name, s.as_str()),
+            )
+            .hint("wait until it is running or in error")),
         }
     }
 
@@ -1350,7 +1357,7 @@ impl Daemon {
         let inst = self.instance(&inst.id)?;
         if !matches!(inst.state, InstanceState::Running | InstanceState::Stopped) {
             return Err(Error::new(
-                "INSTANCE_BUSY",
+                crate::ErrorKind::InstanceBusy,
                 format!("{} is {}", inst.name, inst.state.as_str()),
             )
             .hint("update a running or stopped instance"));
@@ -1397,7 +1404,10 @@ impl Daemon {
         let rows = match blocking(move || store.instances().map_err(Error::from)).await {
             Ok(r) => r,
             Err(e) => {
-                warn!(code = e.code, "cannot read instance records: {}", e.message);
+                warn!(
+                    code = e.code(),
+                    "cannot read instance records: {}", e.message
+                );
                 return Vec::new();
             }
         };
@@ -1447,7 +1457,7 @@ impl Daemon {
                 &id,
                 step,
                 Error::new(
-                    "INSTANCE_INTERRUPTED",
+                    crate::ErrorKind::InstanceInterrupted,
                     "hangar stopped while the instance was being made; everything it had was taken back",
                 )
                 .hint("`hangar instance start` makes it again"),
@@ -1472,7 +1482,7 @@ impl Daemon {
         for id in idle {
             info!(instance = %id, "deleting an idle per-session instance");
             if let Err(e) = self.delete_instance(&id).await {
-                warn!(instance = %id, code = e.code, "could not reap: {}", e.message);
+                warn!(instance = %id, code = e.code(), "could not reap: {}", e.message);
             }
         }
     }
@@ -1496,7 +1506,7 @@ impl Daemon {
 fn give_to(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     let fail = |p: &Path, e: std::io::Error| {
         Error::new(
-            "INSTANCE_DIR",
+            crate::ErrorKind::InstanceDir,
             format!("cannot give {} to uid {uid}: {e}", p.display()),
         )
         .hint("run hangar as root to run instances as another user")

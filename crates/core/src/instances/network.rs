@@ -24,7 +24,7 @@ pub(crate) struct Net {
 }
 
 fn net_err(e: hangar_net::NetError) -> Error {
-    Error::new(e.code(), e.message.clone()).hint(e.hint)
+    Error::new(e.kind, e.message.clone()).hint(e.hint)
 }
 
 impl Net {
@@ -46,7 +46,7 @@ impl Net {
         match lock(&self.alloc).as_ref() {
             Some(a) => a.allocate(owner).map_err(net_err),
             None => Err(Error::new(
-                "NET_POOL_INVALID",
+                crate::ErrorKind::NetPoolInvalid,
                 "the [daemon.network] pool is not usable",
             )
             .hint("check pool = { base, first, last } in [daemon.network]")),
@@ -86,7 +86,7 @@ impl Daemon {
                     );
                 }
             }
-            Err(e) => warn!(instance = id, code = e.code, "{}", e.message),
+            Err(e) => warn!(instance = id, code = e.code(), "{}", e.message),
         }
     }
 
@@ -116,8 +116,12 @@ impl Daemon {
         let Some(v) = &inst.network else {
             return Ok(());
         };
-        let rec: NetRecord = serde_json::from_value(v.clone())
-            .map_err(|e| Error::new("NET_RECORD_UNREADABLE", format!("network record: {e}")))?;
+        let rec: NetRecord = serde_json::from_value(v.clone()).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::NetRecordUnreadable,
+                format!("network record: {e}"),
+            )
+        })?;
         self.net()
             .backend()?
             .teardown(&rec)

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 fn context(inst: &Instance) -> Result<InstanceContext> {
     let binary = inst.binary.as_deref().ok_or_else(|| {
         Error::new(
-            "INSTANCE_NOT_INSTALLED",
+            crate::ErrorKind::InstanceNotInstalled,
             format!("{} is not installed", inst.feature),
         )
     })?;
@@ -20,7 +20,7 @@ fn context(inst: &Instance) -> Result<InstanceContext> {
     ctx.mode = inst.mode.clone();
     ctx.bind = inst.bind.parse::<IpAddr>().map_err(|e| {
         Error::new(
-            "INSTANCE_BAD_BIND",
+            crate::ErrorKind::InstanceBadBind,
             format!("bind address {:?}: {e}", inst.bind),
         )
     })?;

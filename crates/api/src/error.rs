@@ -1,0 +1,19 @@
+//! The API's own error kinds (the service layer's travel unchanged).
+
+hangar_base::error_kinds! {
+    /// What can go wrong at the API's edges.
+    pub enum ErrorKind {
+        /// A listener cannot be opened (the address is taken, or not ours).
+        ListenFailed = "API_LISTEN_FAILED": Conflict,
+        /// The TLS files or settings are unusable.
+        TlsInvalid = "API_TLS_INVALID": Invalid,
+        /// A TCP listener without credentials, or a token in clear text off loopback.
+        Insecure = "API_INSECURE": Invalid,
+        /// A call without the right credentials.
+        Unauthenticated = "UNAUTHENTICATED": Unauthenticated,
+        /// No daemon answers at the socket or address.
+        DaemonNotRunning = "DAEMON_NOT_RUNNING": Unavailable,
+        /// The daemon went away in the middle of a stream.
+        DaemonGone = "DAEMON_GONE": Unavailable,
+    }
+}
