@@ -239,7 +239,7 @@ pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hangar_core::{Coded, ErrorKind};
+    use hangar_core::ErrorKind;
 
     /// Every code the daemon makes leaves with the status its category names,
     /// and comes back on the client side as the same error.
