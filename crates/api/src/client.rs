@@ -117,7 +117,7 @@ impl Client {
             .map(windows)
             .map_err(|e| {
                 Error::new(
-                    hangar_core::ErrorKind::Usage,
+                    hangar_base::ErrorKind::Usage,
                     format!("invalid API address {url:?}: {e}"),
                 )
                 .hint("write it as http://HOST:PORT, or https://HOST:PORT with TLS")
@@ -127,7 +127,7 @@ impl Client {
             let read = |p: &PathBuf| {
                 std::fs::read(p).map_err(|e| {
                     Error::new(
-                        hangar_core::ErrorKind::Usage,
+                        hangar_base::ErrorKind::Usage,
                         format!("cannot read TLS file: {e}"),
                     )
                     .with("path", p.display())
@@ -141,7 +141,7 @@ impl Client {
             }
             ep = ep.tls_config(cfg).map_err(|e| {
                 Error::new(
-                    hangar_core::ErrorKind::Usage,
+                    hangar_base::ErrorKind::Usage,
                     format!("TLS configuration: {e}"),
                 )
                 .hint("give a PEM CA, and a PEM certificate and key for mTLS")
@@ -158,7 +158,7 @@ impl Client {
         let token = match token {
             Some(t) => Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
                 Error::new(
-                    hangar_core::ErrorKind::Usage,
+                    hangar_base::ErrorKind::Usage,
                     "the token holds characters a header cannot carry",
                 )
                 .hint("use a token of printable ASCII")

@@ -268,7 +268,10 @@ mod tests {
         }
         let st = status(Error::new(ErrorKind::InstanceNotFound, "no instance \"x\""));
         assert_eq!(st.code(), Code::NotFound);
-        let st = status(Error::new(ErrorKind::FeatureNotFound, "no feature"));
+        let st = status(Error::new(
+            hangar_feature::ErrorKind::FeatureNotFound,
+            "no feature",
+        ));
         assert_eq!(st.code(), Code::NotFound);
         let st = status(
             hangar_supervisor::Manager::new()

@@ -64,14 +64,14 @@ fn options(json: &str) -> Result<serde_json::Map<String, serde_json::Value>, Sta
         Ok(serde_json::Value::Object(m)) => Ok(m),
         Ok(_) => Err(status(
             Error::new(
-                hangar_core::ErrorKind::ConfigBadOptions,
+                hangar_feature::ErrorKind::ConfigBadOptions,
                 "options must be a JSON object",
             )
             .hint("pass options as key=value pairs, or a JSON object"),
         )),
         Err(e) => Err(status(
             Error::new(
-                hangar_core::ErrorKind::ConfigBadOptions,
+                hangar_feature::ErrorKind::ConfigBadOptions,
                 format!("options are not JSON: {e}"),
             )
             .hint("pass options as key=value pairs, or a JSON object"),
@@ -632,7 +632,7 @@ fn reflection() -> Result<
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::new(hangar_core::ErrorKind::Internal, format!("reflection: {e}")))
+        .map_err(|e| Error::new(hangar_base::ErrorKind::Internal, format!("reflection: {e}")))
 }
 
 /// Large HTTP/2 windows: a big listing or log batch is not throttled by

@@ -271,6 +271,17 @@ macro_rules! error_kinds {
     };
 }
 
+error_kinds! {
+    /// Kinds any crate may use: a malformed request, or a failure that is
+    /// nobody's input.
+    pub enum ErrorKind {
+        /// The request itself is malformed (a bad argument or address).
+        Usage = "USAGE": Invalid,
+        /// A failure that is nobody's input: a task that died, a bug.
+        Internal = "INTERNAL": Internal,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,14 +122,14 @@ pub fn parse_sets(sets: &[String]) -> Result<Map<String, Value>, Error> {
     for s in sets {
         let Some((k, v)) = s.split_once('=') else {
             return Err(Error::new(
-                hangar_core::ErrorKind::Usage,
+                hangar_base::ErrorKind::Usage,
                 format!("--set {s:?} is not key=value"),
             )
             .hint("write e.g. --set socks_port=9050"));
         };
         if k.trim().is_empty() {
             return Err(Error::new(
-                hangar_core::ErrorKind::Usage,
+                hangar_base::ErrorKind::Usage,
                 format!("--set {s:?} has no key"),
             )
             .hint("write e.g. --set socks_port=9050"));

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hangar_core::catalog::{self, Catalog, Entry, Platform};
 use hangar_core::Error;
+use hangar_feature::catalog::{self, Catalog, Entry, Platform};
 use hangar_fetch::{DownloadOptions, Downloader, Installed, Installer, Step};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -211,23 +211,13 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let cat = catalog(&m)?;
             let e = cat.get(id)?;
             let inst = installer(&m, allow_http)?;
-            let latest;
-            let version = match version {
-                Some("latest") => {
-                    latest = catalog::latest_version(&e.manifest, inst.downloader()).await?;
-                    latest.as_str()
-                }
-                Some(v) => v,
-                None => e.manifest.version.as_str(),
+            let version = version.unwrap_or(e.manifest.version.as_str());
+            let policy = catalog::InstallPolicy {
+                allow_unverified,
+                how_to_allow: "pass --allow-unverified",
             };
-            let req = catalog::resolve(&e.manifest, &e.dir, version, &Platform::current())?;
-            if req.checksum.is_none() && !allow_unverified {
-                return Err(Error::new(
-                    hangar_core::ErrorKind::VerifyUnverified,
-                    format!("{id} {version} has no checksum to verify against"),
-                )
-                .hint("the manifest says verification none; pass --allow-unverified to install it anyway"));
-            }
+            let req = catalog::plan(&inst, &e.manifest, &e.dir, version, policy).await?;
+            let version = req.version.clone();
             let bar = Bar::new(&format!("{id} {version}"), json);
             let done = inst
                 .install(req, &|s| bar.step(s))

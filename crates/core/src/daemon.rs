@@ -201,7 +201,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         Error::new(
-            crate::ErrorKind::Internal,
+            hangar_base::ErrorKind::Internal,
             format!("blocking task failed: {e}"),
         )
     })?

@@ -10,10 +10,6 @@ hangar_base::error_kinds! {
     /// The service layer's error kinds, each with a stable code (part of the
     /// public contract: scripts and the API match on it) and a category.
     pub enum ErrorKind {
-    /// The request itself is malformed (a bad argument or address).
-    Usage = "USAGE": Invalid,
-    /// A failure that is nobody's input: a task that died, a bug.
-    Internal = "INTERNAL": Internal,
     /// The data dir cannot be created, locked or used.
     DataDirUnusable = "DATA_DIR_UNUSABLE": Precondition,
     /// Another daemon holds the data dir (a data dir admits one daemon, and
@@ -27,60 +23,6 @@ hangar_base::error_kinds! {
     ProcessFromConfig = "PROCESS_FROM_CONFIG": Precondition,
     /// The process belongs to an instance; change the instance.
     ProcessOfInstance = "PROCESS_OF_INSTANCE": Precondition,
-    /// Reading a catalog file failed.
-    CatalogIo = "CATALOG_IO": Internal,
-    /// The catalog directory cannot be read.
-    CatalogUnreadable = "CATALOG_UNREADABLE": Precondition,
-    /// A manifest breaks the schema or its rules.
-    ManifestInvalid = "MANIFEST_INVALID": Invalid,
-    /// No feature with this id in the catalog.
-    FeatureNotFound = "FEATURE_NOT_FOUND": NotFound,
-    /// The feature publishes nothing for this platform.
-    FeatureUnsupportedPlatform = "FEATURE_UNSUPPORTED_PLATFORM": Precondition,
-    /// A release server answered with something unusable.
-    FetchBadResponse = "FETCH_BAD_RESPONSE": Unavailable,
-    /// Nothing verifies the download and unverified installs are not allowed.
-    VerifyUnverified = "VERIFY_UNVERIFIED": Precondition,
-    /// An option the feature does not declare.
-    ConfigUnknownOption = "CONFIG_UNKNOWN_OPTION": Invalid,
-    /// An option of the wrong type.
-    ConfigBadOptionType = "CONFIG_BAD_OPTION_TYPE": Invalid,
-    /// A number outside its range.
-    ConfigOptionOutOfRange = "CONFIG_OPTION_OUT_OF_RANGE": Invalid,
-    /// A value not in the option's enum.
-    ConfigOptionNotInEnum = "CONFIG_OPTION_NOT_IN_ENUM": Invalid,
-    /// A required option is missing.
-    ConfigMissingOption = "CONFIG_MISSING_OPTION": Invalid,
-    /// A value breaks the option's pattern, length or format.
-    ConfigBadOptionValue = "CONFIG_BAD_OPTION_VALUE": Invalid,
-    /// The options as a whole are invalid (every problem in the context).
-    ConfigOptionsInvalid = "CONFIG_OPTIONS_INVALID": Invalid,
-    /// A mode the feature does not have.
-    ConfigUnknownMode = "CONFIG_UNKNOWN_MODE": Invalid,
-    /// A `--set key=value` that cannot be read.
-    ConfigBadSet = "CONFIG_BAD_SET": Invalid,
-    /// Options that are not a JSON object.
-    ConfigBadOptions = "CONFIG_BAD_OPTIONS": Invalid,
-    /// The feature has no config generator.
-    ConfigNoGenerator = "CONFIG_NO_GENERATOR": Invalid,
-    /// The manifest names a generator hangar does not have.
-    ConfigUnknownGenerator = "CONFIG_UNKNOWN_GENERATOR": Invalid,
-    /// The config needs a port the instance does not have.
-    ConfigPortMissing = "CONFIG_PORT_MISSING": Invalid,
-    /// A template cannot be read or rendered.
-    ConfigTemplateError = "CONFIG_TEMPLATE_ERROR": Invalid,
-    /// The generated config is not valid in its format.
-    ConfigRenderFailed = "CONFIG_RENDER_FAILED": Invalid,
-    /// A config path leaves the instance's directory.
-    ConfigBadPath = "CONFIG_BAD_PATH": Invalid,
-    /// The feature's checker refused the config.
-    ConfigCheckFailed = "CONFIG_CHECK_FAILED": Invalid,
-    /// The feature's checker did not finish in time.
-    ConfigCheckTimeout = "CONFIG_CHECK_TIMEOUT": Timeout,
-    /// The feature's checker cannot be run.
-    ConfigCheckerUnavailable = "CONFIG_CHECKER_UNAVAILABLE": Precondition,
-    /// Writing the config failed.
-    ConfigWriteFailed = "CONFIG_WRITE_FAILED": Internal,
     /// The network number pool is misconfigured.
     NetPoolInvalid = "NET_POOL_INVALID": Invalid,
     /// A stored network record cannot be read.

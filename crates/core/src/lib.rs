@@ -28,9 +28,7 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod catalog;
 pub mod config;
-pub mod configgen;
 mod daemon;
 mod error;
 pub mod instances;

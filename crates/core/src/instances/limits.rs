@@ -3,8 +3,8 @@
 use hangar_supervisor::{Limits, ProcessSpec};
 
 use super::Instance;
-use crate::catalog::Manifest;
 use crate::error::{Error, Result};
+use hangar_feature::catalog::Manifest;
 
 /// Apply the manifest's `resources` to the spec: a cgroup with memory, CPU
 /// and process limits (v2 where the host has it, v1 otherwise; the supervisor
@@ -17,7 +17,7 @@ pub(crate) fn apply(spec: &mut ProcessSpec, m: &Manifest, inst: &Instance) -> Re
     let memory_max = match r.memory_limit.as_deref() {
         Some(s) => Some(Limits::parse_memory(s).map_err(|why| {
             Error::new(
-                crate::ErrorKind::ManifestInvalid,
+                hangar_feature::ErrorKind::ManifestInvalid,
                 format!("resources.memory_limit {s:?}: {why}"),
             )
             .with("feature", &inst.feature)

@@ -29,11 +29,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
-use crate::catalog::manifest::HealthKind;
-use crate::catalog::{self, Catalog, Isolation, Manifest, Platform};
 use crate::config::InstanceSettings;
 use crate::daemon::{blocking, now_ms, Daemon, Want};
 use crate::error::{Error, Result};
+use hangar_feature::catalog::manifest::HealthKind;
+use hangar_feature::catalog::{self, Catalog, Isolation, Manifest};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -926,17 +926,11 @@ impl Daemon {
         let binary = match have {
             Some(i) => i.binary,
             None => {
-                let req = catalog::resolve(m, mdir, &inst.version, &Platform::current())?;
-                if req.checksum.is_none() && !ins.settings.allow_unverified {
-                    return Err(Error::new(
-                        crate::ErrorKind::VerifyUnverified,
-                        format!(
-                            "{} {} has no checksum to verify against",
-                            m.id, inst.version
-                        ),
-                    )
-                    .hint("set [daemon.instances] allow_unverified = true to install it anyway"));
-                }
+                let policy = catalog::InstallPolicy {
+                    allow_unverified: ins.settings.allow_unverified,
+                    how_to_allow: "set [daemon.instances] allow_unverified = true",
+                };
+                let req = catalog::plan(installer, m, mdir, &inst.version, policy).await?;
                 let name = inst.name.clone();
                 let last = Mutex::new(None::<Instant>);
                 let d = self.clone();

@@ -11,9 +11,9 @@ use hangar_net::{NetAllocator, NetRecord, NetSpec, NetworkBackend, NetworkConfig
 use tracing::warn;
 
 use super::{lock, Instance};
-use crate::catalog::Manifest;
 use crate::daemon::{now_ms, Daemon};
 use crate::error::{Error, Result};
+use hangar_feature::catalog::Manifest;
 
 /// The backend, built on first use (it needs netlink, and root), and the
 /// allocator of per-instance numbers.

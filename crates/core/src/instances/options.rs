@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::catalog::Manifest;
-use crate::configgen;
 use crate::error::Result;
+use hangar_feature::catalog::Manifest;
+use hangar_feature::configgen;
 
 /// Check the user's options against the feature's option schema (and its
 /// generator's own rules), every problem at once; returns the mode to record

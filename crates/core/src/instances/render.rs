@@ -4,9 +4,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::Instance;
-use crate::catalog::Manifest;
-use crate::configgen::{self, GeneratorRegistry, InstanceContext, RenderInput};
 use crate::error::{Error, Result};
+use hangar_feature::catalog::Manifest;
+use hangar_feature::configgen::{self, GeneratorRegistry, InstanceContext, RenderInput};
 
 fn context(inst: &Instance) -> Result<InstanceContext> {
     let binary = inst.binary.as_deref().ok_or_else(|| {

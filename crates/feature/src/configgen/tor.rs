@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use super::options::{OptionProblem, BAD_OPTION_VALUE};
 use super::{Generator, RenderInput, Rendered, BAD_PATH, RENDER_FAILED};
 use crate::catalog::manifest::Manifest;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The torrc generator.
 #[derive(Debug, Clone, Copy, Default)]

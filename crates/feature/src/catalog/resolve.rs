@@ -6,7 +6,7 @@ use std::path::Path;
 use hangar_fetch::{Checksum, InstallRequest, Signature};
 
 use super::manifest::{Manifest, Sha256Spec, SourceKind, VerifyKind};
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The machine a release is picked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ fn beside(asset_url: &str, name: &str) -> String {
 pub async fn latest_version(m: &Manifest, dl: &hangar_fetch::Downloader) -> Result<String> {
     if m.source.kind != SourceKind::GithubRelease {
         return Err(Error::new(
-            crate::ErrorKind::Usage,
+            hangar_base::ErrorKind::Usage,
             format!(
                 "{} is not a github-release source: it has no `latest`",
                 m.id

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::catalog::manifest::{Manifest, Mode, OptionSpec, OptionType};
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// An unknown key.
 pub const UNKNOWN_OPTION: crate::ErrorKind = crate::ErrorKind::ConfigUnknownOption;

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::Error;
 
 /// The schema, as shipped in the repo for editors.
 pub const SCHEMA: &str = include_str!("../../../../schemas/manifest.schema.json");

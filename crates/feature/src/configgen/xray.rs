@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::options::{OptionProblem, BAD_OPTION_VALUE, MISSING_OPTION};
 use super::{Generator, RenderInput, Rendered};
 use crate::catalog::manifest::Manifest;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The Xray / v2ray generator.
 #[derive(Debug, Clone, Copy, Default)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::{safe_rel_path, Rendered};
 use crate::catalog::manifest::Manifest;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// A config the feature's checker rejected.
 pub const CHECK_FAILED: crate::ErrorKind = crate::ErrorKind::ConfigCheckFailed;

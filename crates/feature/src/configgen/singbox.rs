@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use super::options::{OptionProblem, BAD_OPTION_VALUE};
 use super::{Generator, RenderInput, Rendered};
 use crate::catalog::manifest::Manifest;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The sing-box generator.
 #[derive(Debug, Clone, Copy, Default)]

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::catalog::manifest::Manifest;
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 pub use check::{
     check, check_async, check_with_timeout, stage, write_atomic, Staged, DEFAULT_CHECK_TIMEOUT,

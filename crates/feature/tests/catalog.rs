@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use hangar_core::catalog::{self, manifest, Catalog, Platform};
+use hangar_feature::catalog::{self, manifest, Catalog, Platform};
 use hangar_fetch::{DownloadOptions, Downloader, Installer};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,16 +7,18 @@
 //! Manifests with problems do not break the catalog: they are left out and
 //! reported by [`Catalog::problems`].
 
+pub mod install;
 pub mod manifest;
 pub mod resolve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use install::{plan, InstallPolicy};
 pub use manifest::{Isolation, Manifest, Problem};
 pub use resolve::{canonical_arch, latest_version, resolve, Platform};
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// A manifest and where it was found.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde_json::json;
 
 use super::{safe_rel_path, Generator, RenderInput, Rendered, TEMPLATE_ERROR};
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// The template generator.
 #[derive(Debug, Clone, Copy, Default)]

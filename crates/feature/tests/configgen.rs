@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hangar_core::catalog::manifest::{self, Manifest};
-use hangar_core::configgen::{
+use hangar_feature::catalog::manifest::{self, Manifest};
+use hangar_feature::configgen::{
     self, check, check_with_timeout, parse_sets, stage, validate_options, write_atomic,
     GeneratorRegistry, InstanceContext, RenderInput, Rendered,
 };
@@ -95,7 +95,7 @@ fn get<'a>(lines: &'a [(String, String)], key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn ctx_has(e: &hangar_core::Error, key: &str, needle: &str) -> bool {
+fn ctx_has(e: &hangar_feature::Error, key: &str, needle: &str) -> bool {
     e.context
         .iter()
         .any(|(k, v)| k == key && v.contains(needle))
@@ -1020,7 +1020,7 @@ fn render_and_check(
     mode: &str,
     user: Value,
     ports: &[(&str, u16)],
-) -> hangar_core::Result<()> {
+) -> hangar_feature::Result<()> {
     let tmp = tempfile::tempdir().expect("tmp");
     let (c, r) = render(m, tmp.path(), Some(mode), user, ports);
     let main = write_atomic(&c.config_dir, &r).expect("write");
