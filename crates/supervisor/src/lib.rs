@@ -55,6 +55,7 @@ mod event;
 mod health;
 mod logs;
 mod manager;
+mod ports;
 mod privs;
 mod probe;
 mod process;
@@ -73,6 +74,7 @@ pub use event::{Event, EventKind};
 pub use health::{Check, Health, HealthStatus, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 pub use logs::{LogLine, Stream};
 pub use manager::{Manager, ManagerOptions};
+pub use ports::{PortError, PortErrorKind, PortRange, PortRegistry};
 pub use privs::{
     NETNS_JOIN_FAILED, NETNS_OPEN_FAILED, PRIVS_NOT_ROOT, PRIVS_NO_NEW_PRIVS_FAILED,
     PRIVS_SETID_FAILED, PRIVS_UNKNOWN_USER,

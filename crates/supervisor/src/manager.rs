@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hangar_net::{PortRange, PortRegistry};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::cgroup::{validate_group, Cgroups, Placement, ResourceUsage};
@@ -15,6 +14,7 @@ use crate::deps::{find_cycle, stop_batches};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
 use crate::logs::{LogPump, ProcessLog, Stream};
+use crate::ports::{PortRange, PortRegistry};
 use crate::process::{Actor, Command, Shared};
 use crate::spawn::Spawner;
 use crate::spec::ProcessSpec;
