@@ -571,6 +571,30 @@ impl Manager {
             .count())
     }
 
+    /// Run `spec` once, to completion or for at most `timeout`, and return its
+    /// exit and its output (stdout and stderr interleaved, the last
+    /// [`ONCE_OUTPUT_LIMIT`](crate::ONCE_OUTPUT_LIMIT) bytes).
+    ///
+    /// The command is spawned like any process of this manager: on the
+    /// spawner threads, in its own session and process group, with
+    /// `PR_SET_PDEATHSIG` (unless `die_with_supervisor` is off), the global
+    /// environment (so recovery recognises it), and the spec's user, cgroup
+    /// limits, network namespace and `no_new_privs`. Stdin is `/dev/null`. It
+    /// is not registered: no name in the table, no events. On timeout its whole
+    /// process group is killed and reaped and the result says `timed_out`;
+    /// dropping the future does the same. Restart policy, stop signal, probes,
+    /// ports, dependencies and log settings of the spec do not apply. With
+    /// `limits`, the name must not be that of a running process (it names the
+    /// cgroup).
+    ///
+    /// Errors: `INVALID_SPEC`, `SHUTTING_DOWN`, and `PROCESS_START_FAILED`
+    /// when it cannot be started (the I/O error as its source).
+    pub async fn run_once(&self, spec: ProcessSpec, timeout: Duration) -> Result<crate::RunOutput> {
+        self.check_open()?;
+        spec.validate()?;
+        crate::once::run_once(&self.inner.ctx, Arc::new(spec), timeout).await
+    }
+
     /// The port registry processes get their named ports from.
     pub fn ports(&self) -> &PortRegistry {
         &self.inner.ctx.ports
