@@ -74,6 +74,9 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
         catalogs: args.catalogs.clone(),
     })
     .await?;
+    // Config checkers run through the daemon's supervisor, so they carry its
+    // recovery marker like every other child.
+    hangar_core::configgen::run_checkers_with(daemon.manager());
     // Process events go to hangar's own log, from a thread of its own (as in
     // `hangar run`): a blocked stderr never holds up supervision.
     let events = daemon.manager().subscribe();

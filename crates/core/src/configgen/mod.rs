@@ -38,7 +38,8 @@ use crate::catalog::manifest::Manifest;
 use crate::error::{Error, Result};
 
 pub use check::{
-    check, check_async, check_with_timeout, stage, write_atomic, Staged, DEFAULT_CHECK_TIMEOUT,
+    check, check_async, check_in, check_with_timeout, run_checkers_with, stage, write_atomic,
+    Staged, DEFAULT_CHECK_TIMEOUT,
 };
 pub use options::{check_options, options_error, parse_sets, redact, resolve_mode, OptionProblem};
 
