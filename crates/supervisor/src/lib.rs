@@ -30,6 +30,9 @@
 //!   to completion through the same spawner (a config checker, an exec probe),
 //!   its output captured, its whole process group killed on timeout or when the
 //!   caller gives up.
+//! - **Ending another run's leftovers** ([`reap`]): a caller that proved some
+//!   processes are its own (the daemon's recovery scan) has the supervisor
+//!   signal them through pidfds, re-checked against the scan.
 //! - **Events** ([`Event`]) are broadcast for every state change; [`ProcessStatus`]
 //!   snapshots are read without asking the process task.
 //!
@@ -64,6 +67,7 @@ mod ports;
 mod privs;
 mod probe;
 mod process;
+pub mod reap;
 mod spawn;
 mod spec;
 mod state;
