@@ -1250,3 +1250,40 @@ fn checker_timeout_kills_its_process_group() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn checker_is_a_one_shot_child_of_the_supervisor() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tmp.path().join("c.txt");
+    std::fs::write(&cfg, "x").unwrap();
+    let r = Rendered::single("c.txt", "text", String::new());
+    let marker = format!("HANGAR_SUPERVISOR_ID=configgen-test-{}", std::process::id());
+    let manager = hangar_supervisor::Manager::new().expect("manager");
+    manager.set_global_env([marker.as_str()]).expect("env");
+    // The checker writes down its own stat line, environment and status.
+    let m = sh_manifest(&[
+        "-c",
+        "cat /proc/$$/stat > {{config_dir}}/stat; \
+         tr '\\0' '\\n' < /proc/$$/environ > {{config_dir}}/env; \
+         cat /proc/$$/status > {{config_dir}}/status",
+    ]);
+    hangar_feature::configgen::check_with(&manager, &m, &r, Path::new("/bin/sh"), &cfg)
+        .expect("passes");
+    let stat = std::fs::read_to_string(tmp.path().join("stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    let pid: u32 = stat.split_whitespace().next().unwrap().parse().unwrap();
+    let (pgrp, session): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    assert_eq!(pgrp, pid, "leads its own process group");
+    assert_eq!(session, pid, "and its own session");
+    let env = std::fs::read_to_string(tmp.path().join("env")).unwrap();
+    assert!(env.lines().any(|l| l == marker), "carries {marker}: {env}");
+    let status = std::fs::read_to_string(tmp.path().join("status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{status}"
+    );
+}

@@ -1,9 +1,5 @@
 //! `hangar_net`: network mechanisms for hangar.
 //!
-//! - The [`PortRegistry`] hands out TCP ports from named ranges to owners,
-//!   checks that a port is really bindable on the host before handing it out,
-//!   and never gives one port to two owners. `release_all(owner)` frees
-//!   everything an owner held, so cleanup after a failure is one call.
 //! - Per-instance networks behind one trait, [`NetworkBackend`]: the
 //!   [`LinuxBackend`] (a network namespace, a veth pair, addresses, a routing
 //!   table of the instance's own and a policy rule matching only the
@@ -42,15 +38,6 @@
 //! alloc.release(n);
 //! # Ok(()) }
 //! ```
-//!
-//! ```
-//! use hangar_net::{PortRange, PortRegistry};
-//!
-//! let reg = PortRegistry::new([PortRange::new("web", 41000, 41099)]).unwrap();
-//! let port = reg.allocate("web", "my-process").unwrap();
-//! assert_eq!(reg.owner(port).as_deref(), Some("my-process"));
-//! assert_eq!(reg.release_all("my-process"), vec![port]);
-//! ```
 #![deny(missing_docs)]
 
 mod alloc;
@@ -58,7 +45,6 @@ mod backend;
 mod config;
 mod error;
 mod linux;
-mod ports;
 mod record;
 mod routeros;
 
@@ -70,6 +56,5 @@ pub use linux::{
     enter_netns, in_netns, netns_path, open_netns, spawn_in_netns, LinuxBackend, LinuxConfig,
     LINUX_STEPS, NETNS_DIR,
 };
-pub use ports::{PortError, PortErrorKind, PortRange, PortRegistry};
 pub use record::{NetPool, NetRecord, NetSpec, NetState, RecoveryReport, Step, PREFIX_LEN};
 pub use routeros::{RouterOsBackend, RouterOsConfig, ROUTEROS_STEPS};

@@ -16,6 +16,19 @@
 //! `restart_max`, reset after a run of 10 s); calls made meanwhile wait for it
 //! within their deadline. On close, stdin is closed (a well-behaved plugin
 //! exits on EOF), the group gets SIGTERM, and SIGKILL after `stop_grace`.
+//!
+//! **A named exception** to "only `hangar_supervisor` spawns or signals
+//! processes" (ARCHITECTURE.md): this module starts its child with
+//! `tokio::process` and signals the child's group itself. The plugin library
+//! is used without a supervisor (`hangar plugin call` has none), and its child
+//! is long-lived, restarted here and spoken to over piped stdin and stdout,
+//! which the supervisor's one-shot `Manager::run_once` does not offer. So the
+//! child gets its own process group and is killed when its handle is dropped,
+//! but no `PR_SET_PDEATHSIG` and no supervisor marker: if hangar is killed
+//! with SIGKILL, the plugin sees end of file on its stdin (a plugin built on
+//! [`serve_stdio`] then exits) and nothing else ends it.
+//! `crates/cli/tests/architecture.rs` allows exactly these calls, in this file
+//! only.
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -26,6 +26,13 @@
 //!   it before anything else, and it is removed, stragglers killed, once the
 //!   process is gone. The child can join a network namespace, drop to another
 //!   user ([`RunAs`]) and sets `no_new_privs` by default, all before exec.
+//! - **One-shot commands** ([`Manager::run_once`], `once` module): a command run
+//!   to completion through the same spawner (a config checker, an exec probe),
+//!   its output captured, its whole process group killed on timeout or when the
+//!   caller gives up.
+//! - **Ending another run's leftovers** ([`reap`]): a caller that proved some
+//!   processes are its own (the daemon's recovery scan) has the supervisor
+//!   signal them through pidfds, re-checked against the scan.
 //! - **Events** ([`Event`]) are broadcast for every state change; [`ProcessStatus`]
 //!   snapshots are read without asking the process task.
 //!
@@ -55,9 +62,12 @@ mod event;
 mod health;
 mod logs;
 mod manager;
+mod once;
+mod ports;
 mod privs;
 mod probe;
 mod process;
+pub mod reap;
 mod spawn;
 mod spec;
 mod state;
@@ -73,6 +83,8 @@ pub use event::{Event, EventKind};
 pub use health::{Check, Health, HealthStatus, HealthTracker, ProbeKind, ProbeSpec, Verdict};
 pub use logs::{LogLine, Stream};
 pub use manager::{Manager, ManagerOptions};
+pub use once::{RunOutput, ONCE_OUTPUT_LIMIT};
+pub use ports::{PortError, PortErrorKind, PortRange, PortRegistry};
 pub use privs::{
     NETNS_JOIN_FAILED, NETNS_OPEN_FAILED, PRIVS_NOT_ROOT, PRIVS_NO_NEW_PRIVS_FAILED,
     PRIVS_SETID_FAILED, PRIVS_UNKNOWN_USER,

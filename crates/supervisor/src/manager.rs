@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hangar_net::{PortRange, PortRegistry};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::cgroup::{validate_group, Cgroups, Placement, ResourceUsage};
@@ -15,6 +14,7 @@ use crate::deps::{find_cycle, stop_batches};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventKind};
 use crate::logs::{LogPump, ProcessLog, Stream};
+use crate::ports::{PortRange, PortRegistry};
 use crate::process::{Actor, Command, Shared};
 use crate::spawn::Spawner;
 use crate::spec::ProcessSpec;
@@ -569,6 +569,30 @@ impl Manager {
                         .is_ok_and(|s| s.state == State::Running)
             })
             .count())
+    }
+
+    /// Run `spec` once, to completion or for at most `timeout`, and return its
+    /// exit and its output (stdout and stderr interleaved, the last
+    /// [`ONCE_OUTPUT_LIMIT`](crate::ONCE_OUTPUT_LIMIT) bytes).
+    ///
+    /// The command is spawned like any process of this manager: on the
+    /// spawner threads, in its own session and process group, with
+    /// `PR_SET_PDEATHSIG` (unless `die_with_supervisor` is off), the global
+    /// environment (so recovery recognises it), and the spec's user, cgroup
+    /// limits, network namespace and `no_new_privs`. Stdin is `/dev/null`. It
+    /// is not registered: no name in the table, no events. On timeout its whole
+    /// process group is killed and reaped and the result says `timed_out`;
+    /// dropping the future does the same. Restart policy, stop signal, probes,
+    /// ports, dependencies and log settings of the spec do not apply. With
+    /// `limits`, the name must not be that of a running process (it names the
+    /// cgroup).
+    ///
+    /// Errors: `INVALID_SPEC`, `SHUTTING_DOWN`, and `PROCESS_START_FAILED`
+    /// when it cannot be started (the I/O error as its source).
+    pub async fn run_once(&self, spec: ProcessSpec, timeout: Duration) -> Result<crate::RunOutput> {
+        self.check_open()?;
+        spec.validate()?;
+        crate::once::run_once(&self.inner.ctx, Arc::new(spec), timeout).await
     }
 
     /// The port registry processes get their named ports from.

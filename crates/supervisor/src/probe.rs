@@ -2,8 +2,9 @@
 //! shared clients and reporting each result to the process's task.
 //!
 //! A check never blocks anything but its own task: TCP and HTTP are async I/O on
-//! the runtime (one pooled HTTP client per manager), exec checks are spawned like
-//! any child (own process group, pidfd) and killed with their group on timeout.
+//! the runtime (one pooled HTTP client per manager), exec checks are one-shot
+//! commands (`once` module: spawned like any child, own process group, pidfd)
+//! killed with their group on timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,17 +16,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustix::process::Signal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::event::EventKind;
 use crate::health::{Check, HealthTracker, ProbeKind, ProbeSpec, Verdict};
-use crate::logs::ProcessLog;
 use crate::manager::Ctx;
-use crate::process::{wait_exit, Child, Shared};
-use crate::spawn::{kill_group, SpawnRequest};
-use crate::spec::{LogSpec, ProcessSpec};
+use crate::process::Shared;
+use crate::spec::ProcessSpec;
 
 /// A decisive probe outcome, sent to the process task. Everything else (health
 /// bookkeeping, health events) the probe task does itself, so a passing check
@@ -356,23 +354,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Kills (and reaps, on a task of its own) an exec check's child if the check is
-/// dropped midway: on timeout, or when the probe is cancelled.
-struct ExecGuard(Option<Child>);
-
-impl Drop for ExecGuard {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.take() {
-            let _ = kill_group(child.pid, Signal::KILL);
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    wait_exit(Some(&child)).await;
-                });
-            }
-        }
-    }
-}
-
 async fn exec(
     ctx: &Ctx,
     command: &[String],
@@ -393,51 +374,36 @@ async fn exec(
         die_with_supervisor: true,
         ..ProcessSpec::default()
     });
-    let log = ProcessLog::new(
-        Arc::from(spec.name.as_str()),
-        LogSpec {
-            dir: None,
-            tail_bytes: 2048,
-            ..LogSpec::default()
-        },
-    );
-    let req = SpawnRequest {
-        spec: Arc::clone(&spec),
-        base_env: spec.inherit_env.then(|| Arc::clone(&ctx.base_env)),
-        global_env: ctx.global_env(),
-        log: Arc::clone(&log),
-    };
-    let spawned = ctx
-        .spawner
-        .spawn(req)
+    // Killed with its group on timeout, and when this check is dropped (the
+    // probe's own timeout, or the probe stopped).
+    let out = crate::once::run_once(ctx, spec, timeout)
         .await
-        .map_err(|e| format!("exec {program}: {e}"))?;
-    let child = Child::watch(spawned).map_err(|e| format!("exec {program}: {e}"))?;
-    let mut guard = ExecGuard(Some(child));
-    let exit = match guard.0.as_ref() {
-        Some(c) => tokio::time::timeout(timeout, wait_exit(Some(c))).await,
-        None => return Err("exec child vanished".into()),
-    };
-    match exit {
-        Ok(exit) => {
-            // Reaped: nothing left for the guard to kill.
-            guard.0 = None;
-            if exit.success() {
-                Ok(())
-            } else {
-                // Output arrives through the log thread; give it a moment.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let last = log
-                    .tail(1)
-                    .pop()
-                    .map(|l| format!(": {}", l.text))
-                    .unwrap_or_default();
-                Err(format!("exec {program}: {exit}{last}"))
-            }
-        }
-        Err(_) => Err(format!(
+        .map_err(|e| format!("exec {program}: {}", cause(&e)))?;
+    if out.timed_out {
+        return Err(format!(
             "exec {program}: timed out after {timeout:?}; killed"
-        )),
+        ));
+    }
+    if out.exit.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.output);
+    let last = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default();
+    Err(format!("exec {program}: {}{last}", out.exit))
+}
+
+/// What went wrong underneath a start failure (the I/O error), as a probe
+/// error says it.
+fn cause(e: &crate::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(src) => src.to_string(),
+        None => e.message().to_string(),
     }
 }
 

@@ -29,7 +29,7 @@ use crate::logs::ProcessLog;
 use crate::manager::{snapshot, Ctx, PROCESS_PORTS};
 use crate::privs::SetupError;
 use crate::probe::{self, ProbeVerdict, Target};
-use crate::spawn::{kill_group, SpawnRequest, Spawned};
+use crate::spawn::{kill_group, Output, SpawnRequest, Spawned};
 use crate::spec::{substitute_ports, ProcessSpec};
 use crate::state::{Action, ExitInfo, Gates, Input, Machine, State, Transition};
 use crate::status::ProcessStatus;
@@ -71,7 +71,7 @@ pub(crate) struct Child {
     pub pid: u32,
     pidfd: AsyncFd<OwnedFd>,
     /// Removed once the child and its group are gone.
-    cgroup: Option<Arc<ProcessCgroup>>,
+    pub cgroup: Option<Arc<ProcessCgroup>>,
 }
 
 impl Child {
@@ -513,7 +513,7 @@ impl Actor {
             base_env: spec.inherit_env.then(|| Arc::clone(&self.ctx.base_env)),
             spec,
             global_env: self.ctx.global_env(),
-            log: Arc::clone(&self.shared.log),
+            output: Output::Log(Arc::clone(&self.shared.log)),
         };
         match self.ctx.spawner.spawn(req).await {
             Ok(spawned) => match Child::watch(spawned) {
@@ -554,45 +554,11 @@ impl Actor {
 
     /// A failure to set up the child's cgroup, user or namespace.
     fn setup_error(&self, e: io::Error) -> Error {
-        let Some(setup) = SetupError::find(&e) else {
-            return self.start_error(e);
-        };
-        let mut b = Error::of(ErrorKind::ProcessStartFailed, setup.message.clone())
-            .ctx("code", setup.code)
-            .ctx("name", &self.name)
-            .ctx("command", &self.spec.command)
-            .hint(setup.hint.clone());
-        if let Some(src) = &setup.source {
-            b = b.source(io::Error::new(src.kind(), src.to_string()));
-        }
-        b.build()
+        spawn_error(&self.name, &self.spec, e)
     }
 
     fn start_error(&self, e: io::Error) -> Error {
-        let hint = match e.kind() {
-            io::ErrorKind::NotFound => match &self.spec.working_dir {
-                Some(dir) if !dir.is_dir() => {
-                    format!("working directory {} does not exist", dir.display())
-                }
-                _ => "check the command path, that it exists and is in PATH if given by name"
-                    .to_string(),
-            },
-            io::ErrorKind::PermissionDenied => {
-                "check that the file is executable (chmod +x) and its directory searchable"
-                    .to_string()
-            }
-            _ if e.raw_os_error() == Some(8) => {
-                "the file is not a binary this system can run; a script needs a #! line".into()
-            }
-            _ => "a system limit may have been hit (processes, open files); it will be retried"
-                .to_string(),
-        };
-        Error::of(ErrorKind::ProcessStartFailed, "could not start process")
-            .source(e)
-            .ctx("name", &self.name)
-            .ctx("command", &self.spec.command)
-            .hint(hint)
-            .build()
+        start_error(&self.name, &self.spec, e)
     }
 
     fn publish(&mut self, t: Transition) {
@@ -725,4 +691,48 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
             _ => ExitInfo::code(-1),
         };
     }
+}
+
+/// The error for a failed spawn of `spec` (named `name`): a failure to set up
+/// the child's cgroup, user or namespace keeps its own message and hint.
+pub(crate) fn spawn_error(name: &str, spec: &ProcessSpec, e: io::Error) -> Error {
+    let Some(setup) = SetupError::find(&e) else {
+        return start_error(name, spec, e);
+    };
+    let mut b = Error::of(ErrorKind::ProcessStartFailed, setup.message.clone())
+        .ctx("code", setup.code)
+        .ctx("name", name)
+        .ctx("command", &spec.command)
+        .hint(setup.hint.clone());
+    if let Some(src) = &setup.source {
+        b = b.source(io::Error::new(src.kind(), src.to_string()));
+    }
+    b.build()
+}
+
+fn start_error(name: &str, spec: &ProcessSpec, e: io::Error) -> Error {
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound => match &spec.working_dir {
+            Some(dir) if !dir.is_dir() => {
+                format!("working directory {} does not exist", dir.display())
+            }
+            _ => {
+                "check the command path, that it exists and is in PATH if given by name".to_string()
+            }
+        },
+        io::ErrorKind::PermissionDenied => {
+            "check that the file is executable (chmod +x) and its directory searchable".to_string()
+        }
+        _ if e.raw_os_error() == Some(8) => {
+            "the file is not a binary this system can run; a script needs a #! line".into()
+        }
+        _ => "a system limit may have been hit (processes, open files); it will be retried"
+            .to_string(),
+    };
+    Error::of(ErrorKind::ProcessStartFailed, "could not start process")
+        .source(e)
+        .ctx("name", name)
+        .ctx("command", &spec.command)
+        .hint(hint)
+        .build()
 }

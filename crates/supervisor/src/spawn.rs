@@ -41,7 +41,16 @@ pub(crate) struct SpawnRequest {
     pub base_env: Option<Arc<Vec<(String, String)>>>,
     /// The manager's global environment.
     pub global_env: Arc<Vec<(String, String)>>,
-    pub log: Arc<ProcessLog>,
+    pub output: Output,
+}
+
+/// Where a child's stdout and stderr go.
+pub(crate) enum Output {
+    /// Two pipes the log thread drains into the process's log.
+    Log(Arc<ProcessLog>),
+    /// One pipe for both streams, so a reader sees them in the order they were
+    /// written; its read end comes back in [`Spawned::output`].
+    Capture,
 }
 
 impl SpawnRequest {
@@ -87,6 +96,8 @@ pub(crate) struct Spawned {
     pub pidfd: OwnedFd,
     /// The child's cgroup, when its spec has `limits` and the host has cgroups.
     pub cgroup: Option<ProcessCgroup>,
+    /// The read end of the child's stdout and stderr, for [`Output::Capture`].
+    pub output: Option<OwnedFd>,
 }
 
 type Reply = oneshot::Sender<io::Result<Spawned>>;
@@ -457,7 +468,15 @@ fn spawn_one(
     };
     let (paths_p, argv_p, env_p) = (ptrs(&paths), ptrs(&argv_s), ptrs(&env_s));
     let (out_r, out_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
-    let (err_r, err_w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+    // Captured output shares stdout's pipe; a log gets a pipe per stream.
+    let (err_r, err_w) = match &req.output {
+        Output::Log(_) => {
+            let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC)?;
+            (Some(r), Some(w))
+        }
+        Output::Capture => (None, None),
+    };
+    let err_w_fd = err_w.as_ref().unwrap_or(&out_w);
     // Privileges and namespace, then the cgroup: the last fallible preparation,
     // and from here on every failure removes it (the guard).
     let prepared = privs::prepare(spec).map_err(SetupError::into_io)?;
@@ -482,14 +501,18 @@ fn spawn_one(
     };
     let fds = if t.unshare {
         rustix::io::dup3(&out_w, &mut t.slots[1], rustix::io::DupFlags::CLOEXEC)?;
-        rustix::io::dup3(&err_w, &mut t.slots[2], rustix::io::DupFlags::CLOEXEC)?;
+        rustix::io::dup3(err_w_fd, &mut t.slots[2], rustix::io::DupFlags::CLOEXEC)?;
         [
             t.slots[0].as_raw_fd(),
             t.slots[1].as_raw_fd(),
             t.slots[2].as_raw_fd(),
         ]
     } else {
-        [t.dev_null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()]
+        [
+            t.dev_null.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w_fd.as_raw_fd(),
+        ]
     };
     let (unshare_from, flags) = if t.unshare {
         let top = fds.iter().copied().max().unwrap_or(2) as libc::c_uint + 1;
@@ -597,8 +620,16 @@ fn spawn_one(
             return Err(e.into());
         }
     };
-    logs.add(out_r, Arc::clone(&req.log), Stream::Stdout);
-    logs.add(err_r, req.log, Stream::Stderr);
+    let output = match req.output {
+        Output::Log(log) => {
+            logs.add(out_r, Arc::clone(&log), Stream::Stdout);
+            if let Some(err_r) = err_r {
+                logs.add(err_r, log, Stream::Stderr);
+            }
+            None
+        }
+        Output::Capture => Some(out_r),
+    };
     let mut cgroup = cgroup.0.take();
     if let Some(cg) = &mut cgroup {
         cg.close_join_fds();
@@ -607,6 +638,7 @@ fn spawn_one(
         pid: pid as u32,
         pidfd,
         cgroup,
+        output,
     })
 }
 

@@ -1011,6 +1011,7 @@ impl Daemon {
     async fn step_config(&self, inst: &Instance, m: &Manifest, mdir: &Path) -> Result<()> {
         let dir = inst.dir.clone();
         let (inst2, m2, mdir2) = (inst.clone(), m.clone(), mdir.to_path_buf());
+        let manager = self.inner.manager.clone();
         let file = blocking(move || {
             for sub in ["config", "data"] {
                 std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
@@ -1020,7 +1021,7 @@ impl Daemon {
                     )
                 })?;
             }
-            render::render_and_check(&inst2, &m2, &mdir2)
+            render::render_and_check(&manager, &inst2, &m2, &mdir2)
         })
         .await?;
         if let Some(u) = &self.instances().settings.user {
@@ -1364,8 +1365,8 @@ impl Daemon {
         let mut next = inst.clone();
         next.mode = mode;
         next.options = opts;
-        let (n2, m2) = (next.clone(), m.clone());
-        let file = blocking(move || render::render_and_check(&n2, &m2, &mdir)).await?;
+        let (n2, m2, manager) = (next.clone(), m.clone(), self.inner.manager.clone());
+        let file = blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir)).await?;
         next.config_file = file;
         let spec = self.instance_spec(&next, &m)?;
         let next = self.save(next, Some(inst.state)).await?;

@@ -32,8 +32,11 @@ fn context(inst: &Instance) -> Result<InstanceContext> {
 /// Render the instance's config into its directory and have the feature's
 /// own checker accept it. Writes only once the checker said yes: a config it
 /// refuses never replaces the one in place (update keeps the old config). The
-/// main file's path, or `None` when the feature has no config.
+/// main file's path, or `None` when the feature has no config. The checker is
+/// a one-shot command of the daemon's `manager`. Blocks: call it from a
+/// blocking thread.
 pub(crate) fn render_and_check(
+    manager: &hangar_supervisor::Manager,
     inst: &Instance,
     m: &Manifest,
     mdir: &Path,
@@ -51,7 +54,7 @@ pub(crate) fn render_and_check(
     })?;
     let staged = configgen::stage(&ctx.config_dir, &r)?;
     if let Some(bin) = &inst.binary {
-        configgen::check(m, &r, bin, staged.main_path())?;
+        configgen::check_with(manager, m, &r, bin, staged.main_path())?;
     }
     staged.commit().map(Some)
 }

@@ -8,13 +8,12 @@
 //! failure leaves the old files as they were.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use hangar_supervisor::{ExitInfo, Manager, ManagerOptions, ProcessSpec};
 
 use super::{safe_rel_path, Rendered};
 use crate::catalog::manifest::Manifest;
@@ -34,6 +33,7 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much of the checker's output an error keeps (the end of it).
 const OUTPUT_TAIL: usize = 2048;
+const _: () = assert!(OUTPUT_TAIL * 2 <= hangar_supervisor::ONCE_OUTPUT_LIMIT);
 
 fn write_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::new(WRITE_FAILED, format!("{what}: {e}"))
@@ -179,6 +179,25 @@ pub fn write_atomic(config_dir: &Path, r: &Rendered) -> Result<PathBuf> {
     stage(config_dir, r)?.commit()
 }
 
+/// The manager checkers run through when the caller has none: one of this
+/// module's own, made on first use. Either way a checker is a one-shot
+/// command of the supervisor ([`Manager::run_once`]): its own session and
+/// process group, `PR_SET_PDEATHSIG`, `no_new_privs`, the group killed on
+/// timeout. The daemon passes its own manager ([`check_with`]), so its
+/// checkers also carry its recovery marker.
+static OWN_MANAGER: std::sync::OnceLock<Manager> = std::sync::OnceLock::new();
+
+fn own_manager() -> std::result::Result<Manager, hangar_supervisor::Error> {
+    if let Some(m) = OWN_MANAGER.get() {
+        return Ok(m.clone());
+    }
+    let m = Manager::with_options(ManagerOptions {
+        spawn_threads: 1,
+        ..ManagerOptions::default()
+    })?;
+    Ok(OWN_MANAGER.get_or_init(|| m).clone())
+}
+
 /// Run the feature's checker (`config.validate`: arguments to `binary`, with
 /// `{{config}}` → `config_path` and `{{config_dir}}` → its directory) with the
 /// manifest's timeout (`config.validate_timeout_seconds`, default 30 s).
@@ -190,14 +209,17 @@ pub fn write_atomic(config_dir: &Path, r: &Rendered) -> Result<PathBuf> {
 /// killed: `CONFIG_CHECK_TIMEOUT`. One that cannot start:
 /// `CONFIG_CHECKER_UNAVAILABLE`.
 pub fn check(m: &Manifest, r: &Rendered, binary: &Path, config_path: &Path) -> Result<()> {
-    let timeout = m
-        .config
+    check_with_timeout(m, r, binary, config_path, timeout_of(m))
+}
+
+/// The manifest's checker timeout, or [`DEFAULT_CHECK_TIMEOUT`].
+fn timeout_of(m: &Manifest) -> Duration {
+    m.config
         .as_ref()
         .and_then(|c| c.validate_timeout_seconds)
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_CHECK_TIMEOUT);
-    check_with_timeout(m, r, binary, config_path, timeout)
+        .unwrap_or(DEFAULT_CHECK_TIMEOUT)
 }
 
 /// [`check`] with an explicit timeout.
@@ -208,108 +230,151 @@ pub fn check_with_timeout(
     config_path: &Path,
     timeout: Duration,
 ) -> Result<()> {
-    let Some(spec) = m.config.as_ref().filter(|c| !c.validate.is_empty()) else {
+    if m.config.as_ref().is_none_or(|c| c.validate.is_empty()) {
         return Ok(());
-    };
+    }
+    let manager = own_manager().map_err(|e| unavailable(m, r, binary, config_path, &e))?;
+    block_on_checker(m, r, binary, config_path, async {
+        check_in(&manager, m, r, binary, config_path, timeout).await
+    })
+}
+
+/// [`check`] through `manager` (the daemon's). Blocks: call it from a
+/// blocking thread.
+pub fn check_with(
+    manager: &Manager,
+    m: &Manifest,
+    r: &Rendered,
+    binary: &Path,
+    config_path: &Path,
+) -> Result<()> {
+    block_on_checker(m, r, binary, config_path, async {
+        check_in(manager, m, r, binary, config_path, timeout_of(m)).await
+    })
+}
+
+/// Drive a checker's future from a blocking thread.
+fn block_on_checker(
+    m: &Manifest,
+    r: &Rendered,
+    binary: &Path,
+    config_path: &Path,
+    checking: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    // On the caller's runtime when it has one (this is a blocking thread of
+    // it), else on a small one of our own.
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt.block_on(checking),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                checker_ctx(m, r, binary, config_path)(Error::new(
+                    CHECKER_UNAVAILABLE,
+                    format!("cannot run the checker: {e}"),
+                ))
+            })?
+            .block_on(checking),
+    }
+}
+
+/// [`check`] for async callers.
+pub async fn check_async(
+    m: Manifest,
+    r: Rendered,
+    binary: PathBuf,
+    config_path: PathBuf,
+) -> Result<()> {
+    if m.config.as_ref().is_none_or(|c| c.validate.is_empty()) {
+        return Ok(());
+    }
+    let manager = own_manager().map_err(|e| unavailable(&m, &r, &binary, &config_path, &e))?;
+    check_in(&manager, &m, &r, &binary, &config_path, timeout_of(&m)).await
+}
+
+/// The checker's arguments with the paths substituted, and how to show the
+/// command.
+fn checker_args(m: &Manifest, binary: &Path, config_path: &Path) -> (Vec<String>, String) {
     let dir = config_path.parent().unwrap_or(Path::new("."));
-    let args: Vec<String> = spec
-        .validate
+    let args: Vec<String> = m
+        .config
         .iter()
+        .flat_map(|c| c.validate.iter())
         .map(|a| substitute(a, config_path, dir))
         .collect();
     let shown = format!("{} {}", binary.display(), args.join(" "));
-    let ctx = |e: Error| {
+    (args, shown)
+}
+
+/// Adds the checker's context to an error.
+fn checker_ctx<'a>(
+    m: &'a Manifest,
+    r: &'a Rendered,
+    binary: &'a Path,
+    config_path: &'a Path,
+) -> impl Fn(Error) -> Error + 'a {
+    move |e: Error| {
+        let (_, shown) = checker_args(m, binary, config_path);
         e.with("feature", &m.id)
             .with("checker", &shown)
             .with("config", config_path.display())
             .with("main", &r.main)
+    }
+}
+
+/// `CONFIG_CHECKER_UNAVAILABLE` for a checker the supervisor could not start.
+fn unavailable(
+    m: &Manifest,
+    r: &Rendered,
+    binary: &Path,
+    config_path: &Path,
+    e: &hangar_supervisor::Error,
+) -> Error {
+    // The I/O error underneath says it best ("No such file or directory").
+    let why = match std::error::Error::source(e) {
+        Some(src) => src.to_string(),
+        None => e.message().to_string(),
     };
-    let (reader, writer) = rustix::pipe::pipe().map_err(|e| {
-        ctx(Error::new(
+    checker_ctx(m, r, binary, config_path)(
+        Error::new(
             CHECKER_UNAVAILABLE,
-            format!("cannot make a pipe for the checker: {e}"),
-        ))
-    })?;
-    let writer2 = writer.try_clone().map_err(|e| {
-        ctx(Error::new(
-            CHECKER_UNAVAILABLE,
-            format!("cannot make a pipe for the checker: {e}"),
-        ))
-    })?;
-    let mut cmd = Command::new(binary);
-    cmd.args(&args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::from(writer2))
-        .process_group(0);
-    let spawned = cmd.spawn();
-    // The parent's copies of the write end go with `cmd`, so EOF comes when
-    // the checker (and anything it left behind) is gone.
-    drop(cmd);
-    let mut child = spawned.map_err(|e| {
-        ctx(
-            Error::new(CHECKER_UNAVAILABLE, format!("cannot run the checker: {e}"))
-                .hint("is the feature installed? the checker is the feature's own binary"),
+            format!("cannot run the checker: {why}"),
         )
-    })?;
-    let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    {
-        let buf = Arc::clone(&buf);
-        let mut reader = File::from(reader);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            loop {
-                match reader.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
-                        b.extend_from_slice(&chunk[..n]);
-                        // Keep a bounded tail.
-                        if b.len() > 4 * OUTPUT_TAIL {
-                            let cut = b.len() - 2 * OUTPUT_TAIL;
-                            b.drain(..cut);
-                        }
-                    }
-                }
-            }
-            let _ = done_tx.send(());
-        });
+        .hint("is the feature installed? the checker is the feature's own binary"),
+    )
+}
+
+/// [`check`] through `manager` (a one-shot command of the supervisor, see
+/// [`Manager::run_once`]), with an explicit timeout.
+pub async fn check_in(
+    manager: &Manager,
+    m: &Manifest,
+    r: &Rendered,
+    binary: &Path,
+    config_path: &Path,
+    timeout: Duration,
+) -> Result<()> {
+    if m.config.as_ref().is_none_or(|c| c.validate.is_empty()) {
+        return Ok(());
     }
-    let pid = rustix::process::Pid::from_child(&child);
-    let start = Instant::now();
-    let mut timed_out = false;
-    loop {
-        // Look without reaping, so the group id cannot be reused before the
-        // group is killed below.
-        match rustix::process::waitid(
-            rustix::process::WaitId::Pid(pid),
-            rustix::process::WaitIdOptions::EXITED
-                | rustix::process::WaitIdOptions::NOHANG
-                | rustix::process::WaitIdOptions::NOWAIT,
-        ) {
-            Ok(Some(_)) => break,
-            Ok(None) => {}
-            Err(_) => break,
-        }
-        if start.elapsed() >= timeout {
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10).min(timeout / 10 + Duration::from_millis(1)));
-    }
-    // Leftovers of the checker (or all of it, on timeout) go with its group.
-    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    let status = child.wait().map_err(|e| {
-        ctx(Error::new(
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let (args, _) = checker_args(m, binary, config_path);
+    let ctx = checker_ctx(m, r, binary, config_path);
+    let Some(command) = binary.to_str() else {
+        return Err(ctx(Error::new(
             CHECKER_UNAVAILABLE,
-            format!("cannot wait for the checker: {e}"),
-        ))
-    })?;
-    let _ = done_rx.recv_timeout(Duration::from_secs(2));
-    let output = tail(&buf.lock().unwrap_or_else(|p| p.into_inner()));
-    if timed_out {
+            format!("cannot run the checker: {} is not UTF-8", binary.display()),
+        )
+        .hint("install the feature under a path that is valid UTF-8")));
+    };
+    let mut spec = ProcessSpec::new("config-check", command).args(args);
+    spec.working_dir = Some(dir.to_path_buf());
+    let out = manager
+        .run_once(spec, timeout)
+        .await
+        .map_err(|e| unavailable(m, r, binary, config_path, &e))?;
+    let output = tail(&out.output);
+    if out.timed_out {
         return Err(ctx(Error::new(
             CHECK_TIMEOUT,
             format!("the checker did not finish in {:?}; it was killed", timeout),
@@ -317,9 +382,10 @@ pub fn check_with_timeout(
         .with("output", &output)
         .hint("raise config.validate_timeout_seconds in the manifest, or check the binary works"));
     }
-    if status.success() {
+    if out.exit.success() {
         return Ok(());
     }
+    let status = exit_status(&out.exit);
     let last = output
         .lines()
         .rev()
@@ -338,16 +404,16 @@ pub fn check_with_timeout(
     .hint("the checker's output says what it refused: fix the options (or the template) and try again"))
 }
 
-/// [`check`] on a blocking thread, for async callers (the instance flow).
-pub async fn check_async(
-    m: Manifest,
-    r: Rendered,
-    binary: PathBuf,
-    config_path: PathBuf,
-) -> Result<()> {
-    tokio::task::spawn_blocking(move || check(&m, &r, &binary, &config_path))
-        .await
-        .map_err(|e| Error::new(CHECKER_UNAVAILABLE, format!("the checker task failed: {e}")))?
+/// The exit as the standard library shows it ("exit status: 1", "signal: 9
+/// (SIGKILL)"), as checker errors always said it.
+fn exit_status(e: &ExitInfo) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let raw = match (e.code, e.signal) {
+        (Some(code), _) => (code & 0xff) << 8,
+        (None, Some(sig)) => (sig & 0x7f) | if e.core_dumped { 0x80 } else { 0 },
+        (None, None) => 0xff << 8,
+    };
+    std::process::ExitStatus::from_raw(raw)
 }
 
 fn substitute(arg: &str, config: &Path, dir: &Path) -> String {
@@ -386,6 +452,18 @@ mod tests {
         assert!(t.ends_with("END"));
         assert!(t.len() <= OUTPUT_TAIL + 4);
         assert_eq!(tail(b"  short \n"), "short");
+    }
+
+    #[test]
+    fn exits_read_as_they_always_did() {
+        assert_eq!(
+            exit_status(&ExitInfo::code(3)).to_string(),
+            "exit status: 3"
+        );
+        assert_eq!(
+            exit_status(&ExitInfo::signal(9)).to_string(),
+            "signal: 9 (SIGKILL)"
+        );
     }
 
     #[test]

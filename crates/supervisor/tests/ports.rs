@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use hangar_net::{PortErrorKind, PortRange, PortRegistry};
+use hangar_supervisor::{PortErrorKind, PortRange, PortRegistry};
 use proptest::prelude::*;
 
 /// A range of `n` ports below the host's ephemeral range (where the kernel picks

@@ -1,4 +1,17 @@
-//! The port registry.
+//! The port registry: hands out TCP ports from named ranges to owners, checks
+//! that a port is really bindable on the host before handing it out, and never
+//! gives one port to two owners. `release_all(owner)` frees everything an owner
+//! held, so cleanup after a failure is one call. The [`Manager`](crate::Manager)
+//! gives processes their named ports from one ([`Manager::ports`](crate::Manager::ports)).
+//!
+//! ```
+//! use hangar_supervisor::{PortRange, PortRegistry};
+//!
+//! let reg = PortRegistry::new([PortRange::new("web", 41000, 41099)]).unwrap();
+//! let port = reg.allocate("web", "my-process").unwrap();
+//! assert_eq!(reg.owner(port).as_deref(), Some("my-process"));
+//! assert_eq!(reg.release_all("my-process"), vec![port]);
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
