@@ -6,9 +6,15 @@
 //! category alone decides how an edge reports the failure: the gRPC status
 //! (in `hangar_api`), the HTTP status ([`Category::http_status`]) and the CLI's
 //! exit code (in the binary), each decided in exactly one place.
+//!
+//! [`duration`] is the one serde helper for `Duration` fields: a humantime
+//! string or integer milliseconds in, a humantime string (or milliseconds,
+//! where that is the stored format) out.
 #![deny(missing_docs)]
 
 use std::fmt;
+
+pub mod duration;
 
 /// What kind of failure an error is, independent of where it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
