@@ -51,37 +51,6 @@ use crate::{BreakerConfig, RateLimitConfig, RetryConfig, Strategy};
 /// registered for each one used).
 pub const KNOWN_TRANSPORTS: [&str; 6] = ["http", "https", "grpc", "grpc-tls", "unix", "exec"];
 
-/// Serde for `Option<Duration>`: humantime string or integer milliseconds.
-pub mod duration_opt {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    /// Serialize as a humantime string.
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// Deserialize a humantime string or integer milliseconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Ms(u64),
-            Text(String),
-        }
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(None),
-            Some(Raw::Ms(ms)) => Ok(Some(Duration::from_millis(ms))),
-            Some(Raw::Text(t)) => humantime::parse_duration(t.trim())
-                .map(Some)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
-        }
-    }
-}
-
 macro_rules! merge_fields {
     ($self:ident, $def:ident; $($f:ident),*) => {
         Self { $($f: $self.$f.clone().or_else(|| $def.$f.clone()),)* }
@@ -96,10 +65,16 @@ pub struct RetrySection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
     /// Wait before the first retry (default 100ms).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub initial_interval: Option<Duration>,
     /// Cap on the wait (default 5s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_interval: Option<Duration>,
     /// Growth per retry (default 2.0).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +118,10 @@ pub struct CircuitBreakerSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<u32>,
     /// Open time before a trial (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recovery_timeout: Option<Duration>,
     /// Requests seen before the circuit may open (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,10 +160,16 @@ pub struct HealthCheckSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Time between checks (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Duration>,
     /// Deadline of one check (default 5s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     /// Failures in a row that mark the plugin offline (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,13 +225,22 @@ pub struct ConnectionSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_idle_connections: Option<u32>,
     /// Idle connections closed after (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idle_timeout: Option<Duration>,
     /// Deadline to connect (default 10s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connection_timeout: Option<Duration>,
     /// Deadline of one attempt (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_timeout: Option<Duration>,
     /// TCP keep-alive (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,7 +303,10 @@ pub struct RateLimitSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst_size: Option<u32>,
     /// Accepted for the seed's schema; the bucket refills continuously.
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub time_window: Option<Duration>,
 }
 
