@@ -542,7 +542,9 @@ impl Manager {
             Arc::new(move |name: &str, st: BreakerState| {
                 m2.breaker(name, st, st == BreakerState::Open)
             });
-        let auth = p.auth.headers();
+        // The auth headers go on every call, so that a transport built by a
+        // factory of the host's also sends them.
+        let auth = p.auth.header_pairs();
         let leaf = TransportService::layer(Arc::clone(&transport));
         let leaf = if auth.is_empty() {
             leaf
