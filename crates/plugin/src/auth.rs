@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, ErrorKind};
+use crate::transport::TransportKind;
 
 /// How a client proves who it is; the seed's `AuthMethod`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -302,11 +303,15 @@ impl AuthConfig {
     }
 
     /// Problems of this authentication as a plugin's `auth` block over
-    /// transport `t`: (code, field under the plugin, message, hint). A method
+    /// transport `t` (`None`: not one of the library's): (code, field under
+    /// the plugin, message, hint). A method
     /// without its credentials is refused (`AUTH_1101`..`1104`), an unknown
     /// one too (`AUTH_1105`), and mTLS needs a TLS transport
     /// (`TRANSPORT_1301`/`1302`).
-    pub fn problems(&self, t: &str) -> Vec<(&'static str, &'static str, String, &'static str)> {
+    pub fn problems(
+        &self,
+        t: Option<TransportKind>,
+    ) -> Vec<(&'static str, &'static str, String, &'static str)> {
         let a = self;
         let mut out = Vec::new();
         let missing = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
@@ -341,7 +346,7 @@ impl AuthConfig {
                         "set auth.cert_file and auth.key_file (PEM)",
                     ));
                 }
-                if t == "http" {
+                if t == Some(TransportKind::Http) {
                     out.push((
                         "TRANSPORT_1301",
                         "transport",
@@ -349,7 +354,7 @@ impl AuthConfig {
                         "use transport https with method mtls",
                     ));
                 }
-                if t == "grpc" {
+                if t == Some(TransportKind::Grpc) {
                     out.push((
                         "TRANSPORT_1302",
                         "transport",
@@ -576,7 +581,11 @@ mod tests {
             serde_json::from_str(r#"{"method": null, "token": null}"#).expect("nulls");
         assert_eq!(c, AuthConfig::none());
         let empty: AuthConfig = serde_json::from_str(r#"{"method": ""}"#).expect("parse");
-        let codes: Vec<_> = empty.problems("https").into_iter().map(|p| p.0).collect();
+        let codes: Vec<_> = empty
+            .problems(Some(TransportKind::Https))
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         assert_eq!(codes, ["AUTH_1105"]);
         assert!(serde_json::from_str::<AuthConfig>(r#"{"methd": "bearer"}"#).is_err());
         assert_eq!(

@@ -45,11 +45,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AuthConfig, BreakerConfig, RateLimitConfig, RetryConfig, Strategy};
-
-/// Transport names the library knows about (a factory must still be
-/// registered for each one used).
-pub const KNOWN_TRANSPORTS: [&str; 6] = ["http", "https", "grpc", "grpc-tls", "unix", "exec"];
+use crate::{AuthConfig, BreakerConfig, RateLimitConfig, RetryConfig, Strategy, TransportKind};
 
 macro_rules! merge_fields {
     ($self:ident, $def:ident; $($f:ident),*) => {
@@ -337,8 +333,8 @@ pub struct PluginConfig {
     /// ([`crate::Manager::execute_group`]).
     #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
     pub plugin_type: String,
-    /// `unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec`, or any transport a
-    /// factory was registered for.
+    /// `unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec` (a
+    /// [`TransportKind`]), or any transport a factory was registered for.
     pub transport: String,
     /// Socket path (unix), URL (http), `host:port` (grpc).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -397,6 +393,11 @@ impl PluginConfig {
         self.weight.unwrap_or(1)
     }
 
+    /// Its transport when it is one of the library's own.
+    pub fn transport_kind(&self) -> Option<TransportKind> {
+        self.transport.parse().ok()
+    }
+
     /// The group it is balanced in: its `type`, or its name when it has none.
     pub fn group(&self) -> &str {
         if self.plugin_type.is_empty() {
@@ -446,15 +447,25 @@ impl PluginConfig {
                 "use 1-128 characters from A-Z a-z 0-9 . _ -",
             );
         }
-        let t = self.transport.as_str();
-        match t {
-            "" => err(
-                "PLUGIN_1002",
-                "transport",
-                "no transport given".into(),
-                "set transport to unix, http, https, grpc, grpc-tls or exec",
-            ),
-            "http" | "https" => {
+        use TransportKind as K;
+        let kind = match self.transport.parse::<TransportKind>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                // None given is PLUGIN_1002; another name may be a host's
+                // factory's, checked against the factories (PLUGIN_1008).
+                if e.kind == crate::ErrorKind::InvalidTransport {
+                    err(
+                        e.code(),
+                        "transport",
+                        e.message,
+                        e.hint.as_deref().unwrap_or_default(),
+                    );
+                }
+                None
+            }
+        };
+        match kind {
+            Some(t @ (K::Http | K::Https)) => {
                 if self.endpoint.is_empty() {
                     err(
                         "PLUGIN_1003",
@@ -471,7 +482,7 @@ impl PluginConfig {
                     );
                 }
             }
-            "grpc" | "grpc-tls" => {
+            Some(t @ (K::Grpc | K::GrpcTls)) => {
                 if self.endpoint.is_empty() {
                     err(
                         "PLUGIN_1003",
@@ -488,13 +499,13 @@ impl PluginConfig {
                     );
                 }
             }
-            "unix" if self.endpoint.is_empty() => err(
+            Some(K::Unix) if self.endpoint.is_empty() => err(
                 "PLUGIN_1006",
                 "endpoint",
                 "transport unix needs a socket path".into(),
                 "set endpoint to the plugin's socket path, e.g. /run/plugin.sock",
             ),
-            "exec" => {
+            Some(K::Exec) => {
                 if self.executable.is_empty() {
                     err(
                         "PLUGIN_1007",
@@ -517,17 +528,13 @@ impl PluginConfig {
             _ => {}
         }
         // Authentication.
-        for (code, field, msg, hint) in self.auth.problems(t) {
+        for (code, field, msg, hint) in self.auth.problems(kind) {
             err(code, field, msg, hint);
         }
         // Connection.
         let c = self.connection.resolve();
-        let tcode = match t {
-            "http" | "https" => "TRANSPORT_1301",
-            "grpc" | "grpc-tls" => "TRANSPORT_1302",
-            "unix" => "TRANSPORT_1303",
-            _ => "TRANSPORT_1304",
-        };
+        // A transport of the host's (or none) is reported as exec's.
+        let tcode = kind.unwrap_or(K::Exec).error_kind().code();
         if c.max_connections == 0 {
             err(
                 tcode,
@@ -671,7 +678,7 @@ impl PluginConfig {
     }
 }
 
-fn endpoint_url_ok(e: &str, transport: &str) -> bool {
+fn endpoint_url_ok(e: &str, transport: TransportKind) -> bool {
     let Some(rest) = e.strip_prefix(&format!("{transport}://")) else {
         return false;
     };

@@ -6,7 +6,18 @@ use std::sync::Arc;
 
 use crate::config::PluginConfig;
 use crate::manager::TransportFactory;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportKind};
+
+/// The factory of one of the library's transports.
+pub fn builtin(kind: TransportKind) -> TransportFactory {
+    match kind {
+        TransportKind::Unix => unix(),
+        TransportKind::Http | TransportKind::Https => http(),
+        TransportKind::Grpc => grpc(false),
+        TransportKind::GrpcTls => grpc(true),
+        TransportKind::Exec => exec(),
+    }
+}
 
 fn to_usize(n: u32) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)

@@ -106,7 +106,7 @@ pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
 pub use server::{Call, Handler, Server};
-pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt};
+pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt, TransportKind};
 
 pub use config::{ConfigError, ConfigErrors, ManagerConfig, PluginConfig};
 pub use context::{new_request_id, ExecutionContext, TraceContext, REQUEST_ID_HEADER, TRACEPARENT};

@@ -43,7 +43,7 @@ use crate::health::{HealthChecker, HealthListener, HealthMonitor, HealthStatus, 
 use crate::layers::{service_fn, BoxService, Call, Deadline, Failover, Resolver, TransportService};
 use crate::metrics::Metrics;
 use crate::plugin::{decode, encode, Plugin, PluginInfo};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 
 /// Makes a transport from a plugin's (defaults-merged) configuration.
 pub type TransportFactory = Arc<
@@ -278,7 +278,7 @@ fn w<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Manager {
-    /// An empty manager with the built-in `unix` factory and fresh metrics.
+    /// An empty manager with a factory for every [`TransportKind`] and fresh metrics.
     pub fn new() -> Manager {
         Self::with_metrics(Arc::new(Metrics::new()))
     }
@@ -301,12 +301,9 @@ impl Manager {
                 watcher: std::sync::Mutex::new(None),
             }),
         };
-        m.register_factory("unix", crate::factories::unix());
-        m.register_factory("http", crate::factories::http());
-        m.register_factory("https", crate::factories::http());
-        m.register_factory("grpc", crate::factories::grpc(false));
-        m.register_factory("grpc-tls", crate::factories::grpc(true));
-        m.register_factory("exec", crate::factories::exec());
+        for k in TransportKind::ALL {
+            m.register_factory(k.as_str(), crate::factories::builtin(k));
+        }
         m
     }
 
@@ -880,7 +877,7 @@ impl Manager {
 }
 
 fn endpoint_of(p: &PluginConfig) -> String {
-    if p.transport == "exec" {
+    if p.transport_kind() == Some(TransportKind::Exec) {
         p.executable.clone()
     } else {
         p.endpoint.clone()
