@@ -1,12 +1,19 @@
 //! The manager's transport factories: a plugin's configuration (defaults
-//! already merged) into a live [`Transport`] for each transport name.
+//! already merged) into a live [`Transport`] for each transport name. A
+//! [`crate::Manager`] starts with [`builtin`] for every [`TransportKind`];
+//! a host registers its own with [`crate::Manager::register_factory`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::PluginConfig;
-use crate::manager::TransportFactory;
-use crate::transport::{Transport, TransportKind};
+use crate::error::Error;
+use crate::transport::{BoxFuture, Transport, TransportKind};
+
+/// Makes a transport from a plugin's (defaults-merged) configuration.
+pub type TransportFactory = Arc<
+    dyn Fn(&PluginConfig) -> BoxFuture<'static, Result<Arc<dyn Transport>, Error>> + Send + Sync,
+>;
 
 /// The factory of one of the library's transports.
 pub fn builtin(kind: TransportKind) -> TransportFactory {

@@ -38,17 +38,13 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::config::{ConfigErrors, ManagerConfig, PluginConfig};
 use crate::context::{new_request_id, ExecutionContext};
 use crate::error::{Error, ErrorKind};
+use crate::factories::TransportFactory;
 use crate::guard::{Guard, GuardConfig};
 use crate::health::{HealthChecker, HealthListener, HealthMonitor, HealthStatus, PluginStatus};
 use crate::layers::{service_fn, BoxService, Call, Deadline, Failover, Resolver, TransportService};
 use crate::metrics::Metrics;
 use crate::plugin::{decode, encode, Plugin, PluginInfo};
 use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
-
-/// Makes a transport from a plugin's (defaults-merged) configuration.
-pub type TransportFactory = Arc<
-    dyn Fn(&PluginConfig) -> BoxFuture<'static, Result<Arc<dyn Transport>, Error>> + Send + Sync,
->;
 
 /// How long [`Manager::unregister`] waits for calls in flight.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
