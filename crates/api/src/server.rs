@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hangar_core::{Daemon, Error};
 use hangar_store::EventQuery;
+use subtle::ConstantTimeEq;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -536,10 +537,6 @@ impl BearerAuth {
     }
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Interceptor for BearerAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let given = req
@@ -548,7 +545,7 @@ impl Interceptor for BearerAuth {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(t) if ct_eq(t.as_bytes(), &self.token) => Ok(req),
+            Some(t) if bool::from(t.as_bytes().ct_eq(&self.token)) => Ok(req),
             _ => Err(status(
                 Error::new(
                     crate::ErrorKind::Unauthenticated,

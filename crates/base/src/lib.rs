@@ -12,10 +12,16 @@
 //! context and a hint. The mechanism crates below keep their own richer error
 //! types; each converts into [`Error`] unchanged in code, category, context and
 //! hint through [`Error::from_parts`].
+//!
+//! [`duration`] is the one serde helper for `Duration` fields: a humantime
+//! string or integer milliseconds in, a humantime string (or milliseconds,
+//! where that is the stored format) out.
 #![deny(missing_docs)]
 
 use std::borrow::Cow;
 use std::fmt;
+
+pub mod duration;
 
 /// What kind of failure an error is, independent of where it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

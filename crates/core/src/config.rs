@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hangar_supervisor::ProcessSpec;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::procfile::{self, FileKind};
@@ -57,7 +57,7 @@ pub struct Settings {
     /// HTTP listener for /metrics; empty to turn it off.
     pub http: String,
     /// How often desired and observed state are compared.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "hangar_base::duration::deserialize_text")]
     pub reconcile_interval: Duration,
     /// Optional gRPC listener on TCP.
     pub grpc: GrpcSettings,
@@ -100,10 +100,10 @@ pub struct InstanceSettings {
     /// Install features whose manifest has no checksum.
     pub allow_unverified: bool,
     /// Per-session instances unused for this long are deleted.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "hangar_base::duration::deserialize_text")]
     pub session_ttl: Duration,
     /// How long a new instance may take from process start to healthy.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "hangar_base::duration::deserialize_text")]
     pub ready_timeout: Duration,
     /// Quick crashes in a row before an instance's process is given up on
     /// (and a create fails).
@@ -150,7 +150,7 @@ pub struct GrpcSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct HistorySettings {
     /// Events older than this are pruned.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "hangar_base::duration::deserialize_text")]
     pub max_age: Duration,
     /// At most this many events are kept.
     pub max_rows: u64,
@@ -163,13 +163,6 @@ impl Default for HistorySettings {
             max_rows: 1_000_000,
         }
     }
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("{s:?} is not a duration ({e}); write e.g. \"5s\""))
-    })
 }
 
 #[derive(Deserialize)]

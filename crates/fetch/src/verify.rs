@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
+use subtle::ConstantTimeEq;
+
 use crate::error::{Error, ErrorKind, Result};
 
 /// Lower-case hex of a digest.
@@ -28,11 +30,6 @@ pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)
-}
-
-/// Compare two digests without leaking where they differ.
-pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Find `file_name`'s digest in a checksums file in GNU `sha256sum` format:
@@ -119,7 +116,8 @@ fn bad_digest(name: &str) -> Error {
 
 /// Check a computed digest against the expected one.
 pub fn check_sha256(expected: &[u8; 32], actual: &[u8; 32], what: &str) -> Result<()> {
-    if ct_eq(expected, actual) {
+    // In constant time: where the digests differ is not leaked.
+    if bool::from(expected.ct_eq(actual)) {
         return Ok(());
     }
     Err(Error::new(ErrorKind::ChecksumMismatch, format!("{what} does not match its checksum"))

@@ -1,7 +1,7 @@
 //! Authentication: the seed's [`AuthConfig`] (client side: which credentials
-//! to present), its validation with the `AUTH_11xx` codes, and [`ServerAuth`]
-//! (server side: the same config checked against each call's headers, in
-//! constant time).
+//! to present; also a plugin's `auth` block in the configuration), its
+//! validation with the `AUTH_11xx` codes, and [`ServerAuth`] (server side: the
+//! same config checked against each call's headers, in constant time).
 //!
 //! | method    | client sends                               | server checks                 |
 //! |-----------|--------------------------------------------|-------------------------------|
@@ -17,7 +17,7 @@
 //! method (`AUTH_1101` API key, `AUTH_1102` bearer, `AUTH_1103` basic,
 //! `AUTH_1105` custom); a wrong one with `AUTH_1106`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -25,10 +25,11 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, ErrorKind};
+use crate::transport::TransportKind;
 
 /// How a client proves who it is; the seed's `AuthMethod`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
+#[serde(from = "Option<String>", into = "String")]
 pub enum AuthMethod {
     /// `none`: no authentication.
     #[default]
@@ -43,14 +44,15 @@ pub enum AuthMethod {
     Mtls,
     /// `custom`: the configured headers.
     Custom,
-    /// A name we do not know (refused by validation with `AUTH_1105`).
+    /// A name we do not know, the empty one included (refused by
+    /// validation with `AUTH_1105`).
     Unsupported(String),
 }
 
 impl From<String> for AuthMethod {
     fn from(s: String) -> AuthMethod {
         match s.as_str() {
-            "" | "none" => AuthMethod::None,
+            "none" => AuthMethod::None,
             "api-key" => AuthMethod::ApiKey,
             "bearer" => AuthMethod::Bearer,
             "basic" => AuthMethod::Basic,
@@ -58,6 +60,13 @@ impl From<String> for AuthMethod {
             "custom" => AuthMethod::Custom,
             _ => AuthMethod::Unsupported(s),
         }
+    }
+}
+
+/// An absent (or null) method is `none`.
+impl From<Option<String>> for AuthMethod {
+    fn from(s: Option<String>) -> AuthMethod {
+        s.map_or(AuthMethod::None, AuthMethod::from)
     }
 }
 
@@ -80,28 +89,36 @@ impl AuthMethod {
             AuthMethod::Unsupported(s) => s,
         }
     }
+
+    /// `none`.
+    pub fn is_none(&self) -> bool {
+        *self == AuthMethod::None
+    }
 }
 
-/// The seed's `AuthConfig`: the method and its credentials. Field names are
-/// the seed's (`method`, `api_key`, `token`, `username`, `password`,
-/// `cert_file`, `key_file`, `ca_file`, `headers`).
+/// The seed's `AuthConfig`: the method and its credentials, as a plugin's
+/// `auth` block in the configuration and as the transports take it. Field
+/// names are the seed's (`method`, `api_key`, `token`, `username`,
+/// `password`, `cert_file`, `key_file`, `ca_file`, `headers`); every field is
+/// optional, an unknown one is refused.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// How to authenticate.
+    /// `none` (default), `api-key`, `bearer`, `basic`, `mtls`, `custom`.
+    #[serde(skip_serializing_if = "AuthMethod::is_none")]
     pub method: AuthMethod,
-    /// `api-key`: the key.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub api_key: String,
+    /// `api-key`: the key (sent as `X-API-Key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     /// `bearer`: the token.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// `basic`: the user.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     /// `basic`: the password.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub password: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     /// `mtls`: the client certificate (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_file: Option<PathBuf>,
@@ -113,14 +130,17 @@ pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
     /// Extra headers sent with every call; the credential of `custom`.
-    #[serde(skip_serializing_if = "HashMap::is_empty")]
-    pub headers: HashMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
     // Secrets never reach logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redact = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        let redact = |s: &Option<String>| match s {
+            None => "",
+            Some(_) => "<redacted>",
+        };
         f.debug_struct("AuthConfig")
             .field("method", &self.method)
             .field("api_key", &redact(&self.api_key))
@@ -139,6 +159,15 @@ fn bad_header_value(v: &str) -> bool {
     http::HeaderValue::from_str(v).is_err()
 }
 
+/// An unset credential reads as empty.
+fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+fn base64(input: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(input)
+}
+
 impl AuthConfig {
     /// No authentication.
     pub fn none() -> AuthConfig {
@@ -149,7 +178,7 @@ impl AuthConfig {
     pub fn api_key(key: impl Into<String>) -> AuthConfig {
         AuthConfig {
             method: AuthMethod::ApiKey,
-            api_key: key.into(),
+            api_key: Some(key.into()),
             ..AuthConfig::default()
         }
     }
@@ -158,7 +187,7 @@ impl AuthConfig {
     pub fn bearer(token: impl Into<String>) -> AuthConfig {
         AuthConfig {
             method: AuthMethod::Bearer,
-            token: token.into(),
+            token: Some(token.into()),
             ..AuthConfig::default()
         }
     }
@@ -167,8 +196,8 @@ impl AuthConfig {
     pub fn basic(username: impl Into<String>, password: impl Into<String>) -> AuthConfig {
         AuthConfig {
             method: AuthMethod::Basic,
-            username: username.into(),
-            password: password.into(),
+            username: Some(username.into()),
+            password: Some(password.into()),
             ..AuthConfig::default()
         }
     }
@@ -189,10 +218,10 @@ impl AuthConfig {
     }
 
     /// Custom headers.
-    pub fn custom(headers: HashMap<String, String>) -> AuthConfig {
+    pub fn custom(headers: impl IntoIterator<Item = (String, String)>) -> AuthConfig {
         AuthConfig {
             method: AuthMethod::Custom,
-            headers,
+            headers: headers.into_iter().collect(),
             ..AuthConfig::default()
         }
     }
@@ -206,32 +235,36 @@ impl AuthConfig {
         };
         match &self.method {
             AuthMethod::None => {}
-            AuthMethod::ApiKey if self.api_key.is_empty() => push(
+            AuthMethod::ApiKey if text(&self.api_key).is_empty() => push(
                 ErrorKind::MissingApiKey,
                 "auth method api-key without an api_key",
                 "set auth.api_key",
             ),
-            AuthMethod::ApiKey if bad_header_value(&self.api_key) => push(
+            AuthMethod::ApiKey if bad_header_value(text(&self.api_key)) => push(
                 ErrorKind::MissingApiKey,
                 "the api_key holds characters a header cannot carry",
                 "use printable ASCII without line breaks",
             ),
-            AuthMethod::Bearer if self.token.is_empty() => push(
+            AuthMethod::Bearer if text(&self.token).is_empty() => push(
                 ErrorKind::MissingBearerToken,
                 "auth method bearer without a token",
                 "set auth.token",
             ),
-            AuthMethod::Bearer if bad_header_value(&self.token) => push(
+            AuthMethod::Bearer if bad_header_value(text(&self.token)) => push(
                 ErrorKind::MissingBearerToken,
                 "the token holds characters a header cannot carry",
                 "use printable ASCII without line breaks",
             ),
-            AuthMethod::Basic if self.username.is_empty() || self.password.is_empty() => push(
-                ErrorKind::MissingBasicCredentials,
-                "auth method basic without both username and password",
-                "set auth.username and auth.password",
-            ),
-            AuthMethod::Basic if self.username.contains(':') => push(
+            AuthMethod::Basic
+                if text(&self.username).is_empty() || text(&self.password).is_empty() =>
+            {
+                push(
+                    ErrorKind::MissingBasicCredentials,
+                    "auth method basic without both username and password",
+                    "set auth.username and auth.password",
+                )
+            }
+            AuthMethod::Basic if text(&self.username).contains(':') => push(
                 ErrorKind::MissingBasicCredentials,
                 "a basic-auth username cannot contain ':'",
                 "pick a username without ':'",
@@ -269,6 +302,84 @@ impl AuthConfig {
         }
     }
 
+    /// Problems of this authentication as a plugin's `auth` block over
+    /// transport `t` (`None`: not one of the library's): (code, field under
+    /// the plugin, message, hint). A method
+    /// without its credentials is refused (`AUTH_1101`..`1104`), an unknown
+    /// one too (`AUTH_1105`), and mTLS needs a TLS transport
+    /// (`TRANSPORT_1301`/`1302`).
+    pub fn problems(
+        &self,
+        t: Option<TransportKind>,
+    ) -> Vec<(&'static str, &'static str, String, &'static str)> {
+        let a = self;
+        let mut out = Vec::new();
+        let missing = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        let missing_file =
+            |v: &Option<PathBuf>| v.as_deref().is_none_or(|p| p.as_os_str().is_empty());
+        match &a.method {
+            AuthMethod::None => {}
+            AuthMethod::ApiKey if missing(&a.api_key) => out.push((
+                "AUTH_1101",
+                "auth.api_key",
+                "method api-key without an api_key".into(),
+                "set auth.api_key",
+            )),
+            AuthMethod::Bearer if missing(&a.token) => out.push((
+                "AUTH_1102",
+                "auth.token",
+                "method bearer without a token".into(),
+                "set auth.token",
+            )),
+            AuthMethod::Basic if missing(&a.username) || missing(&a.password) => out.push((
+                "AUTH_1103",
+                "auth",
+                "method basic needs a username and a password".into(),
+                "set auth.username and auth.password",
+            )),
+            AuthMethod::Mtls => {
+                if missing_file(&a.cert_file) || missing_file(&a.key_file) {
+                    out.push((
+                        "AUTH_1104",
+                        "auth",
+                        "method mtls needs cert_file and key_file".into(),
+                        "set auth.cert_file and auth.key_file (PEM)",
+                    ));
+                }
+                if t == Some(TransportKind::Http) {
+                    out.push((
+                        "TRANSPORT_1301",
+                        "transport",
+                        "mTLS over plain http".into(),
+                        "use transport https with method mtls",
+                    ));
+                }
+                if t == Some(TransportKind::Grpc) {
+                    out.push((
+                        "TRANSPORT_1302",
+                        "transport",
+                        "mTLS over plain grpc".into(),
+                        "use transport grpc-tls with method mtls",
+                    ));
+                }
+            }
+            AuthMethod::Custom if a.headers.is_empty() => out.push((
+                "AUTH_1105",
+                "auth.headers",
+                "method custom without headers".into(),
+                "set auth.headers to the headers to send",
+            )),
+            AuthMethod::ApiKey | AuthMethod::Bearer | AuthMethod::Basic | AuthMethod::Custom => {}
+            AuthMethod::Unsupported(other) => out.push((
+                "AUTH_1105",
+                "auth.method",
+                format!("unsupported auth method {other:?}"),
+                "use none, api-key, bearer, basic, mtls or custom",
+            )),
+        }
+        out
+    }
+
     /// The headers a client sends for this config (none for `none` and
     /// `mtls`, besides `headers`).
     pub fn header_pairs(&self) -> Vec<(String, String)> {
@@ -278,10 +389,11 @@ impl AuthConfig {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         match self.method {
-            AuthMethod::ApiKey => out.push(("X-API-Key".into(), self.api_key.clone())),
-            AuthMethod::Bearer => {
-                out.push(("Authorization".into(), format!("Bearer {}", self.token)))
-            }
+            AuthMethod::ApiKey => out.push(("X-API-Key".into(), text(&self.api_key).to_string())),
+            AuthMethod::Bearer => out.push((
+                "Authorization".into(),
+                format!("Bearer {}", text(&self.token)),
+            )),
             AuthMethod::Basic => out.push(("Authorization".into(), self.basic_value())),
             _ => {}
         }
@@ -294,11 +406,8 @@ impl AuthConfig {
     }
 
     fn basic_value(&self) -> String {
-        let raw = format!("{}:{}", self.username, self.password);
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        let raw = format!("{}:{}", text(&self.username), text(&self.password));
+        format!("Basic {}", base64(raw.as_bytes()))
     }
 }
 
@@ -424,6 +533,15 @@ mod tests {
     }
 
     #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+    }
+
+    #[test]
     fn a_method_without_its_credentials_is_refused_with_its_code() {
         let m = |m: &str| AuthConfig {
             method: AuthMethod::from(m.to_string()),
@@ -453,6 +571,31 @@ mod tests {
         let u: AuthConfig = serde_json::from_str(r#"{"method":"nope"}"#).expect("parse");
         assert_eq!(u.method, AuthMethod::Unsupported("nope".into()));
         assert!(!format!("{:?}", AuthConfig::api_key("sekrit")).contains("sekrit"));
+    }
+
+    #[test]
+    fn the_configuration_shape_is_the_seeds() {
+        // Absent or null fields are unset, an empty method is an unknown one,
+        // an unknown field is refused, and only what is set is written.
+        let c: AuthConfig =
+            serde_json::from_str(r#"{"method": null, "token": null}"#).expect("nulls");
+        assert_eq!(c, AuthConfig::none());
+        let empty: AuthConfig = serde_json::from_str(r#"{"method": ""}"#).expect("parse");
+        let codes: Vec<_> = empty
+            .problems(Some(TransportKind::Https))
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(codes, ["AUTH_1105"]);
+        assert!(serde_json::from_str::<AuthConfig>(r#"{"methd": "bearer"}"#).is_err());
+        assert_eq!(
+            serde_json::to_value(AuthConfig::none()).expect("ser"),
+            serde_json::json!({})
+        );
+        assert_eq!(
+            serde_json::to_value(AuthConfig::bearer("t")).expect("ser"),
+            serde_json::json!({"method": "bearer", "token": "t"})
+        );
     }
 
     #[test]

@@ -45,42 +45,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{BreakerConfig, RateLimitConfig, RetryConfig, Strategy};
-
-/// Transport names the library knows about (a factory must still be
-/// registered for each one used).
-pub const KNOWN_TRANSPORTS: [&str; 6] = ["http", "https", "grpc", "grpc-tls", "unix", "exec"];
-
-/// Serde for `Option<Duration>`: humantime string or integer milliseconds.
-pub mod duration_opt {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    /// Serialize as a humantime string.
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// Deserialize a humantime string or integer milliseconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Ms(u64),
-            Text(String),
-        }
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(None),
-            Some(Raw::Ms(ms)) => Ok(Some(Duration::from_millis(ms))),
-            Some(Raw::Text(t)) => humantime::parse_duration(t.trim())
-                .map(Some)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {t:?}: {e}"))),
-        }
-    }
-}
+use crate::{AuthConfig, BreakerConfig, RateLimitConfig, RetryConfig, Strategy, TransportKind};
 
 macro_rules! merge_fields {
     ($self:ident, $def:ident; $($f:ident),*) => {
@@ -96,10 +61,16 @@ pub struct RetrySection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
     /// Wait before the first retry (default 100ms).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub initial_interval: Option<Duration>,
     /// Cap on the wait (default 5s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_interval: Option<Duration>,
     /// Growth per retry (default 2.0).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +114,10 @@ pub struct CircuitBreakerSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<u32>,
     /// Open time before a trial (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recovery_timeout: Option<Duration>,
     /// Requests seen before the circuit may open (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,10 +156,16 @@ pub struct HealthCheckSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Time between checks (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Duration>,
     /// Deadline of one check (default 5s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     /// Failures in a row that mark the plugin offline (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,13 +221,22 @@ pub struct ConnectionSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_idle_connections: Option<u32>,
     /// Idle connections closed after (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idle_timeout: Option<Duration>,
     /// Deadline to connect (default 10s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connection_timeout: Option<Duration>,
     /// Deadline of one attempt (default 30s).
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_timeout: Option<Duration>,
     /// TCP keep-alive (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,7 +299,10 @@ pub struct RateLimitSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst_size: Option<u32>,
     /// Accepted for the seed's schema; the bucket refills continuously.
-    #[serde(with = "duration_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "hangar_base::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub time_window: Option<Duration>,
 }
 
@@ -331,164 +323,6 @@ impl RateLimitSection {
     }
 }
 
-/// Authentication (the seed's `AuthConfig` field names). The transports'
-/// own `auth::AuthConfig` replaces this at merge; the names are the same.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// `none` (default), `api-key`, `bearer`, `basic`, `mtls`, `custom`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
-    /// For `api-key` (sent as `X-API-Key`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
-    /// For `bearer`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-    /// For `basic`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// For `basic`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// For `mtls`: client certificate (PEM).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<String>,
-    /// For `mtls`: client key (PEM).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<String>,
-    /// CA bundle (PEM) for the server's certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-    /// For `custom`: headers sent with every call.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-}
-
-impl AuthConfig {
-    /// The method, `none` when unset.
-    pub fn method(&self) -> &str {
-        self.method.as_deref().unwrap_or("none")
-    }
-
-    /// Problems of this authentication over transport `t`: (code, field
-    /// under the plugin, message, hint). A method without its credentials is
-    /// refused (`AUTH_1101`..`1104`), an unknown one too (`AUTH_1105`), and
-    /// mTLS needs a TLS transport (`TRANSPORT_1301`/`1302`).
-    pub fn problems(&self, t: &str) -> Vec<(&'static str, &'static str, String, &'static str)> {
-        let a = self;
-        let mut out = Vec::new();
-        let missing = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
-        match a.method() {
-            "none" => {}
-            "api-key" if missing(&a.api_key) => out.push((
-                "AUTH_1101",
-                "auth.api_key",
-                "method api-key without an api_key".into(),
-                "set auth.api_key",
-            )),
-            "bearer" if missing(&a.token) => out.push((
-                "AUTH_1102",
-                "auth.token",
-                "method bearer without a token".into(),
-                "set auth.token",
-            )),
-            "basic" if missing(&a.username) || missing(&a.password) => out.push((
-                "AUTH_1103",
-                "auth",
-                "method basic needs a username and a password".into(),
-                "set auth.username and auth.password",
-            )),
-            "mtls" => {
-                if missing(&a.cert_file) || missing(&a.key_file) {
-                    out.push((
-                        "AUTH_1104",
-                        "auth",
-                        "method mtls needs cert_file and key_file".into(),
-                        "set auth.cert_file and auth.key_file (PEM)",
-                    ));
-                }
-                if t == "http" {
-                    out.push((
-                        "TRANSPORT_1301",
-                        "transport",
-                        "mTLS over plain http".into(),
-                        "use transport https with method mtls",
-                    ));
-                }
-                if t == "grpc" {
-                    out.push((
-                        "TRANSPORT_1302",
-                        "transport",
-                        "mTLS over plain grpc".into(),
-                        "use transport grpc-tls with method mtls",
-                    ));
-                }
-            }
-            "custom" if a.headers.is_empty() => out.push((
-                "AUTH_1105",
-                "auth.headers",
-                "method custom without headers".into(),
-                "set auth.headers to the headers to send",
-            )),
-            "api-key" | "bearer" | "basic" | "custom" => {}
-            other => out.push((
-                "AUTH_1105",
-                "auth.method",
-                format!("unsupported auth method {other:?}"),
-                "use none, api-key, bearer, basic, mtls or custom",
-            )),
-        }
-        out
-    }
-
-    /// Headers the method adds to every call (API key, bearer, basic, custom).
-    /// mTLS adds none: it is the transport's business.
-    pub fn headers(&self) -> BTreeMap<String, String> {
-        let mut h = BTreeMap::new();
-        match self.method() {
-            "api-key" => {
-                if let Some(k) = &self.api_key {
-                    h.insert("X-API-Key".into(), k.clone());
-                }
-            }
-            "bearer" => {
-                if let Some(t) = &self.token {
-                    h.insert("Authorization".into(), format!("Bearer {t}"));
-                }
-            }
-            "basic" => {
-                let user = self.username.clone().unwrap_or_default();
-                let pass = self.password.clone().unwrap_or_default();
-                h.insert(
-                    "Authorization".into(),
-                    format!("Basic {}", base64(format!("{user}:{pass}").as_bytes())),
-                );
-            }
-            "custom" => h.extend(self.headers.clone()),
-            _ => {}
-        }
-        h
-    }
-}
-
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for c in input.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// One plugin (seed `PluginConfig`, plus `weight` for the balancer).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -499,8 +333,8 @@ pub struct PluginConfig {
     /// ([`crate::Manager::execute_group`]).
     #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
     pub plugin_type: String,
-    /// `unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec`, or any transport a
-    /// factory was registered for.
+    /// `unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec` (a
+    /// [`TransportKind`]), or any transport a factory was registered for.
     pub transport: String,
     /// Socket path (unix), URL (http), `host:port` (grpc).
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -559,6 +393,11 @@ impl PluginConfig {
         self.weight.unwrap_or(1)
     }
 
+    /// Its transport when it is one of the library's own.
+    pub fn transport_kind(&self) -> Option<TransportKind> {
+        self.transport.parse().ok()
+    }
+
     /// The group it is balanced in: its `type`, or its name when it has none.
     pub fn group(&self) -> &str {
         if self.plugin_type.is_empty() {
@@ -608,15 +447,25 @@ impl PluginConfig {
                 "use 1-128 characters from A-Z a-z 0-9 . _ -",
             );
         }
-        let t = self.transport.as_str();
-        match t {
-            "" => err(
-                "PLUGIN_1002",
-                "transport",
-                "no transport given".into(),
-                "set transport to unix, http, https, grpc, grpc-tls or exec",
-            ),
-            "http" | "https" => {
+        use TransportKind as K;
+        let kind = match self.transport.parse::<TransportKind>() {
+            Ok(k) => Some(k),
+            Err(e) => {
+                // None given is PLUGIN_1002; another name may be a host's
+                // factory's, checked against the factories (PLUGIN_1008).
+                if e.kind == crate::ErrorKind::InvalidTransport {
+                    err(
+                        e.code(),
+                        "transport",
+                        e.message,
+                        e.hint.as_deref().unwrap_or_default(),
+                    );
+                }
+                None
+            }
+        };
+        match kind {
+            Some(t @ (K::Http | K::Https)) => {
                 if self.endpoint.is_empty() {
                     err(
                         "PLUGIN_1003",
@@ -633,7 +482,7 @@ impl PluginConfig {
                     );
                 }
             }
-            "grpc" | "grpc-tls" => {
+            Some(t @ (K::Grpc | K::GrpcTls)) => {
                 if self.endpoint.is_empty() {
                     err(
                         "PLUGIN_1003",
@@ -650,13 +499,13 @@ impl PluginConfig {
                     );
                 }
             }
-            "unix" if self.endpoint.is_empty() => err(
+            Some(K::Unix) if self.endpoint.is_empty() => err(
                 "PLUGIN_1006",
                 "endpoint",
                 "transport unix needs a socket path".into(),
                 "set endpoint to the plugin's socket path, e.g. /run/plugin.sock",
             ),
-            "exec" => {
+            Some(K::Exec) => {
                 if self.executable.is_empty() {
                     err(
                         "PLUGIN_1007",
@@ -679,17 +528,13 @@ impl PluginConfig {
             _ => {}
         }
         // Authentication.
-        for (code, field, msg, hint) in self.auth.problems(t) {
+        for (code, field, msg, hint) in self.auth.problems(kind) {
             err(code, field, msg, hint);
         }
         // Connection.
         let c = self.connection.resolve();
-        let tcode = match t {
-            "http" | "https" => "TRANSPORT_1301",
-            "grpc" | "grpc-tls" => "TRANSPORT_1302",
-            "unix" => "TRANSPORT_1303",
-            _ => "TRANSPORT_1304",
-        };
+        // A transport of the host's (or none) is reported as exec's.
+        let tcode = kind.unwrap_or(K::Exec).error_kind().code();
         if c.max_connections == 0 {
             err(
                 tcode,
@@ -833,7 +678,7 @@ impl PluginConfig {
     }
 }
 
-fn endpoint_url_ok(e: &str, transport: &str) -> bool {
+fn endpoint_url_ok(e: &str, transport: TransportKind) -> bool {
     let Some(rest) = e.strip_prefix(&format!("{transport}://")) else {
         return false;
     };
@@ -1087,17 +932,3 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
-    }
-}

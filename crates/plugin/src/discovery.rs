@@ -29,6 +29,7 @@ use serde_json::Value;
 use crate::config::{is_yaml, ConfigError, DiscoveryConfig, ManagerConfig, PluginConfig};
 use crate::manager::Manager;
 use crate::reload::{ReloadOptions, ReloadReport};
+use crate::transport::TransportKind;
 
 /// Annotation naming the file a plugin was discovered in.
 pub const SOURCE_ANNOTATION: &str = "hangar.discovery/source";
@@ -96,7 +97,7 @@ fn parse_file(path: &Path) -> Result<Vec<PluginConfig>, DiscoveryProblem> {
     Ok(list
         .into_iter()
         .map(|mut p| {
-            if p.transport == "unix"
+            if p.transport_kind() == Some(TransportKind::Unix)
                 && !p.endpoint.is_empty()
                 && Path::new(&p.endpoint).is_relative()
             {
@@ -134,7 +135,7 @@ fn exec_plugin(path: &Path) -> PluginConfig {
         .collect();
     let mut p = PluginConfig {
         name,
-        transport: "exec".into(),
+        transport: TransportKind::Exec.to_string(),
         executable: path.display().to_string(),
         ..PluginConfig::default()
     };

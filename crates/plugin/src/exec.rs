@@ -44,7 +44,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
 use crate::server::{stopped, Handler};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 use crate::unix::{serve_stream, Mux};
 
 /// How to run an exec plugin; the seed's `executable`, `args`, `env`,
@@ -391,7 +391,7 @@ async fn supervise(
 
 impl Transport for ExecClient {
     fn kind(&self) -> &'static str {
-        "exec"
+        TransportKind::Exec.as_str()
     }
 
     fn call(

@@ -1,24 +1,29 @@
 //! The manager's transport factories: a plugin's configuration (defaults
-//! already merged) into a live [`Transport`] for each transport name.
+//! already merged) into a live [`Transport`] for each transport name. A
+//! [`crate::Manager`] starts with [`builtin`] for every [`TransportKind`];
+//! a host registers its own with [`crate::Manager::register_factory`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::PluginConfig;
-use crate::error::{Error, ErrorKind};
-use crate::manager::TransportFactory;
-use crate::transport::Transport;
+use crate::error::Error;
+use crate::transport::{BoxFuture, Transport, TransportKind};
 
-/// The configuration's auth block in the wire crate's type (same field names).
-fn wire_auth(p: &PluginConfig) -> Result<crate::auth::AuthConfig, Error> {
-    serde_json::to_value(&p.auth)
-        .and_then(serde_json::from_value)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::UnsupportedAuthMethod,
-                format!("auth settings of {:?}: {e}", p.name),
-            )
-        })
+/// Makes a transport from a plugin's (defaults-merged) configuration.
+pub type TransportFactory = Arc<
+    dyn Fn(&PluginConfig) -> BoxFuture<'static, Result<Arc<dyn Transport>, Error>> + Send + Sync,
+>;
+
+/// The factory of one of the library's transports.
+pub fn builtin(kind: TransportKind) -> TransportFactory {
+    match kind {
+        TransportKind::Unix => unix(),
+        TransportKind::Http | TransportKind::Https => http(),
+        TransportKind::Grpc => grpc(false),
+        TransportKind::GrpcTls => grpc(true),
+        TransportKind::Exec => exec(),
+    }
 }
 
 fn to_usize(n: u32) -> usize {
@@ -29,15 +34,15 @@ fn to_usize(n: u32) -> usize {
 pub fn unix() -> TransportFactory {
     Arc::new(|p: &PluginConfig| {
         let c = p.connection.resolve();
-        let opts = wire_auth(p).map(|auth| crate::unix::UnixOptions {
+        let opts = crate::unix::UnixOptions {
             path: PathBuf::from(&p.endpoint),
             max_connections: to_usize(c.max_connections).clamp(1, 64),
             connect_timeout: c.connection_timeout,
             request_timeout: c.request_timeout,
-            auth,
-        });
+            auth: p.auth.clone(),
+        };
         Box::pin(
-            async move { Ok(Arc::new(crate::unix::UnixClient::new(opts?)?) as Arc<dyn Transport>) },
+            async move { Ok(Arc::new(crate::unix::UnixClient::new(opts)?) as Arc<dyn Transport>) },
         )
     })
 }
@@ -46,7 +51,7 @@ pub fn unix() -> TransportFactory {
 pub fn http() -> TransportFactory {
     Arc::new(|p: &PluginConfig| {
         let c = p.connection.resolve();
-        let opts = wire_auth(p).map(|auth| crate::http::HttpOptions {
+        let opts = crate::http::HttpOptions {
             endpoint: p.endpoint.clone(),
             max_connections: to_usize(c.max_connections),
             max_idle_connections: to_usize(c.max_idle_connections),
@@ -55,10 +60,10 @@ pub fn http() -> TransportFactory {
             request_timeout: c.request_timeout,
             keep_alive: c.keep_alive,
             disable_compression: c.disable_compression,
-            auth,
-        });
+            auth: p.auth.clone(),
+        };
         Box::pin(
-            async move { Ok(Arc::new(crate::http::HttpClient::new(opts?)?) as Arc<dyn Transport>) },
+            async move { Ok(Arc::new(crate::http::HttpClient::new(opts)?) as Arc<dyn Transport>) },
         )
     })
 }
@@ -67,7 +72,7 @@ pub fn http() -> TransportFactory {
 pub fn grpc(tls: bool) -> TransportFactory {
     Arc::new(move |p: &PluginConfig| {
         let c = p.connection.resolve();
-        let opts = wire_auth(p).map(|auth| crate::grpc::GrpcOptions {
+        let opts = crate::grpc::GrpcOptions {
             endpoint: p.endpoint.clone(),
             tls,
             server_name: None,
@@ -75,10 +80,10 @@ pub fn grpc(tls: bool) -> TransportFactory {
             connect_timeout: c.connection_timeout,
             request_timeout: c.request_timeout,
             keep_alive: c.keep_alive,
-            auth,
-        });
+            auth: p.auth.clone(),
+        };
         Box::pin(
-            async move { Ok(Arc::new(crate::grpc::GrpcClient::new(opts?)?) as Arc<dyn Transport>) },
+            async move { Ok(Arc::new(crate::grpc::GrpcClient::new(opts)?) as Arc<dyn Transport>) },
         )
     })
 }
@@ -87,17 +92,14 @@ pub fn grpc(tls: bool) -> TransportFactory {
 pub fn exec() -> TransportFactory {
     Arc::new(|p: &PluginConfig| {
         let c = p.connection.resolve();
-        let opts = wire_auth(p).map(|auth| {
-            let mut o = crate::exec::ExecOptions::new(PathBuf::from(&p.executable));
-            o.args = p.args.clone();
-            o.env = p.env.clone();
-            o.work_dir = (!p.work_dir.is_empty()).then(|| PathBuf::from(&p.work_dir));
-            o.request_timeout = c.request_timeout;
-            o.auth = auth;
-            o
-        });
+        let mut opts = crate::exec::ExecOptions::new(PathBuf::from(&p.executable));
+        opts.args = p.args.clone();
+        opts.env = p.env.clone();
+        opts.work_dir = (!p.work_dir.is_empty()).then(|| PathBuf::from(&p.work_dir));
+        opts.request_timeout = c.request_timeout;
+        opts.auth = p.auth.clone();
         Box::pin(async move {
-            Ok(Arc::new(crate::exec::ExecClient::start(opts?).await?) as Arc<dyn Transport>)
+            Ok(Arc::new(crate::exec::ExecClient::start(opts).await?) as Arc<dyn Transport>)
         })
     })
 }

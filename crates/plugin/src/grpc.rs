@@ -28,7 +28,7 @@ use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
 use crate::error::{Error, ErrorKind};
 use crate::server::{answer, stopped, Call, Handler, Server};
 use crate::tls::ServerTls;
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 
 /// The generated `hangar.plugin.v1` messages, client and server.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -91,7 +91,7 @@ pub struct GrpcClient {
 }
 
 struct GrpcInner {
-    kind: &'static str,
+    kind: TransportKind,
     channels: Mutex<Option<Vec<Channel>>>,
     next: AtomicUsize,
     meta: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
@@ -223,7 +223,11 @@ impl GrpcClient {
         }
         Ok(GrpcClient {
             inner: Arc::new(GrpcInner {
-                kind: if tls { "grpc-tls" } else { "grpc" },
+                kind: if tls {
+                    TransportKind::GrpcTls
+                } else {
+                    TransportKind::Grpc
+                },
                 channels: Mutex::new(Some(channels)),
                 next: AtomicUsize::new(0),
                 meta,
@@ -439,7 +443,7 @@ fn status_err(s: Status) -> Error {
 
 impl Transport for GrpcClient {
     fn kind(&self) -> &'static str {
-        self.inner.kind
+        self.inner.kind.as_str()
     }
 
     fn call(

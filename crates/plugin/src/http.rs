@@ -42,7 +42,7 @@ use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
 use crate::error::{Error, ErrorKind};
 use crate::server::{answer, stopped, Call, Handler, Server};
 use crate::tls::{ClientTls, ServerTls};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 use crate::unix::MAX_FRAME;
 
 /// The seed's `HTTPPluginRequest` as it goes on the wire.
@@ -187,7 +187,7 @@ pub struct HttpClient {
 }
 
 struct HttpInner {
-    kind: &'static str,
+    kind: TransportKind,
     client: Mutex<Option<HyperClient>>,
     execute: Uri,
     health: Uri,
@@ -316,7 +316,11 @@ impl HttpClient {
         let base = opts.endpoint.clone();
         Ok(HttpClient {
             inner: Arc::new(HttpInner {
-                kind: if https { "https" } else { "http" },
+                kind: if https {
+                    TransportKind::Https
+                } else {
+                    TransportKind::Http
+                },
                 client: Mutex::new(Some(client)),
                 health: sub_uri(&base, "health")?,
                 info: sub_uri(&base, "info")?,
@@ -516,7 +520,7 @@ fn kind_of_status(s: StatusCode) -> ErrorKind {
 
 impl Transport for HttpClient {
     fn kind(&self) -> &'static str {
-        self.inner.kind
+        self.inner.kind.as_str()
     }
 
     fn call(

@@ -32,7 +32,8 @@
 //!   over its stdin/stdout with the Unix framing ([`exec::ExecClient`]).
 //!
 //! [`auth`] holds the seed's [`AuthConfig`] (none, api-key, bearer, basic,
-//! mtls, custom) with validation and the server-side [`ServerAuth`]; [`tls`]
+//! mtls, custom; also a plugin's `auth` block in the configuration) with
+//! validation and the server-side [`ServerAuth`]; [`tls`]
 //! the rustls client and server configs. The server SDK ([`server`]) serves
 //! one [`Handler`] over every transport; `docs/plugin-protocol.md` describes
 //! the Unix and exec wire protocol for plugins in other languages.
@@ -45,7 +46,8 @@
 //! - [`config`]: [`ManagerConfig`] / [`PluginConfig`] from JSON or YAML,
 //!   default blocks merged field by field, validation reporting every error
 //!   with the seed's code and the field's path.
-//! - [`Manager`]: factories per transport (`unix` built in), load, register /
+//! - [`Manager`]: a [`TransportFactory`] per transport name (one per
+//!   [`TransportKind`] built in, see [`factories`]), load, register /
 //!   unregister, execute (one plugin) and execute_group (balanced, with
 //!   failover), list with health, graceful shutdown draining calls in flight.
 //! - [`layers`]: the policies as tower-style layers in a documented order
@@ -106,14 +108,14 @@ pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
 pub use server::{Call, Handler, Server};
-pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt};
+pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt, TransportKind};
 
 pub use config::{ConfigError, ConfigErrors, ManagerConfig, PluginConfig};
 pub use context::{new_request_id, ExecutionContext, TraceContext, REQUEST_ID_HEADER, TRACEPARENT};
+pub use factories::TransportFactory;
 pub use health::{HealthChecker, HealthMonitor, HealthStatus, PluginStatus};
 pub use manager::{
-    ExecOptions, LoadError, ManagedPlugin, Manager, PluginListing, ShutdownReport,
-    TransportFactory, DEFAULT_DRAIN,
+    ExecOptions, LoadError, ManagedPlugin, Manager, PluginListing, ShutdownReport, DEFAULT_DRAIN,
 };
 pub use metrics::{GlobalMetrics, Metrics, ObservabilityReport, PluginMetricsReport};
 pub use plugin::{Plugin, PluginInfo, TransportPlugin};

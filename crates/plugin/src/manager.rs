@@ -38,17 +38,13 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::config::{ConfigErrors, ManagerConfig, PluginConfig};
 use crate::context::{new_request_id, ExecutionContext};
 use crate::error::{Error, ErrorKind};
+use crate::factories::TransportFactory;
 use crate::guard::{Guard, GuardConfig};
 use crate::health::{HealthChecker, HealthListener, HealthMonitor, HealthStatus, PluginStatus};
 use crate::layers::{service_fn, BoxService, Call, Deadline, Failover, Resolver, TransportService};
 use crate::metrics::Metrics;
 use crate::plugin::{decode, encode, Plugin, PluginInfo};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
-
-/// Makes a transport from a plugin's (defaults-merged) configuration.
-pub type TransportFactory = Arc<
-    dyn Fn(&PluginConfig) -> BoxFuture<'static, Result<Arc<dyn Transport>, Error>> + Send + Sync,
->;
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 
 /// How long [`Manager::unregister`] waits for calls in flight.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
@@ -278,7 +274,7 @@ fn w<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Manager {
-    /// An empty manager with the built-in `unix` factory and fresh metrics.
+    /// An empty manager with a factory for every [`TransportKind`] and fresh metrics.
     pub fn new() -> Manager {
         Self::with_metrics(Arc::new(Metrics::new()))
     }
@@ -301,12 +297,9 @@ impl Manager {
                 watcher: std::sync::Mutex::new(None),
             }),
         };
-        m.register_factory("unix", crate::factories::unix());
-        m.register_factory("http", crate::factories::http());
-        m.register_factory("https", crate::factories::http());
-        m.register_factory("grpc", crate::factories::grpc(false));
-        m.register_factory("grpc-tls", crate::factories::grpc(true));
-        m.register_factory("exec", crate::factories::exec());
+        for k in TransportKind::ALL {
+            m.register_factory(k.as_str(), crate::factories::builtin(k));
+        }
         m
     }
 
@@ -542,7 +535,9 @@ impl Manager {
             Arc::new(move |name: &str, st: BreakerState| {
                 m2.breaker(name, st, st == BreakerState::Open)
             });
-        let auth = p.auth.headers();
+        // The auth headers go on every call, so that a transport built by a
+        // factory of the host's also sends them.
+        let auth = p.auth.header_pairs();
         let leaf = TransportService::layer(Arc::clone(&transport));
         let leaf = if auth.is_empty() {
             leaf
@@ -878,7 +873,7 @@ impl Manager {
 }
 
 fn endpoint_of(p: &PluginConfig) -> String {
-    if p.transport == "exec" {
+    if p.transport_kind() == Some(TransportKind::Exec) {
         p.executable.clone()
     } else {
         p.endpoint.clone()

@@ -8,13 +8,16 @@
 //! holds `Arc<dyn Transport>`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// A boxed, sendable future (what object-safe async methods return).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -55,6 +58,87 @@ impl CallKind {
     }
 }
 
+/// The transports the library ships, by the name a plugin's `transport`
+/// field gives (`unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec`). A host
+/// may register factories under other names too, so that field stays a
+/// string; [`crate::PluginConfig::transport_kind`] reads it as one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// `unix`: length-prefixed JSON over a Unix socket.
+    Unix,
+    /// `http`: HTTP/1.1 without TLS.
+    Http,
+    /// `https`: HTTP/1.1 over TLS (or mTLS).
+    Https,
+    /// `grpc`: gRPC without TLS.
+    Grpc,
+    /// `grpc-tls`: gRPC over TLS (or mTLS).
+    GrpcTls,
+    /// `exec`: an executable spoken to over its stdin and stdout.
+    Exec,
+}
+
+impl TransportKind {
+    /// Every kind, each with a factory in a new [`crate::Manager`].
+    pub const ALL: [TransportKind; 6] = [
+        TransportKind::Unix,
+        TransportKind::Http,
+        TransportKind::Https,
+        TransportKind::Grpc,
+        TransportKind::GrpcTls,
+        TransportKind::Exec,
+    ];
+
+    /// The configuration and wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Unix => "unix",
+            TransportKind::Http => "http",
+            TransportKind::Https => "https",
+            TransportKind::Grpc => "grpc",
+            TransportKind::GrpcTls => "grpc-tls",
+            TransportKind::Exec => "exec",
+        }
+    }
+
+    /// The error kind (and `TRANSPORT_13xx` code) of this transport breaking
+    /// mid-call.
+    pub fn error_kind(self) -> ErrorKind {
+        ErrorKind::transport(self.as_str())
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TransportKind {
+    type Err = Error;
+
+    /// A known name; none is `PLUGIN_1002`, any other `PLUGIN_1008`.
+    fn from_str(s: &str) -> Result<TransportKind, Error> {
+        if s.is_empty() {
+            return Err(
+                Error::new(ErrorKind::InvalidTransport, "no transport given")
+                    .with_hint("set transport to unix, http, https, grpc, grpc-tls or exec"),
+            );
+        }
+        TransportKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::UnsupportedTransport,
+                    format!("no factory for transport {s:?}"),
+                )
+                .with_hint("use one of: unix, http, https, grpc, grpc-tls, exec")
+            })
+    }
+}
+
 /// Per-call context every transport carries to the plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallContext {
@@ -68,7 +152,8 @@ pub struct CallContext {
 
 /// One way of reaching a plugin.
 pub trait Transport: Send + Sync + 'static {
-    /// The transport's name: `unix`, `http`, `https`, `grpc`, `grpc-tls`, `exec`.
+    /// The transport's name: a [`TransportKind::as_str`] for the library's
+    /// own transports, the name its factory is registered under for others.
     fn kind(&self) -> &'static str;
 
     /// Send one call and wait for its answer, at most `ctx.timeout`.
@@ -160,5 +245,37 @@ impl CallContext {
             timeout,
             ..CallContext::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_names_round_trip_in_every_form() {
+        for k in TransportKind::ALL {
+            assert_eq!(k.as_str().parse::<TransportKind>(), Ok(k));
+            assert_eq!(k.to_string(), k.as_str());
+            let j = serde_json::to_value(k).expect("ser");
+            assert_eq!(j, k.as_str());
+            assert_eq!(serde_json::from_value::<TransportKind>(j).expect("de"), k);
+        }
+        assert_eq!(TransportKind::GrpcTls.as_str(), "grpc-tls");
+        assert_eq!(TransportKind::Https.error_kind().code(), "TRANSPORT_1301");
+        assert_eq!(TransportKind::Exec.error_kind().code(), "TRANSPORT_1304");
+    }
+
+    #[test]
+    fn an_unknown_transport_name_is_plugin_1008_and_none_plugin_1002() {
+        let e = "pigeon".parse::<TransportKind>().expect_err("unknown");
+        assert_eq!(e.code(), "PLUGIN_1008");
+        assert!(e.message.contains("\"pigeon\""), "{e}");
+        assert_eq!(
+            "".parse::<TransportKind>().expect_err("none").code(),
+            "PLUGIN_1002"
+        );
+        assert!("GRPC".parse::<TransportKind>().is_err());
+        assert!(serde_json::from_str::<TransportKind>("\"grpc_tls\"").is_err());
     }
 }

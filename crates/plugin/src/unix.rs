@@ -30,7 +30,7 @@ use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
 pub use crate::server::Handler;
 use crate::server::{dispatch, stopped, Call, Server};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 
 /// Largest message accepted, either way (16 MiB).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -798,7 +798,7 @@ impl UnixClient {
 
 impl Transport for UnixClient {
     fn kind(&self) -> &'static str {
-        "unix"
+        TransportKind::Unix.as_str()
     }
 
     fn call(

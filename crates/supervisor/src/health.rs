@@ -145,13 +145,22 @@ pub struct ProbeSpec {
     /// What to check.
     pub check: Check,
     /// Wait before the first check.
-    #[serde(with = "crate::spec::duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub initial_delay: Duration,
     /// Time between checks once the probe has succeeded.
-    #[serde(with = "crate::spec::duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub interval: Duration,
     /// A check slower than this fails.
-    #[serde(with = "crate::spec::duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Successes in a row to become healthy.
     pub success_threshold: u32,

@@ -37,7 +37,10 @@ pub struct ProcessSpec {
     /// Signal sent to the process group to ask it to stop.
     pub stop_signal: StopSignal,
     /// How long to wait after the stop signal before SIGKILL to the group.
-    #[serde(with = "duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub stop_timeout: Duration,
     /// Where stdout and stderr go.
     pub log: LogSpec,
@@ -56,7 +59,10 @@ pub struct ProcessSpec {
     /// Restarts the process (through its restart policy) when it fails.
     pub liveness: Option<ProbeSpec>,
     /// With a readiness probe: restart a process not ready after this long.
-    #[serde(with = "duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub start_timeout: Duration,
     /// Processes that must meet a condition before this one starts.
     pub depends_on: BTreeMap<String, Condition>,
@@ -570,17 +576,26 @@ pub struct RestartPolicy {
     /// always / on-failure / never.
     pub policy: RestartMode,
     /// Wait before the first restart.
-    #[serde(with = "duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub initial_interval: Duration,
     /// Growth factor of the wait per consecutive restart (>= 1).
     pub multiplier: f64,
     /// Cap on the wait.
-    #[serde(with = "duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub max_interval: Duration,
     /// Random spread of the wait, as a fraction: 0.1 is ±10 %.
     pub jitter: f64,
     /// A run at least this long resets the backoff and the failure count.
-    #[serde(with = "duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub min_uptime: Duration,
     /// Consecutive failures retried before the circuit opens; 0 means retry forever.
     pub max_retries: u32,
@@ -722,7 +737,10 @@ pub struct LogSpec {
     /// Gzip rotated files.
     pub compress: bool,
     /// Delete rotated files older than this.
-    #[serde(with = "opt_duration_ms")]
+    #[serde(
+        serialize_with = "hangar_base::duration::serialize_ms",
+        deserialize_with = "hangar_base::duration::deserialize"
+    )]
     pub max_age: Option<Duration>,
     /// Bytes of recent output kept in memory per process (0: none).
     pub tail_bytes: usize,
@@ -738,35 +756,6 @@ impl Default for LogSpec {
             max_age: None,
             tail_bytes: 8 * 1024,
         }
-    }
-}
-
-pub(crate) mod duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-mod opt_duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis().min(u64::MAX as u128) as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 
@@ -885,5 +874,24 @@ mod tests {
         assert_eq!("9".parse::<StopSignal>(), Ok(StopSignal(9)));
         assert!("SIGFOO".parse::<StopSignal>().is_err());
         assert_eq!(StopSignal(1).to_string(), "SIGHUP");
+    }
+
+    #[test]
+    fn durations_are_stored_as_milliseconds_and_read_in_either_form() {
+        // The daemon stores specs as JSON: durations stay integer milliseconds
+        // so that rows written by earlier versions and by this one agree.
+        let mut s = ProcessSpec::new("x", "true");
+        s.stop_timeout = Duration::from_millis(1500);
+        s.log.max_age = Some(Duration::from_secs(60));
+        let v = serde_json::to_value(&s).expect("ser");
+        assert_eq!(v["stop_timeout"], 1500);
+        assert_eq!(v["restart"]["initial_interval"], 1000);
+        assert_eq!(v["log"]["max_age"], 60_000);
+        assert_eq!(serde_json::from_value::<ProcessSpec>(v).expect("back"), s);
+        let r: RestartPolicy =
+            serde_json::from_str(r#"{"initial_interval": "250ms", "max_interval": 2000}"#)
+                .expect("parse");
+        assert_eq!(r.initial_interval, Duration::from_millis(250));
+        assert_eq!(r.max_interval, Duration::from_secs(2));
     }
 }
