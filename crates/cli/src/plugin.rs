@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hangar_plugin::{ConfigErrors, ExecOptions, LoadError, Manager, ManagerConfig};
+use hangar_plugin::{ConfigErrors, ErrorKind, ExecOptions, LoadError, Manager, ManagerConfig};
 
 use crate::exit;
 
@@ -64,21 +64,24 @@ fn print_config_errors(path: &Path, e: &ConfigErrors) {
     }
 }
 
-fn hint(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "PLUGIN_1201" => "check the name against `hangar plugin ls`",
-        "PLUGIN_1202" => "the plugin is disabled in the configuration (enabled: false)",
-        "PLUGIN_1203" => "the plugin rejected the request; check --data",
-        "PLUGIN_1204" => {
+fn hint(kind: ErrorKind) -> Option<&'static str> {
+    Some(match kind {
+        ErrorKind::PluginNotFound => "check the name against `hangar plugin ls`",
+        ErrorKind::PluginNotEnabled => {
+            "the plugin is disabled in the configuration (enabled: false)"
+        }
+        ErrorKind::ExecutionFailed => "the plugin rejected the request; check --data",
+        ErrorKind::Timeout => {
             "the plugin did not answer in time: raise --timeout or connection.request_timeout"
         }
-        "PLUGIN_1205" | "TRANSPORT_1301" | "TRANSPORT_1302" | "TRANSPORT_1303"
-        | "TRANSPORT_1304" => "is the plugin running? check its endpoint",
-        "CIRCUIT_1401" => {
+        k if k == ErrorKind::ConnectionFailed || k.is_transport() => {
+            "is the plugin running? check its endpoint"
+        }
+        ErrorKind::CircuitOpen => {
             "the plugin failed repeatedly; calls resume after circuit_breaker.recovery_timeout"
         }
-        "RATELIMIT_1501" => "too many calls; see rate_limit in the configuration",
-        "LOADBALANCER_1701" => "no enabled, healthy plugin in the group",
+        ErrorKind::RateLimited => "too many calls; see rate_limit in the configuration",
+        ErrorKind::NoAvailablePlugins => "no enabled, healthy plugin in the group",
         _ => return None,
     })
 }
@@ -179,10 +182,10 @@ async fn call(
         }
         Err(e) => {
             eprintln!("error[{}]: {e}", e.code());
-            if let Some(h) = hint(e.code()) {
+            if let Some(h) = hint(e.kind) {
                 eprintln!("  hint: {h}");
             }
-            if e.code() == "PLUGIN_1201" {
+            if e.kind == ErrorKind::PluginNotFound {
                 exit::NOT_FOUND
             } else {
                 exit::FAILURE

@@ -167,16 +167,54 @@ impl ErrorKind {
         ALL.iter().copied().find(|k| k.code() == code)
     }
 
+    /// What kind of failure it is; an edge maps it to a gRPC status, an HTTP
+    /// status or an exit code.
+    pub const fn category(self) -> hangar_base::Category {
+        use hangar_base::Category as C;
+        match self {
+            ErrorKind::InvalidPluginName
+            | ErrorKind::InvalidTransport
+            | ErrorKind::MissingEndpoint
+            | ErrorKind::InvalidEndpointUrl
+            | ErrorKind::InvalidEndpointFormat
+            | ErrorKind::MissingSocketPath
+            | ErrorKind::MissingExecutable
+            | ErrorKind::UnsupportedTransport
+            | ErrorKind::NoPluginsConfigured
+            | ErrorKind::InvalidJsonConfig
+            | ErrorKind::UnsupportedAuthMethod => C::Invalid,
+            ErrorKind::DuplicatePluginName => C::Conflict,
+            ErrorKind::MissingApiKey
+            | ErrorKind::MissingBearerToken
+            | ErrorKind::MissingBasicCredentials
+            | ErrorKind::MissingMtlsCerts
+            | ErrorKind::AuthFailed => C::Unauthenticated,
+            ErrorKind::PluginNotFound => C::NotFound,
+            ErrorKind::PluginNotEnabled => C::Precondition,
+            // The plugin answered, with an error of its own.
+            ErrorKind::ExecutionFailed => C::Internal,
+            ErrorKind::Timeout | ErrorKind::CircuitTimeout | ErrorKind::HealthCheckTimeout => {
+                C::Timeout
+            }
+            ErrorKind::ConnectionFailed
+            | ErrorKind::Transport
+            | ErrorKind::HttpTransport
+            | ErrorKind::GrpcTransport
+            | ErrorKind::UnixTransport
+            | ErrorKind::ExecTransport
+            | ErrorKind::HealthCheckFailed
+            | ErrorKind::NoAvailablePlugins
+            | ErrorKind::LoadBalancerFailed => C::Unavailable,
+            ErrorKind::CircuitOpen | ErrorKind::RateLimited => C::Exhausted,
+        }
+    }
+
     /// The transport error kind of a transport name (`http`/`https`,
     /// `grpc`/`grpc-tls`, `unix`, `exec`); [`ErrorKind::Transport`] otherwise.
     pub fn transport(name: &str) -> ErrorKind {
-        match name {
-            "http" | "https" => ErrorKind::HttpTransport,
-            "grpc" | "grpc-tls" => ErrorKind::GrpcTransport,
-            "unix" => ErrorKind::UnixTransport,
-            "exec" => ErrorKind::ExecTransport,
-            _ => ErrorKind::Transport,
-        }
+        name.parse::<crate::TransportKind>()
+            .map(crate::TransportKind::error_kind)
+            .unwrap_or(ErrorKind::Transport)
     }
 
     /// Another attempt may succeed: the failure was in reaching the plugin or
@@ -289,6 +327,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl hangar_base::Coded for ErrorKind {
+    fn code(self) -> &'static str {
+        ErrorKind::code(self)
+    }
+    fn category(self) -> hangar_base::Category {
+        ErrorKind::category(self)
+    }
+}
 
 #[cfg(test)]
 mod tests {

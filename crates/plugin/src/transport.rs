@@ -104,8 +104,13 @@ impl TransportKind {
 
     /// The error kind (and `TRANSPORT_13xx` code) of this transport breaking
     /// mid-call.
-    pub fn error_kind(self) -> ErrorKind {
-        ErrorKind::transport(self.as_str())
+    pub const fn error_kind(self) -> ErrorKind {
+        match self {
+            TransportKind::Http | TransportKind::Https => ErrorKind::HttpTransport,
+            TransportKind::Grpc | TransportKind::GrpcTls => ErrorKind::GrpcTransport,
+            TransportKind::Unix => ErrorKind::UnixTransport,
+            TransportKind::Exec => ErrorKind::ExecTransport,
+        }
     }
 }
 
