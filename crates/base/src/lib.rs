@@ -21,7 +21,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+pub mod backoff;
 pub mod duration;
+
+pub use backoff::Backoff;
 
 /// What kind of failure an error is, independent of where it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

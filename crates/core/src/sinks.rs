@@ -762,17 +762,18 @@ enum Worker {
     Http(HttpWorker),
 }
 
-/// Exponential backoff with ±10 % jitter.
+/// A failing batch's retries: doubling with ±10 % jitter.
 struct Backoff {
-    next: Duration,
     attempt: u32,
     seed: RandomState,
 }
 
+const BACKOFF: hangar_base::Backoff =
+    hangar_base::Backoff::doubling(BACKOFF_INITIAL, BACKOFF_MAX).with_jitter(0.1);
+
 impl Backoff {
     fn new() -> Backoff {
         Backoff {
-            next: BACKOFF_INITIAL,
             attempt: 0,
             seed: RandomState::new(),
         }
@@ -787,10 +788,9 @@ impl Backoff {
     async fn sleep(&mut self) {
         let mut h = self.seed.build_hasher();
         h.write_u32(self.attempt);
-        // Uniform in [0.9, 1.1].
-        let factor = 0.9 + (h.finish() % 2001) as f64 / 10_000.0;
-        tokio::time::sleep(self.next.mul_f64(factor)).await;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
+        // A uniform sample in [0, 1].
+        let unit = (h.finish() % 10_001) as f64 / 10_000.0;
+        tokio::time::sleep(BACKOFF.delay(self.attempt.saturating_sub(1), unit)).await;
     }
 }
 

@@ -219,6 +219,11 @@ enum Attempt {
 }
 
 impl Downloader {
+    /// Waits between attempts: from `backoff`, doubling, capped at 5 s.
+    fn retry_backoff(&self) -> hangar_base::Backoff {
+        hangar_base::Backoff::doubling(self.opts.backoff, Duration::from_secs(5))
+    }
+
     /// A downloader with these options.
     pub fn new(opts: DownloadOptions) -> Result<Downloader> {
         // Redirects are followed only to URLs the policy allows: a mirror must
@@ -291,15 +296,14 @@ impl Downloader {
             cb: progress,
         };
         let mut attempts = 0;
-        let mut delay = self.opts.backoff;
+        let backoff = self.retry_backoff();
         let outcome = loop {
             attempts += 1;
             match self.attempt(&url, &tx, &mut have, &mut rep).await {
                 Ok(Attempt::Done) => break Ok(()),
                 Ok(Attempt::Retry(e)) if attempts < self.opts.attempts.max(1) => {
                     tracing::debug!(url = %url, attempt = attempts, "retrying download: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.base_delay(attempts - 1)).await;
                 }
                 Ok(Attempt::Retry(e)) => break Err(e),
                 Err(e) => break Err(e),
@@ -529,14 +533,13 @@ impl Downloader {
             return Ok(text);
         }
         let mut attempts = 0;
-        let mut delay = self.opts.backoff;
+        let backoff = self.retry_backoff();
         loop {
             attempts += 1;
             let res = self.text_once(&url, max_bytes).await;
             match res {
                 Err(e) if e.kind().is_retryable() && attempts < self.opts.attempts.max(1) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.base_delay(attempts - 1)).await;
                 }
                 other => return other.map_err(|e| e.with("url", &url)),
             }

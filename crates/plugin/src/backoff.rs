@@ -33,23 +33,24 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// The backoff these settings describe.
+    pub fn backoff(&self) -> hangar_base::Backoff {
+        hangar_base::Backoff {
+            initial: self.initial_interval,
+            multiplier: self.multiplier,
+            max: self.max_interval,
+            jitter: self.jitter,
+        }
+    }
+
     /// The wait before retry `n` (0-based) without jitter.
     pub fn base_delay(&self, n: u32) -> Duration {
-        let m = if self.multiplier.is_finite() && self.multiplier >= 1.0 {
-            self.multiplier
-        } else {
-            1.0
-        };
-        let secs = self.initial_interval.as_secs_f64() * m.powi(n.min(1000) as i32);
-        let cap = self.max_interval.as_secs_f64();
-        Duration::from_secs_f64(if secs.is_finite() { secs.min(cap) } else { cap })
+        self.backoff().base_delay(n)
     }
 
     /// The wait before retry `n` with jitter, `unit` a uniform sample in [0, 1).
     pub fn delay(&self, n: u32, unit: f64) -> Duration {
-        let j = self.jitter.clamp(0.0, 1.0);
-        let factor = 1.0 + j * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Duration::from_secs_f64(self.base_delay(n).as_secs_f64() * factor)
+        self.backoff().delay(n, unit)
     }
 
     /// Whether to retry after failed attempt `attempt` (1-based), and how long

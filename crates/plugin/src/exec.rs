@@ -337,7 +337,9 @@ async fn supervise(
     pid: Arc<AtomicI32>,
     restarts: Arc<AtomicU64>,
 ) {
-    let mut delay = opts.restart_initial;
+    let backoff = hangar_base::Backoff::doubling(opts.restart_initial, opts.restart_max);
+    // Restarts since the child last stayed up; the next wait is its backoff.
+    let mut failures: u32 = 0;
     let mut running = Some(first);
     loop {
         let mut r = match running.take() {
@@ -351,10 +353,10 @@ async fn supervise(
                 Err(e) => {
                     tracing::warn!(target: "hangar_plugin::exec", plugin = %name, "cannot restart: {e}");
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = tokio::time::sleep(backoff.base_delay(failures)) => {}
                         _ = stopped(stop.clone()) => break,
                     }
-                    delay = (delay * 2).min(opts.restart_max);
+                    failures = failures.saturating_add(1);
                     continue;
                 }
             },
@@ -376,13 +378,13 @@ async fn supervise(
         r.mux.shutdown();
         signal_group(r.pid, rustix::process::Signal::KILL);
         if began.elapsed() > Duration::from_secs(10) {
-            delay = opts.restart_initial;
+            failures = 0;
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(backoff.base_delay(failures)) => {}
             _ = stopped(stop.clone()) => break,
         }
-        delay = (delay * 2).min(opts.restart_max);
+        failures = failures.saturating_add(1);
         restarts.fetch_add(1, Ordering::SeqCst);
     }
     pid.store(0, Ordering::SeqCst);

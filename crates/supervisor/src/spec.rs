@@ -616,21 +616,25 @@ impl Default for RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// The backoff these settings describe.
+    pub fn backoff(&self) -> hangar_base::Backoff {
+        hangar_base::Backoff {
+            initial: self.initial_interval,
+            multiplier: self.multiplier,
+            max: self.max_interval,
+            jitter: self.jitter,
+        }
+    }
+
     /// The wait before restart number `attempt` (0-based), before jitter.
     pub fn base_delay(&self, attempt: u32) -> Duration {
-        let init = self.initial_interval.as_secs_f64();
-        let cap = self.max_interval.as_secs_f64();
-        // powi saturates to inf for large attempts; min() brings it back to the cap.
-        let exp = self.multiplier.powi(attempt.min(i32::MAX as u32) as i32);
-        Duration::from_secs_f64((init * exp).min(cap).max(0.0))
+        self.backoff().base_delay(attempt)
     }
 
     /// The wait before restart number `attempt`, with jitter from `unit`, a sample
     /// uniformly distributed in `[0, 1)`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let base = self.base_delay(attempt).as_secs_f64();
-        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
-        Duration::from_secs_f64((base * factor).max(0.0))
+        self.backoff().delay(attempt, unit)
     }
 }
 
