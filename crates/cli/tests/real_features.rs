@@ -290,7 +290,7 @@ fn real_tor_instance_lives_and_leaves_nothing() {
 #[test]
 fn real_v2ray_runs_an_xray_instance_and_leaves_nothing() {
     // Debian's v2ray reads the xray generator's JSON (kept to fields both
-    // accept). Its own network is issue 7's; here it binds loopback.
+    // accept). Per-instance networks are tested elsewhere; here it binds loopback.
     life(
         "xray",
         "v2ray",

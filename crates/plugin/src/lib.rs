@@ -1,6 +1,7 @@
-//! `hangar_plugin`: the library a host uses to call out-of-process plugins
-//! (issue 8). So far it holds the resilience policies, each pure logic over an
-//! explicit clock so it is tested without sleeping:
+//! `hangar_plugin`: the library a host uses to call out-of-process plugins:
+//! a manager, typed plugins, transports (Unix socket, HTTP, gRPC, exec) with
+//! server SDKs, and the resilience policies, each pure logic over an explicit
+//! clock so it is tested without sleeping:
 //!
 //! - [`CircuitBreaker`]: the seed's closed / open / half-open breaker with its
 //!   failure threshold, recovery timeout, minimum requests and half-open
