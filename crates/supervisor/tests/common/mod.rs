@@ -20,6 +20,12 @@ fn fastrand_u32() -> u32 {
 }
 
 /// Pids of live (non-zombie) processes whose command line contains `needle`.
+///
+/// A child is visible in /proc before its `execve` has finished: the kernel
+/// lets a vfork parent (our spawner) go on as soon as the old address space is
+/// released, before the new program's arguments are mapped, so for a moment the
+/// child's cmdline reads empty. Such a process is read again until its exec is
+/// done, so a count taken right after `start` returns is exact.
 pub fn pids_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -29,7 +35,7 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        let Some(cmd) = cmdline_after_exec(pid) else {
             continue;
         };
         if !String::from_utf8_lossy(&cmd).contains(needle) {
@@ -40,6 +46,32 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// `pid`'s command line, waiting (at most 2 s) while it is in the middle of an
+/// exec; `None` when it is gone.
+fn cmdline_after_exec(pid: u32) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        if !cmd.is_empty() || !alive(pid) || is_kernel_thread(pid) || Instant::now() > deadline {
+            return Some(cmd);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Kernel threads have no command line at all (PF_KTHREAD in stat's flags).
+fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1;
+            // Fields after the name: state, ppid, pgrp, session, tty, tpgid, flags.
+            rest.split_whitespace().nth(6)?.parse::<u64>().ok()
+        })
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
 /// True if `pid` exists and is not a zombie.
