@@ -639,7 +639,7 @@ fn semantic(m: &Manifest) -> Vec<Problem> {
             }
         }
     }
-    for (pointer, message) in crate::configgen::options::spec_problems(m) {
+    for (pointer, message) in super::options::spec_problems(m) {
         push(&pointer, message);
     }
     p

@@ -9,6 +9,7 @@
 
 pub mod install;
 pub mod manifest;
+pub mod options;
 pub mod resolve;
 
 use std::collections::BTreeMap;

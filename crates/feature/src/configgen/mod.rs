@@ -20,7 +20,8 @@
 //! [`Network::named_ports`]: crate::catalog::manifest::Network::named_ports
 
 pub mod check;
-pub mod options;
+/// The option schema lives with the manifest; the generators read it.
+pub use crate::catalog::options;
 mod singbox;
 mod template;
 mod tor;

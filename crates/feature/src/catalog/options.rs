@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::catalog::manifest::{Manifest, Mode, OptionSpec, OptionType};
+use super::manifest::{Manifest, Mode, OptionSpec, OptionType};
 use crate::{Error, Result};
 
 /// An unknown key.
