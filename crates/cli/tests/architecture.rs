@@ -405,3 +405,68 @@ fn the_scanner_sees_what_it_should() {
     assert!(makes(lines[2], "clone(") && makes(lines[2], "fork"));
     assert!(!makes(lines[3], "fork"), "{}", lines[3]);
 }
+
+/// Every source file is named in ARCHITECTURE.md's code map, under its crate's
+/// section, by its path inside `src/` (`spawn.rs`, `catalog/options.rs`) or by
+/// its directory (`linux/`) when the section describes the directory as one.
+#[test]
+fn code_map_names_every_source_file() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let doc = std::fs::read_to_string(format!("{root}/ARCHITECTURE.md")).unwrap();
+    // Each crate's section: from its heading to the next heading of any level.
+    let mut sections: std::collections::BTreeMap<String, String> = Default::default();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        if let Some(name) = line
+            .strip_prefix("### `crates/")
+            .and_then(|l| l.strip_suffix('`'))
+        {
+            current = Some(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            current = None;
+            continue;
+        }
+        if let Some(c) = &current {
+            let s = sections.entry(c.clone()).or_default();
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    let mut missing = Vec::new();
+    for (krate, text) in &sections {
+        let src = std::path::PathBuf::from(format!("{root}/crates/{krate}/src"));
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "rs") {
+                    continue;
+                }
+                let rel = p.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+                // The crate root is the section itself.
+                if rel == "lib.rs" || rel == "main.rs" {
+                    continue;
+                }
+                let file = p.file_name().unwrap().to_string_lossy().into_owned();
+                let parent = rel.rsplit_once('/').map(|(d, _)| format!("{d}/"));
+                let named = text.contains(&format!("`{rel}`"))
+                    || text.contains(&format!("`{file}`"))
+                    || parent.is_some_and(|d| text.contains(&format!("`{d}`")));
+                if !named {
+                    missing.push(format!("crates/{krate}/src/{rel}"));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's code map does not name these files (add them to their \
+         crate's section): {missing:#?}"
+    );
+}
