@@ -15,13 +15,15 @@
 //!
 //! [`duration`] is the one serde helper for `Duration` fields: a humantime
 //! string or integer milliseconds in, a humantime string (or milliseconds,
-//! where that is the stored format) out.
+//! where that is the stored format) out. [`suggest`] finds the did-you-mean
+//! for a misspelt key or value.
 #![deny(missing_docs)]
 
 use std::borrow::Cow;
 use std::fmt;
 
 pub mod duration;
+pub mod suggest;
 
 /// What kind of failure an error is, independent of where it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
