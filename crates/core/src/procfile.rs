@@ -963,9 +963,7 @@ impl Rewrite {
                 let v = p.remove(kind);
                 self.span_aliases
                     .push((format!("{path}.check"), format!("{path}.{kind}")));
-                v.and_then(|v| {
-                    self.check(&format!("{path}.check"), &format!("{path}"), kind, v, opts)
-                })
+                v.and_then(|v| self.check(&format!("{path}.check"), path, kind, v, opts))
             }
             [] => {
                 self.err(
