@@ -15,7 +15,8 @@
 //!
 //! [`duration`] is the one serde helper for `Duration` fields: a humantime
 //! string or integer milliseconds in, a humantime string (or milliseconds,
-//! where that is the stored format) out.
+//! where that is the stored format) out. [`suggest`] finds the did-you-mean
+//! for a misspelt key or value.
 #![deny(missing_docs)]
 
 use std::borrow::Cow;
@@ -23,6 +24,7 @@ use std::fmt;
 
 pub mod backoff;
 pub mod duration;
+pub mod suggest;
 
 pub use backoff::Backoff;
 

@@ -165,12 +165,6 @@ impl Default for HistorySettings {
     }
 }
 
-#[derive(Deserialize)]
-struct Root {
-    #[serde(default)]
-    daemon: Settings,
-}
-
 impl Settings {
     /// The port range as numbers.
     pub fn ports(&self) -> Result<std::ops::RangeInclusive<u16>> {
@@ -278,30 +272,27 @@ impl DaemonConfig {
         src: &str,
         default_log_dir: Option<PathBuf>,
     ) -> std::result::Result<DaemonConfig, Vec<String>> {
-        let mut errors = Vec::new();
-        let pf = match procfile::parse_as(src, default_log_dir, FileKind::DaemonConfig) {
+        let text = |errs: Vec<procfile::FileError>| -> Vec<String> {
+            errs.iter().map(|e| e.to_string()).collect()
+        };
+        // One parse for both readers: the processes and `[daemon]`.
+        let doc = procfile::Document::parse(src).map_err(text)?;
+        let mut errors: Vec<String> = Vec::new();
+        let pf = match doc.processes(default_log_dir, FileKind::DaemonConfig) {
             Ok(pf) => Some(pf),
             Err(errs) => {
-                errors.extend(errs.iter().map(|e| e.to_string()));
+                errors.extend(text(errs));
                 None
             }
         };
-        let settings = match toml_edit::de::from_str::<Root>(src) {
-            Ok(r) => {
-                errors.extend(r.daemon.check());
-                r.daemon
+        let settings = match doc.get::<Settings>("daemon") {
+            Ok(s) => {
+                let s = s.unwrap_or_default();
+                errors.extend(s.check());
+                s
             }
-            Err(e) => {
-                let pos = e
-                    .span()
-                    .map(|s| {
-                        let before = &src[..s.start.min(src.len())];
-                        let line = before.matches('\n').count() + 1;
-                        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                        format!("{line}:{col}: ")
-                    })
-                    .unwrap_or_default();
-                errors.push(format!("{pos}{}", e.message().trim()));
+            Err(errs) => {
+                errors.extend(text(errs));
                 Settings::default()
             }
         };
@@ -389,6 +380,25 @@ name = "a"
         let errs = DaemonConfig::parse(src, None).unwrap_err();
         assert!(errs.iter().any(|e| e.contains("htp")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("command")), "{errs:?}");
+    }
+
+    #[test]
+    fn every_daemon_mistake_is_listed_with_its_line() {
+        let src = "[daemon]\nhtp = \"x\"\nreconcile_interval = \"soon\"\n[daemon.history]\nmax_rows = \"many\"\n";
+        let errs = DaemonConfig::parse(src, None).unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with("2:1: daemon.htp: unknown key `htp`; did you mean `http`?"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("3:22: daemon.reconcile_interval:"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].starts_with("5:12: daemon.history.max_rows:"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -234,22 +234,6 @@ fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Expand `instances` the way the supervisor names them: `name-1` … `name-N`.
-fn expand(spec: ProcessSpec) -> Vec<ProcessSpec> {
-    if spec.instances <= 1 {
-        return vec![spec];
-    }
-    (1..=spec.instances)
-        .map(|i| {
-            let mut one = spec.clone();
-            one.instances = 1;
-            one.name = format!("{}-{i}", spec.name);
-            one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
-            one
-        })
-        .collect()
-}
-
 fn not_found(name: &str) -> Error {
     Error::new(
         hangar_supervisor::ErrorKind::ProcessNotFound,
@@ -580,7 +564,7 @@ impl Daemon {
         let before = self.inner.applied.lock().await.clone();
         let mut desired = before.clone();
         let mut names = Vec::new();
-        for spec in pf.processes.into_iter().flat_map(expand) {
+        for spec in pf.processes.into_iter().flat_map(|s| s.expand()) {
             if desired.contains_key(&spec.name) {
                 return Err(Error::new(
                     hangar_supervisor::ErrorKind::DuplicateName,
@@ -682,7 +666,7 @@ impl Daemon {
             .filter(|(_, w)| w.source != Source::Config)
             .map(|(n, w)| (n.clone(), w.clone()))
             .collect();
-        for spec in config.processes.into_iter().flat_map(expand) {
+        for spec in config.processes.into_iter().flat_map(|s| s.expand()) {
             // A configuration process keeps its desired state (one stopped with
             // `hangar stop` stays stopped); a new one runs.
             let desired_state = applied
@@ -843,7 +827,7 @@ impl Daemon {
                 Err(e) => warn!(process = %r.name, "stored spec unreadable, skipped: {e}"),
             }
         }
-        for spec in config.processes.into_iter().flat_map(expand) {
+        for spec in config.processes.into_iter().flat_map(|s| s.expand()) {
             let desired = recorded
                 .get(spec.name.as_str())
                 .filter(|r| r.source == Source::Config)

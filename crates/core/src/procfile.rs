@@ -1,17 +1,32 @@
-//! The process file read by `hangar run`: TOML with `[[process]]` tables.
+//! The process file read by `hangar run`: TOML with `[[process]]` tables (also
+//! the processes of `hangar serve`'s configuration, see [`crate::config`]).
 //!
-//! Parsing walks the TOML tree by hand (with spans) instead of deriving serde, so a
-//! file with several mistakes gets all of them reported at once, each with its
-//! line, column and key path, and nothing starts until the file is clean.
+//! The file is parsed once ([`Document`], toml_edit with spans) and each
+//! `[[process]]` table is deserialized by serde into the supervisor's
+//! [`ProcessSpec`], whose derive is the one description of the fields. A few
+//! things are written differently in the file than in a stored spec; they are
+//! rewritten first ([`Rewrite`]): a probe names its check directly
+//! (`http = "…"` beside `interval`), limits are `memory` / `cpu` / `pids`,
+//! `user` is a name, log sizes may be `"10MiB"`, and durations are text only (a
+//! bare number would leave its unit to guess).
+//!
+//! Serde stops at the first mistake; that mistake's key is taken out and the
+//! table read again, so every mistake of a file is listed at once. Then come
+//! [`ProcessSpec::problems`] and the file's own checks (required keys, unique
+//! names, dependencies and their cycles). Each error has its line and column
+//! (the value's for a value serde refused, the key's otherwise), its key path,
+//! and a did-you-mean for misspelt keys, values, dependency and port names.
+//! Nothing starts until the file is clean.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use hangar_supervisor::{Check, Condition, ProbeSpec, ProcessSpec, RestartMode, StopSignal};
-use toml_edit::{ImDocument, Item, TableLike, Value};
+use hangar_base::suggest::closest;
+use hangar_supervisor::{ProcessSpec, RunAs};
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml_edit::{Array, ImDocument, InlineTable, Item, TableLike, Value};
 
 /// A parsed, validated process file.
 #[derive(Debug)]
@@ -47,68 +62,34 @@ impl fmt::Display for FileError {
     }
 }
 
-const PROCESS_KEYS: &[&str] = &[
-    "name",
-    "command",
-    "args",
-    "env",
-    "inherit_env",
-    "working_dir",
-    "instances",
-    "stop_signal",
-    "stop_timeout",
-    "die_with_supervisor",
-    "restart",
-    "log",
-    "ports",
-    "health_port",
-    "readiness",
-    "liveness",
-    "start_timeout",
-    "depends_on",
-    "limits",
-    "user",
-    "no_new_privs",
-    "netns",
-];
-const LIMIT_KEYS: &[&str] = &["memory", "cpu", "pids"];
-const PROBE_KEYS: &[&str] = &[
-    "tcp",
-    "http",
-    "exec",
-    "process",
-    "all",
-    "any",
-    "status",
-    "headers",
-    "body_contains",
-    "initial_delay",
-    "interval",
-    "timeout",
-    "success_threshold",
-    "failure_threshold",
-];
-const CHECK_KINDS: &[&str] = &["tcp", "http", "exec", "process", "all", "any"];
-const RESTART_KEYS: &[&str] = &[
-    "policy",
-    "initial_interval",
-    "multiplier",
-    "max_interval",
-    "jitter",
-    "min_uptime",
-    "max_retries",
-];
-const LOG_KEYS: &[&str] = &[
-    "dir",
-    "max_size",
-    "keep",
-    "compress",
-    "max_age",
-    "tail_bytes",
-];
 const TOP_KEYS: &[&str] = &["process", "env", "log_dir"];
 /// A daemon configuration file may also hold `[daemon]` settings.
 const DAEMON_TOP_KEYS: &[&str] = &["process", "env", "log_dir", "daemon"];
+
+/// The check kinds a probe (or an entry of `all` / `any`) names directly.
+const CHECK_KINDS: &[&str] = &["tcp", "http", "exec", "process", "all", "any"];
+/// Options of an `http` check, written beside it.
+const HTTP_OPTS: &[&str] = &["status", "headers", "body_contains"];
+/// The file's names for the spec's `limits` fields.
+const LIMIT_NAMES: &[(&str, &str)] = &[
+    ("memory", "memory_max"),
+    ("cpu", "cpu_max"),
+    ("pids", "pids_max"),
+];
+/// Durations of a process table, written as text in the file (the stored spec
+/// also takes milliseconds).
+const DURATIONS: &[&str] = &[
+    "stop_timeout",
+    "start_timeout",
+    "restart.initial_interval",
+    "restart.max_interval",
+    "restart.min_uptime",
+    "log.max_age",
+];
+/// Durations of a probe table.
+const PROBE_DURATIONS: &[&str] = &["initial_delay", "interval", "timeout"];
+/// Sizes of a process table: bytes, or text like `"10MiB"`.
+const SIZES: &[&str] = &["log.max_size", "log.tail_bytes"];
 
 /// What kind of file is being read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +102,10 @@ pub enum FileKind {
 }
 
 /// Most instances one entry may ask for.
-const MAX_INSTANCES: i64 = 100_000;
+const MAX_INSTANCES: u32 = 100_000;
+
+/// Most mistakes collected from one table before giving up on it.
+const MAX_ERRORS: usize = 200;
 
 /// Parse and validate a process file. `default_log_dir` applies to processes that
 /// set no `log.dir` (after the file's own top-level `log_dir`).
@@ -135,149 +119,292 @@ pub fn parse_as(
     default_log_dir: Option<PathBuf>,
     kind: FileKind,
 ) -> Result<ProcessFile, Vec<FileError>> {
-    let top_keys = match kind {
-        FileKind::ProcessFile => TOP_KEYS,
-        FileKind::DaemonConfig => DAEMON_TOP_KEYS,
-    };
-    let doc = match ImDocument::parse(src) {
-        Ok(d) => d,
-        Err(e) => {
+    Document::parse(src)?.processes(default_log_dir, kind)
+}
+
+/// Where in the source a key path's error points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// The key (unknown keys, semantic problems).
+    Key,
+    /// The value (a value serde refused).
+    Value,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Spans {
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
+/// A TOML file parsed once, with the span of every key path, for every reader of
+/// it: the processes here, `[daemon]` in [`crate::config`].
+pub struct Document<'s> {
+    src: &'s str,
+    doc: ImDocument<&'s str>,
+    spans: HashMap<String, Spans>,
+}
+
+impl<'s> Document<'s> {
+    /// Parse TOML; a syntax error is the one error reported.
+    pub fn parse(src: &'s str) -> Result<Self, Vec<FileError>> {
+        let doc = ImDocument::parse(src).map_err(|e| {
             let (line, col) = e.span().map(|s| line_col(src, s.start)).unwrap_or((0, 0));
-            let msg = e.message().trim().to_string();
-            return Err(vec![FileError {
+            vec![FileError {
                 line,
                 col,
                 key: String::new(),
-                message: format!("not valid TOML: {msg}"),
-            }]);
-        }
-    };
-    let mut w = Walker {
-        src,
-        errors: Vec::new(),
-        spans: HashMap::new(),
-    };
-    let root = doc.as_table();
-    for (key, item) in root.iter() {
-        if !top_keys.contains(&key) {
-            let span = root.get_key_value(key).and_then(|(k, _)| k.span());
-            w.unknown(span, key, "", top_keys);
-        } else {
-            let _ = item;
-        }
-    }
-    let mut env = Vec::new();
-    if let Some((k, item)) = root.get_key_value("env") {
-        match item.as_table_like() {
-            Some(t) => {
-                for (name, v) in t.iter() {
-                    let span = t.get_key_value(name).and_then(|(k, _)| k.span());
-                    match v.as_str() {
-                        Some(s) => env.push(format!("{name}={s}")),
-                        None => w.err(span, &format!("env.{name}"), "expected a string"),
-                    }
-                }
-            }
-            None => w.err(k.span(), "env", "expected a table of strings"),
-        }
-    }
-    let mut log_dir = default_log_dir;
-    if let Some((k, item)) = root.get_key_value("log_dir") {
-        match item.as_str() {
-            Some(s) => log_dir = Some(PathBuf::from(s)),
-            None => w.err(k.span(), "log_dir", "expected a path string"),
-        }
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }]
+        })?;
+        let mut spans = HashMap::new();
+        index_table(None, doc.as_table(), &mut spans);
+        Ok(Document { src, doc, spans })
     }
 
-    let mut processes = Vec::new();
-    let mut names: Vec<(String, String, u32)> = Vec::new();
-    match root.get_key_value("process") {
-        None if kind == FileKind::DaemonConfig => {}
-        None => w.err(
-            Some(0..0),
-            "process",
-            "no [[process]] tables: the file declares nothing to run",
-        ),
-        Some((k, item)) => match item.as_array_of_tables() {
-            Some(arr) => {
-                for (i, t) in arr.iter().enumerate() {
-                    let path = format!("process[{i}]");
-                    // Names count for uniqueness even when the entry has other errors.
-                    if let Some(name) = t.get("name").and_then(|n| n.as_str()) {
-                        let n = t
-                            .get("instances")
-                            .and_then(|n| n.as_integer())
-                            .filter(|n| (1..=MAX_INSTANCES).contains(n))
-                            .unwrap_or(1) as u32;
-                        names.push((path.clone(), name.to_string(), n));
-                    }
-                    processes.push(w.process(&path, t, t.span(), log_dir.clone()));
-                }
-            }
-            None => w.err(
-                k.span(),
-                "process",
-                "expected [[process]] tables (an array of tables)",
-            ),
-        },
-    }
-
-    // Names must be unique once instances are expanded.
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for (path, name, instances) in &names {
-        let expanded: Vec<String> = if *instances > 1 {
-            (1..=*instances).map(|i| format!("{name}-{i}")).collect()
-        } else {
-            vec![name.clone()]
+    /// Deserialize the top-level item `key` (e.g. `daemon`) with serde, reporting
+    /// every mistake in it. `None` when the file has no such key.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Vec<FileError>> {
+        let Some(item) = self.doc.as_table().get(key) else {
+            return Ok(None);
         };
-        for n in expanded {
-            if let Some(first) = seen.get(&n) {
-                let msg = format!(
-                    "duplicate process name {n:?} (also produced by {first}); names must be unique"
-                );
-                w.err_key(&format!("{path}.name"), msg);
-                break;
-            }
-            seen.insert(n, path.clone());
+        let Ok(value) = item.clone().into_value() else {
+            return Ok(None);
+        };
+        let (t, errs) = read_all::<T>(value);
+        let errs: Vec<FileError> = errs
+            .iter()
+            .map(|e| self.de_error(key, e, &Renames::default(), &HashMap::new()))
+            .collect();
+        match t {
+            Some(t) if errs.is_empty() => Ok(Some(t)),
+            _ => Err(sorted(errs)),
         }
     }
 
-    // Dependencies name processes of this file; one with instances means them all.
-    let expanded: HashMap<&str, Vec<String>> = names
-        .iter()
-        .map(|(_, name, n)| {
-            let v = if *n > 1 {
-                (1..=*n).map(|i| format!("{name}-{i}")).collect()
-            } else {
-                vec![name.clone()]
-            };
-            (name.as_str(), v)
-        })
-        .collect();
-    for (i, spec) in processes.iter_mut().enumerate() {
-        let path = names
-            .iter()
-            .find(|(_, n, _)| *n == spec.name)
-            .map(|(p, _, _)| p.clone())
-            .unwrap_or_else(|| format!("process[{i}]"));
-        let deps = std::mem::take(&mut spec.depends_on);
-        for (dep, cond) in deps {
-            match expanded.get(dep.as_str()) {
-                Some(all) => {
-                    for d in all {
-                        spec.depends_on.insert(d.clone(), cond);
-                    }
-                }
-                None => w.err_key(
-                    &format!("{path}.depends_on.{dep}"),
-                    format!("depends on {dep:?}, which this file does not declare"),
-                ),
+    /// The processes (and `[env]`, `log_dir`) of the file, validated.
+    pub fn processes(
+        &self,
+        default_log_dir: Option<PathBuf>,
+        kind: FileKind,
+    ) -> Result<ProcessFile, Vec<FileError>> {
+        let top_keys = match kind {
+            FileKind::ProcessFile => TOP_KEYS,
+            FileKind::DaemonConfig => DAEMON_TOP_KEYS,
+        };
+        let mut errors = Vec::new();
+        let root = self.doc.as_table();
+        for (key, _) in root.iter() {
+            if !top_keys.contains(&key) {
+                errors.push(self.at(key, At::Key, unknown_key(key, top_keys.iter().copied())));
             }
         }
+        let mut env = Vec::new();
+        if let Some(item) = root.get("env") {
+            match item.as_table_like() {
+                Some(t) => {
+                    for (name, v) in t.iter() {
+                        match v.as_str() {
+                            Some(s) => env.push(format!("{name}={s}")),
+                            None => errors.push(self.at(
+                                &format!("env.{name}"),
+                                At::Key,
+                                "expected a string".into(),
+                            )),
+                        }
+                    }
+                }
+                None => errors.push(self.at("env", At::Key, "expected a table of strings".into())),
+            }
+        }
+        let mut log_dir = default_log_dir;
+        if let Some(item) = root.get("log_dir") {
+            match item.as_str() {
+                Some(s) => log_dir = Some(PathBuf::from(s)),
+                None => errors.push(self.at("log_dir", At::Key, "expected a path string".into())),
+            }
+        }
+
+        let mut processes = Vec::new();
+        // (path, name, instances) of every entry with a name, even one with errors.
+        let mut names: Vec<(String, String, u32)> = Vec::new();
+        match root.get("process") {
+            None if kind == FileKind::DaemonConfig => {}
+            None => errors.push(FileError {
+                line: 1,
+                col: 1,
+                key: "process".into(),
+                message: "no [[process]] tables: the file declares nothing to run".into(),
+            }),
+            Some(item) => match item.as_array_of_tables() {
+                Some(arr) => {
+                    for (i, t) in arr.iter().enumerate() {
+                        let path = format!("process[{i}]");
+                        let table = t.clone().into_inline_table();
+                        let (spec, errs) = self.process(&path, table, log_dir.clone());
+                        errors.extend(errs);
+                        if !spec.name.is_empty() {
+                            let n = if (1..=MAX_INSTANCES).contains(&spec.instances) {
+                                spec.instances
+                            } else {
+                                1
+                            };
+                            names.push((path, spec.name.clone(), n));
+                        }
+                        processes.push(spec);
+                    }
+                }
+                None => errors.push(self.at(
+                    "process",
+                    At::Key,
+                    "expected [[process]] tables (an array of tables)".into(),
+                )),
+            },
+        }
+        self.check_names(&names, &mut processes, &mut errors);
+        if errors.is_empty() {
+            Ok(ProcessFile { processes, env })
+        } else {
+            Err(sorted(errors))
+        }
     }
-    if w.errors.is_empty() {
+
+    /// One `[[process]]` table: rewritten, deserialized (every mistake), then
+    /// its spec's problems. The spec is returned even with errors (a refused key
+    /// keeps its default), for the file-level checks.
+    fn process(
+        &self,
+        path: &str,
+        table: InlineTable,
+        log_dir: Option<PathBuf>,
+    ) -> (ProcessSpec, Vec<FileError>) {
+        let mut errors = Vec::new();
+        for key in ["name", "command"] {
+            if !table.contains_key(key) {
+                errors.push(self.at_or(
+                    &format!("{path}.{key}"),
+                    path,
+                    At::Value,
+                    format!("missing required key `{key}`"),
+                ));
+            }
+        }
+        let had_max_interval = table
+            .get("restart")
+            .and_then(Value::as_inline_table)
+            .is_some_and(|r| r.contains_key("max_interval"));
+        let mut rw = Rewrite::default();
+        let (table, user) = rw.process(table);
+        let mut extra = HashMap::new();
+        for (spec, file) in &rw.span_aliases {
+            if let Some(s) = self.spans.get(&join(path, file)) {
+                extra.insert(join(path, spec), s.clone());
+            }
+        }
+        for (p, at, m) in &rw.errors {
+            errors.push(self.at(&join(path, p), *at, m.clone()));
+        }
+        let (spec, de_errors) = read_all::<ProcessSpec>(Value::InlineTable(table));
+        for e in &de_errors {
+            errors.push(self.de_error(path, e, &rw.renames, &extra));
+        }
+        let read = spec.is_some();
+        let mut spec = spec.unwrap_or_default();
+        spec.user = user;
+        if spec.log.dir.is_none() {
+            spec.log.dir = log_dir;
+        }
+        // Intervals shorter than the default cap would be silently raised by it.
+        let r = &mut spec.restart;
+        if r.max_interval < r.initial_interval && !had_max_interval {
+            r.max_interval = r.initial_interval;
+        }
+        if spec.instances > MAX_INSTANCES {
+            errors.push(self.at(
+                &format!("{path}.instances"),
+                At::Value,
+                format!("{} is out of range 1..={MAX_INSTANCES}", spec.instances),
+            ));
+        }
+        // Semantic problems, except for keys already reported (a value that was
+        // refused leaves a default behind that would be blamed twice).
+        let reported: Vec<String> = errors.iter().map(|e| e.key.clone()).collect();
+        for p in spec.problems().into_iter().filter(|_| read) {
+            let key = join(path, &rw.renames.file_path(&p.field));
+            let dup = reported
+                .iter()
+                .any(|r| r.starts_with(&key) || key.starts_with(r.as_str()));
+            if !dup {
+                let key_span = extra.get(&key).cloned();
+                errors.push(self.at_spans(&key, key_span, At::Key, p.message));
+            }
+        }
+        (spec, errors)
+    }
+
+    /// Unique names (once instances are expanded), dependencies that exist (one
+    /// on a process with instances means all of them), no cycles.
+    fn check_names(
+        &self,
+        names: &[(String, String, u32)],
+        processes: &mut [ProcessSpec],
+        errors: &mut Vec<FileError>,
+    ) {
+        let expand = |name: &str, n: u32| -> Vec<String> {
+            if n > 1 {
+                (1..=n).map(|i| format!("{name}-{i}")).collect()
+            } else {
+                vec![name.to_string()]
+            }
+        };
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (path, name, instances) in names {
+            for n in expand(name, *instances) {
+                if let Some(first) = seen.get(&n) {
+                    let msg = format!(
+                        "duplicate process name {n:?} (also produced by {first}); names must be unique"
+                    );
+                    errors.push(self.at(&format!("{path}.name"), At::Key, msg));
+                    break;
+                }
+                seen.insert(n, path.clone());
+            }
+        }
+
+        let expanded: HashMap<&str, Vec<String>> = names
+            .iter()
+            .map(|(_, name, n)| (name.as_str(), expand(name, *n)))
+            .collect();
+        for (i, spec) in processes.iter_mut().enumerate() {
+            let path = format!("process[{i}]");
+            let deps = std::mem::take(&mut spec.depends_on);
+            for (dep, cond) in deps {
+                match expanded.get(dep.as_str()) {
+                    Some(all) => {
+                        for d in all {
+                            spec.depends_on.insert(d.clone(), cond);
+                        }
+                    }
+                    None => {
+                        let mut msg =
+                            format!("depends on {dep:?}, which this file does not declare");
+                        let others = names
+                            .iter()
+                            .map(|(_, n, _)| n.as_str())
+                            .filter(|n| *n != spec.name);
+                        if let Some(best) = closest(&dep, others) {
+                            msg.push_str(&format!("; did you mean `{best}`?"));
+                        }
+                        errors.push(self.at(&format!("{path}.depends_on.{dep}"), At::Key, msg));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return;
+        }
         let mut graph: HashMap<&str, Vec<&str>> = HashMap::new();
-        for spec in &processes {
+        for spec in processes.iter() {
             let deps: Vec<&str> = spec.depends_on.keys().map(String::as_str).collect();
             for n in expanded.get(spec.name.as_str()).into_iter().flatten() {
                 graph.insert(n.as_str(), deps.clone());
@@ -290,19 +417,142 @@ pub fn parse_as(
                 .find(|(_, n, _)| expanded.get(n.as_str()).is_some_and(|v| v.contains(&first)))
                 .map(|(p, _, _)| p.clone())
                 .unwrap_or_default();
-            w.err_key(
+            errors.push(self.at(
                 &format!("{base}.depends_on"),
+                At::Key,
                 format!("dependency cycle: {}", cycle.join(" -> ")),
-            );
+            ));
         }
     }
 
-    if w.errors.is_empty() {
-        Ok(ProcessFile { processes, env })
-    } else {
-        w.errors.sort_by_key(|e| (e.line, e.col));
-        Err(w.errors)
+    /// An error at a key path of the file.
+    fn at(&self, key: &str, at: At, message: String) -> FileError {
+        self.at_spans(key, None, at, message)
     }
+
+    /// An error at `key`, positioned at `fallback` when `key` is not in the file.
+    fn at_or(&self, key: &str, fallback: &str, at: At, message: String) -> FileError {
+        let spans = self
+            .spans
+            .get(key)
+            .or_else(|| self.spans.get(fallback))
+            .cloned();
+        self.at_spans(key, spans, at, message)
+    }
+
+    /// An error at `key`, with its spans given or looked up (the nearest
+    /// enclosing key's when the path itself is not in the file).
+    fn at_spans(&self, key: &str, spans: Option<Spans>, at: At, message: String) -> FileError {
+        let spans = spans.or_else(|| {
+            let mut p = key;
+            loop {
+                if let Some(s) = self.spans.get(p) {
+                    return Some(s.clone());
+                }
+                p = &p[..parent_end(p)?];
+            }
+        });
+        let span = spans.and_then(|s| match at {
+            At::Key => s.key.or(s.value),
+            At::Value => s.value.or(s.key),
+        });
+        let (line, col) = span.map(|s| line_col(self.src, s.start)).unwrap_or((0, 0));
+        FileError {
+            line,
+            col,
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    /// A serde error under `base`, its spec path turned back into the file's.
+    fn de_error(
+        &self,
+        base: &str,
+        e: &DeError,
+        renames: &Renames,
+        extra: &HashMap<String, Spans>,
+    ) -> FileError {
+        let file = renames.file_path(&e.path);
+        if let Some((key, expected)) = &e.unknown_field {
+            let known: Vec<&str> = expected.iter().flat_map(|f| file_names(f)).collect();
+            return self.at(&join(base, &file), At::Key, unknown_key(key, known));
+        }
+        let path = join(base, &file);
+        let mut message = plain_message(&e.message);
+        if let Some((value, allowed)) = &e.unknown_variant {
+            message = format!(
+                "unknown value {value:?}; expected one of {}",
+                allowed.join(", ")
+            );
+            if let Some(best) = closest(value, allowed.iter().map(String::as_str)) {
+                message.push_str(&format!("; did you mean `{best}`?"));
+            }
+        }
+        self.at_spans(&path, extra.get(&path).cloned(), At::Value, message)
+    }
+}
+
+fn sorted(mut errors: Vec<FileError>) -> Vec<FileError> {
+    errors.sort_by_key(|e| (e.line, e.col));
+    errors
+}
+
+/// `base` and a relative path (`x`, `x.y`, `[0].x`, or empty).
+fn join(base: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        base.to_string()
+    } else if base.is_empty() {
+        rel.to_string()
+    } else if rel.starts_with('[') {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}.{rel}")
+    }
+}
+
+/// Where the last segment of a key path starts (`a.b` → 1, `a[0]` → 1).
+fn parent_end(p: &str) -> Option<usize> {
+    p.rfind(['.', '['])
+}
+
+/// The message for an unknown key, with a did-you-mean among `known`.
+fn unknown_key<'k>(key: &str, known: impl IntoIterator<Item = &'k str> + Clone) -> String {
+    let mut msg = format!("unknown key `{key}`");
+    match closest(key, known.clone()) {
+        Some(best) => msg.push_str(&format!("; did you mean `{best}`?")),
+        None => msg.push_str(&format!(
+            "; known keys: {}",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )),
+    }
+    msg
+}
+
+/// The file's names for a field of the spec (most are the same).
+fn file_names(field: &str) -> Vec<&str> {
+    if field == "check" {
+        return CHECK_KINDS.iter().chain(HTTP_OPTS).copied().collect();
+    }
+    match LIMIT_NAMES.iter().find(|(_, spec)| *spec == field) {
+        Some((file, _)) => vec![file],
+        None => vec![field],
+    }
+}
+
+/// Serde's messages speak of Rust types; a file speaks of tables and arrays.
+fn plain_message(m: &str) -> String {
+    let m = m.trim();
+    for (rust, toml) in [
+        ("expected struct ", "expected a table"),
+        ("expected a map", "expected a table"),
+        ("expected a sequence", "expected an array"),
+    ] {
+        if let Some(i) = m.find(rust) {
+            return format!("{}{toml}", &m[..i]);
+        }
+    }
+    m.to_string()
 }
 
 fn line_col(src: &str, offset: usize) -> (usize, usize) {
@@ -313,571 +563,503 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-struct Walker<'a> {
-    src: &'a str,
-    errors: Vec<FileError>,
-    /// Span of every key seen, by path, so semantic errors found later point home.
-    spans: HashMap<String, Range<usize>>,
+/// Record the spans of every key path under a table.
+fn index_table(path: Option<&str>, t: &dyn TableLike, out: &mut HashMap<String, Spans>) {
+    for (k, item) in t.iter() {
+        let p = match path {
+            Some(base) => format!("{base}.{k}"),
+            None => k.to_string(),
+        };
+        let key = t.get_key_value(k).and_then(|(k, _)| k.span());
+        out.insert(
+            p.clone(),
+            Spans {
+                key,
+                value: item.span(),
+            },
+        );
+        index_item(&p, item, out);
+    }
 }
 
-impl Walker<'_> {
-    fn err(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
-        let (line, col) = span.map(|s| line_col(self.src, s.start)).unwrap_or((0, 0));
-        self.errors.push(FileError {
-            line,
-            col,
-            key: key.to_string(),
-            message: message.into(),
-        });
-    }
-
-    fn err_key(&mut self, key: &str, message: impl Into<String>) {
-        let span = self.spans.get(key).cloned();
-        self.err(span, key, message);
-    }
-
-    fn unknown(&mut self, span: Option<Range<usize>>, key: &str, prefix: &str, known: &[&str]) {
-        let path = format!("{prefix}{key}");
-        let mut msg = format!("unknown key `{key}`");
-        if let Some(best) = closest(key, known) {
-            msg.push_str(&format!("; did you mean `{best}`?"));
-        } else {
-            msg.push_str(&format!("; known keys: {}", known.join(", ")));
-        }
-        self.err(span, &path, msg);
-    }
-
-    fn process(
-        &mut self,
-        path: &str,
-        t: &dyn TableLike,
-        header: Option<Range<usize>>,
-        log_dir: Option<PathBuf>,
-    ) -> ProcessSpec {
-        let before = self.errors.len();
-        let mut spec = ProcessSpec::default();
-        spec.log.dir = log_dir;
-        let mut has = (false, false);
-        for (key, item) in t.iter() {
-            let kspan = t.get_key_value(key).and_then(|(k, _)| k.span());
-            let kp = format!("{path}.{key}");
-            if let Some(s) = kspan.clone() {
-                self.spans.insert(kp.clone(), s);
-            }
-            match key {
-                "name" => {
-                    has.0 = true;
-                    if let Some(s) = self.string(item, &kp, kspan) {
-                        spec.name = s;
-                    }
-                }
-                "command" => {
-                    has.1 = true;
-                    if let Some(s) = self.string(item, &kp, kspan) {
-                        spec.command = s;
-                    }
-                }
-                "args" => match item.as_array() {
-                    Some(a) => {
-                        for (i, v) in a.iter().enumerate() {
-                            match v.as_str() {
-                                Some(s) => spec.args.push(s.to_string()),
-                                None => self.err(
-                                    v.span().or(kspan.clone()),
-                                    &format!("{kp}[{i}]"),
-                                    format!("expected a string, found {}", v.type_name()),
-                                ),
-                            }
-                        }
-                    }
-                    None => self.err(kspan, &kp, "expected an array of strings"),
-                },
-                "env" => match item.as_table_like() {
-                    Some(env) => {
-                        for (k, v) in env.iter() {
-                            match v.as_str() {
-                                Some(s) => {
-                                    spec.env.insert(k.to_string(), s.to_string());
-                                }
-                                None => self.err(
-                                    env.get_key_value(k).and_then(|(k, _)| k.span()),
-                                    &format!("{kp}.{k}"),
-                                    "expected a string",
-                                ),
-                            }
-                        }
-                    }
-                    None => self.err(kspan, &kp, "expected a table of strings"),
-                },
-                "inherit_env" => {
-                    if let Some(b) = self.bool(item, &kp, kspan) {
-                        spec.inherit_env = b;
-                    }
-                }
-                "die_with_supervisor" => {
-                    if let Some(b) = self.bool(item, &kp, kspan) {
-                        spec.die_with_supervisor = b;
-                    }
-                }
-                "working_dir" => {
-                    if let Some(s) = self.string(item, &kp, kspan) {
-                        spec.working_dir = Some(PathBuf::from(s));
-                    }
-                }
-                "instances" => {
-                    if let Some(n) = self.int(item, &kp, kspan, 1, MAX_INSTANCES) {
-                        spec.instances = n as u32;
-                    }
-                }
-                "stop_signal" => {
-                    if let Some(s) = self.string(item, &kp, kspan.clone()) {
-                        match s.parse::<StopSignal>() {
-                            Ok(sig) => spec.stop_signal = sig,
-                            Err(e) => self.err(kspan, &kp, e),
-                        }
-                    }
-                }
-                "stop_timeout" => {
-                    if let Some(d) = self.duration(item, &kp, kspan) {
-                        spec.stop_timeout = d;
-                    }
-                }
-                "restart" => self.restart(&kp, item, kspan, &mut spec),
-                "log" => self.log(&kp, item, kspan, &mut spec),
-                "ports" => match item.as_array() {
-                    Some(a) => {
-                        for (i, v) in a.iter().enumerate() {
-                            match v.as_str() {
-                                Some(s) => spec.ports.push(s.to_string()),
-                                None => self.err(
-                                    v.span().or(kspan.clone()),
-                                    &format!("{kp}[{i}]"),
-                                    "expected a port name string",
-                                ),
-                            }
-                        }
-                    }
-                    None => self.err(
-                        kspan,
-                        &kp,
-                        "expected an array of port names, like [\"http\"]",
-                    ),
-                },
-                "health_port" => {
-                    if let Some(b) = self.bool(item, &kp, kspan) {
-                        spec.health_port = b;
-                    }
-                }
-                "start_timeout" => {
-                    if let Some(d) = self.duration(item, &kp, kspan) {
-                        spec.start_timeout = d;
-                    }
-                }
-                "readiness" => spec.readiness = self.probe(&kp, item, kspan),
-                "liveness" => spec.liveness = self.probe(&kp, item, kspan),
-                "depends_on" => match item.as_table_like() {
-                    Some(t) => {
-                        for (dep, v) in t.iter() {
-                            let dspan = t.get_key_value(dep).and_then(|(k, _)| k.span());
-                            let dp = format!("{kp}.{dep}");
-                            if let Some(s) = dspan.clone() {
-                                self.spans.insert(dp.clone(), s);
-                            }
-                            match v.as_str().map(str::parse::<Condition>) {
-                                Some(Ok(c)) => {
-                                    spec.depends_on.insert(dep.to_string(), c);
-                                }
-                                Some(Err(e)) => self.err(dspan, &dp, e),
-                                None => self.err(
-                                    dspan,
-                                    &dp,
-                                    "expected a condition: started, healthy or completed_successfully",
-                                ),
-                            }
-                        }
-                    }
-                    None => self.err(kspan, &kp, "expected a table like { web = \"healthy\" }"),
-                },
-                "no_new_privs" => {
-                    if let Some(b) = self.bool(item, &kp, kspan) {
-                        spec.no_new_privs = b;
-                    }
-                }
-                "netns" => {
-                    if let Some(s) = self.string(item, &kp, kspan) {
-                        spec.netns = Some(PathBuf::from(s));
-                    }
-                }
-                "user" => {
-                    if let Some(s) = self.string(item, &kp, kspan.clone()) {
-                        match hangar_supervisor::RunAs::from_name(&s) {
-                            Ok(r) => spec.user = Some(r),
-                            Err(e) => self.err(kspan, &kp, e.message()),
-                        }
-                    }
-                }
-                "limits" => match item.as_table_like() {
-                    Some(t) => {
-                        let mut l = hangar_supervisor::Limits::default();
-                        for (k, v) in t.iter() {
-                            let vspan = t.get_key_value(k).and_then(|(k, _)| k.span());
-                            let lp = format!("{kp}.{k}");
-                            let text = v
-                                .as_str()
-                                .map(str::to_string)
-                                .or_else(|| v.as_integer().map(|n| n.to_string()))
-                                .or_else(|| v.as_float().map(|n| n.to_string()));
-                            let Some(text) = text else {
-                                self.err(
-                                    vspan,
-                                    &lp,
-                                    "expected a number or a string like \"512Mi\"",
-                                );
-                                continue;
-                            };
-                            match k {
-                                "memory" => match hangar_supervisor::Limits::parse_memory(&text) {
-                                    Ok(b) => l.memory_max = Some(b),
-                                    Err(e) => self.err(vspan, &lp, e),
-                                },
-                                "cpu" => match hangar_supervisor::Limits::parse_cpu(&text) {
-                                    Ok(c) => l.cpu_max = Some(c),
-                                    Err(e) => self.err(vspan, &lp, e),
-                                },
-                                "pids" => match text.parse::<u64>() {
-                                    Ok(n) => l.pids_max = Some(n),
-                                    Err(_) => {
-                                        self.err(vspan, &lp, "expected a whole number of processes")
-                                    }
-                                },
-                                other => self.unknown(vspan, other, &format!("{kp}."), LIMIT_KEYS),
-                            }
-                        }
-                        spec.limits = Some(l);
-                    }
-                    None => self.err(
-                        kspan,
-                        &kp,
-                        "expected a table like { memory = \"256Mi\", cpu = 0.5, pids = 64 }",
-                    ),
-                },
-                other => self.unknown(kspan, other, &format!("{path}."), PROCESS_KEYS),
+fn index_item(path: &str, item: &Item, out: &mut HashMap<String, Spans>) {
+    match item {
+        Item::Table(t) => index_table(Some(path), t, out),
+        Item::ArrayOfTables(a) => {
+            for (i, t) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                out.insert(
+                    p.clone(),
+                    Spans {
+                        key: None,
+                        value: t.span(),
+                    },
+                );
+                index_table(Some(&p), t, out);
             }
         }
-        if !has.0 {
-            self.err(
-                header.clone(),
-                &format!("{path}.name"),
-                "missing required key `name`",
-            );
+        Item::Value(v) => index_value(path, v, out),
+        Item::None => {}
+    }
+}
+
+fn index_value(path: &str, v: &Value, out: &mut HashMap<String, Spans>) {
+    match v {
+        Value::InlineTable(t) => index_table(Some(path), t, out),
+        Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                out.insert(
+                    p.clone(),
+                    Spans {
+                        key: None,
+                        value: v.span(),
+                    },
+                );
+                index_value(&p, v, out);
+            }
         }
-        if !has.1 {
-            self.err(
-                header,
-                &format!("{path}.command"),
-                "missing required key `command`",
-            );
-        }
-        // Semantic problems, except for keys already reported (a value that did not
-        // parse leaves a default behind that would be blamed twice).
-        let reported: Vec<String> = self.errors[before..]
+        _ => {}
+    }
+}
+
+/// One serde error: the path of the field (the spec's spelling), the message,
+/// and what it says of an unknown field or value.
+#[derive(Debug)]
+struct DeError {
+    path: String,
+    message: String,
+    /// An unknown field: its name and the fields expected there.
+    unknown_field: Option<(String, Vec<String>)>,
+    /// An unknown value: the value and the values allowed.
+    unknown_variant: Option<(String, Vec<String>)>,
+}
+
+/// The names between backticks in a serde message.
+fn ticked(m: &str) -> Vec<String> {
+    m.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deserialize `value` as a `T`, taking out each refused key and reading again
+/// until it passes: every mistake is found, not just the first. `None` when a
+/// mistake could not be taken out.
+fn read_all<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<DeError>) {
+    let mut errors = Vec::new();
+    while errors.len() < MAX_ERRORS {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone().into_deserializer()) {
+            Ok(t) => return (Some(t), errors),
+            Err(e) => e,
+        };
+        let mut segs: Vec<Seg> = e
+            .path()
             .iter()
-            .map(|e| e.key.clone())
+            .filter_map(|s| match s {
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                _ => None,
+            })
             .collect();
-        for p in spec.problems() {
-            let key = format!("{path}.{}", p.field);
-            let dup = reported
-                .iter()
-                .any(|r| r.starts_with(&key) || key.starts_with(r.as_str()));
-            if !dup {
-                self.err_key(&key, p.message);
+        let message = e.inner().message().to_string();
+        let mut err = DeError {
+            path: render(&segs),
+            message: message.clone(),
+            unknown_field: None,
+            unknown_variant: None,
+        };
+        if message.starts_with("unknown field `") {
+            let mut names = ticked(&message).into_iter();
+            if let Some(key) = names.next() {
+                // The path names the unknown key itself, or its table.
+                if !matches!(segs.last(), Some(Seg::Key(k)) if *k == key) {
+                    segs.push(Seg::Key(key.clone()));
+                    err.path = render(&segs);
+                }
+                err.unknown_field = Some((key, names.collect()));
+            }
+        } else if message.starts_with("unknown variant `") {
+            let mut names = ticked(&message).into_iter();
+            if let Some(v) = names.next() {
+                err.unknown_variant = Some((v, names.collect()));
             }
         }
-        spec
+        errors.push(err);
+        if !remove(&mut value, &segs) {
+            return (None, errors);
+        }
+    }
+    (None, errors)
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn render(segs: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in segs {
+        match s {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Take the item at `segs` out of `value`; false when there is none.
+fn remove(value: &mut Value, segs: &[Seg]) -> bool {
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for s in parents {
+        let next = match (s, v) {
+            (Seg::Key(k), Value::InlineTable(t)) => t.get_mut(k),
+            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => v = n,
+            None => return false,
+        }
+    }
+    match (last, v) {
+        (Seg::Key(k), Value::InlineTable(t)) => t.remove(k).is_some(),
+        (Seg::Index(i), Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Spec paths made by a rewrite, each with the file path it came from.
+#[derive(Debug, Default)]
+struct Renames(Vec<(String, String)>);
+
+impl Renames {
+    /// The file's spelling of a spec path: the longest renamed prefix replaced.
+    fn file_path(&self, spec: &str) -> String {
+        let best = self
+            .0
+            .iter()
+            .filter(|(s, _)| {
+                spec == s
+                    || spec
+                        .strip_prefix(s.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+            .max_by_key(|(s, _)| s.len());
+        match best {
+            Some((s, f)) => format!("{f}{}", &spec[s.len()..]),
+            None => spec.to_string(),
+        }
+    }
+}
+
+/// The file's spellings turned into the spec's, before serde reads a process
+/// table. Errors found on the way are the file's, at file paths.
+#[derive(Default)]
+struct Rewrite {
+    errors: Vec<(String, At, String)>,
+    renames: Renames,
+    /// Spec paths whose key is another path's key (`readiness.check` is the
+    /// `http` key that names it).
+    span_aliases: Vec<(String, String)>,
+}
+
+impl Rewrite {
+    fn err(&mut self, path: impl Into<String>, at: At, message: impl Into<String>) {
+        self.errors.push((path.into(), at, message.into()));
     }
 
-    fn restart(
-        &mut self,
-        kp: &str,
-        item: &Item,
-        kspan: Option<Range<usize>>,
-        spec: &mut ProcessSpec,
-    ) {
-        let Some(t) = item.as_table_like() else {
-            self.err(kspan, kp, "expected a table ([process.restart])");
+    fn rename(&mut self, spec: impl Into<String>, file: impl Into<String>) {
+        self.renames.0.push((spec.into(), file.into()));
+    }
+
+    /// A process table; `user` is resolved here and handed back apart.
+    fn process(&mut self, mut t: InlineTable) -> (InlineTable, Option<RunAs>) {
+        let user = t.remove("user").and_then(|v| match v.as_str() {
+            Some(name) => match RunAs::from_name(name) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.err("user", At::Key, e.message());
+                    None
+                }
+            },
+            None => {
+                let found = v.type_name();
+                self.err(
+                    "user",
+                    At::Value,
+                    format!("expected a user name or uid string, found {found}"),
+                );
+                None
+            }
+        });
+        for path in DURATIONS {
+            self.duration(&mut t, path);
+        }
+        for path in SIZES {
+            self.size(&mut t, path);
+        }
+        if let Some(Value::InlineTable(l)) = t.get_mut("limits") {
+            self.limits(l);
+        }
+        for probe in ["readiness", "liveness"] {
+            match t.get_mut(probe) {
+                None => {}
+                Some(Value::InlineTable(p)) => self.probe(probe, p),
+                Some(_) => {
+                    t.remove(probe);
+                    self.err(
+                        probe,
+                        At::Key,
+                        "expected a table ([process.readiness] / [process.liveness])",
+                    );
+                }
+            }
+        }
+        (t, user)
+    }
+
+    /// The value at a dotted path of `t`, if every table on the way is there.
+    fn slot<'t>(t: &'t mut InlineTable, path: &str) -> Option<(&'t mut InlineTable, String)> {
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop()?.to_string();
+        let mut t = t;
+        for p in parts {
+            t = t.get_mut(p)?.as_inline_table_mut()?;
+        }
+        t.contains_key(&last).then_some((t, last))
+    }
+
+    /// A duration must be text the file can read (`"5s"`).
+    fn duration(&mut self, t: &mut InlineTable, path: &str) {
+        if let Some((table, key)) = Self::slot(t, path) {
+            self.duration_at(table, &key, path);
+        }
+    }
+
+    /// [`Rewrite::duration`] of `table.key`, reported at `path`.
+    fn duration_at(&mut self, table: &mut InlineTable, key: &str, path: &str) {
+        let problem = match table.get(key) {
+            Some(Value::String(s)) => match humantime::parse_duration(s.value().trim()) {
+                Ok(_) => return,
+                Err(e) => format!(
+                    "invalid duration {:?} ({e}); write it like \"5s\", \"250ms\" or \"1m 30s\"",
+                    s.value()
+                ),
+            },
+            Some(v) => format!(
+                "expected a duration string like \"5s\", found {}",
+                v.type_name()
+            ),
+            None => return,
+        };
+        table.remove(key);
+        self.err(path, At::Value, problem);
+    }
+
+    /// A size is bytes, or text like `"10MiB"`; the spec takes bytes.
+    fn size(&mut self, t: &mut InlineTable, path: &str) {
+        let Some((table, key)) = Self::slot(t, path) else {
             return;
         };
-        let r = &mut spec.restart;
-        for (key, item) in t.iter() {
-            let span = t.get_key_value(key).and_then(|(k, _)| k.span());
-            let p = format!("{kp}.{key}");
-            if let Some(s) = span.clone() {
-                self.spans.insert(p.clone(), s);
+        let bytes = match table.get(&key) {
+            Some(Value::Integer(n)) if *n.value() >= 0 => return,
+            Some(Value::String(s)) => parse_size(s.value()).and_then(|n| i64::try_from(n).ok()),
+            _ => None,
+        };
+        match bytes {
+            Some(n) => {
+                table.insert(&key, Value::from(n));
             }
-            match key {
-                "policy" => {
-                    if let Some(s) = self.string(item, &p, span.clone()) {
-                        match s.parse::<RestartMode>() {
-                            Ok(m) => r.policy = m,
-                            Err(e) => self.err(span, &p, e),
-                        }
-                    }
-                }
-                "initial_interval" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        r.initial_interval = d;
-                    }
-                }
-                "max_interval" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        r.max_interval = d;
-                    }
-                }
-                "min_uptime" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        r.min_uptime = d;
-                    }
-                }
-                "multiplier" => {
-                    if let Some(f) = self.float(item, &p, span) {
-                        r.multiplier = f;
-                    }
-                }
-                "jitter" => {
-                    if let Some(f) = self.float(item, &p, span) {
-                        r.jitter = f;
-                    }
-                }
-                "max_retries" => {
-                    if let Some(n) = self.int(item, &p, span, 0, u32::MAX as i64) {
-                        r.max_retries = n as u32;
-                    }
-                }
-                other => self.unknown(span, other, &format!("{kp}."), RESTART_KEYS),
+            None => {
+                table.remove(&key);
+                self.err(
+                    path,
+                    At::Value,
+                    "expected a size in bytes, or a string like \"10MiB\" or \"512K\"",
+                );
             }
-        }
-        // Intervals shorter than the default cap would be silently raised by it.
-        if r.max_interval < r.initial_interval && !t.contains_key("max_interval") {
-            r.max_interval = r.initial_interval;
         }
     }
 
-    fn probe(&mut self, kp: &str, item: &Item, kspan: Option<Range<usize>>) -> Option<ProbeSpec> {
-        let Some(t) = item.as_table_like() else {
+    /// `memory`, `cpu`, `pids` are the spec's `memory_max`, `cpu_max`, `pids_max`.
+    fn limits(&mut self, l: &mut InlineTable) {
+        let old = std::mem::take(l);
+        for (k, mut v) in old {
+            let k = k.as_str();
+            if let Some((file, spec)) = LIMIT_NAMES.iter().find(|(f, _)| *f == k) {
+                if *file == "pids" {
+                    // A whole number of processes may be written as text.
+                    if let Some(n) = v.as_str().and_then(|s| s.trim().parse::<i64>().ok()) {
+                        v = Value::from(n);
+                    }
+                }
+                self.rename(format!("limits.{spec}"), format!("limits.{file}"));
+                l.insert(*spec, v);
+            } else if LIMIT_NAMES.iter().any(|(_, s)| *s == k) {
+                let files = LIMIT_NAMES.iter().map(|(f, _)| *f);
+                self.err(format!("limits.{k}"), At::Key, unknown_key(k, files));
+            } else {
+                l.insert(k, v);
+            }
+        }
+    }
+
+    /// A probe names its check directly; the spec has it under `check`.
+    fn probe(&mut self, path: &str, p: &mut InlineTable) {
+        if p.remove("check").is_some() {
             self.err(
-                kspan,
-                kp,
-                "expected a table ([process.readiness] / [process.liveness])",
+                format!("{path}.check"),
+                At::Key,
+                format!(
+                    "unknown key `check`; name the check itself: one of {}",
+                    CHECK_KINDS.join(", ")
+                ),
             );
-            return None;
-        };
-        let before = self.errors.len();
-        let mut probe = ProbeSpec::default();
-        // The check: exactly one kind key, plus the HTTP options.
+        }
+        for d in PROBE_DURATIONS {
+            self.duration_at(p, d, &format!("{path}.{d}"));
+        }
         let kinds: Vec<&str> = CHECK_KINDS
             .iter()
             .copied()
-            .filter(|k| t.contains_key(k))
+            .filter(|k| p.contains_key(k))
             .collect();
-        match kinds.as_slice() {
+        let http = kinds == ["http"];
+        for opt in HTTP_OPTS {
+            if p.contains_key(opt) && !http && kinds.len() <= 1 {
+                p.remove(opt);
+                self.err(
+                    format!("{path}.{opt}"),
+                    At::Key,
+                    format!("`{opt}` applies to http checks only"),
+                );
+            }
+        }
+        let check = match kinds.as_slice() {
             [kind] => {
-                let (k, v) = t.get_key_value(kind).expect("present");
-                if let Some(s) = k.span() {
-                    self.spans.insert(format!("{kp}.check"), s);
-                }
-                let path = format!("{kp}.{kind}");
-                if let Some(check) = self.check(&path, kind, v.as_value(), k.span(), Some(t)) {
-                    probe.check = check;
-                }
+                let opts: Vec<(String, Value)> = if http {
+                    HTTP_OPTS
+                        .iter()
+                        .filter_map(|o| p.remove(o).map(|v| (o.to_string(), v)))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let v = p.remove(kind);
+                self.span_aliases
+                    .push((format!("{path}.check"), format!("{path}.{kind}")));
+                v.and_then(|v| self.check(&format!("{path}.check"), path, kind, v, opts))
             }
-            [] => self.err(
-                kspan.clone(),
-                kp,
-                format!("no check: give one of {}", CHECK_KINDS.join(", ")),
-            ),
-            many => self.err(
-                kspan.clone(),
-                kp,
-                format!(
-                    "several checks ({}): give exactly one, or combine them with all/any",
-                    many.join(", ")
-                ),
-            ),
-        }
-        for (key, item) in t.iter() {
-            let span = t.get_key_value(key).and_then(|(k, _)| k.span());
-            let p = format!("{kp}.{key}");
-            if let Some(s) = span.clone() {
-                self.spans.insert(p.clone(), s);
+            [] => {
+                self.err(
+                    path,
+                    At::Key,
+                    format!("no check: give one of {}", CHECK_KINDS.join(", ")),
+                );
+                None
             }
-            match key {
-                k if CHECK_KINDS.contains(&k) => {}
-                "status" | "headers" | "body_contains" => {
-                    if !t.contains_key("http") {
-                        self.err(span, &p, format!("`{key}` applies to http checks only"));
-                    }
+            many => {
+                self.err(
+                    path,
+                    At::Key,
+                    format!(
+                        "several checks ({}): give exactly one, or combine them with all/any",
+                        many.join(", ")
+                    ),
+                );
+                for k in many {
+                    p.remove(k);
                 }
-                "initial_delay" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        probe.initial_delay = d;
-                    }
+                for o in HTTP_OPTS {
+                    p.remove(o);
                 }
-                "interval" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        probe.interval = d;
-                    }
-                }
-                "timeout" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        probe.timeout = d;
-                    }
-                }
-                "success_threshold" => {
-                    if let Some(n) = self.int(item, &p, span, 1, 1000) {
-                        probe.success_threshold = n as u32;
-                    }
-                }
-                "failure_threshold" => {
-                    if let Some(n) = self.int(item, &p, span, 1, 1000) {
-                        probe.failure_threshold = n as u32;
-                    }
-                }
-                other => self.unknown(span, other, &format!("{kp}."), PROBE_KEYS),
+                None
             }
-        }
-        (self.errors.len() == before).then_some(probe)
+        };
+        // A check that was refused leaves a placeholder, so that the rest of
+        // the probe is still read (its own mistakes are listed too).
+        p.insert("check", check.unwrap_or_else(|| Value::from("process")));
     }
 
-    /// One check of kind `kind` from its value; `opts` holds the HTTP options.
+    /// One check of kind `kind` written `file.kind = v` (with `opts` for http),
+    /// as the spec's `{ kind = … }` at `spec`.
     fn check(
         &mut self,
-        path: &str,
+        spec: &str,
+        file: &str,
         kind: &str,
-        v: Option<&Value>,
-        span: Option<Range<usize>>,
-        opts: Option<&dyn TableLike>,
-    ) -> Option<Check> {
-        let Some(v) = v else {
-            self.err(span, path, "expected a value");
-            return None;
-        };
-        let vspan = v.span().or(span.clone());
+        v: Value,
+        opts: Vec<(String, Value)>,
+    ) -> Option<Value> {
+        let fk = format!("{file}.{kind}");
+        let sk = format!("{spec}.{kind}");
+        let mut inner = InlineTable::new();
         match kind {
-            "tcp" => match v.as_str() {
-                Some(a) => Some(Check::Tcp {
-                    address: a.to_string(),
-                }),
-                None => {
-                    self.err(vspan, path, "expected \"host:port\"");
-                    None
-                }
-            },
-            "http" => {
-                let Some(url) = v.as_str() else {
-                    self.err(vspan, path, "expected a URL string");
+            "tcp" => {
+                if !v.is_str() {
+                    self.err(fk, At::Value, "expected \"host:port\"");
                     return None;
-                };
-                let mut status = None;
-                let mut headers = std::collections::BTreeMap::new();
-                let mut body_contains = None;
-                if let Some(t) = opts {
-                    if let Some(s) = t.get("status") {
-                        match s.as_integer() {
-                            Some(n) if (100..=599).contains(&n) => status = Some(n as u16),
-                            _ => self.err(
-                                s.span().or(span.clone()),
-                                &format!("{path}.status"),
-                                "expected an HTTP status between 100 and 599",
-                            ),
-                        }
-                    }
-                    if let Some(h) = t.get("headers") {
-                        match h.as_table_like() {
-                            Some(h) => {
-                                for (k, v) in h.iter() {
-                                    match v.as_str() {
-                                        Some(s) => {
-                                            headers.insert(k.to_string(), s.to_string());
-                                        }
-                                        None => self.err(
-                                            span.clone(),
-                                            &format!("{path}.headers.{k}"),
-                                            "expected a string",
-                                        ),
-                                    }
-                                }
-                            }
-                            None => self.err(
-                                span.clone(),
-                                &format!("{path}.headers"),
-                                "expected a table of strings",
-                            ),
-                        }
-                    }
-                    if let Some(b) = t.get("body_contains") {
-                        match b.as_str() {
-                            Some(s) => body_contains = Some(s.to_string()),
-                            None => self.err(
-                                span.clone(),
-                                &format!("{path}.body_contains"),
-                                "expected a string",
-                            ),
-                        }
-                    }
                 }
-                Some(Check::Http {
-                    url: url.to_string(),
-                    status,
-                    headers,
-                    body_contains,
-                })
+                inner.insert("address", v);
+                self.rename(format!("{sk}.address"), fk);
             }
-            "exec" => match v.as_array() {
-                Some(a) => {
-                    let cmd: Option<Vec<String>> =
-                        a.iter().map(|x| x.as_str().map(str::to_string)).collect();
-                    match cmd {
-                        Some(c) => Some(Check::Exec { command: c }),
-                        None => {
-                            self.err(
-                                vspan,
-                                path,
-                                "expected an array of strings, like [\"pg_isready\", \"-q\"]",
-                            );
-                            None
-                        }
-                    }
+            "http" => {
+                if !v.is_str() {
+                    self.err(fk, At::Value, "expected a URL string");
+                    return None;
                 }
-                None => {
+                inner.insert("url", v);
+                self.rename(format!("{sk}.url"), fk);
+                for (o, ov) in opts {
+                    self.rename(format!("{sk}.{o}"), format!("{file}.{o}"));
+                    inner.insert(&o, ov);
+                }
+                if !inner.contains_key("headers") {
+                    inner.insert("headers", Value::InlineTable(InlineTable::new()));
+                }
+            }
+            "exec" => {
+                inner.insert("command", v);
+                self.rename(format!("{sk}.command"), fk);
+            }
+            "process" => {
+                if v.as_bool() != Some(true) {
+                    self.err(fk, At::Value, "write `process = true`");
+                    return None;
+                }
+                return Some(Value::from("process"));
+            }
+            _ => {
+                // all / any: an array of inline tables with one check each.
+                let Value::Array(a) = v else {
                     self.err(
-                        vspan,
-                        path,
-                        "expected an array of strings, like [\"pg_isready\", \"-q\"]",
+                        fk,
+                        At::Value,
+                        "expected an array of checks, like [{ tcp = \"127.0.0.1:80\" }, { process = true }]",
                     );
-                    None
-                }
-            },
-            "process" => match v.as_bool() {
-                Some(true) => Some(Check::Process),
-                _ => {
-                    self.err(vspan, path, "write `process = true`");
-                    None
-                }
-            },
-            "all" | "any" => {
-                let Some(a) = v.as_array() else {
-                    self.err(vspan, path, "expected an array of checks, like [{ tcp = \"127.0.0.1:80\" }, { process = true }]");
                     return None;
                 };
-                let mut checks = Vec::new();
-                for (i, c) in a.iter().enumerate() {
-                    let cp = format!("{path}[{i}]");
-                    let Some(t) = c.as_inline_table() else {
-                        self.err(
-                            c.span().or(span.clone()),
-                            &cp,
-                            "expected an inline table with one check",
-                        );
+                let mut checks = Array::new();
+                for (i, c) in a.into_iter().enumerate() {
+                    let cf = format!("{fk}[{i}]");
+                    let cs = format!("{sk}[{}]", checks.len());
+                    let Value::InlineTable(mut t) = c else {
+                        self.err(cf, At::Value, "expected an inline table with one check");
                         continue;
                     };
                     let kinds: Vec<&str> = CHECK_KINDS
@@ -887,226 +1069,42 @@ impl Walker<'_> {
                         .collect();
                     let [k] = kinds.as_slice() else {
                         self.err(
-                            c.span().or(span.clone()),
-                            &cp,
+                            cf,
+                            At::Value,
                             format!("give exactly one of {}", CHECK_KINDS.join(", ")),
                         );
                         continue;
                     };
-                    for key in t.iter().map(|(k, _)| k) {
-                        if !PROBE_KEYS[..9].contains(&key) {
-                            self.unknown(
-                                c.span().or(span.clone()),
-                                key,
-                                &format!("{cp}."),
-                                &PROBE_KEYS[..9],
-                            );
+                    let known = || CHECK_KINDS.iter().chain(HTTP_OPTS).copied();
+                    let keys: Vec<String> = t.iter().map(|(k, _)| k.to_string()).collect();
+                    let mut bad = false;
+                    for key in keys {
+                        if !known().any(|k| k == key) {
+                            self.err(format!("{cf}.{key}"), At::Key, unknown_key(&key, known()));
+                            bad = true;
                         }
                     }
-                    if let Some(check) =
-                        self.check(&format!("{cp}.{k}"), k, t.get(k), c.span(), Some(t))
-                    {
-                        checks.push(check);
+                    if bad {
+                        continue;
+                    }
+                    let opts: Vec<(String, Value)> = HTTP_OPTS
+                        .iter()
+                        .filter_map(|o| t.remove(o).map(|v| (o.to_string(), v)))
+                        .collect();
+                    let Some(v) = t.remove(k) else { continue };
+                    if let Some(c) = self.check(&cs, &cf, k, v, opts) {
+                        checks.push(c);
                     }
                 }
-                Some(if kind == "all" {
-                    Check::All(checks)
-                } else {
-                    Check::Any(checks)
-                })
-            }
-            _ => None,
-        }
-    }
-
-    fn log(&mut self, kp: &str, item: &Item, kspan: Option<Range<usize>>, spec: &mut ProcessSpec) {
-        let Some(t) = item.as_table_like() else {
-            self.err(kspan, kp, "expected a table ([process.log])");
-            return;
-        };
-        let l = &mut spec.log;
-        for (key, item) in t.iter() {
-            let span = t.get_key_value(key).and_then(|(k, _)| k.span());
-            let p = format!("{kp}.{key}");
-            if let Some(s) = span.clone() {
-                self.spans.insert(p.clone(), s);
-            }
-            match key {
-                "dir" => {
-                    if let Some(s) = self.string(item, &p, span) {
-                        l.dir = Some(PathBuf::from(s));
-                    }
-                }
-                "max_size" => {
-                    if let Some(n) = self.size(item, &p, span) {
-                        l.max_size = n;
-                    }
-                }
-                "keep" => {
-                    if let Some(n) = self.int(item, &p, span, 0, 10_000) {
-                        l.keep = n as u32;
-                    }
-                }
-                "compress" => {
-                    if let Some(b) = self.bool(item, &p, span) {
-                        l.compress = b;
-                    }
-                }
-                "max_age" => {
-                    if let Some(d) = self.duration(item, &p, span) {
-                        l.max_age = Some(d);
-                    }
-                }
-                "tail_bytes" => {
-                    if let Some(n) = self.size(item, &p, span) {
-                        l.tail_bytes = n as usize;
-                    }
-                }
-                other => self.unknown(span, other, &format!("{kp}."), LOG_KEYS),
+                let mut out = InlineTable::new();
+                out.insert(kind, Value::Array(checks));
+                self.rename(sk, fk);
+                return Some(Value::InlineTable(out));
             }
         }
-    }
-
-    fn value<'i>(
-        &mut self,
-        item: &'i Item,
-        key: &str,
-        span: Option<Range<usize>>,
-        want: &str,
-    ) -> Option<&'i Value> {
-        match item.as_value() {
-            Some(v) => Some(v),
-            None => {
-                self.err(
-                    span,
-                    key,
-                    format!("expected {want}, found {}", item.type_name()),
-                );
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, item: &Item, key: &str, span: Option<Range<usize>>) -> Option<String> {
-        let v = self.value(item, key, span.clone(), "a string")?;
-        match v.as_str() {
-            Some(s) => Some(s.to_string()),
-            None => {
-                self.err(
-                    v.span().or(span),
-                    key,
-                    format!("expected a string, found {}", v.type_name()),
-                );
-                None
-            }
-        }
-    }
-
-    fn bool(&mut self, item: &Item, key: &str, span: Option<Range<usize>>) -> Option<bool> {
-        let v = self.value(item, key, span.clone(), "true or false")?;
-        match v.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                self.err(
-                    v.span().or(span),
-                    key,
-                    format!("expected true or false, found {}", v.type_name()),
-                );
-                None
-            }
-        }
-    }
-
-    fn int(
-        &mut self,
-        item: &Item,
-        key: &str,
-        span: Option<Range<usize>>,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
-        let v = self.value(item, key, span.clone(), "an integer")?;
-        match v.as_integer() {
-            Some(n) if (min..=max).contains(&n) => Some(n),
-            Some(n) => {
-                self.err(
-                    v.span().or(span),
-                    key,
-                    format!("{n} is out of range {min}..={max}"),
-                );
-                None
-            }
-            None => {
-                self.err(
-                    v.span().or(span),
-                    key,
-                    format!("expected an integer, found {}", v.type_name()),
-                );
-                None
-            }
-        }
-    }
-
-    fn float(&mut self, item: &Item, key: &str, span: Option<Range<usize>>) -> Option<f64> {
-        let v = self.value(item, key, span.clone(), "a number")?;
-        match (v.as_float(), v.as_integer()) {
-            (Some(f), _) => Some(f),
-            (None, Some(i)) => Some(i as f64),
-            _ => {
-                self.err(
-                    v.span().or(span),
-                    key,
-                    format!("expected a number, found {}", v.type_name()),
-                );
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, item: &Item, key: &str, span: Option<Range<usize>>) -> Option<Duration> {
-        let v = self.value(item, key, span.clone(), "a duration")?;
-        let vspan = v.span().or(span);
-        match v.as_str() {
-            Some(s) => match humantime::parse_duration(s.trim()) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.err(vspan, key, format!("invalid duration {s:?} ({e}); write it like \"5s\", \"250ms\" or \"1m 30s\""));
-                    None
-                }
-            },
-            None => {
-                self.err(
-                    vspan,
-                    key,
-                    format!(
-                        "expected a duration string like \"5s\", found {}",
-                        v.type_name()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn size(&mut self, item: &Item, key: &str, span: Option<Range<usize>>) -> Option<u64> {
-        let v = self.value(item, key, span.clone(), "a size")?;
-        let vspan = v.span().or(span);
-        if let Some(n) = v.as_integer() {
-            if n >= 0 {
-                return Some(n as u64);
-            }
-        }
-        if let Some(s) = v.as_str() {
-            if let Some(n) = parse_size(s) {
-                return Some(n);
-            }
-        }
-        self.err(
-            vspan,
-            key,
-            "expected a size in bytes, or a string like \"10MiB\" or \"512K\"",
-        );
-        None
+        let mut out = InlineTable::new();
+        out.insert(kind, Value::InlineTable(inner));
+        Some(Value::InlineTable(out))
     }
 }
 
@@ -1126,33 +1124,11 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// The known key closest to a misspelt one, if close enough to be a typo.
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hangar_supervisor::{Check, Condition, RestartMode};
+    use std::time::Duration;
 
     #[test]
     fn limits_user_netns_and_no_new_privs_parse_and_mistakes_are_named() {
@@ -1387,6 +1363,106 @@ tcp = "127.0.0.1:{port.nope}"
         let f = parse(src, None).unwrap();
         let deps: Vec<&String> = f.processes[1].depends_on.keys().collect();
         assert_eq!(deps, ["w-1", "w-2"]);
+    }
+
+    #[test]
+    fn values_dependencies_and_ports_get_a_did_you_mean() {
+        let src = r#"[[process]]
+name = "web"
+command = "srv"
+ports = ["http"]
+stop_signal = "SIGTREM"
+args = ["{port.htp}"]
+[process.restart]
+policy = "alwayz"
+[process.log]
+max_size = "lots"
+
+[[process]]
+name = "client"
+command = "x"
+depends_on = { wbe = "healthy", web = "helthy" }
+"#;
+        let errs = parse(src, None).unwrap_err();
+        let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (5, "process[0].stop_signal"),
+                (6, "process[0].args"),
+                (8, "process[0].restart.policy"),
+                (10, "process[0].log.max_size"),
+                (15, "process[1].depends_on.wbe"),
+                (15, "process[1].depends_on.web"),
+            ],
+            "{errs:#?}"
+        );
+        assert!(
+            errs[0].message.contains("did you mean `SIGTERM`?"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].message.contains("did you mean `{port.http}`?"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].message.contains("did you mean `always`?"),
+            "{errs:#?}"
+        );
+        assert!(errs[3].message.contains("\"10MiB\""), "{errs:#?}");
+        assert!(errs[4].message.contains("did you mean `web`?"), "{errs:#?}");
+        assert!(
+            errs[5].message.contains("did you mean `healthy`?"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn the_file_keeps_its_own_spellings() {
+        // Durations are text only; the stored spec's spellings are not the file's.
+        let src = r#"[[process]]
+name = "a"
+command = "x"
+stop_timeout = 5
+limits = { memory_max = "64Mi", pids = "8" }
+[process.readiness]
+check = "process"
+"#;
+        let errs = parse(src, None).unwrap_err();
+        let got: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "process[0].stop_timeout",
+                "process[0].limits.memory_max",
+                "process[0].readiness",
+                "process[0].readiness.check",
+            ],
+            "{errs:#?}"
+        );
+        assert!(
+            errs[0].message.contains("expected a duration string"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].message.contains("known keys: memory, cpu, pids"),
+            "{errs:#?}"
+        );
+        let ok = "[[process]]\nname='a'\ncommand='x'\nlimits={pids='8'}\n[process.liveness]\nall=[{tcp='127.0.0.1:1'},{http='http://x/',status=204},{process=true}]\n";
+        let f = parse(ok, None).unwrap();
+        let p = &f.processes[0];
+        assert_eq!(p.limits.and_then(|l| l.pids_max), Some(8));
+        let Some(Check::All(checks)) = p.liveness.as_ref().map(|l| &l.check) else {
+            panic!("{p:?}");
+        };
+        assert!(matches!(
+            &checks[1],
+            Check::Http {
+                status: Some(204),
+                ..
+            }
+        ));
+        assert_eq!(checks[2], Check::Process);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::state::State;
 use crate::status::ProcessStatus;
 
 /// When a dependency counts as met (the process-compose conditions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// The dependency has been started (it runs, or ran and exited).
@@ -33,6 +33,19 @@ impl std::str::FromStr for Condition {
                 "unknown condition {other:?}; expected started, healthy or completed_successfully"
             )),
         }
+    }
+}
+
+impl Condition {
+    /// The names a condition is written with (the `process_` forms are read too).
+    pub const NAMES: &'static [&'static str] = &["started", "healthy", "completed_successfully"];
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::unknown_variant(&s, Condition::NAMES))
     }
 }
 

@@ -255,15 +255,15 @@ impl Manager {
         if let Err(e) = spec.validate() {
             return vec![(spec.name.clone(), Err(e))];
         }
-        let instances: Vec<ProcessSpec> = (1..=spec.instances)
-            .map(|i| {
-                let mut one = spec.clone();
-                one.instances = 1;
-                one.name = format!("{}-{i}", spec.name);
-                one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
-                one
-            })
-            .collect();
+        let mut instances = spec.expand();
+        if spec.instances == 1 {
+            // start_n numbers even a single instance (`name-1`), as it always has;
+            // expand() leaves a spec of one instance as it is.
+            let mut two = spec.clone();
+            two.instances = 2;
+            instances = two.expand();
+            instances.truncate(1);
+        }
         // The graph holds the instance names, which is what others depend on.
         if let Err(e) = self.check_cycles(&instances) {
             return vec![(spec.name.clone(), Err(e))];

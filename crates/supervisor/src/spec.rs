@@ -271,6 +271,26 @@ impl ProcessSpec {
         out
     }
 
+    /// The processes this spec stands for: itself when `instances` is 1, else
+    /// `instances` copies named `name-1` … `name-N`, each with `instances = 1`
+    /// and its number in `HANGAR_INSTANCE`. Names, environment and everything
+    /// else are otherwise the spec's own; each copy gets its own ports when
+    /// started (ports are allocated per process).
+    pub fn expand(&self) -> Vec<ProcessSpec> {
+        if self.instances <= 1 {
+            return vec![self.clone()];
+        }
+        (1..=self.instances)
+            .map(|i| {
+                let mut one = self.clone();
+                one.instances = 1;
+                one.name = format!("{}-{i}", self.name);
+                one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
+                one
+            })
+            .collect()
+    }
+
     /// Validate, turning every problem into one [`ErrorKind::InvalidSpec`] error.
     pub fn validate(&self) -> Result<(), Error> {
         let problems = self.problems();
@@ -478,10 +498,16 @@ fn check_placeholders(s: &str, ports: &[String]) -> Result<(), String> {
         };
         let name = &after[..end];
         if !ports.iter().any(|p| p == name) {
-            return Err(format!(
+            let mut m = format!(
                 "{{port.{name}}} in {s:?} names no port of this process (ports: [{}])",
                 ports.join(", ")
-            ));
+            );
+            if let Some(best) =
+                hangar_base::suggest::closest(name, ports.iter().map(String::as_str))
+            {
+                m.push_str(&format!("; did you mean `{{port.{best}}}`?"));
+            }
+            return Err(m);
         }
         rest = &after[end + 1..];
     }
@@ -537,7 +563,7 @@ impl fmt::Display for SpecProblem {
 }
 
 /// When to restart a process that exited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartMode {
     /// Restart after every exit, clean or not.
@@ -560,6 +586,19 @@ impl std::str::FromStr for RestartMode {
                 "unknown restart policy {other:?}; expected always, on-failure or never"
             )),
         }
+    }
+}
+
+impl RestartMode {
+    /// The names [`RestartMode`] is written with (`on_failure` and `no` are read too).
+    pub const NAMES: &'static [&'static str] = &["always", "on-failure", "never"];
+}
+
+impl<'de> Deserialize<'de> for RestartMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::unknown_variant(&s, RestartMode::NAMES))
     }
 }
 
@@ -671,6 +710,14 @@ impl Default for StopSignal {
     }
 }
 
+impl StopSignal {
+    /// The names a stop signal is written with (also read: without `SIG`, in
+    /// any case, or as the number).
+    pub const NAMES: &'static [&'static str] = &[
+        "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGWINCH",
+    ];
+}
+
 const SIGNALS: &[(&str, i32)] = &[
     ("HUP", 1),
     ("INT", 2),
@@ -720,7 +767,8 @@ impl Serialize for StopSignal {
 impl<'de> Deserialize<'de> for StopSignal {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse()
+            .map_err(|_| serde::de::Error::unknown_variant(&s, StopSignal::NAMES))
     }
 }
 
@@ -868,6 +916,49 @@ mod tests {
                 "limits.pids_max",
                 "netns"
             ]
+        );
+    }
+
+    #[test]
+    fn expand_names_instances_and_numbers_them() {
+        let one = ProcessSpec::new("web", "srv");
+        assert_eq!(one.expand(), vec![one.clone()]);
+        let mut three = ProcessSpec::new("web", "srv");
+        three.instances = 3;
+        three.env.insert("MODE".into(), "x".into());
+        three.ports = vec!["http".into()];
+        let got = three.expand();
+        let names: Vec<_> = got.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web-1", "web-2", "web-3"]);
+        for (i, s) in got.iter().enumerate() {
+            assert_eq!(s.instances, 1);
+            assert_eq!(s.env.get("HANGAR_INSTANCE"), Some(&(i + 1).to_string()));
+            assert_eq!(s.env.get("MODE").map(String::as_str), Some("x"));
+            assert_eq!(s.ports, ["http"]);
+            assert_eq!(s.expand(), vec![s.clone()]);
+        }
+    }
+
+    #[test]
+    fn names_and_ports_get_a_did_you_mean() {
+        let mut s = ProcessSpec::new("web", "srv").args(["{port.htp}"]);
+        s.ports = vec!["http".into(), "admin".into()];
+        let p = s.problems();
+        assert!(
+            p[0].message.contains("did you mean `{port.http}`?"),
+            "{p:?}"
+        );
+        let e = serde_json::from_str::<RestartMode>("\"alwayz\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `alwayz`"), "{e}");
+        assert_eq!(
+            serde_json::from_str::<RestartMode>("\"on_failure\"").ok(),
+            Some(RestartMode::OnFailure)
+        );
+        let e = serde_json::from_str::<StopSignal>("\"SIGTREM\"").unwrap_err();
+        assert!(e.to_string().contains("`SIGTERM`"), "{e}");
+        assert_eq!(
+            serde_json::from_str::<StopSignal>("\"int\"").ok(),
+            Some(StopSignal(2))
         );
     }
 
