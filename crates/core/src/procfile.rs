@@ -1170,7 +1170,27 @@ limits = { memory = "lots", pid = 3 }
     }
 
     #[test]
-    fn the_issue_example_parses() {
+    fn thresholds_and_log_keep_have_upper_bounds() {
+        let src = "[[process]]\nname='a'\ncommand='x'\n[process.log]\nkeep=10001\n\
+                   [process.liveness]\ntcp='127.0.0.1:1'\nfailure_threshold=1001\n";
+        let errs = parse(src, None).unwrap_err();
+        let keys: Vec<_> = errs.iter().map(|e| (e.line, e.key.clone())).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (5, "process[0].log.keep".to_string()),
+                (8, "process[0].liveness.failure_threshold".to_string())
+            ],
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().all(|e| e.message.contains("out of range")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn the_brief_example_parses() {
         let src = r#"
 [[process]]
 name = "sleeper"
@@ -1277,7 +1297,7 @@ compress = true
     }
 
     #[test]
-    fn the_issue_3_example_parses() {
+    fn the_probe_example_parses() {
         let src = r#"
 [[process]]
 name = "web"

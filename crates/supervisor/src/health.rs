@@ -204,17 +204,15 @@ impl ProbeSpec {
         if self.timeout.is_zero() {
             out.push(("timeout", "timeout must be greater than zero".into()));
         }
-        if self.success_threshold == 0 {
-            out.push((
-                "success_threshold",
-                "success_threshold must be at least 1".into(),
-            ));
-        }
-        if self.failure_threshold == 0 {
-            out.push((
-                "failure_threshold",
-                "failure_threshold must be at least 1".into(),
-            ));
+        for (field, n) in [
+            ("success_threshold", self.success_threshold),
+            ("failure_threshold", self.failure_threshold),
+        ] {
+            if n == 0 {
+                out.push((field, format!("{field} must be at least 1")));
+            } else if n > 1000 {
+                out.push((field, format!("{n} is out of range 1..=1000")));
+            }
         }
         out
     }

@@ -268,6 +268,12 @@ impl ProcessSpec {
                 "max_size must be 0 (no rotation) or at least 4096 bytes".into(),
             );
         }
+        if self.log.keep > 10_000 {
+            p(
+                "log.keep",
+                format!("{} is out of range 0..=10000", self.log.keep),
+            );
+        }
         out
     }
 

@@ -195,7 +195,7 @@ impl Catalog {
         if let Some(best) = self
             .entries
             .keys()
-            .map(|k| (strsim(id, k), k))
+            .map(|k| (hangar_base::suggest::edit_distance(id, k), k))
             .filter(|(d, _)| *d <= 2)
             .min()
             .map(|(_, k)| k)
@@ -263,21 +263,6 @@ fn load_one(file: &Path) -> Result<Manifest> {
     manifest::parse(&text, yaml).map_err(|p| {
         manifest::problems_error(&file.display().to_string(), p).with("file", file.display())
     })
-}
-
-/// Edit distance, for did-you-mean.
-fn strsim(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -427,25 +427,8 @@ fn describe(s: &OptionSpec) -> String {
     }
 }
 
-fn did_you_mean<'a>(k: &str, keys: impl Iterator<Item = &'a String>) -> Option<&'a String> {
-    keys.map(|c| (edit_distance(k, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
-        .min()
-        .map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+fn did_you_mean<'a>(k: &str, keys: impl Iterator<Item = &'a String>) -> Option<&'a str> {
+    hangar_base::suggest::closest(k, keys.map(String::as_str))
 }
 
 /// Turn option problems into one error: the problem's own code when there is
