@@ -209,7 +209,8 @@ async fn bench(a: Args) -> Res<()> {
     }
 
     // Idle: the same loop for as long as one reload took, at least 200 calls.
-    let span = Duration::from_secs_f64(reload_ms.iter().sum::<f64>() / reload_ms.len() as f64 / 1e3);
+    let span =
+        Duration::from_secs_f64(reload_ms.iter().sum::<f64>() / reload_ms.len() as f64 / 1e3);
     let mut idle = Vec::new();
     let t = Instant::now();
     while t.elapsed() < span || idle.len() < 200 {

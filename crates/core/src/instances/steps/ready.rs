@@ -1,0 +1,55 @@
+//! Ready: wait until the process runs and its probe does not say unhealthy,
+//! within `ready_timeout`. Nothing to undo.
+
+use std::time::{Duration, Instant};
+
+use hangar_supervisor::{Health as ProbeHealth, State};
+
+use super::super::{Instance, Instances};
+use crate::error::{Error, Result};
+
+pub(in crate::instances) async fn apply(ins: &Instances, inst: &Instance) -> Result<()> {
+    let deadline = Instant::now() + ins.s.settings.ready_timeout;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        match ins.s.manager.status(&inst.process) {
+            Ok(s) if s.state == State::Running && s.health.status != ProbeHealth::Unhealthy => {
+                return Ok(())
+            }
+            Ok(s) if matches!(s.state, State::Failed | State::Exited) => {
+                let why = s
+                    .last_error
+                    .map(|e| e.message().to_string())
+                    .or_else(|| s.last_exit.map(|x| format!("it exited ({x})")))
+                    .unwrap_or_else(|| "it stopped".into());
+                return Err(Error::new(
+                    crate::ErrorKind::InstanceStartFailed,
+                    format!("{} did not stay up: {why}", inst.process),
+                )
+                .with("restarts", s.restarts)
+                .hint(format!("see `hangar logs {}`", inst.process)));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
+                return Err(Error::new(
+                    crate::ErrorKind::InstanceStartFailed,
+                    format!("{} is gone", inst.process),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                hangar_supervisor::ErrorKind::ReadinessTimeout,
+                format!("{} was not healthy in time", inst.process),
+            )
+            .hint("raise [daemon.instances] ready_timeout, or check `hangar logs`"));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub(super) async fn undo(_ins: &Instances, _inst: &Instance) -> Result<()> {
+    Ok(())
+}
