@@ -72,7 +72,7 @@ impl Instances {
             let Some(inst) = t.records.get_mut(id) else {
                 return;
             };
-            inst.network = serde_json::to_value(rec).ok();
+            inst.network = Some(rec.clone());
             inst.bind = rec.instance_addr.to_string();
             inst.updated_ms = now_ms();
             inst.row()
@@ -100,7 +100,6 @@ impl Instances {
             .records
             .values()
             .filter_map(|i| i.network.clone())
-            .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
         if let Some(a) = lock(&self.net().alloc).as_ref() {
             for (r, e) in a.restore(&recs) {

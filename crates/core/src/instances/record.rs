@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hangar_net::NetRecord;
 use hangar_store::{Desired, InstanceRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -173,7 +174,7 @@ pub struct Instance {
     pub bind: String,
     /// Its private network's record, when it has one.
     #[serde(default)]
-    pub network: Option<Value>,
+    pub network: Option<NetRecord>,
     /// Its supervised process's name.
     pub process: String,
     /// Its directory (config, data).
@@ -232,4 +233,61 @@ pub struct Created {
     pub instance: Instance,
     /// An existing instance for the same isolation key was returned.
     pub reused: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as the code before the typed network field stored it (the
+    /// network record as a JSON object in the body).
+    const OLD_ROW: &str = r#"{
+        "id": "i-0123456789ab", "name": "vpn", "feature": "sing-box",
+        "version": "1.2.3", "mode": null, "options": {}, "tenant": "t1",
+        "session": null, "isolation": "per-tenant", "key": "sing-box/t1",
+        "state": "running", "desired": "running", "step": null,
+        "done": ["install", "ports", "network", "config", "process", "ready"],
+        "error": null, "ports": {"socks": 1080}, "bind": "10.99.7.2",
+        "network": {
+            "backend": "linux", "instance_id": "i-0123456789ab", "number": 7,
+            "namespace": "hg-7", "namespace_path": "/run/netns/hg-7",
+            "host_if": "hg-7-h", "instance_if": "hg-7-i",
+            "host_addr": "10.99.7.1", "instance_addr": "10.99.7.2",
+            "prefix_len": 24, "table": 1007, "routing_mark": "",
+            "fwmark": 65543, "rule_priority": 10007,
+            "state": {"state": "active"},
+            "steps_done": ["namespace", "veth", "host_address", "host_up",
+                           "instance_address", "instance_route", "table_route", "rule"]
+        },
+        "process": "sing-box.vpn", "dir": "/var/lib/hangar/instances/i-0123456789ab",
+        "config_file": "/var/lib/hangar/instances/i-0123456789ab/config/config.json",
+        "binary": "/var/lib/hangar/features/sing-box/1.2.3/sing-box",
+        "created_ms": 1, "updated_ms": 2
+    }"#;
+
+    #[test]
+    fn an_old_record_with_a_network_loads_and_stores_the_same_json() {
+        let inst: Instance = serde_json::from_str(OLD_ROW).expect("the old row loads");
+        let net = inst.network.as_ref().expect("a network record");
+        assert_eq!(net.number, 7);
+        assert_eq!(net.namespace_path, PathBuf::from("/run/netns/hg-7"));
+        assert!(net.is_active());
+        let old: Value = serde_json::from_str(OLD_ROW).expect("valid JSON");
+        let new = serde_json::to_value(&inst).expect("encodes");
+        assert_eq!(new["network"], old["network"]);
+        assert_eq!(new, old);
+    }
+
+    #[test]
+    fn an_old_record_without_a_network_loads() {
+        let mut old: Value = serde_json::from_str(OLD_ROW).expect("valid JSON");
+        old["network"] = Value::Null;
+        let inst: Instance = serde_json::from_value(old.clone()).expect("loads");
+        assert!(inst.network.is_none());
+        if let Some(o) = old.as_object_mut() {
+            o.remove("network");
+        }
+        let inst: Instance = serde_json::from_value(old).expect("loads without the field");
+        assert!(inst.network.is_none());
+    }
 }

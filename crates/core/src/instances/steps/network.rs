@@ -7,7 +7,7 @@ use hangar_net::{NetRecord, NetSpec};
 
 use super::super::network::net_err;
 use super::super::{Instance, Instances};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use hangar_feature::catalog::Manifest;
 
 pub(super) async fn apply(ins: &Instances, inst: &Instance, m: &Manifest) -> Result<()> {
@@ -33,16 +33,10 @@ pub(super) async fn apply(ins: &Instances, inst: &Instance, m: &Manifest) -> Res
 }
 
 pub(super) async fn undo(ins: &Instances, inst: &Instance) -> Result<()> {
-    let Some(v) = &inst.network else {
+    let Some(rec) = &inst.network else {
         return Ok(());
     };
-    let rec: NetRecord = serde_json::from_value(v.clone()).map_err(|e| {
-        Error::new(
-            crate::ErrorKind::NetRecordUnreadable,
-            format!("network record: {e}"),
-        )
-    })?;
-    ins.net().backend()?.teardown(&rec).await.map_err(net_err)?;
+    ins.net().backend()?.teardown(rec).await.map_err(net_err)?;
     ins.net().release(rec.number);
     ins.update(&inst.id, |i| {
         i.network = None;

@@ -3,13 +3,11 @@
 //! it. Undo removes it from the desired set, which stops it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_store::{Desired, Source};
 use hangar_supervisor::{Check, ProbeSpec, ProcessSpec, RestartPolicy};
-use serde_json::Value;
 
 use super::super::{limits, port_names, Instance, Instances};
 use crate::desired::Want;
@@ -130,13 +128,8 @@ pub(in crate::instances) fn spec(
     }
     // Its own network: the process joins the namespace before exec and
     // binds the instance address there.
-    if let Some(path) = inst
-        .network
-        .as_ref()
-        .and_then(|n| n.get("namespace_path"))
-        .and_then(Value::as_str)
-    {
-        spec.netns = Some(PathBuf::from(path));
+    if let Some(n) = &inst.network {
+        spec.netns = Some(n.namespace_path.clone());
     }
     Ok(spec)
 }
