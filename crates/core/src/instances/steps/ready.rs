@@ -1,16 +1,21 @@
 //! Ready: wait until the process runs and its probe does not say unhealthy,
-//! within `ready_timeout`. Nothing to undo.
+//! within `ready_timeout`. Woken by the supervisor's events for the process
+//! (state and health changes), not by polling. Nothing to undo.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hangar_supervisor::{Health as ProbeHealth, State};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 use super::super::{Instance, Instances};
 use crate::error::{Error, Result};
 
 pub(in crate::instances) async fn apply(ins: &Instances, inst: &Instance) -> Result<()> {
     let deadline = Instant::now() + ins.s.settings.ready_timeout;
-    let mut wait = Duration::from_millis(5);
+    // Subscribe before the first look, so no change between the look and
+    // the wait goes unseen.
+    let mut events = ins.s.manager.subscribe();
     loop {
         match ins.s.manager.status(&inst.process) {
             Ok(s) if s.state == State::Running && s.health.status != ProbeHealth::Unhealthy => {
@@ -38,15 +43,32 @@ pub(in crate::instances) async fn apply(ins: &Instances, inst: &Instance) -> Res
             }
             Err(e) => return Err(e.into()),
         }
-        if Instant::now() > deadline {
+        if Instant::now() >= deadline {
             return Err(Error::new(
                 hangar_supervisor::ErrorKind::ReadinessTimeout,
                 format!("{} was not healthy in time", inst.process),
             )
             .hint("raise [daemon.instances] ready_timeout, or check `hangar logs`"));
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(100));
+        // Wait for a change of this process (or the deadline), then look
+        // again. A lagged receiver may have missed one: look again at once.
+        let process = inst.process.as_str();
+        let _ = tokio::time::timeout_at(deadline, async {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if &*ev.name == process => return,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return,
+                    // The supervisor is shutting down: no more events, so
+                    // look at an interval until the deadline.
+                    Err(RecvError::Closed) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
     }
 }
 
