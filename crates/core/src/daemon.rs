@@ -20,7 +20,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hangar_store::{Desired, EventQuery, EventRecord, Observation, Source, Store};
 use hangar_supervisor::{
@@ -31,10 +31,16 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{DaemonConfig, Settings};
+pub use crate::desired::ActionReport;
+use crate::desired::{not_found, start_one, Action, DesiredSet};
+use crate::desired::{ReloadReport, Want, WantMap};
 use crate::error::{Error, Result};
+use crate::events::EventSink;
+use crate::instances::{CreateRequest, Created, Instance, Instances, InstancesParts};
 use crate::procfile;
 use crate::recovery::{self, RecordedGroup, SUPERVISOR_ID_ENV};
 use crate::sinks::{SinkStats, Sinks};
+use crate::util::{blocking, ms, now_ms};
 
 /// Where and how to boot.
 #[derive(Debug, Clone, Default)]
@@ -48,21 +54,6 @@ pub struct BootOptions {
     pub catalogs: Vec<PathBuf>,
 }
 
-/// One process the daemon keeps, as it wants it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Want {
-    /// The spec (one instance; `instances` already expanded).
-    pub spec: ProcessSpec,
-    /// Configuration file or API.
-    pub source: Source,
-    /// Running or stopped.
-    pub desired: Desired,
-}
-
-/// The desired set: name → what is wanted. Values are shared, so copying the
-/// map (for a diff, or to answer a listing) never copies a spec.
-pub type WantMap = BTreeMap<String, Arc<Want>>;
-
 /// A process as the API shows it: what is wanted and what runs.
 #[derive(Debug, Clone)]
 pub struct ProcessView {
@@ -70,30 +61,6 @@ pub struct ProcessView {
     pub want: Arc<Want>,
     /// The supervisor's snapshot; `None` when it was never started.
     pub status: Option<ProcessStatus>,
-}
-
-/// What a reload did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReloadReport {
-    /// Started for the first time.
-    pub added: Vec<String>,
-    /// Stopped and forgotten.
-    pub removed: Vec<String>,
-    /// Restarted with a new spec (or a new desired state).
-    pub changed: Vec<String>,
-    /// Not touched.
-    pub unchanged: Vec<String>,
-    /// Processes that failed to start or stop, with why.
-    pub errors: Vec<(String, Error)>,
-}
-
-/// The result of start/stop/restart over a pattern.
-#[derive(Debug, Clone, Default)]
-pub struct ActionReport {
-    /// Names acted on successfully.
-    pub names: Vec<String>,
-    /// Names that failed, with why.
-    pub errors: Vec<(String, Error)>,
 }
 
 /// Facts about the daemon itself.
@@ -122,57 +89,36 @@ pub struct DaemonInfo {
 /// The daemon. Cheap to clone.
 #[derive(Clone)]
 pub struct Daemon {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) data_dir: PathBuf,
+struct Inner {
+    data_dir: PathBuf,
     config_path: Option<PathBuf>,
-    pub(crate) log_dir: PathBuf,
-    pub(crate) manager: Manager,
-    pub(crate) store: Arc<Store>,
+    log_dir: PathBuf,
+    manager: Manager,
+    store: Arc<Store>,
     bus: broadcast::Sender<Arc<EventRecord>>,
-    /// Events the daemon itself makes (instances, installs): they go through
-    /// the persist task like the supervisor's, stored before announced.
-    own_events: tokio::sync::mpsc::UnboundedSender<EventRecord>,
-    pub(crate) instances: crate::instances::Instances,
+    instances: Instances,
     sinks: Mutex<Option<Sinks>>,
-    pub(crate) settings: Settings,
-    pub(crate) applied: tokio::sync::Mutex<WantMap>,
-    /// Held by every change of the desired set (boot, reload, API calls) from
-    /// reading the current set to registering the new one, so two changes never
-    /// build on the same stale copy.
-    pub(crate) changes: tokio::sync::Mutex<()>,
+    settings: Settings,
+    /// What should run; the one path that changes what runs.
+    desired: DesiredSet,
     started_at: SystemTime,
     recovered_killed: usize,
     last_event_id: AtomicI64,
     /// The newest stored event id when this daemon booted: events after it are
     /// this daemon's own.
     boot_event_id: i64,
-    pub(crate) stop: watch::Sender<bool>,
-    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     _lock: OwnedFd,
 }
 
-/// How long a change waits for its processes to start before returning.
-const START_WAIT: Duration = Duration::from_secs(10);
 /// Events a slow API subscriber may fall behind by before it loses some.
 const BUS_CAPACITY: usize = 16 * 1024;
 /// Most events written in one transaction.
 const BATCH: usize = 2048;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// The default data dir: `$HANGAR_DATA_DIR`, else `/var/lib/hangar` as root, else
 /// `$XDG_DATA_HOME/hangar` (or `~/.local/share/hangar`).
@@ -194,17 +140,6 @@ pub fn default_data_dir() -> PathBuf {
 /// The control socket's path in a data dir.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("hangar.sock")
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Error::new(
-            hangar_base::ErrorKind::Internal,
-            format!("blocking task failed: {e}"),
-        )
-    })?
 }
 
 fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
@@ -232,15 +167,6 @@ fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
         .hint("stop the other daemon first (`hangar status` shows it), or use another --data-dir")
     })?;
     Ok(fd)
-}
-
-fn not_found(name: &str) -> Error {
-    Error::new(
-        hangar_supervisor::ErrorKind::ProcessNotFound,
-        format!("no process named {name:?}"),
-    )
-    .with("process", name)
-    .hint("`hangar ps` lists the processes")
 }
 
 impl Daemon {
@@ -349,8 +275,15 @@ impl Daemon {
         };
         let (bus, _) = broadcast::channel(BUS_CAPACITY);
         let (stop, _) = watch::channel(false);
-        let (own_events, own_rx) = tokio::sync::mpsc::unbounded_channel();
-        let instances = crate::instances::Instances::open(
+        let (events, own_rx) = EventSink::channel();
+        let desired = DesiredSet::new(Arc::clone(&store), manager.clone());
+        let instances = Instances::open(
+            InstancesParts {
+                desired: desired.clone(),
+                events,
+                store: Arc::clone(&store),
+                manager: manager.clone(),
+            },
             &data_dir,
             &config.settings.instances,
             &config.settings.network,
@@ -364,12 +297,10 @@ impl Daemon {
                 manager,
                 store,
                 bus,
-                own_events,
                 instances,
                 sinks: Mutex::new(Some(sinks)),
                 settings: config.settings.clone(),
-                applied: tokio::sync::Mutex::new(BTreeMap::new()),
-                changes: tokio::sync::Mutex::new(()),
+                desired,
                 started_at: SystemTime::now(),
                 recovered_killed,
                 last_event_id: AtomicI64::new(last_event_id),
@@ -383,7 +314,13 @@ impl Daemon {
         let events = daemon.inner.manager.subscribe();
         let persister = tokio::spawn(daemon.clone().persist(events, own_rx));
         let reconciler = tokio::spawn(daemon.clone().reconcile_loop());
-        let reaper = tokio::spawn(daemon.clone().reap_loop());
+        let reaper = tokio::spawn(
+            daemon
+                .inner
+                .instances
+                .clone()
+                .reap_loop(daemon.inner.stop.subscribe()),
+        );
         if let Ok(mut t) = daemon.inner.tasks.lock() {
             t.push(persister);
             t.push(reconciler);
@@ -395,7 +332,7 @@ impl Daemon {
         // comes up at once and shows them starting.
         // Instances a killed daemon left half-made are taken back before the
         // desired set is computed, so their processes are not started.
-        let dropped = daemon.recover_instances().await;
+        let dropped = daemon.inner.instances.recover().await;
         let records: Vec<_> = records
             .into_iter()
             .filter(|r| !dropped.contains(&r.name))
@@ -404,8 +341,8 @@ impl Daemon {
         let (registered, rx) = tokio::sync::oneshot::channel();
         let d = daemon.clone();
         tokio::spawn(async move {
-            let _change = d.inner.changes.lock().await;
-            let report = d.apply_then(desired, Some(registered)).await;
+            let mut change = d.inner.desired.write().await;
+            let report = change.apply_then(desired, Some(registered)).await;
             for (name, e) in &report.errors {
                 warn!(process = %name, code = e.code(), "{}", e.message);
             }
@@ -447,28 +384,6 @@ impl Daemon {
         self.inner.boot_event_id
     }
 
-    /// Store and announce an event the daemon itself makes (instances,
-    /// installs), through the same pipeline as the supervisor's.
-    pub(crate) fn emit(
-        &self,
-        name: &str,
-        kind: &str,
-        from: &str,
-        to: &str,
-        detail: serde_json::Value,
-    ) {
-        let _ = self.inner.own_events.send(EventRecord {
-            id: 0,
-            at_ms: now_ms(),
-            name: name.to_string(),
-            pid: None,
-            kind: kind.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
-            detail,
-        });
-    }
-
     /// Query the event history.
     pub async fn history(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
         let s = Arc::clone(&self.inner.store);
@@ -479,13 +394,12 @@ impl Daemon {
     pub async fn info(&self) -> DaemonInfo {
         let states: std::collections::HashMap<Arc<str>, State> =
             self.inner.manager.states().into_iter().collect();
-        let applied = self.inner.applied.lock().await;
+        let applied = self.inner.desired.snapshot();
         let mut by_state: BTreeMap<String, u32> = BTreeMap::new();
         for name in applied.keys() {
             let state = states.get(name.as_str()).map_or("stopped", |s| s.as_str());
             *by_state.entry(state.to_string()).or_default() += 1;
         }
-        drop(applied);
         let sinks = match self.inner.sinks.lock() {
             Ok(s) => s.as_ref().map(|s| s.stats()).unwrap_or_default(),
             Err(_) => Vec::new(),
@@ -522,7 +436,7 @@ impl Daemon {
             .unwrap_or_default()
             .into_iter()
             .peekable();
-        let applied = self.inner.applied.lock().await;
+        let applied = self.inner.desired.snapshot();
         let mut out = Vec::with_capacity(applied.len().min(statuses.len().max(16)));
         for (n, w) in applied.iter().filter(|(n, _)| m.matches(n)) {
             while statuses.next_if(|s| *s.name < **n).is_some() {}
@@ -537,7 +451,7 @@ impl Daemon {
 
     /// One process.
     pub async fn get(&self, name: &str) -> Result<ProcessView> {
-        let applied = self.inner.applied.lock().await;
+        let applied = self.inner.desired.snapshot();
         let want = applied.get(name).cloned().ok_or_else(|| not_found(name))?;
         Ok(ProcessView {
             want,
@@ -549,7 +463,7 @@ impl Daemon {
     /// All or nothing: refused if any is invalid or its name is taken, and taken
     /// back if one of them fails to start (within the start wait).
     pub async fn add(&self, toml: &str, start: bool) -> Result<Vec<String>> {
-        let _change = self.inner.changes.lock().await;
+        let mut change = self.inner.desired.write().await;
         let pf = procfile::parse(toml, Some(self.inner.log_dir.clone())).map_err(|errs| {
             let mut e = Error::new(
                 crate::ErrorKind::ConfigInvalid,
@@ -561,7 +475,7 @@ impl Daemon {
             }
             e
         })?;
-        let before = self.inner.applied.lock().await.clone();
+        let before = change.current().clone();
         let mut desired = before.clone();
         let mut names = Vec::new();
         for spec in pf.processes.into_iter().flat_map(|s| s.expand()) {
@@ -587,7 +501,7 @@ impl Daemon {
                 }),
             );
         }
-        let report = self.apply(desired).await;
+        let report = change.apply(desired).await;
         // An error without a name is the store refusing the change: nothing moved.
         // A process that failed to start takes the whole add back with it: all
         // or nothing, no record or port left behind.
@@ -597,7 +511,7 @@ impl Daemon {
             .find(|(n, _)| start || n.is_empty())
         {
             Some((n, e)) if !n.is_empty() => {
-                let undo = self.apply(before).await;
+                let undo = change.apply(before).await;
                 for (name, err) in undo.errors {
                     warn!(process = %name, code = err.code(), "could not take back a failed add: {}", err.message);
                 }
@@ -614,8 +528,8 @@ impl Daemon {
 
     /// Stop a process added through the API and forget it.
     pub async fn remove(&self, name: &str) -> Result<()> {
-        let _change = self.inner.changes.lock().await;
-        let mut desired = self.inner.applied.lock().await.clone();
+        let mut change = self.inner.desired.write().await;
+        let mut desired = change.current().clone();
         match desired.get(name) {
             None => return Err(not_found(name)),
             Some(w) if w.source == Source::Config => {
@@ -637,7 +551,7 @@ impl Daemon {
             Some(_) => {}
         }
         desired.remove(name);
-        let report = self.apply(desired).await;
+        let report = change.apply(desired).await;
         match report.errors.into_iter().next() {
             Some((_, e)) => Err(e),
             None => Ok(()),
@@ -646,7 +560,7 @@ impl Daemon {
 
     /// Re-read the configuration file and apply the difference.
     pub async fn reload(&self) -> Result<ReloadReport> {
-        let _change = self.inner.changes.lock().await;
+        let mut change = self.inner.desired.write().await;
         let config = match &self.inner.config_path {
             Some(p) => DaemonConfig::load(p, Some(self.inner.log_dir.clone()))?,
             None => DaemonConfig::default(),
@@ -660,7 +574,7 @@ impl Daemon {
             self.inner.store.supervisor_id()
         ));
         self.inner.manager.set_global_env(&env)?;
-        let applied = self.inner.applied.lock().await.clone();
+        let applied = change.current().clone();
         let mut desired: WantMap = applied
             .iter()
             .filter(|(_, w)| w.source != Source::Config)
@@ -682,105 +596,39 @@ impl Daemon {
                 }),
             );
         }
-        Ok(self.apply(desired).await)
+        Ok(change.apply(desired).await)
     }
 
     /// Start processes matching a name or glob (their desired state becomes running).
     pub async fn start(&self, pattern: &str) -> Result<ActionReport> {
-        self.act(pattern, Desired::Running, Action::Start).await
+        self.inner
+            .desired
+            .act(pattern, Desired::Running, Action::Start)
+            .await
     }
 
     /// Stop processes matching a name or glob (desired: stopped).
     pub async fn stop(&self, pattern: &str, timeout: Option<Duration>) -> Result<ActionReport> {
-        self.act(pattern, Desired::Stopped, Action::Stop(timeout))
+        self.inner
+            .desired
+            .act(pattern, Desired::Stopped, Action::Stop(timeout))
             .await
     }
 
     /// Restart processes matching a name or glob (desired: running).
     pub async fn restart(&self, pattern: &str) -> Result<ActionReport> {
-        self.act(pattern, Desired::Running, Action::Restart).await
-    }
-
-    async fn act(&self, pattern: &str, desired: Desired, action: Action) -> Result<ActionReport> {
-        let _change = self.inner.changes.lock().await;
-        let m = glob::Pattern::new(pattern).map_err(|e| {
-            Error::new(
-                hangar_supervisor::ErrorKind::InvalidPattern,
-                format!("invalid pattern {pattern:?}: {e}"),
-            )
-            .hint("use *, ? and [..] as in shell globs")
-        })?;
-        let mut applied = self.inner.applied.lock().await;
-        let names: Vec<String> = applied.keys().filter(|n| m.matches(n)).cloned().collect();
-        if names.is_empty() {
-            return Err(not_found(pattern));
-        }
-        for n in &names {
-            if let Some(w) = applied.get_mut(n) {
-                Arc::make_mut(w).desired = desired;
-            }
-        }
-        let store = Arc::clone(&self.inner.store);
-        let to_store = names.clone();
-        blocking(move || {
-            for n in &to_store {
-                store.set_desired(n, desired)?;
-            }
-            Ok(())
-        })
-        .await?;
-        let mut jobs = tokio::task::JoinSet::new();
-        for n in &names {
-            let mgr = self.inner.manager.clone();
-            let spec = applied.get(n).map(|w| w.spec.clone());
-            let name = n.clone();
-            jobs.spawn(async move {
-                let res: Result<()> = match action {
-                    Action::Start => match spec {
-                        Some(spec) => start_one(&mgr, spec).await,
-                        None => Err(not_found(&name)),
-                    },
-                    Action::Restart => match mgr.restart(&name).await {
-                        Ok(_) => Ok(()),
-                        Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
-                            match spec {
-                                Some(spec) => mgr.start(spec).await.map(drop).map_err(Error::from),
-                                None => Err(not_found(&name)),
-                            }
-                        }
-                        Err(e) => Err(e.into()),
-                    },
-                    Action::Stop(timeout) => match mgr.stop(&name, timeout).await {
-                        Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
-                            Ok(())
-                        }
-                        r => r.map_err(Error::from),
-                    },
-                };
-                (name, res)
-            });
-        }
-        drop(applied);
-        let mut report = ActionReport::default();
-        while let Some(j) = jobs.join_next().await {
-            if let Ok((name, res)) = j {
-                match res {
-                    Ok(()) => report.names.push(name),
-                    Err(e) => report.errors.push((name, e)),
-                }
-            }
-        }
-        report.names.sort();
-        report.errors.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(report)
+        self.inner
+            .desired
+            .act(pattern, Desired::Running, Action::Restart)
+            .await
     }
 
     /// Stop every process gracefully (each with its own stop settings), persist
     /// the last events, flush the sinks. Desired states are kept, so the next
     /// boot starts the same processes.
     pub async fn shutdown(&self) {
-        // Hold the applied lock so no API call starts something mid-shutdown.
-        let _applied = self.inner.applied.lock().await;
+        // Hold the desired set so no API call starts something mid-shutdown.
+        let _change = self.inner.desired.write().await;
         self.inner.manager.shutdown().await;
         let _ = self.inner.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
@@ -794,6 +642,60 @@ impl Daemon {
         if let Some(s) = sinks {
             s.shutdown(Duration::from_secs(3)).await;
         }
+    }
+
+    /// Create an instance, or return the one its isolation key already has.
+    /// Returns once the record is stored as `queued`; a task does the rest and
+    /// reports through `instance.state` events.
+    pub async fn create_instance(&self, req: CreateRequest) -> Result<Created> {
+        self.inner.instances.create(req).await
+    }
+
+    /// One instance, by id or name.
+    pub fn instance(&self, id_or_name: &str) -> Result<Instance> {
+        self.inner.instances.instance(id_or_name)
+    }
+
+    /// Every instance, by name.
+    pub fn instance_list(&self) -> Vec<Instance> {
+        self.inner.instances.list()
+    }
+
+    /// Stop an instance's process; it keeps its ports, network and config.
+    pub async fn stop_instance(&self, id_or_name: &str) -> Result<Instance> {
+        self.inner.instances.stop(id_or_name).await
+    }
+
+    /// Start a stopped instance (and wait until it is healthy), or make an
+    /// instance in error again from the first step.
+    pub async fn start_instance(&self, id_or_name: &str) -> Result<Instance> {
+        self.inner.instances.start(id_or_name).await
+    }
+
+    /// Restart an instance's process.
+    pub async fn restart_instance(&self, id_or_name: &str) -> Result<Instance> {
+        self.inner.instances.restart(id_or_name).await
+    }
+
+    /// Delete an instance: stop its process, undo every step, forget it.
+    /// A create in progress is cancelled and rolled back first.
+    pub async fn delete_instance(&self, id_or_name: &str) -> Result<()> {
+        self.inner.instances.delete(id_or_name).await
+    }
+
+    /// Change an instance's mode and options: validated and rendered first;
+    /// the new config replaces the old only once its checker accepts it, then
+    /// the process restarts. On any failure the old config stays.
+    pub async fn update_instance(
+        &self,
+        id_or_name: &str,
+        mode: Option<String>,
+        options: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Instance> {
+        self.inner
+            .instances
+            .update_options(id_or_name, mode, options)
+            .await
     }
 
     /// SIGKILL every process group now (a second signal during shutdown).
@@ -843,137 +745,6 @@ impl Daemon {
             );
         }
         out
-    }
-
-    /// Make what runs match `desired`; the one path for boot, reload and API
-    /// changes. The store learns the new desired state before anything moves.
-    pub(crate) async fn apply(&self, desired: WantMap) -> ReloadReport {
-        self.apply_then(desired, None).await
-    }
-
-    /// [`Daemon::apply`], telling `registered` once the new set is recorded and
-    /// the old processes are gone, before the starts complete.
-    async fn apply_then(
-        &self,
-        desired: WantMap,
-        registered: Option<tokio::sync::oneshot::Sender<()>>,
-    ) -> ReloadReport {
-        let mut applied = self.inner.applied.lock().await;
-        let mut report = ReloadReport::default();
-        let mut to_remove = Vec::new();
-        let mut to_start = Vec::new();
-        let mut to_stop = Vec::new();
-        let mut to_put = Vec::new();
-        for (name, old) in applied.iter() {
-            if !desired.contains_key(name) {
-                report.removed.push(name.clone());
-                to_remove.push(name.clone());
-            } else if let Some(new) = desired.get(name) {
-                if new.spec != old.spec {
-                    report.changed.push(name.clone());
-                    to_remove.push(name.clone());
-                    to_put.push(new.clone());
-                    if new.desired == Desired::Running {
-                        to_start.push(new.spec.clone());
-                    }
-                } else if new.desired != old.desired || new.source != old.source {
-                    report.changed.push(name.clone());
-                    to_put.push(new.clone());
-                    match new.desired {
-                        Desired::Running => to_start.push(new.spec.clone()),
-                        Desired::Stopped => to_stop.push(name.clone()),
-                    }
-                } else {
-                    report.unchanged.push(name.clone());
-                }
-            }
-        }
-        for (name, new) in &desired {
-            if !applied.contains_key(name) {
-                report.added.push(name.clone());
-                to_put.push(new.clone());
-                if new.desired == Desired::Running {
-                    to_start.push(new.spec.clone());
-                }
-            }
-        }
-
-        // Persist first.
-        let store = Arc::clone(&self.inner.store);
-        let removed = report.removed.clone();
-        let puts: Vec<(String, Source, String, Desired)> = to_put
-            .iter()
-            .filter_map(|w| {
-                let json = serde_json::to_string(&w.spec).ok()?;
-                Some((w.spec.name.clone(), w.source, json, w.desired))
-            })
-            .collect();
-        if let Err(e) = blocking(move || {
-            for (name, source, json, desired) in &puts {
-                store.put_process(name, *source, json, *desired)?;
-            }
-            for name in &removed {
-                store.remove_process(name)?;
-            }
-            Ok(())
-        })
-        .await
-        {
-            report.errors.push((String::new(), e));
-            return report;
-        }
-
-        // Removed and changed processes go first, then those to stop; each set
-        // dependents before their dependencies, as the supervisor orders them.
-        let mgr = &self.inner.manager;
-        let removing: std::collections::BTreeSet<String> = to_remove.into_iter().collect();
-        mgr.remove_many(&removing).await;
-        let stopping: std::collections::BTreeSet<String> = to_stop.into_iter().collect();
-        mgr.stop_many(&stopping, None).await;
-        let mut jobs = tokio::task::JoinSet::new();
-        *applied = desired;
-        drop(applied);
-        if let Some(tx) = registered {
-            let _ = tx.send(());
-        }
-
-        // Starts run concurrently: a process waiting for a dependency must not
-        // hold up the dependency's own start. The caller hears about starts
-        // that settle within START_WAIT; slower ones (a long readiness probe, a
-        // dependency that is stopped) go on in the background and report
-        // through events, so no caller (nor systemd's watchdog) waits forever.
-        for spec in to_start {
-            let mgr = mgr.clone();
-            jobs.spawn(async move {
-                let name = spec.name.clone();
-                (name, start_one(&mgr, spec).await)
-            });
-        }
-        let settled = tokio::time::timeout(START_WAIT, async {
-            while let Some(j) = jobs.join_next().await {
-                if let Ok((name, Err(e))) = j {
-                    report.errors.push((name, e));
-                }
-            }
-        })
-        .await;
-        if settled.is_err() {
-            info!(
-                starting = jobs.len(),
-                "processes still starting; their events tell how it ends"
-            );
-            jobs.detach_all();
-        }
-        for v in [
-            &mut report.added,
-            &mut report.removed,
-            &mut report.changed,
-            &mut report.unchanged,
-        ] {
-            v.sort();
-        }
-        report.errors.sort_by(|a, b| a.0.cmp(&b.0));
-        report
     }
 
     /// Take supervisor events, persist them with the observed state they imply,
@@ -1141,12 +912,10 @@ impl Daemon {
     /// restart policy and circuit breaker decided that, and the reconciler must
     /// not fight them.
     pub async fn reconcile_once(&self) {
-        let Ok(_change) = self.inner.changes.try_lock() else {
+        let Some(change) = self.inner.desired.try_write() else {
             return; // a reload or API change is under way
         };
-        let Ok(applied) = self.inner.applied.try_lock() else {
-            return; // a reload or API change is applying right now
-        };
+        let applied = change.current();
         let mgr = &self.inner.manager;
         let mut jobs = tokio::task::JoinSet::new();
         for (name, want) in applied.iter() {
@@ -1168,36 +937,13 @@ impl Daemon {
                 _ => {}
             }
         }
-        drop(applied);
         while let Some(j) = jobs.join_next().await {
             if let Ok((name, Err(e))) = j {
                 warn!(process = %name, code = e.code(), "reconciler: {}", e.message);
             }
         }
+        drop(change);
     }
-}
-
-/// Start a process unless it is already active: by name when the supervisor
-/// knows it, else by registering its spec. Losing a race with another starter
-/// (the reconciler, an API call) is not an error.
-async fn start_one(mgr: &Manager, spec: ProcessSpec) -> Result<()> {
-    let res = match mgr.status(&spec.name) {
-        Ok(s) if s.state.is_active() => return Ok(()),
-        Ok(_) => mgr.start_name(&spec.name).await,
-        Err(_) => mgr.start(spec).await,
-    };
-    match res {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == hangar_supervisor::ErrorKind::DuplicateName => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Action {
-    Start,
-    Stop(Option<Duration>),
-    Restart,
 }
 
 fn observation(ev: &Event) -> Option<Observation> {

@@ -25,8 +25,6 @@ hangar_base::error_kinds! {
     ProcessOfInstance = "PROCESS_OF_INSTANCE": Precondition,
     /// The network number pool is misconfigured.
     NetPoolInvalid = "NET_POOL_INVALID": Invalid,
-    /// A stored network record cannot be read.
-    NetRecordUnreadable = "NET_RECORD_UNREADABLE": Internal,
     /// No port range is configured for instances.
     PortsNoRange = "PORTS_NO_RANGE": Precondition,
     /// An instance record cannot be encoded.

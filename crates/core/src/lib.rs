@@ -30,15 +30,16 @@
 
 pub mod config;
 mod daemon;
+mod desired;
 mod error;
+mod events;
 pub mod instances;
 pub mod procfile;
 pub mod recovery;
 pub mod sinks;
+mod util;
 
-pub use daemon::{
-    default_data_dir, socket_path, ActionReport, BootOptions, Daemon, DaemonInfo, ProcessView,
-    ReloadReport, Want,
-};
+pub use daemon::{default_data_dir, socket_path, BootOptions, Daemon, DaemonInfo, ProcessView};
+pub use desired::{ActionReport, ReloadReport, Want};
 pub use error::{Category, Coded, Error, ErrorKind, Result};
 pub use instances::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};

@@ -17,333 +17,97 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hangar_fetch::{DownloadOptions, Downloader, Installer, Step as FetchStep};
-use hangar_store::{Desired, InstanceRow, Source};
-use hangar_supervisor::{
-    Check, Health as ProbeHealth, ProbeSpec, ProcessSpec, RestartPolicy, State,
-};
-use serde::{Deserialize, Serialize};
+use hangar_fetch::{DownloadOptions, Downloader, Installer};
+use hangar_store::{Desired, Source, Store};
+use hangar_supervisor::Manager;
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
 use crate::config::InstanceSettings;
-use crate::daemon::{blocking, now_ms, Daemon, Want};
+use crate::desired::{Action, DesiredSet, Want};
 use crate::error::{Error, Result};
-use hangar_feature::catalog::manifest::HealthKind;
+use crate::events::EventSink;
+use crate::util::{blocking, lock, now_ms};
 use hangar_feature::catalog::{self, Catalog, Isolation, Manifest};
 
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InstanceState {
-    /// Accepted; its create task has not begun.
-    Queued,
-    /// Its feature is being downloaded and installed.
-    Installing,
-    /// Ports, network and config are being made.
-    Creating,
-    /// Its process started; waiting for it to be healthy.
-    Starting,
-    /// Healthy and serving.
-    Running,
-    /// Stopped on request; everything it owns is kept.
-    Stopped,
-    /// A step failed (see the error); everything the steps made was taken back.
-    Error,
-    /// Being deleted.
-    Deleting,
-}
+mod limits;
+mod network;
+mod options;
+mod record;
+mod render;
+mod steps;
 
-impl InstanceState {
-    /// Lower-case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Queued => "queued",
-            InstanceState::Installing => "installing",
-            InstanceState::Creating => "creating",
-            InstanceState::Starting => "starting",
-            InstanceState::Running => "running",
-            InstanceState::Stopped => "stopped",
-            InstanceState::Error => "error",
-            InstanceState::Deleting => "deleting",
-        }
-    }
+pub use record::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};
 
-    /// A create (or start) is under way.
-    pub const fn in_progress(self) -> bool {
-        matches!(
-            self,
-            InstanceState::Queued
-                | InstanceState::Installing
-                | InstanceState::Creating
-                | InstanceState::Starting
-        )
-    }
-}
-
-/// The steps from a record to a healthy process, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepKind {
-    /// Download, verify and install the feature (skipped when installed).
-    Install,
-    /// Allocate the instance's ports.
-    Ports,
-    /// Make its private network, when the manifest asks for one.
-    Network,
-    /// Render, write and check its config.
-    Config,
-    /// Register and start its process.
-    Process,
-    /// Wait until the process is running and its probe passes.
-    Ready,
-}
-
-impl StepKind {
-    /// Every step, in order.
-    pub const ALL: [StepKind; 6] = [
-        StepKind::Install,
-        StepKind::Ports,
-        StepKind::Network,
-        StepKind::Config,
-        StepKind::Process,
-        StepKind::Ready,
-    ];
-
-    /// Lower-case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Install => "install",
-            StepKind::Ports => "ports",
-            StepKind::Network => "network",
-            StepKind::Config => "config",
-            StepKind::Process => "process",
-            StepKind::Ready => "ready",
-        }
-    }
-
-    const fn state(self) -> InstanceState {
-        match self {
-            StepKind::Install => InstanceState::Installing,
-            StepKind::Ports | StepKind::Network | StepKind::Config => InstanceState::Creating,
-            StepKind::Process | StepKind::Ready => InstanceState::Starting,
-        }
-    }
-}
-
-/// Why an instance is in the error state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceError {
-    /// The step that failed, if a step did.
-    pub step: Option<StepKind>,
-    /// Stable code.
-    pub code: String,
-    /// What went wrong.
-    pub message: String,
-    /// How to fix it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-    /// Where it happened (the checker's output, the path, …).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub context: Vec<(String, String)>,
-}
-
-/// A feature instance, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Instance {
-    /// Stable id, `i-` and 12 hex digits.
-    pub id: String,
-    /// Unique name.
-    pub name: String,
-    /// The feature (catalog id).
-    pub feature: String,
-    /// The feature's version.
-    pub version: String,
-    /// Operation mode, if the feature has modes.
-    #[serde(default)]
-    pub mode: Option<String>,
-    /// The options given (before defaults are merged).
-    #[serde(default)]
-    pub options: Map<String, Value>,
-    /// Tenant key, for per-tenant isolation.
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// Session key, for per-session isolation.
-    #[serde(default)]
-    pub session: Option<String>,
-    /// The feature's isolation level.
-    pub isolation: Isolation,
-    /// The isolation key: requests with the same key share this instance.
-    pub key: String,
-    /// Lifecycle state.
-    pub state: InstanceState,
-    /// Should it run (a stopped instance stays stopped across restarts).
-    pub desired: Desired,
-    /// The step reached (stored before it runs).
-    #[serde(default)]
-    pub step: Option<StepKind>,
-    /// Steps applied (undone newest first on failure).
-    #[serde(default)]
-    pub done: Vec<StepKind>,
-    /// Why it is in error.
-    #[serde(default)]
-    pub error: Option<InstanceError>,
-    /// Named ports.
-    #[serde(default)]
-    pub ports: BTreeMap<String, u16>,
-    /// Address it binds.
-    pub bind: String,
-    /// Its private network's record, when it has one.
-    #[serde(default)]
-    pub network: Option<Value>,
-    /// Its supervised process's name.
-    pub process: String,
-    /// Its directory (config, data).
-    pub dir: PathBuf,
-    /// Its main config file, once written.
-    #[serde(default)]
-    pub config_file: Option<PathBuf>,
-    /// The feature's binary, once installed.
-    #[serde(default)]
-    pub binary: Option<PathBuf>,
-    /// Created (ms since the epoch).
-    pub created_ms: i64,
-    /// Last changed (ms since the epoch).
-    pub updated_ms: i64,
-}
-
-impl Instance {
-    fn row(&self) -> Result<InstanceRow> {
-        Ok(InstanceRow {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            feature: self.feature.clone(),
-            state: self.state.as_str().to_string(),
-            body: serde_json::to_string(self).map_err(|e| {
-                Error::new(
-                    crate::ErrorKind::InstanceEncode,
-                    format!("cannot encode the instance: {e}"),
-                )
-            })?,
-            updated_ms: self.updated_ms,
-        })
-    }
-}
-
-/// What `create` asks for.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CreateRequest {
-    /// Catalog id.
-    pub feature: String,
-    /// Name; generated from the feature and key when empty.
-    pub name: Option<String>,
-    /// Operation mode.
-    pub mode: Option<String>,
-    /// Options over the mode's defaults.
-    pub options: Map<String, Value>,
-    /// Tenant key.
-    pub tenant: Option<String>,
-    /// Session key.
-    pub session: Option<String>,
-}
-
-/// What `create` answers.
-#[derive(Debug, Clone)]
-pub struct Created {
-    /// The instance (queued when new).
-    pub instance: Instance,
-    /// An existing instance for the same isolation key was returned.
-    pub reused: bool,
-}
-
-/// The daemon's instance table and the tools the steps use.
-pub(crate) struct Instances {
-    records: Mutex<BTreeMap<String, Instance>>,
+/// The instance table: every map, behind one lock so they cannot disagree.
+/// Never held across an await.
+#[derive(Default)]
+struct Table {
+    /// id → record.
+    records: BTreeMap<String, Instance>,
     /// Isolation key → id, for the launch fast path.
-    keys: Mutex<HashMap<String, String>>,
+    keys: HashMap<String, String>,
     /// id → last request that used it (per-session reaping).
-    used: Mutex<HashMap<String, Instant>>,
+    used: HashMap<String, Instant>,
     /// id → cancel flag of its running create task.
-    flows: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    flows: HashMap<String, tokio::sync::watch::Sender<bool>>,
     /// id → lock serialising operations on one instance.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Table {
+    /// Find by id or name.
+    fn find(&self, id_or_name: &str) -> Option<&Instance> {
+        self.records
+            .get(id_or_name)
+            .or_else(|| self.records.values().find(|i| i.name == id_or_name))
+    }
+
+    /// Forget everything about an instance.
+    fn forget(&mut self, inst: &Instance) {
+        self.records.remove(&inst.id);
+        if self.keys.get(&inst.key) == Some(&inst.id) {
+            self.keys.remove(&inst.key);
+        }
+        self.used.remove(&inst.id);
+        self.locks.remove(&inst.id);
+    }
+}
+
+/// What the daemon hands the instances: the parts of it they use.
+pub(crate) struct InstancesParts {
+    /// The desired set (an instance's process is one of its entries).
+    pub(crate) desired: DesiredSet,
+    /// Into the daemon's persist task.
+    pub(crate) events: EventSink,
+    /// The store (instance records).
+    pub(crate) store: Arc<Store>,
+    /// The supervisor (ports, status, checkers).
+    pub(crate) manager: Manager,
+}
+
+/// The feature instances: their table, and the tools the steps use. Cheap
+/// to clone: every clone is the same table.
+#[derive(Clone)]
+pub(crate) struct Instances {
+    s: Arc<Shared>,
+}
+
+struct Shared {
+    desired: DesiredSet,
+    events: EventSink,
+    store: Arc<Store>,
+    manager: Manager,
+    table: Mutex<Table>,
     catalogs: Vec<PathBuf>,
     builtin: PathBuf,
     installer: Installer,
     settings: InstanceSettings,
     root: PathBuf,
     net: network::Net,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Instances {
-    pub(crate) fn open(
-        data_dir: &Path,
-        settings: &InstanceSettings,
-        net: &hangar_net::NetworkConfig,
-        catalogs: &[PathBuf],
-    ) -> Result<Instances> {
-        let d = Downloader::new(DownloadOptions {
-            allow_http: settings.allow_http,
-            ..DownloadOptions::default()
-        })
-        .map_err(Error::from)?;
-        let catalogs = if catalogs.is_empty() {
-            settings.catalog.clone()
-        } else {
-            catalogs.to_vec()
-        };
-        Ok(Instances {
-            records: Mutex::new(BTreeMap::new()),
-            keys: Mutex::new(HashMap::new()),
-            used: Mutex::new(HashMap::new()),
-            flows: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
-            catalogs,
-            builtin: data_dir.join("catalog").join("builtin"),
-            installer: Installer::new(data_dir.join("features"), d),
-            settings: settings.clone(),
-            root: data_dir.join("instances"),
-            net: network::Net::new(net.clone()),
-        })
-    }
-
-    fn catalog(&self) -> Result<Catalog> {
-        let dirs = if self.catalogs.is_empty() {
-            vec![catalog::materialize_builtin(&self.builtin)?]
-        } else {
-            self.catalogs.clone()
-        };
-        Catalog::load(&dirs)
-    }
-
-    fn manifest(&self, feature: &str) -> Result<(Manifest, PathBuf)> {
-        let cat = self.catalog()?;
-        let e = cat.get(feature)?;
-        Ok((e.manifest.clone(), e.dir.clone()))
-    }
-
-    fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(lock(&self.locks).entry(id.to_string()).or_default())
-    }
-
-    fn get(&self, id: &str) -> Option<Instance> {
-        lock(&self.records).get(id).cloned()
-    }
-
-    /// Find by id or name.
-    fn find(&self, id_or_name: &str) -> Option<Instance> {
-        let recs = lock(&self.records);
-        recs.get(id_or_name)
-            .or_else(|| recs.values().find(|i| i.name == id_or_name))
-            .cloned()
-    }
 }
 
 fn new_id() -> String {
@@ -433,68 +197,80 @@ fn cancelled() -> Error {
     )
 }
 
-/// Replace `{{config}}`, `{{dir}}`, `{{bind}}` and `{{port.NAME}}` in a manifest argument.
-fn substitute(arg: &str, inst: &Instance) -> String {
-    let mut out = arg.replace("{{bind}}", &inst.bind);
-    out = out.replace("{{dir}}", &inst.dir.display().to_string());
-    if let Some(c) = &inst.config_file {
-        out = out.replace("{{config}}", &c.display().to_string());
+impl Instances {
+    pub(crate) fn open(
+        parts: InstancesParts,
+        data_dir: &Path,
+        settings: &InstanceSettings,
+        net: &hangar_net::NetworkConfig,
+        catalogs: &[PathBuf],
+    ) -> Result<Instances> {
+        let d = Downloader::new(DownloadOptions {
+            allow_http: settings.allow_http,
+            ..DownloadOptions::default()
+        })
+        .map_err(Error::from)?;
+        let catalogs = if catalogs.is_empty() {
+            settings.catalog.clone()
+        } else {
+            catalogs.to_vec()
+        };
+        Ok(Instances {
+            s: Arc::new(Shared {
+                desired: parts.desired,
+                events: parts.events,
+                store: parts.store,
+                manager: parts.manager,
+                table: Mutex::new(Table::default()),
+                catalogs,
+                builtin: data_dir.join("catalog").join("builtin"),
+                installer: Installer::new(data_dir.join("features"), d),
+                settings: settings.clone(),
+                root: data_dir.join("instances"),
+                net: network::Net::new(net.clone()),
+            }),
+        })
     }
-    for (n, p) in &inst.ports {
-        out = out.replace(&format!("{{{{port.{n}}}}}"), &p.to_string());
-    }
-    out
-}
 
-/// The probe a manifest's `health` describes, against the instance's address.
-fn probe(m: &Manifest, inst: &Instance, names: &[String]) -> Option<ProbeSpec> {
-    let h = m.health.as_ref()?;
-    let port = || {
-        let i = h.port_index.unwrap_or(0);
-        names.get(i).and_then(|n| inst.ports.get(n)).copied()
-    };
-    let check = match h.kind {
-        HealthKind::Tcp => Check::Tcp {
-            address: format!("{}:{}", inst.bind, port()?),
-        },
-        HealthKind::Http => Check::Http {
-            url: format!(
-                "http://{}:{}{}",
-                inst.bind,
-                port()?,
-                h.path.as_deref().unwrap_or("/")
-            ),
-            status: None,
-            headers: BTreeMap::new(),
-            body_contains: None,
-        },
-        HealthKind::Exec => Check::Exec {
-            command: h.command.iter().map(|a| substitute(a, inst)).collect(),
-        },
-        HealthKind::Process => Check::Process,
-    };
-    let mut p = ProbeSpec::new(check);
-    if let Some(t) = h.timeout_seconds.filter(|t| *t > 0.0) {
-        p.timeout = Duration::from_secs_f64(t);
+    fn table(&self) -> MutexGuard<'_, Table> {
+        lock(&self.s.table)
     }
-    if let Some(i) = h.interval_seconds.filter(|t| *t > 0.0) {
-        p.interval = Duration::from_secs_f64(i);
-    }
-    Some(p)
-}
 
-impl Daemon {
-    pub(crate) fn instances(&self) -> &Instances {
-        &self.inner.instances
+    fn catalog(&self) -> Result<Catalog> {
+        let dirs = if self.s.catalogs.is_empty() {
+            vec![catalog::materialize_builtin(&self.s.builtin)?]
+        } else {
+            self.s.catalogs.clone()
+        };
+        Catalog::load(&dirs)
+    }
+
+    fn manifest(&self, feature: &str) -> Result<(Manifest, PathBuf)> {
+        let cat = self.catalog()?;
+        let e = cat.get(feature)?;
+        Ok((e.manifest.clone(), e.dir.clone()))
+    }
+
+    fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.table().locks.entry(id.to_string()).or_default())
+    }
+
+    fn get(&self, id: &str) -> Option<Instance> {
+        self.table().records.get(id).cloned()
+    }
+
+    /// Find by id or name.
+    fn find(&self, id_or_name: &str) -> Option<Instance> {
+        self.table().find(id_or_name).cloned()
     }
 
     /// Store a changed record (memory first, then SQLite) and announce a state change.
     async fn save(&self, mut inst: Instance, from: Option<InstanceState>) -> Result<Instance> {
         inst.updated_ms = now_ms();
         let row = inst.row()?;
-        let store = Arc::clone(&self.inner.store);
+        let store = Arc::clone(&self.s.store);
         blocking(move || store.put_instance(&row).map_err(Error::from)).await?;
-        lock(&self.instances().records).insert(inst.id.clone(), inst.clone());
+        self.table().records.insert(inst.id.clone(), inst.clone());
         if from != Some(inst.state) {
             let mut detail = json!({"id": inst.id, "feature": inst.feature});
             if let Some(s) = inst.step {
@@ -504,7 +280,7 @@ impl Daemon {
                 detail["error_code"] = e.code.clone().into();
                 detail["error"] = e.message.clone().into();
             }
-            self.emit(
+            self.s.events.emit(
                 &inst.name,
                 "instance.state",
                 from.map_or("", InstanceState::as_str),
@@ -516,7 +292,7 @@ impl Daemon {
     }
 
     async fn update(&self, id: &str, f: impl FnOnce(&mut Instance)) -> Result<Instance> {
-        let mut inst = self.instances().get(id).ok_or_else(|| not_found(id))?;
+        let mut inst = self.get(id).ok_or_else(|| not_found(id))?;
         let from = inst.state;
         f(&mut inst);
         self.save(inst, Some(from)).await
@@ -525,8 +301,8 @@ impl Daemon {
     /// Create an instance, or return the one its isolation key already has.
     /// Returns once the record is stored as `queued`; a task does the rest and
     /// reports through `instance.state` events.
-    pub async fn create_instance(&self, req: CreateRequest) -> Result<Created> {
-        let ins = self.instances();
+    pub(crate) async fn create(&self, req: CreateRequest) -> Result<Created> {
+        let ins = self;
         // The launch fast path: no catalog, no store, one map lookup. A
         // request for an explicit name only reuses an instance of that name.
         if req.name.is_none() {
@@ -584,8 +360,8 @@ impl Daemon {
         })?;
         let process = format!("{}.{}", manifest.id, name);
         {
-            let recs = lock(&ins.records);
-            if recs.values().any(|i| i.name == name) {
+            let t = ins.table();
+            if t.records.values().any(|i| i.name == name) {
                 return Err(Error::new(
                     crate::ErrorKind::InstanceExists,
                     format!("an instance named {name:?} exists"),
@@ -594,7 +370,7 @@ impl Daemon {
                 .hint("pick another name, or delete the existing instance first"));
             }
         }
-        if self.inner.applied.lock().await.contains_key(&process) {
+        if self.s.desired.snapshot().contains_key(&process) {
             return Err(Error::new(
                 crate::ErrorKind::InstanceExists,
                 format!("a process named {process:?} exists"),
@@ -608,7 +384,7 @@ impl Daemon {
         }
         let now = now_ms();
         let inst = Instance {
-            dir: ins.root.join(&id),
+            dir: ins.s.root.join(&id),
             id: id.clone(),
             name,
             feature: manifest.id.clone(),
@@ -636,25 +412,23 @@ impl Daemon {
         {
             // Claim the key before the first await, so two racing creates for
             // one key make one instance.
-            let mut keys = lock(&ins.keys);
-            if let Some(other) = keys.get(&key) {
-                if let Some(o) = ins.get(other) {
-                    return Ok(Created {
-                        instance: o,
-                        reused: true,
-                    });
-                }
+            let mut t = ins.table();
+            if let Some(o) = t.keys.get(&key).and_then(|other| t.records.get(other)) {
+                return Ok(Created {
+                    instance: o.clone(),
+                    reused: true,
+                });
             }
-            keys.insert(key.clone(), id.clone());
+            t.keys.insert(key.clone(), id.clone());
         }
         let inst = match self.save(inst, None).await {
             Ok(i) => i,
             Err(e) => {
-                lock(&ins.keys).remove(&key);
+                ins.table().keys.remove(&key);
                 return Err(e);
             }
         };
-        lock(&ins.used).insert(id.clone(), Instant::now());
+        ins.table().used.insert(id.clone(), Instant::now());
         self.spawn_flow(&id);
         Ok(Created {
             instance: inst,
@@ -666,8 +440,8 @@ impl Daemon {
     /// else computed from the request as if the feature were per-session,
     /// which is only a cache probe).
     fn reuse(&self, req: &CreateRequest, key: Option<&str>) -> Option<Created> {
-        let ins = self.instances();
-        let keys = lock(&ins.keys);
+        let mut t = self.table();
+        let keys = &t.keys;
         let id = match key {
             Some(k) => keys.get(k)?.clone(),
             None => {
@@ -690,8 +464,7 @@ impl Daemon {
                 .clone()
             }
         };
-        drop(keys);
-        let inst = ins.get(&id)?;
+        let inst = t.records.get(&id)?.clone();
         // Only a key computed from the manifest may reuse an instance that is
         // not running (it will be started); the fast path serves healthy ones.
         if key.is_none() && inst.state != InstanceState::Running {
@@ -707,7 +480,7 @@ impl Daemon {
         {
             return None;
         }
-        lock(&ins.used).insert(id, Instant::now());
+        t.used.insert(id, Instant::now());
         Some(Created {
             instance: inst,
             reused: true,
@@ -716,20 +489,20 @@ impl Daemon {
 
     fn spawn_flow(&self, id: &str) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        lock(&self.instances().flows).insert(id.to_string(), tx);
+        self.table().flows.insert(id.to_string(), tx);
         let d = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            let l = d.instances().op_lock(&id);
+            let l = d.op_lock(&id);
             let _g = l.lock().await;
             d.run_flow(&id, rx).await;
-            lock(&d.instances().flows).remove(&id);
+            d.table().flows.remove(&id);
         });
     }
 
     /// Run every step not yet done; on failure undo all, newest first.
     async fn run_flow(&self, id: &str, cancel: tokio::sync::watch::Receiver<bool>) {
-        let Some(feature) = self.instances().get(id).map(|i| i.feature) else {
+        let Some(feature) = self.get(id).map(|i| i.feature) else {
             return;
         };
         // One catalog read per flow; the manifest is the same for every step.
@@ -741,7 +514,7 @@ impl Daemon {
             }
         };
         for step in StepKind::ALL {
-            let Some(inst) = self.instances().get(id) else {
+            let Some(inst) = self.get(id) else {
                 return;
             };
             if inst.done.contains(&step) {
@@ -770,7 +543,7 @@ impl Daemon {
             }
             let mut c = cancel.clone();
             let res = tokio::select! {
-                r = self.apply_step(id, step, &manifest, &mdir) => r,
+                r = steps::apply(self, id, step, &manifest, &mdir) => r,
                 _ = c.wait_for(|v| *v) => Err(cancelled()),
             };
             match res {
@@ -812,7 +585,7 @@ impl Daemon {
             hint: e.hint.clone(),
             context: e.context.clone(),
         };
-        let name = self.instances().get(id).map(|i| i.name);
+        let name = self.get(id).map(|i| i.name);
         let _ = self
             .update(id, |i| {
                 i.state = InstanceState::Error;
@@ -821,7 +594,7 @@ impl Daemon {
             })
             .await;
         if let Some(n) = name {
-            self.emit(
+            self.s.events.emit(
                 &n,
                 "instance.failed",
                 step.as_str(),
@@ -836,7 +609,7 @@ impl Daemon {
     /// cleans up after a daemon killed mid-step.
     async fn undo_all(&self, id: &str) {
         for step in StepKind::ALL.iter().rev() {
-            if let Err(e) = self.undo_step(id, *step).await {
+            if let Err(e) = steps::undo(self, id, *step).await {
                 warn!(
                     instance = id,
                     step = step.as_str(),
@@ -852,369 +625,25 @@ impl Daemon {
     /// validation) on a blocking thread.
     async fn manifest_of(&self, feature: &str) -> Result<(Manifest, PathBuf)> {
         let (d, f) = (self.clone(), feature.to_string());
-        blocking(move || d.instances().manifest(&f)).await
-    }
-
-    async fn apply_step(
-        &self,
-        id: &str,
-        step: StepKind,
-        manifest: &Manifest,
-        mdir: &Path,
-    ) -> Result<()> {
-        let inst = self.instances().get(id).ok_or_else(|| not_found(id))?;
-        match step {
-            StepKind::Install => self.step_install(&inst, manifest, mdir).await,
-            StepKind::Ports => self.step_ports(&inst, manifest).await,
-            StepKind::Network => self.step_network(&inst, manifest).await,
-            StepKind::Config => self.step_config(&inst, manifest, mdir).await,
-            StepKind::Process => self.step_process(&inst, manifest).await,
-            StepKind::Ready => self.step_ready(&inst).await,
-        }
-    }
-
-    async fn undo_step(&self, id: &str, step: StepKind) -> Result<()> {
-        let Some(inst) = self.instances().get(id) else {
-            return Ok(());
-        };
-        match step {
-            // Installed features are shared by instances and kept; `hangar
-            // uninstall` removes them.
-            StepKind::Install | StepKind::Ready => Ok(()),
-            StepKind::Ports => {
-                self.inner.manager.ports().release_all(&inst.id);
-                if inst.ports.is_empty() {
-                    return Ok(());
-                }
-                self.update(id, |i| i.ports.clear()).await.map(drop)
-            }
-            StepKind::Network => self.undo_network(&inst).await,
-            StepKind::Config => {
-                let dir = inst.dir.clone();
-                blocking(move || match std::fs::remove_dir_all(&dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::new(
-                        crate::ErrorKind::InstanceCleanup,
-                        format!("cannot remove {}: {e}", dir.display()),
-                    )),
-                    _ => Ok(()),
-                })
-                .await?;
-                if inst.config_file.is_none() {
-                    return Ok(());
-                }
-                self.update(id, |i| i.config_file = None).await.map(drop)
-            }
-            StepKind::Process => self.unregister(&inst.process).await,
-        }
-    }
-
-    async fn step_install(&self, inst: &Instance, m: &Manifest, mdir: &Path) -> Result<()> {
-        let ins = self.instances();
-        let installer = &ins.installer;
-        let have = {
-            let (d, id, version) = (self.clone(), inst.feature.clone(), inst.version.clone());
-            blocking(move || {
-                Ok(d.instances()
-                    .installer
-                    .versions(&id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|i| i.version == version))
-            })
-            .await?
-        };
-        let binary = match have {
-            Some(i) => i.binary,
-            None => {
-                let policy = catalog::InstallPolicy {
-                    allow_unverified: ins.settings.allow_unverified,
-                    how_to_allow: "set [daemon.instances] allow_unverified = true",
-                };
-                let req = catalog::plan(installer, m, mdir, &inst.version, policy).await?;
-                let name = inst.name.clone();
-                let last = Mutex::new(None::<Instant>);
-                let d = self.clone();
-                let progress = move |s: &FetchStep| {
-                    let detail = match s {
-                        FetchStep::Download(p) => {
-                            // At most one event every 100 ms, and the last.
-                            let mut l = lock(&last);
-                            if !p.done
-                                && l.is_some_and(|t| t.elapsed() < Duration::from_millis(100))
-                            {
-                                return;
-                            }
-                            *l = Some(Instant::now());
-                            json!({"status": "downloading", "bytes": p.bytes, "total": p.total,
-                                   "percent": p.total.filter(|t| *t > 0).map(|t| (p.bytes as f64 * 100.0 / t as f64).min(100.0)),
-                                   "bytes_per_sec": p.bytes_per_sec})
-                        }
-                        FetchStep::Verify => json!({"status": "verifying"}),
-                        FetchStep::Extract => json!({"status": "extracting"}),
-                        FetchStep::Installed => json!({"status": "completed"}),
-                    };
-                    d.emit(&name, "install.progress", "", "", detail);
-                };
-                let done = installer
-                    .install(req, &progress)
-                    .await
-                    .map_err(Error::from)?;
-                self.emit(
-                    &inst.name,
-                    "install.done",
-                    "",
-                    &done.version,
-                    json!({"feature": done.id, "version": done.version, "sha256": done.sha256, "verified": done.verified}),
-                );
-                done.binary
-            }
-        };
-        self.update(&inst.id, |i| i.binary = Some(binary))
-            .await
-            .map(drop)
-    }
-
-    async fn step_ports(&self, inst: &Instance, m: &Manifest) -> Result<()> {
-        let names = port_names(m);
-        let reg = self.inner.manager.ports();
-        let mut ports = BTreeMap::new();
-        if inst.network.is_some() || m.network.requires_vlan {
-            // Its own namespace: the manifest's ports are free there.
-            for (n, p) in names.iter().zip(&m.network.default_ports) {
-                ports.insert(n.clone(), *p);
-            }
-        } else {
-            let Some(range) = reg.ranges().first().map(|r| r.purpose.clone()) else {
-                return Err(Error::new(
-                    crate::ErrorKind::PortsNoRange,
-                    "no port range is configured",
-                )
-                .hint("set [daemon] port_range"));
-            };
-            for n in &names {
-                match reg.allocate(&range, &inst.id) {
-                    Ok(p) => {
-                        ports.insert(n.clone(), p);
-                    }
-                    Err(e) => {
-                        reg.release_all(&inst.id);
-                        return Err(Error::new(e.kind, e.message.clone())
-                            .with("instance", &inst.name)
-                            .hint(e.hint));
-                    }
-                }
-            }
-        }
-        self.update(&inst.id, |i| i.ports = ports).await.map(drop)
-    }
-
-    async fn step_config(&self, inst: &Instance, m: &Manifest, mdir: &Path) -> Result<()> {
-        let dir = inst.dir.clone();
-        let (inst2, m2, mdir2) = (inst.clone(), m.clone(), mdir.to_path_buf());
-        let manager = self.inner.manager.clone();
-        let file = blocking(move || {
-            for sub in ["config", "data"] {
-                std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
-                    Error::new(
-                        crate::ErrorKind::InstanceDir,
-                        format!("cannot create {}: {e}", dir.join(sub).display()),
-                    )
-                })?;
-            }
-            render::render_and_check(&manager, &inst2, &m2, &mdir2)
-        })
-        .await?;
-        if let Some(u) = &self.instances().settings.user {
-            let run_as = hangar_supervisor::RunAs::from_name(u).map_err(Error::from)?;
-            let dir = inst.dir.clone();
-            blocking(move || give_to(&dir, run_as.uid, run_as.gid)).await?;
-        }
-        self.update(&inst.id, |i| i.config_file = file)
-            .await
-            .map(drop)
-    }
-
-    async fn step_process(&self, inst: &Instance, m: &Manifest) -> Result<()> {
-        let spec = self.instance_spec(inst, m)?;
-        let name = spec.name.clone();
-        let _change = self.inner.changes.lock().await;
-        let mut desired = self.inner.applied.lock().await.clone();
-        desired.insert(
-            name.clone(),
-            Arc::new(Want {
-                spec,
-                source: Source::Instance,
-                desired: Desired::Running,
-            }),
-        );
-        let report = self.apply(desired).await;
-        match report
-            .errors
-            .into_iter()
-            .find(|(n, _)| n.is_empty() || *n == name)
-        {
-            // A crash before it ran is the restart policy's to judge: it backs
-            // off and tries again; the ready step sees how that ends.
-            Some((_, e))
-                if e.is(hangar_supervisor::ErrorKind::ProcessStartFailed)
-                    && self
-                        .inner
-                        .manager
-                        .status(&name)
-                        .is_ok_and(|s| s.state.is_active()) =>
-            {
-                Ok(())
-            }
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn instance_spec(&self, inst: &Instance, m: &Manifest) -> Result<ProcessSpec> {
-        let binary = inst.binary.clone().ok_or_else(|| {
-            Error::new(
-                crate::ErrorKind::InstanceNotInstalled,
-                format!("{} is not installed", inst.feature),
-            )
-        })?;
-        let names = port_names(m);
-        let mut spec = ProcessSpec::new(&inst.process, binary.display().to_string());
-        spec.args = m.binary.args.iter().map(|a| substitute(a, inst)).collect();
-        spec.working_dir = Some(inst.dir.join("data"));
-        spec.env
-            .insert("HANGAR_INSTANCE_ID".into(), inst.id.clone());
-        spec.env
-            .insert("HANGAR_INSTANCE_NAME".into(), inst.name.clone());
-        spec.env.insert("HANGAR_BIND".into(), inst.bind.clone());
-        for (n, p) in &inst.ports {
-            spec.env.insert(
-                format!("HANGAR_PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
-                p.to_string(),
-            );
-        }
-        if m.health_port {
-            if let Some(p) = m
-                .health
-                .as_ref()
-                .and_then(|h| names.get(h.port_index.unwrap_or(0)))
-                .and_then(|n| inst.ports.get(n))
-            {
-                spec.env.insert("HEALTH_PORT".into(), p.to_string());
-            }
-        }
-        if let Some(c) = &inst.config_file {
-            spec.env
-                .insert("HANGAR_CONFIG".into(), c.display().to_string());
-        }
-        let s = &self.instances().settings;
-        spec.restart = RestartPolicy {
-            initial_interval: Duration::from_millis(500),
-            max_interval: Duration::from_secs(30),
-            max_retries: s.start_retries,
-            ..RestartPolicy::default()
-        };
-        spec.start_timeout = s.ready_timeout;
-        if let Some(p) = probe(m, inst, &names) {
-            let mut live = p.clone();
-            live.failure_threshold = live.failure_threshold.max(3);
-            spec.readiness = Some(p);
-            spec.liveness = Some(live);
-        }
-        limits::apply(&mut spec, m, inst)?;
-        if let Some(u) = &s.user {
-            let run_as = hangar_supervisor::RunAs::from_name(u).map_err(Error::from)?;
-            spec.env.insert("USER".into(), u.clone());
-            spec.env
-                .insert("HOME".into(), inst.dir.join("data").display().to_string());
-            spec.user = Some(run_as);
-        }
-        // Its own network: the process joins the namespace before exec and
-        // binds the instance address there.
-        if let Some(path) = inst
-            .network
-            .as_ref()
-            .and_then(|n| n.get("namespace_path"))
-            .and_then(Value::as_str)
-        {
-            spec.netns = Some(PathBuf::from(path));
-        }
-        Ok(spec)
-    }
-
-    async fn step_ready(&self, inst: &Instance) -> Result<()> {
-        let deadline = Instant::now() + self.instances().settings.ready_timeout;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            match self.inner.manager.status(&inst.process) {
-                Ok(s) if s.state == State::Running && s.health.status != ProbeHealth::Unhealthy => {
-                    return Ok(())
-                }
-                Ok(s) if matches!(s.state, State::Failed | State::Exited) => {
-                    let why = s
-                        .last_error
-                        .map(|e| e.message().to_string())
-                        .or_else(|| s.last_exit.map(|x| format!("it exited ({x})")))
-                        .unwrap_or_else(|| "it stopped".into());
-                    return Err(Error::new(
-                        crate::ErrorKind::InstanceStartFailed,
-                        format!("{} did not stay up: {why}", inst.process),
-                    )
-                    .with("restarts", s.restarts)
-                    .hint(format!("see `hangar logs {}`", inst.process)));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
-                    return Err(Error::new(
-                        crate::ErrorKind::InstanceStartFailed,
-                        format!("{} is gone", inst.process),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if Instant::now() > deadline {
-                return Err(Error::new(
-                    hangar_supervisor::ErrorKind::ReadinessTimeout,
-                    format!("{} was not healthy in time", inst.process),
-                )
-                .hint("raise [daemon.instances] ready_timeout, or check `hangar logs`"));
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(100));
-        }
-    }
-
-    /// Remove a process from the desired set (stopping it); absent is fine.
-    async fn unregister(&self, process: &str) -> Result<()> {
-        let _change = self.inner.changes.lock().await;
-        let mut desired = self.inner.applied.lock().await.clone();
-        if desired.remove(process).is_none() {
-            return Ok(());
-        }
-        let report = self.apply(desired).await;
-        match report.errors.into_iter().next() {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
+        blocking(move || d.manifest(&f)).await
     }
 
     /// One instance, by id or name.
-    pub fn instance(&self, id_or_name: &str) -> Result<Instance> {
-        self.instances()
-            .find(id_or_name)
-            .ok_or_else(|| not_found(id_or_name))
+    pub(crate) fn instance(&self, id_or_name: &str) -> Result<Instance> {
+        self.find(id_or_name).ok_or_else(|| not_found(id_or_name))
     }
 
     /// Every instance, by name.
-    pub fn instance_list(&self) -> Vec<Instance> {
-        let mut v: Vec<Instance> = lock(&self.instances().records).values().cloned().collect();
+    pub(crate) fn list(&self) -> Vec<Instance> {
+        let mut v: Vec<Instance> = self.table().records.values().cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
 
     /// Stop an instance's process; it keeps its ports, network and config.
-    pub async fn stop_instance(&self, id_or_name: &str) -> Result<Instance> {
+    pub(crate) async fn stop(&self, id_or_name: &str) -> Result<Instance> {
         let inst = self.instance(id_or_name)?;
-        let l = self.instances().op_lock(&inst.id);
+        let l = self.op_lock(&inst.id);
         let _g = l.lock().await;
         let inst = self.instance(&inst.id)?;
         if inst.state != InstanceState::Running && inst.state != InstanceState::Stopped {
@@ -1224,7 +653,10 @@ impl Daemon {
             )
             .hint("only a running instance can be stopped; delete it to take it back"));
         }
-        self.stop(&inst.process, None).await?;
+        self.s
+            .desired
+            .act(&inst.process, Desired::Stopped, Action::Stop(None))
+            .await?;
         self.update(&inst.id, |i| {
             i.state = InstanceState::Stopped;
             i.desired = Desired::Stopped;
@@ -1234,7 +666,7 @@ impl Daemon {
 
     /// Start a stopped instance (and wait until it is healthy), or make an
     /// instance in error again from the first step.
-    pub async fn start_instance(&self, id_or_name: &str) -> Result<Instance> {
+    pub(crate) async fn start(&self, id_or_name: &str) -> Result<Instance> {
         let inst = self.instance(id_or_name)?;
         match inst.state {
             InstanceState::Error => {
@@ -1250,9 +682,13 @@ impl Daemon {
                 Ok(inst)
             }
             InstanceState::Stopped | InstanceState::Running => {
-                let l = self.instances().op_lock(&inst.id);
+                let l = self.op_lock(&inst.id);
                 let _g = l.lock().await;
-                let r = self.start(&inst.process).await?;
+                let r = self
+                    .s
+                    .desired
+                    .act(&inst.process, Desired::Running, Action::Start)
+                    .await?;
                 if let Some((_, e)) = r.errors.into_iter().next() {
                     return Err(e);
                 }
@@ -1261,7 +697,7 @@ impl Daemon {
                     i.desired = Desired::Running;
                 })
                 .await?;
-                let res = self.step_ready(&inst).await;
+                let res = steps::ready::apply(self, &inst).await;
                 self.update(&inst.id, |i| {
                     i.state = if res.is_ok() {
                         InstanceState::Running
@@ -1282,29 +718,32 @@ impl Daemon {
     }
 
     /// Restart an instance's process.
-    pub async fn restart_instance(&self, id_or_name: &str) -> Result<Instance> {
+    pub(crate) async fn restart(&self, id_or_name: &str) -> Result<Instance> {
         let inst = self.instance(id_or_name)?;
         if inst.state == InstanceState::Running {
-            let l = self.instances().op_lock(&inst.id);
+            let l = self.op_lock(&inst.id);
             let g = l.lock().await;
-            self.restart(&inst.process).await?;
-            self.step_ready(&inst).await?;
+            self.s
+                .desired
+                .act(&inst.process, Desired::Running, Action::Restart)
+                .await?;
+            steps::ready::apply(self, &inst).await?;
             drop(g);
             return self.instance(&inst.id);
         }
-        self.start_instance(&inst.id).await
+        self.start(&inst.id).await
     }
 
     /// Delete an instance: stop its process, undo every step, forget it.
     /// A create in progress is cancelled and rolled back first.
-    pub async fn delete_instance(&self, id_or_name: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, id_or_name: &str) -> Result<()> {
         let inst = self.instance(id_or_name)?;
-        if let Some(tx) = lock(&self.instances().flows).get(&inst.id) {
+        if let Some(tx) = self.table().flows.get(&inst.id) {
             let _ = tx.send(true);
         }
-        let l = self.instances().op_lock(&inst.id);
+        let l = self.op_lock(&inst.id);
         let _g = l.lock().await;
-        let Some(inst) = self.instances().get(&inst.id) else {
+        let Some(inst) = self.get(&inst.id) else {
             return Ok(());
         };
         self.update(&inst.id, |i| i.state = InstanceState::Deleting)
@@ -1314,20 +753,11 @@ impl Daemon {
     }
 
     async fn forget(&self, inst: &Instance) -> Result<()> {
-        let store = Arc::clone(&self.inner.store);
+        let store = Arc::clone(&self.s.store);
         let id = inst.id.clone();
         blocking(move || store.remove_instance(&id).map_err(Error::from)).await?;
-        let ins = self.instances();
-        lock(&ins.records).remove(&inst.id);
-        {
-            let mut keys = lock(&ins.keys);
-            if keys.get(&inst.key) == Some(&inst.id) {
-                keys.remove(&inst.key);
-            }
-        }
-        lock(&ins.used).remove(&inst.id);
-        lock(&ins.locks).remove(&inst.id);
-        self.emit(
+        self.table().forget(inst);
+        self.s.events.emit(
             &inst.name,
             "instance.state",
             InstanceState::Deleting.as_str(),
@@ -1340,14 +770,14 @@ impl Daemon {
     /// Change an instance's mode and options: validated and rendered first;
     /// the new config replaces the old only once its checker accepts it, then
     /// the process restarts. On any failure the old config stays.
-    pub async fn update_instance(
+    pub(crate) async fn update_options(
         &self,
         id_or_name: &str,
         mode: Option<String>,
         options: Map<String, Value>,
     ) -> Result<Instance> {
         let inst = self.instance(id_or_name)?;
-        let l = self.instances().op_lock(&inst.id);
+        let l = self.op_lock(&inst.id);
         let _g = l.lock().await;
         let inst = self.instance(&inst.id)?;
         if !matches!(inst.state, InstanceState::Running | InstanceState::Stopped) {
@@ -1365,14 +795,14 @@ impl Daemon {
         let mut next = inst.clone();
         next.mode = mode;
         next.options = opts;
-        let (n2, m2, manager) = (next.clone(), m.clone(), self.inner.manager.clone());
+        let (n2, m2, manager) = (next.clone(), m.clone(), self.s.manager.clone());
         let file = blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir)).await?;
         next.config_file = file;
-        let spec = self.instance_spec(&next, &m)?;
+        let spec = steps::process::spec(self, &next, &m)?;
         let next = self.save(next, Some(inst.state)).await?;
         if inst.state == InstanceState::Running {
-            let _change = self.inner.changes.lock().await;
-            let mut desired = self.inner.applied.lock().await.clone();
+            let mut change = self.s.desired.write().await;
+            let mut desired = change.current().clone();
             desired.insert(
                 spec.name.clone(),
                 Arc::new(Want {
@@ -1381,12 +811,12 @@ impl Daemon {
                     desired: Desired::Running,
                 }),
             );
-            let report = self.apply(desired).await;
+            let report = change.apply(desired).await;
             if let Some((_, e)) = report.errors.into_iter().next() {
                 return Err(e);
             }
-            drop(_change);
-            self.step_ready(&next).await?;
+            drop(change);
+            steps::ready::apply(self, &next).await?;
         }
         self.instance(&next.id)
     }
@@ -1394,8 +824,8 @@ impl Daemon {
     /// At boot: load the records; take back instances a killed daemon left
     /// half-made (or half-deleted). Returns the process names that must not be
     /// started.
-    pub(crate) async fn recover_instances(&self) -> Vec<String> {
-        let store = Arc::clone(&self.inner.store);
+    pub(crate) async fn recover(&self) -> Vec<String> {
+        let store = Arc::clone(&self.s.store);
         let rows = match blocking(move || store.instances().map_err(Error::from)).await {
             Ok(r) => r,
             Err(e) => {
@@ -1406,7 +836,7 @@ impl Daemon {
                 return Vec::new();
             }
         };
-        let ins = self.instances();
+        let ins = self;
         let mut dropped = Vec::new();
         let mut interrupted = Vec::new();
         for row in rows {
@@ -1421,7 +851,7 @@ impl Daemon {
                 dropped.push(inst.process.clone());
                 interrupted.push(inst.id.clone());
             } else {
-                let reg = self.inner.manager.ports();
+                let reg = self.s.manager.ports();
                 if inst.network.is_none() {
                     for p in inst.ports.values() {
                         if let Err(e) = reg.reserve(*p, &inst.id) {
@@ -1430,16 +860,17 @@ impl Daemon {
                     }
                 }
             }
-            lock(&ins.keys).insert(inst.key.clone(), inst.id.clone());
-            lock(&ins.used).insert(inst.id.clone(), Instant::now());
-            lock(&ins.records).insert(inst.id.clone(), inst);
+            let mut t = ins.table();
+            t.keys.insert(inst.key.clone(), inst.id.clone());
+            t.used.insert(inst.id.clone(), Instant::now());
+            t.records.insert(inst.id.clone(), inst);
         }
         self.recover_networks().await;
         // The processes of interrupted instances are not in the desired set
         // yet (boot applies it after this), so undo only removes records.
         for id in interrupted {
             let Some(inst) = ins.get(&id) else { continue };
-            let store = Arc::clone(&self.inner.store);
+            let store = Arc::clone(&self.s.store);
             let p = inst.process.clone();
             let _ = blocking(move || store.remove_process(&p).map_err(Error::from)).await;
             if inst.state == InstanceState::Deleting {
@@ -1464,29 +895,28 @@ impl Daemon {
 
     /// Delete per-session instances nobody asked for within the TTL.
     pub(crate) async fn reap_idle_sessions(&self) {
-        let ttl = self.instances().settings.session_ttl;
+        let ttl = self.s.settings.session_ttl;
         let idle: Vec<String> = {
-            let used = lock(&self.instances().used);
-            lock(&self.instances().records)
+            let t = self.table();
+            t.records
                 .values()
                 .filter(|i| i.isolation == Isolation::PerSession && !i.state.in_progress())
-                .filter(|i| used.get(&i.id).is_none_or(|t| t.elapsed() > ttl))
+                .filter(|i| t.used.get(&i.id).is_none_or(|t| t.elapsed() > ttl))
                 .map(|i| i.id.clone())
                 .collect()
         };
         for id in idle {
             info!(instance = %id, "deleting an idle per-session instance");
-            if let Err(e) = self.delete_instance(&id).await {
+            if let Err(e) = self.delete(&id).await {
                 warn!(instance = %id, code = e.code(), "could not reap: {}", e.message);
             }
         }
     }
 
     /// The reaper's loop; ends with the daemon.
-    pub(crate) async fn reap_loop(self) {
-        let ttl = self.instances().settings.session_ttl;
+    pub(crate) async fn reap_loop(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let ttl = self.s.settings.session_ttl;
         let every = (ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
-        let mut stop = self.inner.stop.subscribe();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -1496,30 +926,3 @@ impl Daemon {
         }
     }
 }
-
-/// `chown -R` without following links: the instance's files to the user it runs as.
-fn give_to(dir: &Path, uid: u32, gid: u32) -> Result<()> {
-    let fail = |p: &Path, e: std::io::Error| {
-        Error::new(
-            crate::ErrorKind::InstanceDir,
-            format!("cannot give {} to uid {uid}: {e}", p.display()),
-        )
-        .hint("run hangar as root to run instances as another user")
-    };
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|e| fail(dir, e))?;
-    for e in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
-        let e = e.map_err(|e| fail(dir, e))?;
-        let p = e.path();
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            give_to(&p, uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(|e| fail(&p, e))?;
-        }
-    }
-    Ok(())
-}
-
-mod limits;
-mod network;
-mod options;
-mod render;

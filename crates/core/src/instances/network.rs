@@ -7,13 +7,12 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use hangar_net::{NetAllocator, NetRecord, NetSpec, NetworkBackend, NetworkConfig};
+use hangar_net::{NetAllocator, NetRecord, NetworkBackend, NetworkConfig};
 use tracing::warn;
 
-use super::{lock, Instance};
-use crate::daemon::{now_ms, Daemon};
+use super::Instances;
 use crate::error::{Error, Result};
-use hangar_feature::catalog::Manifest;
+use crate::util::{lock, now_ms};
 
 /// The backend, built on first use (it needs netlink, and root), and the
 /// allocator of per-instance numbers.
@@ -23,7 +22,7 @@ pub(crate) struct Net {
     pub(crate) alloc: Mutex<Option<NetAllocator>>,
 }
 
-fn net_err(e: hangar_net::NetError) -> Error {
+pub(super) fn net_err(e: hangar_net::NetError) -> Error {
     Error::new(e.kind, e.message.clone()).hint(e.hint)
 }
 
@@ -36,13 +35,13 @@ impl Net {
         }
     }
 
-    fn backend(&self) -> Result<Arc<dyn NetworkBackend>> {
+    pub(super) fn backend(&self) -> Result<Arc<dyn NetworkBackend>> {
         self.backend
             .get_or_init(|| self.config.build().map_err(net_err))
             .clone()
     }
 
-    fn allocate(&self, owner: &str) -> Result<u32> {
+    pub(super) fn allocate(&self, owner: &str) -> Result<u32> {
         match lock(&self.alloc).as_ref() {
             Some(a) => a.allocate(owner).map_err(net_err),
             None => Err(Error::new(
@@ -53,32 +52,34 @@ impl Net {
         }
     }
 
-    fn release(&self, n: u32) {
+    pub(super) fn release(&self, n: u32) {
         if let Some(a) = lock(&self.alloc).as_ref() {
             a.release(n);
         }
     }
 }
 
-impl Daemon {
-    fn net(&self) -> &Net {
-        &self.instances().net
+impl Instances {
+    pub(super) fn net(&self) -> &Net {
+        &self.s.net
     }
 
     /// Store the network record in the instance, synchronously: the backend
     /// calls this before each of its steps.
-    fn store_net(&self, id: &str, rec: &NetRecord) {
+    pub(super) fn store_net(&self, id: &str, rec: &NetRecord) {
         let row = {
-            let mut recs = lock(&self.instances().records);
-            let Some(inst) = recs.get_mut(id) else { return };
-            inst.network = serde_json::to_value(rec).ok();
+            let mut t = self.table();
+            let Some(inst) = t.records.get_mut(id) else {
+                return;
+            };
+            inst.network = Some(rec.clone());
             inst.bind = rec.instance_addr.to_string();
             inst.updated_ms = now_ms();
             inst.row()
         };
         match row {
             Ok(row) => {
-                if let Err(e) = self.inner.store.put_instance(&row) {
+                if let Err(e) = self.s.store.put_instance(&row) {
                     warn!(
                         instance = id,
                         code = e.code(),
@@ -90,60 +91,15 @@ impl Daemon {
         }
     }
 
-    pub(super) async fn step_network(&self, inst: &Instance, m: &Manifest) -> Result<()> {
-        if !m.network.requires_vlan {
-            return Ok(());
-        }
-        let backend = self.net().backend()?;
-        let n = self.net().allocate(&inst.id)?;
-        let spec = NetSpec::new(&inst.id, n);
-        let id = inst.id.clone();
-        let progress = |r: &NetRecord| self.store_net(&id, r);
-        match backend.create(&spec, &progress).await {
-            Ok(rec) => {
-                self.store_net(&inst.id, &rec);
-                Ok(())
-            }
-            Err(e) => {
-                // The backend rolled its own steps back.
-                self.net().release(n);
-                Err(net_err(e).with("instance", &inst.name))
-            }
-        }
-    }
-
-    pub(super) async fn undo_network(&self, inst: &Instance) -> Result<()> {
-        let Some(v) = &inst.network else {
-            return Ok(());
-        };
-        let rec: NetRecord = serde_json::from_value(v.clone()).map_err(|e| {
-            Error::new(
-                crate::ErrorKind::NetRecordUnreadable,
-                format!("network record: {e}"),
-            )
-        })?;
-        self.net()
-            .backend()?
-            .teardown(&rec)
-            .await
-            .map_err(net_err)?;
-        self.net().release(rec.number);
-        self.update(&inst.id, |i| {
-            i.network = None;
-            i.bind = "127.0.0.1".into();
-        })
-        .await
-        .map(drop)
-    }
-
     /// At boot, after the records are loaded: hold every stored number, and
     /// have the backend remove its leftovers without a record, re-create
     /// ACTIVE networks whose objects are gone and roll back interrupted ones.
     pub(super) async fn recover_networks(&self) {
-        let recs: Vec<NetRecord> = lock(&self.instances().records)
+        let recs: Vec<NetRecord> = self
+            .table()
+            .records
             .values()
             .filter_map(|i| i.network.clone())
-            .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
         if let Some(a) = lock(&self.net().alloc).as_ref() {
             for (r, e) in a.restore(&recs) {
