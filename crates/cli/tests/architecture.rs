@@ -470,3 +470,34 @@ fn code_map_names_every_source_file() {
          crate's section): {missing:#?}"
     );
 }
+
+/// The instances never reach into the daemon: they get the desired set, the
+/// event sink, the store and the supervisor, and the daemon owns them.
+#[test]
+fn instances_do_not_import_the_daemon() {
+    let root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/core/src/instances"
+    );
+    let mut stack = vec![std::path::PathBuf::from(root)];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for (i, line) in text.lines().enumerate() {
+                    if line.contains("crate::daemon") || line.contains("Daemon") {
+                        found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "instances reach into the daemon: {found:#?}"
+    );
+}
