@@ -710,9 +710,11 @@ async fn uninstall_is_refused_while_the_binary_runs() {
     std::os::unix::fs::symlink("real", env.tmp.path().join("via")).unwrap();
     env.root = env.tmp.path().join("via/features");
     env.inst = Installer::new(&env.root, Downloader::new(opts()).unwrap());
-    // A plain "binary": a script that keeps running (short sleeps, so killing
-    // the shell leaves no long-lived child behind).
-    let body = b"#!/bin/sh\nwhile :; do sleep 0.1; done\n".to_vec();
+    // A plain "binary": a script that keeps running without forking (it waits
+    // on its stdin with the shell's own `read`), so killing the shell leaves
+    // nothing behind. A loop of `sleep`s did not: a child forked but not yet
+    // exec'd still carries the script's arguments after the shell is killed.
+    let body = b"#!/bin/sh\nread line\n".to_vec();
     env.serve("svc", "1.0.0", "svc-linux-amd64", Route::new(body.clone()));
     env.serve("svc", "2.0.0", "svc-linux-amd64", Route::new(body.clone()));
     let r1 = env
@@ -726,7 +728,10 @@ async fn uninstall_is_refused_while_the_binary_runs() {
 
     let mut child = None;
     for _ in 0..50 {
-        match std::process::Command::new(&r1.binary).spawn() {
+        match std::process::Command::new(&r1.binary)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+        {
             Ok(c) => {
                 child = Some(c);
                 break;
