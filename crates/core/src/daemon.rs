@@ -40,7 +40,7 @@ use crate::instances::{CreateRequest, Created, Instance, Instances, InstancesPar
 use crate::procfile;
 use crate::recovery::{self, RecordedGroup, SUPERVISOR_ID_ENV};
 use crate::sinks::{SinkStats, Sinks};
-use crate::util::{blocking, ms, now_ms};
+use crate::util::{blocking, detached, ms, now_ms};
 
 /// Where and how to boot.
 #[derive(Debug, Clone, Default)]
@@ -112,6 +112,9 @@ struct Inner {
     boot_event_id: i64,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The session reaper, kept apart: shutdown ends it before taking the
+    /// desired set, since a reap in the middle of a delete waits for the set.
+    reaper: Mutex<Option<JoinHandle<()>>>,
     _lock: OwnedFd,
 }
 
@@ -307,6 +310,7 @@ impl Daemon {
                 boot_event_id: last_event_id,
                 stop,
                 tasks: Mutex::new(Vec::new()),
+                reaper: Mutex::new(None),
                 _lock: lock,
             }),
         };
@@ -324,7 +328,9 @@ impl Daemon {
         if let Ok(mut t) = daemon.inner.tasks.lock() {
             t.push(persister);
             t.push(reconciler);
-            t.push(reaper);
+        }
+        if let Ok(mut r) = daemon.inner.reaper.lock() {
+            *r = Some(reaper);
         }
 
         // Boot is a reload from empty. The desired set is applied (and recorded)
@@ -463,6 +469,11 @@ impl Daemon {
     /// All or nothing: refused if any is invalid or its name is taken, and taken
     /// back if one of them fails to start (within the start wait).
     pub async fn add(&self, toml: &str, start: bool) -> Result<Vec<String>> {
+        let (d, toml) = (self.clone(), toml.to_string());
+        detached(async move { d.add_now(&toml, start).await }).await
+    }
+
+    async fn add_now(&self, toml: &str, start: bool) -> Result<Vec<String>> {
         let mut change = self.inner.desired.write().await;
         let pf = procfile::parse(toml, Some(self.inner.log_dir.clone())).map_err(|errs| {
             let mut e = Error::new(
@@ -528,6 +539,11 @@ impl Daemon {
 
     /// Stop a process added through the API and forget it.
     pub async fn remove(&self, name: &str) -> Result<()> {
+        let (d, name) = (self.clone(), name.to_string());
+        detached(async move { d.remove_now(&name).await }).await
+    }
+
+    async fn remove_now(&self, name: &str) -> Result<()> {
         let mut change = self.inner.desired.write().await;
         let mut desired = change.current().clone();
         match desired.get(name) {
@@ -560,6 +576,11 @@ impl Daemon {
 
     /// Re-read the configuration file and apply the difference.
     pub async fn reload(&self) -> Result<ReloadReport> {
+        let d = self.clone();
+        detached(async move { d.reload_now().await }).await
+    }
+
+    async fn reload_now(&self) -> Result<ReloadReport> {
         let mut change = self.inner.desired.write().await;
         let config = match &self.inner.config_path {
             Some(p) => DaemonConfig::load(p, Some(self.inner.log_dir.clone()))?,
@@ -601,32 +622,52 @@ impl Daemon {
 
     /// Start processes matching a name or glob (their desired state becomes running).
     pub async fn start(&self, pattern: &str) -> Result<ActionReport> {
-        self.inner
-            .desired
-            .act(pattern, Desired::Running, Action::Start)
-            .await
+        let (d, pattern) = (self.clone(), pattern.to_string());
+        detached(async move {
+            d.inner
+                .desired
+                .act(&pattern, Desired::Running, Action::Start)
+                .await
+        })
+        .await
     }
 
     /// Stop processes matching a name or glob (desired: stopped).
     pub async fn stop(&self, pattern: &str, timeout: Option<Duration>) -> Result<ActionReport> {
-        self.inner
-            .desired
-            .act(pattern, Desired::Stopped, Action::Stop(timeout))
-            .await
+        let (d, pattern) = (self.clone(), pattern.to_string());
+        detached(async move {
+            d.inner
+                .desired
+                .act(&pattern, Desired::Stopped, Action::Stop(timeout))
+                .await
+        })
+        .await
     }
 
     /// Restart processes matching a name or glob (desired: running).
     pub async fn restart(&self, pattern: &str) -> Result<ActionReport> {
-        self.inner
-            .desired
-            .act(pattern, Desired::Running, Action::Restart)
-            .await
+        let (d, pattern) = (self.clone(), pattern.to_string());
+        detached(async move {
+            d.inner
+                .desired
+                .act(&pattern, Desired::Running, Action::Restart)
+                .await
+        })
+        .await
     }
 
     /// Stop every process gracefully (each with its own stop settings), persist
     /// the last events, flush the sinks. Desired states are kept, so the next
     /// boot starts the same processes.
     pub async fn shutdown(&self) {
+        // End the reaper first: one in the middle of a delete waits for the
+        // desired set, which shutdown is about to hold. A delete cut short stays
+        // recorded as deleting, and the next boot finishes it.
+        let reaper = self.inner.reaper.lock().ok().and_then(|mut r| r.take());
+        if let Some(r) = reaper {
+            r.abort();
+            let _ = r.await;
+        }
         // Hold the desired set so no API call starts something mid-shutdown.
         let _change = self.inner.desired.write().await;
         self.inner.manager.shutdown().await;
@@ -663,24 +704,28 @@ impl Daemon {
 
     /// Stop an instance's process; it keeps its ports, network and config.
     pub async fn stop_instance(&self, id_or_name: &str) -> Result<Instance> {
-        self.inner.instances.stop(id_or_name).await
+        let (i, id) = (self.inner.instances.clone(), id_or_name.to_string());
+        detached(async move { i.stop(&id).await }).await
     }
 
     /// Start a stopped instance (and wait until it is healthy), or make an
     /// instance in error again from the first step.
     pub async fn start_instance(&self, id_or_name: &str) -> Result<Instance> {
-        self.inner.instances.start(id_or_name).await
+        let (i, id) = (self.inner.instances.clone(), id_or_name.to_string());
+        detached(async move { i.start(&id).await }).await
     }
 
     /// Restart an instance's process.
     pub async fn restart_instance(&self, id_or_name: &str) -> Result<Instance> {
-        self.inner.instances.restart(id_or_name).await
+        let (i, id) = (self.inner.instances.clone(), id_or_name.to_string());
+        detached(async move { i.restart(&id).await }).await
     }
 
     /// Delete an instance: stop its process, undo every step, forget it.
     /// A create in progress is cancelled and rolled back first.
     pub async fn delete_instance(&self, id_or_name: &str) -> Result<()> {
-        self.inner.instances.delete(id_or_name).await
+        let (i, id) = (self.inner.instances.clone(), id_or_name.to_string());
+        detached(async move { i.delete(&id).await }).await
     }
 
     /// Change an instance's mode and options: validated and rendered first;
@@ -692,10 +737,8 @@ impl Daemon {
         mode: Option<String>,
         options: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Instance> {
-        self.inner
-            .instances
-            .update_options(id_or_name, mode, options)
-            .await
+        let (i, id) = (self.inner.instances.clone(), id_or_name.to_string());
+        detached(async move { i.update_options(&id, mode, options).await }).await
     }
 
     /// SIGKILL every process group now (a second signal during shutdown).
@@ -721,7 +764,7 @@ impl Daemon {
                         r.name.clone(),
                         Arc::new(Want {
                             spec,
-                            source: Source::Api,
+                            source: r.source,
                             desired: r.desired,
                         }),
                     );

@@ -223,12 +223,8 @@ impl DesiredSet {
         if names.is_empty() {
             return Err(not_found(pattern_text));
         }
-        for n in &names {
-            if let Some(want) = w.applied.get_mut(n) {
-                Arc::make_mut(want).desired = desired;
-            }
-        }
-        w.publish();
+        // Stored first: a failed write leaves memory, the snapshot and the
+        // store as they were.
         let store = Arc::clone(&self.inner.store);
         let to_store = names.clone();
         blocking(move || {
@@ -238,6 +234,12 @@ impl DesiredSet {
             Ok(())
         })
         .await?;
+        for n in &names {
+            if let Some(want) = w.applied.get_mut(n) {
+                Arc::make_mut(want).desired = desired;
+            }
+        }
+        w.publish();
         let mut jobs = tokio::task::JoinSet::new();
         for n in &names {
             let mgr = self.inner.manager.clone();

@@ -29,6 +29,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// Run a change to its end even if the caller stops waiting. A gRPC client
+/// that disconnects drops its request's future; a change cut short there
+/// would leave the desired set published but not carried out (a removed
+/// process still running, listed nowhere), or an instance half-deleted.
+pub(crate) async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(f).await.map_err(|e| {
+        Error::new(
+            hangar_base::ErrorKind::Internal,
+            format!("change task failed: {e}"),
+        )
+    })?
+}
+
 /// Lock a std mutex, taking over a poisoned one (its holders never leave the
 /// data half-changed). Never hold the guard across an await.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -75,3 +75,57 @@ async fn list_answers_while_apply_waits_out_a_stop_grace() {
     );
     d.shutdown().await;
 }
+
+/// An instance's process stays the instance's after the daemon restarts: it is
+/// listed with its source, and `remove` refuses it (it would pull the process
+/// out from under its instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_process_keeps_its_source_across_a_restart() {
+    use hangar_core::{CreateRequest, InstanceState};
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: the demo feature needs python3");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let opts = || BootOptions {
+        data_dir: tmp.path().join("data"),
+        ..BootOptions::default()
+    };
+    let d = Daemon::boot(opts()).await.expect("boot");
+    d.create_instance(CreateRequest {
+        feature: "demo".into(),
+        name: Some("kept".into()),
+        mode: None,
+        options: Default::default(),
+        tenant: None,
+        session: None,
+    })
+    .await
+    .expect("create");
+    let t0 = Instant::now();
+    let process = loop {
+        let i = d.instance("kept").expect("instance");
+        if i.state == InstanceState::Running {
+            break i.process;
+        }
+        assert!(
+            i.state != InstanceState::Error && t0.elapsed() < Duration::from_secs(60),
+            "never ran: {i:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    d.shutdown().await;
+    drop(d);
+
+    let d = Daemon::boot(opts()).await.expect("boot again");
+    let view = d.get(&process).await.expect("listed after the restart");
+    assert_eq!(view.want.source, hangar_store::Source::Instance);
+    let e = d.remove(&process).await.expect_err("remove must refuse it");
+    assert!(e.is(hangar_core::ErrorKind::ProcessOfInstance), "{e:?}");
+    d.delete_instance("kept").await.expect("delete");
+    d.shutdown().await;
+}
