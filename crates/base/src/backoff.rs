@@ -49,11 +49,12 @@ impl Backoff {
         let cap = self.max.as_secs_f64();
         // powi saturates to infinity for large attempts; the cap brings it back.
         let secs = self.initial.as_secs_f64() * m.powi(attempt.min(1 << 20) as i32);
-        Duration::from_secs_f64(if secs.is_finite() {
+        let secs = if secs.is_finite() {
             secs.min(cap).max(0.0)
         } else {
             cap
-        })
+        };
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 
     /// The wait before attempt `attempt` with jitter from `unit`, a sample
@@ -65,7 +66,9 @@ impl Backoff {
             0.0
         };
         let factor = 1.0 + j * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        Duration::from_secs_f64((self.base_delay(attempt).as_secs_f64() * factor).max(0.0))
+        // A cap near Duration::MAX times (1 + jitter) overflows: saturate.
+        Duration::try_from_secs_f64((self.base_delay(attempt).as_secs_f64() * factor).max(0.0))
+            .unwrap_or(Duration::MAX)
     }
 }
 
@@ -118,5 +121,12 @@ mod tests {
         assert_eq!(b.delay(0, 7.0), MS(1100), "a sample above 1 is clamped");
         let wild = b.with_jitter(5.0);
         assert_eq!(wild.delay(0, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_cap_near_the_largest_duration_saturates_instead_of_panicking() {
+        let b = Backoff::doubling(Duration::from_secs(1), Duration::MAX).with_jitter(1.0);
+        assert_eq!(b.delay(200, 0.999), Duration::MAX);
+        assert!(b.base_delay(u32::MAX) <= Duration::MAX);
     }
 }

@@ -49,7 +49,8 @@ pub enum Category {
     Timeout,
     /// Credentials are missing or wrong.
     Unauthenticated,
-    /// A failure of the host or a bug: nothing the caller can fix.
+    /// Nothing the caller's request could fix: the host failed, a bug, or
+    /// the service hangar runs failed (a crash at start, a failed probe).
     Internal,
 }
 

@@ -46,7 +46,7 @@ hangar_base::error_kinds! {
     /// The feature's version is not installed.
     InstanceNotInstalled = "INSTANCE_NOT_INSTALLED": Precondition,
     /// The instance's process did not start.
-    InstanceStartFailed = "INSTANCE_START_FAILED": Unavailable,
+    InstanceStartFailed = "INSTANCE_START_FAILED": Internal,
     /// The instance is not running.
     InstanceNotRunning = "INSTANCE_NOT_RUNNING": Precondition,
     /// The instance is in the middle of another operation.

@@ -68,8 +68,9 @@ impl ErrorKind {
             }
             ErrorKind::DuplicateName => C::Conflict,
             ErrorKind::ProcessNotFound => C::NotFound,
-            ErrorKind::HealthCheckFailed => C::Unavailable,
-            ErrorKind::ProcessStartFailed => C::Internal,
+            // The service ran and failed: not the caller's to fix, and not
+            // safe to retry blindly (a create or start is not idempotent).
+            ErrorKind::HealthCheckFailed | ErrorKind::ProcessStartFailed => C::Internal,
             ErrorKind::MaxErrorsExceeded | ErrorKind::PortUnavailable => C::Exhausted,
             ErrorKind::ReadinessTimeout => C::Timeout,
             ErrorKind::DependencyFailed | ErrorKind::ShuttingDown => C::Precondition,
