@@ -350,16 +350,9 @@ impl<'s> Document<'s> {
         processes: &mut [ProcessSpec],
         errors: &mut Vec<FileError>,
     ) {
-        let expand = |name: &str, n: u32| -> Vec<String> {
-            if n > 1 {
-                (1..=n).map(|i| format!("{name}-{i}")).collect()
-            } else {
-                vec![name.to_string()]
-            }
-        };
         let mut seen: HashMap<String, String> = HashMap::new();
         for (path, name, instances) in names {
-            for n in expand(name, *instances) {
+            for n in hangar_supervisor::expanded_names(name, *instances) {
                 if let Some(first) = seen.get(&n) {
                     let msg = format!(
                         "duplicate process name {n:?} (also produced by {first}); names must be unique"
@@ -373,7 +366,7 @@ impl<'s> Document<'s> {
 
         let expanded: HashMap<&str, Vec<String>> = names
             .iter()
-            .map(|(_, name, n)| (name.as_str(), expand(name, *n)))
+            .map(|(_, name, n)| (name.as_str(), hangar_supervisor::expanded_names(name, *n)))
             .collect();
         for (i, spec) in processes.iter_mut().enumerate() {
             let path = format!("process[{i}]");

@@ -90,8 +90,8 @@ pub use privs::{
     PRIVS_SETID_FAILED, PRIVS_UNKNOWN_USER,
 };
 pub use spec::{
-    Limits, LogSpec, ProcessSpec, RestartMode, RestartPolicy, RunAs, SpecProblem, StopSignal,
-    MAX_NAME_LEN, MIN_CPU_MAX, MIN_MEMORY_MAX,
+    expanded_names, Limits, LogSpec, ProcessSpec, RestartMode, RestartPolicy, RunAs, SpecProblem,
+    StopSignal, MAX_NAME_LEN, MIN_CPU_MAX, MIN_MEMORY_MAX,
 };
 pub use state::{Action, ExitInfo, Gates, Input, Machine, Output, State, Transition};
 pub use status::{ProcessStatus, Tail};

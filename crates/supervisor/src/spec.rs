@@ -286,11 +286,13 @@ impl ProcessSpec {
         if self.instances <= 1 {
             return vec![self.clone()];
         }
-        (1..=self.instances)
-            .map(|i| {
+        expanded_names(&self.name, self.instances)
+            .into_iter()
+            .zip(1..)
+            .map(|(name, i): (String, u32)| {
                 let mut one = self.clone();
                 one.instances = 1;
-                one.name = format!("{}-{i}", self.name);
+                one.name = name;
                 one.env.insert("HANGAR_INSTANCE".into(), i.to_string());
                 one
             })
@@ -658,6 +660,15 @@ impl Default for RestartPolicy {
             max_retries: 5,
         }
     }
+}
+
+/// The names `instances` copies of `name` get (see [`ProcessSpec::expand`]):
+/// `name` itself for one, else `name-1` … `name-N`.
+pub fn expanded_names(name: &str, instances: u32) -> Vec<String> {
+    if instances <= 1 {
+        return vec![name.to_string()];
+    }
+    (1..=instances).map(|i| format!("{name}-{i}")).collect()
 }
 
 impl RestartPolicy {

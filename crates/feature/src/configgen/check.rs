@@ -278,20 +278,6 @@ fn block_on_checker(
     }
 }
 
-/// [`check`] for async callers.
-pub async fn check_async(
-    m: Manifest,
-    r: Rendered,
-    binary: PathBuf,
-    config_path: PathBuf,
-) -> Result<()> {
-    if m.config.as_ref().is_none_or(|c| c.validate.is_empty()) {
-        return Ok(());
-    }
-    let manager = own_manager().map_err(|e| unavailable(&m, &r, &binary, &config_path, &e))?;
-    check_in(&manager, &m, &r, &binary, &config_path, timeout_of(&m)).await
-}
-
 /// The checker's arguments with the paths substituted, and how to show the
 /// command.
 fn checker_args(m: &Manifest, binary: &Path, config_path: &Path) -> (Vec<String>, String) {
