@@ -15,22 +15,6 @@ use tokio_stream::StreamExt;
 
 use crate::{exit, render};
 
-/// `println!` that does not panic when stdout goes away: `hangar events | head`
-/// ends quietly (exit 0) once `head` has what it wants; any other write error
-/// (a full disk) is reported and exits 1.
-macro_rules! println {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(i32::from(exit::OK));
-            }
-            eprintln!("error[IO_ERROR]: cannot write to stdout: {e}");
-            std::process::exit(i32::from(exit::FAILURE));
-        }
-    }};
-}
-
 /// How to reach the daemon.
 pub struct Target {
     pub data_dir: PathBuf,
@@ -103,7 +87,7 @@ pub(crate) fn block_on(f: impl std::future::Future<Output = Result<u8, Error>>) 
         match f.await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("{}", render::core_error(&e));
+                errln!("{}", render::core_error(&e));
                 exit::code_for(&e)
             }
         }
@@ -219,9 +203,9 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
             while let Some(line) = s.next().await {
                 let line = line.map_err(api)?;
                 if line.stream == "stderr" {
-                    eprintln!("{}", line.text);
+                    errln!("{}", line.text);
                 } else {
-                    println!("{}", line.text);
+                    outln!("{}", line.text);
                 }
             }
             Ok(exit::OK)
@@ -279,7 +263,7 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 .map_err(api)?
                 .into_inner();
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({
                         "version": s.version, "pid": s.pid, "started_at_ms": s.started_at_ms,
@@ -295,30 +279,30 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 );
             } else {
                 let up = now_ms().saturating_sub(s.started_at_ms).max(0) as u64;
-                println!(
+                outln!(
                     "hangar {} (pid {}), up {}",
                     s.version,
                     s.pid,
                     short(Duration::from_millis(up))
                 );
-                println!("data dir:   {}", s.data_dir);
+                outln!("data dir:   {}", s.data_dir);
                 if !s.config_file.is_empty() {
-                    println!("config:     {}", s.config_file);
+                    outln!("config:     {}", s.config_file);
                 }
                 let total: u32 = s.processes.values().sum();
                 let mut by: Vec<_> = s.processes.iter().collect();
                 by.sort();
                 let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
-                println!("processes:  {total} ({})", parts.join(", "));
-                println!("events:     last id {}", s.last_event_id);
+                outln!("processes:  {total} ({})", parts.join(", "));
+                outln!("events:     last id {}", s.last_event_id);
                 if s.recovered_killed > 0 {
-                    println!(
+                    outln!(
                         "recovered:  {} leftover processes ended at start",
                         s.recovered_killed
                     );
                 }
                 for k in &s.sinks {
-                    println!(
+                    outln!(
                         "sink {}:  {} delivered, {} dropped, {} failed attempts, {} queued{}",
                         k.name,
                         k.delivered,
@@ -343,13 +327,13 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 .map_err(api)?
                 .into_inner();
             if json {
-                println!(
+                outln!(
                     "{}",
                     json!({"added": r.added, "removed": r.removed, "changed": r.changed,
                            "unchanged": r.unchanged, "errors": errors_json(&r.errors)})
                 );
             } else {
-                println!(
+                outln!(
                     "reloaded: {} added, {} removed, {} changed, {} unchanged",
                     r.added.len(),
                     r.removed.len(),
@@ -362,7 +346,7 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                     ("changed", &r.changed),
                 ] {
                     for n in names {
-                        println!("  {what:8} {n}");
+                        outln!("  {what:8} {n}");
                     }
                 }
                 print_errors(&r.errors);
@@ -385,13 +369,13 @@ fn select(pattern: String, timeout: Option<Duration>) -> pb::SelectRequest {
 
 fn report_action(verb: &str, r: pb::ActionReply, json: bool) -> u8 {
     if json {
-        println!(
+        outln!(
             "{}",
             json!({ verb: r.names, "errors": errors_json(&r.errors) })
         );
     } else {
         for n in &r.names {
-            println!("{verb} {n}");
+            outln!("{verb} {n}");
         }
         print_errors(&r.errors);
     }
@@ -414,9 +398,9 @@ fn errors_json(errs: &[pb::ProcessError]) -> serde_json::Value {
 fn print_errors(errs: &[pb::ProcessError]) {
     for e in errs {
         let i = e.error.clone().unwrap_or_default();
-        eprintln!("error[{}]: {}: {}", i.code, e.name, i.message);
+        errln!("error[{}]: {}: {}", i.code, e.name, i.message);
         if !i.hint.is_empty() {
-            eprintln!("  hint: {}", i.hint);
+            errln!("  hint: {}", i.hint);
         }
     }
 }
@@ -500,8 +484,8 @@ fn process_out(p: &pb::Process) -> ProcessOut<'_> {
 fn print_processes_json(list: &[pb::Process]) {
     let rows: Vec<ProcessOut<'_>> = list.iter().map(process_out).collect();
     match serde_json::to_string(&rows) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error[IO_ERROR]: cannot encode JSON: {e}"),
+        Ok(s) => outln!("{s}"),
+        Err(e) => errln!("error[IO_ERROR]: cannot encode JSON: {e}"),
     }
 }
 
@@ -585,14 +569,14 @@ fn print_table(list: &[pb::Process]) {
         line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
     }
     out.pop();
-    println!("{out}");
+    outln!("{out}");
 }
 
 fn print_event(e: &pb::Event, json: bool) {
     if json {
         let detail: serde_json::Value =
             serde_json::from_str(&e.detail_json).unwrap_or(serde_json::Value::Null);
-        println!(
+        outln!(
             "{}",
             json!({"id": e.id, "at_ms": e.at_ms, "name": e.name, "pid": (e.pid > 0).then_some(e.pid),
                    "kind": e.kind, "from": e.from, "to": e.to, "detail": detail})
@@ -616,8 +600,12 @@ fn print_event(e: &pb::Event, json: bool) {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "{ts} #{} {} {} {} -> {}{pid}{extra}",
-        e.id, e.name, e.kind, e.from, e.to
+        e.id,
+        e.name,
+        e.kind,
+        e.from,
+        e.to
     );
 }

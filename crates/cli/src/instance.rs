@@ -238,9 +238,9 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 .await
                 .map_err(api)?;
             if json {
-                println!("{}", json!({"deleted": instance}));
+                outln!("{}", json!({"deleted": instance}));
             } else {
-                println!("deleted {instance}");
+                outln!("deleted {instance}");
             }
             Ok(exit::OK)
         }
@@ -274,14 +274,18 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 .instances;
             if json {
                 let v: Vec<Value> = list.iter().map(to_json).collect();
-                println!("{}", Value::Array(v));
+                outln!("{}", Value::Array(v));
             } else if list.is_empty() {
-                println!("no instances (create one with `hangar instance create FEATURE NAME`)");
+                outln!("no instances (create one with `hangar instance create FEATURE NAME`)");
             } else {
                 let w = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
-                println!(
+                outln!(
                     "{:w$}  {:14}  {:10}  {:10}  {:24}  PROCESS",
-                    "NAME", "ID", "FEATURE", "STATE", "PORTS"
+                    "NAME",
+                    "ID",
+                    "FEATURE",
+                    "STATE",
+                    "PORTS"
                 );
                 for i in &list {
                     let ports: Vec<String> =
@@ -290,7 +294,7 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                         Some(e) if i.state == "error" => format!("error ({})", e.code),
                         _ => i.state.clone(),
                     };
-                    println!(
+                    outln!(
                         "{:w$}  {:14}  {:10}  {:10}  {:24}  {}",
                         i.name,
                         i.id,
@@ -313,7 +317,7 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 .map_err(api)?
                 .into_inner();
             if json {
-                println!("{}", to_json(&i));
+                outln!("{}", to_json(&i));
             } else {
                 show(&i);
             }
@@ -386,14 +390,14 @@ async fn follow(
                         b.finish(true);
                     }
                     if !quiet {
-                        eprintln!("installed {label}");
+                        errln!("installed {label}");
                     }
                     continue;
                 }
                 "instance.state" if !quiet => {
                     let step = d.get("step").and_then(Value::as_str).unwrap_or("");
                     if e.to != "running" && e.to != "error" {
-                        eprintln!(
+                        errln!(
                             "{}: {}{}",
                             inst.name,
                             e.to,
@@ -439,13 +443,13 @@ fn print_one(i: &pb::Instance, json: bool, reused: bool) {
         if let Some(o) = v.as_object_mut() {
             o.insert("reused".into(), reused.into());
         }
-        println!("{v}");
+        outln!("{v}");
         return;
     }
     let ports: Vec<String> = i.ports.iter().map(|(k, v)| format!("{k}={v}")).collect();
     match (&i.error, i.state.as_str()) {
         (Some(e), "error") => {
-            eprintln!(
+            errln!(
                 "error[{}]: instance {} failed{}: {}",
                 e.code,
                 i.name,
@@ -457,10 +461,10 @@ fn print_one(i: &pb::Instance, json: bool, reused: bool) {
                 e.message
             );
             if !e.hint.is_empty() {
-                eprintln!("  hint: {}", e.hint);
+                errln!("  hint: {}", e.hint);
             }
         }
-        _ => println!(
+        _ => outln!(
             "{} {} ({} {}) {}{}{}",
             i.name,
             i.id,
@@ -486,14 +490,14 @@ fn show(i: &pb::Instance) {
             Some(x) => x.to_string(),
         }
     };
-    println!("name:      {}", i.name);
-    println!("id:        {}", i.id);
-    println!("feature:   {} {}", i.feature, i.version);
-    println!(
+    outln!("name:      {}", i.name);
+    outln!("id:        {}", i.id);
+    outln!("feature:   {} {}", i.feature, i.version);
+    outln!(
         "mode:      {}",
         if i.mode.is_empty() { "-" } else { &i.mode }
     );
-    println!(
+    outln!(
         "state:     {}{}",
         i.state,
         if i.step.is_empty() {
@@ -503,23 +507,23 @@ fn show(i: &pb::Instance) {
         }
     );
     if let Some(e) = &i.error {
-        println!("error:     [{}] {} {}", e.code, e.message, e.context);
+        outln!("error:     [{}] {} {}", e.code, e.message, e.context);
         if !e.hint.is_empty() {
-            println!("hint:      {}", e.hint);
+            outln!("hint:      {}", e.hint);
         }
     }
-    println!(
+    outln!(
         "isolation: {} (tenant {}, session {})",
         i.isolation,
         field("tenant"),
         field("session")
     );
-    println!("process:   {}", i.process);
-    println!("bind:      {}", i.bind);
+    outln!("process:   {}", i.process);
+    outln!("bind:      {}", i.bind);
     for (k, p) in &i.ports {
-        println!("port:      {k} = {p}");
+        outln!("port:      {k} = {p}");
     }
-    println!(
+    outln!(
         "config:    {}",
         if i.config_file.is_empty() {
             "-"
@@ -527,16 +531,16 @@ fn show(i: &pb::Instance) {
             &i.config_file
         }
     );
-    println!("options:   {}", field("options"));
-    println!("directory: {}", field("dir"));
+    outln!("options:   {}", field("options"));
+    outln!("directory: {}", field("dir"));
     if let Some(n) = v.get("network").filter(|n| !n.is_null()) {
-        println!("network:");
+        outln!("network:");
         if let Some(o) = n.as_object() {
             for (k, x) in o {
-                println!("  {k}: {x}");
+                outln!("  {k}: {x}");
             }
         } else {
-            println!("  {n}");
+            outln!("  {n}");
         }
     }
 }

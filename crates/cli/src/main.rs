@@ -5,6 +5,9 @@
 //! Only this crate renders errors and prints; the libraries return typed errors
 //! with a code, context and hint.
 
+#[macro_use]
+mod output;
+
 mod client;
 mod instance;
 mod market;
@@ -302,9 +305,10 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    abort_on_panic();
     let cli = Cli::parse();
     if let Err(e) = init_tracing(cli.log_format, &cli.log_level) {
-        eprintln!("error[USAGE]: invalid --log-level {:?}: {e}", cli.log_level);
+        errln!("error[USAGE]: invalid --log-level {:?}: {e}", cli.log_level);
         return ExitCode::from(exit::USAGE);
     }
     raise_fd_limit();
@@ -460,7 +464,7 @@ fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, u8> {
         tokio::runtime::Builder::new_current_thread()
     };
     b.enable_all().build().map_err(|e| {
-        eprintln!("error[IO_ERROR]: cannot start the async runtime: {e}");
+        errln!("error[IO_ERROR]: cannot start the async runtime: {e}");
         exit::FAILURE
     })
 }
@@ -472,12 +476,26 @@ fn market(data_dir: PathBuf, catalogs: Vec<PathBuf>) -> market::Market {
     }
 }
 
+/// Every build ends the process on a panic, as the release profile
+/// (`panic = "abort"`) does: a debug build, which the tests run, would
+/// otherwise lose only the panicking thread and hide what users would see.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 fn init_tracing(format: LogFormat, filter: &str) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written is dropped: the layer's own report
+        // of it is an eprintln!, which panics when stderr is a closed pipe.
+        .log_internal_errors(false)
         .with_target(false);
     match format {
         LogFormat::Human => builder.init(),

@@ -55,7 +55,7 @@ pub fn run(m: Market, cmd: Cmd) -> u8 {
     match rt.block_on(go(m, cmd)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", render::core_error(&e));
+            errln!("{}", render::core_error(&e));
             exit::code_for(&e)
         }
     }
@@ -71,7 +71,7 @@ fn catalog(m: &Market) -> Result<Catalog, Error> {
     };
     let cat = Catalog::load(&dirs)?;
     for (file, e) in cat.problems() {
-        eprintln!(
+        errln!(
             "warning: skipped {}: {}",
             file.display(),
             render::core_error(e)
@@ -149,49 +149,49 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                         );
                     }
                 }
-                println!("{v}");
+                outln!("{v}");
             } else {
                 let mf = &e.manifest;
-                println!("{} ({}) {}", mf.name, mf.id, mf.version);
+                outln!("{} ({}) {}", mf.name, mf.id, mf.version);
                 if !mf.description.is_empty() {
-                    println!("  {}", mf.description);
+                    outln!("  {}", mf.description);
                 }
-                println!("  license:    {}", mf.license);
+                outln!("  license:    {}", mf.license);
                 if let Some(h) = &mf.homepage {
-                    println!("  homepage:   {h}");
+                    outln!("  homepage:   {h}");
                 }
-                println!("  manifest:   {}", e.file.display());
-                println!("  isolation:  {:?}", mf.isolation_level);
+                outln!("  manifest:   {}", e.file.display());
+                outln!("  isolation:  {:?}", mf.isolation_level);
                 if !mf.network.default_ports.is_empty() {
-                    println!("  ports:      {:?}", mf.network.default_ports);
+                    outln!("  ports:      {:?}", mf.network.default_ports);
                 }
                 if !mf.network.protocols.is_empty() {
-                    println!("  protocols:  {}", mf.network.protocols.join(", "));
+                    outln!("  protocols:  {}", mf.network.protocols.join(", "));
                 }
                 for mode in &mf.modes {
-                    println!("  mode {:12} {}", mode.id, mode.name);
+                    outln!("  mode {:12} {}", mode.id, mode.name);
                 }
                 match &resolved {
                     Ok(r) => {
-                        println!("  asset:      {}", r.url);
+                        outln!("  asset:      {}", r.url);
                         match &r.checksum {
-                            Some(hangar_fetch::Checksum::File(u)) => println!("  checksums:  {u}"),
+                            Some(hangar_fetch::Checksum::File(u)) => outln!("  checksums:  {u}"),
                             Some(hangar_fetch::Checksum::Sha256(h)) => {
-                                println!("  sha256:     {h}")
+                                outln!("  sha256:     {h}")
                             }
-                            None => println!("  checksums:  none (unverified)"),
+                            None => outln!("  checksums:  none (unverified)"),
                         }
                         if let Some(s) = &r.signature {
-                            println!("  signature:  {} (minisign)", s.url);
+                            outln!("  signature:  {} (minisign)", s.url);
                         }
                     }
-                    Err(e) => println!("  asset:      unavailable here: {}", e.message),
+                    Err(e) => outln!("  asset:      unavailable here: {}", e.message),
                 }
                 if versions.is_empty() {
-                    println!("  installed:  no");
+                    outln!("  installed:  no");
                 }
                 for v in &versions {
-                    println!(
+                    outln!(
                         "  installed:  {}{} at {}",
                         v.version,
                         if v.current { " (current)" } else { "" },
@@ -226,9 +226,9 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             bar.finish(done.is_ok());
             let done = done?;
             if json {
-                println!("{}", installed_json(&done));
+                outln!("{}", installed_json(&done));
             } else {
-                println!(
+                outln!(
                     "installed {id} {} ({}, sha256 {}) → {}",
                     done.version,
                     if done.verified {
@@ -247,10 +247,10 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let inst = installer(&m, false)?;
             let removed = inst.uninstall(id, version).map_err(Error::from)?;
             if json {
-                println!("{}", json!({"id": id, "removed": removed}));
+                outln!("{}", json!({"id": id, "removed": removed}));
             } else {
                 for v in &removed {
-                    println!("uninstalled {id} {v}");
+                    outln!("uninstalled {id} {v}");
                 }
             }
             Ok(exit::OK)
@@ -259,20 +259,23 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let inst = installer(&m, false)?;
             let all = inst.list().map_err(Error::from)?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::Value::Array(all.iter().map(installed_json).collect())
                 );
             } else if all.is_empty() {
-                println!("nothing installed (data dir {})", m.data_dir.display());
+                outln!("nothing installed (data dir {})", m.data_dir.display());
             } else {
                 let w = all.iter().map(|i| i.id.len()).max().unwrap_or(2).max(7);
-                println!(
+                outln!(
                     "{:w$}  {:12}  {:8}  {:10}  BINARY",
-                    "FEATURE", "VERSION", "CURRENT", "VERIFIED"
+                    "FEATURE",
+                    "VERSION",
+                    "CURRENT",
+                    "VERIFIED"
                 );
                 for i in &all {
-                    println!(
+                    outln!(
                         "{:w$}  {:12}  {:8}  {:10}  {}",
                         i.id,
                         i.version,
@@ -295,7 +298,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
 
 fn print_entries(entries: &[&Entry], json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::Value::Array(entries.iter().map(|e| manifest_json(e)).collect())
         );
@@ -307,11 +310,13 @@ fn print_entries(entries: &[&Entry], json: bool) {
         .max()
         .unwrap_or(2)
         .max(2);
-    println!("{:w$}  {:10}  DESCRIPTION", "ID", "VERSION");
+    outln!("{:w$}  {:10}  DESCRIPTION", "ID", "VERSION");
     for e in entries {
-        println!(
+        outln!(
             "{:w$}  {:10}  {}",
-            e.manifest.id, e.manifest.version, e.manifest.description
+            e.manifest.id,
+            e.manifest.version,
+            e.manifest.description
         );
     }
 }
@@ -362,7 +367,7 @@ impl Bar {
                     if p.done || last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                         *last = Some(std::time::Instant::now());
                         let total = p.total.map(|t| format!("/{t}")).unwrap_or_default();
-                        eprintln!(
+                        errln!(
                             "{}: downloaded {}{total} bytes ({:.1} MB/s)",
                             self.label,
                             p.bytes,
@@ -381,7 +386,7 @@ impl Bar {
         if let Some(b) = &self.bar {
             b.set_message(format!("{} ({what})", self.label));
         } else if self.plain {
-            eprintln!("{}: {what}", self.label);
+            errln!("{}: {what}", self.label);
         }
     }
 

@@ -50,16 +50,19 @@ pub enum Cmd {
 }
 
 fn print_config_errors(path: &Path, e: &ConfigErrors) {
-    eprintln!(
+    errln!(
         "error[{}]: {} has {} problem(s)",
         e.0.first().map(|x| x.code).unwrap_or("PLUGIN_1011"),
         path.display(),
         e.0.len()
     );
     for x in &e.0 {
-        eprintln!(
+        errln!(
             "  {} at {}: {}\n    hint: {}",
-            x.code, x.path, x.message, x.hint
+            x.code,
+            x.path,
+            x.message,
+            x.hint
         );
     }
 }
@@ -101,7 +104,7 @@ async fn load(path: &Path) -> Result<Manager, u8> {
             Err(exit::USAGE)
         }
         Err(LoadError::Plugin(e)) => {
-            eprintln!("error[{}]: {e}", e.code());
+            errln!("error[{}]: {e}", e.code());
             Err(exit::FAILURE)
         }
     }
@@ -139,7 +142,7 @@ async fn call(
     let data: serde_json::Value = match serde_json::from_str(data) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error[USAGE]: --data is not JSON: {e}");
+            errln!("error[USAGE]: --data is not JSON: {e}");
             return exit::USAGE;
         }
     };
@@ -150,7 +153,7 @@ async fn call(
                 hs.insert(k.to_string(), v.to_string());
             }
             _ => {
-                eprintln!("error[USAGE]: --header {h:?} is not NAME=VALUE");
+                errln!("error[USAGE]: --header {h:?} is not NAME=VALUE");
                 return exit::USAGE;
             }
         }
@@ -174,16 +177,16 @@ async fn call(
     m.shutdown(Duration::from_secs(5)).await;
     match r {
         Ok(v) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
             );
             exit::OK
         }
         Err(e) => {
-            eprintln!("error[{}]: {e}", e.code());
+            errln!("error[{}]: {e}", e.code());
             if let Some(h) = hint(e.kind) {
-                eprintln!("  hint: {h}");
+                errln!("  hint: {h}");
             }
             if e.kind == ErrorKind::PluginNotFound {
                 exit::NOT_FOUND
@@ -205,7 +208,7 @@ async fn ls(config: &Path, json: bool) -> u8 {
     m.shutdown(Duration::from_secs(1)).await;
     if json {
         let out = serde_json::json!({ "overall": overall, "plugins": list });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
         );
@@ -257,12 +260,12 @@ async fn ls(config: &Path, json: bool) -> u8 {
                 s.push_str(&format!("{c:<w$}  ", w = width[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(head.to_vec());
     for r in &rows {
         line(r.iter().map(String::as_str).collect());
     }
-    println!("overall: {}", overall.status);
+    outln!("overall: {}", overall.status);
     exit::OK
 }

@@ -17,7 +17,7 @@ fn load(file: &Path, log_dir: Option<PathBuf>) -> Result<ProcessFile, u8> {
     let src = match std::fs::read_to_string(file) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error[CONFIG_UNREADABLE]: cannot read process file {}: {e}\n  hint: check the path and its permissions",
                 file.display()
             );
@@ -25,14 +25,14 @@ fn load(file: &Path, log_dir: Option<PathBuf>) -> Result<ProcessFile, u8> {
         }
     };
     procfile::parse(&src, log_dir).map_err(|errs| {
-        eprintln!(
+        errln!(
             "error[CONFIG_INVALID]: {} has {} error{}; nothing was started",
             file.display(),
             errs.len(),
             if errs.len() == 1 { "" } else { "s" }
         );
         for e in &errs {
-            eprintln!("  {}:{e}", file.display());
+            errln!("  {}:{e}", file.display());
         }
         exit::USAGE
     })
@@ -47,7 +47,7 @@ pub fn check(file: &Path) -> u8 {
                 } else {
                     String::new()
                 };
-                println!(
+                outln!(
                     "{}{n}: {} {} (restart {:?})",
                     p.name,
                     p.command,
@@ -55,7 +55,7 @@ pub fn check(file: &Path) -> u8 {
                     p.restart.policy
                 );
             }
-            println!("{}: ok", file.display());
+            outln!("{}: ok", file.display());
             exit::OK
         }
         Err(code) => code,
@@ -78,12 +78,12 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
     let manager = match Manager::new() {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("{}", render::error(&e));
+            errln!("{}", render::error(&e));
             return exit::FAILURE;
         }
     };
     if let Err(e) = manager.set_global_env(&pf.env) {
-        eprintln!("{}", render::error(&e));
+        errln!("{}", render::error(&e));
         return exit::USAGE;
     }
     let mut term = match (
@@ -92,7 +92,7 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
     ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error[IO_ERROR]: cannot install signal handlers: {e}");
+            errln!("error[IO_ERROR]: cannot install signal handlers: {e}");
             return exit::FAILURE;
         }
     };

@@ -37,7 +37,7 @@ pub fn serve(args: ServeArgs) -> u8 {
         match run(args).await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("{}", render::core_error(&e));
+                errln!("{}", render::core_error(&e));
                 exit::code_for(&e)
             }
         }

@@ -501,3 +501,50 @@ fn instances_do_not_import_the_daemon() {
         "instances reach into the daemon: {found:#?}"
     );
 }
+
+/// Nothing prints with `print!`/`println!`/`eprint!`/`eprintln!` outside
+/// tests: they panic on a closed descriptor (`hangar ps | head -1`), and the
+/// release build aborts on a panic. The binary prints through its `output`
+/// module (`out!`, `outln!`, `errln!`); libraries never print.
+#[test]
+fn nothing_prints_with_the_panicking_macros() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crates");
+    let mut stack = vec![std::path::PathBuf::from(root)];
+    let mut found = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                // Only library and binary sources: tests, examples and
+                // benchmarks may print.
+                if !matches!(name.as_str(), "tests" | "examples" | "benches" | "target") {
+                    stack.push(p);
+                }
+                continue;
+            }
+            if !name.ends_with(".rs") || !p.components().any(|c| c.as_os_str() == "src") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+                if line.trim_start().starts_with("#[cfg(test)]") {
+                    break;
+                }
+                let code = line.split("//").next().unwrap_or("");
+                for m in ["println!(", "eprintln!(", "print!(", "eprint!("] {
+                    let hit = code.match_indices(m).any(|(at, _)| {
+                        // `eprintln!(` also contains `println!(`: match whole names.
+                        at == 0 || !code.as_bytes()[at - 1].is_ascii_alphanumeric()
+                    });
+                    if hit {
+                        found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "panicking print macros: {found:#?}");
+}

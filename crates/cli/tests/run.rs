@@ -412,3 +412,105 @@ interval = "0s"
         "{err}"
     );
 }
+
+/// A pipe, close-on-exec: without it every child spawned meanwhile (hangar
+/// itself among them) would inherit the reading end and keep the pipe open.
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe")
+}
+
+/// A pipe whose reader is already gone: every write to it fails with EPIPE.
+fn closed_pipe() -> Stdio {
+    let (reader, writer) = pipe();
+    drop(reader);
+    Stdio::from(writer)
+}
+
+/// `hangar catalog list --json | head -c 0`, `hangar check FILE | head -c 0`:
+/// a command whose reader went away ends quietly (no panic, no message).
+#[test]
+fn a_command_whose_reader_went_away_ends_quietly() {
+    let dir = TempDir::new("pipe-cli");
+    let file = dir.write(
+        "p.toml",
+        "[[process]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"1\"]\n",
+    );
+    let data = dir.0.join("data");
+    let runs: [Vec<std::ffi::OsString>; 3] = [
+        vec![
+            "--data-dir".into(),
+            data.clone().into(),
+            "catalog".into(),
+            "list".into(),
+            "--json".into(),
+        ],
+        vec![
+            "--data-dir".into(),
+            data.clone().into(),
+            "catalog".into(),
+            "list".into(),
+        ],
+        vec!["check".into(), file.clone().into()],
+    ];
+    for args in runs {
+        let out = hangar()
+            .args(&args)
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} said something: {err}");
+    }
+}
+
+/// `hangar run FILE 2>&1 | head -n 3`, then SIGTERM: the reader is gone when
+/// hangar logs the stop, and hangar still stops every process gracefully and
+/// exits 0 (it used to abort on the failed log write, leaving its children
+/// to PDEATHSIG and their grandchildren behind).
+#[test]
+fn a_supervisor_whose_output_went_away_still_stops_gracefully() {
+    let dir = TempDir::new("pipe-run");
+    let mk = marker(7);
+    let file = dir.write(
+        "p.toml",
+        &format!(
+            "[[process]]\nname = \"s\"\ncommand = \"sh\"\n\
+             args = [\"-c\", \"trap 'echo bye; exit 0' TERM; sleep {mk} & wait\"]\ninstances = 3\n"
+        ),
+    );
+    let (reader, writer) = pipe();
+    let writer2 = writer.try_clone().expect("dup");
+    let mut child = hangar()
+        .args(["run", "--no-log-files"])
+        .arg(&file)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
+        .spawn()
+        .unwrap();
+    // `head -n 3`: read three lines, then go away.
+    let mut r = std::io::BufReader::new(std::fs::File::from(reader));
+    for _ in 0..3 {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0,
+            "hangar closed its output early"
+        );
+    }
+    assert!(
+        // Three shells and their three sleeps carry the marker.
+        wait_for(Duration::from_secs(10), || pids_with(&mk).len() == 6),
+        "the processes never ran: {:?}",
+        pids_with(&mk)
+    );
+    drop(r);
+    signal(&child, rustix::process::Signal::TERM);
+    let st = wait_exit(&mut child, Duration::from_secs(20)).expect("hangar did not exit");
+    assert_eq!(st.code(), Some(0), "not a graceful stop: {st:?}");
+    assert!(
+        pids_with(&mk).is_empty(),
+        "left behind: {:?}",
+        pids_with(&mk)
+    );
+}
