@@ -233,6 +233,19 @@ fn failures_are_refused_or_rolled_back_leaving_nothing() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("FEATURE_NOT_FOUND"), "{}", stderr(&o));
 
+    // A feature that declares no options refuses every option, as one that
+    // declares some refuses those it does not know.
+    let o = run(
+        &data,
+        &["instance", "create", "crashy", "x", "--set", "colour=red"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CONFIG_UNKNOWN_OPTION"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = run(
         &data,
         &["instance", "create", "crashy", "x", "--mode", "slow"],

@@ -15,8 +15,8 @@ pub(crate) fn validate(
     opts: &Map<String, Value>,
 ) -> Result<Option<String>> {
     let mode = configgen::resolve_mode(m, mode)?.map(|x| x.id.clone());
-    if m.config.is_some() {
-        configgen::validate_options(m, mode.as_deref(), opts)?;
-    }
+    // Also without a `config` block: a feature that declares no options
+    // refuses every option given.
+    configgen::validate_options(m, mode.as_deref(), opts)?;
     Ok(mode)
 }
