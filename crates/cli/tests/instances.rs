@@ -538,3 +538,42 @@ fn instances_can_run_as_an_unprivileged_user() {
     let o = run(&data, &["instance", "delete", "low"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A named create makes that instance, whatever the isolation key: two named
+/// instances of one feature run side by side with their own ports. The
+/// isolation level governs launches (no name): the first instance serves the
+/// key, and a launch is answered with it.
+#[test]
+fn named_creates_make_new_instances_whatever_the_isolation_key() {
+    let s = Scratch::new("inst-named");
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(&cfg, "[daemon]\nport_range = \"41500-41599\"\n").unwrap();
+    let data = s.path().join("data");
+    let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+
+    let home = run(&data, &["instance", "create", "demo", "home", "--json"]);
+    assert!(home.status.success(), "{}", stderr(&home));
+    let home = json(&home);
+    let work = run(&data, &["instance", "create", "demo", "work", "--json"]);
+    assert!(work.status.success(), "{}", stderr(&work));
+    let work = json(&work);
+    assert_eq!(
+        (&home["state"], &work["state"]),
+        (&json!("running"), &json!("running"))
+    );
+    assert_ne!(home["id"], work["id"]);
+    let (ph, pw) = (port_of(&home, "http"), port_of(&work, "http"));
+    assert_ne!(ph, pw, "each has its own port");
+    assert!(answers(ph) && answers(pw), "both serve");
+
+    // A launch (no name) for that key is answered by the instance serving it.
+    let launch = json(&run(&data, &["instance", "create", "demo", "--json"]));
+    assert_eq!(launch["reused"], true, "{launch}");
+    assert_eq!(launch["id"], home["id"], "{launch}");
+
+    for n in ["home", "work"] {
+        let o = run(&data, &["instance", "delete", n]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(wait_for(LONG, || bindable(ph) && bindable(pw)));
+}

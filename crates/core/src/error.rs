@@ -33,8 +33,6 @@ hangar_base::error_kinds! {
     InstanceNotFound = "INSTANCE_NOT_FOUND": NotFound,
     /// A delete cancelled the create in progress.
     InstanceCancelled = "INSTANCE_CANCELLED": Conflict,
-    /// Another instance holds this isolation key.
-    InstanceKeyTaken = "INSTANCE_KEY_TAKEN": Conflict,
     /// The instance name is not allowed.
     InstanceInvalidName = "INSTANCE_INVALID_NAME": Invalid,
     /// An instance with this name exists.

@@ -317,25 +317,13 @@ impl Instances {
             req.tenant.as_deref(),
             req.session.as_deref(),
         );
+        // The isolation level governs launches (no name: "the instance that
+        // serves this key"). A named create asks for that instance: the one of
+        // that name, or a new one, whatever serves the key.
         if let Some(c) = self.reuse(&req, Some(&key)) {
             if req.name.as_deref().is_none_or(|n| n == c.instance.name) {
                 return Ok(c);
             }
-            return Err(Error::new(
-                crate::ErrorKind::InstanceKeyTaken,
-                format!(
-                    "{} is {}: instance {:?} already serves this key",
-                    manifest.id,
-                    match manifest.isolation_level {
-                        Isolation::Shared => "shared",
-                        Isolation::PerTenant => "per-tenant",
-                        Isolation::PerSession => "per-session",
-                    },
-                    c.instance.name
-                ),
-            )
-            .with("key", &key)
-            .hint("use that instance, or give another --tenant/--session"));
         }
         let mode = options::validate(&manifest, req.mode.as_deref(), &req.options)?;
         let name = match &req.name {
@@ -409,22 +397,31 @@ impl Instances {
             created_ms: now,
             updated_ms: now,
         };
-        {
-            // Claim the key before the first await, so two racing creates for
-            // one key make one instance.
+        let claimed = {
+            // Claim the key before the first await, so two racing launches for
+            // one key make one instance. A named instance serves the key only
+            // when no other does.
             let mut t = ins.table();
-            if let Some(o) = t.keys.get(&key).and_then(|other| t.records.get(other)) {
-                return Ok(Created {
-                    instance: o.clone(),
-                    reused: true,
-                });
+            match t.keys.get(&key).and_then(|other| t.records.get(other)) {
+                Some(o) if req.name.is_none() => {
+                    return Ok(Created {
+                        instance: o.clone(),
+                        reused: true,
+                    });
+                }
+                Some(_) => false,
+                None => {
+                    t.keys.insert(key.clone(), id.clone());
+                    true
+                }
             }
-            t.keys.insert(key.clone(), id.clone());
-        }
+        };
         let inst = match self.save(inst, None).await {
             Ok(i) => i,
             Err(e) => {
-                ins.table().keys.remove(&key);
+                if claimed {
+                    ins.table().keys.remove(&key);
+                }
                 return Err(e);
             }
         };
@@ -861,7 +858,10 @@ impl Instances {
                 }
             }
             let mut t = ins.table();
-            t.keys.insert(inst.key.clone(), inst.id.clone());
+            // Several named instances may share a key; the first serves it.
+            t.keys
+                .entry(inst.key.clone())
+                .or_insert_with(|| inst.id.clone());
             t.used.insert(inst.id.clone(), Instant::now());
             t.records.insert(inst.id.clone(), inst);
         }
