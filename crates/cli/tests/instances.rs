@@ -577,3 +577,67 @@ fn named_creates_make_new_instances_whatever_the_isolation_key() {
     }
     assert!(wait_for(LONG, || bindable(ph) && bindable(pw)));
 }
+
+/// An instance whose process crashes after it ran shows it in its own state:
+/// `degraded` while the process backs off before a restart, `failed` once the
+/// restart circuit opens; each change is an `instance.state` event.
+#[test]
+fn an_instance_whose_process_crashes_later_shows_it() {
+    let s = Scratch::new("inst-crash-later");
+    let cat = s.path().join("catalog");
+    // Serves long enough to be found healthy, then dies (every time).
+    feature(
+        &cat,
+        "flaky",
+        "#!/bin/sh\npython3 -m http.server --bind 127.0.0.1 \"$HANGAR_PORT_HTTP\" >/dev/null 2>&1 &\n\
+         sleep 2\nexit 1\n",
+        json!({"health": {"type": "tcp", "port_index": 0, "timeout_seconds": 1, "interval_seconds": 1}}),
+    );
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nport_range = \"41600-41699\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let _d = Served::start(
+        &data,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+        ],
+    );
+    let o = run(&data, &["instance", "create", "flaky", "f", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["state"], "running");
+
+    assert!(
+        wait_for(LONG, || show(&data, "f")
+            .is_some_and(|v| v["state"] == "failed")),
+        "never failed: {:?}",
+        show(&data, "f")
+    );
+    let ev = run(&data, &["events", "--name", "f", "--json", "-n", "200"]);
+    let states: Vec<String> = stdout(&ev)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"] == "instance.state")
+        .map(|e| e["to"].as_str().unwrap_or("").to_string())
+        .collect();
+    let after_running: Vec<&String> = states.iter().skip_while(|s| *s != "running").collect();
+    assert!(
+        after_running.iter().any(|s| *s == "degraded"),
+        "no degraded after running: {states:?}"
+    );
+    assert_eq!(
+        after_running.last().map(|s| s.as_str()),
+        Some("failed"),
+        "{states:?}"
+    );
+
+    // A failed instance starts again on request, and can be deleted.
+    let o = run(&data, &["instance", "delete", "f"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -325,9 +325,17 @@ impl Daemon {
                 .clone()
                 .reap_loop(daemon.inner.stop.subscribe()),
         );
+        let watcher = tokio::spawn(
+            daemon
+                .inner
+                .instances
+                .clone()
+                .watch_loop(daemon.inner.stop.subscribe()),
+        );
         if let Ok(mut t) = daemon.inner.tasks.lock() {
             t.push(persister);
             t.push(reconciler);
+            t.push(watcher);
         }
         if let Ok(mut r) = daemon.inner.reaper.lock() {
             *r = Some(reaper);

@@ -39,6 +39,7 @@ mod options;
 mod record;
 mod render;
 mod steps;
+mod watch;
 
 pub use record::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};
 
@@ -643,7 +644,7 @@ impl Instances {
         let l = self.op_lock(&inst.id);
         let _g = l.lock().await;
         let inst = self.instance(&inst.id)?;
-        if inst.state != InstanceState::Running && inst.state != InstanceState::Stopped {
+        if !inst.state.is_up() && inst.state != InstanceState::Stopped {
             return Err(Error::new(
                 crate::ErrorKind::InstanceNotRunning,
                 format!("{} is {}", inst.name, inst.state.as_str()),
@@ -678,7 +679,10 @@ impl Instances {
                 self.spawn_flow(&inst.id);
                 Ok(inst)
             }
-            InstanceState::Stopped | InstanceState::Running => {
+            InstanceState::Stopped
+            | InstanceState::Running
+            | InstanceState::Degraded
+            | InstanceState::Failed => {
                 let l = self.op_lock(&inst.id);
                 let _g = l.lock().await;
                 let r = self
@@ -717,7 +721,7 @@ impl Instances {
     /// Restart an instance's process.
     pub(crate) async fn restart(&self, id_or_name: &str) -> Result<Instance> {
         let inst = self.instance(id_or_name)?;
-        if inst.state == InstanceState::Running {
+        if inst.state.is_up() {
             let l = self.op_lock(&inst.id);
             let g = l.lock().await;
             self.s
@@ -725,8 +729,15 @@ impl Instances {
                 .act(&inst.process, Desired::Running, Action::Restart)
                 .await?;
             steps::ready::apply(self, &inst).await?;
+            let inst = self
+                .update(&inst.id, |i| {
+                    if i.state.is_up() {
+                        i.state = InstanceState::Running;
+                    }
+                })
+                .await?;
             drop(g);
-            return self.instance(&inst.id);
+            return Ok(inst);
         }
         self.start(&inst.id).await
     }
@@ -777,7 +788,7 @@ impl Instances {
         let l = self.op_lock(&inst.id);
         let _g = l.lock().await;
         let inst = self.instance(&inst.id)?;
-        if !matches!(inst.state, InstanceState::Running | InstanceState::Stopped) {
+        if !inst.state.is_up() && inst.state != InstanceState::Stopped {
             return Err(Error::new(
                 crate::ErrorKind::InstanceBusy,
                 format!("{} is {}", inst.name, inst.state.as_str()),
@@ -797,7 +808,7 @@ impl Instances {
         next.config_file = file;
         let spec = steps::process::spec(self, &next, &m)?;
         let next = self.save(next, Some(inst.state)).await?;
-        if inst.state == InstanceState::Running {
+        if inst.state.is_up() {
             let mut change = self.s.desired.write().await;
             let mut desired = change.current().clone();
             desired.insert(

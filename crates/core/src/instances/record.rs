@@ -25,6 +25,12 @@ pub enum InstanceState {
     Starting,
     /// Healthy and serving.
     Running,
+    /// Created and meant to run, but its process is not well: it crashed and
+    /// is backing off before a restart, or its probe says unhealthy.
+    Degraded,
+    /// Created and meant to run, but its process failed for good (the restart
+    /// circuit opened): `instance start` or `restart` tries again.
+    Failed,
     /// Stopped on request; everything it owns is kept.
     Stopped,
     /// A step failed (see the error); everything the steps made was taken back.
@@ -42,10 +48,21 @@ impl InstanceState {
             InstanceState::Creating => "creating",
             InstanceState::Starting => "starting",
             InstanceState::Running => "running",
+            InstanceState::Degraded => "degraded",
+            InstanceState::Failed => "failed",
             InstanceState::Stopped => "stopped",
             InstanceState::Error => "error",
             InstanceState::Deleting => "deleting",
         }
+    }
+
+    /// Made, and meant to run: its process is registered (running,
+    /// degraded or failed).
+    pub const fn is_up(self) -> bool {
+        matches!(
+            self,
+            InstanceState::Running | InstanceState::Degraded | InstanceState::Failed
+        )
     }
 
     /// A create (or start) is under way.
