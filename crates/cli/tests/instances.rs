@@ -78,6 +78,24 @@ fn feature(cat: &Path, id: &str, script: &str, extra: Value) -> PathBuf {
     dir
 }
 
+/// A daemon with `daemon_toml` as its configuration and `cat` as its catalog;
+/// its data dir and the running daemon.
+fn serve_catalog(s: &Scratch, cat: &Path, daemon_toml: &str) -> (PathBuf, Served) {
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(&cfg, daemon_toml).unwrap();
+    let data = s.path().join("data");
+    let d = Served::start(
+        &data,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+        ],
+    );
+    (data, d)
+}
+
 fn show(data: &Path, name: &str) -> Option<Value> {
     let o = run(data, &["instance", "show", name, "--json"]);
     o.status.success().then(|| json(&o))
@@ -212,21 +230,10 @@ fn failures_are_refused_or_rolled_back_leaving_nothing() {
         json!({"health": {"type": "tcp", "port_index": 0, "timeout_seconds": 1, "interval_seconds": 1},
                "modes": [{"id": "fast", "defaults": {}}]}),
     );
-    let cfg = s.path().join("hangar.toml");
-    std::fs::write(
-        &cfg,
+    let (data, _d) = serve_catalog(
+        &s,
+        &cat,
         "[daemon]\nport_range = \"41100-41199\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
-    )
-    .unwrap();
-    let data = s.path().join("data");
-    let _d = Served::start(
-        &data,
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "--catalog",
-            cat.to_str().unwrap(),
-        ],
     );
 
     let o = run(&data, &["instance", "create", "nope", "x"]);
@@ -593,21 +600,10 @@ fn an_instance_whose_process_crashes_later_shows_it() {
          sleep 2\nexit 1\n",
         json!({"health": {"type": "tcp", "port_index": 0, "timeout_seconds": 1, "interval_seconds": 1}}),
     );
-    let cfg = s.path().join("hangar.toml");
-    std::fs::write(
-        &cfg,
+    let (data, _d) = serve_catalog(
+        &s,
+        &cat,
         "[daemon]\nport_range = \"41600-41699\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
-    )
-    .unwrap();
-    let data = s.path().join("data");
-    let _d = Served::start(
-        &data,
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "--catalog",
-            cat.to_str().unwrap(),
-        ],
     );
     let o = run(&data, &["instance", "create", "flaky", "f", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
