@@ -514,3 +514,114 @@ fn a_supervisor_whose_output_went_away_still_stops_gracefully() {
         pids_with(&mk)
     );
 }
+
+/// Pids of the live children of `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("Z");
+        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && state != "Z" && state != "X" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The same with a real daemon: nginx (master and workers) under `hangar run`
+/// whose output reader went away is stopped gracefully on SIGTERM, and no
+/// worker is left serving with PPID 1.
+#[test]
+fn nginx_under_a_supervisor_whose_output_went_away_is_stopped_whole() {
+    if !std::path::Path::new("/usr/sbin/nginx").exists() {
+        eprintln!("skipped: needs nginx (Debian: nginx-light; .ci/run installs it)");
+        return;
+    }
+    let dir = TempDir::new("pipe-nginx");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = dir.0.display().to_string();
+    let conf = dir.write(
+        "nginx.conf",
+        &format!(
+            "daemon off;\nmaster_process on;\nworker_processes 2;\npid {p}/nginx.pid;\n\
+             error_log stderr notice;\nevents {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+        ),
+    );
+    std::fs::create_dir_all(dir.0.join("logs")).unwrap();
+    let file = dir.write(
+        "p.toml",
+        &format!(
+            "[[process]]\nname = \"web\"\ncommand = \"/usr/sbin/nginx\"\n\
+             args = [\"-p\", \"{p}\", \"-c\", \"{}\"]\n\
+             [process.readiness]\nhttp = \"http://127.0.0.1:{port}/\"\n",
+            conf.display()
+        ),
+    );
+    let (reader, writer) = pipe();
+    let writer2 = writer.try_clone().expect("dup");
+    let mut child = hangar()
+        .args(["run", "--no-log-files"])
+        .arg(&file)
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
+        .spawn()
+        .unwrap();
+    let mut r = std::io::BufReader::new(std::fs::File::from(reader));
+    for _ in 0..3 {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0,
+            "hangar closed its output early"
+        );
+    }
+    let serving = || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::Write;
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            body.contains("ok")
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), serving),
+        "nginx never served"
+    );
+    let master: u32 = std::fs::read_to_string(dir.0.join("nginx.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let workers = children_of(master);
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    drop(r);
+    signal(&child, rustix::process::Signal::TERM);
+    let st = wait_exit(&mut child, Duration::from_secs(20)).expect("hangar did not exit");
+    assert_eq!(st.code(), Some(0), "not a graceful stop: {st:?}");
+    for pid in std::iter::once(master).chain(workers) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+            "nginx {pid} outlived hangar: {stat}"
+        );
+    }
+    assert!(!serving(), "something still serves on {port}");
+}
