@@ -419,6 +419,26 @@ fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe")
 }
 
+/// `head -n N` on a thread: reads `n` lines from `reader`, then closes it and
+/// says whether all `n` came (a test waits with a timeout, never forever).
+fn head_n(reader: std::os::fd::OwnedFd, n: usize) -> std::sync::mpsc::Receiver<Result<(), ()>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(std::fs::File::from(reader));
+        let mut ok = Ok(());
+        for _ in 0..n {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                ok = Err(());
+                break;
+            }
+        }
+        drop(r);
+        let _ = tx.send(ok);
+    });
+    rx
+}
+
 /// A pipe whose reader is already gone: every write to it fails with EPIPE.
 fn closed_pipe() -> Stdio {
     let (reader, writer) = pipe();
@@ -490,21 +510,16 @@ fn a_supervisor_whose_output_went_away_still_stops_gracefully() {
         .spawn()
         .unwrap();
     // `head -n 3`: read three lines, then go away.
-    let mut r = std::io::BufReader::new(std::fs::File::from(reader));
-    for _ in 0..3 {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0,
-            "hangar closed its output early"
-        );
-    }
+    let head = head_n(reader, 3);
     assert!(
         // Three shells and their three sleeps carry the marker.
         wait_for(Duration::from_secs(10), || pids_with(&mk).len() == 6),
         "the processes never ran: {:?}",
         pids_with(&mk)
     );
-    drop(r);
+    head.recv_timeout(Duration::from_secs(30))
+        .expect("hangar wrote fewer than three lines")
+        .expect("hangar closed its output early");
     signal(&child, rustix::process::Signal::TERM);
     let st = wait_exit(&mut child, Duration::from_secs(20)).expect("hangar did not exit");
     assert_eq!(st.code(), Some(0), "not a graceful stop: {st:?}");
@@ -581,14 +596,7 @@ fn nginx_under_a_supervisor_whose_output_went_away_is_stopped_whole() {
         .stderr(Stdio::from(writer2))
         .spawn()
         .unwrap();
-    let mut r = std::io::BufReader::new(std::fs::File::from(reader));
-    for _ in 0..3 {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut r, &mut line).unwrap() > 0,
-            "hangar closed its output early"
-        );
-    }
+    let head = head_n(reader, 3);
     let serving = || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
             use std::io::Write;
@@ -609,7 +617,9 @@ fn nginx_under_a_supervisor_whose_output_went_away_is_stopped_whole() {
         .unwrap();
     let workers = children_of(master);
     assert_eq!(workers.len(), 2, "{workers:?}");
-    drop(r);
+    head.recv_timeout(Duration::from_secs(30))
+        .expect("hangar wrote fewer than three lines")
+        .expect("hangar closed its output early");
     signal(&child, rustix::process::Signal::TERM);
     let st = wait_exit(&mut child, Duration::from_secs(20)).expect("hangar did not exit");
     assert_eq!(st.code(), Some(0), "not a graceful stop: {st:?}");
