@@ -143,7 +143,7 @@ fn demo_instance_runs_healthy_and_delete_leaves_nothing() {
     let s = Scratch::new("inst-demo");
     let data = s.path().join("data");
     let cfg = s.path().join("hangar.toml");
-    std::fs::write(&cfg, "[daemon]\nport_range = \"41000-41099\"\n").unwrap();
+    std::fs::write(&cfg, "[daemon]\nport_range = \"21000-21099\"\n").unwrap();
     let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
 
     // Not installed yet: create installs it from the built-in catalog first.
@@ -233,7 +233,7 @@ fn failures_are_refused_or_rolled_back_leaving_nothing() {
     let (data, _d) = serve_catalog(
         &s,
         &cat,
-        "[daemon]\nport_range = \"41100-41199\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
+        "[daemon]\nport_range = \"21100-21199\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
     );
 
     let o = run(&data, &["instance", "create", "nope", "x"]);
@@ -321,7 +321,7 @@ fn kill_9_mid_create_is_rolled_back_at_the_next_boot() {
     let cfg = s.path().join("hangar.toml");
     std::fs::write(
         &cfg,
-        "[daemon]\nport_range = \"41200-41299\"\n[daemon.instances]\nready_timeout = \"10m\"\n",
+        "[daemon]\nport_range = \"21200-21299\"\n[daemon.instances]\nready_timeout = \"10m\"\n",
     )
     .unwrap();
     let data = s.path().join("data");
@@ -376,7 +376,7 @@ fn per_session_instances_are_reused_by_key_and_reaped_when_idle() {
     let cfg = s.path().join("hangar.toml");
     std::fs::write(
         &cfg,
-        "[daemon]\nport_range = \"41300-41399\"\n[daemon.instances]\nsession_ttl = \"3s\"\n",
+        "[daemon]\nport_range = \"21300-21399\"\n[daemon.instances]\nsession_ttl = \"3s\"\n",
     )
     .unwrap();
     let data = s.path().join("data");
@@ -433,7 +433,7 @@ fn an_instance_with_its_own_network_serves_on_its_address_and_leaves_nothing() {
     let cfg = s.path().join("hangar.toml");
     std::fs::write(
         &cfg,
-        "[daemon]\nport_range = \"41800-41899\"\n\
+        "[daemon]\nport_range = \"21800-21899\"\n\
          [daemon.network]\nbackend = \"linux\"\nprefix = \"hgi-\"\n\
          pool = { base = \"10.99.0.0\", first = 231, last = 232 }\n",
     )
@@ -516,7 +516,7 @@ fn instances_can_run_as_an_unprivileged_user() {
     let cfg = s.path().join("hangar.toml");
     std::fs::write(
         &cfg,
-        "[daemon]\nport_range = \"41900-41999\"\n[daemon.instances]\nuser = \"nobody\"\n",
+        "[daemon]\nport_range = \"21900-21999\"\n[daemon.instances]\nuser = \"nobody\"\n",
     )
     .unwrap();
     let data = s.path().join("data");
@@ -554,7 +554,7 @@ fn instances_can_run_as_an_unprivileged_user() {
 fn named_creates_make_new_instances_whatever_the_isolation_key() {
     let s = Scratch::new("inst-named");
     let cfg = s.path().join("hangar.toml");
-    std::fs::write(&cfg, "[daemon]\nport_range = \"41500-41599\"\n").unwrap();
+    std::fs::write(&cfg, "[daemon]\nport_range = \"21500-21599\"\n").unwrap();
     let data = s.path().join("data");
     let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
 
@@ -603,7 +603,7 @@ fn an_instance_whose_process_crashes_later_shows_it() {
     let (data, _d) = serve_catalog(
         &s,
         &cat,
-        "[daemon]\nport_range = \"41600-41699\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
+        "[daemon]\nport_range = \"21600-21699\"\n[daemon.instances]\nstart_retries = 1\nready_timeout = \"30s\"\n",
     );
     let o = run(&data, &["instance", "create", "flaky", "f", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -283,7 +283,7 @@ fn real_tor_instance_lives_and_leaves_nothing() {
         "0.4.9",
         &["disable_network=true"],
         json!({}),
-        "41500-41599",
+        "21500-21599",
     );
 }
 
@@ -298,7 +298,7 @@ fn real_v2ray_runs_an_xray_instance_and_leaves_nothing() {
         &[],
         json!({"network": {"requires_vlan": false, "default_ports": [10808, 10809],
                            "protocols": ["socks5", "http"], "port_names": ["main", "http"]}}),
-        "41600-41699",
+        "21600-21699",
     );
 }
 
@@ -314,7 +314,7 @@ fn a_config_the_checker_refuses_fails_the_create_and_leaves_nothing() {
     let http = Http::serve(&rel_dir);
     let cat = release(s.path(), "tor", "0.4.9", &binary, &http, json!({}));
     let cfg = s.path().join("hangar.toml");
-    std::fs::write(&cfg, "[daemon]\nport_range = \"41700-41799\"\n").unwrap();
+    std::fs::write(&cfg, "[daemon]\nport_range = \"21700-21799\"\n").unwrap();
     let data = s.path().join("data");
     let _d = Served::start(
         &data,

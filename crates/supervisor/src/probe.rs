@@ -147,6 +147,14 @@ pub(crate) async fn run(
     }
 }
 
+/// A TCP connect to a port in the ephemeral range with nothing listening can
+/// succeed by connecting to itself: the kernel picks that same port as the
+/// source and the two SYNs meet (a simultaneous open). Such a connection is
+/// proof of nothing; a TCP probe must not count it as a listener.
+pub(crate) fn self_connected(s: &tokio::net::TcpStream) -> bool {
+    matches!((s.local_addr(), s.peer_addr()), (Ok(l), Ok(p)) if l == p)
+}
+
 type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
 fn check<'a>(
@@ -157,10 +165,17 @@ fn check<'a>(
 ) -> CheckFuture<'a> {
     Box::pin(async move {
         match check {
-            Check::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
-                .await
-                .map(drop)
-                .map_err(|e| format!("tcp {address}: {e}")),
+            Check::Tcp { address } => {
+                let s = tokio::net::TcpStream::connect(address.as_str())
+                    .await
+                    .map_err(|e| format!("tcp {address}: {e}"))?;
+                if self_connected(&s) {
+                    return Err(format!(
+                        "tcp {address}: nothing listens (the connection reached itself)"
+                    ));
+                }
+                Ok(())
+            }
             Check::Http {
                 url,
                 status,
@@ -417,5 +432,31 @@ fn process_alive(pid: u32) -> bool {
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A socket bound to a port and connected to that same port is connected
+    /// to itself (Linux's simultaneous open): the probe must see it.
+    #[tokio::test]
+    async fn a_connection_to_itself_is_seen() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(addr).expect("bind the port it connects to");
+        let s = sock.connect(addr).await.expect("self-connect");
+        assert!(super::self_connected(&s));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("listen");
+        let other = tokio::net::TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        assert!(!super::self_connected(&other));
     }
 }
