@@ -17,10 +17,14 @@ async fn list_answers_while_apply_waits_out_a_stop_grace() {
     })
     .await
     .expect("boot");
+    // The shell says when its SIGTERM is ignored: "running" only means it was
+    // spawned, and a TERM before the trap would end it at once.
+    let trapped = tmp.path().join("trapped");
     let toml = format!(
         "[[process]]\nname = \"stubborn\"\ncommand = \"sh\"\n\
-         args = [\"-c\", \"trap '' TERM; sleep 3600\"]\nstop_timeout = \"{}s\"\n\n\
+         args = [\"-c\", \"trap '' TERM; : > {}; sleep 3600\"]\nstop_timeout = \"{}s\"\n\n\
          [[process]]\nname = \"other\"\ncommand = \"sleep\"\nargs = [\"3600\"]\n",
+        trapped.display(),
         GRACE.as_secs()
     );
     d.add(&toml, true).await.expect("add");
@@ -31,6 +35,13 @@ async fn list_answers_while_apply_waits_out_a_stop_grace() {
         .map_or(true, |s| s.state != State::Running)
     {
         assert!(t0.elapsed() < Duration::from_secs(10), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    while !trapped.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never ignored SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
