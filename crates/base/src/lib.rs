@@ -16,13 +16,15 @@
 //! [`duration`] is the one serde helper for `Duration` fields: a humantime
 //! string or integer milliseconds in, a humantime string (or milliseconds,
 //! where that is the stored format) out. [`suggest`] finds the did-you-mean
-//! for a misspelt key or value.
+//! for a misspelt key or value. [`children`] is the registry of children this
+//! program waits for itself, which a subreaper's orphan sweep leaves alone.
 #![deny(missing_docs)]
 
 use std::borrow::Cow;
 use std::fmt;
 
 pub mod backoff;
+pub mod children;
 pub mod duration;
 pub mod suggest;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hangar_supervisor::{Event, EventKind, Manager, ProcessSpec, State};
+use hangar_supervisor::{Event, EventKind, Manager, ManagerOptions, ProcessSpec, State};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{error, info, warn};
@@ -75,7 +75,14 @@ pub fn run(file: &Path, log_dir: Option<PathBuf>) -> u8 {
 }
 
 async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
-    let manager = match Manager::new() {
+    // hangar run is a supervisor: orphans of its processes reparent to it
+    // and end with them.
+    let opts = ManagerOptions {
+        subreaper: true,
+        cgroup_every_process: true,
+        ..ManagerOptions::default()
+    };
+    let manager = match Manager::with_options(opts) {
         Ok(m) => m,
         Err(e) => {
             errln!("{}", render::error(&e));

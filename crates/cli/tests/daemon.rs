@@ -1349,3 +1349,145 @@ args = ["-c", "sleep 1000 & wait"]
         "{st}"
     );
 }
+
+/// Zombie children of `parent`.
+fn zombies_of(parent: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = s.rsplit_once(')') else {
+                return false;
+            };
+            let mut f = rest.split_ascii_whitespace();
+            f.next() == Some("Z") && f.next().and_then(|p| p.parse().ok()) == Some(parent)
+        })
+        .collect()
+}
+
+/// Descendants that left their process group (a setsid child, a
+/// double-forked sleep, and redis-server --daemonize yes, a real daemon that
+/// forks and setsids away from its parent) go with their process on restart
+/// and on stop; what reparents to the daemon is reaped; and after kill -9 of
+/// the daemon, the next boot's recovery ends them.
+#[test]
+fn descendants_that_left_the_group_go_on_restart_stop_and_crash() {
+    let w = World::new("escape");
+    // redis rewrites its process title over its environment, so no marker
+    // can be read from it: only its cgroup ties it to its process once it
+    // has left (root, or a delegated subtree).
+    let redis = Path::new("/usr/bin/redis-server").exists() && rustix::process::geteuid().is_root();
+    let port = free_port();
+    let rdir = w.dir.join("redis");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let mut body = r#"
+[[process]]
+name = "setsid"
+command = "sh"
+args = ["-c", "setsid sleep 1000 & sleep 1000"]
+
+[[process]]
+name = "double"
+command = "sh"
+args = ["-c", "(setsid sleep 1000 &); sleep 1000"]
+"#
+    .to_string();
+    // sh, its sleep, and the one that left: 3 each; redis: sleep and the daemon.
+    let mut want = BTreeMap::from([("double".to_string(), 3), ("setsid".to_string(), 3)]);
+    if redis {
+        body += &format!(
+            r#"
+[[process]]
+name = "redis"
+command = "sh"
+args = ["-c", "redis-server --port {port} --bind 127.0.0.1 --daemonize yes --save '' --appendonly no --dir {d} --pidfile {d}/redis.pid --logfile {d}/redis.log && exec sleep 1000"]
+"#,
+            d = rdir.display()
+        );
+        // The title-rewritten daemon is counted through its pid file.
+        want.insert("redis".to_string(), 1);
+    } else {
+        eprintln!("note: the redis-server part needs redis-server (Debian: redis-server; .ci/run installs it) and root (for cgroups): testing without the real daemon");
+    }
+    let cfg = w.config("hangar.toml", &body);
+    let ping = || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+        })
+    };
+    let counts = |w: &World| -> BTreeMap<String, usize> {
+        w.by_name().into_iter().map(|(n, p)| (n, p.len())).collect()
+    };
+    let redis_pid = || -> Option<Proc> {
+        let pid: u32 = std::fs::read_to_string(rdir.join("redis.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let (state, pgid, start) = proc_stat(pid)?;
+        (!matches!(state, 'Z' | 'X')).then(|| Proc {
+            pid,
+            pgid,
+            start,
+            name: Some("redis daemon".into()),
+            cmdline: String::new(),
+        })
+    };
+    let settled = |w: &World, what: &str| {
+        let mut last = BTreeMap::new();
+        let ok = wait_for(LONG, || {
+            last = counts(w);
+            last == want && (!redis || (ping() && redis_pid().is_some()))
+        });
+        assert!(ok, "{what}: want {want:?}, have {last:?}: {:#?}", w.procs());
+    };
+    let gone = |before: &[Proc], what: &str| {
+        let mut left = Vec::new();
+        let ok = wait_for(Duration::from_secs(10), || {
+            left = before.iter().filter(|p| alive(p)).collect::<Vec<_>>();
+            left.is_empty()
+        });
+        assert!(ok, "{what}: still alive: {left:#?}");
+    };
+
+    let mut d = w.serve(&cfg);
+    settled(&w, "first start");
+    let first: Vec<Proc> = w.procs().into_iter().chain(redis_pid()).collect();
+    let r = w.cli(&["restart", "*"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    gone(&first, "after restart");
+    settled(&w, "after restart");
+    let zombies = |d: &Daemon| {
+        let mut z = Vec::new();
+        let ok = wait_for(Duration::from_secs(5), || {
+            z = zombies_of(d.pid());
+            z.is_empty()
+        });
+        assert!(ok, "zombies under the daemon: {z:?}");
+    };
+    zombies(&d);
+
+    let second: Vec<Proc> = w.procs().into_iter().chain(redis_pid()).collect();
+    let r = w.cli(&["stop", "*"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    gone(&second, "after stop");
+    assert!(!redis || !ping(), "redis still answers after stop");
+    zombies(&d);
+
+    let r = w.cli(&["start", "*"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    settled(&w, "started again");
+    let third: Vec<Proc> = w.procs().into_iter().chain(redis_pid()).collect();
+    d.kill9();
+    // The leaders die with the daemon; what left their groups does not, until
+    // the next boot's recovery finds it by its marker.
+    let _d = w.serve(&cfg);
+    gone(&third, "after kill -9 and recovery");
+    settled(&w, "after recovery");
+}

@@ -635,3 +635,129 @@ fn nginx_under_a_supervisor_whose_output_went_away_is_stopped_whole() {
     }
     assert!(!serving(), "something still serves on {port}");
 }
+
+/// Live `sleep ARG` processes (the exact command line).
+fn sleeps(arg: &str) -> Vec<u32> {
+    let want = format!("sleep\0{arg}\0").into_bytes();
+    pids_with(arg)
+        .into_iter()
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// A child killed (SIGKILL) and reaped when the test ends, however it ends.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Zombie children of `parent`.
+fn zombies_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && state == "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Descendants that leave their process group (setsid, a double fork, a
+/// shell's `nohup … &` outliving the shell, one with its environment wiped)
+/// do not outlive `hangar run`, and whatever reparents to hangar is reaped.
+#[test]
+fn descendants_that_left_the_group_do_not_outlive_hangar_run() {
+    let dir = TempDir::new("escape");
+    let mk = |n: u32| marker(10 + n);
+    let file = dir.write(
+        "p.toml",
+        &format!(
+            r#"
+# setsid: its own session, still a child of sh
+[[process]]
+name = "setsid"
+command = "sh"
+args = ["-c", "setsid sleep {a} & sleep {a}0"]
+
+# double fork: the subshell exits at once, its sleep reparents to hangar
+[[process]]
+name = "double"
+command = "sh"
+args = ["-c", "(setsid sleep {b} &); sleep {b}0"]
+
+# nohup … & from a shell that then exits
+[[process]]
+name = "nohup"
+command = "sh"
+args = ["-c", "nohup setsid sleep {c} >/dev/null 2>&1 & sleep 1; exit 0"]
+[process.restart]
+policy = "never"
+
+# no markers at all: environment wiped, own session, parent gone
+[[process]]
+name = "bare"
+command = "sh"
+args = ["-c", "(env -i setsid sleep {d} &); sleep {d}0"]
+"#,
+            a = mk(1),
+            b = mk(2),
+            c = mk(3),
+            d = mk(4),
+        ),
+    );
+    let mut child = Reap(
+        hangar()
+            .args(["run", "--no-log-files"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = collect_stderr(&mut child.0);
+    let escaped = || -> Vec<u32> { (1..=4).flat_map(|n| sleeps(&mk(n))).collect() };
+    assert!(
+        wait_for(Duration::from_secs(10), || [1, 2, 3, 4]
+            .iter()
+            .all(|n| sleeps(&mk(*n)).len() == 1)),
+        "not all started: {:?}",
+        (1..=4).map(|n| sleeps(&mk(n))).collect::<Vec<_>>()
+    );
+    // The nohup'd sleep outlives its shell by nothing: the shell's exit ended
+    // the process, and everything it started.
+    assert!(
+        wait_for(Duration::from_secs(5), || sleeps(&mk(3)).is_empty()),
+        "nohup child outlived its process: {:?}",
+        sleeps(&mk(3))
+    );
+    // Orphans reparented to hangar, and none is left a zombie.
+    let me = child.0.id();
+    assert!(
+        wait_for(Duration::from_secs(5), || zombies_of(me).is_empty()),
+        "zombies: {:?}",
+        zombies_of(me)
+    );
+    signal(&child.0, rustix::process::Signal::TERM);
+    let st = wait_exit(&mut child.0, Duration::from_secs(30)).expect("hangar did not exit");
+    let err = stderr.join().unwrap();
+    assert_eq!(st.code(), Some(0), "{err}");
+    assert!(
+        wait_for(Duration::from_secs(2), || escaped().is_empty()),
+        "outlived hangar run: {:?}\n{err}",
+        escaped()
+    );
+}

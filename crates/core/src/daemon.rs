@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::events::EventSink;
 use crate::instances::{CreateRequest, Created, Instance, Instances, InstancesParts};
 use crate::procfile;
-use crate::recovery::{self, RecordedGroup, SUPERVISOR_ID_ENV};
+use crate::recovery::{self, RecordedGroup};
 use crate::sinks::{SinkStats, Sinks};
 use crate::util::{blocking, detached, ms, now_ms};
 
@@ -262,11 +262,14 @@ impl Daemon {
             // Stable per data dir, so the next boot finds (and clears) the
             // cgroups this one leaves behind after a crash.
             cgroup_group: Some(format!("hangar-{supervisor_id}")),
+            // Every child carries it; the next boot's recovery finds by it
+            // what a crashed daemon left.
+            supervisor_id: Some(supervisor_id.to_string()),
+            subreaper: true,
+            cgroup_every_process: true,
             ..ManagerOptions::default()
         })?;
-        let mut env = config.env.clone();
-        env.push(format!("{SUPERVISOR_ID_ENV}={supervisor_id}"));
-        manager.set_global_env(&env)?;
+        manager.set_global_env(&config.env)?;
 
         let sinks = Sinks::start(config.settings.sink.clone()).map_err(|e| {
             Error::from_parts(e.code(), e.category(), e.to_string(), Vec::new(), None)
@@ -597,12 +600,7 @@ impl Daemon {
         if config.settings != self.inner.settings {
             warn!("[daemon] settings changed; they take effect at the next start of hangar");
         }
-        let mut env = config.env.clone();
-        env.push(format!(
-            "{SUPERVISOR_ID_ENV}={}",
-            self.inner.store.supervisor_id()
-        ));
-        self.inner.manager.set_global_env(&env)?;
+        self.inner.manager.set_global_env(&config.env)?;
         let applied = change.current().clone();
         let mut desired: WantMap = applied
             .iter()

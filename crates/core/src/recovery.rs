@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use hangar_supervisor::reap::{stat, ProcStat};
 
 /// The environment variable every daemon child carries.
-pub const SUPERVISOR_ID_ENV: &str = "HANGAR_SUPERVISOR_ID";
+pub use hangar_supervisor::SUPERVISOR_ID_ENV;
 
 /// A process group the store remembers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -152,10 +152,16 @@ struct Running {
     child: Child,
     mux: Arc<Mux>,
     pid: i32,
+    /// Keeps a subreaper's orphan sweep (`hangar serve`) from reaping the
+    /// child that `child.wait()` waits for; dropped after `child`.
+    _claim: Option<hangar_base::children::Claim>,
 }
 
 fn start(opts: &ExecOptions, env: &[(String, String)], name: &str) -> std::io::Result<Running> {
+    let spawning = hangar_base::children::spawning();
     let mut child = spawn_child(opts, env)?;
+    let claim = child.id().map(hangar_base::children::claim);
+    drop(spawning);
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(std::io::Error::other("the child has no stdin/stdout pipes"));
@@ -170,7 +176,12 @@ fn start(opts: &ExecOptions, env: &[(String, String)], name: &str) -> std::io::R
         });
     }
     let mux = Arc::new(Mux::new(stdout, stdin, ErrorKind::ExecTransport));
-    Ok(Running { child, mux, pid })
+    Ok(Running {
+        child,
+        mux,
+        pid,
+        _claim: claim,
+    })
 }
 
 async fn stop_child(r: &mut Running, grace: Duration) {

@@ -34,7 +34,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::privs::SetupError;
@@ -296,7 +296,8 @@ impl Cgroups {
         if missing.is_empty() && !usable.is_empty() {
             // The needed hierarchies, plus the accounting ones where mounted.
             let mut hs: Vec<Hierarchy> = Vec::new();
-            for c in ["memory", "cpu", "cpuacct", "pids"] {
+            // The freezer too where mounted: it makes killing a cgroup atomic.
+            for c in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
                 if let Some(h) = usable.iter().find(|h| h.has(c)) {
                     if !hs.iter().any(|x| x.mount == h.mount) {
                         hs.push((*h).clone());
@@ -336,8 +337,33 @@ impl Cgroups {
         name: &str,
         limits: &Limits,
     ) -> Result<Option<ProcessCgroup>, SetupError> {
+        self.create_for(group, name, limits, true)
+    }
+
+    /// A cgroup for a process that asked for no limits: it only groups the
+    /// process's tree (so that stopping it kills all of it, whatever left its
+    /// process group) and counts its usage. `None`, quietly, where this host
+    /// gives hangar no cgroups, or they cannot be made.
+    pub(crate) fn create_grouping(&self, group: &str, name: &str) -> Option<ProcessCgroup> {
+        match self.create_for(group, name, &Limits::default(), false) {
+            Ok(cg) => cg,
+            Err(e) => {
+                tracing::debug!(process = name, error = %e.message, "no cgroup for this process");
+                None
+            }
+        }
+    }
+
+    fn create_for(
+        &self,
+        group: &str,
+        name: &str,
+        limits: &Limits,
+        asked: bool,
+    ) -> Result<Option<ProcessCgroup>, SetupError> {
         let plan = match self.plan_for(limits) {
             Ok(p) => p,
+            Err(_) if !asked => return Ok(None),
             Err(why) => {
                 if !WARNED.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -812,6 +838,10 @@ impl ProcessCgroup {
 
     /// SIGKILL everything in the cgroup. Returns how many were signalled (v2
     /// with `cgroup.kill`: how many were listed).
+    ///
+    /// Without `cgroup.kill` a member could fork between the listing and the
+    /// kill; on v1 the freezer closes that race: freeze, list, kill, thaw (a
+    /// frozen task dies only once thawed).
     pub(crate) fn kill_members(&self) -> usize {
         let members = self.members();
         if members.is_empty() {
@@ -824,10 +854,19 @@ impl ProcessCgroup {
                 }
             }
         }
+        let freezer = match self.version {
+            CgroupVersion::V1 => self.dir_with("freezer").map(|d| d.join("freezer.state")),
+            CgroupVersion::V2 => None,
+        };
+        let frozen = freezer.as_ref().is_some_and(|f| freeze(f));
+        let members = if frozen { self.members() } else { members };
         for pid in &members {
             if let Some(p) = rustix::process::Pid::from_raw(*pid) {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
             }
+        }
+        if let (true, Some(f)) = (frozen, &freezer) {
+            let _ = fs::write(f, "THAWED");
         }
         members.len()
     }
@@ -914,10 +953,34 @@ impl ProcessCgroup {
     }
 }
 
+/// Freeze a v1 freezer cgroup and wait (briefly) until the kernel says it is
+/// frozen. `false` when it could not be frozen: the caller kills unfrozen.
+fn freeze(state: &Path) -> bool {
+    if fs::write(state, "FROZEN").is_err() {
+        return false;
+    }
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        match fs::read_to_string(state) {
+            Ok(s) if s.trim() == "FROZEN" => return true,
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => break,
+        }
+    }
+    // Not frozen in time (a task stuck in the kernel): kill what can be killed.
+    let _ = fs::write(state, "THAWED");
+    false
+}
+
 /// Where a supervisor's processes' cgroups go.
 pub(crate) struct Placement {
     pub host: &'static Cgroups,
     pub group: String,
+    /// The supervisor's id, in every child's environment.
+    pub supervisor_id: Arc<str>,
+    /// Every process gets a cgroup where the host allows, not only those with
+    /// limits.
+    pub every_process: bool,
 }
 
 /// A supervisor group name must be one directory name.

@@ -72,6 +72,7 @@ mod spawn;
 mod spec;
 mod state;
 mod status;
+mod tree;
 
 pub use cgroup::{
     CgroupVersion, Cgroups, ResourceUsage, CGROUP_CREATE_FAILED, CGROUP_JOIN_FAILED,
@@ -95,3 +96,4 @@ pub use spec::{
 };
 pub use state::{Action, ExitInfo, Gates, Input, Machine, Output, State, Transition};
 pub use status::{ProcessStatus, Tail};
+pub use tree::{PROCESS_NAME_ENV, SUPERVISOR_ID_ENV};

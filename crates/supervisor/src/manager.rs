@@ -21,6 +21,9 @@ use crate::spec::ProcessSpec;
 use crate::state::State;
 use crate::status::{ProcessStatus, Tail};
 
+/// How long orphans left at shutdown get between the stop signal and SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
+
 /// The port range processes' named ports come from.
 pub(crate) const PROCESS_PORTS: &str = "processes";
 
@@ -41,6 +44,25 @@ pub struct ManagerOptions {
     /// [`Cgroups::remove_group`] finds what a crashed run left); unset, a name
     /// unique to this manager (`<pid>-<n>`).
     pub cgroup_group: Option<String>,
+    /// This supervisor's id, in every child's environment as
+    /// `HANGAR_SUPERVISOR_ID` (descendants inherit it: it tells whose an
+    /// orphan is, and a daemon's recovery finds what a crashed run left by
+    /// it). A daemon should give one stable per data dir; unset, the cgroup
+    /// group name.
+    pub supervisor_id: Option<String>,
+    /// Become the child subreaper of this program (`PR_SET_CHILD_SUBREAPER`)
+    /// and reap every orphan that reparents to it; descendants that left
+    /// their process group then end with their process, and whatever is left
+    /// ends at [`Manager::shutdown`]. For programs whose job is supervising
+    /// (`hangar run`, `hangar serve`): every other child of the program must
+    /// be claimed ([`hangar_base::children`]) or the sweep reaps it.
+    pub subreaper: bool,
+    /// Give every process a cgroup of its own where the host lets hangar make
+    /// one (root, or a delegated cgroup v2 subtree), not only those with
+    /// `limits`: stopping a process then kills its whole cgroup, whatever left
+    /// its process group, and its usage is counted. Quietly nothing where
+    /// cgroups cannot be made.
+    pub cgroup_every_process: bool,
 }
 
 impl Default for ManagerOptions {
@@ -51,6 +73,9 @@ impl Default for ManagerOptions {
             jitter_seed: None,
             port_range: 20000..=29999,
             cgroup_group: None,
+            supervisor_id: None,
+            subreaper: false,
+            cgroup_every_process: false,
         }
     }
 }
@@ -145,9 +170,20 @@ impl Manager {
                 format!("{}-{n}", std::process::id())
             }
         };
+        if opts.subreaper {
+            crate::tree::install().map_err(|e| {
+                Error::of(ErrorKind::Io, "could not become the child subreaper")
+                    .source(e)
+                    .hint("hangar needs Linux >= 3.4 (PR_SET_CHILD_SUBREAPER) and a tokio runtime with signal handling")
+                    .build()
+            })?;
+        }
+        let supervisor_id = Arc::from(opts.supervisor_id.as_deref().unwrap_or(&group));
         let placement = Arc::new(Placement {
             host: Cgroups::host(),
             group,
+            supervisor_id,
+            every_process: opts.cgroup_every_process,
         });
         let logs = LogPump::start().map_err(io_err)?;
         let spawner = Spawner::new(opts.spawn_threads, logs.clone(), Arc::clone(&placement))
@@ -679,6 +715,12 @@ impl Manager {
             }
             procs.clear();
         }
+        // Orphans no process claimed (no markers left to say whose they are)
+        // end with the supervisor: nothing outlives it.
+        if let Some(r) = crate::tree::reaper() {
+            let sid = Arc::clone(&self.inner.ctx.placement.supervisor_id);
+            let _ = tokio::task::spawn_blocking(move || r.end_all(&sid, ORPHAN_GRACE)).await;
+        }
     }
 
     /// SIGKILL every process group at once, without waiting or stopping gracefully:
@@ -704,6 +746,10 @@ impl Manager {
                     cg.kill_members();
                 }
             }
+        }
+        // And every orphan that reparented to this subreaper.
+        if let Some(r) = crate::tree::reaper() {
+            r.kill_all_now(&self.inner.ctx.placement.supervisor_id);
         }
         pids.len()
     }

@@ -33,6 +33,7 @@ use crate::spawn::{kill_group, Output, SpawnRequest, Spawned};
 use crate::spec::{substitute_ports, ProcessSpec};
 use crate::state::{Action, ExitInfo, Gates, Input, Machine, State, Transition};
 use crate::status::ProcessStatus;
+use crate::tree::Lineage;
 
 pub(crate) enum Command {
     /// Start. With a spec, this is a (re)registration: refused while active.
@@ -72,12 +73,16 @@ pub(crate) struct Child {
     pidfd: AsyncFd<OwnedFd>,
     /// Removed once the child and its group are gone.
     pub cgroup: Option<Arc<ProcessCgroup>>,
+    /// What of its tree left its process group.
+    lineage: Lineage,
+    /// Released (dropped) only after the child is reaped.
+    _claim: hangar_base::children::Claim,
 }
 
 impl Child {
     /// Register a freshly spawned child's pidfd with the runtime. On failure the
     /// child is killed and reaped: what cannot be watched must not run.
-    pub(crate) fn watch(spawned: Spawned) -> io::Result<Child> {
+    pub(crate) fn watch(spawned: Spawned, lineage: Lineage) -> io::Result<Child> {
         // SAFETY: `register` requires the fd to stay open and unchanged for as long
         // as the AsyncFd lives. An OwnedFd moved into it is closed only when the
         // AsyncFd drops it, and nothing else knows its number.
@@ -86,6 +91,8 @@ impl Child {
                 pid: spawned.pid,
                 pidfd,
                 cgroup: spawned.cgroup.map(Arc::new),
+                lineage,
+                _claim: spawned.claim,
             }),
             Err(err) => {
                 let e = err.into_parts().1;
@@ -334,14 +341,18 @@ impl Actor {
                     Action::Spawn => queue.push_back(self.spawn().await),
                     Action::SignalStop => {
                         if let Some(c) = &self.child {
-                            let _ = kill_group(c.pid, self.spec.stop_signal.to_rustix());
+                            let sig = self.spec.stop_signal.to_rustix();
+                            let _ = kill_group(c.pid, sig);
                             // A stopped (SIGSTOP) group would never see the signal.
                             let _ = kill_group(c.pid, Signal::CONT);
+                            // Descendants that left the group get it too.
+                            c.lineage.signal_escaped(c.pid, sig);
                         }
                     }
                     Action::KillGroup => {
                         if let Some(c) = &self.child {
                             let _ = kill_group(c.pid, Signal::KILL);
+                            c.lineage.kill_escaped();
                         }
                     }
                     Action::ArmTimer(d) => self.timer = Some(Instant::now() + d),
@@ -515,8 +526,12 @@ impl Actor {
             global_env: self.ctx.global_env(),
             output: Output::Log(Arc::clone(&self.shared.log)),
         };
+        let lineage = Lineage::new(
+            Arc::clone(&self.ctx.placement.supervisor_id),
+            Arc::clone(&self.name),
+        );
         match self.ctx.spawner.spawn(req).await {
-            Ok(spawned) => match Child::watch(spawned) {
+            Ok(spawned) => match Child::watch(spawned, lineage) {
                 Ok(child) => {
                     let pid = child.pid;
                     if let Ok(mut slot) = self.shared.cgroup.lock() {
@@ -652,8 +667,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Wait until the child exits, then reap it. Before reaping, SIGKILL whatever is
-/// left of its process group: the unreaped leader pins the group id, so the signal
-/// cannot hit a recycled group.
+/// left of its process group (the unreaped leader pins the group id, so the signal
+/// cannot hit a recycled group) and of its tree outside the group.
 pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
     let Some(child) = child else {
         return std::future::pending().await;
@@ -675,6 +690,7 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
             Err(_) => return ExitInfo::code(-1),
         }
         let _ = kill_group(child.pid, Signal::KILL);
+        child.lineage.kill_escaped();
         return match rustix::process::waitid(
             WaitId::PidFd(child.pidfd.get_ref().as_fd()),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,

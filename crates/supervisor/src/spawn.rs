@@ -31,6 +31,7 @@ use crate::privs::{
     self, SetupError, NETNS_JOIN_FAILED, PRIVS_NO_NEW_PRIVS_FAILED, PRIVS_SETID_FAILED,
 };
 use crate::spec::ProcessSpec;
+use crate::tree::{PROCESS_NAME_ENV, SUPERVISOR_ID_ENV};
 
 /// What to spawn. Only shared references: a thousand queued requests must not hold
 /// a thousand copies of the environment. The spawner thread builds argv and envp
@@ -54,15 +55,18 @@ pub(crate) enum Output {
 }
 
 impl SpawnRequest {
-    /// `KEY=VALUE` strings, highest precedence first wins: the process name, the
-    /// spec's env, the global env, hangar's env.
-    fn envp(&self) -> io::Result<Vec<CString>> {
+    /// `KEY=VALUE` strings, highest precedence first wins: the markers (the
+    /// process name and the supervisor id `sid`, which descendants inherit and
+    /// which tell whom an orphan belongs to), the spec's env, the global env,
+    /// hangar's env.
+    fn envp(&self, sid: &str) -> io::Result<Vec<CString>> {
         let spec = &self.spec;
         let base = self.base_env.as_deref().map(Vec::as_slice).unwrap_or(&[]);
         let mut seen = std::collections::HashSet::with_capacity(base.len() + 8);
         let mut out = Vec::with_capacity(base.len() + spec.env.len() + 1);
-        let name = ("HANGAR_PROCESS_NAME", spec.name.as_str());
-        let layers = std::iter::once(name)
+        let name = (PROCESS_NAME_ENV, spec.name.as_str());
+        let layers = [name, (SUPERVISOR_ID_ENV, sid)]
+            .into_iter()
             .chain(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .chain(
                 self.global_env
@@ -94,6 +98,8 @@ impl SpawnRequest {
 pub(crate) struct Spawned {
     pub pid: u32,
     pub pidfd: OwnedFd,
+    /// Keeps the subreaper's orphan sweep off this child until it is reaped.
+    pub claim: hangar_base::children::Claim,
     /// The child's cgroup, when its spec has `limits` and the host has cgroups.
     pub cgroup: Option<ProcessCgroup>,
     /// The read end of the child's stdout and stderr, for [`Output::Capture`].
@@ -237,7 +243,7 @@ struct ChildArgs {
 }
 
 /// At most this many cgroup hierarchies are joined (v1: memory, cpu, cpuacct, pids).
-const MAX_CGROUP_FDS: usize = 4;
+const MAX_CGROUP_FDS: usize = 5;
 
 const STAGE_SETSID: libc::c_int = 1;
 const STAGE_PDEATHSIG: libc::c_int = 2;
@@ -459,7 +465,7 @@ fn spawn_one(
     for a in &spec.args {
         argv_s.push(cstring(a)?);
     }
-    let env_s = req.envp()?;
+    let env_s = req.envp(&placement.supervisor_id)?;
     let cwd = match &spec.working_dir {
         Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in working directory")
@@ -485,6 +491,9 @@ fn spawn_one(
             .host
             .create(&placement.group, &spec.name, limits)
             .map_err(SetupError::into_io)?,
+        None if placement.every_process => {
+            placement.host.create_grouping(&placement.group, &spec.name)
+        }
         None => None,
     });
     let mut cgroup_fds = [-1; MAX_CGROUP_FDS];
@@ -542,6 +551,9 @@ fn spawn_one(
         err: 0,
         stage: 0,
     };
+    // No orphan sweep may run between the clone and the claim (it would reap
+    // a child that exited at once, stealing its status).
+    let spawning = hangar_base::children::spawning();
     // SAFETY: CLONE_VM | CLONE_VFORK is what posix_spawn does: the child borrows
     // our memory (and, with CLONE_FILES, our descriptor table until its first
     // syscall unshares it) and a stack of its own (`t.stack`, unused by anyone else while
@@ -570,6 +582,8 @@ fn spawn_one(
         }
         pid
     };
+    let claim = hangar_base::children::claim(pid as u32);
+    drop(spawning);
     // Our ends of the child's stdout/stderr must close, or its pipes never reach
     // end of file: drop the originals and park /dev/null in the slots again.
     drop((out_w, err_w));
@@ -637,6 +651,7 @@ fn spawn_one(
     Ok(Spawned {
         pid: pid as u32,
         pidfd,
+        claim,
         cgroup,
         output,
     })
