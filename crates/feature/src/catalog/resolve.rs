@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hangar_fetch::{Checksum, InstallRequest, Signature};
+use hangar_fetch::{Checksum, InstallRequest, Signature, SignedChecksums};
 
 use super::manifest::{Manifest, Sha256Spec, SourceKind, VerifyKind};
 use crate::{Error, Result};
@@ -213,18 +213,59 @@ pub fn resolve(
         }
     };
     let v = &m.source.verification;
-    let checksum = match v.kind {
-        VerifyKind::None => None,
-        VerifyKind::Sha256 => match (&v.sha256, &v.checksums_asset) {
+    // A checksums file, OpenPGP-signed when the manifest pins a signer.
+    let sums = |c: &str| {
+        let url_of = beside(&url, &x(c));
+        match &v.checksums_openpgp {
+            Some(pgp) => Checksum::SignedFile(SignedChecksums {
+                signature_url: match &pgp.signature_asset {
+                    Some(s) => beside(&url, &x(s)),
+                    None => format!("{url_of}.asc"),
+                },
+                url: url_of,
+                public_key: pgp.public_key.clone(),
+                fingerprint: pgp.fingerprint.clone(),
+            }),
+            None => Checksum::File(url_of),
+        }
+    };
+    // GitHub's own digest of the asset, from the release's API answer.
+    let github = match (v.github_digest, m.source.kind) {
+        (true, SourceKind::GithubRelease) => {
+            let base = m
+                .source
+                .api_base
+                .as_deref()
+                .unwrap_or("https://api.github.com")
+                .trim_end_matches('/');
+            let tag = x(m.source.tag_pattern.as_deref().unwrap_or("v{{version}}"));
+            Some(Checksum::GithubRelease(format!(
+                "{base}/repos/{}/{}/releases/tags/{tag}",
+                m.source.owner.as_deref().unwrap_or_default(),
+                m.source.repo.as_deref().unwrap_or_default()
+            )))
+        }
+        _ => None,
+    };
+    let pin = v
+        .pinned
+        .get(version)
+        .and_then(|p| p.get(&format!("{}-{}", platform.os, platform.arch)));
+    let checksum = match (v.kind, pin) {
+        (VerifyKind::None, _) => None,
+        // A pin for this version and platform is the strongest: it wins.
+        (VerifyKind::Sha256, Some(h)) => Some(Checksum::Pinned(h.clone())),
+        (VerifyKind::Sha256, None) => match (&v.sha256, &v.checksums_asset) {
             (Some(spec), _) if version == m.version => {
                 let hex = match spec {
                     Sha256Spec::One(h) => Some(h.clone()),
                     Sha256Spec::PerArch(map) => map.get(&platform.arch).cloned(),
                 };
-                match (hex, &v.checksums_asset) {
-                    (Some(h), _) => Some(Checksum::Sha256(h)),
-                    (None, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
-                    (None, None) => {
+                match (hex, &v.checksums_asset, github) {
+                    (Some(h), _, _) => Some(Checksum::Sha256(h)),
+                    (None, Some(c), _) => Some(sums(c)),
+                    (None, None, Some(g)) => Some(g),
+                    (None, None, None) => {
                         return Err(Error::new(
                             hangar_fetch::ErrorKind::ChecksumMissing,
                             format!("the manifest has no sha256 for {}", platform.arch),
@@ -233,7 +274,8 @@ pub fn resolve(
                     }
                 }
             }
-            (_, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
+            (_, Some(c)) => Some(sums(c)),
+            (_, None) if github.is_some() => github,
             (Some(_), None) => {
                 return Err(Error::new(
                     hangar_fetch::ErrorKind::ChecksumMissing,
