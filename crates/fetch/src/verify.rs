@@ -268,7 +268,8 @@ pub fn check_openpgp_key(armored: &str, fingerprint: &str) -> Result<()> {
 /// more signatures, any of which may do) of `data` with the pinned key
 /// (`armored` public key whose primary fingerprint is `fingerprint`): made by
 /// its primary key or by one of its subkeys whose binding to the primary
-/// verifies and that may sign.
+/// verifies, that may sign, is not revoked and had not expired when the
+/// signature was made. A revoked primary key verifies nothing.
 pub fn verify_openpgp(
     data: &[u8],
     signature: &str,
@@ -276,7 +277,8 @@ pub fn verify_openpgp(
     fingerprint: &str,
 ) -> Result<()> {
     use pgp::composed::{Deserializable, DetachedSignature};
-    use pgp::types::KeyDetails;
+    use pgp::packet::SignatureType;
+    use pgp::types::{KeyDetails, PublicKeyTrait};
     let key = pgp_key(armored, fingerprint)?;
     let primary = &key.primary_key;
     let bad = |m: String| {
@@ -287,13 +289,38 @@ pub fn verify_openpgp(
         bad(format!("not an OpenPGP signature: {e}"))
             .hint("the signature file is damaged or is not an armored detached signature (.asc)")
     })?;
-    let subkeys: Vec<&pgp::composed::SignedPublicSubKey> = key
+    if !key.details.revocation_signatures.is_empty() {
+        return Err(bad("the pinned OpenPGP key is revoked".to_string())
+            .hint("the publisher revoked this key: pin their new key"));
+    }
+    // Subkeys bound to the primary, with their newest binding; revoked ones
+    // (and ones whose binding does not allow signing) are recognised, so
+    // their signatures fail as such, not as a stranger's.
+    let subkeys: Vec<(
+        &pgp::composed::SignedPublicSubKey,
+        Option<&pgp::packet::Signature>,
+        bool,
+    )> = key
         .public_subkeys
         .iter()
-        .filter(|s| s.verify(primary).is_ok() && s.signatures.iter().any(|b| b.key_flags().sign()))
+        .filter(|s| s.verify(primary).is_ok())
+        .map(|s| {
+            let revoked = s
+                .signatures
+                .iter()
+                .any(|b| b.typ() == Some(SignatureType::SubkeyRevocation));
+            let binding = s
+                .signatures
+                .iter()
+                .filter(|b| b.typ() == Some(SignatureType::SubkeyBinding))
+                .max_by_key(|b| b.created().copied());
+            (s, binding, revoked)
+        })
         .collect();
     let mut issuers = Vec::new();
-    let mut last_err = None;
+    const TAMPERED: &str = "the signed file or its signature was changed after signing: the download was deleted; do not install it";
+    const KEY_STATE: &str = "the signing subkey is no longer valid for this signature: if the publisher rotated keys, update the pinned key from the publisher and check its fingerprint";
+    let mut last_err: Option<(String, &str)> = None;
     let mut seen = 0usize;
     for sig in sigs {
         let sig = sig.map_err(|e| {
@@ -324,15 +351,36 @@ pub fn verify_openpgp(
             matched = true;
             match sig.verify(primary, data) {
                 Ok(()) => return Ok(()),
-                Err(e) => last_err = Some(e.to_string()),
+                Err(e) => last_err = Some((e.to_string(), TAMPERED)),
             }
         }
-        for sub in &subkeys {
+        for (sub, binding, revoked) in &subkeys {
             if names(&sub.key) {
                 matched = true;
+                if *revoked {
+                    last_err = Some(("its signing subkey was revoked".to_string(), KEY_STATE));
+                    continue;
+                }
+                let Some(binding) = binding.filter(|b| b.key_flags().sign()) else {
+                    last_err = Some(("its subkey may not sign".to_string(), KEY_STATE));
+                    continue;
+                };
+                // A subkey signs only while it is valid: a signature dated
+                // after its expiry does not count.
+                let expired = match (binding.key_expiration_time(), sig.signature.created()) {
+                    (Some(d), Some(made)) if !d.is_zero() => *made > *sub.key.created_at() + *d,
+                    _ => false,
+                };
+                if expired {
+                    last_err = Some((
+                        "it was made after the signing subkey expired".to_string(),
+                        KEY_STATE,
+                    ));
+                    continue;
+                }
                 match sig.verify(&sub.key, data) {
                     Ok(()) => return Ok(()),
-                    Err(e) => last_err = Some(e.to_string()),
+                    Err(e) => last_err = Some((e.to_string(), TAMPERED)),
                 }
             }
         }
@@ -345,8 +393,9 @@ pub fn verify_openpgp(
             .hint("the signature file is damaged or is not an armored detached signature (.asc)"));
     }
     match last_err {
-        Some(e) => Err(bad(format!("the OpenPGP signature does not verify: {e}"))
-            .hint("the signed file or its signature was changed after signing: the download was deleted; do not install it")),
+        Some((e, hint)) => {
+            Err(bad(format!("the OpenPGP signature does not verify: {e}")).hint(hint))
+        }
         None => Err(bad("the file is signed by a key the manifest does not pin".to_string())
             .with("signed_by", issuers.join(", "))
             .hint("only the pinned key (its primary or a signing subkey) is accepted; if the publisher rotated keys, update the pinned key from the publisher")),

@@ -11,7 +11,8 @@
 //!   key, made here with GnuPG (`gpg --batch`): like the Tor Browser
 //!   Developers key, an RSA primary key that only certifies and a signing
 //!   subkey. A changed file, a signature by another key and a key that is not
-//!   the pinned fingerprint all fail.
+//!   the pinned fingerprint all fail, and so does a signature by a subkey
+//!   revoked since.
 //!
 //! Every failure leaves nothing installed. Tests that need `gpg` say why
 //! they skip where it is missing (`.ci/run` installs it).
@@ -303,6 +304,37 @@ impl Gpg {
             .to_string()
     }
 
+    /// Revoke the primary's first subkey (`gpg --edit-key`: key 1, revkey).
+    fn revoke_first_subkey(&self, primary: &str) {
+        use std::io::Write;
+        let mut child = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--command-fd",
+                "0",
+                "--edit-key",
+                primary,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"key 1\nrevkey\ny\n0\n\ny\nsave\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
     fn export(&self, fpr: &str) -> String {
         String::from_utf8(self.gpg(&["--armor", "--export", fpr])).unwrap()
     }
@@ -390,6 +422,13 @@ fn openpgp_signatures_by_the_pinned_key_only() {
     // The stranger's key pinned under the signer's fingerprint.
     let e = check_openpgp_key(&k.gpg.export(&k.stranger), &k.primary).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::SignatureInvalid, "{e}");
+    // A signature by the subkey once it is revoked.
+    k.gpg.revoke_first_subkey(&k.primary);
+    let revoked = k.gpg.export(&k.primary);
+    let e = verify_openpgp(sums.as_bytes(), &by_subkey, &revoked, &k.primary).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::SignatureInvalid, "{e}");
+    assert!(e.message().contains("revoked"), "{e}");
+
     // Not a key, not a signature.
     assert!(check_openpgp_key("hello", &k.primary).is_err());
     let e = verify_openpgp(sums.as_bytes(), "hello", &k.public, &k.primary).unwrap_err();
