@@ -297,9 +297,9 @@ impl Gpg {
         self.gpg(&["--quick-add-key", primary, algo, "sign", "1y"]);
         let out = String::from_utf8(self.gpg(&["--with-colons", "--list-keys", primary])).unwrap();
         out.lines()
+            .rev()
             .filter(|l| l.starts_with("fpr:"))
-            .filter_map(|l| l.split(':').nth(9))
-            .last()
+            .find_map(|l| l.split(':').nth(9))
             .unwrap()
             .to_string()
     }
