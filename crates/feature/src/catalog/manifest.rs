@@ -867,4 +867,50 @@ mod tests {
         let errs = from_value(v).unwrap_err();
         assert!(errs.iter().any(|p| p.message.contains("owner")), "{errs:?}");
     }
+
+    #[test]
+    fn verification_sources_and_env_are_checked() {
+        let mut v = good();
+        v["source"]["verification"] = serde_json::json!({
+            "type": "sha256", "github_digest": true,
+            "pinned": { "1.0.0": { "linux-sparc": "a".repeat(64), "linux-armv7": "a".repeat(64) } }
+        });
+        v["binary"]["env"] =
+            serde_json::json!({ "LD_LIBRARY_PATH": "{{install_dir}}/lib:{{instal_dir}}" });
+        let errs = from_value(v).unwrap_err();
+        let msg: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        assert!(
+            msg.iter()
+                .any(|m| m.starts_with("/source/verification/github_digest")),
+            "{msg:?}"
+        );
+        assert!(msg.iter().any(|m| m.contains("linux-sparc")), "{msg:?}");
+        assert!(
+            msg.iter()
+                .any(|m| m.contains("linux-armv7") && m.contains("binary.architectures")),
+            "{msg:?}"
+        );
+        assert!(
+            msg.iter()
+                .any(|m| m.starts_with("/binary/env/LD_LIBRARY_PATH") && m.contains("instal_dir")),
+            "{msg:?}"
+        );
+    }
+
+    #[test]
+    fn env_placeholders_expand() {
+        let mut v = good();
+        v["binary"]["env"] = serde_json::json!({
+            "LD_LIBRARY_PATH": "{{install_dir}}/tor", "STATE": "{{instance_dir}}/data", "CONF": "{{config}}"
+        });
+        let m = from_value(v).expect("valid");
+        let env = m.env_for(EnvPlaces {
+            install_dir: std::path::Path::new("/f/tor/1.0"),
+            instance_dir: std::path::Path::new("/i/x"),
+            config: Some(std::path::Path::new("/i/x/config/torrc")),
+        });
+        assert_eq!(env["LD_LIBRARY_PATH"], "/f/tor/1.0/tor");
+        assert_eq!(env["STATE"], "/i/x/data");
+        assert_eq!(env["CONF"], "/i/x/config/torrc");
+    }
 }

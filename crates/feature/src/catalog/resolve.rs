@@ -397,4 +397,66 @@ mod tests {
         let e = resolve(&m, Path::new("/c/p"), "1.0", &linux("riscv64")).unwrap_err();
         assert_eq!(e.code(), "FEATURE_UNSUPPORTED_PLATFORM");
     }
+
+    #[test]
+    fn a_pin_wins_then_checksums_then_github_digest() {
+        let m = from_value(serde_json::json!({
+            "id": "sb", "name": "SB", "version": "1.2.0",
+            "source": {
+                "type": "github-release", "owner": "o", "repo": "r",
+                "api_base": "http://127.0.0.1:9/api/",
+                "asset_pattern": "sb-{{version}}-{{os}}-{{arch}}.tar.gz",
+                "verification": { "type": "sha256", "github_digest": true,
+                                  "pinned": { "1.1.0": { "linux-amd64": "b".repeat(64) } } }
+            },
+            "binary": { "path": "sb", "architectures": ["amd64", "arm64"] }
+        }))
+        .unwrap();
+        let pinned = resolve(&m, Path::new("/"), "1.1.0", &linux("amd64")).unwrap();
+        assert_eq!(pinned.checksum, Some(Checksum::Pinned("b".repeat(64))));
+        // Another platform, or another version: GitHub's digest for its tag.
+        for (v, arch) in [("1.1.0", "arm64"), ("1.2.0", "amd64")] {
+            let r = resolve(&m, Path::new("/"), v, &linux(arch)).unwrap();
+            assert_eq!(
+                r.checksum,
+                Some(Checksum::GithubRelease(format!(
+                    "http://127.0.0.1:9/api/repos/o/r/releases/tags/v{v}"
+                ))),
+                "{v} {arch}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signed_checksums_file_names_its_signature() {
+        let key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n...\n-----END PGP PUBLIC KEY BLOCK-----";
+        let mut v = serde_json::json!({
+            "id": "t", "name": "T", "version": "1.0",
+            "source": { "type": "url",
+                        "asset_pattern": "https://example.invalid/{{version}}/t-{{arch}}.tar.gz",
+                        "verification": { "type": "sha256", "checksums_asset": "sums.txt",
+                                          "checksums_openpgp": { "fingerprint": "A".repeat(40), "public_key": key } } },
+            "binary": { "path": "t" }
+        });
+        // A key that does not parse is a problem of the manifest, named.
+        let e = from_value(v.clone()).unwrap_err();
+        assert!(
+            e.iter()
+                .any(|p| p.pointer == "/source/verification/checksums_openpgp/public_key"),
+            "{e:?}"
+        );
+        // Resolution itself only builds the URLs (the key is checked at install).
+        v["source"]["verification"]["checksums_openpgp"]["signature_asset"] =
+            serde_json::json!("sums-{{version}}.asc");
+        let m: Manifest = serde_json::from_value(v).unwrap();
+        let r = resolve(&m, Path::new("/"), "1.0", &linux("amd64")).unwrap();
+        match r.checksum {
+            Some(Checksum::SignedFile(sc)) => {
+                assert_eq!(sc.url, "https://example.invalid/1.0/sums.txt");
+                assert_eq!(sc.signature_url, "https://example.invalid/1.0/sums-1.0.asc");
+                assert_eq!(sc.fingerprint, "A".repeat(40));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
