@@ -179,6 +179,20 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                             Some(hangar_fetch::Checksum::Sha256(h)) => {
                                 outln!("  sha256:     {h}")
                             }
+                            Some(hangar_fetch::Checksum::Pinned(h)) => {
+                                outln!("  sha256:     {h} (pinned for this version and platform)")
+                            }
+                            Some(hangar_fetch::Checksum::SignedFile(sc)) => {
+                                outln!("  checksums:  {}", sc.url);
+                                outln!(
+                                    "  signature:  {} (OpenPGP, key {})",
+                                    sc.signature_url,
+                                    hangar_fetch::verify::normalize_fingerprint(&sc.fingerprint)
+                                );
+                            }
+                            Some(hangar_fetch::Checksum::GithubRelease(api)) => {
+                                outln!("  digest:     GitHub's, from {api}")
+                            }
                             None => outln!("  checksums:  none (unverified)"),
                         }
                         if let Some(s) = &r.signature {

@@ -242,3 +242,36 @@ fn a_catalog_dir_replaces_the_built_in_one_and_bad_manifests_are_named() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "mine\n");
 }
+
+/// `catalog show` names the verification each built-in feature's download
+/// would get on this machine: the Tor Browser Developers' signature on tor's
+/// sums, GitHub's digest for sing-box, Xray's `.dgst` file.
+#[test]
+fn catalog_show_names_each_built_in_features_verification() {
+    let d = TempDir::new("show");
+    let o = hangar(&d.0, &["catalog", "show", "sing-box"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "digest:     GitHub's, from https://api.github.com/repos/SagerNet/sing-box/releases/tags/v1.12.8"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let o = hangar(&d.0, &["catalog", "show", "xray"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(".zip.dgst"), "{}", stdout(&o));
+    if std::env::consts::ARCH == "x86_64" {
+        let o = hangar(&d.0, &["catalog", "show", "tor"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(
+            out.contains("/torbrowser/14.5.8/sha256sums-signed-build.txt\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sha256sums-signed-build.txt.asc (OpenPGP, key EF6E286DDA85EA2A4BA7DE684E2C6E8793298290)"),
+            "{out}"
+        );
+    }
+}

@@ -295,3 +295,140 @@ fn a_catalog_skips_a_broken_manifest_and_reports_it() {
         "{e:?}"
     );
 }
+
+/// A GitHub-like mirror of one sing-box release, laid out as upstream
+/// publishes it. Asset names and inner layout come from SagerNet/sing-box's
+/// `.github/workflows/build.yml` ("Set name": `sing-box-<version>-<os>-<arch>`,
+/// `v<goarm>` for arm; "Archive": that directory holding `LICENSE` and
+/// `sing-box`, packed with `tar -czvf <dir>.tar.gz <dir>`) and `.goreleaser.yaml`
+/// (`wrap_in_directory: true`, the same name template, `checksum: disable:
+/// true`): no checksums file is published. The API answer is GitHub's
+/// "Get a release by tag name" (`GET /repos/{owner}/{repo}/releases/tags/{tag}`)
+/// with each asset's `name`, `browser_download_url` (github.com's, as the
+/// real API answers; hangar builds its own URL from `download_base`) and
+/// `digest`.
+fn sing_box_mirror(version: &str, served: &[u8], digest_of: &[u8]) -> HashMap<String, Vec<u8>> {
+    let tag = format!("v{version}");
+    let dl = format!("/dl/SagerNet/sing-box/releases/download/{tag}");
+    let mut files = HashMap::new();
+    let mut assets = Vec::new();
+    for arch in ["amd64", "arm64", "armv7", "386"] {
+        let name = format!("sing-box-{version}-linux-{arch}.tar.gz");
+        let body = if arch == "amd64" {
+            served.to_vec()
+        } else {
+            tar_gz(&[])
+        };
+        let digest = if arch == "amd64" {
+            sha(digest_of)
+        } else {
+            sha(&body)
+        };
+        assets.push(serde_json::json!({
+            "name": name,
+            "browser_download_url": format!("https://github.com/SagerNet/sing-box/releases/download/{tag}/{name}"),
+            "content_type": "application/gzip",
+            "state": "uploaded",
+            "size": body.len(),
+            "digest": format!("sha256:{digest}"),
+        }));
+        files.insert(format!("{dl}/{name}"), body);
+    }
+    files.insert(
+        format!("/api/repos/SagerNet/sing-box/releases/tags/{tag}"),
+        serde_json::json!({ "tag_name": tag, "name": tag, "draft": false, "assets": assets })
+            .to_string()
+            .into_bytes(),
+    );
+    files
+}
+
+fn sing_box_archive(version: &str, binary: &[u8]) -> Vec<u8> {
+    let dir = format!("sing-box-{version}-linux-amd64");
+    tar_gz(&[
+        (
+            &format!("{dir}/LICENSE"),
+            b"GNU GENERAL PUBLIC LICENSE\n",
+            0o644,
+        ),
+        (&format!("{dir}/sing-box"), binary, 0o755),
+    ])
+}
+
+/// The built-in sing-box manifest, pointed at a mirror (as a user would with
+/// `api_base` and `download_base`), everything else as shipped.
+fn real_sing_box(base: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog/sing-box/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("manifest")).expect("json");
+    m["source"]["api_base"] = serde_json::json!(format!("{base}/api"));
+    m["source"]["download_base"] = serde_json::json!(format!("{base}/dl"));
+    m
+}
+
+#[tokio::test]
+async fn the_real_sing_box_manifest_installs_from_a_github_like_mirror() {
+    let released = sing_box_archive("1.12.8", b"#!/bin/sh\necho sing-box\n");
+    let files = sing_box_mirror("1.12.8", &released, &released);
+    let srv = serve(files).await;
+    let m = manifest::from_value(real_sing_box(&srv.base)).expect("the real manifest is valid");
+    assert_eq!(m.version, "1.12.8");
+    let req =
+        catalog::resolve(&m, Path::new("/unused"), &m.version, &linux_amd64()).expect("resolve");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let done = installer(tmp.path())
+        .install(req, &|_| {})
+        .await
+        .expect("sing-box installs from its mirror");
+    assert!(done.verified, "verified against GitHub's digest");
+    assert_eq!(done.sha256, sha(&released));
+    assert!(done
+        .binary
+        .ends_with("sing-box/1.12.8/sing-box-1.12.8-linux-amd64/sing-box"));
+    let log = srv.log.lock().unwrap().clone();
+    assert!(
+        log.contains(&"/api/repos/SagerNet/sing-box/releases/tags/v1.12.8".to_string()),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|p| p.contains("checksums")), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_sing_box_asset_replaced_after_release_fails_its_pin_and_leaves_nothing() {
+    let released = sing_box_archive("1.12.8", b"#!/bin/sh\necho released\n");
+    let rebuilt = sing_box_archive("1.12.8", b"#!/bin/sh\necho rebuilt\n");
+    // GitHub digests the new upload: its API agrees with the rebuilt asset.
+    let srv = serve(sing_box_mirror("1.12.8", &rebuilt, &rebuilt)).await;
+    let mut v = real_sing_box(&srv.base);
+    v["source"]["verification"]["pinned"] =
+        serde_json::json!({ "1.12.8": { "linux-amd64": sha(&released) } });
+    let m = manifest::from_value(v).expect("manifest");
+    let req =
+        catalog::resolve(&m, Path::new("/unused"), "1.12.8", &linux_amd64()).expect("resolve");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let err = installer(tmp.path())
+        .install(req, &|_| {})
+        .await
+        .expect_err("a replaced asset must not install");
+    assert_eq!(err.code(), "VERIFY_CHECKSUM_MISMATCH", "{err}");
+    let ctx = |k: &str| {
+        err.context()
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        ctx("asset").as_deref(),
+        Some("sing-box-1.12.8-linux-amd64.tar.gz")
+    );
+    assert_eq!(ctx("expected"), Some(sha(&released)));
+    assert_eq!(ctx("actual"), Some(sha(&rebuilt)));
+    assert!(
+        err.hint_text()
+            .unwrap_or_default()
+            .contains("replaced upstream"),
+        "{err:?}"
+    );
+    let left: Vec<String> = walk(tmp.path());
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -28,8 +28,30 @@ use crate::verify;
 pub enum Checksum {
     /// A digest given by the manifest (64 hex digits).
     Sha256(String),
+    /// A digest pinned in the manifest for this version and platform: a
+    /// mismatch means the asset changed since it was pinned.
+    Pinned(String),
     /// A checksums file (GNU `sha256sum` format) at this URL, with a line for the asset.
     File(String),
+    /// A checksums file whose detached OpenPGP signature, by the pinned key,
+    /// is verified before any line of it is used.
+    SignedFile(SignedChecksums),
+    /// The asset's `digest` in the GitHub release at this API URL
+    /// (`…/repos/{owner}/{repo}/releases/tags/{tag}`).
+    GithubRelease(String),
+}
+
+/// A checksums file signed with OpenPGP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedChecksums {
+    /// URL of the checksums file.
+    pub url: String,
+    /// URL of its detached, armored signature (`.asc`).
+    pub signature_url: String,
+    /// The signer's armored public key.
+    pub public_key: String,
+    /// Its primary key's fingerprint.
+    pub fingerprint: String,
 }
 
 /// A minisign signature to check.
@@ -301,9 +323,11 @@ impl Installer {
             let _ = std::fs::remove_file(&part);
             e
         };
+        let mut signed_sums = false;
         let verified = match &req.checksum {
             None => false,
-            Some(Checksum::Sha256(hex)) => {
+            Some(Checksum::Sha256(hex)) | Some(Checksum::Pinned(hex)) => {
+                let pinned = matches!(req.checksum, Some(Checksum::Pinned(_)));
                 let want = verify::parse_sha256(hex).ok_or_else(|| {
                     Error::new(
                         ErrorKind::ChecksumInvalid,
@@ -312,29 +336,84 @@ impl Installer {
                     .hint("fix the manifest")
                 });
                 verify::check_sha256(&want.map_err(discard)?, &dl.sha256, &req.asset)
-                    .map_err(|e| discard(e.with("url", &req.url)))?;
+                    .map_err(|e| {
+                        let e = e.with("asset", &req.asset).with("url", &req.url);
+                        discard(if pinned {
+                            e.with("expected_from", "the digest pinned in the manifest")
+                                .hint("the asset is not the one the manifest pinned for this version and platform: it was replaced upstream after release, or a mirror serves something else. It was deleted and nothing was installed; do not install it until the publisher explains the change, then update the pin")
+                        } else {
+                            e.with("expected_from", "the manifest")
+                        })
+                    })?;
                 true
             }
             Some(Checksum::File(url)) => {
                 let text = self.downloader.fetch_text(url, 1 << 20).await?;
                 let want = verify::find_in_checksums(&text, &req.asset)
                     .map_err(|e| e.with("checksums", url))?;
-                verify::check_sha256(&want, &dl.sha256, &req.asset)
-                    .map_err(|e| discard(e.with("url", &req.url)))?;
+                verify::check_sha256(&want, &dl.sha256, &req.asset).map_err(|e| {
+                    discard(
+                        e.with("asset", &req.asset)
+                            .with("url", &req.url)
+                            .with("expected_from", url),
+                    )
+                })?;
                 true
             }
-        };
-        let signed = match &req.signature {
-            None => false,
-            Some(sig) => {
-                let text = self.downloader.fetch_text(&sig.url, 64 << 10).await?;
-                let (p, key) = (part.clone(), sig.public_key.clone());
-                blocking(move || verify::verify_minisign(&p, &key, &text))
+            Some(Checksum::SignedFile(sc)) => {
+                let text = self.downloader.fetch_text(&sc.url, 1 << 20).await?;
+                let sig = self
+                    .downloader
+                    .fetch_text(&sc.signature_url, 256 << 10)
+                    .await?;
+                let (t, k, f) = (text.clone(), sc.public_key.clone(), sc.fingerprint.clone());
+                // RSA verification is CPU work: off the async threads.
+                blocking(move || verify::verify_openpgp(t.as_bytes(), &sig, &k, &f))
                     .await
-                    .map_err(|e| discard(e.with("signature", &sig.url)))?;
+                    .map_err(|e| {
+                        discard(
+                            e.with("checksums", &sc.url)
+                                .with("signature", &sc.signature_url),
+                        )
+                    })?;
+                let want = verify::find_in_checksums(&text, &req.asset)
+                    .map_err(|e| e.with("checksums", &sc.url))?;
+                verify::check_sha256(&want, &dl.sha256, &req.asset).map_err(|e| {
+                    discard(
+                        e.with("asset", &req.asset)
+                            .with("url", &req.url)
+                            .with("expected_from", &sc.url),
+                    )
+                })?;
+                signed_sums = true;
+                true
+            }
+            Some(Checksum::GithubRelease(api)) => {
+                let text = self.downloader.fetch_text(api, 4 << 20).await?;
+                let want = verify::find_in_github_release(&text, &req.asset)
+                    .map_err(|e| e.with("release", api))?;
+                verify::check_sha256(&want, &dl.sha256, &req.asset).map_err(|e| {
+                    discard(
+                        e.with("asset", &req.asset)
+                            .with("url", &req.url)
+                            .with("expected_from", format!("GitHub's digest at {api}")),
+                    )
+                })?;
                 true
             }
         };
+        let signed = signed_sums
+            || match &req.signature {
+                None => false,
+                Some(sig) => {
+                    let text = self.downloader.fetch_text(&sig.url, 64 << 10).await?;
+                    let (p, key) = (part.clone(), sig.public_key.clone());
+                    blocking(move || verify::verify_minisign(&p, &key, &text))
+                        .await
+                        .map_err(|e| discard(e.with("signature", &sig.url)))?;
+                    true
+                }
+            };
 
         on_step(&Step::Extract);
         let staging = feature_dir.join(format!(

@@ -48,5 +48,6 @@ pub mod verify;
 pub use download::{check_url, is_loopback, DownloadOptions, Downloaded, Downloader, Progress};
 pub use error::{Error, ErrorKind, Result};
 pub use install::{
-    check_name, version_cmp, Checksum, InstallRequest, Installed, Installer, Signature, Step,
+    check_name, version_cmp, Checksum, InstallRequest, Installed, Installer, Signature,
+    SignedChecksums, Step,
 };

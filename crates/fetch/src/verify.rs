@@ -1,5 +1,7 @@
-//! Verification: SHA-256 against a digest or a GNU `sha256sum` checksums file,
-//! compared in constant time, and minisign signatures.
+//! Verification: SHA-256 against a digest, a GNU `sha256sum` checksums file
+//! or the `digest` GitHub's releases API gives each asset, compared in
+//! constant time; minisign signatures of an asset; detached OpenPGP
+//! signatures of a checksums file (pure Rust, `pgp`), by a pinned key.
 
 use std::io::Read;
 use std::path::Path;
@@ -168,6 +170,236 @@ pub fn verify_minisign(path: &Path, public_key_b64: &str, signature: &str) -> Re
     }
     v.finalize()
         .map_err(|e| bad(format!("signature does not verify: {e}")))
+}
+
+/// The SHA-256 that GitHub's releases API gives `asset` in a release's JSON
+/// (`GET /repos/{owner}/{repo}/releases/tags/{tag}`): the entry of `assets`
+/// whose `name` is `asset`, its `digest` `"sha256:<hex>"`. GitHub computes it
+/// when an asset is uploaded; assets uploaded before it did have `null`.
+pub fn find_in_github_release(json: &str, asset: &str) -> Result<[u8; 32]> {
+    let bad = |m: String| {
+        Error::new(ErrorKind::ChecksumInvalid, m)
+            .with("asset", asset)
+            .hint("the releases API answered something else than a GitHub release; check source.api_base")
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("the release is not JSON: {e}")))?;
+    let assets = v
+        .get("assets")
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| bad("the release has no assets list".to_string()))?;
+    let Some(entry) = assets
+        .iter()
+        .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(asset))
+    else {
+        return Err(Error::new(
+            ErrorKind::ChecksumMissing,
+            format!("the release has no asset {asset:?}"),
+        )
+        .with("asset", asset)
+        .with("assets", assets.len())
+        .hint("the release may not publish this asset; check the version and the asset pattern"));
+    };
+    let digest = entry.get("digest").and_then(|d| d.as_str());
+    let Some(digest) = digest else {
+        return Err(Error::new(
+            ErrorKind::ChecksumMissing,
+            format!("GitHub gives no digest for {asset:?}"),
+        )
+        .with("asset", asset)
+        .hint("assets uploaded before GitHub computed digests have none: pin the asset's sha256 in the manifest (source.verification.pinned)"));
+    };
+    let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
+        Error::new(
+            ErrorKind::ChecksumInvalid,
+            format!("the digest of {asset:?} is not sha256:<hex>: {digest:?}"),
+        )
+        .with("asset", asset)
+        .hint("hangar checks SHA-256 digests only")
+    })?;
+    parse_sha256(hex).ok_or_else(|| bad_digest(asset))
+}
+
+/// Upper-case hex of an OpenPGP fingerprint, spaces taken out (as people
+/// write them: `EF6E 286D …`).
+pub fn normalize_fingerprint(f: &str) -> String {
+    f.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .trim_start_matches("0x")
+        .to_ascii_uppercase()
+}
+
+fn pgp_key(armored: &str, fingerprint: &str) -> Result<pgp::composed::SignedPublicKey> {
+    use pgp::composed::Deserializable;
+    use pgp::types::KeyDetails;
+    let bad = |m: String| {
+        Error::new(ErrorKind::SignatureInvalid, m)
+            .hint("give the signer's armored public key (-----BEGIN PGP PUBLIC KEY BLOCK-----) and its primary key's fingerprint")
+    };
+    let (key, _) = pgp::composed::SignedPublicKey::from_string(armored.trim())
+        .map_err(|e| bad(format!("not an OpenPGP public key: {e}")))?;
+    key.verify().map_err(|e| {
+        bad(format!(
+            "the OpenPGP key's self-signatures do not verify: {e}"
+        ))
+    })?;
+    let have = format!("{:X}", key.primary_key.fingerprint());
+    let want = normalize_fingerprint(fingerprint);
+    if have != want {
+        return Err(Error::new(
+            ErrorKind::SignatureInvalid,
+            "the OpenPGP key is not the one the fingerprint names",
+        )
+        .with("fingerprint", want)
+        .with("key_fingerprint", have)
+        .hint("the pinned key and fingerprint must be the same signer's: fetch the key again from its publisher and compare"));
+    }
+    Ok(key)
+}
+
+/// Check that an armored OpenPGP public key parses, its self-signatures
+/// verify, and its primary fingerprint is `fingerprint`.
+pub fn check_openpgp_key(armored: &str, fingerprint: &str) -> Result<()> {
+    pgp_key(armored, fingerprint).map(drop)
+}
+
+/// Verify a detached OpenPGP signature (armored, as in a `.asc` file; one or
+/// more signatures, any of which may do) of `data` with the pinned key
+/// (`armored` public key whose primary fingerprint is `fingerprint`): made by
+/// its primary key or by one of its subkeys whose binding to the primary
+/// verifies, that may sign, is not revoked and had not expired when the
+/// signature was made. A revoked primary key verifies nothing.
+pub fn verify_openpgp(
+    data: &[u8],
+    signature: &str,
+    armored: &str,
+    fingerprint: &str,
+) -> Result<()> {
+    use pgp::composed::{Deserializable, DetachedSignature};
+    use pgp::packet::SignatureType;
+    use pgp::types::{KeyDetails, PublicKeyTrait};
+    let key = pgp_key(armored, fingerprint)?;
+    let primary = &key.primary_key;
+    let bad = |m: String| {
+        Error::new(ErrorKind::SignatureInvalid, m)
+            .with("fingerprint", normalize_fingerprint(fingerprint))
+    };
+    let (sigs, _) = DetachedSignature::from_string_many(signature.trim()).map_err(|e| {
+        bad(format!("not an OpenPGP signature: {e}"))
+            .hint("the signature file is damaged or is not an armored detached signature (.asc)")
+    })?;
+    if !key.details.revocation_signatures.is_empty() {
+        return Err(bad("the pinned OpenPGP key is revoked".to_string())
+            .hint("the publisher revoked this key: pin their new key"));
+    }
+    // Subkeys bound to the primary, with their newest binding; revoked ones
+    // (and ones whose binding does not allow signing) are recognised, so
+    // their signatures fail as such, not as a stranger's.
+    let subkeys: Vec<(
+        &pgp::composed::SignedPublicSubKey,
+        Option<&pgp::packet::Signature>,
+        bool,
+    )> = key
+        .public_subkeys
+        .iter()
+        .filter(|s| s.verify(primary).is_ok())
+        .map(|s| {
+            let revoked = s
+                .signatures
+                .iter()
+                .any(|b| b.typ() == Some(SignatureType::SubkeyRevocation));
+            let binding = s
+                .signatures
+                .iter()
+                .filter(|b| b.typ() == Some(SignatureType::SubkeyBinding))
+                .max_by_key(|b| b.created().copied());
+            (s, binding, revoked)
+        })
+        .collect();
+    let mut issuers = Vec::new();
+    const TAMPERED: &str = "the signed file or its signature was changed after signing: the download was deleted; do not install it";
+    const KEY_STATE: &str = "the signing subkey is no longer valid for this signature: if the publisher rotated keys, update the pinned key from the publisher and check its fingerprint";
+    let mut last_err: Option<(String, &str)> = None;
+    let mut seen = 0usize;
+    for sig in sigs {
+        let sig = sig.map_err(|e| {
+            bad(format!("not an OpenPGP signature: {e}")).hint(
+                "the signature file is damaged or is not an armored detached signature (.asc)",
+            )
+        })?;
+        seen += 1;
+        let ids: Vec<String> = sig
+            .signature
+            .issuer()
+            .iter()
+            .map(|k| hex(k.as_ref()).to_ascii_uppercase())
+            .chain(
+                sig.signature
+                    .issuer_fingerprint()
+                    .iter()
+                    .map(|f| format!("{f:X}")),
+            )
+            .collect();
+        let names = |k: &dyn KeyDetails| {
+            let id = hex(k.key_id().as_ref()).to_ascii_uppercase();
+            let fp = format!("{:X}", k.fingerprint());
+            ids.iter().any(|i| *i == id || *i == fp)
+        };
+        let mut matched = false;
+        if names(primary) {
+            matched = true;
+            match sig.verify(primary, data) {
+                Ok(()) => return Ok(()),
+                Err(e) => last_err = Some((e.to_string(), TAMPERED)),
+            }
+        }
+        for (sub, binding, revoked) in &subkeys {
+            if names(&sub.key) {
+                matched = true;
+                if *revoked {
+                    last_err = Some(("its signing subkey was revoked".to_string(), KEY_STATE));
+                    continue;
+                }
+                let Some(binding) = binding.filter(|b| b.key_flags().sign()) else {
+                    last_err = Some(("its subkey may not sign".to_string(), KEY_STATE));
+                    continue;
+                };
+                // A subkey signs only while it is valid: a signature dated
+                // after its expiry does not count.
+                let expired = match (binding.key_expiration_time(), sig.signature.created()) {
+                    (Some(d), Some(made)) if !d.is_zero() => *made > *sub.key.created_at() + *d,
+                    _ => false,
+                };
+                if expired {
+                    last_err = Some((
+                        "it was made after the signing subkey expired".to_string(),
+                        KEY_STATE,
+                    ));
+                    continue;
+                }
+                match sig.verify(&sub.key, data) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => last_err = Some((e.to_string(), TAMPERED)),
+                }
+            }
+        }
+        if !matched {
+            issuers.extend(ids);
+        }
+    }
+    if seen == 0 {
+        return Err(bad("the signature file holds no signature".to_string())
+            .hint("the signature file is damaged or is not an armored detached signature (.asc)"));
+    }
+    match last_err {
+        Some((e, hint)) => {
+            Err(bad(format!("the OpenPGP signature does not verify: {e}")).hint(hint))
+        }
+        None => Err(bad("the file is signed by a key the manifest does not pin".to_string())
+            .with("signed_by", issuers.join(", "))
+            .hint("only the pinned key (its primary or a signing subkey) is accepted; if the publisher rotated keys, update the pinned key from the publisher")),
+    }
 }
 
 #[cfg(test)]

@@ -114,6 +114,21 @@ impl Served {
         }
     }
 
+    /// A daemon the caller spawned (e.g. inside a namespace), once it answers.
+    pub fn adopt(child: Child, data: &Path) -> Served {
+        let served = Served {
+            child,
+            data: data.to_path_buf(),
+        };
+        let sock = data.join("hangar.sock");
+        assert!(
+            wait_for(LONG, || sock.exists()
+                && run(data, &["status"]).status.success()),
+            "the daemon did not come up"
+        );
+        served
+    }
+
     /// `kill -9` and reap.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -804,7 +804,10 @@ impl Instances {
         next.mode = mode;
         next.options = opts;
         let (n2, m2, manager) = (next.clone(), m.clone(), self.s.manager.clone());
-        let file = blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir)).await?;
+        let install_dir = render::install_dir(self, &next);
+        let file =
+            blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir, &install_dir))
+                .await?;
         next.config_file = file;
         let spec = steps::process::spec(self, &next, &m)?;
         let next = self.save(next, Some(inst.state)).await?;

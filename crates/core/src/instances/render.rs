@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::Instance;
 use crate::error::{Error, Result};
+use hangar_feature::catalog::manifest::EnvPlaces;
 use hangar_feature::catalog::Manifest;
 use hangar_feature::configgen::{self, GeneratorRegistry, InstanceContext, RenderInput};
 
@@ -29,6 +30,12 @@ fn context(inst: &Instance) -> Result<InstanceContext> {
     Ok(ctx)
 }
 
+/// The installed version's directory an instance runs from (`binary.env`'s
+/// `{{install_dir}}`).
+pub(crate) fn install_dir(ins: &super::Instances, inst: &Instance) -> PathBuf {
+    ins.s.installer.version_dir(&inst.feature, &inst.version)
+}
+
 /// Render the instance's config into its directory and have the feature's
 /// own checker accept it. Writes only once the checker said yes: a config it
 /// refuses never replaces the one in place (update keeps the old config). The
@@ -40,6 +47,7 @@ pub(crate) fn render_and_check(
     inst: &Instance,
     m: &Manifest,
     mdir: &Path,
+    install_dir: &Path,
 ) -> Result<Option<PathBuf>> {
     let ctx = context(inst)?;
     if m.config.is_none() {
@@ -54,7 +62,14 @@ pub(crate) fn render_and_check(
     })?;
     let staged = configgen::stage(&ctx.config_dir, &r)?;
     if let Some(bin) = &inst.binary {
-        configgen::check_with(manager, m, &r, bin, staged.main_path())?;
+        // The checker runs with the environment the process gets (the
+        // manifest's `binary.env`), its `{{config}}` being the staged file.
+        let env = m.env_for(EnvPlaces {
+            install_dir,
+            instance_dir: &inst.dir,
+            config: Some(staged.main_path()),
+        });
+        configgen::check_with_env(manager, m, &r, bin, staged.main_path(), &env)?;
     }
     staged.commit().map(Some)
 }

@@ -45,7 +45,7 @@ pub async fn plan(
             format!("{} {version} has no checksum to verify against", m.id),
         )
         .hint(format!(
-            "the manifest says verification none; {} to install it anyway",
+            "the manifest gives nothing to verify this version on this platform against (verification none, or no checksums file, pin or digest for it); {} to install it anyway",
             policy.how_to_allow
         )));
     }

@@ -147,6 +147,29 @@ pub struct Verification {
     /// Signature file; default `<asset>.minisig` beside the asset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_asset: Option<String>,
+    /// github-release: the `digest` GitHub's releases API gives each asset
+    /// (`sha256:<hex>`, computed when the asset was uploaded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub github_digest: bool,
+    /// Digests pinned per version, then per platform (`linux-amd64`, …): a
+    /// pinned asset that changes upstream fails verification.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned: BTreeMap<String, BTreeMap<String, String>>,
+    /// The checksums file is signed with OpenPGP by this pinned key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksums_openpgp: Option<OpenPgp>,
+}
+
+/// A pinned OpenPGP signer of a checksums file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct OpenPgp {
+    /// The primary key's fingerprint (40 hex digits, spaces allowed).
+    pub fingerprint: String,
+    /// The armored public key (`-----BEGIN PGP PUBLIC KEY BLOCK-----`).
+    pub public_key: String,
+    /// The detached signature; default `<checksums_asset>.asc` beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_asset: Option<String>,
 }
 
 /// The binary inside the release.
@@ -160,6 +183,46 @@ pub struct Binary {
     /// Default arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// Environment for the process and its config checker; values take
+    /// `{{install_dir}}`, `{{instance_dir}}` and `{{config}}` ([`ENV_PLACEHOLDERS`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Placeholders allowed in `binary.env` values.
+pub const ENV_PLACEHOLDERS: &[&str] = &["install_dir", "instance_dir", "config"];
+
+/// Where `binary.env`'s placeholders point.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvPlaces<'a> {
+    /// The installed version's directory (where the release was unpacked).
+    pub install_dir: &'a std::path::Path,
+    /// The instance's directory.
+    pub instance_dir: &'a std::path::Path,
+    /// The config file (for the checker: the file it checks).
+    pub config: Option<&'a std::path::Path>,
+}
+
+impl Manifest {
+    /// `binary.env` with its placeholders replaced. A `{{config}}` without a
+    /// config file becomes empty.
+    pub fn env_for(&self, at: EnvPlaces<'_>) -> BTreeMap<String, String> {
+        let config = at
+            .config
+            .map(|c| c.display().to_string())
+            .unwrap_or_default();
+        self.binary
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .replace("{{install_dir}}", &at.install_dir.display().to_string())
+                    .replace("{{instance_dir}}", &at.instance_dir.display().to_string())
+                    .replace("{{config}}", &config);
+                (k.clone(), v)
+            })
+            .collect()
+    }
 }
 
 /// Health check kinds.
@@ -548,11 +611,75 @@ fn semantic(m: &Manifest) -> Vec<Problem> {
         );
     }
     let ver = &m.source.verification;
-    if ver.kind == VerifyKind::Sha256 && ver.checksums_asset.is_none() && ver.sha256.is_none() {
+    if ver.kind == VerifyKind::Sha256
+        && ver.checksums_asset.is_none()
+        && ver.sha256.is_none()
+        && ver.pinned.is_empty()
+        && !ver.github_digest
+    {
         push(
             "/source/verification",
-            "sha256 verification needs checksums_asset or sha256".to_string(),
+            "sha256 verification needs checksums_asset, sha256, pinned or github_digest"
+                .to_string(),
         );
+    }
+    if ver.github_digest && m.source.kind != SourceKind::GithubRelease {
+        push(
+            "/source/verification/github_digest",
+            "github_digest needs a github-release source".to_string(),
+        );
+    }
+    for (version, platforms) in &ver.pinned {
+        for platform in platforms.keys() {
+            let arch = platform.split_once('-').map(|(_, a)| a).unwrap_or("");
+            if !ARCHITECTURES.contains(&arch) {
+                push(
+                    &format!("/source/verification/pinned/{version}"),
+                    format!("{platform:?} is not <os>-<arch> with a known architecture (e.g. linux-amd64)"),
+                );
+            } else if !m.binary.architectures.is_empty()
+                && !m.binary.architectures.iter().any(|a| a == arch)
+            {
+                push(
+                    &format!("/source/verification/pinned/{version}"),
+                    format!("digest for {platform}, whose architecture binary.architectures does not list"),
+                );
+            }
+        }
+    }
+    if let Some(pgp) = &ver.checksums_openpgp {
+        if ver.checksums_asset.is_none() {
+            push(
+                "/source/verification/checksums_openpgp",
+                "an OpenPGP-signed checksums file needs checksums_asset".to_string(),
+            );
+        }
+        if let Err(e) = hangar_fetch::verify::check_openpgp_key(&pgp.public_key, &pgp.fingerprint) {
+            push(
+                "/source/verification/checksums_openpgp/public_key",
+                e.message().to_string(),
+            );
+        }
+        if let Some(a) = &pgp.signature_asset {
+            for ph in placeholders(a) {
+                if !PLACEHOLDERS.contains(&ph.as_str()) {
+                    push(
+                        "/source/verification/checksums_openpgp/signature_asset",
+                        format!("unknown placeholder {{{{{ph}}}}}; known: {{{{version}}}}, {{{{os}}}}, {{{{arch}}}}"),
+                    );
+                }
+            }
+        }
+    }
+    for (k, v) in &m.binary.env {
+        for ph in placeholders(v) {
+            if !ENV_PLACEHOLDERS.contains(&ph.as_str()) {
+                push(
+                    &format!("/binary/env/{k}"),
+                    format!("unknown placeholder {{{{{ph}}}}}; known: {{{{install_dir}}}}, {{{{instance_dir}}}}, {{{{config}}}}"),
+                );
+            }
+        }
     }
     if let Some(Sha256Spec::PerArch(map)) = &ver.sha256 {
         for a in map.keys() {
@@ -739,5 +866,51 @@ mod tests {
         v["source"]["asset_pattern"] = serde_json::json!("x-{{version}}.tar.gz");
         let errs = from_value(v).unwrap_err();
         assert!(errs.iter().any(|p| p.message.contains("owner")), "{errs:?}");
+    }
+
+    #[test]
+    fn verification_sources_and_env_are_checked() {
+        let mut v = good();
+        v["source"]["verification"] = serde_json::json!({
+            "type": "sha256", "github_digest": true,
+            "pinned": { "1.0.0": { "linux-sparc": "a".repeat(64), "linux-armv7": "a".repeat(64) } }
+        });
+        v["binary"]["env"] =
+            serde_json::json!({ "LD_LIBRARY_PATH": "{{install_dir}}/lib:{{instal_dir}}" });
+        let errs = from_value(v).unwrap_err();
+        let msg: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+        assert!(
+            msg.iter()
+                .any(|m| m.starts_with("/source/verification/github_digest")),
+            "{msg:?}"
+        );
+        assert!(msg.iter().any(|m| m.contains("linux-sparc")), "{msg:?}");
+        assert!(
+            msg.iter()
+                .any(|m| m.contains("linux-armv7") && m.contains("binary.architectures")),
+            "{msg:?}"
+        );
+        assert!(
+            msg.iter()
+                .any(|m| m.starts_with("/binary/env/LD_LIBRARY_PATH") && m.contains("instal_dir")),
+            "{msg:?}"
+        );
+    }
+
+    #[test]
+    fn env_placeholders_expand() {
+        let mut v = good();
+        v["binary"]["env"] = serde_json::json!({
+            "LD_LIBRARY_PATH": "{{install_dir}}/tor", "STATE": "{{instance_dir}}/data", "CONF": "{{config}}"
+        });
+        let m = from_value(v).expect("valid");
+        let env = m.env_for(EnvPlaces {
+            install_dir: std::path::Path::new("/f/tor/1.0"),
+            instance_dir: std::path::Path::new("/i/x"),
+            config: Some(std::path::Path::new("/i/x/config/torrc")),
+        });
+        assert_eq!(env["LD_LIBRARY_PATH"], "/f/tor/1.0/tor");
+        assert_eq!(env["STATE"], "/i/x/data");
+        assert_eq!(env["CONF"], "/i/x/config/torrc");
     }
 }

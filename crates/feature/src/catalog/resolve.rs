@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hangar_fetch::{Checksum, InstallRequest, Signature};
+use hangar_fetch::{Checksum, InstallRequest, Signature, SignedChecksums};
 
 use super::manifest::{Manifest, Sha256Spec, SourceKind, VerifyKind};
 use crate::{Error, Result};
@@ -213,18 +213,59 @@ pub fn resolve(
         }
     };
     let v = &m.source.verification;
-    let checksum = match v.kind {
-        VerifyKind::None => None,
-        VerifyKind::Sha256 => match (&v.sha256, &v.checksums_asset) {
+    // A checksums file, OpenPGP-signed when the manifest pins a signer.
+    let sums = |c: &str| {
+        let url_of = beside(&url, &x(c));
+        match &v.checksums_openpgp {
+            Some(pgp) => Checksum::SignedFile(SignedChecksums {
+                signature_url: match &pgp.signature_asset {
+                    Some(s) => beside(&url, &x(s)),
+                    None => format!("{url_of}.asc"),
+                },
+                url: url_of,
+                public_key: pgp.public_key.clone(),
+                fingerprint: pgp.fingerprint.clone(),
+            }),
+            None => Checksum::File(url_of),
+        }
+    };
+    // GitHub's own digest of the asset, from the release's API answer.
+    let github = match (v.github_digest, m.source.kind) {
+        (true, SourceKind::GithubRelease) => {
+            let base = m
+                .source
+                .api_base
+                .as_deref()
+                .unwrap_or("https://api.github.com")
+                .trim_end_matches('/');
+            let tag = x(m.source.tag_pattern.as_deref().unwrap_or("v{{version}}"));
+            Some(Checksum::GithubRelease(format!(
+                "{base}/repos/{}/{}/releases/tags/{tag}",
+                m.source.owner.as_deref().unwrap_or_default(),
+                m.source.repo.as_deref().unwrap_or_default()
+            )))
+        }
+        _ => None,
+    };
+    let pin = v
+        .pinned
+        .get(version)
+        .and_then(|p| p.get(&format!("{}-{}", platform.os, platform.arch)));
+    let checksum = match (v.kind, pin) {
+        (VerifyKind::None, _) => None,
+        // A pin for this version and platform is the strongest: it wins.
+        (VerifyKind::Sha256, Some(h)) => Some(Checksum::Pinned(h.clone())),
+        (VerifyKind::Sha256, None) => match (&v.sha256, &v.checksums_asset) {
             (Some(spec), _) if version == m.version => {
                 let hex = match spec {
                     Sha256Spec::One(h) => Some(h.clone()),
                     Sha256Spec::PerArch(map) => map.get(&platform.arch).cloned(),
                 };
-                match (hex, &v.checksums_asset) {
-                    (Some(h), _) => Some(Checksum::Sha256(h)),
-                    (None, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
-                    (None, None) => {
+                match (hex, &v.checksums_asset, github) {
+                    (Some(h), _, _) => Some(Checksum::Sha256(h)),
+                    (None, Some(c), _) => Some(sums(c)),
+                    (None, None, Some(g)) => Some(g),
+                    (None, None, None) => {
                         return Err(Error::new(
                             hangar_fetch::ErrorKind::ChecksumMissing,
                             format!("the manifest has no sha256 for {}", platform.arch),
@@ -233,7 +274,8 @@ pub fn resolve(
                     }
                 }
             }
-            (_, Some(c)) => Some(Checksum::File(beside(&url, &x(c)))),
+            (_, Some(c)) => Some(sums(c)),
+            (_, None) if github.is_some() => github,
             (Some(_), None) => {
                 return Err(Error::new(
                     hangar_fetch::ErrorKind::ChecksumMissing,
@@ -354,5 +396,67 @@ mod tests {
         assert_eq!(e.code(), "VERIFY_CHECKSUM_MISSING");
         let e = resolve(&m, Path::new("/c/p"), "1.0", &linux("riscv64")).unwrap_err();
         assert_eq!(e.code(), "FEATURE_UNSUPPORTED_PLATFORM");
+    }
+
+    #[test]
+    fn a_pin_wins_then_checksums_then_github_digest() {
+        let m = from_value(serde_json::json!({
+            "id": "sb", "name": "SB", "version": "1.2.0",
+            "source": {
+                "type": "github-release", "owner": "o", "repo": "r",
+                "api_base": "http://127.0.0.1:9/api/",
+                "asset_pattern": "sb-{{version}}-{{os}}-{{arch}}.tar.gz",
+                "verification": { "type": "sha256", "github_digest": true,
+                                  "pinned": { "1.1.0": { "linux-amd64": "b".repeat(64) } } }
+            },
+            "binary": { "path": "sb", "architectures": ["amd64", "arm64"] }
+        }))
+        .unwrap();
+        let pinned = resolve(&m, Path::new("/"), "1.1.0", &linux("amd64")).unwrap();
+        assert_eq!(pinned.checksum, Some(Checksum::Pinned("b".repeat(64))));
+        // Another platform, or another version: GitHub's digest for its tag.
+        for (v, arch) in [("1.1.0", "arm64"), ("1.2.0", "amd64")] {
+            let r = resolve(&m, Path::new("/"), v, &linux(arch)).unwrap();
+            assert_eq!(
+                r.checksum,
+                Some(Checksum::GithubRelease(format!(
+                    "http://127.0.0.1:9/api/repos/o/r/releases/tags/v{v}"
+                ))),
+                "{v} {arch}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signed_checksums_file_names_its_signature() {
+        let key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n...\n-----END PGP PUBLIC KEY BLOCK-----";
+        let mut v = serde_json::json!({
+            "id": "t", "name": "T", "version": "1.0",
+            "source": { "type": "url",
+                        "asset_pattern": "https://example.invalid/{{version}}/t-{{arch}}.tar.gz",
+                        "verification": { "type": "sha256", "checksums_asset": "sums.txt",
+                                          "checksums_openpgp": { "fingerprint": "A".repeat(40), "public_key": key } } },
+            "binary": { "path": "t" }
+        });
+        // A key that does not parse is a problem of the manifest, named.
+        let e = from_value(v.clone()).unwrap_err();
+        assert!(
+            e.iter()
+                .any(|p| p.pointer == "/source/verification/checksums_openpgp/public_key"),
+            "{e:?}"
+        );
+        // Resolution itself only builds the URLs (the key is checked at install).
+        v["source"]["verification"]["checksums_openpgp"]["signature_asset"] =
+            serde_json::json!("sums-{{version}}.asc");
+        let m: Manifest = serde_json::from_value(v).unwrap();
+        let r = resolve(&m, Path::new("/"), "1.0", &linux("amd64")).unwrap();
+        match r.checksum {
+            Some(Checksum::SignedFile(sc)) => {
+                assert_eq!(sc.url, "https://example.invalid/1.0/sums.txt");
+                assert_eq!(sc.signature_url, "https://example.invalid/1.0/sums-1.0.asc");
+                assert_eq!(sc.fingerprint, "A".repeat(40));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! update can check the new config before it replaces the old one, and a
 //! failure leaves the old files as they were.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -235,7 +236,16 @@ pub fn check_with_timeout(
     }
     let manager = own_manager().map_err(|e| unavailable(m, r, binary, config_path, &e))?;
     block_on_checker(m, r, binary, config_path, async {
-        check_in(&manager, m, r, binary, config_path, timeout).await
+        check_in(
+            &manager,
+            m,
+            r,
+            binary,
+            config_path,
+            timeout,
+            &BTreeMap::new(),
+        )
+        .await
     })
 }
 
@@ -248,8 +258,23 @@ pub fn check_with(
     binary: &Path,
     config_path: &Path,
 ) -> Result<()> {
+    check_with_env(manager, m, r, binary, config_path, &BTreeMap::new())
+}
+
+/// [`check_with`] with the process environment the manifest asks for
+/// (`binary.env` expanded by [`Manifest::env_for`], e.g. the bundle's
+/// library directory in `LD_LIBRARY_PATH`): the checker is the feature's own
+/// binary and needs what its process needs.
+pub fn check_with_env(
+    manager: &Manager,
+    m: &Manifest,
+    r: &Rendered,
+    binary: &Path,
+    config_path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<()> {
     block_on_checker(m, r, binary, config_path, async {
-        check_in(manager, m, r, binary, config_path, timeout_of(m)).await
+        check_in(manager, m, r, binary, config_path, timeout_of(m), env).await
     })
 }
 
@@ -331,7 +356,7 @@ fn unavailable(
 }
 
 /// [`check`] through `manager` (a one-shot command of the supervisor, see
-/// [`Manager::run_once`]), with an explicit timeout.
+/// [`Manager::run_once`]), with an explicit timeout and extra environment.
 pub async fn check_in(
     manager: &Manager,
     m: &Manifest,
@@ -339,6 +364,7 @@ pub async fn check_in(
     binary: &Path,
     config_path: &Path,
     timeout: Duration,
+    env: &BTreeMap<String, String>,
 ) -> Result<()> {
     if m.config.as_ref().is_none_or(|c| c.validate.is_empty()) {
         return Ok(());
@@ -355,6 +381,8 @@ pub async fn check_in(
     };
     let mut spec = ProcessSpec::new("config-check", command).args(args);
     spec.working_dir = Some(dir.to_path_buf());
+    spec.env
+        .extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let out = manager
         .run_once(spec, timeout)
         .await

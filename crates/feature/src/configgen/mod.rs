@@ -39,7 +39,7 @@ use crate::catalog::manifest::Manifest;
 use crate::{Error, Result};
 
 pub use check::{
-    check, check_in, check_with, check_with_timeout, stage, write_atomic, Staged,
+    check, check_in, check_with, check_with_env, check_with_timeout, stage, write_atomic, Staged,
     DEFAULT_CHECK_TIMEOUT,
 };
 pub use options::{check_options, options_error, parse_sets, redact, resolve_mode, OptionProblem};

@@ -18,6 +18,7 @@ pub(super) async fn apply(
     let dir = inst.dir.clone();
     let (inst2, m2, mdir2) = (inst.clone(), m.clone(), mdir.to_path_buf());
     let manager = ins.s.manager.clone();
+    let install_dir = render::install_dir(ins, inst);
     let file = blocking(move || {
         for sub in ["config", "data"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
@@ -27,7 +28,7 @@ pub(super) async fn apply(
                 )
             })?;
         }
-        render::render_and_check(&manager, &inst2, &m2, &mdir2)
+        render::render_and_check(&manager, &inst2, &m2, &mdir2, &install_dir)
     })
     .await?;
     if let Some(u) = &ins.s.settings.user {

@@ -12,7 +12,7 @@ use hangar_supervisor::{Check, ProbeSpec, ProcessSpec, RestartPolicy};
 use super::super::{limits, port_names, Instance, Instances};
 use crate::desired::Want;
 use crate::error::{Error, Result};
-use hangar_feature::catalog::manifest::HealthKind;
+use hangar_feature::catalog::manifest::{EnvPlaces, HealthKind};
 use hangar_feature::catalog::Manifest;
 
 pub(super) async fn apply(ins: &Instances, inst: &Instance, m: &Manifest) -> Result<()> {
@@ -79,6 +79,14 @@ pub(in crate::instances) fn spec(
     let mut spec = ProcessSpec::new(&inst.process, binary.display().to_string());
     spec.args = m.binary.args.iter().map(|a| substitute(a, inst)).collect();
     spec.working_dir = Some(inst.dir.join("data"));
+    // The manifest's environment first (a bundle's library path, …); hangar's
+    // own variables below win over it.
+    let install_dir = super::super::render::install_dir(ins, inst);
+    spec.env.extend(m.env_for(EnvPlaces {
+        install_dir: &install_dir,
+        instance_dir: &inst.dir,
+        config: inst.config_file.as_deref(),
+    }));
     spec.env
         .insert("HANGAR_INSTANCE_ID".into(), inst.id.clone());
     spec.env
