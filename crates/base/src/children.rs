@@ -13,14 +13,16 @@
 //! holds [`Sweep`], which excludes every spawner for its (short) duration. Many
 //! spawners can hold their guards at once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 static SPAWN: RwLock<()> = RwLock::new(());
-static CLAIMED: OnceLock<Mutex<HashSet<u32>>> = OnceLock::new();
+/// Claims per pid: counted, so a late drop of an old claim (its child reaped
+/// and the pid reused for a new child claimed meanwhile) leaves the new one.
+static CLAIMED: OnceLock<Mutex<HashMap<u32, u32>>> = OnceLock::new();
 
-fn claimed() -> std::sync::MutexGuard<'static, HashSet<u32>> {
-    let m = CLAIMED.get_or_init(|| Mutex::new(HashSet::new()));
+fn claimed() -> std::sync::MutexGuard<'static, HashMap<u32, u32>> {
+    let m = CLAIMED.get_or_init(|| Mutex::new(HashMap::new()));
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -33,7 +35,7 @@ pub fn spawning() -> Spawning {
 }
 
 /// A claimed child: the orphan sweep leaves it alone until this is dropped.
-/// Drop it once the child is reaped (or abandoned: then the sweep reaps it).
+/// Drop it once the child is reaped: whoever claims a child reaps it.
 #[derive(Debug)]
 pub struct Claim(u32);
 
@@ -46,13 +48,19 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        claimed().remove(&self.0);
+        let mut c = claimed();
+        if let Some(n) = c.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.0);
+            }
+        }
     }
 }
 
 /// Claim `pid`, a child this program just spawned and will wait for itself.
 pub fn claim(pid: u32) -> Claim {
-    claimed().insert(pid);
+    *claimed().entry(pid).or_insert(0) += 1;
     Claim(pid)
 }
 
@@ -62,7 +70,7 @@ pub struct Sweep(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
 impl Sweep {
     /// Someone waits for this child itself: do not reap it.
     pub fn is_claimed(&self, pid: u32) -> bool {
-        claimed().contains(&pid)
+        claimed().contains_key(&pid)
     }
 }
 
@@ -82,6 +90,16 @@ mod tests {
         assert!(sweep().is_claimed(4_000_001));
         drop(c);
         assert!(!sweep().is_claimed(4_000_001));
+    }
+
+    #[test]
+    fn an_old_claim_dropped_late_leaves_the_new_one() {
+        let old = claim(4_000_003);
+        let new = claim(4_000_003);
+        drop(old);
+        assert!(sweep().is_claimed(4_000_003));
+        drop(new);
+        assert!(!sweep().is_claimed(4_000_003));
     }
 
     #[test]

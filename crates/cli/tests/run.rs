@@ -37,6 +37,8 @@ impl Drop for TempDir {
     }
 }
 
+/// A sleep argument for one test: `tag` must not be a prefix of another
+/// test's tag (tests share this process's pid).
 fn marker(tag: u32) -> String {
     format!("3600.{:05}{tag}", std::process::id() % 100_000)
 }
@@ -682,7 +684,7 @@ fn zombies_of(parent: u32) -> Vec<u32> {
 #[test]
 fn descendants_that_left_the_group_do_not_outlive_hangar_run() {
     let dir = TempDir::new("escape");
-    let mk = |n: u32| marker(10 + n);
+    let mk = |n: u32| marker(50 + n);
     let file = dir.write(
         "p.toml",
         &format!(

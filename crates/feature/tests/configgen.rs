@@ -1257,9 +1257,13 @@ fn checker_is_a_one_shot_child_of_the_supervisor() {
     let cfg = tmp.path().join("c.txt");
     std::fs::write(&cfg, "x").unwrap();
     let r = Rendered::single("c.txt", "text", String::new());
-    let marker = format!("HANGAR_SUPERVISOR_ID=configgen-test-{}", std::process::id());
-    let manager = hangar_supervisor::Manager::new().expect("manager");
-    manager.set_global_env([marker.as_str()]).expect("env");
+    let id = format!("configgen-test-{}", std::process::id());
+    let marker = format!("HANGAR_SUPERVISOR_ID={id}");
+    let manager = hangar_supervisor::Manager::with_options(hangar_supervisor::ManagerOptions {
+        supervisor_id: Some(id),
+        ..hangar_supervisor::ManagerOptions::default()
+    })
+    .expect("manager");
     // The checker writes down its own stat line, environment and status.
     let m = sh_manifest(&[
         "-c",

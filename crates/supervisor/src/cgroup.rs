@@ -3,11 +3,16 @@
 //!
 //! Layout: `<base>/hangar/<group>/<process>`, where `<group>` names one supervisor
 //! (`ManagerOptions::cgroup_group`) and `<base>` is
-//! - v2: the top of the cgroup2 mount (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
-//!   on a hybrid host). A cgroup that holds processes cannot hand controllers to
-//!   children ("no internal processes"), so hangar's own cgroup cannot be the
-//!   parent; the root is exempt. Controllers are enabled top-down in each level's
-//!   `cgroup.subtree_control`.
+//! - v2: hangar's own cgroup (from `/proc/self/cgroup`), so its processes stay
+//!   inside the unit that runs hangar: under systemd they count towards its
+//!   accounting and its `KillMode` reaches them (run it with `Delegate=yes`). A
+//!   cgroup that holds processes cannot hand controllers to children ("no
+//!   internal processes"; the root is exempt), so before enabling any, hangar
+//!   moves itself into the leaf `<own>/supervisor` when it is the only member.
+//!   Where its own cgroup is not writable (not root, nothing delegated), v2 is
+//!   not used: the v1 hierarchies if they can be, else no cgroups (processes
+//!   are still tracked by group, tree and markers). Controllers are enabled
+//!   top-down in each level's `cgroup.subtree_control`.
 //! - v1: hangar's own cgroup in each hierarchy (from `/proc/self/cgroup`), so the
 //!   limits of whatever hangar runs under still apply to its children.
 //!
@@ -144,7 +149,17 @@ impl Cgroups {
         let mut v1: Vec<Hierarchy> = Vec::new();
         for m in parse_mountinfo(mountinfo) {
             if m.fstype == "cgroup2" && v2.is_none() {
-                v2 = Some(v2_hierarchy(&m.point));
+                // hangar's own cgroup on v2 (the `0::PATH` line), seen
+                // through the mount.
+                let mine = own
+                    .iter()
+                    .find(|(c, _)| c.is_empty())
+                    .and_then(|(_, p)| rel_under(p, &m.root));
+                let base = match mine {
+                    Some(rel) => m.point.join(rel),
+                    None => m.point.clone(),
+                };
+                v2 = Some(v2_hierarchy(&m.point, &base));
             } else if m.fstype == "cgroup" {
                 let ctrls: Vec<String> = m
                     .super_opts
@@ -457,36 +472,67 @@ const V1_CONTROLLERS: &[&str] = &[
     "misc",
 ];
 
-fn v2_hierarchy(mount: &Path) -> Hierarchy {
+fn v2_hierarchy(mount: &Path, base: &Path) -> Hierarchy {
     let read_list = |f: &str| -> Vec<String> {
-        fs::read_to_string(mount.join(f))
+        fs::read_to_string(base.join(f))
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_string)
             .collect()
     };
     let controllers = read_list("cgroup.controllers");
-    // The true root has no cgroup.type. A namespace's top cgroup does, and if it
-    // holds processes it can hand its children only what is already enabled.
-    let is_root = !mount.join("cgroup.type").exists();
-    let empty = fs::read_to_string(mount.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty());
-    let delegable = if is_root || empty {
+    // The true root has no cgroup.type and may hold processes while handing
+    // controllers down. Any other cgroup can hand its children controllers
+    // only while it holds no process ("no internal processes"): hangar's own
+    // cgroup qualifies when hangar is its only member (hangar moves itself
+    // into a `supervisor` leaf first, see `vacate`); otherwise only what is
+    // already enabled there.
+    let is_root = !base.join("cgroup.type").exists();
+    let me = std::process::id().to_string();
+    let only_us = fs::read_to_string(base.join("cgroup.procs"))
+        .is_ok_and(|s| s.split_whitespace().all(|p| p == me));
+    let delegable = if is_root || only_us {
         controllers.clone()
     } else {
         read_list("cgroup.subtree_control")
     };
-    let problem = if !writable(mount) {
-        Some(format!("{} is not writable by hangar", mount.display()))
+    let problem = if !writable(base) {
+        Some(format!(
+            "{} (hangar's own cgroup) is not writable by hangar: run as root, or with a delegated subtree (systemd: Delegate=yes)",
+            base.display()
+        ))
     } else {
         None
     };
     Hierarchy {
         mount: mount.to_path_buf(),
         controllers,
-        base: mount.to_path_buf(),
+        base: base.to_path_buf(),
         delegable,
         problem,
     }
+}
+
+/// Before controllers are enabled in `base` (not the root), move hangar out
+/// of it into the leaf `base/supervisor`, as systemd asks of a delegated
+/// service: a cgroup with members cannot hand controllers to children. Only
+/// when hangar is its sole member; otherwise enabling fails with EBUSY, and
+/// the error says to delegate.
+fn vacate(base: &Path) -> Result<(), SetupError> {
+    if !base.join("cgroup.type").exists() {
+        return Ok(());
+    }
+    let me = std::process::id().to_string();
+    let procs = fs::read_to_string(base.join("cgroup.procs")).unwrap_or_default();
+    if procs.split_whitespace().next().is_none() || procs.split_whitespace().any(|p| p != me) {
+        return Ok(());
+    }
+    let leaf = base.join("supervisor");
+    mkdir_ok_if_exists(&leaf).map_err(|e| create_error(&leaf, "create", e))?;
+    fs::write(leaf.join("cgroup.procs"), "0")
+        .map_err(|e| create_error(&leaf, "move hangar itself into", e))?;
+    tracing::info!(cgroup = %leaf.display(), "hangar moved itself into a leaf cgroup, so its processes' cgroups can have controllers");
+    Ok(())
 }
 
 fn writable(p: &Path) -> bool {
@@ -627,6 +673,9 @@ fn make_tree(
     loop {
         attempt += 1;
         let res = (|| {
+            if version == CgroupVersion::V2 && !ctrls.is_empty() {
+                vacate(&h.base)?;
+            }
             for (dir, parent) in [(&hangar, &h.base), (&gdir, &hangar)] {
                 if version == CgroupVersion::V2 {
                     enable(parent, &ctrls)?;
@@ -866,7 +915,10 @@ impl ProcessCgroup {
             }
         }
         if let (true, Some(f)) = (frozen, &freezer) {
-            let _ = fs::write(f, "THAWED");
+            // A frozen task dies only once thawed: retry, then say so.
+            if (0..3).all(|_| fs::write(f, "THAWED").is_err()) {
+                tracing::warn!(cgroup = %f.display(), "could not thaw a cgroup after killing its members");
+            }
         }
         members.len()
     }
@@ -981,6 +1033,8 @@ pub(crate) struct Placement {
     /// Every process gets a cgroup where the host allows, not only those with
     /// limits.
     pub every_process: bool,
+    /// Spawns so far: the `n` of each child's `HANGAR_SPAWN_ID`.
+    pub spawns: std::sync::atomic::AtomicU64,
 }
 
 /// A supervisor group name must be one directory name.
@@ -1022,6 +1076,39 @@ mod tests {
         let mem = c.v1.iter().find(|h| h.has("memory")).unwrap();
         assert_eq!(mem.base, Path::new("/sys/fs/cgroup/memory/outer/inner"));
         assert_eq!(c.v1.len(), 3, "name=systemd is no controller: {c:?}");
+    }
+
+    /// On v2, process cgroups go under hangar's own cgroup (a systemd unit's,
+    /// say), not at the top of the hierarchy where they would escape it.
+    #[test]
+    fn v2_cgroups_go_under_hangars_own() {
+        let pure = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        let mut c = Cgroups::from_tables(pure, "0::/system.slice/hangar.service\n");
+        let v2 = c.v2.as_mut().unwrap();
+        assert_eq!(
+            v2.base,
+            Path::new("/sys/fs/cgroup/system.slice/hangar.service")
+        );
+        // Writability and controllers depend on the host; decide them here.
+        v2.problem = None;
+        v2.delegable = vec!["memory".into(), "cpu".into(), "pids".into()];
+        let limits = Limits {
+            memory_max: Some(64 << 20),
+            ..Limits::default()
+        };
+        assert_eq!(
+            c.process_dirs("g", "p", &limits),
+            vec![PathBuf::from(
+                "/sys/fs/cgroup/system.slice/hangar.service/hangar/g/p"
+            )]
+        );
+        // In a container whose cgroup namespace puts hangar at the top.
+        let c = Cgroups::from_tables(pure, "0::/\n");
+        assert_eq!(c.v2.unwrap().base, Path::new("/sys/fs/cgroup"));
+        // Not writable: v2 is not used, and the reason says what to do.
+        let c = Cgroups::from_tables(pure, "0::/no/such/cgroup/here\n");
+        let why = c.v2.unwrap().problem.unwrap_or_default();
+        assert!(why.contains("Delegate=yes"), "{why}");
     }
 
     #[test]

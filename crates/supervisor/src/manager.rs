@@ -184,6 +184,7 @@ impl Manager {
             group,
             supervisor_id,
             every_process: opts.cgroup_every_process,
+            spawns: AtomicU64::new(0),
         });
         let logs = LogPump::start().map_err(io_err)?;
         let spawner = Spawner::new(opts.spawn_threads, logs.clone(), Arc::clone(&placement))

@@ -17,7 +17,6 @@ use crate::process::{spawn_error, wait_exit, Child};
 use crate::spawn::{kill_group, Output, SpawnRequest};
 use crate::spec::ProcessSpec;
 use crate::state::ExitInfo;
-use crate::tree::Lineage;
 
 /// How much output a one-shot command keeps: the last this many bytes.
 pub const ONCE_OUTPUT_LIMIT: usize = 16 * 1024;
@@ -54,6 +53,15 @@ impl Drop for KillOnDrop {
                     wait_exit(Some(&child)).await;
                     release_cgroup(&child).await;
                 });
+            } else {
+                // No runtime to wait on: reap it here (it was just SIGKILLed).
+                if let Some(pid) = rustix::process::Pid::from_raw(child.pid as i32) {
+                    let _ =
+                        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+                }
+                if let Some(cg) = &child.cgroup {
+                    let _ = cg.remove_blocking();
+                }
             }
         }
     }
@@ -135,11 +143,7 @@ pub(crate) async fn run_once(
         .await
         .map_err(|e| spawn_error(&spec.name, &spec, e))?;
     let reader = spawned.output.take();
-    let lineage = Lineage::new(
-        Arc::clone(&ctx.placement.supervisor_id),
-        Arc::from(spec.name.as_str()),
-    );
-    let child = Child::watch(spawned, lineage).map_err(|e| spawn_error(&spec.name, &spec, e))?;
+    let child = Child::watch(spawned).map_err(|e| spawn_error(&spec.name, &spec, e))?;
     let mut guard = KillOnDrop(Some(child));
     // A pipe tokio cannot take (it always can: a fresh pipe) means no output.
     let mut reader = reader.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok());

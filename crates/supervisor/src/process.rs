@@ -74,7 +74,7 @@ pub(crate) struct Child {
     /// Removed once the child and its group are gone.
     pub cgroup: Option<Arc<ProcessCgroup>>,
     /// What of its tree left its process group.
-    lineage: Lineage,
+    lineage: Arc<Lineage>,
     /// Released (dropped) only after the child is reaped.
     _claim: hangar_base::children::Claim,
 }
@@ -82,7 +82,7 @@ pub(crate) struct Child {
 impl Child {
     /// Register a freshly spawned child's pidfd with the runtime. On failure the
     /// child is killed and reaped: what cannot be watched must not run.
-    pub(crate) fn watch(spawned: Spawned, lineage: Lineage) -> io::Result<Child> {
+    pub(crate) fn watch(spawned: Spawned) -> io::Result<Child> {
         // SAFETY: `register` requires the fd to stay open and unchanged for as long
         // as the AsyncFd lives. An OwnedFd moved into it is closed only when the
         // AsyncFd drops it, and nothing else knows its number.
@@ -91,7 +91,7 @@ impl Child {
                 pid: spawned.pid,
                 pidfd,
                 cgroup: spawned.cgroup.map(Arc::new),
-                lineage,
+                lineage: Arc::new(Lineage::new(spawned.spawn_id)),
                 _claim: spawned.claim,
             }),
             Err(err) => {
@@ -346,13 +346,16 @@ impl Actor {
                             // A stopped (SIGSTOP) group would never see the signal.
                             let _ = kill_group(c.pid, Signal::CONT);
                             // Descendants that left the group get it too.
-                            c.lineage.signal_escaped(c.pid, sig);
+                            let (l, pid) = (Arc::clone(&c.lineage), c.pid);
+                            let _ = tokio::task::spawn_blocking(move || l.signal_escaped(pid, sig))
+                                .await;
                         }
                     }
                     Action::KillGroup => {
                         if let Some(c) = &self.child {
                             let _ = kill_group(c.pid, Signal::KILL);
-                            c.lineage.kill_escaped();
+                            let l = Arc::clone(&c.lineage);
+                            let _ = tokio::task::spawn_blocking(move || l.kill_escaped()).await;
                         }
                     }
                     Action::ArmTimer(d) => self.timer = Some(Instant::now() + d),
@@ -526,12 +529,8 @@ impl Actor {
             global_env: self.ctx.global_env(),
             output: Output::Log(Arc::clone(&self.shared.log)),
         };
-        let lineage = Lineage::new(
-            Arc::clone(&self.ctx.placement.supervisor_id),
-            Arc::clone(&self.name),
-        );
         match self.ctx.spawner.spawn(req).await {
-            Ok(spawned) => match Child::watch(spawned, lineage) {
+            Ok(spawned) => match Child::watch(spawned) {
                 Ok(child) => {
                     let pid = child.pid;
                     if let Ok(mut slot) = self.shared.cgroup.lock() {
@@ -690,7 +689,8 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
             Err(_) => return ExitInfo::code(-1),
         }
         let _ = kill_group(child.pid, Signal::KILL);
-        child.lineage.kill_escaped();
+        let l = Arc::clone(&child.lineage);
+        let _ = tokio::task::spawn_blocking(move || l.kill_escaped()).await;
         return match rustix::process::waitid(
             WaitId::PidFd(child.pidfd.get_ref().as_fd()),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,

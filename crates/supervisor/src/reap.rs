@@ -22,6 +22,8 @@ use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 pub struct ProcStat {
     /// State letter (field 3): `Z` (zombie) and `X` (dead) are already gone.
     pub state: char,
+    /// Parent process.
+    pub ppid: u32,
     /// Process group.
     pub pgrp: u32,
     /// Start time in clock ticks after boot.
@@ -42,6 +44,7 @@ fn parse_stat(s: &str) -> Option<ProcStat> {
     // rest starts at field 3 (state): field N is fields[N - 3].
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start: fields.get(19)?.parse().ok()?,
     })
@@ -80,7 +83,7 @@ pub fn end_pinned(found: &[(u32, u64)], grace: Duration) -> usize {
 
 /// Wait until every pidfd reports its process gone, or the deadline passes.
 /// Returns the ones still alive.
-fn wait_gone(mut fds: Vec<OwnedFd>, within: Duration) -> Vec<OwnedFd> {
+pub(crate) fn wait_gone<F: AsFd>(mut fds: Vec<F>, within: Duration) -> Vec<F> {
     use rustix::event::{poll, PollFd, PollFlags};
     let deadline = Instant::now() + within;
     while !fds.is_empty() {
@@ -121,6 +124,7 @@ mod tests {
             parse_stat(line),
             Some(ProcStat {
                 state: 'S',
+                ppid: 1,
                 pgrp: 777,
                 start: 123456
             })

@@ -31,11 +31,12 @@ use crate::privs::{
     self, SetupError, NETNS_JOIN_FAILED, PRIVS_NO_NEW_PRIVS_FAILED, PRIVS_SETID_FAILED,
 };
 use crate::spec::ProcessSpec;
-use crate::tree::{PROCESS_NAME_ENV, SUPERVISOR_ID_ENV};
+use crate::tree::{PROCESS_NAME_ENV, SPAWN_ID_ENV, SUPERVISOR_ID_ENV};
 
 /// What to spawn. Only shared references: a thousand queued requests must not hold
 /// a thousand copies of the environment. The spawner thread builds argv and envp
 /// from them right before clone, one request at a time.
+#[derive(Clone)]
 pub(crate) struct SpawnRequest {
     pub spec: Arc<ProcessSpec>,
     /// hangar's own environment, when the spec inherits it.
@@ -46,6 +47,7 @@ pub(crate) struct SpawnRequest {
 }
 
 /// Where a child's stdout and stderr go.
+#[derive(Clone)]
 pub(crate) enum Output {
     /// Two pipes the log thread drains into the process's log.
     Log(Arc<ProcessLog>),
@@ -56,16 +58,16 @@ pub(crate) enum Output {
 
 impl SpawnRequest {
     /// `KEY=VALUE` strings, highest precedence first wins: the markers (the
-    /// process name and the supervisor id `sid`, which descendants inherit and
-    /// which tell whom an orphan belongs to), the spec's env, the global env,
-    /// hangar's env.
-    fn envp(&self, sid: &str) -> io::Result<Vec<CString>> {
+    /// process name, the supervisor id `sid` and this spawn's id, which
+    /// descendants inherit and which tell whom an orphan belongs to), the
+    /// spec's env, the global env, hangar's env.
+    fn envp(&self, sid: &str, spawn_id: &str) -> io::Result<Vec<CString>> {
         let spec = &self.spec;
         let base = self.base_env.as_deref().map(Vec::as_slice).unwrap_or(&[]);
         let mut seen = std::collections::HashSet::with_capacity(base.len() + 8);
         let mut out = Vec::with_capacity(base.len() + spec.env.len() + 1);
         let name = (PROCESS_NAME_ENV, spec.name.as_str());
-        let layers = [name, (SUPERVISOR_ID_ENV, sid)]
+        let layers = [name, (SUPERVISOR_ID_ENV, sid), (SPAWN_ID_ENV, spawn_id)]
             .into_iter()
             .chain(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .chain(
@@ -100,6 +102,8 @@ pub(crate) struct Spawned {
     pub pidfd: OwnedFd,
     /// Keeps the subreaper's orphan sweep off this child until it is reaped.
     pub claim: hangar_base::children::Claim,
+    /// Its `HANGAR_SPAWN_ID`: what its orphans are known by.
+    pub spawn_id: Arc<str>,
     /// The child's cgroup, when its spec has `limits` and the host has cgroups.
     pub cgroup: Option<ProcessCgroup>,
     /// The read end of the child's stdout and stderr, for [`Output::Capture`].
@@ -139,7 +143,14 @@ impl Spawner {
                     let Ok((req, reply)) = job else { return };
                     // If the requester is gone (its task was cancelled), nobody will
                     // supervise this child: kill and reap it rather than leak it.
-                    let res = spawn_one(req, &logs, &placement, &mut thread);
+                    let limited = req.spec.limits.is_some();
+                    let mut res = spawn_one(req.clone(), &logs, &placement, &mut thread, true);
+                    // A cgroup the process did not ask for must not cost it
+                    // its start: without one, it is still tracked by its tree.
+                    if !limited && res.as_ref().err().and_then(SetupError::find).is_some_and(|e| e.code == CGROUP_JOIN_FAILED) {
+                        tracing::warn!(process = %req.spec.name, "could not join a cgroup; starting without one");
+                        res = spawn_one(req, &logs, &placement, &mut thread, false);
+                    }
                     if let Err(Ok(orphan)) = reply.send(res) {
                         let _ = kill_group(orphan.pid, Signal::KILL);
                         // Blocking wait by pid: the pidfd is non-blocking, and this
@@ -456,6 +467,7 @@ fn spawn_one(
     logs: &LogPump,
     placement: &Placement,
     t: &mut SpawnerThread,
+    grouping: bool,
 ) -> io::Result<Spawned> {
     // Everything the child needs is built here, before clone.
     let spec = &req.spec;
@@ -465,7 +477,11 @@ fn spawn_one(
     for a in &spec.args {
         argv_s.push(cstring(a)?);
     }
-    let env_s = req.envp(&placement.supervisor_id)?;
+    let n = placement
+        .spawns
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let spawn_id: Arc<str> = Arc::from(format!("{}.{n}", placement.supervisor_id));
+    let env_s = req.envp(&placement.supervisor_id, &spawn_id)?;
     let cwd = match &spec.working_dir {
         Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in working directory")
@@ -491,7 +507,7 @@ fn spawn_one(
             .host
             .create(&placement.group, &spec.name, limits)
             .map_err(SetupError::into_io)?,
-        None if placement.every_process => {
+        None if placement.every_process && grouping => {
             placement.host.create_grouping(&placement.group, &spec.name)
         }
         None => None,
@@ -589,16 +605,27 @@ fn spawn_one(
     drop((out_w, err_w));
     if t.unshare {
         let (stdout_slot, stderr_slot) = t.slots.split_at_mut(2);
-        rustix::io::dup3(
+        let parked = rustix::io::dup3(
             &t.dev_null,
             &mut stdout_slot[1],
             rustix::io::DupFlags::CLOEXEC,
-        )?;
-        rustix::io::dup3(
-            &t.dev_null,
-            &mut stderr_slot[0],
-            rustix::io::DupFlags::CLOEXEC,
-        )?;
+        )
+        .and_then(|()| {
+            rustix::io::dup3(
+                &t.dev_null,
+                &mut stderr_slot[0],
+                rustix::io::DupFlags::CLOEXEC,
+            )
+        });
+        if let Err(e) = parked {
+            // Whatever it is doing, it must not run unwatched.
+            let _ = kill_group(pid as u32, Signal::KILL);
+            if let Some(child) = Pid::from_raw(pid) {
+                let _ =
+                    rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty());
+            }
+            return Err(e.into());
+        }
     }
     // SAFETY: the child has exec'd or exited (CLONE_VFORK); it no longer writes.
     let (err, stage) = unsafe {
@@ -652,6 +679,7 @@ fn spawn_one(
         pid: pid as u32,
         pidfd,
         claim,
+        spawn_id,
         cgroup,
         output,
     })

@@ -12,28 +12,29 @@
 //!   spawner threads that are the parents of the supervised processes. A
 //!   sweep, run on every SIGCHLD, lists the main thread's children
 //!   (`/proc/self/task/PID/children`), reaps the dead ones (no zombie stays)
-//!   and records each live one on arrival, with the process it came from: the
-//!   `HANGAR_SUPERVISOR_ID` and `HANGAR_PROCESS_NAME` markers in its
-//!   environment, inherited from the process that started it. Children some
-//!   task waits for itself are claimed ([`hangar_base::children`]) and left
-//!   alone.
+//!   and records each live one on arrival, pinned by a pidfd, with the spawn
+//!   it came from: the `HANGAR_SPAWN_ID` marker in its environment, inherited
+//!   from the process hangar started. Children some task waits for itself
+//!   are claimed ([`hangar_base::children`]) and left alone.
 //! - **Stop.** The stop signal goes to the process group, and to every
 //!   descendant that left it: found by walking the children lists down from
-//!   the leader while it lives, and among the recorded orphans by marker. Each
-//!   is pinned with a pidfd, so the SIGKILL that follows the leader's exit
+//!   the leader while it lives, and among the recorded orphans by marker.
+//!   Each is pinned with a pidfd as it is found (and taken only if, pinned,
+//!   its parent is still the process it was listed under), so no signal can
+//!   reach a recycled pid, and the SIGKILL that follows the leader's exit
 //!   reaches the same processes even after they were reparented.
 //! - **Exit.** When the leader exits, what is left of its group, its pinned
 //!   descendants and the orphans carrying its marker are killed before it is
 //!   reaped.
-//! - **Shutdown.** What no process claims (an orphan that cleared its
-//!   environment and left its session before anyone saw it) ends when the
-//!   supervisor shuts down: nothing outlives it.
+//! - **Shutdown.** What no spawn claims (an orphan that cleared or rewrote
+//!   its environment and left its session before anyone saw it) ends when
+//!   the supervisor shuts down: nothing outlives it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
@@ -45,28 +46,69 @@ use crate::reap;
 pub const SUPERVISOR_ID_ENV: &str = "HANGAR_SUPERVISOR_ID";
 /// The variable naming the supervised process a child belongs to.
 pub const PROCESS_NAME_ENV: &str = "HANGAR_PROCESS_NAME";
+/// The variable naming the one spawn a child descends from:
+/// `<supervisor id>.<n>`, unique per spawn, so orphans are told apart even
+/// between a process and a one-shot command that share a name.
+pub const SPAWN_ID_ENV: &str = "HANGAR_SPAWN_ID";
 
-/// Whom an orphan belongs to, read from its environment: (supervisor id,
-/// process name).
-type Owner = (Box<str>, Box<str>);
+/// A process pinned by a pidfd: signals through it can only reach that
+/// process, whatever happens to its pid.
+#[derive(Clone)]
+pub(crate) struct Pinned {
+    pid: u32,
+    start: u64,
+    fd: Arc<OwnedFd>,
+}
+
+impl Pinned {
+    /// Pin `pid` if it is alive and (when given) still a child of `parent`
+    /// (checked after pinning, so a recycled pid is not taken for it).
+    fn new(pid: u32, parent: Option<u32>) -> Option<Pinned> {
+        let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
+        let st = reap::stat(pid)?;
+        if matches!(st.state, 'Z' | 'X') || parent.is_some_and(|p| st.ppid != p) {
+            return None;
+        }
+        Some(Pinned {
+            pid,
+            start: st.start,
+            fd: Arc::new(fd),
+        })
+    }
+
+    fn signal(&self, sig: Signal) {
+        let _ = pidfd_send_signal(self.fd.as_fd(), sig);
+    }
+
+    /// Still the process that was pinned (its pid not reused since)?
+    fn same(&self) -> bool {
+        reap::stat(self.pid).is_some_and(|s| s.start == self.start)
+    }
+}
 
 struct Orphan {
-    /// Start time, so a recycled pid is not taken for the recorded orphan.
-    start: u64,
-    owner: Option<Owner>,
+    pinned: Pinned,
+    /// The spawn it descends from (its `HANGAR_SPAWN_ID`), when readable.
+    owner: Option<Box<str>>,
 }
 
 /// The subreaper's record of orphans. One per program.
 pub(crate) struct Reaper {
     me: u32,
+    /// Whether this kernel lists children in `/proc/PID/task/TID/children`;
+    /// without it, the sweep scans `/proc` for processes whose parent is us.
+    children_file: bool,
+    /// One sweep at a time: only a sweep reaps orphans, so a pid in the map
+    /// stays valid (an unreaped child of ours) while the sweep looks at it.
+    sweeping: Mutex<()>,
     orphans: Mutex<HashMap<u32, Orphan>>,
 }
 
-static REAPER: OnceLock<Reaper> = OnceLock::new();
+static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
 
 /// The reaper, if this program became a subreaper through [`install`].
 pub(crate) fn reaper() -> Option<&'static Reaper> {
-    REAPER.get()
+    REAPER.get().copied()
 }
 
 /// Become the child subreaper and start sweeping on SIGCHLD (once per
@@ -77,10 +119,17 @@ pub(crate) fn reaper() -> Option<&'static Reaper> {
 pub(crate) fn install() -> io::Result<&'static Reaper> {
     static INSTALL: Mutex<()> = Mutex::new(());
     let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(r) = REAPER.get() {
+    if let Some(r) = reaper() {
         return Ok(r);
     }
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    let me = std::process::id();
+    let children_file = std::path::Path::new(&format!("/proc/{me}/task/{me}/children")).exists();
+    if !children_file {
+        tracing::warn!(
+            "this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): \
+             hangar finds the orphans it adopts by scanning /proc, which costs more"
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -89,11 +138,14 @@ pub(crate) fn install() -> io::Result<&'static Reaper> {
         let _enter = rt.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?
     };
-    let reaper = REAPER.get_or_init(|| Reaper {
-        me: std::process::id(),
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    let reaper: &'static Reaper = Box::leak(Box::new(Reaper {
+        me,
+        children_file,
+        sweeping: Mutex::new(()),
         orphans: Mutex::new(HashMap::new()),
-    });
-    std::thread::Builder::new()
+    }));
+    let spawned = std::thread::Builder::new()
         .name("hangar-reaper".into())
         .stack_size(256 * 1024)
         .spawn(move || {
@@ -103,89 +155,114 @@ pub(crate) fn install() -> io::Result<&'static Reaper> {
                     reaper.sweep();
                 }
             })
-        })?;
+        });
+    if let Err(e) = spawned {
+        let _ = rustix::process::set_child_subreaper(None);
+        return Err(e);
+    }
+    let _ = REAPER.set(reaper);
     Ok(reaper)
 }
 
 impl Reaper {
+    /// Our children: the main thread's (where the kernel puts orphans).
+    fn list(&self) -> Vec<u32> {
+        if self.children_file {
+            return thread_children(self.me, self.me);
+        }
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| reap::stat(*pid).is_some_and(|s| s.ppid == self.me))
+            .collect()
+    }
+
     /// Reap the dead orphans and record the live ones. Returns how many were
     /// reaped in this pass.
     pub(crate) fn sweep(&self) -> usize {
-        let guard = hangar_base::children::sweep();
-        let kids = thread_children(self.me, self.me);
-        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
-        let mut live = HashSet::with_capacity(kids.len());
+        let _serial = self.sweeping.lock().unwrap_or_else(|p| p.into_inner());
         let mut reaped = 0;
-        for pid in kids {
-            if guard.is_claimed(pid) {
-                continue;
-            }
-            let Some(p) = Pid::from_raw(pid as i32) else {
-                continue;
-            };
-            match rustix::process::waitid(
-                WaitId::Pid(p),
-                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-            ) {
-                Ok(Some(_)) => {
-                    reaped += 1;
+        let mut live = HashSet::new();
+        let mut fresh = Vec::new();
+        {
+            // Only the syscalls that must not race a spawner run under the
+            // lock: list, check claims, reap, pin.
+            let guard = hangar_base::children::sweep();
+            let known = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+            for pid in self.list() {
+                if guard.is_claimed(pid) {
                     continue;
                 }
-                Ok(None) => {}
-                // Not ours to wait for (any more): leave it.
-                Err(_) => continue,
+                let Some(p) = Pid::from_raw(pid as i32) else {
+                    continue;
+                };
+                match rustix::process::waitid(
+                    WaitId::Pid(p),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+                ) {
+                    Ok(Some(_)) => {
+                        reaped += 1;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // Not ours to wait for (any more): leave it.
+                    Err(_) => continue,
+                }
+                live.insert(pid);
+                if !known.contains_key(&pid) {
+                    if let Some(pinned) = Pinned::new(pid, Some(self.me)) {
+                        fresh.push(pinned);
+                    }
+                }
             }
-            let Some(st) = reap::stat(pid) else { continue };
-            live.insert(pid);
-            let known = orphans.get(&pid).is_some_and(|o| o.start == st.start);
-            if !known {
-                let owner = owner_of(pid);
+        }
+        // The rest reads other processes' /proc files (which can be slow)
+        // with no spawner waiting. The pids stay valid: only a sweep reaps.
+        let fresh: Vec<(u32, Orphan)> = fresh
+            .into_iter()
+            .map(|pinned| {
+                let owner = owner_of(pinned.pid);
                 if owner.is_none() {
                     tracing::debug!(
-                        pid,
+                        pid = pinned.pid,
                         "an orphan without hangar's markers reparented to hangar"
                     );
                 }
-                orphans.insert(
-                    pid,
-                    Orphan {
-                        start: st.start,
-                        owner,
-                    },
-                );
-            }
-        }
+                (pinned.pid, Orphan { pinned, owner })
+            })
+            .collect();
+        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
         orphans.retain(|pid, _| live.contains(pid));
-        drop(orphans);
-        drop(guard);
+        orphans.extend(fresh);
         reaped
     }
 
-    /// The live orphans that carry process `name` of supervisor `sid`, after a
-    /// fresh sweep.
-    fn orphans_of(&self, sid: &str, name: &str) -> Vec<u32> {
+    /// The live orphans of spawn `spawn_id`, pinned, after a fresh sweep.
+    fn orphans_of(&self, spawn_id: &str) -> Vec<Pinned> {
         self.sweep();
         let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
         orphans
-            .iter()
-            .filter(|(_, o)| {
-                o.owner
-                    .as_ref()
-                    .is_some_and(|(s, n)| &**s == sid && &**n == name)
-            })
-            .map(|(pid, _)| *pid)
+            .values()
+            .filter(|o| o.owner.as_deref() == Some(spawn_id))
+            .map(|o| o.pinned.clone())
             .collect()
     }
 
     /// The live orphans of supervisor `sid` and those nobody can be told
-    /// apart by (no markers), after a fresh sweep.
-    fn unclaimed_orphans(&self, sid: &str) -> Vec<u32> {
+    /// apart by (no markers), pinned, after a fresh sweep.
+    fn unclaimed_orphans(&self, sid: &str) -> Vec<Pinned> {
         self.sweep();
         let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
         orphans
-            .iter()
-            .filter(|(_, o)| o.owner.as_ref().is_none_or(|(s, _)| &**s == sid))
-            .map(|(pid, _)| *pid)
+            .values()
+            .filter(|o| {
+                o.owner
+                    .as_deref()
+                    .is_none_or(|s| s.strip_prefix(sid).is_some_and(|r| r.starts_with('.')))
+            })
+            .map(|o| o.pinned.clone())
             .collect()
     }
 
@@ -195,31 +272,30 @@ impl Reaper {
     /// supervisor in this program keeps its own). Blocking. Returns how many
     /// were signalled.
     pub(crate) fn end_all(&self, sid: &str, grace: Duration) -> usize {
-        let roots = self.unclaimed_orphans(sid);
-        if roots.is_empty() {
+        let all = pinned_tree(self.unclaimed_orphans(sid));
+        if all.is_empty() {
             return 0;
         }
-        let found: Vec<(u32, u64)> = descendants(&roots, true)
-            .into_iter()
-            .filter_map(|pid| Some((pid, reap::stat(pid)?.start)))
-            .collect();
         tracing::info!(
-            processes = found.len(),
+            processes = all.len(),
             "ending processes that outlived the process that started them"
         );
-        let n = reap::end_pinned(&found, grace);
+        for p in &all {
+            p.signal(Signal::TERM);
+            p.signal(Signal::CONT);
+        }
+        let left = reap::wait_gone(all.iter().map(|p| Arc::clone(&p.fd)).collect(), grace);
+        for fd in &left {
+            let _ = pidfd_send_signal(fd.as_fd(), Signal::KILL);
+        }
         self.sweep();
-        n
+        all.len()
     }
-}
 
-impl Reaper {
     /// SIGKILL the orphans [`Reaper::end_all`] would end, now.
     pub(crate) fn kill_all_now(&self, sid: &str) {
-        for pid in descendants(&self.unclaimed_orphans(sid), true) {
-            if let Some(p) = Pid::from_raw(pid as i32) {
-                let _ = rustix::process::kill_process(p, Signal::KILL);
-            }
+        for p in pinned_tree(self.unclaimed_orphans(sid)) {
+            p.signal(Signal::KILL);
         }
     }
 }
@@ -249,117 +325,98 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The processes below `roots` (and the roots themselves, with `with_roots`),
-/// walking the children lists down. Each pid once.
-pub(crate) fn descendants(roots: &[u32], with_roots: bool) -> Vec<u32> {
-    let mut seen: HashSet<u32> = roots.iter().copied().collect();
-    let mut out: Vec<u32> = if with_roots {
-        roots.to_vec()
-    } else {
-        Vec::new()
-    };
-    let mut queue: VecDeque<u32> = roots.iter().copied().collect();
-    while let Some(p) = queue.pop_front() {
-        for c in children(p) {
-            if seen.insert(c) {
-                out.push(c);
-                queue.push_back(c);
+/// The pinned `roots` and every process below them, each pinned as it is
+/// found: a child is taken only if, once pinned, its parent is still the
+/// process it was listed under, and a parent's list only while the parent
+/// is still the process that was pinned. Each process once.
+pub(crate) fn pinned_tree(roots: Vec<Pinned>) -> Vec<Pinned> {
+    let mut seen: HashSet<u32> = roots.iter().map(|p| p.pid).collect();
+    let mut out = roots;
+    let mut i = 0;
+    let mut queue: VecDeque<usize> = (0..out.len()).collect();
+    while let Some(at) = queue.pop_front() {
+        i += 1;
+        if i > 100_000 {
+            break;
+        }
+        let parent = out[at].clone();
+        let kids = children(parent.pid);
+        if !parent.same() {
+            continue;
+        }
+        for c in kids {
+            if !seen.insert(c) {
+                continue;
+            }
+            if let Some(p) = Pinned::new(c, Some(parent.pid)) {
+                out.push(p);
+                queue.push_back(out.len() - 1);
             }
         }
     }
     out
 }
 
-/// Supervisor id and process name from a process's environment.
-fn owner_of(pid: u32) -> Option<Owner> {
+/// `HANGAR_SPAWN_ID` from a process's environment.
+fn owner_of(pid: u32) -> Option<Box<str>> {
     let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let (mut sid, mut name) = (None, None);
-    for kv in env.split(|&b| b == 0) {
-        let Some(eq) = kv.iter().position(|&b| b == b'=') else {
-            continue;
-        };
-        let (k, v) = (&kv[..eq], &kv[eq + 1..]);
-        if k == SUPERVISOR_ID_ENV.as_bytes() && sid.is_none() {
-            sid = std::str::from_utf8(v).ok().map(Box::from);
-        } else if k == PROCESS_NAME_ENV.as_bytes() && name.is_none() {
-            name = std::str::from_utf8(v).ok().map(Box::from);
-        }
-    }
-    Some((sid?, name?))
+    let prefix = format!("{SPAWN_ID_ENV}=");
+    env.split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(Box::from)
 }
 
-/// The descendants of one supervised process that left its process group,
-/// pinned by pidfd as they are found.
+/// The descendants of one spawn that left its process group, pinned by pidfd
+/// as they are found.
 pub(crate) struct Lineage {
-    sid: std::sync::Arc<str>,
-    name: std::sync::Arc<str>,
-    pinned: Mutex<Vec<OwnedFd>>,
+    spawn_id: Arc<str>,
+    pinned: Mutex<Vec<Pinned>>,
 }
 
 impl Lineage {
-    pub(crate) fn new(sid: std::sync::Arc<str>, name: std::sync::Arc<str>) -> Lineage {
+    pub(crate) fn new(spawn_id: Arc<str>) -> Lineage {
         Lineage {
-            sid,
-            name,
+            spawn_id,
             pinned: Mutex::new(Vec::new()),
         }
     }
 
     /// Find what of `leader`'s tree is outside its process group (the group
     /// itself is signalled as a group), pin it, and send it `sig`. `leader`
-    /// must not have been reaped yet.
+    /// must be an unreaped child of ours. Blocking (reads /proc).
     pub(crate) fn signal_escaped(&self, leader: u32, sig: Signal) {
-        let mut found = descendants(&[leader], false);
+        let mut roots: Vec<Pinned> = Pinned::new(leader, None).into_iter().collect();
         if let Some(r) = reaper() {
-            let orphans = r.orphans_of(&self.sid, &self.name);
-            found.extend(descendants(&orphans, true));
+            roots.extend(r.orphans_of(&self.spawn_id));
         }
+        let found = pinned_tree(roots);
         let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
-        for pid in found {
-            let Some(st) = reap::stat(pid) else { continue };
-            if st.pgrp == leader || matches!(st.state, 'Z' | 'X') {
+        for p in found {
+            if p.pid == leader || reap::stat(p.pid).is_some_and(|s| s.pgrp == leader) {
                 continue;
             }
-            let Some(p) = Pid::from_raw(pid as i32) else {
-                continue;
-            };
-            let Ok(fd) = pidfd_open(p, PidfdFlags::empty()) else {
-                continue;
-            };
-            // Pinned now; still the process found (not a recycled pid)?
-            if reap::stat(pid).map(|s| s.start) != Some(st.start) {
-                continue;
-            }
-            let _ = pidfd_send_signal(fd.as_fd(), sig);
-            let _ = pidfd_send_signal(fd.as_fd(), Signal::CONT);
-            pinned.push(fd);
+            p.signal(sig);
+            p.signal(Signal::CONT);
+            pinned.push(p);
         }
     }
 
-    /// SIGKILL what was pinned, and every orphan carrying this process's
-    /// markers with its descendants. For when the leader has exited (its
-    /// group is killed by the caller).
+    /// SIGKILL what was pinned, and every orphan of this spawn with its
+    /// descendants. For when the leader has exited (its group is killed by
+    /// the caller). Blocking (reads /proc).
     pub(crate) fn kill_escaped(&self) {
         let pinned = std::mem::take(&mut *self.pinned.lock().unwrap_or_else(|p| p.into_inner()));
-        for fd in &pinned {
-            let _ = pidfd_send_signal(fd.as_fd(), Signal::KILL);
+        for p in &pinned {
+            p.signal(Signal::KILL);
         }
         let Some(r) = reaper() else { return };
-        let orphans = r.orphans_of(&self.sid, &self.name);
+        let orphans = r.orphans_of(&self.spawn_id);
         if orphans.is_empty() {
             return;
         }
-        for pid in descendants(&orphans, true) {
-            let Some(st) = reap::stat(pid) else { continue };
-            let Some(p) = Pid::from_raw(pid as i32) else {
-                continue;
-            };
-            let Ok(fd) = pidfd_open(p, PidfdFlags::empty()) else {
-                continue;
-            };
-            if reap::stat(pid).map(|s| s.start) == Some(st.start) {
-                let _ = pidfd_send_signal(fd.as_fd(), Signal::KILL);
-            }
+        for p in pinned_tree(orphans) {
+            p.signal(Signal::KILL);
         }
     }
 }
@@ -377,14 +434,17 @@ mod tests {
         let pid = sh.id();
         let mut d = Vec::new();
         for _ in 0..200 {
-            d = descendants(&[pid], false);
+            d = pinned_tree(Pinned::new(pid, None).into_iter().collect())
+                .into_iter()
+                .skip(1)
+                .map(|p| p.pid)
+                .collect();
             if d.len() == 4 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(d.len(), 4, "two sleeps, a subshell and its sleep: {d:?}");
-        assert_eq!(descendants(&[pid], true).len(), 5);
         let _ =
             rustix::process::kill_process_group(Pid::from_raw(pid as i32).unwrap(), Signal::KILL);
         let _ = sh.kill();

@@ -6,12 +6,21 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hangar_supervisor::{Manager, ProcessSpec, ONCE_OUTPUT_LIMIT};
+use hangar_supervisor::{Manager, ManagerOptions, ProcessSpec, ONCE_OUTPUT_LIMIT};
 
-/// The marker a daemon puts in its manager's global environment, here unique
-/// to one test.
+/// The marker every child of a manager carries (its supervisor id), here
+/// unique to one test.
 fn supervisor_marker(mk: &str) -> String {
     format!("HANGAR_SUPERVISOR_ID=test-{mk}")
+}
+
+/// A manager whose supervisor id is `test-{mk}`.
+fn manager(mk: &str) -> Manager {
+    Manager::with_options(ManagerOptions {
+        supervisor_id: Some(format!("test-{mk}")),
+        ..ManagerOptions::default()
+    })
+    .unwrap()
 }
 
 fn proc_field(pid: u32, field: &str) -> Option<String> {
@@ -104,8 +113,7 @@ async fn gone(pgid: u32) {
 async fn timeout_kills_the_whole_group() {
     let mk = marker();
     let marker = supervisor_marker(&mk);
-    let m = Manager::new().unwrap();
-    m.set_global_env([marker.as_str()]).unwrap();
+    let m = manager(&mk);
     let t0 = Instant::now();
     let run = {
         let m = m.clone();
@@ -126,8 +134,7 @@ async fn timeout_kills_the_whole_group() {
 async fn dropping_the_future_kills_the_whole_group() {
     let mk = marker();
     let marker = supervisor_marker(&mk);
-    let m = Manager::new().unwrap();
-    m.set_global_env([marker.as_str()]).unwrap();
+    let m = manager(&mk);
     let run = {
         let m = m.clone();
         let spec = hanging_checker(&mk);
