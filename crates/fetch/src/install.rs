@@ -782,7 +782,7 @@ fn in_use(dir: &Path) -> Option<(u32, String)> {
                 }
             }
         }
-        if let Ok(cmd) = std::fs::read(base.join("cmdline")) {
+        if let Some(cmd) = cmdline_after_exec(&base) {
             for arg in cmd.split(|&b| b == 0) {
                 let arg = Path::new(std::ffi::OsStr::new(std::str::from_utf8(arg).unwrap_or("")));
                 if arg.is_absolute() && under(arg) {
@@ -790,6 +790,22 @@ fn in_use(dir: &Path) -> Option<(u32, String)> {
                 }
             }
         }
+    }
+    None
+}
+
+/// A process's arguments. A process in the middle of an exec (the kernel
+/// lets a vfork parent go on before the new program's arguments are mapped)
+/// reads an empty command line for a moment: read it again, briefly, so a
+/// program started just now is not missed. Kernel threads, which have no
+/// command line at all, have no `exe` either.
+fn cmdline_after_exec(base: &Path) -> Option<Vec<u8>> {
+    for _ in 0..50 {
+        let cmd = std::fs::read(base.join("cmdline")).ok()?;
+        if !cmd.is_empty() || std::fs::read_link(base.join("exe")).is_err() {
+            return Some(cmd);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     None
 }

@@ -91,7 +91,7 @@ impl Child {
                 pid: spawned.pid,
                 pidfd,
                 cgroup: spawned.cgroup.map(Arc::new),
-                lineage: Arc::new(Lineage::new(spawned.spawn_id)),
+                lineage: Arc::new(Lineage::new(spawned.spawn)),
                 _claim: spawned.claim,
             }),
             Err(err) => {
@@ -341,14 +341,15 @@ impl Actor {
                     Action::Spawn => queue.push_back(self.spawn().await),
                     Action::SignalStop => {
                         if let Some(c) = &self.child {
+                            // Descendants that left the group are found (and
+                            // pinned) while the leader still holds them.
+                            let (l, pid) = (Arc::clone(&c.lineage), c.pid);
+                            let _ = tokio::task::spawn_blocking(move || l.pin_escaped(pid)).await;
                             let sig = self.spec.stop_signal.to_rustix();
                             let _ = kill_group(c.pid, sig);
                             // A stopped (SIGSTOP) group would never see the signal.
                             let _ = kill_group(c.pid, Signal::CONT);
-                            // Descendants that left the group get it too.
-                            let (l, pid) = (Arc::clone(&c.lineage), c.pid);
-                            let _ = tokio::task::spawn_blocking(move || l.signal_escaped(pid, sig))
-                                .await;
+                            c.lineage.signal_pinned(sig);
                         }
                     }
                     Action::KillGroup => {

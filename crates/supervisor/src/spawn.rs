@@ -31,7 +31,7 @@ use crate::privs::{
     self, SetupError, NETNS_JOIN_FAILED, PRIVS_NO_NEW_PRIVS_FAILED, PRIVS_SETID_FAILED,
 };
 use crate::spec::ProcessSpec;
-use crate::tree::{PROCESS_NAME_ENV, SPAWN_ID_ENV, SUPERVISOR_ID_ENV};
+use crate::tree::{SpawnLife, PROCESS_NAME_ENV, SPAWN_ID_ENV, SUPERVISOR_ID_ENV};
 
 /// What to spawn. Only shared references: a thousand queued requests must not hold
 /// a thousand copies of the environment. The spawner thread builds argv and envp
@@ -102,8 +102,9 @@ pub(crate) struct Spawned {
     pub pidfd: OwnedFd,
     /// Keeps the subreaper's orphan sweep off this child until it is reaped.
     pub claim: hangar_base::children::Claim,
-    /// Its `HANGAR_SPAWN_ID`: what its orphans are known by.
-    pub spawn_id: Arc<str>,
+    /// Its `HANGAR_SPAWN_ID` (what its orphans are known by), live until the
+    /// child is reaped.
+    pub spawn: SpawnLife,
     /// The child's cgroup, when its spec has `limits` and the host has cgroups.
     pub cgroup: Option<ProcessCgroup>,
     /// The read end of the child's stdout and stderr, for [`Output::Capture`].
@@ -480,8 +481,8 @@ fn spawn_one(
     let n = placement
         .spawns
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let spawn_id: Arc<str> = Arc::from(format!("{}.{n}", placement.supervisor_id));
-    let env_s = req.envp(&placement.supervisor_id, &spawn_id)?;
+    let spawn = SpawnLife::begin(Arc::from(format!("{}.{n}", placement.supervisor_id)));
+    let env_s = req.envp(&placement.supervisor_id, spawn.id())?;
     let cwd = match &spec.working_dir {
         Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in working directory")
@@ -679,7 +680,7 @@ fn spawn_one(
         pid: pid as u32,
         pidfd,
         claim,
-        spawn_id,
+        spawn,
         cgroup,
         output,
     })

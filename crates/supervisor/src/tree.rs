@@ -102,6 +102,41 @@ pub(crate) struct Reaper {
     /// stays valid (an unreaped child of ours) while the sweep looks at it.
     sweeping: Mutex<()>,
     orphans: Mutex<HashMap<u32, Orphan>>,
+    /// Spawns whose process has not yet been reaped. An orphan adopted from
+    /// a spawn not in here came after its process's end (its parent died
+    /// just after, say) and is killed on sight.
+    live: Mutex<HashSet<Arc<str>>>,
+}
+
+/// A spawn, live from before its clone until its process is reaped (the
+/// [`Lineage`] that holds it is dropped).
+pub(crate) struct SpawnLife(Arc<str>);
+
+impl SpawnLife {
+    pub(crate) fn begin(id: Arc<str>) -> SpawnLife {
+        if let Some(r) = reaper() {
+            r.live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(Arc::clone(&id));
+        }
+        SpawnLife(id)
+    }
+
+    pub(crate) fn id(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl Drop for SpawnLife {
+    fn drop(&mut self) {
+        if let Some(r) = reaper() {
+            r.live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.0);
+        }
+    }
 }
 
 static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
@@ -144,6 +179,7 @@ pub(crate) fn install() -> io::Result<&'static Reaper> {
         children_file,
         sweeping: Mutex::new(()),
         orphans: Mutex::new(HashMap::new()),
+        live: Mutex::new(HashSet::new()),
     }));
     let spawned = std::thread::Builder::new()
         .name("hangar-reaper".into())
@@ -233,9 +269,26 @@ impl Reaper {
                 (pinned.pid, Orphan { pinned, owner })
             })
             .collect();
-        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
-        orphans.retain(|pid, _| live.contains(pid));
-        orphans.extend(fresh);
+        // Orphans of a spawn whose process is gone already: too late for its
+        // exit to have found them; they end now.
+        let late: Vec<Pinned> = {
+            let spawns = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            fresh
+                .iter()
+                .filter(|(_, o)| o.owner.as_deref().is_some_and(|id| !spawns.contains(id)))
+                .map(|(_, o)| o.pinned.clone())
+                .collect()
+        };
+        {
+            let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+            orphans.retain(|pid, _| live.contains(pid));
+            orphans.extend(fresh);
+        }
+        if !late.is_empty() {
+            for p in pinned_tree(late) {
+                p.signal(Signal::KILL);
+            }
+        }
         reaped
     }
 
@@ -357,9 +410,20 @@ pub(crate) fn pinned_tree(roots: Vec<Pinned>) -> Vec<Pinned> {
     out
 }
 
-/// `HANGAR_SPAWN_ID` from a process's environment.
+/// `HANGAR_SPAWN_ID` from a process's environment. A process in the middle
+/// of an exec reads an empty environment (and command line) for a moment,
+/// until the new program's are mapped: read it again, briefly.
 fn owner_of(pid: u32) -> Option<Box<str>> {
-    let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let mut env = Vec::new();
+    for _ in 0..50 {
+        env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let mid_exec =
+            env.is_empty() && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty());
+        if !mid_exec {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let prefix = format!("{SPAWN_ID_ENV}=");
     env.split(|&b| b == 0)
         .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
@@ -370,25 +434,27 @@ fn owner_of(pid: u32) -> Option<Box<str>> {
 /// The descendants of one spawn that left its process group, pinned by pidfd
 /// as they are found.
 pub(crate) struct Lineage {
-    spawn_id: Arc<str>,
+    spawn: SpawnLife,
     pinned: Mutex<Vec<Pinned>>,
 }
 
 impl Lineage {
-    pub(crate) fn new(spawn_id: Arc<str>) -> Lineage {
+    pub(crate) fn new(spawn: SpawnLife) -> Lineage {
         Lineage {
-            spawn_id,
+            spawn,
             pinned: Mutex::new(Vec::new()),
         }
     }
 
     /// Find what of `leader`'s tree is outside its process group (the group
-    /// itself is signalled as a group), pin it, and send it `sig`. `leader`
-    /// must be an unreaped child of ours. Blocking (reads /proc).
-    pub(crate) fn signal_escaped(&self, leader: u32, sig: Signal) {
+    /// itself is signalled as a group) and pin it. Before the group is
+    /// signalled: a leader that dies first hands its children to us, and an
+    /// orphan without markers could no longer be told apart. `leader` must
+    /// be an unreaped child of ours. Blocking (reads /proc).
+    pub(crate) fn pin_escaped(&self, leader: u32) {
         let mut roots: Vec<Pinned> = Pinned::new(leader, None).into_iter().collect();
         if let Some(r) = reaper() {
-            roots.extend(r.orphans_of(&self.spawn_id));
+            roots.extend(r.orphans_of(self.spawn.id()));
         }
         let found = pinned_tree(roots);
         let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
@@ -396,9 +462,17 @@ impl Lineage {
             if p.pid == leader || reap::stat(p.pid).is_some_and(|s| s.pgrp == leader) {
                 continue;
             }
+            if !pinned.iter().any(|q| q.pid == p.pid && q.start == p.start) {
+                pinned.push(p);
+            }
+        }
+    }
+
+    /// Send `sig` (and SIGCONT) to what [`Lineage::pin_escaped`] pinned.
+    pub(crate) fn signal_pinned(&self, sig: Signal) {
+        for p in self.pinned.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             p.signal(sig);
             p.signal(Signal::CONT);
-            pinned.push(p);
         }
     }
 
@@ -411,7 +485,7 @@ impl Lineage {
             p.signal(Signal::KILL);
         }
         let Some(r) = reaper() else { return };
-        let orphans = r.orphans_of(&self.spawn_id);
+        let orphans = r.orphans_of(self.spawn.id());
         if orphans.is_empty() {
             return;
         }
