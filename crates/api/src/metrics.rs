@@ -125,12 +125,12 @@ impl Metrics {
             .register("process_starts", "Process spawns", m.starts.clone());
         m.registry.register(
             "process_restarts",
-            "Restarts by the restart policy",
+            "Restarts the restart policy decided, with or without backoff",
             m.restarts.clone(),
         );
         m.registry.register(
             "process_failures",
-            "Runs that ended in failure (backoff or failed)",
+            "Runs or starts that ended in failure: failed exits, spawns, probes, dependencies",
             m.failures.clone(),
         );
         m.registry
@@ -174,14 +174,22 @@ impl Metrics {
         let label = || ProcLabel {
             process: r.name.clone(),
         };
+        // The state machine says which transitions are restarts and failures
+        // (`detail.restart`, `detail.failure`); state names alone cannot: a
+        // restart without backoff goes straight from running to starting.
+        let flag = |k: &str| r.detail.get(k).and_then(|v| v.as_bool()) == Some(true);
+        if flag("restart") {
+            self.restarts.get_or_create(&label()).inc();
+            self.totals[1].fetch_add(1, Ordering::Relaxed);
+        }
+        if flag("failure") {
+            self.failures.get_or_create(&label()).inc();
+            self.totals[2].fetch_add(1, Ordering::Relaxed);
+        }
         match r.to.as_str() {
             "starting" => {
                 self.starts.get_or_create(&label()).inc();
                 self.totals[0].fetch_add(1, Ordering::Relaxed);
-                if r.from == "backoff" {
-                    self.restarts.get_or_create(&label()).inc();
-                    self.totals[1].fetch_add(1, Ordering::Relaxed);
-                }
                 if let Ok(mut l) = self.launching.lock() {
                     l.insert(r.name.clone(), r.at_ms);
                 }
@@ -202,10 +210,6 @@ impl Metrics {
                         q.push_back(secs);
                     }
                 }
-            }
-            "backoff" | "failed" => {
-                self.failures.get_or_create(&label()).inc();
-                self.totals[2].fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }

@@ -1089,6 +1089,71 @@ policy = "never"
     assert_eq!(j["processes"]["running"], 4, "{j}");
 }
 
+/// `/metrics` until `done` holds for the parsed figures; panics with them otherwise.
+fn wait_metrics(
+    http: SocketAddr,
+    what: &str,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    let ok = wait_for(LONG, || {
+        let (code, text) = http_get(http, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        m = parse_metrics(&text);
+        done(&m)
+    });
+    assert!(ok, "timed out waiting for {what}: {m:#?}");
+    m
+}
+
+#[test]
+fn metrics_count_every_restart_and_failure_with_or_without_backoff() {
+    let w = World::new("restarts");
+    // Each crashes until its circuit opens: 3 restarts, 4 failures; one
+    // respawns at once (running -> starting), one waits in backoff.
+    let crasher = |name: &str, interval: &str| {
+        format!(
+            r#"
+[[process]]
+name = "{name}"
+command = "sh"
+args = ["-c", "sleep 0.1; exit 1"]
+[process.restart]
+policy = "always"
+initial_interval = "{interval}"
+max_interval = "{interval}"
+max_retries = 3
+"#
+        )
+    };
+    let cfg = w.config(
+        "hangar.toml",
+        &(crasher("zero", "0s") + &crasher("waits", "20ms")),
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    w.wait_ps("both circuits open", |ps| {
+        ps.len() == 2 && ps.values().all(|p| p["state"] == "failed")
+    });
+    let ps = w.ps();
+    let m = wait_metrics(http, "every failure counted", |m| {
+        ["zero", "waits"].iter().all(|n| {
+            m.get(&format!("hangar_process_failures_total{{process=\"{n}\"}}")) == Some(&4.0)
+        })
+    });
+    for n in ["zero", "waits"] {
+        let restarts = m.get(&format!("hangar_process_restarts_total{{process=\"{n}\"}}"));
+        assert_eq!(restarts, Some(&3.0), "{n}: {m:#?}");
+        assert_eq!(ps[n]["restarts"], 3, "ps agrees: {:#?}", ps[n]);
+        let starts = m.get(&format!("hangar_process_starts_total{{process=\"{n}\"}}"));
+        assert_eq!(starts, Some(&4.0), "{n}: {m:#?}");
+    }
+    let (_, body) = http_get(http, "/metrics.json");
+    let j: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(j["process_restarts_total"], 6, "{j}");
+    assert_eq!(j["process_failures_total"], 8, "{j}");
+}
+
 #[test]
 fn http_sink_retries_until_the_hook_takes_the_events() {
     let w = World::new("sink");
