@@ -8,6 +8,8 @@
 //!   context and hint ([`convert`]).
 //! - [`metrics`]: Prometheus families fed by stored events, and the HTTP listener
 //!   for `/metrics` and `/metrics.json`.
+//! - [`exposition`]: which text format a scraper gets (OpenMetrics when it asks,
+//!   Prometheus 0.0.4 otherwise) and the 0.0.4 encoding.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hangar_core::Error> {
@@ -24,6 +26,7 @@
 pub mod client;
 pub mod convert;
 mod error;
+pub mod exposition;
 pub mod metrics;
 pub mod server;
 

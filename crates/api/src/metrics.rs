@@ -16,7 +16,9 @@
 //!
 //! Event-driven families are updated by one task reading the daemon's event bus
 //! (stored events only); state gauges, health checks and sink counters are read
-//! from snapshots at scrape time. `/metrics.json` gives the same figures plus
+//! from snapshots at scrape time. `/metrics` is OpenMetrics text when the
+//! scraper asks for it, Prometheus text 0.0.4 otherwise ([`crate::exposition`]).
+//! `/metrics.json` gives the same figures plus
 //! launch-duration percentiles (p50, p95, p99 over the last 1024 launches).
 
 use std::collections::{HashMap, VecDeque};
@@ -26,11 +28,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::State as AxState;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use hangar_core::{Daemon, Error};
+
+use crate::exposition::Format;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -275,12 +279,10 @@ impl Metrics {
         info
     }
 
-    /// The text exposition.
-    pub async fn text(&self, d: &Daemon) -> String {
+    /// The text exposition in `format`.
+    pub async fn text(&self, d: &Daemon, format: Format) -> String {
         let _ = self.refresh(d).await;
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        format.encode(&self.registry)
     }
 
     /// The same figures as JSON, with launch percentiles.
@@ -327,13 +329,15 @@ struct Http {
     m: Arc<Metrics>,
 }
 
-async fn metrics_text(AxState(s): AxState<Http>) -> impl IntoResponse {
+async fn metrics_text(AxState(s): AxState<Http>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.m.text(&s.d).await,
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        s.m.text(&s.d, format).await,
     )
 }
 

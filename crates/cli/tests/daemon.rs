@@ -1154,6 +1154,183 @@ max_retries = 3
     assert_eq!(j["process_failures_total"], 8, "{j}");
 }
 
+/// A real tool from the Debian package that `.ci/run` installs, or `None`
+/// (the caller says it skipped).
+fn tool(path: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    p.is_file().then_some(p)
+}
+
+/// `GET path` with an `Accept` header over HTTP/1.0: (status, content type, body).
+fn http_get_accept(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+/// A daemon running everything the metrics describe: an HTTP server behind
+/// readiness and liveness probes, a process that crashes with no backoff until
+/// its circuit opens (2 restarts), sleepers, and an instance of the bundled demo
+/// feature. Returns once all of it is settled and counted.
+fn busy_daemon(w: &World) -> (Daemon, SocketAddr) {
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[daemon]
+port_range = "21500-21599"
+
+[[process]]
+name = "web"
+command = "python3"
+args = ["-m", "http.server", "{port.http}", "--bind", "127.0.0.1"]
+ports = ["http"]
+[process.readiness]
+http = "http://127.0.0.1:{port.http}/"
+[process.liveness]
+http = "http://127.0.0.1:{port.http}/"
+interval = "200ms"
+
+[[process]]
+name = "crash"
+command = "sh"
+args = ["-c", "sleep 0.1; exit 3"]
+[process.restart]
+initial_interval = "0s"
+max_retries = 2
+
+[[process]]
+name = "sleeper"
+command = "sleep"
+args = ["1000"]
+instances = 2
+"#,
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    let out = w.cli(&["instance", "create", "demo", "inst", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    w.wait_ps("web healthy, crash failed, the instance running", |ps| {
+        ps.get("web").is_some_and(|p| p["state"] == "running")
+            && ps.get("crash").is_some_and(|p| p["state"] == "failed")
+            && ps.values().filter(|p| p["state"] == "running").count() >= 4
+    });
+    // ps shows a state before its event reaches the metrics: wait for both.
+    wait_metrics(http, "the crash counted, a liveness check passed", |m| {
+        m.get("hangar_process_restarts_total{process=\"crash\"}") == Some(&2.0)
+            && m.get("hangar_process_failures_total{process=\"crash\"}") == Some(&3.0)
+            && m.keys().any(|k| {
+                k.starts_with("hangar_health_checks_total{process=\"web\"")
+                    && k.contains("result=\"success\"")
+            })
+    });
+    (d, http)
+}
+
+#[test]
+fn promtool_accepts_both_exposition_formats_of_a_busy_daemon() {
+    let Some(promtool) = tool("/usr/bin/promtool") else {
+        eprintln!(
+            "skipped: no /usr/bin/promtool (Debian's prometheus package; .ci/run installs it)"
+        );
+        return;
+    };
+    let w = World::new("promtool");
+    let (_d, http) = busy_daemon(&w);
+    let check = |body: &str| -> Out {
+        let mut c = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        Out {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+
+    // Anyone not asking for OpenMetrics (curl, promtool, an old scraper) gets 0.0.4.
+    let (code, ctype, text) = http_get_accept(http, "/metrics", "*/*");
+    assert_eq!(code, 200, "{text}");
+    let o = check(&text);
+    assert!(
+        o.code == Some(0) && o.stdout.trim().is_empty() && o.stderr.trim().is_empty(),
+        "promtool check metrics: {o:?}\n{text}"
+    );
+    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF"), "{text}");
+    let m = parse_metrics(&text);
+    for family in [
+        "hangar_events_total",
+        "hangar_health_checks_total",
+        "hangar_process_failures_total",
+        "hangar_process_starts_total",
+        "hangar_process_restarts_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {family} counter\n")),
+            "{family}:\n{text}"
+        );
+    }
+    assert_eq!(
+        m.get("hangar_process_failures_total{process=\"crash\"}"),
+        Some(&3.0)
+    );
+
+    // A scraper that asks for OpenMetrics gets it, with the same series.
+    let (code, ctype, om) = http_get_accept(
+        http,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    );
+    assert_eq!(code, 200, "{om}");
+    assert_eq!(
+        ctype,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE hangar_events counter\n"), "{om}");
+    let keys = |t: &str| -> BTreeSet<String> { parse_metrics(t).into_keys().collect() };
+    let (k004, kom) = (keys(&text), keys(&om));
+    let differ: Vec<_> = k004.symmetric_difference(&kom).collect();
+    // Scrapes a moment apart may see a health check more or less, nothing else.
+    assert!(
+        differ
+            .iter()
+            .all(|k| k.starts_with("hangar_health_checks_total")),
+        "{differ:#?}"
+    );
+}
+
 #[test]
 fn http_sink_retries_until_the_hook_takes_the_events() {
     let w = World::new("sink");
