@@ -10,6 +10,8 @@
 //!   for `/metrics` and `/metrics.json`.
 //! - [`exposition`]: which text format a scraper gets (OpenMetrics when it asks,
 //!   Prometheus 0.0.4 otherwise) and the 0.0.4 encoding.
+//! - [`usage`]: the daemon's own `process_*` metrics and the supervised
+//!   processes' CPU and memory (cgroup, else `/proc`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hangar_core::Error> {
@@ -29,6 +31,7 @@ mod error;
 pub mod exposition;
 pub mod metrics;
 pub mod server;
+pub mod usage;
 
 pub use error::ErrorKind;
 

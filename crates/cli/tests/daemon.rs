@@ -1332,6 +1332,68 @@ fn promtool_accepts_both_exposition_formats_of_a_busy_daemon() {
 }
 
 #[test]
+fn metrics_expose_the_build_the_daemon_itself_and_each_process_usage() {
+    let w = World::new("usage");
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[[process]]
+name = "sleeper"
+command = "sleep"
+args = ["1000"]
+instances = 2
+
+[[process]]
+name = "once"
+command = "true"
+[process.restart]
+policy = "never"
+"#,
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    w.wait_ps("2 running, 1 exited", |ps| {
+        ps.len() == 3
+            && ps.values().filter(|p| p["state"] == "running").count() == 2
+            && ps["once"]["state"] == "exited"
+    });
+    let m = wait_metrics(http, "both sleepers' usage", |m| {
+        ["sleeper-1", "sleeper-2"]
+            .iter()
+            .all(|p| m.contains_key(&format!("hangar_process_memory_bytes{{process=\"{p}\"}}")))
+    });
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        m.get(&format!("hangar_build_info{{version=\"{version}\"}}")),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    // The daemon's own process metrics, under their standard names.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = m["process_start_time_seconds"];
+    assert!(start <= now && start > now - 3600.0, "{start} vs {now}");
+    assert!(m["process_cpu_seconds_total"] > 0.0, "{m:#?}");
+    assert!(m["process_resident_memory_bytes"] > 1e6, "{m:#?}");
+    assert!(m["process_open_fds"] >= 3.0, "{m:#?}");
+    assert!(m["process_max_fds"] >= m["process_open_fds"], "{m:#?}");
+    // Each running process's CPU and memory; one without a pid has none.
+    for p in ["sleeper-1", "sleeper-2"] {
+        let mem = m[&format!("hangar_process_memory_bytes{{process=\"{p}\"}}")];
+        assert!(mem > 0.0, "{p}: {m:#?}");
+        let cpu = m.get(&format!(
+            "hangar_process_cpu_seconds_total{{process=\"{p}\"}}"
+        ));
+        assert!(cpu.is_some_and(|v| *v >= 0.0), "{p}: {m:#?}");
+    }
+    assert!(!m
+        .keys()
+        .any(|k| k.contains("process=\"once\"") && k.contains("memory")));
+}
+
+#[test]
 fn http_sink_retries_until_the_hook_takes_the_events() {
     let w = World::new("sink");
     let hook = Hook::start(2);
