@@ -1393,6 +1393,128 @@ policy = "never"
         .any(|k| k.contains("process=\"once\"") && k.contains("memory")));
 }
 
+/// How long a real Prometheus server may take to start, scrape and answer: a
+/// Go server of some size, on a machine busy with other tests.
+const PROMETHEUS_LIMIT: Duration = Duration::from_secs(120);
+
+/// A real Prometheus server on loopback, with its own config and storage,
+/// killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(bin: &Path, dir: &Path, target: SocketAddr) -> Prometheus {
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: hangar\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        // A free port may be taken between finding and binding it: try a few.
+        for _ in 0..5 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut child = std::process::Command::new(bin)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().unwrap())
+                .spawn()
+                .unwrap();
+            let up = wait_for(PROMETHEUS_LIMIT, || {
+                child.try_wait().unwrap().is_some()
+                    || TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                        .is_ok_and(|_| http_get(addr, "/-/ready").0 == 200)
+            });
+            if up && child.try_wait().unwrap().is_none() {
+                return Prometheus { child, addr };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "prometheus did not come up; its log:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+    }
+
+    /// `GET /api/v1/…` as JSON.
+    fn api(&self, path_and_query: &str) -> Value {
+        let (code, body) = http_get(self.addr, path_and_query);
+        assert_eq!(code, 200, "{path_and_query}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+}
+
+/// Percent-encoding for a PromQL query in a URL.
+fn query_escape(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_daemon_and_answers_a_restart_count() {
+    let Some(bin) = tool("/usr/bin/prometheus") else {
+        eprintln!(
+            "skipped: no /usr/bin/prometheus (Debian's prometheus package; .ci/run installs it)"
+        );
+        return;
+    };
+    let w = World::new("prometheus");
+    let (_d, http) = busy_daemon(&w);
+    let pdir = w.dir.join("prometheus");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let p = Prometheus::start(&bin, &pdir, http);
+
+    let q = format!(
+        "/api/v1/query?query={}",
+        query_escape("hangar_process_restarts_total{job=\"hangar\",process=\"crash\"}")
+    );
+    let mut last = Value::Null;
+    let ok = wait_for(PROMETHEUS_LIMIT, || {
+        last = p.api(&q);
+        last["data"]["result"][0]["value"][1] == "2"
+    });
+    assert!(ok, "no restart count from Prometheus: {last}");
+    assert_eq!(last["status"], "success", "{last}");
+
+    // The scrape itself was healthy: Prometheus negotiated OpenMetrics and
+    // parsed every family without error.
+    let t = p.api("/api/v1/targets");
+    let target = &t["data"]["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{t}");
+    assert_eq!(target["lastError"], "", "{t}");
+    let q = format!(
+        "/api/v1/query?query={}",
+        query_escape(
+            "process_start_time_seconds{job=\"hangar\"} > 0 and on() hangar_build_info == 1"
+        )
+    );
+    let v = p.api(&q);
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
 #[test]
 fn http_sink_retries_until_the_hook_takes_the_events() {
     let w = World::new("sink");
