@@ -8,6 +8,10 @@
 //!   context and hint ([`convert`]).
 //! - [`metrics`]: Prometheus families fed by stored events, and the HTTP listener
 //!   for `/metrics` and `/metrics.json`.
+//! - [`exposition`]: which text format a scraper gets (OpenMetrics when it asks,
+//!   Prometheus 0.0.4 otherwise) and the 0.0.4 encoding.
+//! - [`usage`]: the daemon's own `process_*` metrics and the supervised
+//!   processes' CPU and memory (cgroup, else `/proc`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hangar_core::Error> {
@@ -24,8 +28,10 @@
 pub mod client;
 pub mod convert;
 mod error;
+pub mod exposition;
 pub mod metrics;
 pub mod server;
+pub mod usage;
 
 pub use error::ErrorKind;
 

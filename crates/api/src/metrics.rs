@@ -13,10 +13,18 @@
 //! | `hangar_uptime_seconds` | gauge | — |
 //! | `hangar_events_total` | counter | — |
 //! | `hangar_sink_delivered_total`, `_dropped_total`, `_failed_attempts_total` | counter | `sink` |
+//! | `hangar_build_info` | gauge (info) | `version` |
+//! | `hangar_process_cpu_seconds_total` | counter | `process` |
+//! | `hangar_process_memory_bytes` | gauge | `process` |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_start_time_seconds`, `process_open_fds`, `process_max_fds` | counter, gauges | — (the daemon itself) |
 //!
 //! Event-driven families are updated by one task reading the daemon's event bus
 //! (stored events only); state gauges, health checks and sink counters are read
-//! from snapshots at scrape time. `/metrics.json` gives the same figures plus
+//! from snapshots at scrape time, and so are the supervised processes' CPU and
+//! memory (their cgroup's figures where they have one, else their pid's from
+//! `/proc`) and the daemon's own `process_*` figures ([`crate::usage`]).
+//! `/metrics` is OpenMetrics text when the scraper asks for it, Prometheus text
+//! 0.0.4 otherwise ([`crate::exposition`]). `/metrics.json` gives the same figures plus
 //! launch-duration percentiles (p50, p95, p99 over the last 1024 launches).
 
 use std::collections::{HashMap, VecDeque};
@@ -26,16 +34,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::State as AxState;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use hangar_core::{Daemon, Error};
+
+use crate::exposition::Format;
+use crate::usage::{ProcessesCollector, SelfCollector};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -88,6 +100,8 @@ pub struct Metrics {
     recent: Mutex<VecDeque<f64>>,
     /// Starts, restarts and failures over all processes, for the JSON view.
     totals: [AtomicU64; 3],
+    /// The supervised processes' CPU and memory, taken at each refresh.
+    usage: ProcessesCollector,
     born: Instant,
 }
 
@@ -101,7 +115,7 @@ impl Metrics {
     /// Empty families, registered.
     pub fn new() -> Metrics {
         let mut m = Metrics {
-            registry: Registry::with_prefix("hangar"),
+            registry: Registry::default(),
             processes: Family::default(),
             starts: Family::default(),
             restarts: Family::default(),
@@ -117,47 +131,53 @@ impl Metrics {
             launching: Mutex::new(HashMap::new()),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             totals: Default::default(),
+            usage: ProcessesCollector::default(),
             born: Instant::now(),
         };
-        m.registry
-            .register("processes", "Processes by state", m.processes.clone());
-        m.registry
-            .register("process_starts", "Process spawns", m.starts.clone());
-        m.registry.register(
+        // The standard `process_*` families of the daemon itself, unprefixed.
+        m.registry.register_collector(Box::new(SelfCollector));
+        let r = m.registry.sub_registry_with_prefix("hangar");
+        r.register(
+            "build",
+            "The hangar build serving these metrics (always 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register_collector(Box::new(m.usage.clone()));
+        r.register("processes", "Processes by state", m.processes.clone());
+        r.register("process_starts", "Process spawns", m.starts.clone());
+        r.register(
             "process_restarts",
-            "Restarts by the restart policy",
+            "Restarts the restart policy decided, with or without backoff",
             m.restarts.clone(),
         );
-        m.registry.register(
+        r.register(
             "process_failures",
-            "Runs that ended in failure (backoff or failed)",
+            "Runs or starts that ended in failure: failed exits, spawns, probes, dependencies",
             m.failures.clone(),
         );
-        m.registry
-            .register("health_checks", "Health checks by result", m.checks.clone());
-        m.registry.register(
+        r.register("health_checks", "Health checks by result", m.checks.clone());
+        r.register(
             "launch_duration_seconds",
             "Time from spawn to running (readiness passed)",
             m.launch.clone(),
         );
-        m.registry.register(
+        r.register(
             "uptime_seconds",
             "Time since the daemon started",
             m.uptime.clone(),
         );
-        m.registry
-            .register("events", "Events stored", m.events.clone());
-        m.registry.register(
+        r.register("events", "Events stored", m.events.clone());
+        r.register(
             "sink_delivered",
             "Events a history sink delivered",
             m.sink_delivered.clone(),
         );
-        m.registry.register(
+        r.register(
             "sink_dropped",
             "Events a history sink dropped",
             m.sink_dropped.clone(),
         );
-        m.registry.register(
+        r.register(
             "sink_failed_attempts",
             "Failed delivery attempts of a history sink",
             m.sink_failed.clone(),
@@ -174,14 +194,22 @@ impl Metrics {
         let label = || ProcLabel {
             process: r.name.clone(),
         };
+        // The state machine says which transitions are restarts and failures
+        // (`detail.restart`, `detail.failure`); state names alone cannot: a
+        // restart without backoff goes straight from running to starting.
+        let flag = |k: &str| r.detail.get(k).and_then(|v| v.as_bool()) == Some(true);
+        if flag("restart") {
+            self.restarts.get_or_create(&label()).inc();
+            self.totals[1].fetch_add(1, Ordering::Relaxed);
+        }
+        if flag("failure") {
+            self.failures.get_or_create(&label()).inc();
+            self.totals[2].fetch_add(1, Ordering::Relaxed);
+        }
         match r.to.as_str() {
             "starting" => {
                 self.starts.get_or_create(&label()).inc();
                 self.totals[0].fetch_add(1, Ordering::Relaxed);
-                if r.from == "backoff" {
-                    self.restarts.get_or_create(&label()).inc();
-                    self.totals[1].fetch_add(1, Ordering::Relaxed);
-                }
                 if let Ok(mut l) = self.launching.lock() {
                     l.insert(r.name.clone(), r.at_ms);
                 }
@@ -203,10 +231,6 @@ impl Metrics {
                     }
                 }
             }
-            "backoff" | "failed" => {
-                self.failures.get_or_create(&label()).inc();
-                self.totals[2].fetch_add(1, Ordering::Relaxed);
-            }
             _ => {}
         }
     }
@@ -224,6 +248,10 @@ impl Metrics {
     /// facts it read, for callers that show them too.
     async fn refresh(&self, d: &Daemon) -> hangar_core::DaemonInfo {
         self.uptime.set(self.born.elapsed().as_secs_f64());
+        let usage = crate::usage::read_all(d);
+        if let Ok(mut snap) = self.usage.snapshot.lock() {
+            *snap = usage;
+        }
         let info = d.info().await;
         for s in STATES {
             let n = info.by_state.get(s).copied().unwrap_or(0);
@@ -271,12 +299,10 @@ impl Metrics {
         info
     }
 
-    /// The text exposition.
-    pub async fn text(&self, d: &Daemon) -> String {
+    /// The text exposition in `format`.
+    pub async fn text(&self, d: &Daemon, format: Format) -> String {
         let _ = self.refresh(d).await;
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        format.encode(&self.registry)
     }
 
     /// The same figures as JSON, with launch percentiles.
@@ -323,13 +349,15 @@ struct Http {
     m: Arc<Metrics>,
 }
 
-async fn metrics_text(AxState(s): AxState<Http>) -> impl IntoResponse {
+async fn metrics_text(AxState(s): AxState<Http>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.m.text(&s.d).await,
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        s.m.text(&s.d, format).await,
     )
 }
 

@@ -227,6 +227,7 @@ fn log_event(ev: &Event) {
             exit,
             error,
             restarts,
+            ..
         } => (from, to, exit, error, restarts),
         EventKind::Health {
             probe,

@@ -1089,6 +1089,432 @@ policy = "never"
     assert_eq!(j["processes"]["running"], 4, "{j}");
 }
 
+/// `/metrics` until `done` holds for the parsed figures; panics with them otherwise.
+fn wait_metrics(
+    http: SocketAddr,
+    what: &str,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    let ok = wait_for(LONG, || {
+        let (code, text) = http_get(http, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        m = parse_metrics(&text);
+        done(&m)
+    });
+    assert!(ok, "timed out waiting for {what}: {m:#?}");
+    m
+}
+
+#[test]
+fn metrics_count_every_restart_and_failure_with_or_without_backoff() {
+    let w = World::new("restarts");
+    // Each crashes until its circuit opens: 3 restarts, 4 failures; one
+    // respawns at once (running -> starting), one waits in backoff.
+    let crasher = |name: &str, interval: &str| {
+        format!(
+            r#"
+[[process]]
+name = "{name}"
+command = "sh"
+args = ["-c", "sleep 0.1; exit 1"]
+[process.restart]
+policy = "always"
+initial_interval = "{interval}"
+max_interval = "{interval}"
+max_retries = 3
+"#
+        )
+    };
+    let cfg = w.config(
+        "hangar.toml",
+        &(crasher("zero", "0s") + &crasher("waits", "20ms")),
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    w.wait_ps("both circuits open", |ps| {
+        ps.len() == 2 && ps.values().all(|p| p["state"] == "failed")
+    });
+    let ps = w.ps();
+    let m = wait_metrics(http, "every failure counted", |m| {
+        ["zero", "waits"].iter().all(|n| {
+            m.get(&format!("hangar_process_failures_total{{process=\"{n}\"}}")) == Some(&4.0)
+        })
+    });
+    for n in ["zero", "waits"] {
+        let restarts = m.get(&format!("hangar_process_restarts_total{{process=\"{n}\"}}"));
+        assert_eq!(restarts, Some(&3.0), "{n}: {m:#?}");
+        assert_eq!(ps[n]["restarts"], 3, "ps agrees: {:#?}", ps[n]);
+        let starts = m.get(&format!("hangar_process_starts_total{{process=\"{n}\"}}"));
+        assert_eq!(starts, Some(&4.0), "{n}: {m:#?}");
+    }
+    let (_, body) = http_get(http, "/metrics.json");
+    let j: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(j["process_restarts_total"], 6, "{j}");
+    assert_eq!(j["process_failures_total"], 8, "{j}");
+}
+
+/// A real tool from the Debian package that `.ci/run` installs, or `None`
+/// (the caller says it skipped).
+fn tool(path: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    p.is_file().then_some(p)
+}
+
+/// `GET path` with an `Accept` header over HTTP/1.0: (status, content type, body).
+fn http_get_accept(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+/// A daemon running everything the metrics describe: an HTTP server behind
+/// readiness and liveness probes, a process that crashes with no backoff until
+/// its circuit opens (2 restarts), sleepers, and an instance of the bundled demo
+/// feature. Returns once all of it is settled and counted.
+fn busy_daemon(w: &World) -> (Daemon, SocketAddr) {
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[daemon]
+port_range = "21500-21599"
+
+[[process]]
+name = "web"
+command = "python3"
+args = ["-m", "http.server", "{port.http}", "--bind", "127.0.0.1"]
+ports = ["http"]
+[process.readiness]
+http = "http://127.0.0.1:{port.http}/"
+[process.liveness]
+http = "http://127.0.0.1:{port.http}/"
+interval = "200ms"
+
+[[process]]
+name = "crash"
+command = "sh"
+args = ["-c", "sleep 0.1; exit 3"]
+[process.restart]
+initial_interval = "0s"
+max_retries = 2
+
+[[process]]
+name = "sleeper"
+command = "sleep"
+args = ["1000"]
+instances = 2
+"#,
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    let out = w.cli(&["instance", "create", "demo", "inst", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    w.wait_ps("web healthy, crash failed, the instance running", |ps| {
+        ps.get("web").is_some_and(|p| p["state"] == "running")
+            && ps.get("crash").is_some_and(|p| p["state"] == "failed")
+            && ps.values().filter(|p| p["state"] == "running").count() >= 4
+    });
+    // ps shows a state before its event reaches the metrics: wait for both.
+    wait_metrics(http, "the crash counted, a liveness check passed", |m| {
+        m.get("hangar_process_restarts_total{process=\"crash\"}") == Some(&2.0)
+            && m.get("hangar_process_failures_total{process=\"crash\"}") == Some(&3.0)
+            && m.keys().any(|k| {
+                k.starts_with("hangar_health_checks_total{process=\"web\"")
+                    && k.contains("result=\"success\"")
+            })
+    });
+    (d, http)
+}
+
+#[test]
+fn promtool_accepts_both_exposition_formats_of_a_busy_daemon() {
+    let Some(promtool) = tool("/usr/bin/promtool") else {
+        eprintln!(
+            "skipped: no /usr/bin/promtool (Debian's prometheus package; .ci/run installs it)"
+        );
+        return;
+    };
+    let w = World::new("promtool");
+    let (_d, http) = busy_daemon(&w);
+    let check = |body: &str| -> Out {
+        let mut c = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        Out {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+
+    // Anyone not asking for OpenMetrics (curl, promtool, an old scraper) gets 0.0.4.
+    let (code, ctype, text) = http_get_accept(http, "/metrics", "*/*");
+    assert_eq!(code, 200, "{text}");
+    let o = check(&text);
+    assert!(
+        o.code == Some(0) && o.stdout.trim().is_empty() && o.stderr.trim().is_empty(),
+        "promtool check metrics: {o:?}\n{text}"
+    );
+    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF"), "{text}");
+    let m = parse_metrics(&text);
+    for family in [
+        "hangar_events_total",
+        "hangar_health_checks_total",
+        "hangar_process_failures_total",
+        "hangar_process_starts_total",
+        "hangar_process_restarts_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {family} counter\n")),
+            "{family}:\n{text}"
+        );
+    }
+    assert_eq!(
+        m.get("hangar_process_failures_total{process=\"crash\"}"),
+        Some(&3.0)
+    );
+
+    // A scraper that asks for OpenMetrics gets it, with the same series.
+    let (code, ctype, om) = http_get_accept(
+        http,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    );
+    assert_eq!(code, 200, "{om}");
+    assert_eq!(
+        ctype,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE hangar_events counter\n"), "{om}");
+    let keys = |t: &str| -> BTreeSet<String> { parse_metrics(t).into_keys().collect() };
+    let (k004, kom) = (keys(&text), keys(&om));
+    let differ: Vec<_> = k004.symmetric_difference(&kom).collect();
+    // Scrapes a moment apart may see a health check more or less, nothing else.
+    assert!(
+        differ
+            .iter()
+            .all(|k| k.starts_with("hangar_health_checks_total")),
+        "{differ:#?}"
+    );
+}
+
+#[test]
+fn metrics_expose_the_build_the_daemon_itself_and_each_process_usage() {
+    let w = World::new("usage");
+    let cfg = w.config(
+        "hangar.toml",
+        r#"
+[[process]]
+name = "sleeper"
+command = "sleep"
+args = ["1000"]
+instances = 2
+
+[[process]]
+name = "once"
+command = "true"
+[process.restart]
+policy = "never"
+"#,
+    );
+    let d = w.serve(&cfg);
+    let http = d.http.expect("the ready line names the HTTP address");
+    w.wait_ps("2 running, 1 exited", |ps| {
+        ps.len() == 3
+            && ps.values().filter(|p| p["state"] == "running").count() == 2
+            && ps["once"]["state"] == "exited"
+    });
+    let m = wait_metrics(http, "both sleepers' usage", |m| {
+        ["sleeper-1", "sleeper-2"]
+            .iter()
+            .all(|p| m.contains_key(&format!("hangar_process_memory_bytes{{process=\"{p}\"}}")))
+    });
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        m.get(&format!("hangar_build_info{{version=\"{version}\"}}")),
+        Some(&1.0),
+        "{m:#?}"
+    );
+    // The daemon's own process metrics, under their standard names.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let start = m["process_start_time_seconds"];
+    assert!(start <= now && start > now - 3600.0, "{start} vs {now}");
+    assert!(m["process_cpu_seconds_total"] > 0.0, "{m:#?}");
+    assert!(m["process_resident_memory_bytes"] > 1e6, "{m:#?}");
+    assert!(m["process_open_fds"] >= 3.0, "{m:#?}");
+    assert!(m["process_max_fds"] >= m["process_open_fds"], "{m:#?}");
+    // Each running process's CPU and memory; one without a pid has none.
+    for p in ["sleeper-1", "sleeper-2"] {
+        let mem = m[&format!("hangar_process_memory_bytes{{process=\"{p}\"}}")];
+        assert!(mem > 0.0, "{p}: {m:#?}");
+        let cpu = m.get(&format!(
+            "hangar_process_cpu_seconds_total{{process=\"{p}\"}}"
+        ));
+        assert!(cpu.is_some_and(|v| *v >= 0.0), "{p}: {m:#?}");
+    }
+    assert!(!m
+        .keys()
+        .any(|k| k.contains("process=\"once\"") && k.contains("memory")));
+}
+
+/// How long a real Prometheus server may take to start, scrape and answer: a
+/// Go server of some size, on a machine busy with other tests.
+const PROMETHEUS_LIMIT: Duration = Duration::from_secs(120);
+
+/// A real Prometheus server on loopback, with its own config and storage,
+/// killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(bin: &Path, dir: &Path, target: SocketAddr) -> Prometheus {
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: hangar\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        // A free port may be taken between finding and binding it: try a few.
+        for _ in 0..5 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let mut child = std::process::Command::new(bin)
+                .arg(format!("--config.file={}", cfg.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("tsdb").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().unwrap())
+                .spawn()
+                .unwrap();
+            let up = wait_for(PROMETHEUS_LIMIT, || {
+                child.try_wait().unwrap().is_some()
+                    || TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                        .is_ok_and(|_| http_get(addr, "/-/ready").0 == 200)
+            });
+            if up && child.try_wait().unwrap().is_none() {
+                return Prometheus { child, addr };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "prometheus did not come up; its log:\n{}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+    }
+
+    /// `GET /api/v1/…` as JSON.
+    fn api(&self, path_and_query: &str) -> Value {
+        let (code, body) = http_get(self.addr, path_and_query);
+        assert_eq!(code, 200, "{path_and_query}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+}
+
+/// Percent-encoding for a PromQL query in a URL.
+fn query_escape(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_daemon_and_answers_a_restart_count() {
+    let Some(bin) = tool("/usr/bin/prometheus") else {
+        eprintln!(
+            "skipped: no /usr/bin/prometheus (Debian's prometheus package; .ci/run installs it)"
+        );
+        return;
+    };
+    let w = World::new("prometheus");
+    let (_d, http) = busy_daemon(&w);
+    let pdir = w.dir.join("prometheus");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let p = Prometheus::start(&bin, &pdir, http);
+
+    let q = format!(
+        "/api/v1/query?query={}",
+        query_escape("hangar_process_restarts_total{job=\"hangar\",process=\"crash\"}")
+    );
+    let mut last = Value::Null;
+    let ok = wait_for(PROMETHEUS_LIMIT, || {
+        last = p.api(&q);
+        last["data"]["result"][0]["value"][1] == "2"
+    });
+    assert!(ok, "no restart count from Prometheus: {last}");
+    assert_eq!(last["status"], "success", "{last}");
+
+    // The scrape itself was healthy: Prometheus negotiated OpenMetrics and
+    // parsed every family without error.
+    let t = p.api("/api/v1/targets");
+    let target = &t["data"]["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{t}");
+    assert_eq!(target["lastError"], "", "{t}");
+    let q = format!(
+        "/api/v1/query?query={}",
+        query_escape(
+            "process_start_time_seconds{job=\"hangar\"} > 0 and on() hangar_build_info == 1"
+        )
+    );
+    let v = p.api(&q);
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(1), "{v}");
+}
+
 #[test]
 fn http_sink_retries_until_the_hook_takes_the_events() {
     let w = World::new("sink");

@@ -1019,9 +1019,20 @@ fn record(ev: &Event) -> EventRecord {
             exit,
             error,
             restarts,
+            restart,
+            failure,
         } => {
             let mut d = serde_json::Map::new();
             d.insert("restarts".into(), (*restarts).into());
+            // What the transition was, said by the state machine, so readers
+            // (metrics) count restarts and failures without guessing from
+            // state names: a restart without backoff goes running -> starting.
+            if *restart {
+                d.insert("restart".into(), true.into());
+            }
+            if *failure {
+                d.insert("failure".into(), true.into());
+            }
             if let Some(x) = exit {
                 d.insert("exit".into(), x.to_string().into());
                 if let Some(c) = x.code {

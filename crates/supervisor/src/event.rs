@@ -39,6 +39,11 @@ pub enum EventKind {
         error: Option<Error>,
         /// Restarts so far (by policy).
         restarts: u64,
+        /// The policy decided a restart here (see [`crate::Transition::restart`]).
+        restart: bool,
+        /// A run or a start ended in failure here (see
+        /// [`crate::Transition::failure`]).
+        failure: bool,
     },
     /// A probe changed the process's health.
     Health {

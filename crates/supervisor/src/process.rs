@@ -607,6 +607,8 @@ impl Actor {
                 exit: t.exit,
                 error: t.error.clone(),
                 restarts,
+                restart: t.restart,
+                failure: t.failure,
             },
         );
         // Resolve callers waiting on this start or stop, after the event is out: a

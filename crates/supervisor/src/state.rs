@@ -202,6 +202,15 @@ pub struct Transition {
     pub exit: Option<ExitInfo>,
     /// The error that caused it, if any.
     pub error: Option<Error>,
+    /// The restart policy decided a restart here (whether it waits in
+    /// `backoff` first or respawns at once): counts once per restart, the same
+    /// restart that [`Machine::restarts`] counts.
+    pub restart: bool,
+    /// A run, or an attempt to start one, ended in failure here: a failed
+    /// exit, a failed spawn, a readiness timeout or failed liveness, a broken
+    /// dependency, an open circuit. Counts once per failure, whatever the next
+    /// state is.
+    pub failure: bool,
 }
 
 /// The result of one [`Machine::handle`] call.
@@ -313,6 +322,7 @@ impl Machine {
             (State::Waiting, Input::DepsBroken(error)) => {
                 out.actions.push(Action::StopAwaitingDeps);
                 self.go(&mut out, State::Failed, None, Some(error));
+                out.mark(false, true);
             }
             (State::Waiting, Input::Stop { .. }) => {
                 out.actions.push(Action::StopAwaitingDeps);
@@ -393,6 +403,7 @@ impl Machine {
                 self.started_at = None;
                 if permanent {
                     self.go(&mut out, State::Failed, None, Some(error));
+                    out.mark(false, true);
                 } else {
                     self.after_failure(&mut out, None, Some(error), true);
                 }
@@ -426,6 +437,7 @@ impl Machine {
                         self.consecutive_failures += 1;
                     }
                     self.go(&mut out, State::Exited, Some(exit), None);
+                    out.mark(false, failed);
                 } else {
                     self.after_failure(&mut out, Some(exit), None, failed);
                 }
@@ -453,6 +465,7 @@ impl Machine {
                         if self.policy.policy == RestartMode::Never {
                             self.consecutive_failures += 1;
                             self.go(&mut out, State::Exited, Some(exit), Some(error));
+                            out.mark(false, true);
                         } else {
                             self.after_failure(&mut out, Some(exit), Some(error), true);
                         }
@@ -521,6 +534,7 @@ impl Machine {
                     b = b.ctx("last_error", e);
                 }
                 self.go(out, State::Failed, exit, Some(b.build()));
+                out.mark(false, true);
                 return;
             }
         }
@@ -535,6 +549,7 @@ impl Machine {
             self.go(out, State::Backoff, exit, error);
             out.actions.push(Action::ArmTimer(delay));
         }
+        out.mark(true, failed);
     }
 
     fn go(&mut self, out: &mut Output, to: State, exit: Option<ExitInfo>, error: Option<Error>) {
@@ -545,7 +560,19 @@ impl Machine {
             to,
             exit,
             error,
+            restart: false,
+            failure: false,
         });
+    }
+}
+
+impl Output {
+    /// Say what the transition just made was: a policy restart, a failure.
+    fn mark(&mut self, restart: bool, failure: bool) {
+        if let Some(t) = &mut self.transition {
+            t.restart = restart;
+            t.failure = failure;
+        }
     }
 }
 
@@ -622,6 +649,62 @@ mod tests {
         let o = m.handle(Input::Start, t);
         assert_eq!(o.actions, vec![Action::Spawn]);
         assert_eq!(m.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn every_restart_and_failure_is_marked_with_or_without_backoff() {
+        for initial in [Duration::ZERO, Duration::from_millis(100)] {
+            let mut p = policy(RestartMode::Always);
+            p.initial_interval = initial;
+            p.max_retries = 0;
+            let mut m = Machine::new(p, 1);
+            let mut t = Instant::now();
+            m.handle(Input::Start, t);
+            let (mut restarts, mut failures) = (0, 0);
+            for exit in [ExitInfo::code(1), ExitInfo::code(0), ExitInfo::code(2)] {
+                let tr = crash(&mut m, &mut t, Duration::from_millis(1), exit)
+                    .transition
+                    .unwrap();
+                restarts += u64::from(tr.restart);
+                failures += u64::from(tr.failure);
+                if initial.is_zero() {
+                    // Straight back to starting, no backoff in between.
+                    assert_eq!((tr.from, tr.to), (State::Running, State::Starting));
+                } else {
+                    assert_eq!(tr.to, State::Backoff);
+                    // Leaving backoff is the same restart, not another.
+                    let tr = m.handle(Input::Timer, t).transition.unwrap();
+                    assert!(!tr.restart && !tr.failure, "{tr:?}");
+                }
+            }
+            assert_eq!((restarts, failures), (3, 2), "initial {initial:?}");
+            assert_eq!(m.restarts(), restarts);
+        }
+        // Failures that end the process count too; a manual restart is no
+        // restart of the policy.
+        let t = Instant::now();
+        let mut m = Machine::new(policy(RestartMode::Never), 1);
+        m.handle(Input::Start, t);
+        m.handle(Input::Spawned { pid: 1 }, t);
+        let tr = m.handle(Input::Restart, t).transition.unwrap();
+        assert!(!tr.restart && !tr.failure);
+        let tr = m
+            .handle(Input::Exited(ExitInfo::code(0)), t)
+            .transition
+            .unwrap();
+        assert_eq!(tr.to, State::Starting);
+        assert!(!tr.restart && !tr.failure);
+        m.handle(Input::Spawned { pid: 2 }, t);
+        let tr = m
+            .handle(Input::Exited(ExitInfo::code(3)), t)
+            .transition
+            .unwrap();
+        assert_eq!(tr.to, State::Exited);
+        assert!(!tr.restart && tr.failure);
+        m.handle(Input::Start, t);
+        let tr = m.handle(spawn_err(true), t).transition.unwrap();
+        assert_eq!(tr.to, State::Failed);
+        assert!(tr.failure);
     }
 
     #[test]
