@@ -1193,22 +1193,27 @@ fn http_get_accept(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, 
 /// readiness and liveness probes, a process that crashes with no backoff until
 /// its circuit opens (2 restarts), sleepers, and an instance of the bundled demo
 /// feature. Returns once all of it is settled and counted.
-fn busy_daemon(w: &World) -> (Daemon, SocketAddr) {
+/// A daemon with probes, a crashing process, sleepers and a demo instance.
+/// `range`: its own port range. Two such daemons run at once in this test
+/// binary; sharing a range, both handed out the same free port, and one
+/// instance's binary could not bind it.
+fn busy_daemon(w: &World, range: &str) -> (Daemon, SocketAddr) {
     let cfg = w.config(
         "hangar.toml",
-        r#"
+        &format!(
+            r#"
 [daemon]
-port_range = "21500-21599"
+port_range = "{range}"
 
 [[process]]
 name = "web"
 command = "python3"
-args = ["-m", "http.server", "{port.http}", "--bind", "127.0.0.1"]
+args = ["-m", "http.server", "{{port.http}}", "--bind", "127.0.0.1"]
 ports = ["http"]
 [process.readiness]
-http = "http://127.0.0.1:{port.http}/"
+http = "http://127.0.0.1:{{port.http}}/"
 [process.liveness]
-http = "http://127.0.0.1:{port.http}/"
+http = "http://127.0.0.1:{{port.http}}/"
 interval = "200ms"
 
 [[process]]
@@ -1224,7 +1229,8 @@ name = "sleeper"
 command = "sleep"
 args = ["1000"]
 instances = 2
-"#,
+"#
+        ),
     );
     let d = w.serve(&cfg);
     let http = d.http.expect("the ready line names the HTTP address");
@@ -1256,7 +1262,7 @@ fn promtool_accepts_both_exposition_formats_of_a_busy_daemon() {
         return;
     };
     let w = World::new("promtool");
-    let (_d, http) = busy_daemon(&w);
+    let (_d, http) = busy_daemon(&w, "21500-21549");
     let check = |body: &str| -> Out {
         let mut c = std::process::Command::new(&promtool)
             .args(["check", "metrics"])
@@ -1482,7 +1488,7 @@ fn prometheus_scrapes_the_daemon_and_answers_a_restart_count() {
         return;
     };
     let w = World::new("prometheus");
-    let (_d, http) = busy_daemon(&w);
+    let (_d, http) = busy_daemon(&w, "21550-21599");
     let pdir = w.dir.join("prometheus");
     std::fs::create_dir_all(&pdir).unwrap();
     let p = Prometheus::start(&bin, &pdir, http);

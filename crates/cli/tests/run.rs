@@ -532,8 +532,9 @@ fn a_supervisor_whose_output_went_away_still_stops_gracefully() {
     );
 }
 
-/// Pids of the live children of `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
+/// Pids of the children of `parent` whose state (the letter in
+/// `/proc/PID/stat`) passes `keep`.
+fn children_where(parent: u32, keep: impl Fn(&str) -> bool) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -546,11 +547,16 @@ fn children_of(parent: u32) -> Vec<u32> {
         let mut f = rest.split_whitespace();
         let state = f.next().unwrap_or("Z");
         let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent && state != "Z" && state != "X" {
+        if ppid == parent && keep(state) {
             out.push(pid);
         }
     }
     out
+}
+
+/// Pids of the live children of `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    children_where(parent, |s| s != "Z" && s != "X")
 }
 
 /// The same with a real daemon: nginx (master and workers) under `hangar run`
@@ -659,23 +665,7 @@ impl Drop for Reap {
 
 /// Zombie children of `parent`.
 fn zombies_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next().unwrap_or("");
-        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent && state == "Z" {
-            out.push(pid);
-        }
-    }
-    out
+    children_where(parent, |s| s == "Z")
 }
 
 /// Descendants that leave their process group (setsid, a double fork, a

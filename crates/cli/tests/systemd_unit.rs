@@ -8,9 +8,12 @@
 //! Nothing here touches the system's units: `systemd-analyze` reads a copy of
 //! the unit in a temporary directory, offline, and needs no running systemd.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+
+use common::Scratch;
 
 /// The highest exposure `systemd-analyze security` may give the unit, on its
 /// 0.0 (safe) to 10.0 (unsafe) scale. The unit scores 3.9 with systemd 252; the
@@ -72,27 +75,6 @@ fn list(unit: &str, section: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "hangar-unit-{tag}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().subsec_nanos()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Path to `systemd-analyze`, or `None` (with the reason printed) when this
 /// machine has none.
 fn systemd_analyze() -> Option<PathBuf> {
@@ -114,7 +96,7 @@ fn systemd_analyze() -> Option<PathBuf> {
 /// `ExecStart=` runs the hangar binary this test was built with:
 /// `systemd-analyze verify` insists that the command exists, and the unit
 /// names where it is installed (/usr/local/bin/hangar), not where cargo put it.
-fn unit_copy(dir: &TempDir) -> PathBuf {
+fn unit_copy(dir: &Scratch) -> PathBuf {
     let unit = unit_text();
     let installed = "/usr/local/bin/hangar ";
     assert!(
@@ -132,7 +114,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     let Some(analyze) = systemd_analyze() else {
         return;
     };
-    let dir = TempDir::new("verify");
+    let dir = Scratch::new("verify");
     let unit = unit_copy(&dir);
     let out = Command::new(&analyze)
         .arg("verify")
@@ -185,7 +167,7 @@ fn systemd_analyze_security_exposure_is_at_most_the_threshold() {
     let Some(analyze) = systemd_analyze() else {
         return;
     };
-    let dir = TempDir::new("security");
+    let dir = Scratch::new("security");
     let unit = unit_copy(&dir);
     // --threshold takes the exposure times ten and makes the command fail
     // above it; the report is parsed as well, to print the number and to
