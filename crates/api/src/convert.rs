@@ -5,7 +5,11 @@
 //! metadata keeps hangar's own: `hangar-code` and `hangar-category` (ASCII),
 //! `hangar-hint-bin` and `hangar-context-bin` (UTF-8; context as a JSON array
 //! of `[key, value]`). The category alone decides the gRPC code
-//! ([`grpc_code`]).
+//! ([`grpc_code`]). For generic clients the same error is also in
+//! `grpc-status-details-bin` as `google.rpc.Status` details: `ErrorInfo`
+//! (reason: the hangar code; domain `hangar`; metadata: the context and the
+//! category), `BadRequest` when an invalid argument names its field (context
+//! key `option` or `field`), and `Help` with the hint as a link's description.
 
 use std::time::UNIX_EPOCH;
 
@@ -13,6 +17,7 @@ use hangar_core::{Category, Error, ProcessView};
 use hangar_store::EventRecord;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, HelpLink, StatusExt};
 
 use crate::pb;
 
@@ -50,9 +55,61 @@ fn from_grpc_code(c: Code) -> (Category, &'static str) {
     }
 }
 
+/// `google.rpc.ErrorInfo.domain` of every hangar error.
+pub const ERROR_DOMAIN: &str = "hangar";
+
+/// Context keys that name the field of the request an invalid-argument error
+/// is about: each becomes a `google.rpc.BadRequest` field violation, described
+/// by the `error` entry that names it (a process file's `line:col: key: what`)
+/// or else by the message.
+const FIELD_KEYS: [&str; 2] = ["option", "field"];
+
+/// The `google.rpc.Status` details generic clients read: `ErrorInfo` (the
+/// hangar code as reason, the category and context as metadata), `BadRequest`
+/// for an invalid argument that names its field, `Help` for the hint.
+fn details(e: &Error) -> ErrorDetails {
+    let mut metadata = std::collections::HashMap::new();
+    for (k, v) in &e.context {
+        metadata
+            .entry(k.clone())
+            .and_modify(|have: &mut String| {
+                have.push_str(", ");
+                have.push_str(v);
+            })
+            .or_insert_with(|| v.clone());
+    }
+    metadata.insert("category".into(), e.category().as_str().into());
+    let mut d = ErrorDetails::with_error_info(e.code(), ERROR_DOMAIN, metadata);
+    if e.category() == Category::Invalid {
+        let violations: Vec<FieldViolation> = e
+            .context
+            .iter()
+            .filter(|(k, _)| FIELD_KEYS.contains(&k.as_str()))
+            .map(|(_, field)| {
+                // The `error` entry that names the field says what is wrong
+                // with it; else the message does.
+                let why = e
+                    .context
+                    .iter()
+                    .find(|(k, v)| k == "error" && v.contains(field.as_str()))
+                    .map_or(&e.message, |(_, v)| v);
+                FieldViolation::new(field, why)
+            })
+            .collect();
+        if !violations.is_empty() {
+            d.set_bad_request(violations);
+        }
+    }
+    if let Some(h) = &e.hint {
+        d.set_help(vec![HelpLink::new(h, "")]);
+    }
+    d
+}
+
 /// A service-layer error as a gRPC status.
 pub fn status(e: Error) -> Status {
-    let mut st = Status::new(grpc_code(e.category()), e.message.clone());
+    let mut st =
+        Status::with_error_details(grpc_code(e.category()), e.message.clone(), details(&e));
     let md = st.metadata_mut();
     if let Ok(v) = MetadataValue::try_from(e.code()) {
         md.insert("hangar-code", v);
@@ -282,6 +339,48 @@ mod tests {
                 .expect_err("no such process"),
         );
         assert_eq!(st.code(), Code::NotFound);
+    }
+
+    /// Generic clients find the error in `grpc-status-details-bin`: the code
+    /// as ErrorInfo's reason, the context as its metadata, the field of an
+    /// invalid argument as a BadRequest violation, the hint as Help.
+    #[test]
+    fn the_error_travels_as_google_rpc_status_details() {
+        let e = Error::new(
+            hangar_feature::ErrorKind::ConfigUnknownOption,
+            "unknown option \"colour\"",
+        )
+        .with("feature", "demo")
+        .with("option", "colour")
+        .hint("options of demo: greeting, port");
+        let st = status(e);
+        assert_eq!(st.code(), Code::InvalidArgument);
+        let d = st.get_error_details();
+        let info = d.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "CONFIG_UNKNOWN_OPTION");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            info.metadata.get("feature").map(String::as_str),
+            Some("demo")
+        );
+        assert_eq!(
+            info.metadata.get("category").map(String::as_str),
+            Some("invalid")
+        );
+        let bad = d.bad_request().expect("BadRequest");
+        assert_eq!(bad.field_violations.len(), 1);
+        assert_eq!(bad.field_violations[0].field, "colour");
+        let help = d.help().expect("Help");
+        assert_eq!(help.links[0].description, "options of demo: greeting, port");
+
+        // Not invalid: no BadRequest; no hint: no Help.
+        let st = status(Error::new(ErrorKind::InstanceNotFound, "no instance").with("option", "x"));
+        let d = st.get_error_details();
+        assert_eq!(
+            d.error_info().map(|i| i.reason.as_str()),
+            Some("INSTANCE_NOT_FOUND")
+        );
+        assert!(d.bad_request().is_none() && d.help().is_none());
     }
 
     /// A status from something that is not hangar (a proxy, tonic itself) gets

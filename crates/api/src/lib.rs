@@ -4,6 +4,8 @@
 //!   `proto/hangar/v1/hangar.proto`.
 //! - [`server`]: the gRPC services over a [`hangar_core::Daemon`], served on the
 //!   Unix socket (and optionally TCP with a bearer token or mTLS), with reflection.
+//! - [`authority`]: what grpc-core and grpc-java clients send as `:authority`
+//!   over the Unix socket, made acceptable to h2.
 //! - [`client`]: the client the CLI uses; errors come back with the daemon's code,
 //!   context and hint ([`convert`]).
 //! - [`metrics`]: Prometheus families fed by stored events, and the HTTP listener
@@ -25,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod authority;
 pub mod client;
 pub mod convert;
 mod error;

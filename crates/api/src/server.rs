@@ -16,11 +16,12 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::service::Interceptor;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
+use crate::authority::UnixAuthority;
 use crate::convert::{self, status};
 use crate::pb;
 use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
@@ -620,16 +621,36 @@ fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
     Ok(l)
 }
 
+/// Server reflection as both versions clients speak: `grpc.reflection.v1`
+/// (grpcurl, grpc-go) and `grpc.reflection.v1alpha` (grpcio-reflection,
+/// older grpcurl, Postman).
 fn reflection() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
     Error,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::new(hangar_base::ErrorKind::Internal, format!("reflection: {e}")))
+    let failed = |e: tonic_reflection::server::Error| {
+        Error::new(hangar_base::ErrorKind::Internal, format!("reflection: {e}"))
+    };
+    // Each version lists the other too, so a client of either sees both.
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    Ok((
+        builder().build_v1().map_err(failed)?,
+        builder().build_v1alpha().map_err(failed)?,
+    ))
 }
 
 /// Large HTTP/2 windows: a big listing or log batch is not throttled by
@@ -652,15 +673,18 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
     let instances = InstancesSvc { d: d.clone() };
 
     let unix = bind_socket(&opts.socket)?;
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let router = windows(Server::builder())
         .add_service(ProcessesServer::new(processes.clone()))
         .add_service(EventsServer::new(events.clone()))
         .add_service(DaemonServer::new(daemon.clone()))
         .add_service(InstancesServer::new(instances.clone()))
-        .add_service(reflection()?);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let rx = stop_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = UnixListenerStream::new(unix);
+        // grpc-core and grpc-java clients send the socket path as :authority.
+        let incoming = UnixListenerStream::new(unix).map(|c| c.map(UnixAuthority::new));
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, shutdown(rx))
             .await

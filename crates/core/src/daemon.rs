@@ -493,6 +493,9 @@ impl Daemon {
             )
             .hint("fix the errors listed; nothing was added");
             for err in errs {
+                if !err.key.is_empty() {
+                    e = e.with("field", &err.key);
+                }
                 e = e.with("error", err);
             }
             e

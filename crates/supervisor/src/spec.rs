@@ -310,8 +310,13 @@ impl ProcessSpec {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join("; ");
-        Err(Error::of(ErrorKind::InvalidSpec, list)
-            .ctx("name", &self.name)
+        let mut e = Error::of(ErrorKind::InvalidSpec, list).ctx("name", &self.name);
+        let mut fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        fields.dedup();
+        for f in fields {
+            e = e.ctx("field", f);
+        }
+        Err(e
             .hint("fix the fields named above; nothing was started")
             .build())
     }
