@@ -223,10 +223,11 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 })
                 .await
                 .map_err(api)?;
-            let verb = if group {
-                format!("sent {signal} to the group of")
-            } else {
-                format!("sent {signal} to")
+            // `--json`: {"signalled": [names], "errors": [...]}.
+            let verb = match (json, group) {
+                (true, _) => "signalled".to_string(),
+                (false, true) => format!("sent {signal} to the group of"),
+                (false, false) => format!("sent {signal} to"),
             };
             Ok(report_action(&verb, r.into_inner(), json))
         }
@@ -385,6 +386,12 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
 /// `docker compose logs` does); with `follow`, then new lines as they come.
 pub(crate) async fn logs(c: &mut Client, names: Vec<String>, o: &LogOpts) -> Result<u8, Error> {
     let several = names.len() > 1 || names.iter().any(|n| is_glob(n));
+    let names_width = names
+        .iter()
+        .filter(|n| !is_glob(n))
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut names = names.into_iter();
     let first = names.next().unwrap_or_default();
     let mut s = c
@@ -398,8 +405,9 @@ pub(crate) async fn logs(c: &mut Client, names: Vec<String>, o: &LogOpts) -> Res
         .await
         .map_err(api)?
         .into_inner();
-    // The process column is as wide as the widest name seen so far.
-    let mut width = 0;
+    // The process column is as wide as the widest name asked for (or, for a
+    // glob, seen so far).
+    let mut width = names_width;
     while let Some(line) = s.next().await {
         let line = line.map_err(api)?;
         if o.json {

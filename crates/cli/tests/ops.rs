@@ -200,7 +200,10 @@ fn signal_reaches_the_main_process_or_its_group_and_refuses_unknown_signals() {
     // JSON for scripts.
     let o = run(&data, &["signal", "trapper", "usr1", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(json(&o)["errors"], serde_json::json!([]), "{}", stdout(&o));
+    assert_eq!(
+        json(&o),
+        serde_json::json!({"signalled": ["trapper"], "errors": []})
+    );
     assert!(wait_for(LONG, || read(&main).lines().count() == 3));
 
     for bad in ["SIGFOO", "HUPP", "0", "99", ""] {
