@@ -263,21 +263,49 @@ impl Processes for ProcessesSvc {
 
     async fn get(&self, req: Request<pb::NameRequest>) -> Result<Response<pb::Process>, Status> {
         let v = self.d.get(&req.into_inner().name).await.map_err(status)?;
-        Ok(Response::new(convert::process(&v)))
+        let ports = instance_ports(&self.d, std::slice::from_ref(&v));
+        Ok(Response::new(with_instance_ports(
+            &ports,
+            with_usage(&self.d, convert::process(&v)),
+        )))
     }
 
     async fn list(
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ProcessList>, Status> {
-        let views = self
+        let pattern = req.into_inner().pattern;
+        let views = self.d.list(&pattern).await.map_err(status)?;
+        // A pattern the caller typed that matches nothing is "not found", as
+        // for start, stop, logs and signal; an empty pattern lists all.
+        if views.is_empty() && !pattern.is_empty() {
+            return Err(status(not_found(&pattern)));
+        }
+        let d = self.d.clone();
+        let ports = instance_ports(&self.d, &views);
+        // /proc and cgroup reads for every running process: off the runtime.
+        let processes = tokio::task::spawn_blocking(move || {
+            views
+                .iter()
+                .map(|v| with_instance_ports(&ports, with_usage(&d, convert::process(v))))
+                .collect()
+        })
+        .await
+        .map_err(|e| status(Error::new(hangar_base::ErrorKind::Internal, e.to_string())))?;
+        Ok(Response::new(pb::ProcessList { processes }))
+    }
+
+    async fn signal(
+        &self,
+        req: Request<pb::SignalRequest>,
+    ) -> Result<Response<pb::ActionReply>, Status> {
+        let r = req.into_inner();
+        let report = self
             .d
-            .list(&req.into_inner().pattern)
+            .signal(&r.pattern, &r.signal, r.group)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::ProcessList {
-            processes: views.iter().map(convert::process).collect(),
-        }))
+        Ok(Response::new(action_reply(report)))
     }
 
     type LogsStream = Stream_<pb::LogLine>;
@@ -287,64 +315,195 @@ impl Processes for ProcessesSvc {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = req.into_inner();
-        // Existence check first, so a typo is an error and not an empty stream.
-        self.d.get(&req.name).await.map_err(status)?;
+        // Every name or glob must match: a typo is an error, not an empty stream.
+        let mut names: Vec<String> = Vec::new();
+        for pat in std::iter::once(&req.name)
+            .chain(&req.names)
+            .filter(|p| !p.is_empty())
+        {
+            let found = self.d.list(pat).await.map_err(status)?;
+            if found.is_empty() {
+                return Err(status(not_found(pat)));
+            }
+            names.extend(found.into_iter().map(|v| v.want.spec.name.clone()));
+        }
+        if names.is_empty() {
+            return Err(status(
+                Error::new(
+                    hangar_base::ErrorKind::Usage,
+                    "no process named in the request",
+                )
+                .hint("name a process or a glob, e.g. `hangar logs web` or `hangar logs 'web-*'`"),
+            ));
+        }
+        names.sort();
+        names.dedup();
         let mgr = self.d.manager().clone();
-        let name = req.name;
         let (tx, rx) = mpsc::channel::<Result<pb::LogLine, Status>>(256);
-        tokio::spawn(async move {
-            // Line numbers of what is kept; a process never started has none.
+        // Recent lines of every process first, merged by the time hangar read
+        // them (the line number orders lines read in the same chunk).
+        let mut backlog: Vec<pb::LogLine> = Vec::new();
+        let mut cursors = Vec::with_capacity(names.len());
+        for name in &names {
             let last = mgr
-                .tail_since(&name, u64::MAX, 0)
+                .tail_since(name, u64::MAX, 0)
                 .map(|(n, _)| n)
                 .unwrap_or(0);
             let mut cursor = last.saturating_sub(u64::from(req.lines));
-            loop {
-                let (upto, lines) = match mgr.tail_since(&name, cursor, 1024) {
-                    Ok(x) => x,
-                    Err(_) if req.follow => {
-                        // Not started yet: wait for it to appear.
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
-                            _ = tx.closed() => return,
-                        }
-                    }
-                    Err(_) => return,
-                };
-                let first = upto + 1 - lines.len() as u64;
-                for (i, l) in lines.iter().enumerate() {
-                    let msg = pb::LogLine {
-                        stream: match l.stream {
-                            hangar_supervisor::Stream::Stdout => "stdout".into(),
-                            _ => "stderr".into(),
-                        },
-                        text: l.text.clone(),
-                        number: first + i as u64,
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
+            if req.lines > 0 {
+                while let Ok((upto, lines)) = mgr.tail_since(name, cursor, 1024) {
+                    let full = lines.len() == 1024;
+                    backlog.extend(log_lines(name, upto, &lines));
+                    cursor = upto;
+                    if !full {
+                        break;
                     }
                 }
-                let more = lines.len() == 1024;
-                cursor = upto;
-                if more {
-                    continue;
-                }
-                if !req.follow {
+            }
+            cursors.push((name.clone(), cursor));
+        }
+        backlog
+            .sort_by(|a, b| (a.at_ms, &a.process, a.number).cmp(&(b.at_ms, &b.process, b.number)));
+        let follow = req.follow;
+        tokio::spawn(async move {
+            for l in backlog {
+                if tx.send(Ok(l)).await.is_err() {
                     return;
                 }
+            }
+            if !follow {
+                return;
+            }
+            // Then each process's new lines as they come, one follower each.
+            let mut tasks = tokio::task::JoinSet::new();
+            for (name, cursor) in cursors {
+                tasks.spawn(follow_one(mgr.clone(), name, cursor, tx.clone()));
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn not_found(pattern: &str) -> Error {
+    Error::new(
+        hangar_supervisor::ErrorKind::ProcessNotFound,
+        format!("no process matches {pattern:?}"),
+    )
+    .with("process", pattern)
+    .hint("`hangar ps` lists the processes")
+}
+
+/// The ports of the instances whose processes are among `views`, by process
+/// name: an instance allocates its ports itself and hands them to its process
+/// in its arguments and config, so the process's own status has none.
+fn instance_ports(
+    d: &Daemon,
+    views: &[hangar_core::ProcessView],
+) -> std::collections::HashMap<String, std::collections::HashMap<String, u32>> {
+    if !views
+        .iter()
+        .any(|v| v.want.source == hangar_store::Source::Instance)
+    {
+        return Default::default();
+    }
+    d.instance_list()
+        .into_iter()
+        .filter(|i| !i.ports.is_empty())
+        .map(|i| {
+            let ports = i
+                .ports
+                .iter()
+                .map(|(k, v)| (k.clone(), u32::from(*v)))
+                .collect();
+            (i.process, ports)
+        })
+        .collect()
+}
+
+fn with_instance_ports(
+    ports: &std::collections::HashMap<String, std::collections::HashMap<String, u32>>,
+    mut p: pb::Process,
+) -> pb::Process {
+    if p.ports.is_empty() && p.source == "instance" {
+        if let Some(m) = ports.get(&p.name) {
+            p.ports.clone_from(m);
+        }
+    }
+    p
+}
+
+/// A usage figure of the process's running child, when it has one.
+fn with_usage(d: &Daemon, mut p: pb::Process) -> pb::Process {
+    if p.pid > 0 {
+        if let Some(u) = crate::usage::read_one(d.manager(), &p.name, p.pid) {
+            p.cpu_seconds = u.cpu_seconds;
+            p.memory_bytes = u.memory_bytes;
+        }
+    }
+    p
+}
+
+/// Lines of `name` as messages, the last numbered `upto`.
+fn log_lines<'a>(
+    name: &'a str,
+    upto: u64,
+    lines: &'a [hangar_supervisor::LogLine],
+) -> impl Iterator<Item = pb::LogLine> + 'a {
+    let first = upto + 1 - lines.len() as u64;
+    lines.iter().enumerate().map(move |(i, l)| pb::LogLine {
+        stream: match l.stream {
+            hangar_supervisor::Stream::Stdout => "stdout".into(),
+            _ => "stderr".into(),
+        },
+        text: l.text.clone(),
+        number: first + i as u64,
+        at_ms: l
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        process: name.to_string(),
+    })
+}
+
+/// Follow one process's output after line `cursor` until the client goes.
+async fn follow_one(
+    mgr: hangar_supervisor::Manager,
+    name: String,
+    mut cursor: u64,
+    tx: mpsc::Sender<Result<pb::LogLine, Status>>,
+) {
+    loop {
+        let (upto, lines) = match mgr.tail_since(&name, cursor, 1024) {
+            Ok(x) => x,
+            Err(_) => {
+                // Not started yet, or removed: wait for it to appear.
                 tokio::select! {
-                    r = mgr.wait_output(&name, cursor) => if r.is_err() {
-                        // Removed, or replaced by a reload: follow the new
-                        // process from its first line once it is registered.
-                        cursor = 0;
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    },
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
                     _ = tx.closed() => return,
                 }
             }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        };
+        let more = lines.len() == 1024;
+        for l in log_lines(&name, upto, &lines) {
+            if tx.send(Ok(l)).await.is_err() {
+                return;
+            }
+        }
+        cursor = upto;
+        if more {
+            continue;
+        }
+        tokio::select! {
+            r = mgr.wait_output(&name, cursor) => if r.is_err() {
+                // Removed, or replaced by a reload: follow the new
+                // process from its first line once it is registered.
+                cursor = 0;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            },
+            _ = tx.closed() => return,
+        }
     }
 }
 

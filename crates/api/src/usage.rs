@@ -139,32 +139,39 @@ pub struct ProcUsage {
 /// from `/proc/PID/stat` of its main process.
 pub fn read_all(d: &Daemon) -> Vec<ProcUsage> {
     let m = d.manager();
-    let mut out = Vec::new();
-    for st in m.status_all("*").unwrap_or_default() {
-        let Some(pid) = st.pid else { continue };
-        let cg = m.usage(&st.name).ok().flatten();
-        let mut u = ProcUsage {
-            process: st.name.to_string(),
-            cpu_seconds: cg.and_then(|c| c.cpu_usage).map(|d| d.as_secs_f64()),
-            memory_bytes: cg.and_then(|c| c.memory_current),
-        };
-        if u.cpu_seconds.is_none() || u.memory_bytes.is_none() {
-            let stat = i32::try_from(pid)
-                .ok()
-                .and_then(|p| Process::new(p).ok())
-                .and_then(|p| p.stat().ok());
-            if let Some(stat) = stat {
-                let ticks = procfs::ticks_per_second() as f64;
-                u.cpu_seconds
-                    .get_or_insert((stat.utime + stat.stime) as f64 / ticks);
-                u.memory_bytes
-                    .get_or_insert(stat.rss.saturating_mul(procfs::page_size()));
-            }
-        }
-        out.push(u);
-    }
+    let mut out: Vec<ProcUsage> = m
+        .status_all("*")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|st| read_one(m, &st.name, st.pid?))
+        .collect();
     out.sort_by(|a, b| a.process.cmp(&b.process));
     out
+}
+
+/// One running process's usage (see [`read_all`]); `None` when neither its
+/// cgroup nor its `/proc` entry could be read.
+pub fn read_one(m: &hangar_supervisor::Manager, name: &str, pid: u32) -> Option<ProcUsage> {
+    let cg = m.usage(name).ok().flatten();
+    let mut u = ProcUsage {
+        process: name.to_string(),
+        cpu_seconds: cg.and_then(|c| c.cpu_usage).map(|d| d.as_secs_f64()),
+        memory_bytes: cg.and_then(|c| c.memory_current),
+    };
+    if u.cpu_seconds.is_none() || u.memory_bytes.is_none() {
+        let stat = i32::try_from(pid)
+            .ok()
+            .and_then(|p| Process::new(p).ok())
+            .and_then(|p| p.stat().ok());
+        if let Some(stat) = stat {
+            let ticks = procfs::ticks_per_second() as f64;
+            u.cpu_seconds
+                .get_or_insert((stat.utime + stat.stime) as f64 / ticks);
+            u.memory_bytes
+                .get_or_insert(stat.rss.saturating_mul(procfs::page_size()));
+        }
+    }
+    (u.cpu_seconds.is_some() || u.memory_bytes.is_some()).then_some(u)
 }
 
 /// The supervised processes' CPU and memory families (registered under the

@@ -1,4 +1,4 @@
-//! Client commands: `ps`, `start`, `stop`, `restart`, `logs`, `events`,
+//! Client commands: `ps`, `start`, `stop`, `restart`, `logs`, `signal`, `events`,
 //! `status`, `reload`, `add`, `remove`. Each talks to the daemon over its
 //! socket (or TCP with a token), prints a table for people or JSON for
 //! scripts, and exits with a stable code.
@@ -23,6 +23,23 @@ pub struct Target {
     pub tls: Option<hangar_api::client::TlsFiles>,
 }
 
+/// How `hangar logs` and `hangar instance logs` print.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LogOpts {
+    /// Keep printing new lines.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines of recent output to show first, per process.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub lines: u32,
+    /// Start each line with the time hangar read it (RFC 3339, UTC).
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// One JSON object per line: process, stream, time, line.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// A client command.
 pub enum Cmd {
     Ps {
@@ -43,9 +60,14 @@ pub enum Cmd {
         json: bool,
     },
     Logs {
-        name: String,
-        follow: bool,
-        lines: u32,
+        names: Vec<String>,
+        opts: LogOpts,
+    },
+    Signal {
+        pattern: String,
+        signal: String,
+        group: bool,
+        json: bool,
     },
     Events {
         follow: bool,
@@ -185,30 +207,29 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
-        Cmd::Logs {
-            name,
-            follow,
-            lines,
+        Cmd::Logs { names, opts } => logs(&mut c, names, &opts).await,
+        Cmd::Signal {
+            pattern,
+            signal,
+            group,
+            json,
         } => {
-            let mut s = c
+            let r = c
                 .processes
-                .logs(pb::LogsRequest {
-                    name,
-                    lines,
-                    follow,
+                .signal(pb::SignalRequest {
+                    pattern,
+                    signal: signal.clone(),
+                    group,
                 })
                 .await
-                .map_err(api)?
-                .into_inner();
-            while let Some(line) = s.next().await {
-                let line = line.map_err(api)?;
-                if line.stream == "stderr" {
-                    errln!("{}", line.text);
-                } else {
-                    outln!("{}", line.text);
-                }
-            }
-            Ok(exit::OK)
+                .map_err(api)?;
+            // `--json`: {"signalled": [names], "errors": [...]}.
+            let verb = match (json, group) {
+                (true, _) => "signalled".to_string(),
+                (false, true) => format!("sent {signal} to the group of"),
+                (false, false) => format!("sent {signal} to"),
+            };
+            Ok(report_action(&verb, r.into_inner(), json))
         }
         Cmd::Events {
             follow,
@@ -360,6 +381,71 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
     }
 }
 
+/// Print the output of the processes `names` (names or globs) merged in time
+/// order, each line prefixed with its process when there are several (as
+/// `docker compose logs` does); with `follow`, then new lines as they come.
+pub(crate) async fn logs(c: &mut Client, names: Vec<String>, o: &LogOpts) -> Result<u8, Error> {
+    let several = names.len() > 1 || names.iter().any(|n| is_glob(n));
+    let names_width = names
+        .iter()
+        .filter(|n| !is_glob(n))
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut names = names.into_iter();
+    let first = names.next().unwrap_or_default();
+    let mut s = c
+        .processes
+        .logs(pb::LogsRequest {
+            name: first,
+            names: names.collect(),
+            lines: o.lines,
+            follow: o.follow,
+        })
+        .await
+        .map_err(api)?
+        .into_inner();
+    // The process column is as wide as the widest name asked for (or, for a
+    // glob, seen so far).
+    let mut width = names_width;
+    while let Some(line) = s.next().await {
+        let line = line.map_err(api)?;
+        if o.json {
+            let at = UNIX_EPOCH + Duration::from_millis(line.at_ms.max(0) as u64);
+            outln!(
+                "{}",
+                json!({
+                    "process": line.process,
+                    "stream": line.stream,
+                    "time": humantime::format_rfc3339_millis(at).to_string(),
+                    "time_ms": line.at_ms,
+                    "line": line.text,
+                })
+            );
+            continue;
+        }
+        let mut prefix = String::new();
+        if o.timestamps {
+            let at = UNIX_EPOCH + Duration::from_millis(line.at_ms.max(0) as u64);
+            prefix.push_str(&format!("{} ", humantime::format_rfc3339_millis(at)));
+        }
+        if several {
+            width = width.max(line.process.chars().count());
+            prefix.push_str(&format!("{:<width$} | ", line.process));
+        }
+        if line.stream == "stderr" {
+            errln!("{prefix}{}", line.text);
+        } else {
+            outln!("{prefix}{}", line.text);
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
 fn select(pattern: String, timeout: Option<Duration>) -> pb::SelectRequest {
     pb::SelectRequest {
         pattern,
@@ -412,6 +498,31 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// CPU time as `ps` shows it: `0.42s`, `12.3s`, then `5m12s`, `3h4m`.
+fn cpu(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.2}s")
+    } else {
+        short(Duration::from_secs_f64(secs))
+    }
+}
+
+/// Bytes in binary units, one decimal: `512B`, `12.5K`, `52.3M`, `1.2G`.
+fn bytes(n: u64) -> String {
+    let mut v = n as f64;
+    for unit in ["B", "K", "M", "G", "T"] {
+        if v < 1024.0 || unit == "T" {
+            return if unit == "B" {
+                format!("{n}B")
+            } else {
+                format!("{v:.1}{unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    format!("{n}B")
+}
+
 /// `3d4h`, `5m12s`, `42s`: two units at most.
 fn short(d: Duration) -> String {
     let s = d.as_secs();
@@ -453,6 +564,8 @@ struct ProcessOut<'a> {
     command: &'a str,
     args: &'a [String],
     log_dropped_bytes: u64,
+    cpu_seconds: Option<f64>,
+    memory_bytes: Option<u64>,
 }
 
 fn process_out(p: &pb::Process) -> ProcessOut<'_> {
@@ -477,6 +590,8 @@ fn process_out(p: &pb::Process) -> ProcessOut<'_> {
         command: &p.command,
         args: &p.args,
         log_dropped_bytes: p.log_dropped_bytes,
+        cpu_seconds: p.cpu_seconds,
+        memory_bytes: p.memory_bytes,
     }
 }
 
@@ -491,7 +606,7 @@ fn print_processes_json(list: &[pb::Process]) {
 
 fn print_table(list: &[pb::Process]) {
     let now = now_ms();
-    let rows: Vec<[String; 7]> = list
+    let rows: Vec<[String; 9]> = list
         .iter()
         .map(|p| {
             let state = if p.desired == "stopped" && p.state != "stopped" {
@@ -524,6 +639,8 @@ fn print_table(list: &[pb::Process]) {
                 uptime,
                 p.restarts.to_string(),
                 p.health.clone(),
+                p.cpu_seconds.map_or("-".into(), cpu),
+                p.memory_bytes.map_or("-".into(), bytes),
                 if ports.is_empty() {
                     note
                 } else {
@@ -539,6 +656,8 @@ fn print_table(list: &[pb::Process]) {
         "UPTIME",
         "RESTARTS",
         "HEALTH",
+        "CPU",
+        "MEM",
         "PORTS/NOTE",
     ];
     let mut w = head.map(str::len);
@@ -550,10 +669,10 @@ fn print_table(list: &[pb::Process]) {
     // The whole table is written at once: stdout is line-buffered, and a
     // thousand rows would be a thousand writes.
     let mut out = String::with_capacity((rows.len() + 1) * 80);
-    let mut line = |cells: [&str; 7]| {
+    let mut line = |cells: [&str; 9]| {
         let start = out.len();
         for (i, c) in cells.iter().enumerate() {
-            if i == 6 {
+            if i == 8 {
                 out.push_str(c);
             } else {
                 use std::fmt::Write as _;
@@ -566,7 +685,7 @@ fn print_table(list: &[pb::Process]) {
     };
     line(head);
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+        line(r.each_ref().map(String::as_str));
     }
     out.pop();
     outln!("{out}");

@@ -101,6 +101,13 @@ pub enum InstanceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the output of an instance's process (as `hangar logs` does).
+    Logs {
+        /// Id or name.
+        instance: String,
+        #[command(flatten)]
+        opts: crate::client::LogOpts,
+    },
     /// Show one instance in full.
     Show {
         /// Id or name.
@@ -306,6 +313,17 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 }
             }
             Ok(exit::OK)
+        }
+        InstanceCmd::Logs { instance, opts } => {
+            let i = c
+                .instances
+                .get(pb::InstanceRef {
+                    id_or_name: instance,
+                })
+                .await
+                .map_err(api)?
+                .into_inner();
+            crate::client::logs(&mut c, vec![i.process], &opts).await
         }
         InstanceCmd::Show { instance, json } => {
             let i = c

@@ -1,6 +1,6 @@
 //! `hangar`: the one binary: `hangar serve` (the daemon), its client commands
-//! (`ps`, `start`, `stop`, `restart`, `logs`, `events`, `status`, `reload`,
-//! `add`, `remove`), and `hangar run FILE` / `hangar check FILE` without a daemon.
+//! (`ps`, `start`, `stop`, `restart`, `logs`, `signal`, `events`, `status`,
+//! `reload`, `add`, `remove`), and `hangar run FILE` / `hangar check FILE` without a daemon.
 //!
 //! Only this crate renders errors and prints; the libraries return typed errors
 //! with a code, context and hint.
@@ -154,16 +154,35 @@ enum Command {
     },
     /// Restart processes.
     Restart(Select),
-    /// Show a process's recent output; with -f, follow it.
+    /// Show processes' recent output, merged in time order; with -f, follow it.
+    ///
+    /// Several names or a glob prefix each line with its process. Times are
+    /// when hangar read the line from the process's pipe; the output kept is
+    /// each process's in-memory tail (its `log.tail_bytes`), the log files
+    /// hold the rest without times.
     Logs {
-        /// Process name.
-        name: String,
-        /// Keep printing new lines.
-        #[arg(short, long)]
-        follow: bool,
-        /// Lines of recent output to show first.
-        #[arg(short = 'n', long, default_value_t = 100)]
-        lines: u32,
+        /// Process names or globs, e.g. `web 'worker-*'`.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        opts: client::LogOpts,
+    },
+    /// Send a signal to processes: `hangar signal web HUP`.
+    ///
+    /// To each main process, or with --group to its whole process group.
+    /// SIG is a name (`HUP`, `SIGHUP`, `usr1`) or a number (1 to 31).
+    Signal {
+        /// Name or glob, e.g. `web-*`.
+        pattern: String,
+        /// The signal: HUP, SIGHUP or 1.
+        #[arg(value_name = "SIG")]
+        signal: String,
+        /// Signal the whole process group, not only the main process.
+        #[arg(long)]
+        group: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Show events from history; with -f, keep streaming new ones.
     Events {
@@ -401,14 +420,17 @@ fn main() -> ExitCode {
                     pattern: s.pattern,
                     json: s.json,
                 },
-                Command::Logs {
-                    name,
-                    follow,
-                    lines,
-                } => client::Cmd::Logs {
-                    name,
-                    follow,
-                    lines,
+                Command::Logs { names, opts } => client::Cmd::Logs { names, opts },
+                Command::Signal {
+                    pattern,
+                    signal,
+                    group,
+                    json,
+                } => client::Cmd::Signal {
+                    pattern,
+                    signal,
+                    group,
+                    json,
                 },
                 Command::Events {
                     follow,

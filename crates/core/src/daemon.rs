@@ -653,6 +653,56 @@ impl Daemon {
         .await
     }
 
+    /// Send a signal (`HUP`, `SIGHUP`, `1`) to the running processes matching
+    /// a name or glob: to each main process, or with `group` to its whole
+    /// process group. What should run is not changed. An unknown signal is
+    /// refused before anything is sent; a pattern that matches nothing is
+    /// `PROCESS_NOT_FOUND`; a match that is not running is a per-process error.
+    pub async fn signal(&self, pattern: &str, signal: &str, group: bool) -> Result<ActionReport> {
+        let sig = hangar_supervisor::SignalName::parse(signal).map_err(Error::from)?;
+        let names: Vec<String> = self
+            .list(pattern)
+            .await?
+            .into_iter()
+            .map(|v| v.want.spec.name.clone())
+            .collect();
+        if names.is_empty() {
+            return Err(not_found(pattern));
+        }
+        let mut jobs = tokio::task::JoinSet::new();
+        for name in names {
+            let mgr = self.inner.manager.clone();
+            jobs.spawn(async move {
+                let res = match mgr.signal(&name, sig, group).await {
+                    Err(e) if e.kind() == hangar_supervisor::ErrorKind::ProcessNotFound => {
+                        // In the desired set but never started (stopped at boot).
+                        Err(Error::new(
+                            hangar_supervisor::ErrorKind::ProcessNotRunning,
+                            format!("process {name:?} is stopped: there is no process to signal"),
+                        )
+                        .with("name", &name)
+                        .with("signal", sig)
+                        .hint("start it first (`hangar start`); `hangar ps` shows its state"))
+                    }
+                    r => r.map(drop).map_err(Error::from),
+                };
+                (name, res)
+            });
+        }
+        let mut report = ActionReport::default();
+        while let Some(j) = jobs.join_next().await {
+            if let Ok((name, res)) = j {
+                match res {
+                    Ok(()) => report.names.push(name),
+                    Err(e) => report.errors.push((name, e)),
+                }
+            }
+        }
+        report.names.sort();
+        report.errors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(report)
+    }
+
     /// Restart processes matching a name or glob (desired: running).
     pub async fn restart(&self, pattern: &str) -> Result<ActionReport> {
         let (d, pattern) = (self.clone(), pattern.to_string());

@@ -36,6 +36,10 @@ pub enum ErrorKind {
     ShuttingDown,
     /// An operating-system call failed outside of spawning.
     Io,
+    /// A signal name or number that is not a standard Linux signal.
+    InvalidSignal,
+    /// The process has no running main process to act on.
+    ProcessNotRunning,
 }
 
 impl ErrorKind {
@@ -55,6 +59,8 @@ impl ErrorKind {
             ErrorKind::DependencyCycle => "DEPENDENCY_CYCLE",
             ErrorKind::ShuttingDown => "SHUTTING_DOWN",
             ErrorKind::Io => "IO_ERROR",
+            ErrorKind::InvalidSignal => "INVALID_SIGNAL",
+            ErrorKind::ProcessNotRunning => "PROCESS_NOT_RUNNING",
         }
     }
 
@@ -63,9 +69,11 @@ impl ErrorKind {
     pub const fn category(self) -> hangar_base::Category {
         use hangar_base::Category as C;
         match self {
-            ErrorKind::InvalidSpec | ErrorKind::InvalidPattern | ErrorKind::DependencyCycle => {
-                C::Invalid
-            }
+            ErrorKind::InvalidSpec
+            | ErrorKind::InvalidPattern
+            | ErrorKind::DependencyCycle
+            | ErrorKind::InvalidSignal => C::Invalid,
+            ErrorKind::ProcessNotRunning => C::Precondition,
             ErrorKind::DuplicateName => C::Conflict,
             ErrorKind::ProcessNotFound => C::NotFound,
             // The service ran and failed: not the caller's to fix, and not

@@ -91,8 +91,8 @@ pub use privs::{
     PRIVS_SETID_FAILED, PRIVS_UNKNOWN_USER,
 };
 pub use spec::{
-    expanded_names, Limits, LogSpec, ProcessSpec, RestartMode, RestartPolicy, RunAs, SpecProblem,
-    StopSignal, MAX_NAME_LEN, MIN_CPU_MAX, MIN_MEMORY_MAX,
+    expanded_names, KillMode, Limits, LogSpec, ProcessSpec, RestartMode, RestartPolicy, RunAs,
+    SignalName, SpecProblem, StopSignal, MAX_NAME_LEN, MIN_CPU_MAX, MIN_MEMORY_MAX,
 };
 pub use state::{Action, ExitInfo, Gates, Input, Machine, Output, State, Transition};
 pub use status::{ProcessStatus, Tail};

@@ -58,6 +58,10 @@ pub struct LogLine {
     pub stream: Stream,
     /// The text, lossily decoded as UTF-8, without the newline.
     pub text: String,
+    /// When the log thread read the chunk that completed the line from the
+    /// pipe: within milliseconds of the write for a process that does not
+    /// buffer its output. Log files keep the raw bytes, without it.
+    pub at: SystemTime,
 }
 
 /// Capture state of one process: its log files, its tail and its write errors.
@@ -151,7 +155,7 @@ impl ProcessLog {
 
     fn write_locked(&self, stream: Stream, chunk: &[u8]) {
         let Ok(mut g) = self.inner.lock() else { return };
-        g.tail.push(stream, chunk);
+        g.tail.push(stream, chunk, SystemTime::now());
         let Some(path) = self.path(stream) else {
             return;
         };
@@ -360,7 +364,7 @@ impl Tail {
         }
     }
 
-    fn push(&mut self, stream: Stream, mut chunk: &[u8]) {
+    fn push(&mut self, stream: Stream, mut chunk: &[u8], at: SystemTime) {
         if self.cap == 0 {
             return;
         }
@@ -368,7 +372,7 @@ impl Tail {
             let partial = &mut self.partial[stream.index()];
             partial.extend_from_slice(&chunk[..nl]);
             let line = std::mem::take(partial);
-            self.push_line(stream, &line);
+            self.push_line(stream, &line, at);
             chunk = &chunk[nl + 1..];
         }
         let partial = &mut self.partial[stream.index()];
@@ -380,7 +384,7 @@ impl Tail {
         }
     }
 
-    fn push_line(&mut self, stream: Stream, line: &[u8]) {
+    fn push_line(&mut self, stream: Stream, line: &[u8], at: SystemTime) {
         let line = if line.len() > self.cap {
             &line[line.len() - self.cap..]
         } else {
@@ -391,7 +395,7 @@ impl Tail {
             .to_string();
         self.bytes += text.len() + 1;
         self.total += 1;
-        self.lines.push_back(LogLine { stream, text });
+        self.lines.push_back(LogLine { stream, text, at });
         while self.bytes > self.cap {
             match self.lines.pop_front() {
                 Some(l) => self.bytes -= l.text.len() + 1,
@@ -561,7 +565,7 @@ mod tests {
     #[test]
     fn since_returns_lines_after_a_number() {
         let mut t = Tail::new(20);
-        t.push(Stream::Stdout, b"a\nb\nc\n");
+        t.push(Stream::Stdout, b"a\nb\nc\n", SystemTime::UNIX_EPOCH);
         let (n, lines) = t.since(1, 10);
         assert_eq!(n, 3);
         assert_eq!(
@@ -573,7 +577,11 @@ mod tests {
         let (n, lines) = t.since(0, 2);
         assert_eq!((n, lines.len()), (2, 2));
         // Older lines fall out of the 20-byte tail; numbering continues.
-        t.push(Stream::Stdout, b"0123456789\n0123456789\n");
+        t.push(
+            Stream::Stdout,
+            b"0123456789\n0123456789\n",
+            SystemTime::UNIX_EPOCH,
+        );
         let (n, lines) = t.since(1, 10);
         assert_eq!(n, 5);
         assert_eq!(lines.len(), 1);
@@ -583,12 +591,12 @@ mod tests {
     #[test]
     fn tail_keeps_last_lines_within_cap() {
         let mut t = Tail::new(20);
-        t.push(Stream::Stdout, b"hello\nwor");
-        t.push(Stream::Stderr, b"oops\n");
-        t.push(Stream::Stdout, b"ld\n");
+        t.push(Stream::Stdout, b"hello\nwor", SystemTime::UNIX_EPOCH);
+        t.push(Stream::Stderr, b"oops\n", SystemTime::UNIX_EPOCH);
+        t.push(Stream::Stdout, b"ld\n", SystemTime::UNIX_EPOCH);
         let got: Vec<_> = t.last(10).into_iter().map(|l| l.text).collect();
         assert_eq!(got, ["hello", "oops", "world"]);
-        t.push(Stream::Stdout, b"0123456789\n");
+        t.push(Stream::Stdout, b"0123456789\n", SystemTime::UNIX_EPOCH);
         let got: Vec<_> = t.last(10).into_iter().map(|l| l.text).collect();
         assert_eq!(got, ["world", "0123456789"]);
         assert!(t.bytes <= 20);

@@ -405,6 +405,15 @@ impl Manager {
         Ok(())
     }
 
+    /// Send `sig` to a running process: its main process, or with `group` its
+    /// whole process group. Returns the main pid. `PROCESS_NOT_RUNNING` when it
+    /// has no child now.
+    pub async fn signal(&self, name: &str, sig: crate::SignalName, group: bool) -> Result<u32> {
+        let (reply, rx) = oneshot::channel();
+        self.send(name, Command::Signal { sig, group, reply })?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+
     /// Stop every process whose name matches `pattern` (a glob: `web-*`), all at
     /// once. Returns the names stopped.
     pub async fn stop_all(&self, pattern: &str, timeout: Option<Duration>) -> Result<Vec<String>> {

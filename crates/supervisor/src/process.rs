@@ -30,7 +30,7 @@ use crate::manager::{snapshot, Ctx, PROCESS_PORTS};
 use crate::privs::SetupError;
 use crate::probe::{self, ProbeVerdict, Target};
 use crate::spawn::{kill_group, Output, SpawnRequest, Spawned};
-use crate::spec::{substitute_ports, ProcessSpec};
+use crate::spec::{substitute_ports, KillMode, ProcessSpec};
 use crate::state::{Action, ExitInfo, Gates, Input, Machine, State, Transition};
 use crate::status::ProcessStatus;
 use crate::tree::Lineage;
@@ -47,6 +47,13 @@ pub(crate) enum Command {
     Stop {
         timeout: Option<Duration>,
         reply: oneshot::Sender<()>,
+    },
+    /// Send a signal to the running child (its group with `group`). Answers
+    /// the main pid.
+    Signal {
+        sig: crate::spec::SignalName,
+        group: bool,
+        reply: oneshot::Sender<Result<u32>>,
     },
     /// Stop, then end the task.
     Remove {
@@ -274,6 +281,9 @@ impl Actor {
                 let timeout = timeout.unwrap_or(self.spec.stop_timeout);
                 self.feed(Input::Stop { timeout }).await;
             }
+            Command::Signal { sig, group, reply } => {
+                let _ = reply.send(self.signal(sig, group));
+            }
             Command::Remove { timeout, reply } => {
                 self.removing = true;
                 self.stop_waiters.push(reply);
@@ -283,6 +293,47 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Send `sig` to the child: through its pidfd (so never to a recycled pid),
+    /// or to its process group, which the unreaped child pins.
+    fn signal(&self, sig: crate::spec::SignalName, group: bool) -> Result<u32> {
+        let not_running = || {
+            Error::of(
+                ErrorKind::ProcessNotRunning,
+                format!(
+                    "process {:?} is {}: there is no process to signal",
+                    self.name,
+                    self.machine.state()
+                ),
+            )
+            .ctx("name", &self.name)
+            .ctx("signal", sig)
+            .hint("start it first (`hangar start`); `hangar ps` shows its state")
+            .build()
+        };
+        let (Some(child), Some(s)) = (&self.child, sig.to_rustix()) else {
+            return Err(not_running());
+        };
+        let res = if group {
+            kill_group(child.pid, s)
+        } else {
+            match rustix::process::pidfd_send_signal(child.pidfd.get_ref().as_fd(), s) {
+                Ok(()) => Ok(()),
+                // Exited, not yet reaped: its exit is on its way.
+                Err(rustix::io::Errno::SRCH) => return Err(not_running()),
+                Err(e) => Err(e.into()),
+            }
+        };
+        res.map_err(|e: io::Error| {
+            Error::of(ErrorKind::Io, format!("could not send {sig}"))
+                .source(e)
+                .ctx("name", &self.name)
+                .ctx("pid", child.pid)
+                .hint("hangar may lack the privilege to signal it (CAP_KILL)")
+                .build()
+        })?;
+        Ok(child.pid)
     }
 
     /// The child and its group are gone: kill whatever else is left in its cgroup
@@ -346,10 +397,22 @@ impl Actor {
                             let (l, pid) = (Arc::clone(&c.lineage), c.pid);
                             let _ = tokio::task::spawn_blocking(move || l.pin_escaped(pid)).await;
                             let sig = self.spec.stop_signal.to_rustix();
-                            let _ = kill_group(c.pid, sig);
-                            // A stopped (SIGSTOP) group would never see the signal.
-                            let _ = kill_group(c.pid, Signal::CONT);
-                            c.lineage.signal_pinned(sig);
+                            match self.spec.kill_mode {
+                                KillMode::Group => {
+                                    let _ = kill_group(c.pid, sig);
+                                    // A stopped (SIGSTOP) group would never see the signal.
+                                    let _ = kill_group(c.pid, Signal::CONT);
+                                    c.lineage.signal_pinned(sig);
+                                }
+                                // The main process alone: the rest of the tree
+                                // gets SIGKILL when the grace ends or the main
+                                // process exits (`KillGroup`, `wait_exit`).
+                                KillMode::Mixed => {
+                                    let fd = c.pidfd.get_ref().as_fd();
+                                    let _ = rustix::process::pidfd_send_signal(fd, sig);
+                                    let _ = rustix::process::pidfd_send_signal(fd, Signal::CONT);
+                                }
+                            }
                         }
                     }
                     Action::KillGroup => {

@@ -79,6 +79,10 @@ pub struct ProcessSpec {
     /// A network namespace to run in (a path such as `/run/netns/NAME`), joined
     /// before exec.
     pub netns: Option<PathBuf>,
+    /// Who gets the stop signal: the whole process group (default) or only
+    /// the main process, with SIGKILL for the rest after the grace (systemd's
+    /// `KillMode=mixed`).
+    pub kill_mode: KillMode,
 }
 
 impl Default for ProcessSpec {
@@ -106,6 +110,7 @@ impl Default for ProcessSpec {
             user: None,
             no_new_privs: true,
             netns: None,
+            kill_mode: KillMode::Group,
         }
     }
 }
@@ -794,6 +799,140 @@ impl<'de> Deserialize<'de> for StopSignal {
     }
 }
 
+/// Who a stop reaches first (`kill_mode`).
+///
+/// Either way, when the grace ends (or the main process has exited) SIGKILL
+/// goes to the whole group and to every descendant that left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KillMode {
+    /// The stop signal goes to the whole process group (and to descendants
+    /// that left it).
+    #[default]
+    Group,
+    /// The stop signal goes to the main process only; the rest of its tree
+    /// gets SIGKILL once the grace expires or the main process has exited
+    /// (systemd's `KillMode=mixed`), so a main process can stop its own
+    /// children in its own order.
+    Mixed,
+}
+
+impl KillMode {
+    /// The names a kill mode is written with.
+    pub const NAMES: &'static [&'static str] = &["group", "mixed"];
+
+    /// Its name in the process file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMode::Group => "group",
+            KillMode::Mixed => "mixed",
+        }
+    }
+}
+
+/// A signal that `Manager::signal` sends to a running process: any standard
+/// Linux signal (1 to 31), written `HUP`, `SIGHUP`, `hup` or `1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignalName(i32);
+
+/// Every standard signal by name (without `SIG`), as `kill -l` lists them.
+const ALL_SIGNALS: &[(&str, i32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("IOT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("POLL", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+
+impl SignalName {
+    /// Read a signal: a name with or without `SIG` in any case, or its number.
+    /// Anything else is `INVALID_SIGNAL`, with examples in the hint.
+    pub fn parse(text: &str) -> Result<SignalName, Error> {
+        let t = text.trim();
+        let upper = t.to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        let found = ALL_SIGNALS
+            .iter()
+            .find(|(n, _)| *n == bare)
+            .map(|(_, v)| *v)
+            .or_else(|| {
+                t.parse::<i32>()
+                    .ok()
+                    .filter(|n| ALL_SIGNALS.iter().any(|(_, v)| v == n))
+            })
+            .filter(|n| rustix::process::Signal::from_named_raw(*n).is_some());
+        match found {
+            Some(n) => Ok(SignalName(n)),
+            None => {
+                let names: Vec<&str> = ALL_SIGNALS.iter().map(|(n, _)| *n).collect();
+                let mut b = Error::of(ErrorKind::InvalidSignal, format!("unknown signal {t:?}"))
+                    .ctx("signal", t);
+                if let Some(near) = hangar_base::suggest::closest(bare, names.iter().copied()) {
+                    b = b.ctx("did_you_mean", format!("SIG{near}"));
+                }
+                Err(b
+                    .hint(
+                        "name a signal as HUP, SIGHUP or its number 1 (others: INT, QUIT, \
+                     USR1, USR2, TERM, KILL, WINCH, CONT, STOP; up to 31)",
+                    )
+                    .build())
+            }
+        }
+    }
+
+    /// The raw signal number.
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// Its name with `SIG`, e.g. `SIGHUP`.
+    pub fn name(self) -> String {
+        let n = ALL_SIGNALS
+            .iter()
+            .find(|(_, v)| *v == self.0)
+            .map_or("?", |(n, _)| *n);
+        format!("SIG{n}")
+    }
+
+    pub(crate) fn to_rustix(self) -> Option<rustix::process::Signal> {
+        rustix::process::Signal::from_named_raw(self.0)
+    }
+}
+
+impl fmt::Display for SignalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// Where a process's stdout and stderr go.
 ///
 /// Output is always drained (a chatty child never blocks on its pipe) and the last
@@ -836,6 +975,62 @@ impl Default for LogSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_are_read_by_name_sig_name_or_number() {
+        for (text, raw) in [
+            ("HUP", 1),
+            ("SIGHUP", 1),
+            ("sighup", 1),
+            ("1", 1),
+            ("usr1", 10),
+            ("SIGUSR2", 12),
+            ("12", 12),
+            (" TERM ", 15),
+            ("IOT", 6),
+            ("31", 31),
+        ] {
+            let s = SignalName::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(s.raw(), raw, "{text}");
+        }
+        assert_eq!(
+            SignalName::parse("hup").map(|s| s.name()).ok(),
+            Some("SIGHUP".into())
+        );
+        for bad in ["", "0", "32", "64", "-1", "SIGFOO", "SIG", "HUPP", "1.5"] {
+            let e = SignalName::parse(bad).expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidSignal, "{bad}");
+            assert!(e.context().iter().any(|(k, _)| *k == "signal"), "{bad}");
+            assert!(e.hint().is_some_and(|h| h.contains("SIGHUP")), "{bad}");
+        }
+        let e = SignalName::parse("HUPP").expect_err("HUPP");
+        assert!(
+            e.context()
+                .contains(&("did_you_mean", "SIGHUP".to_string())),
+            "{:?}",
+            e.context()
+        );
+    }
+
+    #[test]
+    fn kill_mode_defaults_to_group_and_reads_its_names() {
+        assert_eq!(ProcessSpec::default().kill_mode, KillMode::Group);
+        let spec: ProcessSpec =
+            serde_json::from_str(r#"{"name": "a", "command": "true", "kill_mode": "mixed"}"#)
+                .expect("mixed");
+        assert_eq!(spec.kill_mode, KillMode::Mixed);
+        // A spec stored before kill_mode existed reads as group.
+        let spec: ProcessSpec =
+            serde_json::from_str(r#"{"name": "a", "command": "true"}"#).expect("old spec");
+        assert_eq!(spec.kill_mode, KillMode::Group);
+        let e = serde_json::from_str::<ProcessSpec>(r#"{"name": "a", "kill_mode": "all"}"#)
+            .expect_err("unknown mode");
+        assert!(e.to_string().contains("`group` or `mixed`"), "{e}");
+        assert_eq!(
+            KillMode::NAMES,
+            [KillMode::Group.as_str(), KillMode::Mixed.as_str()]
+        );
+    }
 
     #[test]
     fn backoff_grows_and_caps() {
