@@ -37,12 +37,33 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone)]
 pub struct ProcessesSvc {
     d: Daemon,
+    /// True once the listeners stop: followed streams end at once.
+    stop: watch::Receiver<bool>,
 }
 
 /// The Events service.
 #[derive(Clone)]
 pub struct EventsSvc {
     d: Daemon,
+    /// True once the listeners stop: followed streams end at once.
+    stop: watch::Receiver<bool>,
+}
+
+/// Resolves once the listeners stop (or their owner is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// What a followed stream ends with when the daemon stops: a client sees
+/// why, and how to take up where it left off.
+fn stopping(resume: String) -> Status {
+    status(
+        Error::new(
+            crate::ErrorKind::DaemonGone,
+            "the daemon is stopping; this stream ends here",
+        )
+        .hint(resume),
+    )
 }
 
 /// The Daemon service.
@@ -289,61 +310,83 @@ impl Processes for ProcessesSvc {
         // Existence check first, so a typo is an error and not an empty stream.
         self.d.get(&req.name).await.map_err(status)?;
         let mgr = self.d.manager().clone();
-        let name = req.name;
         let (tx, rx) = mpsc::channel::<Result<pb::LogLine, Status>>(256);
+        let stop = self.stop.clone();
         tokio::spawn(async move {
-            // Line numbers of what is kept; a process never started has none.
-            let last = mgr
-                .tail_since(&name, u64::MAX, 0)
-                .map(|(n, _)| n)
-                .unwrap_or(0);
-            let mut cursor = last.saturating_sub(u64::from(req.lines));
-            loop {
-                let (upto, lines) = match mgr.tail_since(&name, cursor, 1024) {
-                    Ok(x) => x,
-                    Err(_) if req.follow => {
-                        // Not started yet: wait for it to appear.
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
-                            _ = tx.closed() => return,
-                        }
-                    }
-                    Err(_) => return,
-                };
-                let first = upto + 1 - lines.len() as u64;
-                for (i, l) in lines.iter().enumerate() {
-                    let msg = pb::LogLine {
-                        stream: match l.stream {
-                            hangar_supervisor::Stream::Stdout => "stdout".into(),
-                            _ => "stderr".into(),
-                        },
-                        text: l.text.clone(),
-                        number: first + i as u64,
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-                let more = lines.len() == 1024;
-                cursor = upto;
-                if more {
-                    continue;
-                }
-                if !req.follow {
-                    return;
-                }
-                tokio::select! {
-                    r = mgr.wait_output(&name, cursor) => if r.is_err() {
-                        // Removed, or replaced by a reload: follow the new
-                        // process from its first line once it is registered.
-                        cursor = 0;
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    },
-                    _ = tx.closed() => return,
+            let resume = format!(
+                "follow it again once the daemon is back: hangar logs {} -f",
+                req.name
+            );
+            tokio::select! {
+                () = follow_logs(mgr, req, &tx) => {}
+                () = stopped(stop) => {
+                    let _ = tx.send(Err(stopping(resume))).await;
                 }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Send a process's recent output, then (`follow`) what it writes next,
+/// until the client goes away.
+async fn follow_logs(
+    mgr: hangar_supervisor::Manager,
+    req: pb::LogsRequest,
+    tx: &mpsc::Sender<Result<pb::LogLine, Status>>,
+) {
+    let name = req.name.as_str();
+    {
+        // Line numbers of what is kept; a process never started has none.
+        let last = mgr
+            .tail_since(name, u64::MAX, 0)
+            .map(|(n, _)| n)
+            .unwrap_or(0);
+        let mut cursor = last.saturating_sub(u64::from(req.lines));
+        loop {
+            let (upto, lines) = match mgr.tail_since(name, cursor, 1024) {
+                Ok(x) => x,
+                Err(_) if req.follow => {
+                    // Not started yet: wait for it to appear.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                        _ = tx.closed() => return,
+                    }
+                }
+                Err(_) => return,
+            };
+            let first = upto + 1 - lines.len() as u64;
+            for (i, l) in lines.iter().enumerate() {
+                let msg = pb::LogLine {
+                    stream: match l.stream {
+                        hangar_supervisor::Stream::Stdout => "stdout".into(),
+                        _ => "stderr".into(),
+                    },
+                    text: l.text.clone(),
+                    number: first + i as u64,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            let more = lines.len() == 1024;
+            cursor = upto;
+            if more {
+                continue;
+            }
+            if !req.follow {
+                return;
+            }
+            tokio::select! {
+                r = mgr.wait_output(name, cursor) => if r.is_err() {
+                    // Removed, or replaced by a reload: follow the new
+                    // process from its first line once it is registered.
+                    cursor = 0;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                },
+                _ = tx.closed() => return,
+            }
+        }
     }
 }
 
@@ -392,6 +435,7 @@ impl Events for EventsSvc {
             }
         };
         let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             if let Some(mut after) = replay_from {
                 loop {
@@ -436,6 +480,12 @@ impl Events for EventsSvc {
                         Err(_) => return,
                     },
                     _ = tx.closed() => return,
+                    () = stopped(stop.clone()) => {
+                        let _ = tx.send(Err(stopping(format!(
+                            "follow again once the daemon is back: hangar events -f --after {sent}"
+                        )))).await;
+                        return;
+                    }
                 }
             }
         });
@@ -641,35 +691,23 @@ fn windows(b: Server) -> Server {
 
 /// Serve the API on the socket (and TCP when asked). Returns once listening.
 pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let shutdown = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let processes = ProcessesSvc { d: d.clone() };
-    let events = EventsSvc { d: d.clone() };
-    let daemon = DaemonSvc { d: d.clone() };
-    let instances = InstancesSvc { d: d.clone() };
+    bind(opts).await?.serve(d)
+}
 
-    let unix = bind_socket(&opts.socket)?;
-    let router = windows(Server::builder())
-        .add_service(ProcessesServer::new(processes.clone()))
-        .add_service(EventsServer::new(events.clone()))
-        .add_service(DaemonServer::new(daemon.clone()))
-        .add_service(InstancesServer::new(instances.clone()))
-        .add_service(reflection()?);
-    let rx = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let incoming = UnixListenerStream::new(unix);
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, shutdown(rx))
-            .await
-        {
-            tracing::error!("control socket server failed: {e}");
-        }
-    }));
+/// The listeners, bound but not answering yet: a client that connects
+/// waits in the backlog until [`Bound::serve`]. Binding first lets a daemon
+/// refuse a taken address before it starts anything.
+pub struct Bound {
+    socket: PathBuf,
+    unix: UnixListener,
+    /// The TCP listener with its server (TLS already configured) and token.
+    tcp: Option<(tokio::net::TcpListener, Server, Option<String>)>,
+}
 
-    let mut tcp_addr = None;
+/// Bind the socket (and TCP when asked), read the TLS files and check the
+/// credentials; serve nothing yet.
+pub async fn bind(opts: ServeOptions) -> Result<Bound, Error> {
+    let mut tcp = None;
     if let Some(addr) = opts.tcp {
         if opts.token.is_none() && opts.client_ca.is_none() {
             return Err(Error::new(
@@ -679,10 +717,6 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
             .with("address", addr)
             .hint("set daemon.grpc.token (bearer) or tls_cert, tls_key and client_ca (mTLS)"));
         }
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
-        tcp_addr = l.local_addr().ok();
         let mut builder = windows(Server::builder());
         if let Some((cert, key)) = &opts.tls {
             let read = |p: &PathBuf| {
@@ -701,50 +735,109 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
                 )
             })?;
         }
-        let auth = opts.token.as_deref().map(BearerAuth::new);
-        let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };
-        let rx = stop_rx.clone();
-        let incoming = TcpListenerStream::new(l);
-        // mTLS alone authenticates at the handshake; a token adds a check per call.
-        // Reflection is served on the socket only, not to the network.
-        let task = match auth {
-            Some(a) => {
-                let router = builder
-                    .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
-                    .add_service(EventsServer::with_interceptor(events, a.clone()))
-                    .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
-                    .add_service(InstancesServer::with_interceptor(instances, a));
-                tokio::spawn(async move {
-                    if let Err(e) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown(rx))
-                        .await
-                    {
-                        tracing::error!("TCP API server failed: {e}");
-                    }
-                })
-            }
-            None => {
-                let router = builder
-                    .add_service(ProcessesServer::with_interceptor(processes, allow))
-                    .add_service(EventsServer::with_interceptor(events, allow))
-                    .add_service(DaemonServer::with_interceptor(daemon, allow))
-                    .add_service(InstancesServer::with_interceptor(instances, allow));
-                tokio::spawn(async move {
-                    if let Err(e) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown(rx))
-                        .await
-                    {
-                        tracing::error!("TCP API server failed: {e}");
-                    }
-                })
-            }
-        };
-        tasks.push(task);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
+        tcp = Some((l, builder, opts.token.clone()));
     }
-    Ok(Serving {
-        tcp_addr,
+    // The socket last: nothing else can fail after it is made.
+    let unix = bind_socket(&opts.socket)?;
+    Ok(Bound {
         socket: opts.socket,
-        stop,
-        tasks,
+        unix,
+        tcp,
     })
+}
+
+impl Bound {
+    /// The bound TCP address, when listening on TCP.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+    }
+
+    /// Answer on the bound listeners.
+    pub fn serve(self, d: Daemon) -> Result<Serving, Error> {
+        let tcp_addr = self.tcp_addr();
+        let Bound { socket, unix, tcp } = self;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let shutdown = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let processes = ProcessesSvc {
+            d: d.clone(),
+            stop: stop_rx.clone(),
+        };
+        let events = EventsSvc {
+            d: d.clone(),
+            stop: stop_rx.clone(),
+        };
+        let daemon = DaemonSvc { d: d.clone() };
+        let instances = InstancesSvc { d: d.clone() };
+
+        let router = windows(Server::builder())
+            .add_service(ProcessesServer::new(processes.clone()))
+            .add_service(EventsServer::new(events.clone()))
+            .add_service(DaemonServer::new(daemon.clone()))
+            .add_service(InstancesServer::new(instances.clone()))
+            .add_service(reflection()?);
+        let rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = UnixListenerStream::new(unix);
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                .await
+            {
+                tracing::error!("control socket server failed: {e}");
+            }
+        }));
+
+        if let Some((l, mut builder, token)) = tcp {
+            let auth = token.as_deref().map(BearerAuth::new);
+            let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };
+            let rx = stop_rx.clone();
+            let incoming = TcpListenerStream::new(l);
+            // mTLS alone authenticates at the handshake; a token adds a check per call.
+            // Reflection is served on the socket only, not to the network.
+            let task = match auth {
+                Some(a) => {
+                    let router = builder
+                        .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
+                        .add_service(EventsServer::with_interceptor(events, a.clone()))
+                        .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
+                        .add_service(InstancesServer::with_interceptor(instances, a));
+                    tokio::spawn(async move {
+                        if let Err(e) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                            .await
+                        {
+                            tracing::error!("TCP API server failed: {e}");
+                        }
+                    })
+                }
+                None => {
+                    let router = builder
+                        .add_service(ProcessesServer::with_interceptor(processes, allow))
+                        .add_service(EventsServer::with_interceptor(events, allow))
+                        .add_service(DaemonServer::with_interceptor(daemon, allow))
+                        .add_service(InstancesServer::with_interceptor(instances, allow));
+                    tokio::spawn(async move {
+                        if let Err(e) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                            .await
+                        {
+                            tracing::error!("TCP API server failed: {e}");
+                        }
+                    })
+                }
+            };
+            tasks.push(task);
+        }
+        Ok(Serving {
+            tcp_addr,
+            socket,
+            stop,
+            tasks,
+        })
+    }
 }
