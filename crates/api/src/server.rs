@@ -56,12 +56,13 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 /// What a followed stream ends with when the daemon stops: a client sees
 /// why, and how to take up where it left off.
-fn stopping(resume: String) -> Status {
+fn stopping(context: (&str, String), resume: String) -> Status {
     status(
         Error::new(
             crate::ErrorKind::DaemonGone,
             "the daemon is stopping; this stream ends here",
         )
+        .with(context.0, context.1)
         .hint(resume),
     )
 }
@@ -313,14 +314,12 @@ impl Processes for ProcessesSvc {
         let (tx, rx) = mpsc::channel::<Result<pb::LogLine, Status>>(256);
         let stop = self.stop.clone();
         tokio::spawn(async move {
-            let resume = format!(
-                "follow it again once the daemon is back: hangar logs {} -f",
-                req.name
-            );
+            let name = req.name.clone();
             tokio::select! {
                 () = follow_logs(mgr, req, &tx) => {}
                 () = stopped(stop) => {
-                    let _ = tx.send(Err(stopping(resume))).await;
+                    let resume = format!("follow it again once the daemon is back: hangar logs {name} -f");
+                    let _ = tx.send(Err(stopping(("process", name), resume))).await;
                 }
             }
         });
@@ -481,9 +480,10 @@ impl Events for EventsSvc {
                     },
                     _ = tx.closed() => return,
                     () = stopped(stop.clone()) => {
-                        let _ = tx.send(Err(stopping(format!(
-                            "follow again once the daemon is back: hangar events -f --after {sent}"
-                        )))).await;
+                        let _ = tx.send(Err(stopping(
+                            ("last_event_id", sent.to_string()),
+                            format!("follow again once the daemon is back: hangar events -f --after {sent}"),
+                        ))).await;
                         return;
                     }
                 }
