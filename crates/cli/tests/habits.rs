@@ -705,3 +705,31 @@ fn shutdown_does_not_wait_for_followers() {
     }
     assert!(ev_err.text().contains("--after"), "{}", ev_err.text());
 }
+
+#[test]
+fn the_quick_start_names_protoc_first_and_its_alias_works_anywhere() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let quick = readme
+        .split("## Quick start")
+        .nth(1)
+        .and_then(|r| r.split("\n## ").next())
+        .expect("a quick start section");
+    let first_build = quick.find("cargo run").expect("the quick start builds");
+    let protoc = quick.find("protoc").expect("the quick start names protoc");
+    assert!(
+        protoc < first_build,
+        "protoc is named only after the first build command"
+    );
+    assert!(quick[..first_build].contains("protobuf-compiler"));
+    let alias = quick
+        .split("alias hangar=")
+        .nth(1)
+        .expect("the quick start suggests an alias");
+    let target = alias.trim_start_matches(['"', '\'']);
+    assert!(
+        target.starts_with('/') || target.starts_with("$PWD") || target.starts_with("$(pwd)"),
+        "the alias is relative to the current directory: {}",
+        &alias[..alias.len().min(40)]
+    );
+}
