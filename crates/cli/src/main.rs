@@ -102,20 +102,10 @@ struct Cli {
     #[arg(long, env = "HANGAR_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
     /// Client commands: client certificate (PEM) for mTLS.
-    #[arg(
-        long,
-        env = "HANGAR_TLS_CERT",
-        requires = "tls_key",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "HANGAR_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// Client commands: client key (PEM) for mTLS.
-    #[arg(
-        long,
-        env = "HANGAR_TLS_KEY",
-        requires = "tls_cert",
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "HANGAR_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
