@@ -419,15 +419,27 @@ pub fn feed(d: &Daemon, m: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
 
 /// Listen on `addr` and serve metrics.
 pub async fn serve_http(d: Daemon, m: Arc<Metrics>, addr: SocketAddr) -> Result<HttpServer, Error> {
-    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    Ok(serve_http_on(d, m, bind_http(addr).await?))
+}
+
+/// Bind the HTTP listener without serving yet (connections wait in the
+/// backlog), so a taken address is refused before anything starts.
+pub async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         Error::new(
             crate::ErrorKind::ListenFailed,
-            format!("cannot listen for HTTP: {e}"),
+            format!("cannot listen for HTTP on {addr}: {e}"),
         )
         .with("address", addr)
-        .hint("pick a free address with --http, or --http '' to turn it off")
-    })?;
-    let addr = l.local_addr().unwrap_or(addr);
+        .hint("pick a free address with --http (or daemon.http), or --http '' to turn it off")
+    })
+}
+
+/// Serve metrics on a listener from [`bind_http`].
+pub fn serve_http_on(d: Daemon, m: Arc<Metrics>, l: tokio::net::TcpListener) -> HttpServer {
+    let addr = l
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/metrics.json", get(metrics_json))
@@ -442,5 +454,5 @@ pub async fn serve_http(d: Daemon, m: Arc<Metrics>, addr: SocketAddr) -> Result<
             tracing::error!("HTTP server failed: {e}");
         }
     });
-    Ok(HttpServer { addr, stop, task })
+    HttpServer { addr, stop, task }
 }

@@ -38,12 +38,34 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone)]
 pub struct ProcessesSvc {
     d: Daemon,
+    /// True once the listeners stop: followed streams end at once.
+    stop: watch::Receiver<bool>,
 }
 
 /// The Events service.
 #[derive(Clone)]
 pub struct EventsSvc {
     d: Daemon,
+    /// True once the listeners stop: followed streams end at once.
+    stop: watch::Receiver<bool>,
+}
+
+/// Resolves once the listeners stop (or their owner is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// What a followed stream ends with when the daemon stops: a client sees
+/// why, and how to take up where it left off.
+fn stopping(context: (&str, String), resume: String) -> Status {
+    status(
+        Error::new(
+            crate::ErrorKind::DaemonGone,
+            "the daemon is stopping; this stream ends here",
+        )
+        .with(context.0, context.1)
+        .hint(resume),
+    )
 }
 
 /// The Daemon service.
@@ -365,6 +387,7 @@ impl Processes for ProcessesSvc {
         backlog
             .sort_by(|a, b| (a.at_ms, &a.process, a.number).cmp(&(b.at_ms, &b.process, b.number)));
         let follow = req.follow;
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             for l in backlog {
                 if tx.send(Ok(l)).await.is_err() {
@@ -374,12 +397,27 @@ impl Processes for ProcessesSvc {
             if !follow {
                 return;
             }
-            // Then each process's new lines as they come, one follower each.
+            // Then each process's new lines as they come, one follower each,
+            // until the client goes or the daemon stops (dropping the set
+            // ends the followers).
             let mut tasks = tokio::task::JoinSet::new();
+            let asked = cursors
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             for (name, cursor) in cursors {
                 tasks.spawn(follow_one(mgr.clone(), name, cursor, tx.clone()));
             }
-            while tasks.join_next().await.is_some() {}
+            tokio::select! {
+                () = async { while tasks.join_next().await.is_some() {} } => {}
+                () = stopped(stop) => {
+                    drop(tasks);
+                    let resume =
+                        format!("follow again once the daemon is back: hangar logs {asked} -f");
+                    let _ = tx.send(Err(stopping(("process", asked), resume))).await;
+                }
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -552,6 +590,7 @@ impl Events for EventsSvc {
             }
         };
         let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             if let Some(mut after) = replay_from {
                 loop {
@@ -596,6 +635,13 @@ impl Events for EventsSvc {
                         Err(_) => return,
                     },
                     _ = tx.closed() => return,
+                    () = stopped(stop.clone()) => {
+                        let _ = tx.send(Err(stopping(
+                            ("last_event_id", sent.to_string()),
+                            format!("follow again once the daemon is back: hangar events -f --after {sent}"),
+                        ))).await;
+                        return;
+                    }
                 }
             }
         });
@@ -821,38 +867,23 @@ fn windows(b: Server) -> Server {
 
 /// Serve the API on the socket (and TCP when asked). Returns once listening.
 pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let shutdown = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let processes = ProcessesSvc { d: d.clone() };
-    let events = EventsSvc { d: d.clone() };
-    let daemon = DaemonSvc { d: d.clone() };
-    let instances = InstancesSvc { d: d.clone() };
+    bind(opts).await?.serve(d)
+}
 
-    let unix = bind_socket(&opts.socket)?;
-    let (reflection_v1, reflection_v1alpha) = reflection()?;
-    let router = windows(Server::builder())
-        .add_service(ProcessesServer::new(processes.clone()))
-        .add_service(EventsServer::new(events.clone()))
-        .add_service(DaemonServer::new(daemon.clone()))
-        .add_service(InstancesServer::new(instances.clone()))
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-    let rx = stop_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        // grpc-core and grpc-java clients send the socket path as :authority.
-        let incoming = UnixListenerStream::new(unix).map(|c| c.map(UnixAuthority::new));
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, shutdown(rx))
-            .await
-        {
-            tracing::error!("control socket server failed: {e}");
-        }
-    }));
+/// The listeners, bound but not answering yet: a client that connects
+/// waits in the backlog until [`Bound::serve`]. Binding first lets a daemon
+/// refuse a taken address before it starts anything.
+pub struct Bound {
+    socket: PathBuf,
+    unix: UnixListener,
+    /// The TCP listener with its server (TLS already configured) and token.
+    tcp: Option<(tokio::net::TcpListener, Server, Option<String>)>,
+}
 
-    let mut tcp_addr = None;
+/// Bind the socket (and TCP when asked), read the TLS files and check the
+/// credentials; serve nothing yet.
+pub async fn bind(opts: ServeOptions) -> Result<Bound, Error> {
+    let mut tcp = None;
     if let Some(addr) = opts.tcp {
         if opts.token.is_none() && opts.client_ca.is_none() {
             return Err(Error::new(
@@ -862,10 +893,6 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
             .with("address", addr)
             .hint("set daemon.grpc.token (bearer) or tls_cert, tls_key and client_ca (mTLS)"));
         }
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
-        tcp_addr = l.local_addr().ok();
         let mut builder = windows(Server::builder());
         if let Some((cert, key)) = &opts.tls {
             let read = |p: &PathBuf| {
@@ -884,50 +911,112 @@ pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
                 )
             })?;
         }
-        let auth = opts.token.as_deref().map(BearerAuth::new);
-        let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };
-        let rx = stop_rx.clone();
-        let incoming = TcpListenerStream::new(l);
-        // mTLS alone authenticates at the handshake; a token adds a check per call.
-        // Reflection is served on the socket only, not to the network.
-        let task = match auth {
-            Some(a) => {
-                let router = builder
-                    .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
-                    .add_service(EventsServer::with_interceptor(events, a.clone()))
-                    .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
-                    .add_service(InstancesServer::with_interceptor(instances, a));
-                tokio::spawn(async move {
-                    if let Err(e) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown(rx))
-                        .await
-                    {
-                        tracing::error!("TCP API server failed: {e}");
-                    }
-                })
-            }
-            None => {
-                let router = builder
-                    .add_service(ProcessesServer::with_interceptor(processes, allow))
-                    .add_service(EventsServer::with_interceptor(events, allow))
-                    .add_service(DaemonServer::with_interceptor(daemon, allow))
-                    .add_service(InstancesServer::with_interceptor(instances, allow));
-                tokio::spawn(async move {
-                    if let Err(e) = router
-                        .serve_with_incoming_shutdown(incoming, shutdown(rx))
-                        .await
-                    {
-                        tracing::error!("TCP API server failed: {e}");
-                    }
-                })
-            }
-        };
-        tasks.push(task);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
+        tcp = Some((l, builder, opts.token.clone()));
     }
-    Ok(Serving {
-        tcp_addr,
+    // The socket last: nothing else can fail after it is made.
+    let unix = bind_socket(&opts.socket)?;
+    Ok(Bound {
         socket: opts.socket,
-        stop,
-        tasks,
+        unix,
+        tcp,
     })
+}
+
+impl Bound {
+    /// The bound TCP address, when listening on TCP.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+    }
+
+    /// Answer on the bound listeners.
+    pub fn serve(self, d: Daemon) -> Result<Serving, Error> {
+        let tcp_addr = self.tcp_addr();
+        let Bound { socket, unix, tcp } = self;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let shutdown = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let processes = ProcessesSvc {
+            d: d.clone(),
+            stop: stop_rx.clone(),
+        };
+        let events = EventsSvc {
+            d: d.clone(),
+            stop: stop_rx.clone(),
+        };
+        let daemon = DaemonSvc { d: d.clone() };
+        let instances = InstancesSvc { d: d.clone() };
+
+        let (reflection_v1, reflection_v1alpha) = reflection()?;
+        let router = windows(Server::builder())
+            .add_service(ProcessesServer::new(processes.clone()))
+            .add_service(EventsServer::new(events.clone()))
+            .add_service(DaemonServer::new(daemon.clone()))
+            .add_service(InstancesServer::new(instances.clone()))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            // grpc-core and grpc-java clients send the socket path as :authority.
+            let incoming = UnixListenerStream::new(unix).map(|c| c.map(UnixAuthority::new));
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                .await
+            {
+                tracing::error!("control socket server failed: {e}");
+            }
+        }));
+
+        if let Some((l, mut builder, token)) = tcp {
+            let auth = token.as_deref().map(BearerAuth::new);
+            let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };
+            let rx = stop_rx.clone();
+            let incoming = TcpListenerStream::new(l);
+            // mTLS alone authenticates at the handshake; a token adds a check per call.
+            // Reflection is served on the socket only, not to the network.
+            let task = match auth {
+                Some(a) => {
+                    let router = builder
+                        .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
+                        .add_service(EventsServer::with_interceptor(events, a.clone()))
+                        .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
+                        .add_service(InstancesServer::with_interceptor(instances, a));
+                    tokio::spawn(async move {
+                        if let Err(e) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                            .await
+                        {
+                            tracing::error!("TCP API server failed: {e}");
+                        }
+                    })
+                }
+                None => {
+                    let router = builder
+                        .add_service(ProcessesServer::with_interceptor(processes, allow))
+                        .add_service(EventsServer::with_interceptor(events, allow))
+                        .add_service(DaemonServer::with_interceptor(daemon, allow))
+                        .add_service(InstancesServer::with_interceptor(instances, allow));
+                    tokio::spawn(async move {
+                        if let Err(e) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown(rx))
+                            .await
+                        {
+                            tracing::error!("TCP API server failed: {e}");
+                        }
+                    })
+                }
+            };
+            tasks.push(task);
+        }
+        Ok(Serving {
+            tcp_addr,
+            socket,
+            stop,
+            tasks,
+        })
+    }
 }

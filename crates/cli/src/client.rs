@@ -13,6 +13,7 @@ use hangar_core::Error;
 use serde_json::json;
 use tokio_stream::StreamExt;
 
+use crate::output::{paint, Paint};
 use crate::{exit, render};
 
 /// How to reach the daemon.
@@ -669,13 +670,16 @@ fn print_table(list: &[pb::Process]) {
     // The whole table is written at once: stdout is line-buffered, and a
     // thousand rows would be a thousand writes.
     let mut out = String::with_capacity((rows.len() + 1) * 80);
-    let mut line = |cells: [&str; 9]| {
+    let mut line = |cells: [&str; 9], state: Option<Paint>| {
+        use std::fmt::Write as _;
         let start = out.len();
         for (i, c) in cells.iter().enumerate() {
             if i == 8 {
                 out.push_str(c);
+            } else if let (1, Some(p)) = (i, state) {
+                // Padded first: escape codes have no width.
+                let _ = write!(out, "{}  ", paint(&format!("{c:<width$}", width = w[i]), p));
             } else {
-                use std::fmt::Write as _;
                 let _ = write!(out, "{c:<width$}  ", width = w[i]);
             }
         }
@@ -683,12 +687,23 @@ fn print_table(list: &[pb::Process]) {
         out.truncate(start + trimmed);
         out.push('\n');
     };
-    line(head);
-    for r in &rows {
-        line(r.each_ref().map(String::as_str));
+    line(head, None);
+    for (r, p) in rows.iter().zip(list) {
+        line(r.each_ref().map(String::as_str), state_paint(&p.state));
     }
     out.pop();
     outln!("{out}");
+}
+
+/// The colour of a state in `hangar ps` on a terminal.
+fn state_paint(state: &str) -> Option<Paint> {
+    Some(match state {
+        "running" => Paint::Green,
+        "failed" => Paint::Red,
+        "starting" | "stopping" | "backoff" | "waiting" => Paint::Yellow,
+        "stopped" | "exited" => Paint::Dim,
+        _ => return None,
+    })
 }
 
 fn print_event(e: &pb::Event, json: bool) {

@@ -96,6 +96,7 @@ pub enum InstanceCmd {
         json: bool,
     },
     /// List instances.
+    #[command(visible_alias = "list")]
     Ls {
         /// JSON for scripts.
         #[arg(long)]

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use output::ColorWhen;
 
 /// Exit codes, stable for scripts.
 pub mod exit {
@@ -65,7 +66,7 @@ with its output captured to rotated log files.",
     after_help = "Exit codes: 0 ok, 1 runtime failure, 2 invalid input, conflict or wrong state \
 (nothing changed), 3 daemon (or a server it needs) not answering, 4 no such process, instance \
 or feature, 130 forced stop.\n\
-Docs: README.md (process file format), ARCHITECTURE.md."
+Docs: README.md (process file format), ARCHITECTURE.md; `hangar man`, `hangar completions`."
 )]
 struct Cli {
     /// Format of hangar's own log lines (on stderr).
@@ -74,31 +75,108 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `hangar=trace` (also $HANGAR_LOG).
     #[arg(long, global = true, env = "HANGAR_LOG", default_value = "info")]
     log_level: String,
+    /// When to colour output and hangar's own log lines.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto)]
+    color: ColorWhen,
+    // The options below are also accepted here, before the subcommand, as
+    // they always were (`hangar --data-dir X ps`), and read the environment
+    // here only. Each subcommand lists in its own help only those it uses
+    // (`Conn`, `DataDir`, `CatalogDirs`); a value given after the subcommand
+    // wins.
     /// The daemon's data dir: store, control socket, logs [default:
     /// $XDG_DATA_HOME/hangar, or /var/lib/hangar as root].
-    #[arg(long, global = true, env = "HANGAR_DATA_DIR")]
+    #[arg(long, env = "HANGAR_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Reach the daemon over TCP instead of its socket, e.g. http://127.0.0.1:9471.
-    #[arg(long, global = true, env = "HANGAR_ADDR")]
+    /// Client commands: reach the daemon over TCP instead of its socket, e.g.
+    /// http://127.0.0.1:9471.
+    #[arg(long, env = "HANGAR_ADDR")]
     addr: Option<String>,
-    /// Catalog directory of `<id>/manifest.json` (repeatable; the first with an
-    /// id wins). Also $HANGAR_CATALOG, `:`-separated. Default: the built-in catalog.
-    #[arg(long = "catalog", global = true)]
+    /// `serve`, `catalog`, `install`: catalog directory of `<id>/manifest.json`
+    /// (repeatable). Also $HANGAR_CATALOG, `:`-separated.
+    #[arg(long = "catalog", value_name = "DIR")]
     catalogs: Vec<PathBuf>,
-    /// Bearer token for --addr.
-    #[arg(long, global = true, env = "HANGAR_TOKEN", hide_env_values = true)]
+    /// Client commands: bearer token for --addr.
+    #[arg(long, env = "HANGAR_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// CA (PEM) of the daemon's TLS certificate, for --addr https://….
-    #[arg(long, global = true, env = "HANGAR_TLS_CA")]
+    /// Client commands: CA (PEM) of the daemon's TLS certificate, for --addr https://...
+    #[arg(long, env = "HANGAR_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mTLS.
-    #[arg(long, global = true, env = "HANGAR_TLS_CERT", requires = "tls_key")]
+    /// Client commands: client certificate (PEM) for mTLS.
+    #[arg(long, env = "HANGAR_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
-    /// Client key (PEM) for mTLS.
-    #[arg(long, global = true, env = "HANGAR_TLS_KEY", requires = "tls_cert")]
+    /// Client commands: client key (PEM) for mTLS.
+    #[arg(long, env = "HANGAR_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+// The ids differ from the top-level options': clap copies the value of a
+// global option to every level that has an option of the same id, which
+// would drop a value given before the subcommand.
+
+/// `--data-dir`, for the commands that use the daemon's data dir.
+#[derive(clap::Args, Default)]
+struct DataDir {
+    /// The daemon's data dir: store, control socket, logs (also
+    /// $HANGAR_DATA_DIR) [default: $XDG_DATA_HOME/hangar, or /var/lib/hangar
+    /// as root].
+    #[arg(
+        id = "sub_data_dir",
+        long = "data-dir",
+        global = true,
+        value_name = "DIR"
+    )]
+    data_dir: Option<PathBuf>,
+}
+
+/// How a client command reaches the daemon.
+#[derive(clap::Args, Default)]
+#[command(next_help_heading = "Connection")]
+struct Conn {
+    #[command(flatten)]
+    data: DataDir,
+    /// Reach the daemon over TCP instead of its socket, e.g.
+    /// http://127.0.0.1:9471 (also $HANGAR_ADDR).
+    #[arg(id = "sub_addr", long = "addr", global = true, value_name = "ADDR")]
+    addr: Option<String>,
+    /// Bearer token for --addr (also $HANGAR_TOKEN).
+    #[arg(id = "sub_token", long = "token", global = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// CA (PEM) of the daemon's TLS certificate, for --addr https://... (also
+    /// $HANGAR_TLS_CA).
+    #[arg(id = "sub_tls_ca", long = "tls-ca", global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS (also $HANGAR_TLS_CERT).
+    #[arg(
+        id = "sub_tls_cert",
+        long = "tls-cert",
+        global = true,
+        value_name = "FILE"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mTLS (also $HANGAR_TLS_KEY).
+    #[arg(
+        id = "sub_tls_key",
+        long = "tls-key",
+        global = true,
+        value_name = "FILE"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+/// `--catalog`, for the commands that read the catalog.
+#[derive(clap::Args, Default)]
+struct CatalogDirs {
+    /// Catalog directory of `<id>/manifest.json` (repeatable; the first with an
+    /// id wins). Also $HANGAR_CATALOG, `:`-separated. Default: the built-in catalog.
+    #[arg(
+        id = "sub_catalogs",
+        long = "catalog",
+        global = true,
+        value_name = "DIR"
+    )]
+    catalogs: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,14 +211,21 @@ enum Command {
         /// HTTP listener for /metrics (overrides daemon.http; '' turns it off).
         #[arg(long)]
         http: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+        #[command(flatten)]
+        catalogs: CatalogDirs,
     },
     /// List processes (all, or those matching a glob).
+    #[command(visible_alias = "ls", visible_alias = "list")]
     Ps {
         /// Name or glob, e.g. `web-*`.
         pattern: Option<String>,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Start processes (desired state: running).
     Start(Select),
@@ -166,6 +251,8 @@ enum Command {
         names: Vec<String>,
         #[command(flatten)]
         opts: client::LogOpts,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Send a signal to processes: `hangar signal web HUP`.
     ///
@@ -183,6 +270,8 @@ enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Show events from history; with -f, keep streaming new ones.
     Events {
@@ -204,18 +293,24 @@ enum Command {
         /// JSON lines for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Show the daemon's status.
     Status {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Re-read the daemon's configuration file and apply the difference.
     Reload {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Add the processes of a process file to the running daemon.
     Add {
@@ -227,10 +322,11 @@ enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Browse the catalog of installable features.
-    #[command(subcommand)]
-    Catalog(CatalogCmd),
+    Catalog(CatalogArgs),
     /// Download, verify and install a feature: `hangar install ID[@VERSION]`.
     Install {
         /// Feature id, optionally with a version (`sing-box@1.12.8`).
@@ -244,6 +340,10 @@ enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        data: DataDir,
+        #[command(flatten)]
+        catalogs: CatalogDirs,
     },
     /// Remove an installed feature: every version, or `ID@VERSION`.
     Uninstall {
@@ -252,12 +352,16 @@ enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        data: DataDir,
     },
     /// List installed features and versions.
     Installed {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        data: DataDir,
     },
     /// Call plugins and list them with their health (`plugin call`, `plugin ls`).
     #[command(subcommand)]
@@ -269,15 +373,45 @@ enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Feature instances: create, start, stop, restart, delete, update, ls, show.
+    Instance(InstanceArgs),
+    /// Print a shell completion script: `hangar completions bash > /etc/bash_completion.d/hangar`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) made from these definitions: `hangar man > hangar.1`.
+    Man,
+}
+
+#[derive(clap::Args)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+struct CatalogArgs {
+    #[command(flatten)]
+    data: DataDir,
+    #[command(flatten)]
+    catalogs: CatalogDirs,
     #[command(subcommand)]
-    Instance(instance::InstanceCmd),
+    cmd: CatalogCmd,
+}
+
+#[derive(clap::Args)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+struct InstanceArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: instance::InstanceCmd,
 }
 
 #[derive(Subcommand)]
 enum CatalogCmd {
     /// Every feature in the catalog.
+    #[command(visible_alias = "ls")]
     List {
         /// JSON for scripts.
         #[arg(long)]
@@ -308,6 +442,8 @@ struct Select {
     /// JSON for scripts.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    conn: Conn,
 }
 
 #[derive(clap::Args)]
@@ -325,16 +461,25 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     abort_on_panic();
-    let cli = Cli::parse();
-    if let Err(e) = init_tracing(cli.log_format, &cli.log_level) {
-        errln!("error[USAGE]: invalid --log-level {:?}: {e}", cli.log_level);
+    let cli = parse();
+    output::set_color(cli.color);
+    if let Err(e) = init_tracing(cli.log_format, &cli.log_level, cli.color) {
+        errln!(
+            "error[USAGE]: invalid --log-level {:?}: {e}\n  hint: write e.g. info, debug or hangar=trace",
+            cli.log_level
+        );
         return ExitCode::from(exit::USAGE);
     }
     raise_fd_limit();
-    let data_dir = cli
-        .data_dir
-        .clone()
-        .unwrap_or_else(hangar_core::default_data_dir);
+    let top = Top {
+        data_dir: cli.data_dir,
+        addr: cli.addr,
+        catalogs: cli.catalogs,
+        token: cli.token,
+        tls_ca: cli.tls_ca,
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
+    };
     let code = match cli.command {
         Command::Run(args) => {
             let log_dir = if args.no_log_files {
@@ -345,14 +490,25 @@ fn main() -> ExitCode {
             run::run(&args.file, log_dir)
         }
         Command::Check { file } => run::check(&file),
-        Command::Serve { config, http } => serve::serve(serve::ServeArgs {
-            data_dir: data_dir.clone(),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
+        Command::Serve {
             config,
             http,
-            catalogs: market::catalogs_from_env(cli.catalogs),
+            data,
+            catalogs,
+        } => serve::serve(serve::ServeArgs {
+            data_dir: top.data_dir(data),
+            config,
+            http,
+            catalogs: market::catalogs_from_env(top.catalogs(catalogs)),
         }),
-        Command::Catalog(c) => {
-            let cmd = match c {
+        Command::Catalog(CatalogArgs {
+            data,
+            catalogs,
+            cmd,
+        }) => {
+            let cmd = match cmd {
                 CatalogCmd::List { json } => market::Cmd::List { json },
                 CatalogCmd::Show { id, json } => market::Cmd::Show { id, json },
                 CatalogCmd::Search { query, json } => market::Cmd::Search {
@@ -360,15 +516,17 @@ fn main() -> ExitCode {
                     json,
                 },
             };
-            market::run(market(data_dir, cli.catalogs), cmd)
+            market::run(market(top.data_dir(data), top.catalogs(catalogs)), cmd)
         }
         Command::Install {
             feature,
             allow_http,
             allow_unverified,
             json,
+            data,
+            catalogs,
         } => market::run(
-            market(data_dir, cli.catalogs),
+            market(top.data_dir(data), top.catalogs(catalogs)),
             market::Cmd::Install {
                 spec: feature,
                 allow_http,
@@ -376,103 +534,224 @@ fn main() -> ExitCode {
                 json,
             },
         ),
-        Command::Uninstall { feature, json } => market::run(
-            market(data_dir, cli.catalogs),
+        Command::Uninstall {
+            feature,
+            json,
+            data,
+        } => market::run(
+            market(top.data_dir(data), Vec::new()),
             market::Cmd::Uninstall {
                 spec: feature,
                 json,
             },
         ),
-        Command::Installed { json } => market::run(
-            market(data_dir, cli.catalogs),
+        Command::Installed { json, data } => market::run(
+            market(top.data_dir(data), Vec::new()),
             market::Cmd::Installed { json },
         ),
         Command::Plugin(cmd) => plugin::run(cmd),
-        other => {
-            let target = client::Target {
-                data_dir,
-                addr: cli.addr,
-                token: cli.token,
-                tls: cli.tls_ca.map(|ca| hangar_api::client::TlsFiles {
-                    ca,
-                    cert: cli.tls_cert,
-                    key: cli.tls_key,
-                }),
-            };
-            if let Command::Instance(cmd) = other {
-                return ExitCode::from(instance::run(target, cmd));
-            }
-            let cmd = match other {
-                Command::Ps { pattern, json } => client::Cmd::Ps {
-                    pattern: pattern.unwrap_or_default(),
-                    json,
-                },
-                Command::Start(s) => client::Cmd::Start {
-                    pattern: s.pattern,
-                    json: s.json,
-                },
-                Command::Stop { select, timeout } => client::Cmd::Stop {
-                    pattern: select.pattern,
-                    timeout,
-                    json: select.json,
-                },
-                Command::Restart(s) => client::Cmd::Restart {
-                    pattern: s.pattern,
-                    json: s.json,
-                },
-                Command::Logs { names, opts } => client::Cmd::Logs { names, opts },
-                Command::Signal {
-                    pattern,
-                    signal,
-                    group,
-                    json,
-                } => client::Cmd::Signal {
-                    pattern,
-                    signal,
-                    group,
-                    json,
-                },
-                Command::Events {
-                    follow,
-                    name,
-                    kinds,
-                    last,
-                    after,
-                    json,
-                } => client::Cmd::Events {
-                    follow,
-                    name,
-                    kinds,
-                    last,
-                    after,
-                    json,
-                },
-                Command::Status { json } => client::Cmd::Status { json },
-                Command::Reload { json } => client::Cmd::Reload { json },
-                Command::Add {
-                    file,
-                    no_start,
-                    json,
-                } => client::Cmd::Add {
-                    file,
-                    no_start,
-                    json,
-                },
-                Command::Remove { name, json } => client::Cmd::Remove { name, json },
-                Command::Run(_)
-                | Command::Instance(_)
-                | Command::Check { .. }
-                | Command::Serve { .. }
-                | Command::Catalog(_)
-                | Command::Install { .. }
-                | Command::Uninstall { .. }
-                | Command::Installed { .. }
-                | Command::Plugin(_) => return ExitCode::from(exit::USAGE),
-            };
-            client::run(target, cmd)
+        Command::Instance(InstanceArgs { conn, cmd }) => match top.target(conn) {
+            Ok(target) => instance::run(target, cmd),
+            Err(code) => code,
+        },
+        Command::Ps {
+            pattern,
+            json,
+            conn,
+        } => client_cmd(
+            &top,
+            conn,
+            client::Cmd::Ps {
+                pattern: pattern.unwrap_or_default(),
+                json,
+            },
+        ),
+        Command::Start(s) => client_cmd(
+            &top,
+            s.conn,
+            client::Cmd::Start {
+                pattern: s.pattern,
+                json: s.json,
+            },
+        ),
+        Command::Stop { select, timeout } => client_cmd(
+            &top,
+            select.conn,
+            client::Cmd::Stop {
+                pattern: select.pattern,
+                timeout,
+                json: select.json,
+            },
+        ),
+        Command::Restart(s) => client_cmd(
+            &top,
+            s.conn,
+            client::Cmd::Restart {
+                pattern: s.pattern,
+                json: s.json,
+            },
+        ),
+        Command::Logs { names, opts, conn } => {
+            client_cmd(&top, conn, client::Cmd::Logs { names, opts })
+        }
+        Command::Signal {
+            pattern,
+            signal,
+            group,
+            json,
+            conn,
+        } => client_cmd(
+            &top,
+            conn,
+            client::Cmd::Signal {
+                pattern,
+                signal,
+                group,
+                json,
+            },
+        ),
+        Command::Events {
+            follow,
+            name,
+            kinds,
+            last,
+            after,
+            json,
+            conn,
+        } => client_cmd(
+            &top,
+            conn,
+            client::Cmd::Events {
+                follow,
+                name,
+                kinds,
+                last,
+                after,
+                json,
+            },
+        ),
+        Command::Status { json, conn } => client_cmd(&top, conn, client::Cmd::Status { json }),
+        Command::Reload { json, conn } => client_cmd(&top, conn, client::Cmd::Reload { json }),
+        Command::Add {
+            file,
+            no_start,
+            json,
+            conn,
+        } => client_cmd(
+            &top,
+            conn,
+            client::Cmd::Add {
+                file,
+                no_start,
+                json,
+            },
+        ),
+        Command::Remove { name, json, conn } => {
+            client_cmd(&top, conn, client::Cmd::Remove { name, json })
         }
     };
     ExitCode::from(code)
+}
+
+/// Parse the command line. `--color` also decides clap's own help and
+/// errors, so it is looked for before clap renders anything.
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let value = match a.to_str() {
+            Some("--") => break,
+            Some("--color") => args.next(),
+            Some(s) => match s.strip_prefix("--color=") {
+                Some(v) => Some(v.into()),
+                None => continue,
+            },
+            None => continue,
+        };
+        cmd = match value.as_ref().and_then(|v| v.to_str()) {
+            Some("always") => cmd.color(clap::ColorChoice::Always),
+            Some("never") => cmd.color(clap::ColorChoice::Never),
+            _ => cmd,
+        };
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The options given before the subcommand (and the environment): a value
+/// given after the subcommand wins over them.
+struct Top {
+    data_dir: Option<PathBuf>,
+    addr: Option<String>,
+    catalogs: Vec<PathBuf>,
+    token: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+impl Top {
+    fn data_dir(&self, sub: DataDir) -> PathBuf {
+        sub.data_dir
+            .or_else(|| self.data_dir.clone())
+            .unwrap_or_else(hangar_core::default_data_dir)
+    }
+
+    /// Both lists, the ones before the subcommand first.
+    fn catalogs(&self, sub: CatalogDirs) -> Vec<PathBuf> {
+        self.catalogs.iter().cloned().chain(sub.catalogs).collect()
+    }
+
+    /// Where a client command finds the daemon. `Err` carries the exit code
+    /// after printing why.
+    fn target(&self, c: Conn) -> Result<client::Target, u8> {
+        let cert = c.tls_cert.or_else(|| self.tls_cert.clone());
+        let key = c.tls_key.or_else(|| self.tls_key.clone());
+        if cert.is_some() != key.is_some() {
+            errln!(
+                "error[USAGE]: --tls-cert and --tls-key go together\n  hint: give both files for mTLS, or neither"
+            );
+            return Err(exit::USAGE);
+        }
+        Ok(client::Target {
+            data_dir: self.data_dir(c.data),
+            addr: c.addr.or_else(|| self.addr.clone()),
+            token: c.token.or_else(|| self.token.clone()),
+            tls: c
+                .tls_ca
+                .or_else(|| self.tls_ca.clone())
+                .map(|ca| hangar_api::client::TlsFiles { ca, cert, key }),
+        })
+    }
+}
+
+fn client_cmd(top: &Top, conn: Conn, cmd: client::Cmd) -> u8 {
+    match top.target(conn) {
+        Ok(t) => client::run(t, cmd),
+        Err(code) => code,
+    }
+}
+
+/// `hangar completions SHELL`: the script on standard output.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "hangar", &mut buf);
+    output::out_bytes(&buf);
+    exit::OK
+}
+
+/// `hangar man`: the manual page (roff) on standard output.
+fn man() -> u8 {
+    use clap::CommandFactory;
+    let mut buf = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut buf) {
+        errln!("error[IO_ERROR]: cannot render the manual page: {e}\n  hint: this is a bug in hangar; please report it");
+        return exit::FAILURE;
+    }
+    output::out_bytes(&buf);
+    exit::OK
 }
 
 /// The async runtime: two workers for the supervising commands, one thread
@@ -509,12 +788,14 @@ fn abort_on_panic() {
     }));
 }
 
-fn init_tracing(format: LogFormat, filter: &str) -> Result<(), String> {
+fn init_tracing(format: LogFormat, filter: &str, color: ColorWhen) -> Result<(), String> {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(output::colored(color, std::io::stderr().is_terminal()))
         // A log line that cannot be written is dropped: the layer's own report
         // of it is an eprintln!, which panics when stderr is a closed pipe.
         .log_internal_errors(false)

@@ -145,7 +145,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                         o.insert(
                             "resolved".into(),
                             json!({"url": r.url, "asset": r.asset,
-                            "checksum": format!("{:?}", r.checksum), "binary": r.binary}),
+                            "checksum": checksum_json(r.checksum.as_ref()), "binary": r.binary}),
                         );
                     }
                 }
@@ -161,7 +161,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
                     outln!("  homepage:   {h}");
                 }
                 outln!("  manifest:   {}", e.file.display());
-                outln!("  isolation:  {:?}", mf.isolation_level);
+                outln!("  isolation:  {}", mf.isolation_level);
                 if !mf.network.default_ports.is_empty() {
                     outln!("  ports:      {:?}", mf.network.default_ports);
                 }
@@ -427,4 +427,20 @@ pub fn catalogs_from_env(flag: Vec<PathBuf>) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Where the expected digest comes from, as `catalog show --json` gives it:
+/// `{"type": "sha256" | "pinned" | "file" | "signed-file" | "github-release", …}`.
+fn checksum_json(c: Option<&hangar_fetch::Checksum>) -> serde_json::Value {
+    use hangar_fetch::Checksum;
+    match c {
+        None => serde_json::Value::Null,
+        Some(Checksum::Sha256(h)) => json!({"type": "sha256", "sha256": h}),
+        Some(Checksum::Pinned(h)) => json!({"type": "pinned", "sha256": h}),
+        Some(Checksum::File(u)) => json!({"type": "file", "url": u}),
+        Some(Checksum::SignedFile(sc)) => json!({"type": "signed-file", "url": sc.url,
+            "signature_url": sc.signature_url,
+            "fingerprint": hangar_fetch::verify::normalize_fingerprint(&sc.fingerprint)}),
+        Some(Checksum::GithubRelease(api)) => json!({"type": "github-release", "url": api}),
+    }
 }

@@ -39,6 +39,7 @@ pub enum Cmd {
         headers: Vec<String>,
     },
     /// List every plugin of a configuration with its health, checked now.
+    #[command(visible_alias = "list")]
     Ls {
         /// Plugin manager configuration (JSON, or YAML by .yaml/.yml).
         #[arg(long, short)]

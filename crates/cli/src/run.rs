@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hangar_supervisor::{Event, EventKind, Manager, ManagerOptions, ProcessSpec, State};
+use hangar_supervisor::{Event, EventKind, ExitInfo, Manager, ManagerOptions, ProcessSpec, State};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{error, info, warn};
@@ -48,7 +48,7 @@ pub fn check(file: &Path) -> u8 {
                     String::new()
                 };
                 outln!(
-                    "{}{n}: {} {} (restart {:?})",
+                    "{}{n}: {} {} (restart {})",
                     p.name,
                     p.command,
                     p.args.join(" "),
@@ -115,6 +115,9 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
         .name("hangar-events".into())
         .spawn(move || log_events_counted(events, &logged_by_thread));
 
+    // Subscribed before the first start: no exit can be missed.
+    let mut changes = manager.subscribe();
+
     if let Some(dir) = &log_dir {
         info!(dir = %dir.display(), "process output goes to log files");
     }
@@ -138,21 +141,86 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
         "all processes launched; SIGINT or SIGTERM stops them"
     );
 
-    tokio::select! {
-        _ = term.0.recv() => info!(signal = "SIGTERM", "stopping every process"),
-        _ = term.1.recv() => info!(signal = "SIGINT", "stopping every process"),
-    }
+    // Until a signal, or until every process has ended and none will start
+    // again by itself (as foreman and process-compose do).
+    let finished = 'wait: loop {
+        if let Some(code) = finished(&manager, failed) {
+            break Some(code);
+        }
+        loop {
+            tokio::select! {
+                _ = term.0.recv() => {
+                    info!(signal = "SIGTERM", "stopping every process");
+                    break 'wait None;
+                }
+                _ = term.1.recv() => {
+                    info!(signal = "SIGINT", "stopping every process");
+                    break 'wait None;
+                }
+                r = changes.recv() => match r {
+                    // Only an end can leave nothing running: look again.
+                    Ok(Event { kind: EventKind::State { to, .. }, .. }) if !to.is_active() => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    // The manager is gone: nothing runs any more.
+                    Err(RecvError::Closed) => {
+                        break 'wait Some(finished(&manager, failed).unwrap_or(exit::FAILURE));
+                    }
+                },
+            }
+        }
+    };
     let t1 = Instant::now();
     let shutdown = manager.shutdown();
     tokio::select! {
         () = shutdown => {
             wait_logged(&mut tally, &logged).await;
-            info!(took_ms = t1.elapsed().as_millis() as u64, "all processes stopped");
-            exit::OK
+            match finished {
+                Some(code) => {
+                    info!(exit_code = code, "every process has ended and none will restart; exiting");
+                    code
+                }
+                None => {
+                    info!(took_ms = t1.elapsed().as_millis() as u64, "all processes stopped");
+                    exit::OK
+                }
+            }
         }
         _ = term.0.recv() => forced(&manager),
         _ = term.1.recv() => forced(&manager),
     }
+}
+
+/// `Some(exit code)` once no process runs or will run again by itself
+/// (exited, failed, stopped): the worst end among them. A death by signal
+/// is worst (128 + signal, as a shell reports it), then a non-zero exit
+/// code, then a process that could not be started at all (1, as are the
+/// `launch_failures` that never got a name); else 0. Among ends of the same
+/// kind, the higher number.
+fn finished(manager: &Manager, launch_failures: usize) -> Option<u8> {
+    if manager.states().iter().any(|(_, s)| s.is_active()) {
+        return None;
+    }
+    let all = manager.status_all("*").ok()?;
+    if all.iter().any(|s| s.state.is_active()) {
+        return None;
+    }
+    let mut worst: (u8, u8) = (0, 0);
+    if launch_failures > 0 {
+        worst = (1, exit::FAILURE);
+    }
+    for s in &all {
+        let end = match s.last_exit {
+            Some(ExitInfo {
+                signal: Some(sig), ..
+            }) => (3, u8::try_from(128 + sig.clamp(1, 127)).unwrap_or(255)),
+            Some(ExitInfo { code: Some(c), .. }) if c != 0 => (2, (c & 0xff) as u8),
+            _ if s.state == State::Failed => (1, exit::FAILURE),
+            _ => (0, 0),
+        };
+        worst = worst.max(end);
+    }
+    Some(worst.1)
 }
 
 fn forced(manager: &Manager) -> u8 {

@@ -65,36 +65,53 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
             .hint("write it as 127.0.0.1:9470, or '' to turn HTTP off")
         })?)
     };
-    let daemon = Daemon::boot(BootOptions {
+    let booting = Daemon::open(BootOptions {
         data_dir: args.data_dir.clone(),
         config: args.config.clone(),
         catalogs: args.catalogs.clone(),
     })
     .await?;
+    // Every listener is bound before the first process starts: a taken
+    // address refuses the start with nothing started (and nothing to stop).
+    let settings = booting.daemon().settings().clone();
+    let socket = socket_path(&args.data_dir);
+    let http_listener = match http_addr {
+        None => None,
+        Some(addr) => match metrics::bind_http(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                booting.daemon().shutdown().await;
+                return Err(e);
+            }
+        },
+    };
+    let bound = server::bind(ServeOptions {
+        socket: socket.clone(),
+        tcp: settings.grpc.tcp,
+        token,
+        tls: settings
+            .grpc
+            .tls_cert
+            .clone()
+            .zip(settings.grpc.tls_key.clone()),
+        client_ca: settings.grpc.client_ca.clone(),
+    })
+    .await;
+    let bound = match bound {
+        Ok(b) => b,
+        Err(e) => {
+            booting.daemon().shutdown().await;
+            return Err(e);
+        }
+    };
     // Process events go to hangar's own log, from a thread of its own (as in
     // `hangar run`): a blocked stderr never holds up supervision.
-    let events = daemon.manager().subscribe();
+    let events = booting.daemon().manager().subscribe();
     let _ = std::thread::Builder::new()
         .name("hangar-events".into())
         .spawn(move || crate::run::log_events(events));
-    let settings = daemon.settings().clone();
-    let socket = socket_path(&args.data_dir);
-    let listening = server::serve(
-        daemon.clone(),
-        ServeOptions {
-            socket: socket.clone(),
-            tcp: settings.grpc.tcp,
-            token,
-            tls: settings
-                .grpc
-                .tls_cert
-                .clone()
-                .zip(settings.grpc.tls_key.clone()),
-            client_ca: settings.grpc.client_ca.clone(),
-        },
-    )
-    .await;
-    let listening = match listening {
+    let daemon = booting.start().await;
+    let listening = match bound.serve(daemon.clone()) {
         Ok(l) => l,
         Err(e) => {
             daemon.shutdown().await;
@@ -103,21 +120,12 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     };
     let metrics = Arc::new(Metrics::new());
     let feeder = metrics::feed(&daemon, Arc::clone(&metrics));
-    let http = match http_addr {
-        None => None,
-        Some(addr) => match metrics::serve_http(daemon.clone(), Arc::clone(&metrics), addr).await {
-            Ok(h) => Some(h),
-            Err(e) => {
-                listening.stop().await;
-                daemon.shutdown().await;
-                return Err(e);
-            }
-        },
-    };
+    let http =
+        http_listener.map(|l| metrics::serve_http_on(daemon.clone(), Arc::clone(&metrics), l));
     info!(
         socket = %socket.display(),
-        tcp = ?listening.tcp_addr,
-        http = ?http.as_ref().map(|h| h.addr),
+        tcp = listening.tcp_addr.map(tracing::field::display),
+        http = http.as_ref().map(|h| tracing::field::display(h.addr)),
         "hangar daemon ready"
     );
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("supervising")]);

@@ -290,15 +290,8 @@ impl World {
                 d.log()
             );
         };
-        // Debug-formatted Option<SocketAddr>: "Some(127.0.0.1:41271)" or "None".
-        let addr = |k: &str| -> Option<SocketAddr> {
-            ready[k]
-                .as_str()?
-                .strip_prefix("Some(")?
-                .strip_suffix(')')?
-                .parse()
-                .ok()
-        };
+        // "127.0.0.1:41271", or no field where there is no listener.
+        let addr = |k: &str| -> Option<SocketAddr> { ready[k].as_str()?.parse().ok() };
         d.http = addr("http");
         d.tcp = addr("tcp");
         assert_eq!(

@@ -172,12 +172,68 @@ fn take_lock(data_dir: &Path) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-impl Daemon {
-    /// Boot: lock the data dir, open the store, end an earlier daemon's
-    /// leftovers, start the event pipeline and apply the desired state.
-    /// Returns once everything is registered; processes finish starting in the
+/// A daemon between [`Daemon::open`] and [`Booting::start`]: it holds its data
+/// dir, has ended an earlier daemon's leftovers and runs its event pipeline,
+/// but has started no process. What can still fail without anything to
+/// undo (binding listeners) goes here.
+pub struct Booting {
+    daemon: Daemon,
+    config: DaemonConfig,
+    records: Vec<hangar_store::ProcessRecord>,
+}
+
+impl Booting {
+    /// The daemon, with nothing started yet.
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
+    /// Apply the desired state (boot is a reload from empty). Returns once
+    /// everything is registered; processes finish starting in the
     /// background (their events tell).
+    pub async fn start(self) -> Daemon {
+        let Booting {
+            daemon,
+            config,
+            records,
+        } = self;
+        // Instances a killed daemon left half-made are taken back before the
+        // desired set is computed, so their processes are not started.
+        let dropped = daemon.inner.instances.recover().await;
+        let records: Vec<_> = records
+            .into_iter()
+            .filter(|r| !dropped.contains(&r.name))
+            .collect();
+        let desired = daemon.desired_from(config, &records);
+        let (registered, rx) = tokio::sync::oneshot::channel();
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut change = d.inner.desired.write().await;
+            let report = change.apply_then(desired, Some(registered)).await;
+            for (name, e) in &report.errors {
+                warn!(process = %name, code = e.code(), "{}", e.message);
+            }
+            info!(
+                processes = report.added.len(),
+                "boot: desired state applied"
+            );
+        });
+        let _ = rx.await;
+        info!(recovered = daemon.inner.recovered_killed, "daemon booted");
+        daemon
+    }
+}
+
+impl Daemon {
+    /// Boot: [`Daemon::open`], then [`Booting::start`].
     pub async fn boot(opts: BootOptions) -> Result<Daemon> {
+        Ok(Daemon::open(opts).await?.start().await)
+    }
+
+    /// The first half of boot: lock the data dir, open the store, end an
+    /// earlier daemon's leftovers and start the event pipeline; nothing of
+    /// the desired state starts before [`Booting::start`].
+    pub async fn open(opts: BootOptions) -> Result<Booting> {
         let data_dir = opts.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             Error::new(
@@ -344,33 +400,14 @@ impl Daemon {
             *r = Some(reaper);
         }
 
-        // Boot is a reload from empty. The desired set is applied (and recorded)
-        // before boot returns; the starts finish in the background, so the API
-        // comes up at once and shows them starting.
-        // Instances a killed daemon left half-made are taken back before the
-        // desired set is computed, so their processes are not started.
-        let dropped = daemon.inner.instances.recover().await;
-        let records: Vec<_> = records
-            .into_iter()
-            .filter(|r| !dropped.contains(&r.name))
-            .collect();
-        let desired = daemon.desired_from(config, &records);
-        let (registered, rx) = tokio::sync::oneshot::channel();
-        let d = daemon.clone();
-        tokio::spawn(async move {
-            let mut change = d.inner.desired.write().await;
-            let report = change.apply_then(desired, Some(registered)).await;
-            for (name, e) in &report.errors {
-                warn!(process = %name, code = e.code(), "{}", e.message);
-            }
-            info!(
-                processes = report.added.len(),
-                "boot: desired state applied"
-            );
-        });
-        let _ = rx.await;
-        info!(recovered = recovered_killed, "daemon booted");
-        Ok(daemon)
+        // Boot is a reload from empty. The desired set is applied (and
+        // recorded) in `start`, before it returns; the starts finish in the
+        // background, so the API comes up at once and shows them starting.
+        Ok(Booting {
+            daemon,
+            config,
+            records,
+        })
     }
 
     /// The supervisor.

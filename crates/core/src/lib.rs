@@ -39,7 +39,9 @@ pub mod recovery;
 pub mod sinks;
 mod util;
 
-pub use daemon::{default_data_dir, socket_path, BootOptions, Daemon, DaemonInfo, ProcessView};
+pub use daemon::{
+    default_data_dir, socket_path, BootOptions, Booting, Daemon, DaemonInfo, ProcessView,
+};
 pub use desired::{ActionReport, ReloadReport, Want};
 pub use error::{Category, Coded, Error, ErrorKind, Result};
 pub use instances::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};

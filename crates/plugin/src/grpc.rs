@@ -438,7 +438,17 @@ fn status_err(s: Status) -> Error {
         }
         _ => ErrorKind::ExecutionFailed,
     };
-    Error::new(kind, format!("gRPC {:?}: {}", s.code(), s.message()))
+    // The status as gRPC documents it (number and description), not as
+    // tonic's Rust enum spells its variant.
+    Error::new(
+        kind,
+        format!(
+            "gRPC status {} ({}): {}",
+            s.code() as i32,
+            s.code().description(),
+            s.message()
+        ),
+    )
 }
 
 impl Transport for GrpcClient {

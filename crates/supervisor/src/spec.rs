@@ -610,6 +610,22 @@ impl std::str::FromStr for RestartMode {
 impl RestartMode {
     /// The names [`RestartMode`] is written with (`on_failure` and `no` are read too).
     pub const NAMES: &'static [&'static str] = &["always", "on-failure", "never"];
+
+    /// The name as written in a process file: `on-failure`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RestartMode::Always => "always",
+            RestartMode::OnFailure => "on-failure",
+            RestartMode::Never => "never",
+        }
+    }
+}
+
+/// As written in a process file (`on-failure`), for people.
+impl fmt::Display for RestartMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl<'de> Deserialize<'de> for RestartMode {

@@ -452,6 +452,24 @@ pub enum Isolation {
     PerSession,
 }
 
+impl Isolation {
+    /// The name as written in a manifest: `per-tenant`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Shared => "shared",
+            Isolation::PerTenant => "per-tenant",
+            Isolation::PerSession => "per-session",
+        }
+    }
+}
+
+/// As written in a manifest (`per-tenant`), for people.
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn validator() -> &'static Result<jsonschema::Validator, String> {
     static V: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
     V.get_or_init(|| {
