@@ -118,9 +118,14 @@ fn create(name: &str, tenant: &str) -> pb::CreateInstanceRequest {
         feature: "tor".into(),
         name: name.into(),
         mode: String::new(),
-        options_json: r#"{"disable_network": true}"#.into(),
+        options: Some(hangar_api::convert::structure(
+            serde_json::json!({"disable_network": true})
+                .as_object()
+                .expect("an object literal"),
+        )),
         tenant: tenant.into(),
         session: String::new(),
+        ..Default::default()
     }
 }
 

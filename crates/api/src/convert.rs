@@ -168,7 +168,81 @@ fn ms(t: std::time::SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// A JSON value as a `google.protobuf.Value`.
+pub fn value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(value).collect(),
+        }),
+        serde_json::Value::Object(m) => Kind::StructValue(structure(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub fn structure(m: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m.iter().map(|(k, v)| (k.clone(), value(v))).collect(),
+    }
+}
+
+/// A `google.protobuf.Value` as JSON. Whole numbers come back as integers
+/// (Struct has only doubles), so a port stays `8080`, not `8080.0`.
+pub fn json(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => (*b).into(),
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+                (*n as i64).into()
+            } else {
+                serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
+            }
+        }
+        Some(Kind::StringValue(s)) => s.clone().into(),
+        Some(Kind::ListValue(l)) => l.values.iter().map(json).collect(),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(object(s)),
+    }
+}
+
+/// A `google.protobuf.Struct` as a JSON object.
+pub fn object(s: &prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect()
+}
+
+fn entries<'a>(ctx: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<pb::ContextEntry> {
+    ctx.into_iter()
+        .map(|(k, v)| pb::ContextEntry {
+            key: k.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
+}
+
+/// An event's detail as a JSON object (null when it has none).
+pub fn detail(e: &pb::Event) -> serde_json::Value {
+    e.detail.as_ref().map_or(serde_json::Value::Null, |s| {
+        serde_json::Value::Object(object(s))
+    })
+}
+
+/// An error message's context as `key=value, key=value`.
+pub fn context_text(i: &pb::ErrorInfo) -> String {
+    i.entries
+        .iter()
+        .map(|e| format!("{}={}", e.key, e.value))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Error as a message.
+#[allow(deprecated)] // `context` is still filled for older clients.
 pub fn error_info(e: &Error) -> pb::ErrorInfo {
     pb::ErrorInfo {
         code: e.code().to_string(),
@@ -180,6 +254,7 @@ pub fn error_info(e: &Error) -> pb::ErrorInfo {
             .collect::<Vec<_>>()
             .join(", "),
         hint: e.hint.clone().unwrap_or_default(),
+        entries: entries(e.context.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
     }
 }
 
@@ -233,6 +308,7 @@ pub fn process(v: &ProcessView) -> pb::Process {
 }
 
 /// A stored event as a message.
+#[allow(deprecated)] // `detail_json` is still filled for older clients.
 pub fn event(r: &EventRecord) -> pb::Event {
     pb::Event {
         id: r.id,
@@ -243,10 +319,15 @@ pub fn event(r: &EventRecord) -> pb::Event {
         from: r.from.clone(),
         to: r.to.clone(),
         detail_json: r.detail.to_string(),
+        detail: match &r.detail {
+            serde_json::Value::Object(m) => Some(structure(m)),
+            _ => None,
+        },
     }
 }
 
 /// An instance on the wire.
+#[allow(deprecated)] // `json` and the error's `context` are still filled for older clients.
 pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
     pb::Instance {
         id: i.id.clone(),
@@ -268,6 +349,12 @@ pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
                 .collect::<Vec<_>>()
                 .join(", "),
             hint: e.hint.clone().unwrap_or_default(),
+            entries: entries(
+                e.step
+                    .map(|s| ("step", s.as_str()))
+                    .into_iter()
+                    .chain(e.context.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+            ),
         }),
         ports: i
             .ports
@@ -290,6 +377,26 @@ pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
         json: serde_json::to_string(i).unwrap_or_default(),
         created_ms: i.created_ms,
         updated_ms: i.updated_ms,
+        options: Some(structure(&i.options)),
+        desired: i.desired.as_str().to_string(),
+        key: i.key.clone(),
+        network: i.network.as_ref().map(|n| pb::InstanceNetwork {
+            backend: n.backend.clone(),
+            namespace: n.namespace.clone(),
+            namespace_path: n.namespace_path.display().to_string(),
+            host_if: n.host_if.clone(),
+            instance_if: n.instance_if.clone(),
+            host_addr: n.host_addr.to_string(),
+            instance_addr: n.instance_addr.to_string(),
+            prefix_len: u32::from(n.prefix_len),
+            number: n.number,
+        }),
+        dir: i.dir.display().to_string(),
+        binary: i
+            .binary
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -381,6 +488,20 @@ mod tests {
             Some("INSTANCE_NOT_FOUND")
         );
         assert!(d.bad_request().is_none() && d.help().is_none());
+    }
+
+    /// Options and event details cross as google.protobuf.Struct and come
+    /// back as the same JSON: whole numbers stay integers, nesting stays.
+    #[test]
+    fn json_objects_cross_as_structs_unchanged() {
+        let v = serde_json::json!({
+            "port": 8080, "ratio": 0.25, "name": "web", "on": true, "none": null,
+            "list": [1, "two", {"three": 3}], "nested": {"a": {"b": -7}}
+        });
+        let serde_json::Value::Object(m) = &v else {
+            unreachable!("an object literal")
+        };
+        assert_eq!(serde_json::Value::Object(object(&structure(m))), v);
     }
 
     /// A status from something that is not hangar (a proxy, tonic itself) gets

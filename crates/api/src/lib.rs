@@ -8,6 +8,7 @@
 //!   over the Unix socket, made acceptable to h2.
 //! - [`client`]: the client the CLI uses; errors come back with the daemon's code,
 //!   context and hint ([`convert`]).
+//! - [`page`]: pages of List replies (`page_size`, `page_token`).
 //! - [`metrics`]: Prometheus families fed by stored events, and the HTTP listener
 //!   for `/metrics` and `/metrics.json`.
 //! - [`exposition`]: which text format a scraper gets (OpenMetrics when it asks,
@@ -33,6 +34,7 @@ pub mod convert;
 mod error;
 pub mod exposition;
 pub mod metrics;
+pub mod page;
 pub mod server;
 pub mod usage;
 

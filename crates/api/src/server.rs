@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authority::UnixAuthority;
 use crate::convert::{self, status};
+use crate::page;
 use crate::pb;
 use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
 use crate::pb::events_server::{Events, EventsServer};
@@ -80,26 +81,29 @@ pub struct InstancesSvc {
     d: Daemon,
 }
 
-fn options(json: &str) -> Result<serde_json::Map<String, serde_json::Value>, Status> {
+/// The options of a create or update: the `options` Struct, or the older
+/// `options_json` text; not both.
+fn options(
+    structured: Option<&prost_types::Struct>,
+    json: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Status> {
+    let bad = |what: String| {
+        status(
+            Error::new(hangar_feature::ErrorKind::ConfigBadOptions, what)
+                .with("field", "options_json")
+                .hint("pass options as key=value pairs, or as the options Struct"),
+        )
+    };
     if json.trim().is_empty() {
-        return Ok(serde_json::Map::new());
+        return Ok(structured.map(convert::object).unwrap_or_default());
+    }
+    if structured.is_some_and(|s| !s.fields.is_empty()) {
+        return Err(bad("both options and options_json are set".into()));
     }
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::Object(m)) => Ok(m),
-        Ok(_) => Err(status(
-            Error::new(
-                hangar_feature::ErrorKind::ConfigBadOptions,
-                "options must be a JSON object",
-            )
-            .hint("pass options as key=value pairs, or a JSON object"),
-        )),
-        Err(e) => Err(status(
-            Error::new(
-                hangar_feature::ErrorKind::ConfigBadOptions,
-                format!("options are not JSON: {e}"),
-            )
-            .hint("pass options as key=value pairs, or a JSON object"),
-        )),
+        Ok(_) => Err(bad("options must be a JSON object".into())),
+        Err(e) => Err(bad(format!("options are not JSON: {e}"))),
     }
 }
 
@@ -109,6 +113,7 @@ fn some(s: String) -> Option<String> {
 
 #[tonic::async_trait]
 impl Instances for InstancesSvc {
+    #[allow(deprecated)] // `options_json` is still accepted from older clients.
     async fn create(
         &self,
         req: Request<pb::CreateInstanceRequest>,
@@ -117,7 +122,7 @@ impl Instances for InstancesSvc {
         let c = self
             .d
             .create_instance(hangar_core::CreateRequest {
-                options: options(&r.options_json)?,
+                options: options(r.options.as_ref(), &r.options_json)?,
                 feature: r.feature,
                 name: some(r.name),
                 mode: some(r.mode),
@@ -142,15 +147,15 @@ impl Instances for InstancesSvc {
 
     async fn list(
         &self,
-        _req: Request<pb::ListInstancesRequest>,
+        req: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::InstanceList>, Status> {
+        let r = req.into_inner();
+        let mut all = self.d.instance_list();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let (page, next_page_token) = page::cut(all, |i| &i.name, r.page_size, &r.page_token)?;
         Ok(Response::new(pb::InstanceList {
-            instances: self
-                .d
-                .instance_list()
-                .iter()
-                .map(convert::instance)
-                .collect(),
+            instances: page.iter().map(convert::instance).collect(),
+            next_page_token,
         }))
     }
 
@@ -195,6 +200,7 @@ impl Instances for InstancesSvc {
         Ok(Response::new(pb::DeleteInstanceReply {}))
     }
 
+    #[allow(deprecated)] // `options_json` is still accepted from older clients.
     async fn update(
         &self,
         req: Request<pb::UpdateInstanceRequest>,
@@ -202,7 +208,11 @@ impl Instances for InstancesSvc {
         let r = req.into_inner();
         let i = self
             .d
-            .update_instance(&r.id_or_name, some(r.mode), options(&r.options_json)?)
+            .update_instance(
+                &r.id_or_name,
+                some(r.mode),
+                options(r.options.as_ref(), &r.options_json)?,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(convert::instance(&i)))
@@ -231,7 +241,10 @@ impl Processes for ProcessesSvc {
                 out.push(convert::process(&v));
             }
         }
-        Ok(Response::new(pb::ProcessList { processes: out }))
+        Ok(Response::new(pb::ProcessList {
+            processes: out,
+            next_page_token: String::new(),
+        }))
     }
 
     async fn remove(
@@ -296,13 +309,17 @@ impl Processes for ProcessesSvc {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ProcessList>, Status> {
-        let pattern = req.into_inner().pattern;
-        let views = self.d.list(&pattern).await.map_err(status)?;
+        let r = req.into_inner();
+        let pattern = r.pattern;
+        let mut views = self.d.list(&pattern).await.map_err(status)?;
         // A pattern the caller typed that matches nothing is "not found", as
         // for start, stop, logs and signal; an empty pattern lists all.
         if views.is_empty() && !pattern.is_empty() {
             return Err(status(not_found(&pattern)));
         }
+        views.sort_by(|a, b| a.want.spec.name.cmp(&b.want.spec.name));
+        let (views, next_page_token) =
+            page::cut(views, |v| &v.want.spec.name, r.page_size, &r.page_token)?;
         let d = self.d.clone();
         let ports = instance_ports(&self.d, &views);
         // /proc and cgroup reads for every running process: off the runtime.
@@ -314,7 +331,10 @@ impl Processes for ProcessesSvc {
         })
         .await
         .map_err(|e| status(Error::new(hangar_base::ErrorKind::Internal, e.to_string())))?;
-        Ok(Response::new(pb::ProcessList { processes }))
+        Ok(Response::new(pb::ProcessList {
+            processes,
+            next_page_token,
+        }))
     }
 
     async fn signal(

@@ -134,7 +134,10 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
         Cmd::Ps { pattern, json } => {
             let list = c
                 .processes
-                .list(pb::ListRequest { pattern })
+                .list(pb::ListRequest {
+                    pattern,
+                    ..Default::default()
+                })
                 .await
                 .map_err(api)?
                 .into_inner()
@@ -477,7 +480,7 @@ fn errors_json(errs: &[pb::ProcessError]) -> serde_json::Value {
     errs.iter()
         .map(|e| {
             let i = e.error.clone().unwrap_or_default();
-            json!({"name": e.name, "code": i.code, "message": i.message, "context": i.context, "hint": i.hint})
+            json!({"name": e.name, "code": i.code, "message": i.message, "context": hangar_api::convert::context_text(&i), "hint": i.hint})
         })
         .collect()
 }
@@ -708,8 +711,7 @@ fn state_paint(state: &str) -> Option<Paint> {
 
 fn print_event(e: &pb::Event, json: bool) {
     if json {
-        let detail: serde_json::Value =
-            serde_json::from_str(&e.detail_json).unwrap_or(serde_json::Value::Null);
+        let detail = hangar_api::convert::detail(e);
         outln!(
             "{}",
             json!({"id": e.id, "at_ms": e.at_ms, "name": e.name, "pid": (e.pid > 0).then_some(e.pid),
@@ -720,9 +722,7 @@ fn print_event(e: &pb::Event, json: bool) {
     let at = UNIX_EPOCH + Duration::from_millis(e.at_ms.max(0) as u64);
     let ts = humantime::format_rfc3339_millis(at);
     let mut extra = String::new();
-    if let Ok(serde_json::Value::Object(d)) =
-        serde_json::from_str::<serde_json::Value>(&e.detail_json)
-    {
+    if let serde_json::Value::Object(d) = hangar_api::convert::detail(e) {
         for k in ["exit", "error_code", "error", "probe"] {
             if let Some(v) = d.get(k).and_then(|v| v.as_str()) {
                 extra.push_str(&format!(" {k}={v:?}"));

@@ -177,9 +177,10 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                     feature,
                     name: name.unwrap_or_default(),
                     mode: mode.unwrap_or_default(),
-                    options_json: Value::Object(options).to_string(),
+                    options: Some(hangar_api::convert::structure(&options)),
                     tenant: tenant.unwrap_or_default(),
                     session: session.unwrap_or_default(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(api)?
@@ -264,7 +265,8 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 .update(pb::UpdateInstanceRequest {
                     id_or_name: instance,
                     mode: mode.unwrap_or_default(),
-                    options_json: Value::Object(options).to_string(),
+                    options: Some(hangar_api::convert::structure(&options)),
+                    ..Default::default()
                 })
                 .await
                 .map_err(api)?
@@ -275,7 +277,7 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
         InstanceCmd::Ls { json } => {
             let list = c
                 .instances
-                .list(pb::ListInstancesRequest {})
+                .list(pb::ListInstancesRequest::default())
                 .await
                 .map_err(api)?
                 .into_inner()
@@ -381,7 +383,7 @@ async fn follow(
             Ok(Some(e)) => Some(e.map_err(api)?),
         };
         if let Some(e) = &ev {
-            let d: Value = serde_json::from_str(&e.detail_json).unwrap_or(Value::Null);
+            let d = hangar_api::convert::detail(e);
             if d.get("id")
                 .and_then(Value::as_str)
                 .is_some_and(|id| id != inst.id)
@@ -451,6 +453,8 @@ async fn follow(
     }
 }
 
+/// `--json`: the instance record as the daemon keeps it.
+#[allow(deprecated)] // the record as one JSON text; its fields are typed too
 fn to_json(i: &pb::Instance) -> Value {
     serde_json::from_str(&i.json)
         .unwrap_or_else(|_| json!({"id": i.id, "name": i.name, "state": i.state}))
@@ -472,10 +476,10 @@ fn print_one(i: &pb::Instance, json: bool, reused: bool) {
                 "error[{}]: instance {} failed{}: {}",
                 e.code,
                 i.name,
-                if e.context.is_empty() {
+                if e.entries.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({})", e.context)
+                    format!(" ({})", hangar_api::convert::context_text(e))
                 },
                 e.message
             );
@@ -526,7 +530,12 @@ fn show(i: &pb::Instance) {
         }
     );
     if let Some(e) = &i.error {
-        outln!("error:     [{}] {} {}", e.code, e.message, e.context);
+        outln!(
+            "error:     [{}] {} {}",
+            e.code,
+            e.message,
+            hangar_api::convert::context_text(e)
+        );
         if !e.hint.is_empty() {
             outln!("hint:      {}", e.hint);
         }

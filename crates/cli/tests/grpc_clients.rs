@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Scratch, Served};
+use common::{run, stdout, wait_for, Scratch, Served, LONG};
 use serde_json::Value;
 
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/grpc_client.py");
@@ -68,12 +68,25 @@ fn python_grpcio_over_the_socket_with_default_settings() {
     let conf = dir.path().join("hangar.toml");
     std::fs::write(
         &conf,
-        "[[process]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n",
+        "[[process]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
+         [[process]]\nname = \"exits\"\ncommand = \"sh\"\nargs = [\"-c\", \"exit 3\"]\n\
+         [process.restart]\npolicy = \"never\"\n",
     )
     .expect("config written");
     let data = dir.path().join("data");
     let conf = conf.display().to_string();
     let _d = Served::start(&data, &["-c", &conf]);
+    // The exit of `exits` stored, with its detail, before the client looks.
+    assert!(
+        wait_for(LONG, || {
+            let o = run(&data, &["events", "--json"]);
+            stdout(&o).lines().any(|l| {
+                serde_json::from_str::<Value>(l)
+                    .is_ok_and(|e| e["name"] == "exits" && e["detail"]["exit"].is_string())
+            })
+        }),
+        "the exit of `exits` never reached the history"
+    );
     let out = client(&data.join("hangar.sock"));
 
     // Reflection in both versions, each listing everything.
@@ -106,7 +119,24 @@ fn python_grpcio_over_the_socket_with_default_settings() {
         .as_array()
         .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, ["sleeper"], "{}", out["list"]);
+    assert_eq!(names, ["exits", "sleeper"], "{}", out["list"]);
+
+    // Pages of one, by name, each process once; a token not ours is refused.
+    assert_eq!(out["pages"], serde_json::json!([["exits"], ["sleeper"]]));
+    let e = error(&out, "bad_page_token");
+    assert_eq!(e["code"], "INVALID_ARGUMENT", "{e}");
+    assert_eq!(e["bad_request"][0]["field"], "page_token", "{e}");
+
+    // An event's detail is a structured object, numbers as numbers.
+    let events = out["history"]["ok"]["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("history: {}", out["history"]));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["name"] == "exits" && e["detail"]["exit"].is_string()),
+        "no structured detail: {events:?}"
+    );
 
     // NotFound, with the hangar code as ErrorInfo's reason and the hint as Help.
     for (call, reason, key, value) in [

@@ -72,6 +72,23 @@ def main(sock):
             "Add",
             {"toml": '[[process]]\nname = "bad"\ncommand = "sleep"\ninstances = 0\n'},
         )
+        # Pages: every process once, one per page, by name.
+        pages, token = [], ""
+        while True:
+            r = call("hangar.v1.Processes", "List", {"page_size": 1, "page_token": token})
+            if "ok" not in r:
+                pages.append(r)
+                break
+            pages.append([p["name"] for p in r["ok"].get("processes", [])])
+            token = r["ok"].get("next_page_token", "")
+            if not token or len(pages) > 10:
+                break
+        out["pages"] = pages
+        out["bad_page_token"] = call(
+            "hangar.v1.Processes", "List", {"page_size": 1, "page_token": "not-ours"}
+        )
+        # Event details as a structured google.protobuf.Struct.
+        out["history"] = call("hangar.v1.Events", "History", {})
     print(json.dumps(out))
 
 
