@@ -760,6 +760,64 @@ fn template_generator_renders_json_escaped() {
     assert_eq!(v["data"], json!(c.data_dir.to_str().unwrap()));
 }
 
+/// The format is the output's, not the template file's: `app.json.j2` and a
+/// `t.j2` written to `conf/app.toml` are JSON and TOML, escaped and parsed as
+/// such, so an option cannot add a key by closing its quotes.
+#[test]
+fn template_format_follows_the_output_name_so_options_cannot_inject() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = GeneratorRegistry::builtin();
+    let hostile = json!({"greeting": "x\", \"admin\": true, \"z\": \""});
+    let render_with = |template: &str, body: &str, extra: Value, user: &Value| {
+        let m = template_manifest(tmp.path(), template, body, extra);
+        let merged = reg.validate_options(&m, None, &obj(user.clone()))?;
+        let c = ctx(tmp.path(), &m, None, &[("web", 18080), ("admin", 18081)]);
+        reg.render(&RenderInput {
+            manifest: &m,
+            manifest_dir: tmp.path(),
+            ctx: &c,
+            options: &merged,
+        })
+    };
+    // Quoted by the template author as if it were text: refused, not injected.
+    let e = render_with(
+        "app.json.j2",
+        "{\"greeting\": \"{{ options.greeting }}\", \"admin\": false}",
+        json!({}),
+        &hostile,
+    )
+    .expect_err("an escaped value inside quotes is not JSON");
+    assert_eq!(e.code(), "CONFIG_RENDER_FAILED", "{e:?}");
+    // Written as the JSON template it is: the value stays a value.
+    let r = render_with(
+        "app.json.j2",
+        "{\"greeting\": {{ options.greeting }}, \"admin\": false}",
+        json!({}),
+        &hostile,
+    )
+    .expect("renders");
+    assert_eq!(r.files[0].format, "json");
+    let v: Value = serde_json::from_str(main_text(&r)).expect("json");
+    assert_eq!(v["admin"], false);
+    assert_eq!(v["greeting"], "x\", \"admin\": true, \"z\": \"");
+    // The output path names the format when the template's name does not.
+    let r = render_with(
+        "t.j2",
+        "greeting = {{ options.greeting }}\nadmin = false\n",
+        json!({"path": "conf/app.toml"}),
+        &json!({"greeting": "a\"\nadmin = true\n#"}),
+    );
+    match r {
+        Ok(r) => {
+            assert_eq!(r.files[0].format, "toml");
+            let v: toml_edit::DocumentMut = main_text(&r).parse().expect("toml");
+            assert_eq!(v["admin"].as_bool(), Some(false));
+        }
+        // A newline in a value may be refused outright; never injected.
+        Err(e) => assert!(e.code().starts_with("CONFIG_"), "{e:?}"),
+    }
+}
+
 #[test]
 fn template_generator_yaml_keeps_values_in_place() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -5,6 +5,8 @@
 //! `ports` (by name), `options` (merged and validated), `dirs` (`data`, `log`,
 //! `config`, `install`) and the helper `addr(name)` → `bind:port`. Undefined
 //! names are errors, so a typo fails at render time, not in the service.
+//! The format is `config.format`, else what the output file's name says
+//! (`app.json.j2` and a `path` of `conf/app.json` both render JSON).
 //! In `json`, `yaml` and `toml` templates every `{{ … }}` is JSON-escaped
 //! (write `"listen": {{ addr("web") }}`, not `"{{ bind }}:…"`), so no option
 //! can break out of its value; the output must parse as its format. In `text`
@@ -32,6 +34,16 @@ fn template_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
         .hint("fix the template named; it sees instance, bind, ports, options, dirs and addr(name)")
 }
 
+/// The format a file name says (`x.json`, `x.yaml`, `x.toml`), else `text`.
+fn format_of(name: &str) -> &'static str {
+    match Path::new(name).extension().and_then(|x| x.to_str()) {
+        Some("json") => "json",
+        Some("yaml" | "yml") => "yaml",
+        Some("toml") => "toml",
+        _ => "text",
+    }
+}
+
 impl Generator for Template {
     fn id(&self) -> &str {
         "template"
@@ -52,14 +64,6 @@ impl Generator for Template {
         let path = input.manifest_dir.join(safe_rel_path(rel)?);
         let source = std::fs::read_to_string(&path)
             .map_err(|e| template_err("cannot read the template", &path, e))?;
-        let format = cfg.and_then(|c| c.format.clone()).unwrap_or_else(|| {
-            match Path::new(rel).extension().and_then(|x| x.to_str()) {
-                Some("json") => "json".into(),
-                Some("yaml" | "yml") => "yaml".into(),
-                Some("toml") => "toml".into(),
-                _ => "text".into(),
-            }
-        });
         let default_name = Path::new(rel)
             .file_name()
             .map(|n| {
@@ -70,6 +74,12 @@ impl Generator for Template {
             })
             .unwrap_or_else(|| "config".into());
         let out_name = input.file_name(&default_name);
+        // The format is the output's: `app.json.j2` renders JSON. Taken from
+        // the template's own name, it was `text`, which escapes nothing, so an
+        // option could close its quotes and add keys.
+        let format = cfg
+            .and_then(|c| c.format.clone())
+            .unwrap_or_else(|| format_of(&out_name).into());
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
