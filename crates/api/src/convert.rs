@@ -329,6 +329,8 @@ pub fn event(r: &EventRecord) -> pb::Event {
 /// An instance on the wire.
 #[allow(deprecated)] // `json` and the error's `context` are still filled for older clients.
 pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
+    // Secret options never leave the daemon.
+    let i = &i.redacted();
     pb::Instance {
         id: i.id.clone(),
         name: i.name.clone(),

@@ -637,3 +637,102 @@ fn an_instance_whose_process_crashes_later_shows_it() {
     let o = run(&data, &["instance", "delete", "f"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Options a manifest marks `secret` (passwords, keys) reach the config file
+/// and nothing else: not the create, show, ls or update replies (CLI or
+/// API), not events, not the daemon's log.
+#[test]
+fn secret_options_never_leave_the_daemon() {
+    let s = Scratch::new("inst-secret");
+    let cat = s.path().join("catalog");
+    let dir = feature(
+        &cat,
+        "vault",
+        "#!/bin/sh\nexec sleep 1000\n",
+        json!({"config": {"generator": "template", "template": "app.conf.j2", "options": {
+            "password": {"type": "string", "secret": true},
+            "greeting": {"type": "string", "default": "hello"}
+        }}}),
+    );
+    std::fs::write(
+        dir.join("app.conf.j2"),
+        "password {{ options.password }}\ngreeting {{ options.greeting }}\n",
+    )
+    .unwrap();
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(&cfg, "[daemon]\nport_range = \"21400-21499\"\n").unwrap();
+    let data = s.path().join("data");
+    let log = s.path().join("daemon.log");
+    let child = hangar()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--http", "", "--log-level", "debug", "-c"])
+        .arg(&cfg)
+        .arg("--catalog")
+        .arg(&cat)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("hangar serve starts");
+    let _d = Served::adopt(child, &data);
+
+    const SECRET: &str = "hunter2-do-not-echo";
+    const NEXT: &str = "correct-horse-battery";
+    let mut seen = Vec::new();
+    let o = run(
+        &data,
+        &[
+            "instance",
+            "create",
+            "vault",
+            "v",
+            "--json",
+            "--set",
+            &format!("password={SECRET}"),
+            "--set",
+            "greeting=hi",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["options"]["password"], "********", "{v}");
+    assert_eq!(v["options"]["greeting"], "hi", "{v}");
+    seen.push(o);
+    // The config file has it: the service needs it.
+    let conf = std::fs::read_to_string(v["config_file"].as_str().expect("config file")).unwrap();
+    assert!(conf.contains(SECRET), "{conf}");
+
+    seen.push(run(&data, &["instance", "show", "v", "--json"]));
+    seen.push(run(&data, &["instance", "show", "v"]));
+    seen.push(run(&data, &["instance", "ls", "--json"]));
+    seen.push(run(&data, &["instance", "ls"]));
+    let o = run(
+        &data,
+        &[
+            "instance",
+            "update",
+            "v",
+            "--json",
+            "--set",
+            &format!("password={NEXT}"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["options"]["password"], "********");
+    seen.push(o);
+    seen.push(run(&data, &["events", "--json", "-n", "1000"]));
+    seen.push(run(&data, &["ps", "--json"]));
+    for o in &seen {
+        for out in [stdout(o), stderr(o)] {
+            assert!(
+                !out.contains(SECRET) && !out.contains(NEXT),
+                "a secret was echoed: {out}"
+            );
+        }
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log_text.contains(SECRET) && !log_text.contains(NEXT),
+        "a secret reached the daemon's log"
+    );
+}

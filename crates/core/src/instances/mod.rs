@@ -380,6 +380,7 @@ impl Instances {
             version: manifest.version.clone(),
             mode,
             options: req.options.clone(),
+            secret_options: Some(hangar_feature::configgen::secret_keys(&manifest)),
             tenant: req.tenant.clone(),
             session: req.session.clone(),
             isolation: manifest.isolation_level,
@@ -803,6 +804,7 @@ impl Instances {
         let mut next = inst.clone();
         next.mode = mode;
         next.options = opts;
+        next.secret_options = Some(hangar_feature::configgen::secret_keys(&m));
         let (n2, m2, manager) = (next.clone(), m.clone(), self.s.manager.clone());
         let install_dir = render::install_dir(self, &next);
         let file =

@@ -161,6 +161,11 @@ pub struct Instance {
     /// The options given (before defaults are merged).
     #[serde(default)]
     pub options: Map<String, Value>,
+    /// The names of the options the manifest marks secret, recorded at create
+    /// and update so replies can hide them without reading the catalog.
+    /// `None` (a record older than the field): every option is hidden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_options: Option<std::collections::BTreeSet<String>>,
     /// Tenant key, for per-tenant isolation.
     #[serde(default)]
     pub tenant: Option<String>,
@@ -208,7 +213,24 @@ pub struct Instance {
     pub updated_ms: i64,
 }
 
+/// What a secret option shows as outside the daemon.
+pub const REDACTED: &str = "********";
+
 impl Instance {
+    /// The instance as it may leave the daemon: every secret option's value
+    /// (every option's, for a record that does not say which are secret)
+    /// replaced by [`REDACTED`]. Only the config file holds the values.
+    pub fn redacted(&self) -> Instance {
+        let mut out = self.clone();
+        for (k, v) in out.options.iter_mut() {
+            let secret = self.secret_options.as_ref().is_none_or(|s| s.contains(k));
+            if secret && !v.is_null() {
+                *v = Value::String(REDACTED.into());
+            }
+        }
+        out
+    }
+
     pub(crate) fn row(&self) -> Result<InstanceRow> {
         Ok(InstanceRow {
             id: self.id.clone(),
@@ -293,6 +315,28 @@ mod tests {
         let new = serde_json::to_value(&inst).expect("encodes");
         assert_eq!(new["network"], old["network"]);
         assert_eq!(new, old);
+    }
+
+    /// Secret options are hidden by name; a record from before the names were
+    /// kept hides every option rather than guess.
+    #[test]
+    fn redacted_hides_secret_options_and_all_of_an_old_records() {
+        let mut old: Value = serde_json::from_str(OLD_ROW).expect("valid JSON");
+        old["options"] = serde_json::json!({"password": "p4ss", "port": 9, "empty": null});
+        let inst: Instance = serde_json::from_value(old).expect("loads");
+        let r = inst.redacted();
+        assert_eq!(r.options["password"], REDACTED);
+        assert_eq!(r.options["port"], REDACTED);
+        assert_eq!(r.options["empty"], Value::Null);
+        let mut known = inst.clone();
+        known.secret_options = Some(["password".to_string()].into());
+        let r = known.redacted();
+        assert_eq!(r.options["password"], REDACTED);
+        assert_eq!(r.options["port"], 9);
+        assert_eq!(
+            inst.options["password"], "p4ss",
+            "the record itself keeps it"
+        );
     }
 
     #[test]

@@ -485,6 +485,15 @@ pub fn validate_options(
     check_options(m, mode, user).map_err(|p| options_error(m, &p))
 }
 
+/// The names of the options `m` marks `secret` (passwords, keys).
+pub fn secret_keys(m: &Manifest) -> std::collections::BTreeSet<String> {
+    effective_specs(m)
+        .into_iter()
+        .filter(|(_, s)| s.secret)
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// The options with every `secret` one (passwords, keys) replaced by
 /// `"********"`, for showing an instance.
 pub fn redact(m: &Manifest, options: &Map<String, Value>) -> Map<String, Value> {

@@ -42,7 +42,9 @@ pub use check::{
     check, check_in, check_with, check_with_env, check_with_timeout, stage, write_atomic, Staged,
     DEFAULT_CHECK_TIMEOUT,
 };
-pub use options::{check_options, options_error, parse_sets, redact, resolve_mode, OptionProblem};
+pub use options::{
+    check_options, options_error, parse_sets, redact, resolve_mode, secret_keys, OptionProblem,
+};
 
 /// [`GeneratorRegistry::validate_options`] with the built-in generators: the
 /// option schema, the mode, and the named generator's own checks, every
