@@ -1916,3 +1916,90 @@ args = ["-c", "redis-server --port {port} --bind 127.0.0.1 --daemonize yes --sav
     gone(&third, "after kill -9 and recovery");
     settled(&w, "after recovery");
 }
+
+/// `hangar serve` on a data dir, store or configuration file that another
+/// user owns or may write: refused before anything is changed (as sshd
+/// refuses such key files), so that user cannot plant what root runs.
+#[test]
+fn a_data_dir_someone_else_could_write_is_refused_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to give files to another user (CI runs as root)");
+        return;
+    }
+    let s = common::Scratch::new("unsafe-dir");
+    let nobody = Some(65534);
+    let serve = |data: &Path, extra: &[&str]| {
+        let mut child = common::hangar()
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--http", ""])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hangar serve starts");
+        let refused = common::wait_for(common::LONG, || matches!(child.try_wait(), Ok(Some(_))));
+        if !refused {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("waited");
+        assert!(refused, "the daemon started on an unsafe data dir");
+        out
+    };
+
+    // A data dir another user owns: refused, left as it was.
+    let data = s.path().join("theirs");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&data, nobody, nobody).unwrap();
+    let o = serve(&data, &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("DATA_DIR_UNSAFE") && err.contains("another user"),
+        "{err}"
+    );
+    let md = std::fs::metadata(&data).unwrap();
+    assert_eq!(
+        (md.uid(), md.mode() & 0o777),
+        (65534, 0o755),
+        "changed anyway"
+    );
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "wrote into it"
+    );
+
+    // Our data dir with a store another user planted.
+    let data = s.path().join("ours");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hangar.db"), b"").unwrap();
+    std::os::unix::fs::chown(data.join("hangar.db"), nobody, nobody).unwrap();
+    let o = serve(&data, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("DATA_DIR_UNSAFE"));
+
+    // A configuration file anyone may write.
+    let data = s.path().join("cfg");
+    let cfg = s.path().join("open.toml");
+    std::fs::write(
+        &cfg,
+        "[[process]]\nname = \"x\"\ncommand = \"sleep\"\nargs = [\"100\"]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = serve(&data, &["-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("DATA_DIR_UNSAFE") && err.contains("writable"),
+        "{err}"
+    );
+}

@@ -224,6 +224,45 @@ impl Booting {
     }
 }
 
+/// Refuse `path` (when it exists) unless the daemon's own user owns it (or,
+/// for a file, root does) and no one else may write it, as sshd does for its
+/// key files. The data dir must be the daemon's own: it is made 0700 next.
+fn trusted(path: &Path, what: &str, dir: bool) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::new(
+                crate::ErrorKind::DataDirUnusable,
+                format!("cannot read the {what}: {e}"),
+            )
+            .with("path", path.display()))
+        }
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let owner_ok = md.uid() == me || (!dir && md.uid() == 0);
+    let writable_by_others = md.mode() & 0o022 != 0 && !(dir && md.uid() == me);
+    if owner_ok && !writable_by_others {
+        return Ok(());
+    }
+    let why = if owner_ok {
+        format!("the {what} is writable by its group or by others")
+    } else {
+        format!("the {what} belongs to another user")
+    };
+    Err(Error::new(crate::ErrorKind::DataDirUnsafe, why)
+        .with("path", path.display())
+        .with("owner_uid", md.uid())
+        .with("mode", format!("{:o}", md.mode() & 0o7777))
+        .with("daemon_uid", me)
+        .hint(if dir {
+            "use a data dir the daemon's user owns (chown it, or pick another with --data-dir); nothing was changed"
+        } else {
+            "make it owned by the daemon's user (or root) and not writable by group or others (chmod go-w); nothing was changed"
+        }))
+}
+
 impl Daemon {
     /// Boot: [`Daemon::open`], then [`Booting::start`].
     pub async fn boot(opts: BootOptions) -> Result<Daemon> {
@@ -243,6 +282,14 @@ impl Daemon {
             .with("data_dir", data_dir.display())
             .hint("check permissions, or pick another with --data-dir or HANGAR_DATA_DIR")
         })?;
+        // What this daemon will run comes from these; someone else who can
+        // write them could plant a process record or a command. Checked
+        // before anything is changed, so a refusal leaves them as they were.
+        trusted(&data_dir, "data dir", true)?;
+        trusted(&data_dir.join("hangar.db"), "store", false)?;
+        if let Some(c) = &opts.config {
+            trusted(c, "configuration file", false)?;
+        }
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700));

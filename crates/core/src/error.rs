@@ -12,6 +12,9 @@ hangar_base::error_kinds! {
     pub enum ErrorKind {
     /// The data dir cannot be created, locked or used.
     DataDirUnusable = "DATA_DIR_UNUSABLE": Precondition,
+    /// The data dir, its store or the configuration file is owned by another
+    /// user or writable by others, so someone else could plant what the daemon runs.
+    DataDirUnsafe = "DATA_DIR_UNSAFE": Precondition,
     /// Another daemon holds the data dir (a data dir admits one daemon, and
     /// that one place is taken).
     DaemonAlreadyRunning = "DAEMON_ALREADY_RUNNING": Exhausted,
