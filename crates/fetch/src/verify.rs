@@ -41,6 +41,27 @@ pub fn parse_sha256(s: &str) -> Option<[u8; 32]> {
 /// digest files (`SHA2-256= <hex>`, `SHA256(name)= <hex>`).
 pub fn find_in_checksums(text: &str, file_name: &str) -> Result<[u8; 32]> {
     let mut malformed = 0usize;
+    // Every line for the asset is read: two that disagree are an error, not
+    // "the first one wins" (a file listing the asset twice is damaged or made
+    // to pass a check that stops at the first line).
+    let mut found: Option<[u8; 32]> = None;
+    let mut hit = |digest: &str| -> Result<()> {
+        let d = parse_sha256(digest).ok_or_else(|| bad_digest(file_name))?;
+        match found {
+            Some(f) if f != d => Err(Error::new(
+                ErrorKind::ChecksumInvalid,
+                format!("the checksums file lists {file_name:?} twice with different digests"),
+            )
+            .with("asset", file_name)
+            .with("first", hex(&f))
+            .with("second", hex(&d))
+            .hint("the checksums file is damaged or was tampered with; nothing was installed")),
+            _ => {
+                found = Some(d);
+                Ok(())
+            }
+        }
+    };
     for raw in text.lines() {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
@@ -50,7 +71,7 @@ pub fn find_in_checksums(text: &str, file_name: &str) -> Result<[u8; 32]> {
         // `SHA2-256= <hex>` or `SHA256(<name>)= <hex>`.
         for prefix in ["SHA2-256=", "SHA256="] {
             if let Some(d) = line.strip_prefix(prefix) {
-                return parse_sha256(d).ok_or_else(|| bad_digest(file_name));
+                hit(d)?;
             }
         }
         if let Some(rest) = line
@@ -59,7 +80,7 @@ pub fn find_in_checksums(text: &str, file_name: &str) -> Result<[u8; 32]> {
         {
             if let Some((name, digest)) = rest.split_once(")= ") {
                 if name == file_name {
-                    return parse_sha256(digest).ok_or_else(|| bad_digest(file_name));
+                    hit(digest)?;
                 }
                 continue;
             }
@@ -68,7 +89,7 @@ pub fn find_in_checksums(text: &str, file_name: &str) -> Result<[u8; 32]> {
         if let Some(rest) = line.strip_prefix("SHA256 (") {
             if let Some((name, digest)) = rest.split_once(") = ") {
                 if name == file_name {
-                    return parse_sha256(digest).ok_or_else(|| bad_digest(file_name));
+                    hit(digest)?;
                 }
                 continue;
             }
@@ -93,8 +114,11 @@ pub fn find_in_checksums(text: &str, file_name: &str) -> Result<[u8; 32]> {
         };
         let name = name.strip_prefix("./").unwrap_or(&name);
         if name == file_name {
-            return parse_sha256(digest).ok_or_else(|| bad_digest(file_name));
+            hit(digest)?;
         }
+    }
+    if let Some(d) = found {
+        return Ok(d);
     }
     let mut e = Error::new(
         ErrorKind::ChecksumMissing,
@@ -433,6 +457,23 @@ mod tests {
         );
         let text = format!("SHA256(x.zip)= {A}\n");
         assert!(find_in_checksums(&text, "x.zip").is_ok());
+    }
+
+    /// An asset listed twice with different digests is refused whichever
+    /// line comes first; listed twice the same, it is fine.
+    #[test]
+    fn conflicting_lines_for_the_asset_are_refused() {
+        const B: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+        for text in [
+            format!("{A}  a.tar.gz\n{B}  a.tar.gz\n"),
+            format!("{B}  a.tar.gz\nSHA256 (a.tar.gz) = {A}\n"),
+            format!("SHA2-256= {A}\nSHA2-256= {B}\n"),
+        ] {
+            let e = find_in_checksums(&text, "a.tar.gz").unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ChecksumInvalid, "{text}");
+        }
+        let text = format!("{A}  a.tar.gz\n{A} *./a.tar.gz\n{B}  other\n");
+        assert_eq!(hex(&find_in_checksums(&text, "a.tar.gz").unwrap()), A);
     }
 
     #[test]

@@ -256,9 +256,25 @@ impl Catalog {
     }
 }
 
+/// Largest manifest read. The shipped ones are under 8 KiB; anything near
+/// this is a mistake or an attack, and is refused without being read whole.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 fn load_one(file: &Path) -> Result<Manifest> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| io_err("cannot read manifest", file, e))?;
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| io_err("cannot read manifest", file, e))?;
+    let mut text = String::new();
+    f.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| io_err("cannot read manifest", file, e))?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(Error::new(
+            crate::ErrorKind::ManifestInvalid,
+            format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes"),
+        )
+        .with("file", file.display())
+        .hint("a manifest describes a feature in a few KiB; check the file"));
+    }
     let yaml = file.extension().is_some_and(|x| x == "yaml" || x == "yml");
     manifest::parse(&text, yaml).map_err(|p| {
         manifest::problems_error(&file.display().to_string(), p).with("file", file.display())
@@ -268,6 +284,22 @@ fn load_one(file: &Path) -> Result<Manifest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A huge manifest is refused after reading one byte past the cap, and
+    /// the rest of the catalog still loads.
+    #[test]
+    fn an_oversized_manifest_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("hangar-bigmf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("big")).expect("dir");
+        let f = std::fs::File::create(dir.join("big").join("manifest.json")).expect("file");
+        // Sparse: 100 MiB that cost no disk.
+        f.set_len(100 << 20).expect("sparse file");
+        let e = load_one(&dir.join("big").join("manifest.json")).unwrap_err();
+        assert_eq!(e.code(), "MANIFEST_INVALID", "{e:?}");
+        assert!(e.message.contains("larger than"), "{e:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn builtin_catalog_is_valid() {
