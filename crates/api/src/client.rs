@@ -74,6 +74,42 @@ fn make(ch: Channel, token: Token) -> Client {
     }
 }
 
+/// The kind of the I/O error somewhere in `e`'s chain of causes.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The socket refused us: say so, and who may connect (its owner, or the
+/// owner of the first directory on the way that we cannot enter).
+fn permission_denied(socket: &Path) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    let owner = socket.ancestors().find_map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (p.to_path_buf(), m.uid()))
+    });
+    let mut e = Error::new(
+        crate::ErrorKind::SocketPermissionDenied,
+        format!(
+            "permission denied on the control socket {}",
+            socket.display()
+        ),
+    )
+    .with("socket", socket.display())
+    .with("uid", rustix::process::geteuid().as_raw());
+    if let Some((path, uid)) = owner {
+        e = e.with("owner_uid", uid).with("owned_path", path.display());
+    }
+    e.hint("only the daemon's user (and root) may use its socket: run hangar as that user (e.g. with sudo), or reach it over TCP with --addr and a token")
+}
+
 impl Client {
     /// Connect to the daemon's Unix socket.
     pub async fn unix(socket: &Path) -> Result<Client, Error> {
@@ -97,6 +133,9 @@ impl Client {
             }))
             .await
             .map_err(|e| {
+                if io_kind(&e) == Some(std::io::ErrorKind::PermissionDenied) {
+                    return permission_denied(&path);
+                }
                 let src = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());

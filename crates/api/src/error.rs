@@ -11,6 +11,9 @@ hangar_base::error_kinds! {
         Insecure = "API_INSECURE": Invalid,
         /// A call without the right credentials.
         Unauthenticated = "UNAUTHENTICATED": Unauthenticated,
+        /// The control socket (or its data dir) is not ours to open: only the
+        /// daemon's user (and root) may connect.
+        SocketPermissionDenied = "SOCKET_PERMISSION_DENIED": Unauthenticated,
         /// No daemon answers at the socket or address.
         DaemonNotRunning = "DAEMON_NOT_RUNNING": Unavailable,
         /// The daemon went away in the middle of a stream.

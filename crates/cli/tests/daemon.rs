@@ -2003,3 +2003,40 @@ fn a_data_dir_someone_else_could_write_is_refused_untouched() {
         "{err}"
     );
 }
+
+/// Another user's client on the daemon's socket is told it is a permission
+/// problem and whose socket it is, not that no daemon runs.
+#[test]
+fn another_users_client_hears_permission_denied_not_no_daemon() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!(
+            "skipped: needs root and setpriv to run a client as another user (CI runs as root)"
+        );
+        return;
+    }
+    let s = common::Scratch::new("perm-sock");
+    let data = s.path().join("data");
+    let _d = common::Served::start(&data, &[]);
+    // The scratch dir's parents must let `nobody` reach the data dir.
+    std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_hangar"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("status")
+        .env_remove("HANGAR_DATA_DIR")
+        .output()
+        .expect("setpriv runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SOCKET_PERMISSION_DENIED") && err.contains("permission denied"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DAEMON_NOT_RUNNING") && !err.contains("start it with"),
+        "{err}"
+    );
+    assert!(err.contains("owner_uid: 0"), "{err}");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+}
