@@ -736,3 +736,84 @@ fn secret_options_never_leave_the_daemon() {
         "a secret reached the daemon's log"
     );
 }
+
+/// A launch that an existing instance answers, asking for other options or
+/// another mode, is refused and says which settings differ (by name only),
+/// instead of answering `reused` and dropping them.
+#[test]
+fn a_launch_with_other_options_is_refused_not_dropped() {
+    let s = Scratch::new("inst-differ");
+    let cat = s.path().join("catalog");
+    let dir = feature(
+        &cat,
+        "tuned",
+        "#!/bin/sh\nexec sleep 1000\n",
+        json!({"config": {"generator": "template", "template": "t.conf.j2", "options": {
+            "level": {"type": "string", "default": "low"},
+            "token": {"type": "string", "secret": true}
+        }}, "modes": [{"id": "a", "defaults": {}}, {"id": "b", "defaults": {}}]}),
+    );
+    std::fs::write(dir.join("t.conf.j2"), "level {{ options.level }}\n").unwrap();
+    let (data, _d) = serve_catalog(&s, &cat, "[daemon]\nport_range = \"22100-22199\"\n");
+    let first = run(
+        &data,
+        &[
+            "instance",
+            "create",
+            "tuned",
+            "--json",
+            "--mode",
+            "a",
+            "--set",
+            "level=high",
+            "--set",
+            "token=s3cr3t-value",
+        ],
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The same ask, or one that asks for nothing: the same instance.
+    for args in [
+        &[
+            "instance",
+            "create",
+            "tuned",
+            "--json",
+            "--mode",
+            "a",
+            "--set",
+            "level=high",
+        ][..],
+        &["instance", "create", "tuned", "--json"][..],
+    ] {
+        let o = run(&data, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(json(&o)["reused"], true, "{args:?}");
+    }
+    // Another value or mode: refused, nothing changed, no value echoed.
+    for (args, differ) in [
+        (
+            &["instance", "create", "tuned", "--set", "level=max"][..],
+            "level",
+        ),
+        (
+            &["instance", "create", "tuned", "--set", "token=other-secret"][..],
+            "token",
+        ),
+        (&["instance", "create", "tuned", "--mode", "b"][..], "mode"),
+    ] {
+        let o = run(&data, args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("INSTANCE_OPTIONS_DIFFER"), "{err}");
+        assert!(err.contains(&format!("differ: {differ}")), "{err}");
+        assert!(
+            !err.contains("other-secret") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
+    let ls = json(&run(&data, &["instance", "ls", "--json"]));
+    let all = ls.as_array().expect("a list");
+    assert_eq!(all.len(), 1, "{ls}");
+    assert_eq!(all[0]["options"]["level"], "high");
+    assert_eq!(all[0]["mode"], "a");
+}

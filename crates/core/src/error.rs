@@ -40,6 +40,9 @@ hangar_base::error_kinds! {
     InstanceInvalidName = "INSTANCE_INVALID_NAME": Invalid,
     /// An instance with this name exists.
     InstanceExists = "INSTANCE_EXISTS": Conflict,
+    /// A create that an existing instance answers asked for other options
+    /// or another mode than that instance has.
+    InstanceOptionsDiffer = "INSTANCE_OPTIONS_DIFFER": Conflict,
     /// Undoing a step failed; the next boot tries again.
     InstanceCleanup = "INSTANCE_CLEANUP": Internal,
     /// The instance directory cannot be made or removed.

@@ -308,7 +308,7 @@ impl Instances {
         // request for an explicit name only reuses an instance of that name.
         if req.name.is_none() {
             if let Some(c) = self.reuse(&req, None) {
-                return Ok(c);
+                return same_ask(&req, c);
             }
         }
         let (manifest, _dir) = self.manifest_of(&req.feature).await?;
@@ -323,7 +323,7 @@ impl Instances {
         // that name, or a new one, whatever serves the key.
         if let Some(c) = self.reuse(&req, Some(&key)) {
             if req.name.as_deref().is_none_or(|n| n == c.instance.name) {
-                return Ok(c);
+                return same_ask(&req, c);
             }
         }
         let mode = options::validate(&manifest, req.mode.as_deref(), &req.options)?;
@@ -438,6 +438,7 @@ impl Instances {
     /// The instance already serving `req`'s key, if any (`key` when known,
     /// else computed from the request as if the feature were per-session,
     /// which is only a cache probe).
+    /// The instance serving `req`'s key (or name), if there is one.
     fn reuse(&self, req: &CreateRequest, key: Option<&str>) -> Option<Created> {
         let mut t = self.table();
         let keys = &t.keys;
@@ -941,4 +942,37 @@ impl Instances {
             self.reap_idle_sessions().await;
         }
     }
+}
+
+/// A create answered by an existing instance: fine when it asks for nothing
+/// the instance does not already have. Options or a mode that differ are
+/// refused, not silently dropped; only the names of the options are given,
+/// since their values may be secret.
+fn same_ask(req: &CreateRequest, c: Created) -> Result<Created> {
+    let i = &c.instance;
+    let mut differ: Vec<&str> = req
+        .options
+        .iter()
+        .filter(|(k, v)| i.options.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if req.mode.is_some() && req.mode != i.mode {
+        differ.insert(0, "mode");
+    }
+    if differ.is_empty() {
+        return Ok(c);
+    }
+    Err(Error::new(
+        crate::ErrorKind::InstanceOptionsDiffer,
+        format!(
+            "instance {} already serves this request with other settings",
+            i.name
+        ),
+    )
+    .with("instance", &i.name)
+    .with("differ", differ.join(", "))
+    .hint(format!(
+        "change it with `hangar instance update {} --set KEY=VALUE`, or create another under its own name, tenant or session",
+        i.name
+    )))
 }
