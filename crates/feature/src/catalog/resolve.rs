@@ -84,6 +84,21 @@ pub fn expand(pattern: &str, m: &Manifest, version: &str, p: &Platform) -> Strin
 
 /// The URL of a file beside `asset_url` (same directory), or `name` itself
 /// when it is a full URL.
+/// A path relative to the manifest's directory (or a name beside the asset)
+/// that stays there once expanded: not absolute, no `..`.
+fn inside(field: &str, rel: &str) -> Result<()> {
+    if rel.starts_with('/') || rel.contains('\\') || rel.split('/').any(|c| c == "..") {
+        return Err(Error::new(
+            crate::ErrorKind::ManifestInvalid,
+            format!("{rel:?} leaves the catalog once its placeholders are expanded"),
+        )
+        .with("field", field)
+        .with("path", rel)
+        .hint("asset and checksum names stay in the manifest's directory: no `..` or absolute paths, in the pattern or in what arch_names and the version put there"));
+    }
+    Ok(())
+}
+
 fn beside(asset_url: &str, name: &str) -> String {
     if name.contains("://") {
         return name.to_string();
@@ -166,8 +181,13 @@ pub fn resolve(
         .with("architectures", m.binary.architectures.join(", "))
         .hint("pick another feature, or add the architecture to the manifest if upstream publishes it"));
     }
+    // Placeholders (the version asked for, `arch_names`) are expanded before
+    // the containment checks, so no value can lead a path out of the catalog.
     let x = |s: &str| expand(s, m, version, platform);
     let asset_expanded = x(&m.source.asset_pattern);
+    if m.source.kind == SourceKind::File {
+        inside("/source/asset_pattern", &asset_expanded)?;
+    }
     let (url, asset) = match m.source.kind {
         SourceKind::GithubRelease => {
             let base = m
@@ -213,6 +233,20 @@ pub fn resolve(
         }
     };
     let v = &m.source.verification;
+    // Files named beside the asset stay beside it.
+    for name in [
+        v.checksums_asset.as_deref(),
+        v.checksums_openpgp
+            .as_ref()
+            .and_then(|p| p.signature_asset.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !name.contains("://") {
+            inside("/source/verification", &x(name))?;
+        }
+    }
     // A checksums file, OpenPGP-signed when the manifest pins a signer.
     let sums = |c: &str| {
         let url_of = beside(&url, &x(c));
@@ -325,6 +359,43 @@ mod tests {
         assert_eq!(canonical_arch("aarch64"), Some("arm64"));
         assert_eq!(canonical_arch("armv7l"), Some("armv7"));
         assert_eq!(canonical_arch("sparc"), None);
+    }
+
+    /// A `file` source cannot leave its catalog through what placeholders
+    /// put in the path: `arch_names`, the version asked for, or the checksums
+    /// file's name.
+    #[test]
+    fn expanded_paths_stay_in_the_catalog() {
+        let m = |arch: &str, sums: &str| {
+            from_value(serde_json::json!({
+                "id": "demo", "name": "Demo", "version": "1.0.0",
+                "source": {
+                    "type": "file",
+                    "asset_pattern": "releases/{{arch}}/demo-{{version}}.tar.gz",
+                    "arch_names": { "amd64": arch },
+                    "verification": { "type": "sha256", "checksums_asset": sums }
+                },
+                "binary": { "path": "demo" }
+            }))
+            .expect("the manifest itself is valid")
+        };
+        let dir = Path::new("/cat/demo");
+        let ok = resolve(
+            &m("x86_64", "sums-{{arch}}.txt"),
+            dir,
+            "1.0.0",
+            &linux("amd64"),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        for (manifest, version) in [
+            (m("../../../../etc", "sums.txt"), "1.0.0"),
+            (m("x86_64", "sums.txt"), "../../../../../etc/passwd#"),
+            (m("x86_64", "../{{arch}}/../../sums.txt"), "1.0.0"),
+        ] {
+            let e = resolve(&manifest, dir, version, &linux("amd64")).unwrap_err();
+            assert_eq!(e.code(), "MANIFEST_INVALID", "{e:?}");
+            assert!(e.message.contains("leaves the catalog"), "{e:?}");
+        }
     }
 
     #[test]
