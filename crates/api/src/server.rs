@@ -522,6 +522,7 @@ fn log_lines<'a>(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
         process: name.to_string(),
+        skipped: 0,
     })
 }
 
@@ -544,6 +545,30 @@ async fn follow_one(
             }
         };
         let more = lines.len() == 1024;
+        // Lines numbered after the cursor that the tail no longer holds: the
+        // process wrote faster than this follower read. Said, not hidden.
+        let first = upto + 1 - lines.len() as u64;
+        let skipped = if lines.is_empty() {
+            upto.saturating_sub(cursor)
+        } else {
+            first.saturating_sub(cursor + 1)
+        };
+        if skipped > 0 {
+            let gap = pb::LogLine {
+                process: name.clone(),
+                number: cursor + 1,
+                skipped,
+                at_ms: lines.first().map_or(0, |l| {
+                    l.at.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0)
+                }),
+                ..Default::default()
+            };
+            if tx.send(Ok(gap)).await.is_err() {
+                return;
+            }
+        }
         for l in log_lines(&name, upto, &lines) {
             if tx.send(Ok(l)).await.is_err() {
                 return;

@@ -414,6 +414,22 @@ pub(crate) async fn logs(c: &mut Client, names: Vec<String>, o: &LogOpts) -> Res
     let mut width = names_width;
     while let Some(line) = s.next().await {
         let line = line.map_err(api)?;
+        if line.skipped > 0 {
+            // A gap marker: the follower fell behind a flood.
+            if o.json {
+                outln!(
+                    "{}",
+                    json!({"process": line.process, "skipped": line.skipped, "time_ms": line.at_ms})
+                );
+            } else {
+                errln!(
+                    "[hangar] {}: {} lines skipped (written faster than this client read; the log files keep them)",
+                    line.process,
+                    line.skipped
+                );
+            }
+            continue;
+        }
         if o.json {
             let at = UNIX_EPOCH + Duration::from_millis(line.at_ms.max(0) as u64);
             outln!(

@@ -575,3 +575,80 @@ fn which(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// `logs -f` behind a flood: the lines its in-memory tail lost before the
+/// follower read them are announced with their count, so every line the
+/// process wrote is either shown or counted in a gap marker.
+#[test]
+fn a_follower_behind_a_flood_is_told_how_many_lines_it_missed() {
+    const N: u64 = 200_000;
+    let s = Scratch::new("logs-gap");
+    let go = s.path().join("GO");
+    let config = format!(
+        "[[process]]\nname = \"flood\"\ncommand = \"sh\"\n\
+         args = [\"-c\", \"while [ ! -e {go} ]; do sleep 0.05; done; seq 1 {N}; exec sleep 1000\"]\n\
+         [process.log]\ntail_bytes = \"1KiB\"\n",
+        go = go.display()
+    );
+    let (data, _d) = daemon(&s, &config);
+    running(&data, "flood");
+    let mut follower = hangar()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["logs", "flood", "-f", "-n", "0", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("logs -f starts");
+    let out = follower.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let last = line.contains(&format!("\"line\":\"{N}\""));
+            if tx.send(line).is_err() || last {
+                return;
+            }
+        }
+    });
+    std::fs::write(&go, "").unwrap();
+    let mut rows = Vec::new();
+    let deadline = std::time::Instant::now() + LONG;
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        rows.push(serde_json::from_str::<Value>(&l).expect("JSON"));
+        if rows.last().is_some_and(|r| r["line"] == N.to_string()) {
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        rows.last().is_some_and(|r| r["line"] == N.to_string()),
+        "the follower never saw line {N} ({} rows)",
+        rows.len()
+    );
+    // From the first line shown on, each line is the next one, or the next
+    // after a gap of exactly the lines the marker counts.
+    let mut expect: Option<u64> = None;
+    let mut gaps = 0;
+    for r in &rows {
+        if let Some(n) = r["skipped"].as_u64() {
+            gaps += 1;
+            expect = expect.map(|e| e + n);
+            continue;
+        }
+        let v: u64 = r["line"]
+            .as_str()
+            .and_then(|l| l.parse().ok())
+            .expect("a number");
+        if let Some(e) = expect {
+            assert_eq!(v, e, "line {v} after a gap the markers do not account for");
+        }
+        expect = Some(v + 1);
+    }
+    assert_eq!(expect, Some(N + 1));
+    assert!(
+        gaps > 0,
+        "a 1 KiB tail cannot hold a 200,000-line flood: no gap announced"
+    );
+}
