@@ -612,18 +612,19 @@ fn a_follower_behind_a_flood_is_told_how_many_lines_it_missed() {
     });
     std::fs::write(&go, "").unwrap();
     let mut rows = Vec::new();
+    let last = N.to_string();
     let deadline = std::time::Instant::now() + LONG;
     while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
     {
         rows.push(serde_json::from_str::<Value>(&l).expect("JSON"));
-        if rows.last().is_some_and(|r| r["line"] == N.to_string()) {
+        if rows.last().is_some_and(|r| r["line"] == last.as_str()) {
             break;
         }
     }
     let _ = follower.kill();
     let _ = follower.wait();
     assert!(
-        rows.last().is_some_and(|r| r["line"] == N.to_string()),
+        rows.last().is_some_and(|r| r["line"] == last.as_str()),
         "the follower never saw line {N} ({} rows)",
         rows.len()
     );
