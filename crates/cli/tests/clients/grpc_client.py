@@ -72,6 +72,9 @@ def main(sock):
             "Add",
             {"toml": '[[process]]\nname = "bad"\ncommand = "sleep"\ninstances = 0\n'},
         )
+        # The catalog: every feature, and a feature that is not there.
+        out["catalog_list"] = call("hangar.v1.Catalog", "List", {})
+        out["missing_feature"] = call("hangar.v1.Catalog", "Get", {"id": "no-such-feature"})
     print(json.dumps(out))
 
 
