@@ -264,3 +264,58 @@ fn installs_and_an_instance_create_at_once_share_one_installer() {
     ok(&o, "instance show");
     assert_eq!(json(&o)["state"], "running", "{}", stdout(&o));
 }
+
+/// Over TCP the Catalog service sits behind the same token as the others, and
+/// a daemon named with `--addr` must answer: no quiet fallback to the local
+/// path with its own data dir.
+#[test]
+fn over_tcp_the_catalog_needs_the_token_and_addr_must_answer() {
+    let s = Scratch::new("catapi-tcp");
+    let data = s.path().join("data");
+    let cfg = s.path().join("hangar.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &cfg,
+        format!("[daemon.grpc]\ntcp = \"127.0.0.1:{port}\"\ntoken = \"s3cret\"\n"),
+    )
+    .unwrap();
+    let _d = Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+    // A client elsewhere: its own data dir has no daemon and nothing installed.
+    let elsewhere = s.path().join("client");
+    let addr = format!("http://127.0.0.1:{port}");
+    let over_tcp = |token: &str, args: &[&str]| {
+        let mut all = vec!["--addr", &addr, "--token", token];
+        all.extend(args);
+        run(&elsewhere, &all)
+    };
+    let o = over_tcp("s3cret", &["install", "demo", "--json"]);
+    ok(&o, "install over TCP");
+    assert!(
+        Path::new(json(&o)["binary"].as_str().unwrap_or_default()).starts_with(&data),
+        "installed into the daemon's data dir: {}",
+        stdout(&o)
+    );
+    assert!(!elsewhere.join("features").exists());
+    let o = over_tcp("s3cret", &["catalog", "show", "demo", "--json"]);
+    ok(&o, "catalog show over TCP");
+    assert_eq!(
+        json(&o)["installed"][0]["version"],
+        "1.1.0",
+        "{}",
+        stdout(&o)
+    );
+    for args in [
+        &["installed"][..],
+        &["catalog", "list"],
+        &["install", "demo"],
+        &["uninstall", "demo"],
+    ] {
+        let o = over_tcp("wrong", args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("UNAUTHENTICATED"), "{}", stderr(&o));
+    }
+    assert!(data.join("features/demo/1.1.0").is_dir());
+    let nobody = format!("http://127.0.0.1:{}", common::free_port());
+    let o = run(&elsewhere, &["--addr", &nobody, "installed"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
