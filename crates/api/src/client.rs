@@ -14,6 +14,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use crate::pb::catalog_client::CatalogClient;
 use crate::pb::daemon_client::DaemonClient;
 use crate::pb::events_client::EventsClient;
 use crate::pb::instances_client::InstancesClient;
@@ -52,7 +53,7 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
-/// Connected clients of the three services, sharing one connection.
+/// Connected clients of the services, sharing one connection.
 #[derive(Clone)]
 pub struct Client {
     /// Processes service.
@@ -63,6 +64,8 @@ pub struct Client {
     pub daemon: DaemonClient<Svc>,
     /// Feature instances.
     pub instances: InstancesClient<Svc>,
+    /// The daemon's catalog and installs.
+    pub catalog: CatalogClient<Svc>,
 }
 
 fn make(ch: Channel, token: Token) -> Client {
@@ -70,7 +73,8 @@ fn make(ch: Channel, token: Token) -> Client {
         processes: ProcessesClient::with_interceptor(ch.clone(), token.clone()),
         events: EventsClient::with_interceptor(ch.clone(), token.clone()),
         daemon: DaemonClient::with_interceptor(ch.clone(), token.clone()),
-        instances: InstancesClient::with_interceptor(ch, token),
+        instances: InstancesClient::with_interceptor(ch.clone(), token.clone()),
+        catalog: CatalogClient::with_interceptor(ch, token),
     }
 }
 

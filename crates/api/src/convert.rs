@@ -402,6 +402,218 @@ pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
     }
 }
 
+/// An installed version on the wire.
+pub fn installed(i: &hangar_fetch::Installed) -> pb::InstalledFeature {
+    pb::InstalledFeature {
+        id: i.id.clone(),
+        version: i.version.clone(),
+        dir: i.dir.display().to_string(),
+        binary: i.binary.display().to_string(),
+        url: i.url.clone(),
+        sha256: i.sha256.clone(),
+        verified: i.verified,
+        signed: i.signed,
+        bytes: i.bytes,
+        installed_at: i.installed_at,
+        current: i.current,
+    }
+}
+
+/// An installed version from the wire (the client side).
+pub fn installed_from(i: pb::InstalledFeature) -> hangar_fetch::Installed {
+    hangar_fetch::Installed {
+        id: i.id,
+        version: i.version,
+        dir: i.dir.into(),
+        binary: i.binary.into(),
+        url: i.url,
+        sha256: i.sha256,
+        verified: i.verified,
+        signed: i.signed,
+        bytes: i.bytes,
+        installed_at: i.installed_at,
+        current: i.current,
+    }
+}
+
+/// An install step on the wire (`Step::Installed` carries no record: the
+/// last message, with the record, is made from the result).
+pub fn install_step(s: &hangar_fetch::Step) -> pb::InstallProgress {
+    use hangar_fetch::Step;
+    let step = |name: &str| pb::InstallProgress {
+        step: name.into(),
+        ..Default::default()
+    };
+    match s {
+        Step::Download(p) => pb::InstallProgress {
+            step: "download".into(),
+            bytes: p.bytes,
+            total: p.total,
+            bytes_per_sec: p.bytes_per_sec,
+            installed: None,
+        },
+        Step::Verify => step("verify"),
+        Step::Extract => step("extract"),
+        Step::Installed => step("installed"),
+    }
+}
+
+/// Where a download's expected digest comes from, on the wire.
+pub fn checksum(c: &hangar_fetch::Checksum) -> pb::AssetChecksum {
+    use hangar_fetch::Checksum;
+    match c {
+        Checksum::Sha256(h) => pb::AssetChecksum {
+            kind: "sha256".into(),
+            sha256: h.clone(),
+            verified_by: format!("sha256 {h} (the manifest's)"),
+            ..Default::default()
+        },
+        Checksum::Pinned(h) => pb::AssetChecksum {
+            kind: "pinned".into(),
+            sha256: h.clone(),
+            verified_by: format!("sha256 {h} (pinned for this version and platform)"),
+            ..Default::default()
+        },
+        Checksum::File(u) => pb::AssetChecksum {
+            kind: "file".into(),
+            url: u.clone(),
+            verified_by: format!("checksums file {u}"),
+            ..Default::default()
+        },
+        Checksum::SignedFile(sc) => {
+            let fp = hangar_fetch::verify::normalize_fingerprint(&sc.fingerprint);
+            pb::AssetChecksum {
+                kind: "signed-file".into(),
+                url: sc.url.clone(),
+                signature_url: sc.signature_url.clone(),
+                verified_by: format!(
+                    "checksums file {} signed ({}, OpenPGP key {fp})",
+                    sc.url, sc.signature_url
+                ),
+                fingerprint: fp,
+                ..Default::default()
+            }
+        }
+        Checksum::GithubRelease(api) => pb::AssetChecksum {
+            kind: "github-release".into(),
+            url: api.clone(),
+            verified_by: format!("GitHub's digest, from {api}"),
+            ..Default::default()
+        },
+    }
+}
+
+/// Where a download's expected digest comes from, from the wire (the client
+/// side; a signed file's public key is not sent, only its fingerprint).
+pub fn checksum_from(c: pb::AssetChecksum) -> Option<hangar_fetch::Checksum> {
+    use hangar_fetch::Checksum;
+    Some(match c.kind.as_str() {
+        "sha256" => Checksum::Sha256(c.sha256),
+        "pinned" => Checksum::Pinned(c.sha256),
+        "file" => Checksum::File(c.url),
+        "signed-file" => Checksum::SignedFile(hangar_fetch::SignedChecksums {
+            url: c.url,
+            signature_url: c.signature_url,
+            public_key: String::new(),
+            fingerprint: c.fingerprint,
+        }),
+        "github-release" => Checksum::GithubRelease(c.url),
+        _ => return None,
+    })
+}
+
+/// A JSON value as text: a string as itself, anything else as JSON.
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One option of a manifest's schema on the wire.
+fn option(name: &str, o: &hangar_feature::catalog::manifest::OptionSpec) -> pb::FeatureOption {
+    pb::FeatureOption {
+        name: name.to_string(),
+        r#type: o.kind.as_str().to_string(),
+        default: o.default.as_ref().map(text).unwrap_or_default(),
+        has_default: o.default.is_some(),
+        description: o.description.clone(),
+        secret: o.secret,
+        required: o.required,
+        enum_values: o.choices.iter().map(text).collect(),
+        min: o.minimum,
+        max: o.maximum,
+        max_length: o.max_length.map(|n| n as u64),
+        item_type: o
+            .items
+            .as_ref()
+            .map(|i| i.kind.as_str().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// A catalog entry on the wire, with its download and installs when known.
+pub fn feature(
+    e: &hangar_feature::catalog::Entry,
+    resolved: Option<&Result<hangar_fetch::InstallRequest, Error>>,
+    installed_versions: &[hangar_fetch::Installed],
+) -> pb::Feature {
+    let m = &e.manifest;
+    pb::Feature {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        version: m.version.clone(),
+        description: m.description.clone(),
+        license: m.license.clone(),
+        homepage: m.homepage.clone().unwrap_or_default(),
+        isolation: m.isolation_level.as_str().to_string(),
+        default_ports: m
+            .network
+            .default_ports
+            .iter()
+            .map(|p| u32::from(*p))
+            .collect(),
+        port_names: m.network.port_names.clone(),
+        protocols: m.network.protocols.clone(),
+        modes: m
+            .modes
+            .iter()
+            .map(|md| pb::FeatureMode {
+                id: md.id.clone(),
+                name: md.name.clone(),
+                description: md.description.clone(),
+                required: md.required.clone(),
+            })
+            .collect(),
+        options: hangar_feature::catalog::options::effective_specs(m)
+            .iter()
+            .map(|(k, o)| option(k, o))
+            .collect(),
+        asset: match resolved {
+            Some(Ok(r)) => Some(pb::ResolvedAsset {
+                version: r.version.clone(),
+                url: r.url.clone(),
+                asset: r.asset.clone(),
+                binary: r.binary.clone(),
+                checksum: r.checksum.as_ref().map(checksum),
+                minisign_url: r
+                    .signature
+                    .as_ref()
+                    .map(|s| s.url.clone())
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        asset_error: match resolved {
+            Some(Err(e)) => Some(error_info(e)),
+            _ => None,
+        },
+        installed: installed_versions.iter().map(installed).collect(),
+        manifest_file: e.file.display().to_string(),
+        manifest_json: serde_json::to_string(m).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ use crate::authority::UnixAuthority;
 use crate::convert::{self, status};
 use crate::page;
 use crate::pb;
+use crate::pb::catalog_server::{Catalog, CatalogServer};
 use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
 use crate::pb::events_server::{Events, EventsServer};
 use crate::pb::instances_server::{Instances, InstancesServer};
@@ -79,6 +80,111 @@ pub struct DaemonSvc {
 #[derive(Clone)]
 pub struct InstancesSvc {
     d: Daemon,
+}
+
+/// The Catalog service: the daemon's catalog and installer.
+#[derive(Clone)]
+pub struct CatalogSvc {
+    d: Daemon,
+}
+
+#[tonic::async_trait]
+impl Catalog for CatalogSvc {
+    async fn list(
+        &self,
+        req: Request<pb::ListFeaturesRequest>,
+    ) -> Result<Response<pb::FeatureList>, Status> {
+        let found = self
+            .d
+            .features(&req.into_inner().query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::FeatureList {
+            features: found
+                .iter()
+                .map(|e| convert::feature(e, None, &[]))
+                .collect(),
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::FeatureRef>) -> Result<Response<pb::Feature>, Status> {
+        let f = self.d.feature(&req.into_inner().id).await.map_err(status)?;
+        Ok(Response::new(convert::feature(
+            &f.entry,
+            Some(&f.resolved),
+            &f.installed,
+        )))
+    }
+
+    type InstallStream = Stream_<pb::InstallProgress>;
+
+    async fn install(
+        &self,
+        req: Request<pb::InstallRequest>,
+    ) -> Result<Response<Self::InstallStream>, Status> {
+        let r = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<pb::InstallProgress, Status>>(64);
+        let d = self.d.clone();
+        tokio::spawn(async move {
+            let progress = tx.clone();
+            let last = std::sync::Mutex::new(None::<std::time::Instant>);
+            let on_step = move |s: &hangar_fetch::Step| {
+                match s {
+                    // The last message carries the install instead.
+                    hangar_fetch::Step::Installed => return,
+                    // At most one every 100 ms, and the last.
+                    hangar_fetch::Step::Download(p) => {
+                        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+                        if !p.done && l.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+                            return;
+                        }
+                        *l = Some(std::time::Instant::now());
+                    }
+                    _ => {}
+                }
+                // A slow client loses progress lines, never the install.
+                let _ = progress.try_send(Ok(convert::install_step(s)));
+            };
+            let version = some(r.version);
+            let done = d
+                .install_feature(&r.id, version.as_deref(), r.allow_unverified, on_step)
+                .await;
+            let last = match done {
+                Ok(i) => Ok(pb::InstallProgress {
+                    step: "installed".into(),
+                    installed: Some(convert::installed(&i)),
+                    ..Default::default()
+                }),
+                Err(e) => Err(status(e)),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn uninstall(
+        &self,
+        req: Request<pb::UninstallRequest>,
+    ) -> Result<Response<pb::UninstallReply>, Status> {
+        let r = req.into_inner();
+        let version = some(r.version);
+        let removed = self
+            .d
+            .uninstall_feature(&r.id, version.as_deref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::UninstallReply { removed }))
+    }
+
+    async fn list_installed(
+        &self,
+        _req: Request<pb::ListInstalledRequest>,
+    ) -> Result<Response<pb::InstalledList>, Status> {
+        let all = self.d.installed_features().await.map_err(status)?;
+        Ok(Response::new(pb::InstalledList {
+            installed: all.iter().map(convert::installed).collect(),
+        }))
+    }
 }
 
 /// The options of a create or update: the `options` Struct, or the older
@@ -995,6 +1101,7 @@ impl Bound {
         };
         let daemon = DaemonSvc { d: d.clone() };
         let instances = InstancesSvc { d: d.clone() };
+        let catalog = CatalogSvc { d: d.clone() };
 
         let (reflection_v1, reflection_v1alpha) = reflection()?;
         let router = windows(Server::builder())
@@ -1002,6 +1109,7 @@ impl Bound {
             .add_service(EventsServer::new(events.clone()))
             .add_service(DaemonServer::new(daemon.clone()))
             .add_service(InstancesServer::new(instances.clone()))
+            .add_service(CatalogServer::new(catalog.clone()))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let rx = stop_rx.clone();
@@ -1029,7 +1137,8 @@ impl Bound {
                         .add_service(ProcessesServer::with_interceptor(processes, a.clone()))
                         .add_service(EventsServer::with_interceptor(events, a.clone()))
                         .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
-                        .add_service(InstancesServer::with_interceptor(instances, a));
+                        .add_service(InstancesServer::with_interceptor(instances, a.clone()))
+                        .add_service(CatalogServer::with_interceptor(catalog, a));
                     tokio::spawn(async move {
                         if let Err(e) = router
                             .serve_with_incoming_shutdown(incoming, shutdown(rx))
@@ -1044,7 +1153,8 @@ impl Bound {
                         .add_service(ProcessesServer::with_interceptor(processes, allow))
                         .add_service(EventsServer::with_interceptor(events, allow))
                         .add_service(DaemonServer::with_interceptor(daemon, allow))
-                        .add_service(InstancesServer::with_interceptor(instances, allow));
+                        .add_service(InstancesServer::with_interceptor(instances, allow))
+                        .add_service(CatalogServer::with_interceptor(catalog, allow));
                     tokio::spawn(async move {
                         if let Err(e) = router
                             .serve_with_incoming_shutdown(incoming, shutdown(rx))

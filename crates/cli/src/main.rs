@@ -341,7 +341,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        data: DataDir,
+        conn: Conn,
         #[command(flatten)]
         catalogs: CatalogDirs,
     },
@@ -353,7 +353,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        data: DataDir,
+        conn: Conn,
     },
     /// List installed features and versions.
     Installed {
@@ -361,7 +361,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        data: DataDir,
+        conn: Conn,
     },
     /// Call plugins and list them with their health (`plugin call`, `plugin ls`).
     #[command(subcommand)]
@@ -392,7 +392,7 @@ enum Command {
 #[command(subcommand_required = true, arg_required_else_help = true)]
 struct CatalogArgs {
     #[command(flatten)]
-    data: DataDir,
+    conn: Conn,
     #[command(flatten)]
     catalogs: CatalogDirs,
     #[command(subcommand)]
@@ -504,7 +504,7 @@ fn main() -> ExitCode {
             catalogs: market::catalogs_from_env(top.catalogs(catalogs)),
         }),
         Command::Catalog(CatalogArgs {
-            data,
+            conn,
             catalogs,
             cmd,
         }) => {
@@ -516,17 +516,19 @@ fn main() -> ExitCode {
                     json,
                 },
             };
-            market::run(market(top.data_dir(data), top.catalogs(catalogs)), cmd)
+            market_cmd(&top, conn, top.catalogs(catalogs), cmd)
         }
         Command::Install {
             feature,
             allow_http,
             allow_unverified,
             json,
-            data,
+            conn,
             catalogs,
-        } => market::run(
-            market(top.data_dir(data), top.catalogs(catalogs)),
+        } => market_cmd(
+            &top,
+            conn,
+            top.catalogs(catalogs),
             market::Cmd::Install {
                 spec: feature,
                 allow_http,
@@ -537,18 +539,19 @@ fn main() -> ExitCode {
         Command::Uninstall {
             feature,
             json,
-            data,
-        } => market::run(
-            market(top.data_dir(data), Vec::new()),
+            conn,
+        } => market_cmd(
+            &top,
+            conn,
+            Vec::new(),
             market::Cmd::Uninstall {
                 spec: feature,
                 json,
             },
         ),
-        Command::Installed { json, data } => market::run(
-            market(top.data_dir(data), Vec::new()),
-            market::Cmd::Installed { json },
-        ),
+        Command::Installed { json, conn } => {
+            market_cmd(&top, conn, Vec::new(), market::Cmd::Installed { json })
+        }
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Instance(InstanceArgs { conn, cmd }) => match top.target(conn) {
             Ok(target) => instance::run(target, cmd),
@@ -770,10 +773,32 @@ fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, u8> {
     })
 }
 
-fn market(data_dir: PathBuf, catalogs: Vec<PathBuf>) -> market::Market {
-    market::Market {
-        data_dir,
-        catalogs: market::catalogs_from_env(catalogs),
+/// A marketplace command: through the daemon when one answers and no
+/// catalog was given, else here.
+fn market_cmd(top: &Top, conn: Conn, catalogs: Vec<PathBuf>, cmd: market::Cmd) -> u8 {
+    match top.target(conn) {
+        Ok(target) => {
+            // uninstall and installed read no catalog: $HANGAR_CATALOG does
+            // not keep them from the daemon.
+            let reads_catalog = !matches!(
+                cmd,
+                market::Cmd::Uninstall { .. } | market::Cmd::Installed { .. }
+            );
+            let catalogs = if reads_catalog {
+                market::catalogs_from_env(catalogs)
+            } else {
+                Vec::new()
+            };
+            market::run(
+                market::Market {
+                    data_dir: target.data_dir.clone(),
+                    catalogs,
+                    target,
+                },
+                cmd,
+            )
+        }
+        Err(code) => code,
     }
 }
 

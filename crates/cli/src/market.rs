@@ -1,23 +1,35 @@
 //! `hangar catalog list|show|search`, `hangar install`, `hangar uninstall`,
-//! `hangar installed`: the marketplace, without a daemon.
+//! `hangar installed`: the marketplace.
+//!
+//! Through the daemon (its `Catalog` service, so its one installer and lock,
+//! with events) when one answers on the data dir's socket or at `--addr`
+//! and no `--catalog` (or `$HANGAR_CATALOG`) was given; otherwise here, with
+//! a catalog and installer of the command's own (`hangar install` before
+//! `hangar serve`). Both paths print the same tables and JSON.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hangar_api::client::Client;
+use hangar_api::{convert, pb};
 use hangar_core::Error;
-use hangar_feature::catalog::{self, Catalog, Entry, Platform};
-use hangar_fetch::{DownloadOptions, Downloader, Installed, Installer, Step};
+use hangar_feature::catalog::{self, Catalog, Entry, Manifest, Platform};
+use hangar_fetch::{DownloadOptions, Downloader, InstallRequest, Installed, Installer, Step};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use tokio_stream::StreamExt;
 
-use crate::{exit, render};
+use crate::{client, exit, render};
 
 /// Where features come from and go to.
 pub struct Market {
     pub data_dir: PathBuf,
-    /// `--catalog` / `HANGAR_CATALOG`; empty: the built-in catalog.
+    /// `--catalog` / `HANGAR_CATALOG`; empty: the daemon's catalog when a
+    /// daemon answers, else the built-in catalog.
     pub catalogs: Vec<PathBuf>,
+    /// Where a daemon may answer.
+    pub target: client::Target,
 }
 
 pub enum Cmd {
@@ -110,6 +122,230 @@ fn installed_json(i: &Installed) -> serde_json::Value {
 }
 
 async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
+    if m.catalogs.is_empty() {
+        if let Some(c) = daemon(&m.target).await? {
+            if let Some(code) = remote(c, &m, &cmd).await? {
+                return Ok(code);
+            }
+        }
+    }
+    local(m, cmd).await
+}
+
+/// The daemon, when one answers: at `--addr` it must (an error otherwise);
+/// on the data dir's socket it may not, and then the command runs here.
+async fn daemon(t: &client::Target) -> Result<Option<Client>, Error> {
+    match &t.addr {
+        Some(_) => client::connect(t).await.map(Some),
+        None => Ok(client::connect(t).await.ok()),
+    }
+}
+
+/// A daemon too old to have the Catalog service: the command runs here.
+fn unsupported(e: &Error) -> bool {
+    e.code() == "UNSUPPORTED"
+}
+
+/// The command through the daemon; `None` when the daemon does not serve
+/// the catalog (nothing was done, nothing printed).
+async fn remote(mut c: Client, m: &Market, cmd: &Cmd) -> Result<Option<u8>, Error> {
+    let api = |s: tonic::Status| convert::error(&s);
+    match cmd {
+        Cmd::List { json } | Cmd::Search { json, .. } => {
+            let query = match cmd {
+                Cmd::Search { query, .. } => query.clone(),
+                _ => String::new(),
+            };
+            let list = match c
+                .catalog
+                .list(pb::ListFeaturesRequest {
+                    query: query.clone(),
+                })
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) if unsupported(&api(s.clone())) => return Ok(None),
+                Err(s) => return Err(api(s)),
+            };
+            let entries = list
+                .features
+                .into_iter()
+                .map(entry_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let refs: Vec<&Entry> = entries.iter().collect();
+            print_entries(&refs, *json);
+            Ok(Some(if refs.is_empty() && !query.is_empty() {
+                exit::NOT_FOUND
+            } else {
+                exit::OK
+            }))
+        }
+        Cmd::Show { id, json } => {
+            let f = match c.catalog.get(pb::FeatureRef { id: id.clone() }).await {
+                Ok(r) => r.into_inner(),
+                Err(s) if unsupported(&api(s.clone())) => return Ok(None),
+                Err(s) => return Err(api(s)),
+            };
+            let resolved = match (f.asset.clone(), f.asset_error.clone()) {
+                (Some(a), _) => Ok(InstallRequest {
+                    id: f.id.clone(),
+                    version: a.version,
+                    url: a.url,
+                    asset: a.asset,
+                    checksum: a.checksum.and_then(convert::checksum_from),
+                    signature: (!a.minisign_url.is_empty()).then(|| hangar_fetch::Signature {
+                        public_key: String::new(),
+                        url: a.minisign_url,
+                    }),
+                    binary: a.binary,
+                }),
+                // Only its message is shown.
+                (None, e) => {
+                    let e = e.unwrap_or_default();
+                    Err(Error::remote(
+                        &e.code,
+                        hangar_core::Category::Precondition,
+                        e.message,
+                    ))
+                }
+            };
+            let versions: Vec<Installed> = f
+                .installed
+                .clone()
+                .into_iter()
+                .map(convert::installed_from)
+                .collect();
+            let e = entry_from(f)?;
+            show(&e, &resolved, &versions, *json);
+            Ok(Some(exit::OK))
+        }
+        Cmd::Install {
+            spec,
+            allow_http,
+            allow_unverified,
+            json,
+        } => {
+            if *allow_http {
+                return Err(Error::new(
+                    hangar_base::ErrorKind::Usage,
+                    "--allow-http is for installs without a daemon; a daemon answers, and its configuration decides",
+                )
+                .with("socket", hangar_core::socket_path(&m.target.data_dir).display())
+                .hint("set allow_http = true in [daemon.instances] of the daemon's configuration and restart it, or give --catalog DIR to install here without the daemon"));
+            }
+            let (id, version) = split_spec(spec);
+            let mut stream = match c
+                .catalog
+                .install(pb::InstallRequest {
+                    id: id.to_string(),
+                    version: version.unwrap_or_default().to_string(),
+                    allow_unverified: *allow_unverified,
+                })
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) if unsupported(&api(s.clone())) => return Ok(None),
+                Err(s) => return Err(api(s)),
+            };
+            // The label names the version, as here: the one asked for, else
+            // the manifest's.
+            let label = match version {
+                Some(v) => format!("{id} {v}"),
+                None => match c.catalog.get(pb::FeatureRef { id: id.to_string() }).await {
+                    Ok(f) => format!("{id} {}", f.into_inner().version),
+                    Err(_) => id.to_string(),
+                },
+            };
+            let bar = Bar::new(&label, *json);
+            let mut done = None;
+            let mut failed = None;
+            while let Some(msg) = stream.next().await {
+                match msg {
+                    Ok(p) => match (p.step.as_str(), p.installed) {
+                        ("installed", Some(i)) => done = Some(convert::installed_from(i)),
+                        ("download", _) => bar.step(&Step::Download(hangar_fetch::Progress {
+                            bytes: p.bytes,
+                            total: p.total,
+                            bytes_per_sec: p.bytes_per_sec,
+                            done: p.total.is_some_and(|t| p.bytes >= t),
+                        })),
+                        ("verify", _) => bar.step(&Step::Verify),
+                        ("extract", _) => bar.step(&Step::Extract),
+                        _ => {}
+                    },
+                    Err(s) => {
+                        failed = Some(api(s));
+                        break;
+                    }
+                }
+            }
+            bar.finish(done.is_some());
+            match (done, failed) {
+                (Some(d), _) => {
+                    print_installed_one(id, &d, *json);
+                    Ok(Some(exit::OK))
+                }
+                (None, Some(e)) if unsupported(&e) => Ok(None),
+                (None, Some(e)) => Err(e),
+                (None, None) => Err(Error::new(
+                    hangar_base::ErrorKind::Internal,
+                    "the daemon ended the install without a result",
+                )
+                .with("feature", id)
+                .hint("`hangar events --name ID` shows what the daemon recorded; `hangar installed` what is installed")),
+            }
+        }
+        Cmd::Uninstall { spec, json } => {
+            let (id, version) = split_spec(spec);
+            let removed = match c
+                .catalog
+                .uninstall(pb::UninstallRequest {
+                    id: id.to_string(),
+                    version: version.unwrap_or_default().to_string(),
+                })
+                .await
+            {
+                Ok(r) => r.into_inner().removed,
+                Err(s) if unsupported(&api(s.clone())) => return Ok(None),
+                Err(s) => return Err(api(s)),
+            };
+            print_uninstalled(id, &removed, *json);
+            Ok(Some(exit::OK))
+        }
+        Cmd::Installed { json } => {
+            let all = match c.catalog.list_installed(pb::ListInstalledRequest {}).await {
+                Ok(r) => r.into_inner().installed,
+                Err(s) if unsupported(&api(s.clone())) => return Ok(None),
+                Err(s) => return Err(api(s)),
+            };
+            let all: Vec<Installed> = all.into_iter().map(convert::installed_from).collect();
+            print_installed(&all, *json, m);
+            Ok(Some(exit::OK))
+        }
+    }
+}
+
+/// A catalog entry from the daemon's answer: its manifest as the daemon's
+/// catalog read it.
+fn entry_from(f: pb::Feature) -> Result<Entry, Error> {
+    let manifest: Manifest = serde_json::from_str(&f.manifest_json).map_err(|e| {
+        Error::new(
+            hangar_base::ErrorKind::Internal,
+            format!("the daemon sent a manifest this hangar cannot read: {e}"),
+        )
+        .with("feature", &f.id)
+        .hint("use the same hangar version for the command and the daemon")
+    })?;
+    let file = PathBuf::from(&f.manifest_file);
+    Ok(Entry {
+        manifest,
+        dir: file.parent().map(PathBuf::from).unwrap_or_default(),
+        file,
+    })
+}
+
+/// The command here, with a catalog and an installer of its own.
+async fn local(m: Market, cmd: Cmd) -> Result<u8, Error> {
     match cmd {
         Cmd::List { json } => {
             let cat = catalog(&m)?;
@@ -134,85 +370,7 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let versions = inst.versions(&id).unwrap_or_default();
             let platform = Platform::current();
             let resolved = catalog::resolve(&e.manifest, &e.dir, &e.manifest.version, &platform);
-            if json {
-                let mut v = manifest_json(e);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert(
-                        "installed".into(),
-                        json!(versions.iter().map(installed_json).collect::<Vec<_>>()),
-                    );
-                    if let Ok(r) = &resolved {
-                        o.insert(
-                            "resolved".into(),
-                            json!({"url": r.url, "asset": r.asset,
-                            "checksum": checksum_json(r.checksum.as_ref()), "binary": r.binary}),
-                        );
-                    }
-                }
-                outln!("{v}");
-            } else {
-                let mf = &e.manifest;
-                outln!("{} ({}) {}", mf.name, mf.id, mf.version);
-                if !mf.description.is_empty() {
-                    outln!("  {}", mf.description);
-                }
-                outln!("  license:    {}", mf.license);
-                if let Some(h) = &mf.homepage {
-                    outln!("  homepage:   {h}");
-                }
-                outln!("  manifest:   {}", e.file.display());
-                outln!("  isolation:  {}", mf.isolation_level);
-                if !mf.network.default_ports.is_empty() {
-                    outln!("  ports:      {:?}", mf.network.default_ports);
-                }
-                if !mf.network.protocols.is_empty() {
-                    outln!("  protocols:  {}", mf.network.protocols.join(", "));
-                }
-                for mode in &mf.modes {
-                    outln!("  mode {:12} {}", mode.id, mode.name);
-                }
-                match &resolved {
-                    Ok(r) => {
-                        outln!("  asset:      {}", r.url);
-                        match &r.checksum {
-                            Some(hangar_fetch::Checksum::File(u)) => outln!("  checksums:  {u}"),
-                            Some(hangar_fetch::Checksum::Sha256(h)) => {
-                                outln!("  sha256:     {h}")
-                            }
-                            Some(hangar_fetch::Checksum::Pinned(h)) => {
-                                outln!("  sha256:     {h} (pinned for this version and platform)")
-                            }
-                            Some(hangar_fetch::Checksum::SignedFile(sc)) => {
-                                outln!("  checksums:  {}", sc.url);
-                                outln!(
-                                    "  signature:  {} (OpenPGP, key {})",
-                                    sc.signature_url,
-                                    hangar_fetch::verify::normalize_fingerprint(&sc.fingerprint)
-                                );
-                            }
-                            Some(hangar_fetch::Checksum::GithubRelease(api)) => {
-                                outln!("  digest:     GitHub's, from {api}")
-                            }
-                            None => outln!("  checksums:  none (unverified)"),
-                        }
-                        if let Some(s) = &r.signature {
-                            outln!("  signature:  {} (minisign)", s.url);
-                        }
-                    }
-                    Err(e) => outln!("  asset:      unavailable here: {}", e.message),
-                }
-                if versions.is_empty() {
-                    outln!("  installed:  no");
-                }
-                for v in &versions {
-                    outln!(
-                        "  installed:  {}{} at {}",
-                        v.version,
-                        if v.current { " (current)" } else { "" },
-                        v.dir.display()
-                    );
-                }
-            }
+            show(e, &resolved, &versions, json);
             Ok(exit::OK)
         }
         Cmd::Install {
@@ -233,79 +391,181 @@ async fn go(m: Market, cmd: Cmd) -> Result<u8, Error> {
             let req = catalog::plan(&inst, &e.manifest, &e.dir, version, policy).await?;
             let version = req.version.clone();
             let bar = Bar::new(&format!("{id} {version}"), json);
-            let done = inst
-                .install(req, &|s| bar.step(s))
-                .await
-                .map_err(Error::from);
+            let done = inst.install(req, &|s| bar.step(s)).await.map_err(|err| {
+                let have: Vec<String> = inst
+                    .versions(id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.version)
+                    .collect();
+                catalog::name_known_versions(Error::from(err), &e.manifest, &e.dir, &version, &have)
+            });
             bar.finish(done.is_ok());
-            let done = done?;
-            if json {
-                outln!("{}", installed_json(&done));
-            } else {
-                outln!(
-                    "installed {id} {} ({}, sha256 {}) → {}",
-                    done.version,
-                    if done.verified {
-                        "verified"
-                    } else {
-                        "unverified"
-                    },
-                    &done.sha256[..16],
-                    done.binary.display()
-                );
-            }
+            print_installed_one(id, &done?, json);
             Ok(exit::OK)
         }
         Cmd::Uninstall { spec, json } => {
             let (id, version) = split_spec(&spec);
             let inst = installer(&m, false)?;
             let removed = inst.uninstall(id, version).map_err(Error::from)?;
-            if json {
-                outln!("{}", json!({"id": id, "removed": removed}));
-            } else {
-                for v in &removed {
-                    outln!("uninstalled {id} {v}");
-                }
-            }
+            print_uninstalled(id, &removed, json);
             Ok(exit::OK)
         }
         Cmd::Installed { json } => {
             let inst = installer(&m, false)?;
             let all = inst.list().map_err(Error::from)?;
-            if json {
-                outln!(
-                    "{}",
-                    serde_json::Value::Array(all.iter().map(installed_json).collect())
-                );
-            } else if all.is_empty() {
-                outln!("nothing installed (data dir {})", m.data_dir.display());
+            print_installed(&all, json, &m);
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// `hangar installed`.
+fn print_installed(all: &[Installed], json: bool, m: &Market) {
+    if json {
+        outln!(
+            "{}",
+            serde_json::Value::Array(all.iter().map(installed_json).collect())
+        );
+    } else if all.is_empty() {
+        outln!("nothing installed (data dir {})", m.data_dir.display());
+    } else {
+        let w = all.iter().map(|i| i.id.len()).max().unwrap_or(2).max(7);
+        outln!(
+            "{:w$}  {:12}  {:8}  {:10}  BINARY",
+            "FEATURE",
+            "VERSION",
+            "CURRENT",
+            "VERIFIED"
+        );
+        for i in all {
+            outln!(
+                "{:w$}  {:12}  {:8}  {:10}  {}",
+                i.id,
+                i.version,
+                if i.current { "*" } else { "" },
+                if i.signed {
+                    "signed"
+                } else if i.verified {
+                    "sha256"
+                } else {
+                    "no"
+                },
+                i.binary.display()
+            );
+        }
+    }
+}
+
+/// `hangar install`'s result.
+fn print_installed_one(id: &str, done: &Installed, json: bool) {
+    if json {
+        outln!("{}", installed_json(done));
+    } else {
+        outln!(
+            "installed {id} {} ({}, sha256 {}) → {}",
+            done.version,
+            if done.verified {
+                "verified"
             } else {
-                let w = all.iter().map(|i| i.id.len()).max().unwrap_or(2).max(7);
-                outln!(
-                    "{:w$}  {:12}  {:8}  {:10}  BINARY",
-                    "FEATURE",
-                    "VERSION",
-                    "CURRENT",
-                    "VERIFIED"
+                "unverified"
+            },
+            done.sha256.get(..16).unwrap_or(&done.sha256),
+            done.binary.display()
+        );
+    }
+}
+
+/// `hangar uninstall`'s result.
+fn print_uninstalled(id: &str, removed: &[String], json: bool) {
+    if json {
+        outln!("{}", json!({"id": id, "removed": removed}));
+    } else {
+        for v in removed {
+            outln!("uninstalled {id} {v}");
+        }
+    }
+}
+
+/// `catalog show`: the manifest, this machine's download, the installs.
+fn show(e: &Entry, resolved: &Result<InstallRequest, Error>, versions: &[Installed], json: bool) {
+    if json {
+        let mut v = manifest_json(e);
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "installed".into(),
+                json!(versions.iter().map(installed_json).collect::<Vec<_>>()),
+            );
+            if let Ok(r) = &resolved {
+                o.insert(
+                    "resolved".into(),
+                    json!({"url": r.url, "asset": r.asset,
+                    "checksum": checksum_json(r.checksum.as_ref()), "binary": r.binary}),
                 );
-                for i in &all {
-                    outln!(
-                        "{:w$}  {:12}  {:8}  {:10}  {}",
-                        i.id,
-                        i.version,
-                        if i.current { "*" } else { "" },
-                        if i.signed {
-                            "signed"
-                        } else if i.verified {
-                            "sha256"
-                        } else {
-                            "no"
-                        },
-                        i.binary.display()
-                    );
+            }
+        }
+        outln!("{v}");
+    } else {
+        let mf = &e.manifest;
+        outln!("{} ({}) {}", mf.name, mf.id, mf.version);
+        if !mf.description.is_empty() {
+            outln!("  {}", mf.description);
+        }
+        outln!("  license:    {}", mf.license);
+        if let Some(h) = &mf.homepage {
+            outln!("  homepage:   {h}");
+        }
+        outln!("  manifest:   {}", e.file.display());
+        outln!("  isolation:  {}", mf.isolation_level);
+        if !mf.network.default_ports.is_empty() {
+            outln!("  ports:      {:?}", mf.network.default_ports);
+        }
+        if !mf.network.protocols.is_empty() {
+            outln!("  protocols:  {}", mf.network.protocols.join(", "));
+        }
+        for mode in &mf.modes {
+            outln!("  mode {:12} {}", mode.id, mode.name);
+        }
+        match &resolved {
+            Ok(r) => {
+                outln!("  asset:      {}", r.url);
+                match &r.checksum {
+                    Some(hangar_fetch::Checksum::File(u)) => outln!("  checksums:  {u}"),
+                    Some(hangar_fetch::Checksum::Sha256(h)) => {
+                        outln!("  sha256:     {h}")
+                    }
+                    Some(hangar_fetch::Checksum::Pinned(h)) => {
+                        outln!("  sha256:     {h} (pinned for this version and platform)")
+                    }
+                    Some(hangar_fetch::Checksum::SignedFile(sc)) => {
+                        outln!("  checksums:  {}", sc.url);
+                        outln!(
+                            "  signature:  {} (OpenPGP, key {})",
+                            sc.signature_url,
+                            hangar_fetch::verify::normalize_fingerprint(&sc.fingerprint)
+                        );
+                    }
+                    Some(hangar_fetch::Checksum::GithubRelease(api)) => {
+                        outln!("  digest:     GitHub's, from {api}")
+                    }
+                    None => outln!("  checksums:  none (unverified)"),
+                }
+                if let Some(s) = &r.signature {
+                    outln!("  signature:  {} (minisign)", s.url);
                 }
             }
-            Ok(exit::OK)
+            Err(e) => outln!("  asset:      unavailable here: {}", e.message),
+        }
+        if versions.is_empty() {
+            outln!("  installed:  no");
+        }
+        for v in versions {
+            outln!(
+                "  installed:  {}{} at {}",
+                v.version,
+                if v.current { " (current)" } else { "" },
+                v.dir.display()
+            );
         }
     }
 }

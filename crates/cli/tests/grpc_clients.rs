@@ -173,3 +173,54 @@ fn python_grpcio_over_the_socket_with_default_settings() {
         "{e}"
     );
 }
+
+/// The `Catalog` service as a generic client sees it: listed by reflection,
+/// `List` answering every built-in feature with structured fields, and `Get`
+/// of a feature that is not there a NotFound with its code and hint.
+#[test]
+fn python_grpcio_browses_the_catalog() {
+    if !python_grpc() {
+        return;
+    }
+    let dir = Scratch::new("grpc-py-catalog");
+    let data = dir.path().join("data");
+    let _d = Served::start(&data, &[]);
+    let out = client(&data.join("hangar.sock"));
+
+    for key in ["services_v1alpha", "services_v1"] {
+        let listed = out[key]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s == "hangar.v1.Catalog"));
+        assert!(listed, "{key} lacks hangar.v1.Catalog: {}", out[key]);
+    }
+    let features = out["catalog_list"]["ok"]["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("Catalog.List: {}", out["catalog_list"]));
+    let ids: Vec<&str> = features.iter().filter_map(|f| f["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        ["demo", "sing-box", "tor", "xray"],
+        "{}",
+        out["catalog_list"]
+    );
+    let demo = &features[0];
+    assert_eq!(demo["isolation"], "per-session", "{demo}");
+    assert_eq!(demo["default_ports"][0], 8080, "{demo}");
+    assert_eq!(demo["modes"][0]["id"], "default", "{demo}");
+    let tor = &features[2];
+    let opts = tor["options"].as_array().expect("tor declares options");
+    assert!(
+        opts.iter()
+            .all(|o| o["name"].is_string() && o["type"].is_string()),
+        "{tor}"
+    );
+
+    let e = error(&out, "missing_feature");
+    assert_eq!(e["code"], "NOT_FOUND", "{e}");
+    assert_eq!(e["error_info"]["reason"], "FEATURE_NOT_FOUND", "{e}");
+    assert_eq!(e["error_info"]["domain"], "hangar", "{e}");
+    assert!(
+        e["help"][0].as_str().is_some_and(|h| h.contains("catalog")),
+        "{e}"
+    );
+}

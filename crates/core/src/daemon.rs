@@ -884,6 +884,58 @@ impl Daemon {
         detached(async move { i.update_options(&id, mode, options).await }).await
     }
 
+    /// Every feature of the daemon's catalog, or those matching every word
+    /// of `query`, best first.
+    pub async fn features(&self, query: &str) -> Result<Vec<hangar_feature::catalog::Entry>> {
+        self.inner.instances.features(query).await
+    }
+
+    /// One feature: its manifest, this machine's download, its installs.
+    pub async fn feature(&self, id: &str) -> Result<crate::FeatureInfo> {
+        self.inner.instances.feature(id).await
+    }
+
+    /// Install a version of a feature (`None`: the manifest's) with the
+    /// installer the instances use, and make it current. `on_step` sees the
+    /// progress (downloads at most every 100 ms). Recorded as a
+    /// `feature.installed` or `feature.install_failed` event. The install
+    /// goes on to its end if the caller goes away.
+    pub async fn install_feature(
+        &self,
+        id: &str,
+        version: Option<&str>,
+        allow_unverified: bool,
+        on_step: impl Fn(&hangar_fetch::Step) + Send + Sync + 'static,
+    ) -> Result<hangar_fetch::Installed> {
+        let (i, id, v) = (
+            self.inner.instances.clone(),
+            id.to_string(),
+            version.map(str::to_string),
+        );
+        detached(async move {
+            i.install_feature(&id, v.as_deref(), allow_unverified, &on_step)
+                .await
+        })
+        .await
+    }
+
+    /// Uninstall a version of a feature (`None`: every version); refused
+    /// (`FEATURE_IN_USE`) while an instance uses it. Recorded as a
+    /// `feature.uninstalled` event.
+    pub async fn uninstall_feature(&self, id: &str, version: Option<&str>) -> Result<Vec<String>> {
+        let (i, id, v) = (
+            self.inner.instances.clone(),
+            id.to_string(),
+            version.map(str::to_string),
+        );
+        detached(async move { i.uninstall_feature(&id, v.as_deref()).await }).await
+    }
+
+    /// Every installed version of every feature.
+    pub async fn installed_features(&self) -> Result<Vec<hangar_fetch::Installed>> {
+        self.inner.instances.installed().await
+    }
+
     /// SIGKILL every process group now (a second signal during shutdown).
     pub fn kill_all(&self) -> usize {
         self.inner.manager.kill_all()

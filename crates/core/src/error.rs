@@ -59,6 +59,8 @@ hangar_base::error_kinds! {
     InstanceInterrupted = "INSTANCE_INTERRUPTED": Precondition,
     /// The instance's bind address is invalid.
     InstanceBadBind = "INSTANCE_BAD_BIND": Invalid,
+    /// An instance uses the feature version to be uninstalled.
+    FeatureInUse = "FEATURE_IN_USE": Precondition,
     }
 }
 

@@ -44,4 +44,6 @@ pub use daemon::{
 };
 pub use desired::{ActionReport, ReloadReport, Want};
 pub use error::{Category, Coded, Error, ErrorKind, Result};
-pub use instances::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};
+pub use instances::{
+    CreateRequest, Created, FeatureInfo, Instance, InstanceError, InstanceState, StepKind,
+};

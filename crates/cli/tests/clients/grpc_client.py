@@ -89,6 +89,9 @@ def main(sock):
         )
         # Event details as a structured google.protobuf.Struct.
         out["history"] = call("hangar.v1.Events", "History", {})
+        # The catalog: every feature, and a feature that is not there.
+        out["catalog_list"] = call("hangar.v1.Catalog", "List", {})
+        out["missing_feature"] = call("hangar.v1.Catalog", "Get", {"id": "no-such-feature"})
     print(json.dumps(out))
 
 

@@ -33,6 +33,7 @@ use crate::events::EventSink;
 use crate::util::{blocking, lock, now_ms};
 use hangar_feature::catalog::{self, Catalog, Isolation, Manifest};
 
+mod features;
 mod limits;
 mod network;
 mod options;
@@ -41,6 +42,7 @@ mod render;
 mod steps;
 mod watch;
 
+pub use features::FeatureInfo;
 pub use record::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};
 
 /// The instance table: every map, behind one lock so they cannot disagree.

@@ -15,7 +15,7 @@ pub mod resolve;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use install::{plan, InstallPolicy};
+pub use install::{known_versions, name_known_versions, plan, InstallPolicy};
 pub use manifest::{Isolation, Manifest, Problem};
 pub use resolve::{canonical_arch, latest_version, resolve, Platform};
 
