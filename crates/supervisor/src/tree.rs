@@ -293,9 +293,29 @@ impl Reaper {
     }
 
     /// The live orphans of spawn `spawn_id`, pinned, after a fresh sweep.
+    /// An orphan recorded without an owner (its environment read empty, as
+    /// in the middle of an exec that outlasted the retries) is read again
+    /// now, so a late read does not let it outlive its process.
     fn orphans_of(&self, spawn_id: &str) -> Vec<Pinned> {
         self.sweep();
-        let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        let unknown: Vec<u32> = {
+            let orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+            orphans
+                .iter()
+                .filter(|(_, o)| o.owner.is_none())
+                .map(|(pid, _)| *pid)
+                .collect()
+        };
+        let found: Vec<(u32, Box<str>)> = unknown
+            .into_iter()
+            .filter_map(|pid| owner_of(pid).map(|o| (pid, o)))
+            .collect();
+        let mut orphans = self.orphans.lock().unwrap_or_else(|p| p.into_inner());
+        for (pid, owner) in found {
+            if let Some(o) = orphans.get_mut(&pid) {
+                o.owner = Some(owner);
+            }
+        }
         orphans
             .values()
             .filter(|o| o.owner.as_deref() == Some(spawn_id))
@@ -431,6 +451,11 @@ fn owner_of(pid: u32) -> Option<Box<str>> {
         .map(Box::from)
 }
 
+/// How long the end of a process waits for the descendants it SIGKILLed to
+/// exit. SIGKILL is not refused; only a process in uninterruptible sleep
+/// (a hung NFS read) can take longer.
+pub(crate) const ESCAPED_EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// The descendants of one spawn that left its process group, pinned by pidfd
 /// as they are found.
 pub(crate) struct Lineage {
@@ -479,18 +504,40 @@ impl Lineage {
     /// SIGKILL what was pinned, and every orphan of this spawn with its
     /// descendants. For when the leader has exited (its group is killed by
     /// the caller). Blocking (reads /proc).
+    ///
+    /// Returns once every process it killed has exited (or, for one stuck in
+    /// uninterruptible sleep, after [`ESCAPED_EXIT_WAIT`], with a warning):
+    /// a restart that follows never overlaps the old tree, as systemd waits
+    /// for a unit's cgroup to empty before starting it again.
     pub(crate) fn kill_escaped(&self) {
-        let pinned = std::mem::take(&mut *self.pinned.lock().unwrap_or_else(|p| p.into_inner()));
-        for p in &pinned {
+        let mut killed =
+            std::mem::take(&mut *self.pinned.lock().unwrap_or_else(|p| p.into_inner()));
+        for p in &killed {
             p.signal(Signal::KILL);
         }
-        let Some(r) = reaper() else { return };
-        let orphans = r.orphans_of(self.spawn.id());
-        if orphans.is_empty() {
+        if let Some(r) = reaper() {
+            let orphans = r.orphans_of(self.spawn.id());
+            if !orphans.is_empty() {
+                for p in pinned_tree(orphans) {
+                    p.signal(Signal::KILL);
+                    killed.push(p);
+                }
+            }
+        }
+        if killed.is_empty() {
             return;
         }
-        for p in pinned_tree(orphans) {
-            p.signal(Signal::KILL);
+        let left = reap::wait_gone(
+            killed.iter().map(|p| Arc::clone(&p.fd)).collect(),
+            ESCAPED_EXIT_WAIT,
+        );
+        if !left.is_empty() {
+            tracing::warn!(
+                spawn = %self.spawn.id(),
+                left = left.len(),
+                "escaped descendants did not exit within {ESCAPED_EXIT_WAIT:?} of SIGKILL \
+                 (uninterruptible sleep?); going on without them"
+            );
         }
     }
 }

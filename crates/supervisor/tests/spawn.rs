@@ -7,6 +7,10 @@ use std::time::Duration;
 use common::*;
 use hangar_supervisor::{Manager, State};
 
+/// The descriptor count is the whole test process's: the tests of this file
+/// run one at a time, so one test's manager cannot be counted in another's.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn run_and_read(m: &Manager, name: &str, script: &str) -> Vec<String> {
     let mut rx = m.subscribe();
     m.start(never(name, "sh", &["-c", script])).await.unwrap();
@@ -31,6 +35,7 @@ async fn run_and_read(m: &Manager, name: &str, script: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_starts_clean() {
+    let _serial = SERIAL.lock().await;
     let m = Manager::new().unwrap();
     let lines = run_and_read(
         &m,
@@ -62,6 +67,7 @@ async fn child_starts_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_search_uses_the_childs_path() {
+    let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("hangar-path-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let tool = dir.join("hangar-test-tool");
@@ -105,6 +111,7 @@ async fn path_search_uses_the_childs_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_working_dir_is_a_clear_start_error() {
+    let _serial = SERIAL.lock().await;
     let m = Manager::new().unwrap();
     let mut spec = never("nowhere", "true", &[]);
     spec.working_dir = Some("/nonexistent/hangar-dir".into());
@@ -122,15 +129,31 @@ fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// What each open descriptor is, for the failure message.
+fn fd_targets() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Every spawn opens a pidfd and two pipes; once the children are gone and their
 /// output drained, all of them must be closed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_descriptor_outlives_its_process() {
+    let _serial = SERIAL.lock().await;
     let m = Manager::new().unwrap();
     // Warm up: the log thread and spawner threads open what they keep.
     run_and_read(&m, "warm", "echo END").await;
     m.remove("warm", None).await.unwrap();
     let before = open_fds();
+    let before_targets = fd_targets();
     let mut spec = never("brief", "sh", &["-c", "echo out; echo err >&2; echo END"]);
     spec.instances = 50;
     let mut rx = m.subscribe();
@@ -147,9 +170,11 @@ async fn no_descriptor_outlives_its_process() {
     }
     assert!(
         eventually(Duration::from_secs(5), || open_fds() <= before).await,
-        "descriptors leaked: {} before, {} after",
+        "descriptors leaked: {} before, {} after: {:?} then {:?}",
         before,
-        open_fds()
+        open_fds(),
+        before_targets,
+        fd_targets()
     );
     m.shutdown().await;
 }
