@@ -6,7 +6,9 @@
 //! directory, hard links to anything but a regular file extracted before,
 //! devices, FIFOs and other special files, and archives that expand beyond the
 //! size or entry limit (counted on the bytes actually written, so a lying header
-//! does not get past it). Files get mode 0755 when the archive marks them
+//! does not get past it). The size limit is at most the free space of the
+//! destination's filesystem less [`KEEP_FREE`], so a bomb stops before the
+//! disk is full. Files get mode 0755 when the archive marks them
 //! executable and 0644 otherwise: no setuid, no world-writable files.
 
 use std::collections::HashSet;
@@ -135,9 +137,15 @@ fn link_target_inside(link: &Path, target: &Path) -> Option<PathBuf> {
     Some(parts.iter().collect())
 }
 
+/// Free space an extraction leaves on its filesystem, for the store and the
+/// rest of the data dir: an archive may fill the free space less this.
+pub const KEEP_FREE: u64 = 64 << 20;
+
 struct Writer<'a> {
     dest: &'a Path,
     limits: Limits,
+    /// The free space on `dest`'s filesystem when it lowered the size limit.
+    free: Option<u64>,
     seen: HashSet<PathBuf>,
     /// Regular files written, for hard links.
     files: HashSet<PathBuf>,
@@ -157,10 +165,22 @@ fn unsafe_path(name: &Path, why: &str) -> Error {
 }
 
 impl<'a> Writer<'a> {
-    fn new(dest: &'a Path, limits: Limits) -> Writer<'a> {
+    fn new(dest: &'a Path, mut limits: Limits) -> Writer<'a> {
+        // The size limit is also the free space (less what is kept free), so a
+        // decompression bomb stops before the disk is full, not at 4 GiB.
+        let mut free = None;
+        if let Ok(st) = rustix::fs::statvfs(dest) {
+            let avail = st.f_bavail.saturating_mul(st.f_frsize);
+            let room = avail.saturating_sub(KEEP_FREE);
+            if room < limits.max_bytes {
+                limits.max_bytes = room;
+                free = Some(avail);
+            }
+        }
         Writer {
             dest,
             limits,
+            free,
             seen: HashSet::new(),
             files: HashSet::new(),
             links: HashSet::new(),
@@ -238,12 +258,22 @@ impl<'a> Writer<'a> {
         let n = io::copy(&mut (&mut data).take(room.saturating_add(1)), &mut f)
             .map_err(|e| bad_archive(name, e))?;
         if n > room {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("archive expands beyond {} bytes", self.limits.max_bytes),
-            )
-            .with("entry", name.display())
-            .hint("the archive is malformed or malicious (a decompression bomb?); nothing was installed"));
+            let e = match self.free {
+                Some(free) => Error::new(
+                    ErrorKind::TooLarge,
+                    format!(
+                        "archive expands beyond the free space: {free} bytes free where it is extracted, {KEEP_FREE} of them kept free"
+                    ),
+                )
+                .with("dir", self.dest.display())
+                .hint("free some space (or move the data dir), or the archive is a decompression bomb; nothing was installed"),
+                None => Error::new(
+                    ErrorKind::TooLarge,
+                    format!("archive expands beyond {} bytes", self.limits.max_bytes),
+                )
+                .hint("the archive is malformed or malicious (a decompression bomb?); nothing was installed"),
+            };
+            return Err(e.with("entry", name.display()));
         }
         f.flush()
             .map_err(|e| Error::io("cannot write a file", &full, e))?;

@@ -237,3 +237,52 @@ fn a_truncated_archive_is_bad() {
     let (_tmp, _dest, res) = run("a.zip", b"PK\x03\x04 not really", Limits::default());
     assert_eq!(res.unwrap_err().kind(), hangar_fetch::ErrorKind::BadArchive);
 }
+
+/// On a nearly full filesystem an archive may use its free space less
+/// `KEEP_FREE`, not the fixed 4 GiB: a bomb stops there, saying so, and the
+/// disk keeps room for the store (root: it mounts a small tmpfs).
+#[test]
+fn a_bomb_stops_at_the_free_space_not_at_the_fixed_limit() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs (CI runs as root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let size = extract::KEEP_FREE + (16 << 20);
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(mnt.clone());
+    let archive = tmp.path().join("bomb.tar.gz");
+    std::fs::write(
+        &archive,
+        tar_gz(&[file("zeros", &vec![0u8; 40 << 20], 0o644)]),
+    )
+    .unwrap();
+    let dest = mnt.join("stage");
+    std::fs::create_dir(&dest).unwrap();
+    let e = extract::extract(&archive, Format::TarGz, &dest, "tool", Limits::default())
+        .expect_err("40 MiB does not fit in 16 MiB of room");
+    assert_eq!(e.kind(), hangar_fetch::ErrorKind::TooLarge, "{e}");
+    assert!(e.to_string().contains("free space"), "{e}");
+    let st = rustix::fs::statvfs(&mnt).unwrap();
+    let free = st.f_bavail * st.f_frsize;
+    assert!(
+        free + (1 << 20) >= extract::KEEP_FREE,
+        "the extraction ate into the kept space: {free} bytes free"
+    );
+}
