@@ -170,6 +170,7 @@ async fn main() -> Res<()> {
             token: None,
             tls: None,
             client_ca: None,
+            limits: Default::default(),
         },
     )
     .await

@@ -165,6 +165,7 @@ async fn bench(a: Args) -> Res<()> {
             token: None,
             tls: None,
             client_ca: None,
+            limits: Default::default(),
         },
     )
     .await

@@ -6,6 +6,7 @@
 //!   Unix socket (and optionally TCP with a bearer token or mTLS), with reflection.
 //! - [`authority`]: what grpc-core and grpc-java clients send as `:authority`
 //!   over the Unix socket, made acceptable to h2.
+//! - [`conn`]: connection caps and idle timeout of the TCP listeners.
 //! - [`client`]: the client the CLI uses; errors come back with the daemon's code,
 //!   context and hint ([`convert`]).
 //! - [`page`]: pages of List replies (`page_size`, `page_token`).
@@ -30,6 +31,7 @@
 
 pub mod authority;
 pub mod client;
+pub mod conn;
 pub mod convert;
 mod error;
 pub mod exposition;

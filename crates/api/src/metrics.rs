@@ -419,7 +419,12 @@ pub fn feed(d: &Daemon, m: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
 
 /// Listen on `addr` and serve metrics.
 pub async fn serve_http(d: Daemon, m: Arc<Metrics>, addr: SocketAddr) -> Result<HttpServer, Error> {
-    Ok(serve_http_on(d, m, bind_http(addr).await?))
+    Ok(serve_http_on(
+        d,
+        m,
+        bind_http(addr).await?,
+        crate::conn::ConnLimits::default(),
+    ))
 }
 
 /// Bind the HTTP listener without serving yet (connections wait in the
@@ -436,7 +441,12 @@ pub async fn bind_http(addr: SocketAddr) -> Result<tokio::net::TcpListener, Erro
 }
 
 /// Serve metrics on a listener from [`bind_http`].
-pub fn serve_http_on(d: Daemon, m: Arc<Metrics>, l: tokio::net::TcpListener) -> HttpServer {
+pub fn serve_http_on(
+    d: Daemon,
+    m: Arc<Metrics>,
+    l: tokio::net::TcpListener,
+    limits: crate::conn::ConnLimits,
+) -> HttpServer {
     let addr = l
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -450,6 +460,7 @@ pub fn serve_http_on(d: Daemon, m: Arc<Metrics>, l: tokio::net::TcpListener) -> 
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let l = crate::conn::Limited::new(l, crate::conn::Admission::new(limits));
         if let Err(e) = axum::serve(l, app).with_graceful_shutdown(shutdown).await {
             tracing::error!("HTTP server failed: {e}");
         }

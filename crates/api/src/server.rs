@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::service::Interceptor;
 use tonic::transport::Server;
@@ -927,6 +927,8 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// CA (PEM) for client certificates (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Connection caps and idle timeout of the TCP listener.
+    pub limits: crate::conn::ConnLimits,
 }
 
 /// The running listeners.
@@ -1029,6 +1031,7 @@ pub struct Bound {
     unix: UnixListener,
     /// The TCP listener with its server (TLS already configured) and token.
     tcp: Option<(tokio::net::TcpListener, Server, Option<String>)>,
+    limits: crate::conn::ConnLimits,
 }
 
 /// Bind the socket (and TCP when asked), read the TLS files and check the
@@ -1065,6 +1068,12 @@ pub async fn bind(opts: ServeOptions) -> Result<Bound, Error> {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| io_err("cannot listen on TCP", addr, e))?;
+        // Pings more often than the idle timeout, so a quiet stream is not
+        // taken for an idle connection.
+        let ping = (opts.limits.idle_timeout / 3).max(Duration::from_secs(1));
+        builder = builder
+            .http2_keepalive_interval(Some(ping))
+            .http2_keepalive_timeout(Some(ping));
         tcp = Some((l, builder, opts.token.clone()));
     }
     // The socket last: nothing else can fail after it is made.
@@ -1073,6 +1082,7 @@ pub async fn bind(opts: ServeOptions) -> Result<Bound, Error> {
         socket: opts.socket,
         unix,
         tcp,
+        limits: opts.limits,
     })
 }
 
@@ -1085,7 +1095,12 @@ impl Bound {
     /// Answer on the bound listeners.
     pub fn serve(self, d: Daemon) -> Result<Serving, Error> {
         let tcp_addr = self.tcp_addr();
-        let Bound { socket, unix, tcp } = self;
+        let Bound {
+            socket,
+            unix,
+            tcp,
+            limits,
+        } = self;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let shutdown = |mut rx: watch::Receiver<bool>| async move {
@@ -1128,7 +1143,25 @@ impl Bound {
             let auth = token.as_deref().map(BearerAuth::new);
             let allow = |req: Request<()>| -> Result<Request<()>, Status> { Ok(req) };
             let rx = stop_rx.clone();
-            let incoming = TcpListenerStream::new(l);
+            // Admission caps and the idle timeout before any call is
+            // authenticated; a task accepts, tonic serves what it lets in.
+            let admission = crate::conn::Admission::new(limits);
+            let (conn_tx, conn_rx) = mpsc::channel::<
+                Result<crate::conn::Guarded<tokio::net::TcpStream>, std::io::Error>,
+            >(16);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        (io, _) = admission.accept(&l) => {
+                            if conn_tx.send(Ok(io)).await.is_err() {
+                                return;
+                            }
+                        }
+                        () = conn_tx.closed() => return,
+                    }
+                }
+            }));
+            let incoming = ReceiverStream::new(conn_rx);
             // mTLS alone authenticates at the handshake; a token adds a check per call.
             // Reflection is served on the socket only, not to the network.
             let task = match auth {

@@ -80,6 +80,7 @@ async fn mtls_accepts_our_client_and_refuses_others() {
             token: None,
             tls: Some((good.server_cert.clone(), good.server_key.clone())),
             client_ca: Some(good.ca.clone()),
+            limits: Default::default(),
         },
     )
     .await
@@ -156,6 +157,7 @@ async fn plain_tcp_without_credentials_is_refused_at_start() {
             token: None,
             tls: None,
             client_ca: None,
+            limits: Default::default(),
         },
     )
     .await;
@@ -179,6 +181,7 @@ async fn bearer_token_is_checked_on_every_service() {
             token: Some("s3cret".into()),
             tls: None,
             client_ca: None,
+            limits: Default::default(),
         },
     )
     .await

@@ -74,6 +74,11 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     // Every listener is bound before the first process starts: a taken
     // address refuses the start with nothing started (and nothing to stop).
     let settings = booting.daemon().settings().clone();
+    let limits = hangar_api::conn::ConnLimits {
+        max_per_client: settings.connections.max_per_client,
+        max_total: settings.connections.max_total,
+        idle_timeout: settings.connections.idle_timeout,
+    };
     let socket = socket_path(&args.data_dir);
     let http_listener = match http_addr {
         None => None,
@@ -95,6 +100,7 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
             .clone()
             .zip(settings.grpc.tls_key.clone()),
         client_ca: settings.grpc.client_ca.clone(),
+        limits,
     })
     .await;
     let bound = match bound {
@@ -120,8 +126,8 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     };
     let metrics = Arc::new(Metrics::new());
     let feeder = metrics::feed(&daemon, Arc::clone(&metrics));
-    let http =
-        http_listener.map(|l| metrics::serve_http_on(daemon.clone(), Arc::clone(&metrics), l));
+    let http = http_listener
+        .map(|l| metrics::serve_http_on(daemon.clone(), Arc::clone(&metrics), l, limits));
     info!(
         socket = %socket.display(),
         tcp = listening.tcp_addr.map(tracing::field::display),

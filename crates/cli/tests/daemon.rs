@@ -2040,3 +2040,107 @@ fn another_users_client_hears_permission_denied_not_no_daemon() {
     assert!(err.contains("owner_uid: 0"), "{err}");
     assert_eq!(o.status.code(), Some(1), "{err}");
 }
+
+/// Descriptors the daemon holds now.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// How many of `conns` the daemon has closed (a read ends at once, with
+/// end of file or a reset, instead of timing out).
+fn closed_by_peer(conns: &[TcpStream]) -> usize {
+    conns
+        .iter()
+        .filter(|c| {
+            let _ = c.set_read_timeout(Some(Duration::from_millis(20)));
+            let mut r: &TcpStream = c;
+            let mut b = [0u8; 1];
+            match r.read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        })
+        .count()
+}
+
+/// Idle connections from one client, on the metrics listener and on the
+/// token-protected gRPC TCP listener, cannot take the daemon's descriptors:
+/// past `max_per_client` they are closed at once, the rest once idle for
+/// `idle_timeout`; meanwhile the daemon answers on its socket, and after it
+/// answers on both listeners again.
+#[test]
+fn idle_connections_cannot_exhaust_the_daemon() {
+    let s = common::Scratch::new("conn-flood");
+    let http = common::free_port();
+    let grpc = common::free_port();
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nhttp = \"127.0.0.1:{http}\"\n\
+             [daemon.grpc]\ntcp = \"127.0.0.1:{grpc}\"\ntoken = \"flood-test-token\"\n\
+             [daemon.connections]\nmax_per_client = 20\nidle_timeout = \"2s\"\n\
+             [[process]]\nname = \"sleeper\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n"
+        ),
+    )
+    .unwrap();
+    let data = s.path().join("data");
+    let child = common::hangar()
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hangar serve starts");
+    let d = common::Served::adopt(child, &data);
+    let pid = d.child.id();
+    let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    assert_eq!(http_get(http_addr, "/healthz").0, 200);
+    let base = fds_of(pid);
+
+    for port in [http, grpc] {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let conns: Vec<TcpStream> = (0..300)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok())
+            .collect();
+        assert_eq!(conns.len(), 300, "connects are accepted by the kernel");
+        // Past the cap, closed at once; the daemon holds at most the cap.
+        assert!(
+            wait_for(Duration::from_secs(20), || fds_of(pid) <= base + 20 + 5),
+            "port {port}: the daemon holds {} descriptors (base {base})",
+            fds_of(pid)
+        );
+        let closed = closed_by_peer(&conns);
+        assert!(closed >= 280, "port {port}: only {closed} of 300 closed");
+        // The supervisor and its socket are not starved.
+        let ps = common::run(&data, &["ps", "--json"]);
+        assert!(ps.status.success(), "{}", common::stderr(&ps));
+        // Once idle past the timeout, the rest are closed too.
+        assert!(
+            wait_for(Duration::from_secs(30), || closed_by_peer(&conns) == 300),
+            "port {port}: idle connections were kept"
+        );
+        drop(conns);
+    }
+    assert_eq!(http_get(http_addr, "/healthz").0, 200);
+    let o = common::hangar()
+        .args([
+            "--addr",
+            &format!("http://127.0.0.1:{grpc}"),
+            "--token",
+            "flood-test-token",
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

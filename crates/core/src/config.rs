@@ -11,6 +11,11 @@
 //! token_file = "/etc/hangar/token"  # bearer token, or:
 //! # tls_cert = "server.pem"  tls_key = "server.key"  client_ca = "ca.pem"   (mTLS)
 //!
+//! [daemon.connections]             # every TCP listener (metrics, gRPC TCP)
+//! max_per_client = 100
+//! max_total = 512
+//! idle_timeout = "60s"
+//!
 //! [daemon.history]
 //! max_age = "7d"
 //! max_rows = 1000000
@@ -71,6 +76,35 @@ pub struct Settings {
     pub instances: InstanceSettings,
     /// Per-instance networks: `backend = "linux"` (default) or `"routeros"`.
     pub network: hangar_net::NetworkConfig,
+    /// Caps and idle timeout of every TCP listener (metrics, gRPC TCP).
+    pub connections: ConnectionSettings,
+}
+
+/// `[daemon.connections]`: what network clients may hold, on every TCP
+/// listener. The Unix socket is not limited (only the daemon's user reaches
+/// it).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// Most connections from one client address (Nomad's
+    /// `http_max_conns_per_client`).
+    pub max_per_client: usize,
+    /// Most connections in all (also held under a quarter of the daemon's
+    /// descriptor limit).
+    pub max_total: usize,
+    /// A connection that sends and receives nothing for this long is closed.
+    #[serde(deserialize_with = "hangar_base::duration::deserialize_text")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            max_per_client: 100,
+            max_total: 512,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -84,6 +118,7 @@ impl Default for Settings {
             port_range: "20000-29999".to_string(),
             instances: InstanceSettings::default(),
             network: hangar_net::NetworkConfig::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -228,6 +263,15 @@ impl Settings {
         }
         if self.reconcile_interval < Duration::from_millis(100) {
             out.push("daemon.reconcile_interval: must be at least 100ms".to_string());
+        }
+        let c = &self.connections;
+        if c.max_per_client == 0 || c.max_total == 0 {
+            out.push(
+                "daemon.connections: max_per_client and max_total must be at least 1".to_string(),
+            );
+        }
+        if c.idle_timeout < Duration::from_secs(1) {
+            out.push("daemon.connections.idle_timeout: must be at least 1s".to_string());
         }
         let g = &self.grpc;
         if g.tcp.is_some() {
