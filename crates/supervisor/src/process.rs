@@ -584,6 +584,7 @@ impl Actor {
                 return Input::SpawnFailed {
                     error,
                     permanent: false,
+                    exhausted: false,
                 }
             }
         };
@@ -604,6 +605,7 @@ impl Actor {
                     Input::Spawned { pid }
                 }
                 Err(e) => Input::SpawnFailed {
+                    exhausted: exhausted(&e),
                     error: self.start_error(e),
                     permanent: false,
                 },
@@ -611,6 +613,7 @@ impl Actor {
             Err(e) if SetupError::find(&e).is_some() => {
                 let permanent = SetupError::find(&e).is_some_and(|s| s.permanent);
                 Input::SpawnFailed {
+                    exhausted: !permanent && exhausted(&e),
                     error: self.setup_error(e),
                     permanent,
                 }
@@ -623,6 +626,7 @@ impl Actor {
                         | io::ErrorKind::InvalidInput
                 ) || e.raw_os_error() == Some(8); // ENOEXEC: not an executable format
                 Input::SpawnFailed {
+                    exhausted: !permanent && exhausted(&e),
                     error: self.start_error(e),
                     permanent,
                 }
@@ -817,4 +821,16 @@ fn start_error(name: &str, spec: &ProcessSpec, e: io::Error) -> Error {
         .ctx("command", &spec.command)
         .hint(hint)
         .build()
+}
+
+/// A spawn error that says the host (or this program) ran out of something
+/// every process needs: descriptors (EMFILE, ENFILE), pids or threads
+/// (EAGAIN from clone), memory (ENOMEM).
+fn exhausted(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.raw_os_error().is_some_and(|c| {
+        [Errno::MFILE, Errno::NFILE, Errno::AGAIN, Errno::NOMEM]
+            .iter()
+            .any(|x| x.raw_os_error() == c)
+    })
 }

@@ -117,6 +117,10 @@ impl fmt::Display for ExitInfo {
     }
 }
 
+/// Least wait before a spawn that failed for lack of descriptors, pids or
+/// memory is tried again.
+pub const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
+
 /// What happened to the process, fed to [`Machine::handle`].
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -141,6 +145,11 @@ pub enum Input {
         error: Error,
         /// Retrying cannot help.
         permanent: bool,
+        /// The host ran out of something every process needs (descriptors,
+        /// pids, memory): not this process's fault, so not a strike towards
+        /// its restart circuit; retried after at least
+        /// [`EXHAUSTED_RETRY`].
+        exhausted: bool,
     },
     /// The process exited and was reaped.
     Exited(ExitInfo),
@@ -398,12 +407,30 @@ impl Machine {
                 out.actions.push(Action::Probe(None));
                 self.begin_stop(&mut out, self.stop_timeout, AfterStop::Fail(error));
             }
-            (State::Starting, Input::SpawnFailed { error, permanent }) => {
+            (
+                State::Starting,
+                Input::SpawnFailed {
+                    error,
+                    permanent,
+                    exhausted,
+                },
+            ) => {
                 self.has_child = false;
                 self.started_at = None;
                 if permanent {
                     self.go(&mut out, State::Failed, None, Some(error));
                     out.mark(false, true);
+                } else if exhausted {
+                    // Waited out, not counted: the circuit is for a process
+                    // that keeps failing, not for a host that is full.
+                    let delay = self
+                        .policy
+                        .delay(self.attempt, self.rng.f64())
+                        .max(EXHAUSTED_RETRY);
+                    self.restarts += 1;
+                    self.go(&mut out, State::Backoff, None, Some(error));
+                    out.actions.push(Action::ArmTimer(delay));
+                    out.mark(true, false);
                 } else {
                     self.after_failure(&mut out, None, Some(error), true);
                 }
@@ -596,6 +623,7 @@ mod tests {
         Input::SpawnFailed {
             error: Error::of(ErrorKind::ProcessStartFailed, "boom").build(),
             permanent,
+            exhausted: false,
         }
     }
 
@@ -762,6 +790,46 @@ mod tests {
         let o = m.handle(Input::Exited(ExitInfo::signal(9)), t);
         assert_eq!(o.actions, vec![Action::Spawn]);
         assert_eq!(m.state(), State::Starting);
+    }
+
+    #[test]
+    fn a_host_out_of_descriptors_never_opens_the_circuit() {
+        let mut p = policy(RestartMode::Always);
+        p.max_retries = 2;
+        p.initial_interval = Duration::ZERO;
+        p.max_interval = Duration::ZERO;
+        let mut m = Machine::new(p, 1);
+        let t = Instant::now();
+        m.handle(Input::Start, t);
+        for i in 0..10 {
+            let o = m.handle(
+                Input::SpawnFailed {
+                    error: Error::of(ErrorKind::ProcessStartFailed, "Too many open files").build(),
+                    permanent: false,
+                    exhausted: true,
+                },
+                t,
+            );
+            assert_eq!(m.state(), State::Backoff, "attempt {i}");
+            // Waited out for at least a second, even with zero backoff.
+            assert!(
+                o.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::ArmTimer(d) if *d >= EXHAUSTED_RETRY)),
+                "{:?}",
+                o.actions
+            );
+            m.handle(Input::Timer, t);
+            assert_eq!(m.state(), State::Starting);
+        }
+        assert_eq!(m.consecutive_failures(), 0);
+        // A failure of the process itself still counts.
+        m.handle(spawn_err(false), t);
+        m.handle(Input::Timer, t);
+        m.handle(spawn_err(false), t);
+        m.handle(Input::Timer, t);
+        m.handle(spawn_err(false), t);
+        assert_eq!(m.state(), State::Failed);
     }
 
     #[test]
