@@ -2144,3 +2144,134 @@ fn idle_connections_cannot_exhaust_the_daemon() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A data dir on a full disk: a change the store refuses is not applied
+/// (not now, not by the reconciler, not at the next start), and the events
+/// of the full period are not lost without a trace (root: a small tmpfs).
+#[test]
+fn a_full_disk_refuses_changes_whole_and_keeps_count_of_events() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs (CI runs as root)");
+        return;
+    }
+    let s = common::Scratch::new("full-disk");
+    let data = s.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Unmount(data.clone());
+    let cfg = s.path().join("hangar.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\nreconcile_interval = \"500ms\"\n\
+         [[process]]\nname = \"s-1\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
+         [[process]]\nname = \"s-2\"\ncommand = \"sleep\"\nargs = [\"1000\"]\n\
+         [[process]]\nname = \"crasher\"\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 0.3; exit 3\"]\n\
+         [process.restart]\npolicy = \"always\"\ninitial_interval = \"200ms\"\nmax_interval = \"200ms\"\nmax_retries = 0\n",
+    )
+    .unwrap();
+    let mut d = common::Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let state = |name: &str| -> String {
+        let o = common::run(&data, &["ps", "--json", name]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v[0]["state"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    assert!(wait_for(Duration::from_secs(30), || state("s-2") == "running"));
+    assert!(common::run(&data, &["stop", "s-1"]).status.success());
+    assert!(wait_for(Duration::from_secs(30), || state("s-1") == "stopped"));
+    // Fill the disk.
+    let filler = data.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for size in [1 << 16, 1 << 12, 1] {
+            let chunk = vec![7u8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
+        let _ = f.sync_all();
+    }
+    let full_from = now_ms();
+    let stop = common::run(&data, &["stop", "s-2"]);
+    let start = common::run(&data, &["start", "s-1"]);
+    // Whether refused or not, what the daemon answered is what it does.
+    std::thread::sleep(Duration::from_secs(3));
+    let (s1, s2) = (state("s-1"), state("s-2"));
+    if stop.status.success() {
+        assert_eq!(s2, "stopped", "stop answered ok but s-2 is {s2}");
+    } else {
+        assert!(
+            common::stderr(&stop).contains("STORE"),
+            "{}",
+            common::stderr(&stop)
+        );
+        assert_eq!(s2, "running", "a refused stop was applied anyway");
+    }
+    if start.status.success() {
+        assert_eq!(s1, "running", "start answered ok but s-1 is {s1}");
+    } else {
+        assert_eq!(s1, "stopped", "a refused start was applied anyway");
+    }
+    // Space back: the crasher's events of the full period reach history.
+    let full_until = now_ms();
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let o = common::run(
+                &data,
+                &["events", "--json", "--name", "crasher", "-n", "1000"],
+            );
+            common::stdout(&o).lines().any(|l| {
+                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| {
+                    e["at_ms"]
+                        .as_i64()
+                        .is_some_and(|t| t > full_from + 500 && t < full_until - 500)
+                })
+            })
+        }),
+        "no event of the full period reached history"
+    );
+    // A restart of the daemon keeps what was answered.
+    d.kill9();
+    drop(d);
+    let _d = common::Served::start(&data, &["-c", cfg.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        state("s-2"),
+        if stop.status.success() {
+            "stopped"
+        } else {
+            "running"
+        }
+    );
+    assert_eq!(
+        state("s-1"),
+        if start.status.success() {
+            "running"
+        } else {
+            "stopped"
+        }
+    );
+}
