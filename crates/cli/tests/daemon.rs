@@ -2112,14 +2112,19 @@ fn idle_connections_cannot_exhaust_the_daemon() {
             .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok())
             .collect();
         assert_eq!(conns.len(), 300, "connects are accepted by the kernel");
-        // Past the cap, closed at once; the daemon holds at most the cap.
+        // Past the cap, closed as soon as accepted (the kernel's backlog is
+        // drained as the daemon accepts, so this takes a moment under load);
+        // the daemon holds at most the cap.
+        assert!(
+            wait_for(Duration::from_secs(20), || closed_by_peer(&conns) >= 280),
+            "port {port}: only {} of 300 closed",
+            closed_by_peer(&conns)
+        );
         assert!(
             wait_for(Duration::from_secs(20), || fds_of(pid) <= base + 20 + 5),
             "port {port}: the daemon holds {} descriptors (base {base})",
             fds_of(pid)
         );
-        let closed = closed_by_peer(&conns);
-        assert!(closed >= 280, "port {port}: only {closed} of 300 closed");
         // The supervisor and its socket are not starved.
         let ps = common::run(&data, &["ps", "--json"]);
         assert!(ps.status.success(), "{}", common::stderr(&ps));
