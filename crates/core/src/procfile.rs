@@ -351,7 +351,19 @@ impl<'s> Document<'s> {
         errors: &mut Vec<FileError>,
     ) {
         let mut seen: HashMap<String, String> = HashMap::new();
+        // Entries are named by their `name`, whatever their `instances`: a
+        // dependency on a name means all of one entry's processes, so two
+        // entries may not share one even when their expanded names differ
+        // (`sleeper` and `sleeper` with `instances = 3`).
+        let mut bases: HashMap<&str, &str> = HashMap::new();
         for (path, name, instances) in names {
+            if let Some(first) = bases.insert(name, path) {
+                let msg = format!(
+                    "duplicate process name {name:?} (also the name of {first}); names must be unique"
+                );
+                errors.push(self.at(&format!("{path}.name"), At::Key, msg));
+                continue;
+            }
             for n in hangar_supervisor::expanded_names(name, *instances) {
                 if let Some(first) = seen.get(&n) {
                     let msg = format!(
@@ -1238,6 +1250,21 @@ args = [1]
         assert!(errs[0].message.contains("did you mean `instances`"));
         assert!(errs[2].message.contains("duplicate process name \"a\""));
         assert!(errs[3].message.contains("missing required key `command`"));
+    }
+
+    /// Found by the fuzz target `procfile`: an entry named `w` and one named `w`
+    /// with `instances = 3` were accepted (their expanded names differ), and a
+    /// dependency on `w` meant only the last entry's processes.
+    #[test]
+    fn a_name_with_and_without_instances_is_a_duplicate() {
+        let src = "[[process]]\nname='w'\ncommand='x'\n[[process]]\nname='w'\ncommand='x'\ninstances=3\n[[process]]\nname='d'\ncommand='x'\ndepends_on={w='started'}\n";
+        let errs = parse(src, None).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!((errs[0].line, errs[0].key.as_str()), (5, "process[1].name"));
+        assert!(
+            errs[0].message.contains("duplicate process name \"w\""),
+            "{errs:#?}"
+        );
     }
 
     #[test]

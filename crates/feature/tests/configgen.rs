@@ -818,6 +818,36 @@ fn template_format_follows_the_output_name_so_options_cannot_inject() {
     }
 }
 
+/// Found by the fuzz target `configgen`: in a torrc template a value ending
+/// with `\` made tor join the next line, the template's own directive, to it
+/// (`Nickname x\` + `SocksPort 0` read as one `Nickname`). Refused now.
+#[test]
+fn template_torrc_value_cannot_swallow_the_next_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reg = GeneratorRegistry::builtin();
+    let m = template_manifest(
+        tmp.path(),
+        "torrc.j2",
+        "Nickname {{ options.greeting }}\nSocksPort 0\n",
+        json!({"format": "torrc"}),
+    );
+    let c = ctx(tmp.path(), &m, None, &[("web", 1), ("admin", 2)]);
+    let render = |greeting: &str| {
+        let merged = reg.validate_options(&m, None, &obj(json!({ "greeting": greeting })))?;
+        reg.render(&RenderInput {
+            manifest: &m,
+            manifest_dir: tmp.path(),
+            ctx: &c,
+            options: &merged,
+        })
+    };
+    let e = render("relay\\").expect_err("a trailing backslash is refused");
+    assert_eq!(e.code(), "CONFIG_RENDER_FAILED", "{e:?}");
+    assert!(e.message.contains("line 1"), "{e:?}");
+    let r = render("re\\lay").expect("a backslash inside a value is fine");
+    assert_eq!(main_text(&r), "Nickname re\\lay\nSocksPort 0\n");
+}
+
 #[test]
 fn template_generator_yaml_keeps_values_in_place() {
     let tmp = tempfile::tempdir().expect("tmp");

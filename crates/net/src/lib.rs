@@ -48,6 +48,16 @@ mod linux;
 mod record;
 mod routeros;
 
+/// Entry points for the fuzz targets in `fuzz/`, not a stable API: the
+/// RouterOS API's word and sentence codec, and one command's reply handling
+/// over bytes a test supplies instead of a router.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::routeros::api::{
+        encode_len, encode_sentence, read_sentence, replay_command, replay_login, ReplyMaps,
+    };
+}
+
 pub use alloc::NetAllocator;
 pub use backend::{no_progress, BoxFuture, NetworkBackend, Progress};
 pub use config::NetworkConfig;

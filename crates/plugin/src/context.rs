@@ -98,6 +98,13 @@ impl TraceContext {
         if parts[1].len() != 32 || parts[2].len() != 16 || parts[3].len() != 2 {
             return None;
         }
+        // Hex digits only: `from_str_radix` also takes a leading `+`.
+        if !parts[1..]
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return None;
+        }
         let trace_id = u128::from_str_radix(parts[1], 16).ok()?;
         let span_id = u64::from_str_radix(parts[2], 16).ok()?;
         let flags = u8::from_str_radix(parts[3], 16).ok()?;
@@ -162,5 +169,24 @@ mod tests {
         assert_eq!(p.trace_id, t.trace_id);
         assert_eq!(hs.len(), 1);
         assert_eq!(hs[TRACEPARENT], p.to_header());
+    }
+
+    /// Found with the fuzz target `plugin_frames` (a parsed `traceparent`
+    /// must write back as read): a `+` in place of a hex digit was taken as
+    /// a sign, so a malformed header became a different trace.
+    #[test]
+    fn traceparent_with_a_sign_is_malformed() {
+        for h in [
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+        ] {
+            assert_eq!(TraceContext::parse(h), None, "{h}");
+        }
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            TraceContext::parse(ok).map(|t| t.to_header()).as_deref(),
+            Some(ok)
+        );
     }
 }

@@ -126,9 +126,11 @@ impl Response {
 
 // ---------------------------------------------------------------- framing
 
-pub(crate) async fn read_frame(
-    r: &mut (impl AsyncRead + Unpin),
-) -> std::io::Result<Option<Vec<u8>>> {
+/// Read one frame's body from `r`: `None` where the stream ends before a
+/// whole length prefix, an error for a length above [`MAX_FRAME`] or a stream
+/// that ends inside a frame's body. Both transports (unix, exec) and both sides read
+/// with it; the fuzz target `plugin_frames` drives it with arbitrary bytes.
+pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -148,7 +150,7 @@ pub(crate) async fn read_frame(
 }
 
 /// Serialize `v` as one frame (length prefix patched in place, no copy).
-pub(crate) fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
     // Start at the size of the last frame, so a steady stream of similar
     // calls encodes without growing the buffer.
     static LAST: AtomicUsize = AtomicUsize::new(256);
@@ -318,6 +320,16 @@ fn run_inline_or_spawn<F: Future<Output = ()> + Send + 'static>(fut: F, inline: 
 }
 
 /// Whether `buf` already holds a whole frame (so reading it needs no syscall).
+/// Decode a frame's body as a [`Request`] (what a plugin server reads).
+pub fn decode_request(body: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+/// Decode a frame's body as a [`Response`] (what a client reads).
+pub fn decode_response(body: &[u8]) -> Result<Response, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
 fn has_whole_frame(buf: &[u8]) -> bool {
     buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
 }
@@ -416,7 +428,7 @@ impl Mux {
         let reader = tokio::spawn(async move {
             let mut r = BufReader::with_capacity(64 << 10, r);
             while let Ok(Some(body)) = read_frame(&mut r).await {
-                let Ok(resp) = serde_json::from_slice::<Response>(&body) else {
+                let Ok(resp) = decode_response(&body) else {
                     tracing::warn!("plugin sent a malformed response; ignored");
                     continue;
                 };
@@ -913,7 +925,7 @@ pub(crate) async fn serve_stream<R, W, H>(
 }
 
 async fn answer_frame<H: Handler>(handler: &H, auth: &ServerAuth, body: &[u8]) -> Response {
-    let req = match serde_json::from_slice::<Request>(body) {
+    let req = match decode_request(body) {
         Ok(r) => r,
         Err(e) => {
             return Response::from_result(

@@ -458,3 +458,35 @@ async fn many_concurrent_calls_on_one_connection_each_get_their_own_answer() {
         json!(3)
     );
 }
+
+/// The public framing functions (what the transports and the fuzz target
+/// `plugin_frames` use): frames read back as written, a clean end is `None`,
+/// a cut frame and an oversized length are errors, bodies decode.
+#[tokio::test]
+async fn frames_read_back_and_bad_lengths_are_refused() {
+    let req = unix::Request {
+        kind: "execute".into(),
+        request_id: "r1".into(),
+        data: json!({"a": 1}),
+        headers: Default::default(),
+        timeout_ms: 5,
+    };
+    let mut wire = unix::encode_frame(&req).unwrap();
+    wire.extend(unix::encode_frame(&json!({"request_id": "r1", "success": true})).unwrap());
+    let mut r = &wire[..];
+    let body = unix::read_frame(&mut r).await.unwrap().unwrap();
+    assert_eq!(unix::decode_request(&body).unwrap(), req);
+    let body = unix::read_frame(&mut r).await.unwrap().unwrap();
+    let resp = unix::decode_response(&body).unwrap();
+    assert!(resp.success && resp.kind.is_empty());
+    assert!(unix::read_frame(&mut r).await.unwrap().is_none());
+
+    let mut cut = &wire[..wire.len() - 1];
+    unix::read_frame(&mut cut).await.unwrap();
+    assert!(
+        unix::read_frame(&mut cut).await.is_err(),
+        "a frame cut short"
+    );
+    let huge = ((unix::MAX_FRAME + 1) as u32).to_be_bytes();
+    assert!(unix::read_frame(&mut &huge[..]).await.is_err());
+}

@@ -426,8 +426,9 @@ impl GeneratorRegistry {
     }
 
     /// Render with the manifest's generator, then check the result: paths stay
-    /// in the config dir, the main file exists, and JSON, YAML and TOML files
-    /// parse (`CONFIG_RENDER_FAILED` otherwise).
+    /// in the config dir, the main file exists, JSON, YAML and TOML files
+    /// parse, and no torrc line continues into the next (`CONFIG_RENDER_FAILED`
+    /// otherwise).
     pub fn render(&self, input: &RenderInput<'_>) -> Result<Rendered> {
         let g = self.for_manifest(input.manifest)?;
         check_context(input.ctx)?;
@@ -503,6 +504,14 @@ fn verify_rendered(r: &Rendered) -> Result<()> {
                 .parse::<toml_edit::DocumentMut>()
                 .err()
                 .map(|e| e.to_string()),
+            // tor joins a line ending in `\` with the next one: a value ending
+            // so would swallow the directive the template wrote after it.
+            "torrc" => f.contents.lines().position(|l| l.ends_with('\\')).map(|i| {
+                format!(
+                    "line {} ends with `\\`, which continues it into the next",
+                    i + 1
+                )
+            }),
             _ => None,
         };
         if let Some(e) = bad {

@@ -11,7 +11,8 @@
 //! (write `"listen": {{ addr("web") }}`, not `"{{ bind }}:…"`), so no option
 //! can break out of its value; the output must parse as its format. In `text`
 //! and `torrc` templates values go in as they are, but no value (option or
-//! context) can hold a newline or other control character.
+//! context) can hold a newline or other control character, and no torrc line
+//! may end with `\` (tor would join the next line to it).
 
 use std::path::Path;
 

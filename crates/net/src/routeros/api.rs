@@ -268,6 +268,70 @@ impl Client {
     }
 }
 
+/// Replays a router's bytes to a [`Client`] and swallows what it sends.
+struct Replay {
+    input: io::Cursor<Vec<u8>>,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.input).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The `!re` attribute maps and the `!done` attributes of a command's reply.
+pub type ReplyMaps = (Vec<BTreeMap<String, String>>, BTreeMap<String, String>);
+
+/// Runs the command `words` (tag `1`) against a router that answers with
+/// `replies`, through the same [`Client::run`] the backend uses; for the fuzz
+/// target `routeros`.
+pub async fn replay_command(replies: &[u8], words: &[String]) -> Result<ReplyMaps, NetError> {
+    let io = Replay {
+        input: io::Cursor::new(replies.to_vec()),
+    };
+    let mut c = Client::new(Box::new(io), Duration::from_secs(5), "replay".into());
+    let r = c.run(words).await?;
+    Ok((r.re, r.done))
+}
+
+/// Logs in as `user` with `password` against a router that answers with
+/// `replies` ([`Client::login`]); for the fuzz target `routeros`.
+pub async fn replay_login(replies: &[u8], user: &str, password: &str) -> Result<(), NetError> {
+    let io = Replay {
+        input: io::Cursor::new(replies.to_vec()),
+    };
+    let mut c = Client::new(Box::new(io), Duration::from_secs(5), "replay".into());
+    c.login(user, password).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +388,33 @@ mod tests {
         let mut r = &bytes[..];
         assert_eq!(read_sentence(&mut r).await.unwrap(), words);
         assert!(r.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replayed_reply_skips_stale_tags_and_keeps_attributes() {
+        let mut wire = encode_sentence(&["!done", ".tag=9"]);
+        wire.extend(encode_sentence(&["!re", "=address=10.99.1.1/24", ".tag=1"]));
+        wire.extend(encode_sentence(&["!done", "=ret=*A", ".tag=1"]));
+        let (re, done) = replay_command(&wire, &["/ip/address/print".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(re.len(), 1);
+        assert_eq!(re[0]["address"], "10.99.1.1/24");
+        assert_eq!(done["ret"], "*A");
+        // A reply cut short is a broken connection, not a success.
+        let cut = &wire[..wire.len() - 3];
+        let e = replay_command(cut, &["/x".to_string()]).await.unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::RouterConnect);
+        let trap = encode_sentence(&["!trap", "=message=bad", ".tag=1"]);
+        let e = replay_login(
+            &[trap, encode_sentence(&["!done", ".tag=1"])].concat(),
+            "u",
+            "pw",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.kind, NetErrorKind::RouterLogin);
+        assert!(!e.to_string().contains("pw"), "{e}");
     }
 
     #[tokio::test]
