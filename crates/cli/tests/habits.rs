@@ -606,7 +606,11 @@ fn serve_once(dir: &Path, daemon: &str, extra: &[&str], marker: &Path) -> (ExitS
         .spawn()
         .unwrap();
     let err = Collected::from(child.stderr.take().unwrap());
-    let st = wait_exit(&mut child, LONG).expect("hangar serve exits");
+    let Some(st) = wait_exit(&mut child, LONG) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("hangar serve did not exit; its stderr:\n{}", err.text());
+    };
     // The reader thread has read up to EOF once the pipe closes.
     wait_for(Duration::from_secs(5), || err.text().contains("error["));
     (st, err.text())
