@@ -2002,6 +2002,11 @@ fn a_data_dir_someone_else_could_write_is_refused_untouched() {
         err.contains("DATA_DIR_UNSAFE") && err.contains("writable"),
         "{err}"
     );
+
+    // Group-writable but our own (a checkout under umask 002): accepted.
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let ours = common::Served::start(&s.path().join("ok"), &["-c", cfg.to_str().unwrap()]);
+    drop(ours);
 }
 
 /// Another user's client on the daemon's socket is told it is a permission

@@ -242,12 +242,17 @@ fn trusted(path: &Path, what: &str, dir: bool) -> Result<()> {
     };
     let me = rustix::process::geteuid().as_raw();
     let owner_ok = md.uid() == me || (!dir && md.uid() == 0);
-    let writable_by_others = md.mode() & 0o022 != 0 && !(dir && md.uid() == me);
+    // Writable by anyone: refused. Writable by the group too is refused for
+    // a file the daemon's user does not own; a file it owns may be group-
+    // writable (a umask of 002 gives checkouts 0664, for the owner's own
+    // group).
+    let writable_by_others = !(dir && md.uid() == me)
+        && (md.mode() & 0o002 != 0 || (md.mode() & 0o020 != 0 && md.uid() != me));
     if owner_ok && !writable_by_others {
         return Ok(());
     }
     let why = if owner_ok {
-        format!("the {what} is writable by its group or by others")
+        format!("the {what} is writable by users other than its owner")
     } else {
         format!("the {what} belongs to another user")
     };
