@@ -91,7 +91,11 @@ pub fn materialize_builtin(dir: &Path) -> Result<PathBuf> {
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent)
             .map_err(|e| io_err("cannot create the built-in catalog", parent, e))?;
-        let tmp = parent.join(format!(".tmp-{}", std::process::id()));
+        // Unique per call, not just per process: a daemon's requests may
+        // write the catalog from several threads at once.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = parent.join(format!(".tmp-{}-{seq}", std::process::id()));
         std::fs::write(&tmp, bytes)
             .map_err(|e| io_err("cannot write the built-in catalog", &tmp, e))?;
         std::fs::rename(&tmp, &path)
@@ -321,5 +325,31 @@ mod tests {
         // Writing it again changes nothing.
         materialize_builtin(&dir).expect("again");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A daemon loads its catalog once per request, so requests at the same
+    /// moment write the built-in catalog from several threads of one process:
+    /// each must write through a temporary file of its own.
+    #[test]
+    fn threads_of_one_process_materialize_the_builtin_catalog_at_once() {
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!(
+                "hangar-builtin-race-{}-{round}",
+                std::process::id()
+            ));
+            let results: Vec<Result<PathBuf>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| materialize_builtin(&dir)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("thread")).collect()
+            });
+            for r in results {
+                r.expect("every concurrent materialize succeeds");
+            }
+            for (rel, bytes) in BUILTIN {
+                assert_eq!(std::fs::read(dir.join(rel)).expect(rel), *bytes, "{rel}");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
