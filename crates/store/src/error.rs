@@ -202,6 +202,15 @@ impl Error {
         err.with_source(e)
     }
 
+    /// Whether SQLite failed for lack of disk space.
+    pub fn is_disk_full(&self) -> bool {
+        self.source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+            .and_then(rusqlite::Error::sqlite_error_code)
+            == Some(ErrorCode::DiskFull)
+    }
+
     /// The kind of error.
     pub fn kind(&self) -> ErrorKind {
         self.kind

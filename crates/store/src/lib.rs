@@ -74,6 +74,7 @@ mod error;
 mod history;
 mod instances;
 mod records;
+mod reserve;
 mod schema;
 mod store;
 
@@ -81,4 +82,5 @@ pub use error::{Error, ErrorKind, Result};
 pub use history::{EventQuery, EventRecord};
 pub use instances::InstanceRow;
 pub use records::{Desired, Observation, ParseEnumError, ProcessRecord, Source};
+pub use reserve::RESERVE_BYTES;
 pub use store::Store;

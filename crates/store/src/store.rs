@@ -13,6 +13,7 @@ use rusqlite::{
 use crate::error::{io_hint, Error, ErrorKind, Result};
 use crate::history::{self, EventQuery, EventRecord};
 use crate::records::{self, Desired, Observation, ProcessRecord, Source};
+use crate::reserve::Reserve;
 use crate::schema;
 
 /// How long a statement waits for another connection's lock before failing.
@@ -34,6 +35,8 @@ pub struct Store {
     path: Option<PathBuf>,
     supervisor_id: String,
     schema_version: i64,
+    /// Space set aside for the writes that record a full disk (file stores).
+    reserve: Option<Reserve>,
 }
 
 impl fmt::Debug for Store {
@@ -96,11 +99,13 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let schema_version = schema::migrate(&mut conn, found, p)?;
         let supervisor_id = ensure_supervisor_id(&mut conn).map_err(|e| e.at(p))?;
+        let reserve = p.map(Reserve::open);
         Ok(Store {
             conn: Mutex::new(conn),
             path,
             supervisor_id,
             schema_version,
+            reserve,
         })
     }
 
@@ -134,18 +139,22 @@ impl Store {
         spec_json: &str,
         desired: Desired,
     ) -> Result<()> {
-        records::put(&self.conn(), name, source, spec_json, desired).map_err(|e| self.at(e))
+        self.spending_reserve(|| {
+            records::put(&self.conn(), name, source, spec_json, desired).map_err(|e| self.at(e))
+        })
     }
 
     /// Sets a process's desired state; `false` when there is no such record.
     pub fn set_desired(&self, name: &str, desired: Desired) -> Result<bool> {
-        records::set_desired(&self.conn(), name, desired).map_err(|e| self.at(e))
+        self.spending_reserve(|| {
+            records::set_desired(&self.conn(), name, desired).map_err(|e| self.at(e))
+        })
     }
 
     /// Deletes a process record; `false` when there was none. Its events stay in
     /// the history.
     pub fn remove_process(&self, name: &str) -> Result<bool> {
-        records::remove(&self.conn(), name).map_err(|e| self.at(e))
+        self.spending_reserve(|| records::remove(&self.conn(), name).map_err(|e| self.at(e)))
     }
 
     /// One process record by name.
@@ -162,7 +171,7 @@ impl Store {
     /// another instance has the name; `STORE_INVALID_INPUT` when the body is not
     /// JSON.
     pub fn put_instance(&self, row: &crate::InstanceRow) -> Result<()> {
-        crate::instances::put(&self.conn(), row).map_err(|e| self.at(e))
+        self.spending_reserve(|| crate::instances::put(&self.conn(), row).map_err(|e| self.at(e)))
     }
 
     /// One instance record by id.
@@ -177,7 +186,7 @@ impl Store {
 
     /// Deletes an instance record; `false` when there was none.
     pub fn remove_instance(&self, id: &str) -> Result<bool> {
-        crate::instances::remove(&self.conn(), id).map_err(|e| self.at(e))
+        self.spending_reserve(|| crate::instances::remove(&self.conn(), id).map_err(|e| self.at(e)))
     }
 
     /// One transaction: update observed columns of each named process (rows that
@@ -242,14 +251,48 @@ impl Store {
     /// front, so it waits for other writers instead of failing to upgrade) and
     /// commits; on any error everything is rolled back. `what` names the commit in
     /// errors.
-    fn write<T>(&self, what: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| self.at(Error::sqlite(e, "begin a transaction")))?;
-        let out = f(&tx).map_err(|e| self.at(e))?;
-        tx.commit().map_err(|e| self.at(Error::sqlite(e, what)))?;
-        Ok(out)
+    /// A write that fails for lack of disk space releases the reserve and is
+    /// tried once more.
+    fn write<T>(&self, what: &str, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.spending_reserve(|| {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.at(Error::sqlite(e, "begin a transaction")))?;
+            let out = f(&tx).map_err(|e| self.at(e))?;
+            tx.commit().map_err(|e| self.at(Error::sqlite(e, what)))?;
+            Ok(out)
+        })
+    }
+
+    /// Runs the write `f`; when the disk is full and the reserve is held,
+    /// releases the reserve and runs `f` again.
+    fn spending_reserve<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        match f() {
+            Err(e) if e.is_disk_full() && self.reserve.as_ref().is_some_and(Reserve::release) => {
+                f()
+            }
+            r => r,
+        }
+    }
+
+    /// `true` once after each time a full disk made the store release its
+    /// reserve: the caller records that the disk filled (the reserve's space
+    /// lets that record through).
+    pub fn take_reserve_released(&self) -> bool {
+        self.reserve.as_ref().is_some_and(Reserve::take_released)
+    }
+
+    /// Whether a released reserve is yet to be made again.
+    pub fn reserve_missing(&self) -> bool {
+        self.reserve.as_ref().is_some_and(|r| !r.held())
+    }
+
+    /// Make the reserve again once the file system has room for twice its
+    /// size ([`RESERVE_BYTES`](crate::RESERVE_BYTES)); `true` when it is held
+    /// afterwards (always for an in-memory store, which has none).
+    pub fn restore_reserve(&self) -> bool {
+        self.reserve.as_ref().is_none_or(Reserve::restore)
     }
 
     /// Adds this store's path to an error's context.

@@ -1022,3 +1022,93 @@ fn instance_records_round_trip_keep_names_unique_and_survive_reopen() {
     assert!(!s.remove_instance("i-2").unwrap());
     assert_eq!(s.instances().unwrap().len(), 1);
 }
+
+/// A file system of `size` mounted on a fresh dir (root only; `None`, with
+/// the reason printed, elsewhere). Unmounted when dropped.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to mount a small tmpfs (CI runs as root)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+
+    /// Write until the file system refuses another byte.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        for size in [1 << 16, 1 << 12, 1] {
+            let chunk = vec![7u8; size];
+            while f.write_all(&chunk).is_ok() {}
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_releases_the_reserve_so_the_failure_can_be_recorded() {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        return;
+    };
+    let path = fs.0.path().join("hangar.db");
+    let reserve = fs.0.path().join("hangar.db-reserve");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&reserve).unwrap().len(),
+        hangar_store::RESERVE_BYTES
+    );
+    assert!(!store.reserve_missing());
+    let filler = fs.fill();
+    // Enough events that the write needs new pages on the full disk.
+    let mut batch: Vec<EventRecord> = (0..2000).map(|i| ev("p", i, "state", "a", "b")).collect();
+    store
+        .apply(&[], &mut batch)
+        .expect("stored in the reserve's space");
+    assert!(batch.iter().all(|e| e.id > 0));
+    assert!(!reserve.exists(), "the reserve was released");
+    assert!(store.reserve_missing());
+    assert!(store.take_reserve_released(), "the release is reported");
+    assert!(!store.take_reserve_released(), "once");
+    // Without a reserve, the store refuses whole: nothing half-stored.
+    let before = all_events(&store).len();
+    let mut big: Vec<EventRecord> = (0..200_000)
+        .map(|i| ev("q", i, "state", "a", "b"))
+        .collect();
+    let e = store.apply(&[], &mut big).unwrap_err();
+    assert!(e.is_disk_full(), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(big.iter().all(|e| e.id == 0));
+    assert_eq!(all_events(&store).len(), before);
+    // No room yet: the reserve is not made again.
+    assert!(!store.restore_reserve());
+    std::fs::remove_file(filler).unwrap();
+    assert!(store.restore_reserve());
+    assert!(!store.reserve_missing());
+    assert_eq!(
+        std::fs::metadata(&reserve).unwrap().len(),
+        hangar_store::RESERVE_BYTES
+    );
+}
