@@ -2213,17 +2213,31 @@ fn a_full_disk_refuses_changes_whole_and_keeps_count_of_events() {
     assert!(wait_for(Duration::from_secs(30), || state("s-2") == "running"));
     assert!(common::run(&data, &["stop", "s-1"]).status.success());
     assert!(wait_for(Duration::from_secs(30), || state("s-1") == "stopped"));
-    // Fill the disk.
+    // Fill the disk. The store's reserve lets it record that, and then it
+    // is filled too.
     let filler = data.join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
+    let fill = || {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&filler)
+            .unwrap();
         for size in [1 << 16, 1 << 12, 1] {
             let chunk = vec![7u8; size];
             while f.write_all(&chunk).is_ok() {}
         }
         let _ = f.sync_all();
-    }
+    };
     let full_from = now_ms();
+    fill();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let o = common::run(&data, &["events", "--json", "--name", "hangar"]);
+            common::stdout(&o).contains("\"store.full\"")
+        }),
+        "the full disk was not recorded"
+    );
+    fill();
     let stop = common::run(&data, &["stop", "s-2"]);
     let start = common::run(&data, &["start", "s-1"]);
     // Whether refused or not, what the daemon answered is what it does.
@@ -2247,22 +2261,66 @@ fn a_full_disk_refuses_changes_whole_and_keeps_count_of_events() {
     // Space back: the crasher's events of the full period reach history.
     let full_until = now_ms();
     std::fs::remove_file(&filler).unwrap();
+    let history = || -> Vec<serde_json::Value> {
+        let o = common::run(&data, &["events", "--json", "-n", "100000"]);
+        common::stdout(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
     assert!(
         wait_for(Duration::from_secs(30), || {
-            let o = common::run(
-                &data,
-                &["events", "--json", "--name", "crasher", "-n", "1000"],
-            );
-            common::stdout(&o).lines().any(|l| {
-                serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| {
-                    e["at_ms"]
+            history().iter().any(|e| {
+                e["name"] == "crasher"
+                    && e["at_ms"]
                         .as_i64()
                         .is_some_and(|t| t > full_from + 500 && t < full_until - 500)
-                })
             })
         }),
         "no event of the full period reached history"
     );
+    // The reserve let the store record the full disk itself, and it is made
+    // again now that there is room.
+    assert!(
+        wait_for(Duration::from_secs(30), || history()
+            .iter()
+            .any(|e| e["kind"] == "store.reserve_restored")),
+        "the reserve was not made again: {:?}",
+        history()
+    );
+    let reserve = std::fs::metadata(data.join("hangar.db-reserve")).expect("reserve back");
+    assert_eq!(reserve.len(), 4 << 20);
+    let h = history();
+    let full: Vec<&serde_json::Value> = h.iter().filter(|e| e["kind"] == "store.full").collect();
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert!(
+        full[0]["at_ms"]
+            .as_i64()
+            .is_some_and(|t| t >= full_from && t <= full_until),
+        "{full:?}"
+    );
+    // Nothing went missing: ids have no gap, nothing is counted lost, and the
+    // crasher's transitions join up (each starts where the last one ended).
+    let ids: Vec<i64> = h.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "event ids jump: {ids:?}"
+    );
+    assert!(
+        !h.iter().any(|e| e["kind"] == "events.lost"),
+        "events were lost: {h:?}"
+    );
+    let crasher: Vec<&serde_json::Value> = h
+        .iter()
+        .filter(|e| e["name"] == "crasher" && e["kind"] == "state")
+        .collect();
+    for w in crasher.windows(2) {
+        assert_eq!(
+            w[1]["from"], w[0]["to"],
+            "a transition of the crasher is missing between {} and {}",
+            w[0], w[1]
+        );
+    }
     // A restart of the daemon keeps what was answered.
     d.kill9();
     drop(d);

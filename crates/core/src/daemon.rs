@@ -26,6 +26,7 @@ use hangar_store::{Desired, EventQuery, EventRecord, Observation, Source, Store}
 use hangar_supervisor::{
     Event, EventKind, Manager, ManagerOptions, ProcessSpec, ProcessStatus, State,
 };
+use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -40,6 +41,7 @@ use crate::instances::{CreateRequest, Created, Instance, Instances, InstancesPar
 use crate::procfile;
 use crate::recovery::{self, RecordedGroup};
 use crate::sinks::{SinkStats, Sinks};
+use crate::spool::{self, Loss, Spool};
 use crate::util::{blocking, detached, ms, now_ms};
 
 /// Where and how to boot.
@@ -122,6 +124,9 @@ struct Inner {
 const BUS_CAPACITY: usize = 16 * 1024;
 /// Most events written in one transaction.
 const BATCH: usize = 2048;
+/// While the store refuses writes, how often it is tried again (and a
+/// released reserve made again).
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// The default data dir: `$HANGAR_DATA_DIR`, else `/var/lib/hangar` as root, else
 /// `$XDG_DATA_HOME/hangar` (or `~/.local/share/hangar`).
@@ -1001,10 +1006,16 @@ impl Daemon {
         let mut stop = self.inner.stop.subscribe();
         let mut closing = false;
         let mut resync = false;
+        // Events the store refused, held until it takes writes again.
+        let mut spool = Spool::default();
+        // While the store refuses, it is tried at most this often; a released
+        // reserve is made again on the same beat.
+        let mut next_try = tokio::time::Instant::now();
         loop {
             let mut batch: Vec<Event> = Vec::new();
             let mut mine: Vec<EventRecord> = Vec::new();
             let mut lagged = false;
+            let waiting = !spool.is_empty() || self.inner.store.reserve_missing();
             if !closing {
                 tokio::select! {
                     Some(r) = own.recv() => mine.push(r),
@@ -1012,17 +1023,22 @@ impl Daemon {
                         Ok(ev) => batch.push(ev),
                         Err(RecvError::Lagged(n)) => {
                             warn!(lost = n, "event pipeline fell behind; resynchronising observed state");
+                            spool.lose(n, Some(now_ms()), Loss::Lagged);
                             lagged = true;
                         }
                         Err(RecvError::Closed) => closing = true,
                     },
                     _ = stop.changed() => closing = true,
+                    _ = tokio::time::sleep_until(next_try), if waiting => {}
                 }
             }
             while batch.len() < BATCH {
                 match events.try_recv() {
                     Ok(ev) => batch.push(ev),
-                    Err(TryRecvError::Lagged(_)) => lagged = true,
+                    Err(TryRecvError::Lagged(n)) => {
+                        spool.lose(n, Some(now_ms()), Loss::Lagged);
+                        lagged = true;
+                    }
                     Err(_) => break,
                 }
             }
@@ -1032,24 +1048,47 @@ impl Daemon {
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() && mine.is_empty() && !lagged {
+            let now = tokio::time::Instant::now();
+            if self.inner.store.reserve_missing() && spool.is_empty() && now >= next_try {
+                next_try = now + STORE_RETRY;
+                let store = Arc::clone(&self.inner.store);
+                if blocking(move || Ok(store.restore_reserve()))
+                    .await
+                    .unwrap_or(false)
+                {
+                    info!("disk space is back: the store's reserve is made again");
+                    mine.push(spool::daemon_event(
+                        "store.reserve_restored",
+                        "ok",
+                        json!({"reserve_bytes": hangar_store::RESERVE_BYTES}),
+                    ));
+                }
+            }
+            if batch.is_empty() && mine.is_empty() && !lagged && spool.is_empty() {
                 if closing {
                     return;
                 }
                 continue;
             }
             let mut observed: Vec<Observation> = batch.iter().filter_map(observation).collect();
+            let mut records: Vec<EventRecord> = batch.iter().map(record).collect();
+            records.append(&mut mine);
+            // The store refused the last write: hold these until the next try.
+            if !spool.is_empty() && now < next_try && !closing {
+                spool.hold(records);
+                resync = true;
+                continue;
+            }
             if lagged || resync {
                 observed.extend(self.snapshot_observations());
                 resync = false;
             }
-            let mut records: Vec<EventRecord> = batch.iter().map(record).collect();
-            records.append(&mut mine);
-            let events = records.len();
-            // A failed write (disk full, a locked database) is retried a few
-            // times on the blocking thread; a batch that still cannot be stored
-            // is not announced, and the next batch resynchronises observed state
-            // from the snapshots.
+            // A write the store refuses (disk full, a locked database) is tried
+            // again at once a few times when the store was well, else once per
+            // beat; refused events wait in the spool, in order, and are
+            // announced only once stored.
+            let attempts = if spool.is_empty() { 3u32 } else { 1 };
+            let mut pending = spool.take(records);
             let store = Arc::clone(&self.inner.store);
             let write = move || {
                 // The pid's start time pins its identity for crash recovery.
@@ -1058,28 +1097,61 @@ impl Daemon {
                         o.pid_start = recovery::stat(pid).map(|s| s.start);
                     }
                 }
-                for attempt in 0..4u32 {
+                let mut ok = false;
+                for attempt in 0..attempts {
                     if attempt > 0 {
-                        std::thread::sleep(Duration::from_millis(100 << attempt));
+                        std::thread::sleep(Duration::from_millis(50 << attempt));
                     }
-                    match store.apply(&observed, &mut records) {
-                        Ok(()) => return Some(records),
+                    match store.apply(&observed, &mut pending.records) {
+                        Ok(()) => {
+                            ok = true;
+                            break;
+                        }
                         Err(e) => warn!(code = e.code(), attempt, "could not persist events: {e}"),
                     }
                 }
-                None
+                // The disk filled and the reserve's space let this write
+                // through: record that, in that space.
+                if ok && store.take_reserve_released() {
+                    warn!("the disk holding the store is full; its reserve was released");
+                    let mut full = vec![spool::daemon_event(
+                        "store.full",
+                        "full",
+                        json!({"reserve_bytes": hangar_store::RESERVE_BYTES,
+                               "path": store.path().map(|p| p.display().to_string())}),
+                    )];
+                    if store.apply(&[], &mut full).is_ok() {
+                        pending.records.extend(full);
+                    }
+                }
+                (ok, pending)
             };
-            let stored = tokio::task::spawn_blocking(write)
-                .await
-                .unwrap_or_else(|e| {
+            let (ok, pending) = match tokio::task::spawn_blocking(write).await {
+                Ok(r) => r,
+                Err(e) => {
                     warn!("persist task failed: {e}");
-                    None
-                });
-            let Some(records) = stored else {
-                warn!(events, "events dropped: the store refused them");
-                resync = true;
-                continue;
+                    return;
+                }
             };
+            if !ok {
+                spool.refused(pending);
+                warn!(
+                    held = spool.held(),
+                    "events held in memory until the store takes them"
+                );
+                resync = true;
+                next_try = tokio::time::Instant::now() + STORE_RETRY;
+                if closing {
+                    warn!(
+                        lost = spool.held(),
+                        "events lost at shutdown: the store refused them"
+                    );
+                    return;
+                }
+                continue;
+            }
+            spool.stored(&pending);
+            let records = pending.records;
             if let Some(last) = records.last() {
                 self.inner.last_event_id.store(last.id, Ordering::Relaxed);
             }

@@ -37,6 +37,7 @@ pub mod instances;
 pub mod procfile;
 pub mod recovery;
 pub mod sinks;
+mod spool;
 mod util;
 
 pub use daemon::{
