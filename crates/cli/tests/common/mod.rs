@@ -99,15 +99,26 @@ impl Served {
             .arg(data)
             .args(["serve", "--http", ""])
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().expect("hangar serve starts");
+            .stdout(Stdio::null());
+        // Its stderr goes beside the data dir, to be shown if it does not come up.
+        let log = data.with_extension("serve-stderr");
+        match std::fs::File::create(&log) {
+            Ok(f) => cmd.stderr(f),
+            Err(_) => cmd.stderr(Stdio::null()),
+        };
+        let mut child = cmd.spawn().expect("hangar serve starts");
         let sock = data.join("hangar.sock");
-        assert!(
-            wait_for(LONG, || sock.exists()
-                && run(data, &["status"]).status.success()),
-            "the daemon did not come up"
-        );
+        if !wait_for(LONG, || {
+            sock.exists() && run(data, &["status"]).status.success()
+        }) {
+            let exited = child.try_wait().ok().flatten();
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the daemon did not come up (exited: {exited:?}); its stderr:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         Served {
             child,
             data: data.to_path_buf(),
