@@ -45,6 +45,8 @@ pub struct EventQuery {
     pub kinds: Vec<String>,
     /// Only events with `id > after_id`: resume after the last event seen.
     pub after_id: Option<i64>,
+    /// Only events with `id < before_id`: page back from the oldest one seen.
+    pub before_id: Option<i64>,
     /// Only events with `at_ms >= since_ms`.
     pub since_ms: Option<i64>,
     /// Only events with `at_ms < until_ms`.
@@ -161,7 +163,7 @@ pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecord
         return Ok(Vec::new());
     }
     // The SQL text depends only on which filters are set, so the statement cache
-    // holds at most 32 shapes.
+    // holds at most 64 shapes.
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     let mut cond = |sql: &str, v: Value| {
@@ -186,6 +188,9 @@ pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<EventRecord
     }
     if let Some(id) = q.after_id {
         cond("id > ?", Value::Integer(id));
+    }
+    if let Some(id) = q.before_id {
+        cond("id < ?", Value::Integer(id));
     }
     if let Some(ms) = q.since_ms {
         cond("at_ms >= ?", Value::Integer(ms));

@@ -20,8 +20,8 @@ use crate::schema;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prepared statements kept per connection: the fixed statements plus the up to
-/// 32 shapes of the event query.
-const STATEMENT_CACHE: usize = 64;
+/// 64 shapes of the event query.
+const STATEMENT_CACHE: usize = 96;
 
 /// The store of one data directory: process records, the `supervisor_id` and the
 /// event history, in one SQLite database.

@@ -700,6 +700,7 @@ fn query_filters_combine() {
             name_glob: Some("web-*".into()),
             kinds: vec!["state".into()],
             after_id: Some(1),
+            before_id: None,
             since_ms: Some(200),
             until_ms: Some(1200),
             limit: Some(3),
@@ -714,6 +715,26 @@ fn query_filters_combine() {
     });
     assert!(all.len() > 3, "fixture too small to exercise the limit");
     assert_eq!(got, all[all.len() - 3..]);
+}
+
+#[test]
+fn before_id_pages_back_from_the_oldest_event_seen() {
+    let store = Store::open_in_memory().unwrap();
+    let mut evs: Vec<EventRecord> = (0..10).map(|i| ev("p", i, "state", "a", "b")).collect();
+    store.apply(&[], &mut evs).unwrap();
+    let page = |before: i64| {
+        store
+            .events(&EventQuery {
+                before_id: Some(before),
+                limit: Some(3),
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let ids_of = |p: Vec<EventRecord>| p.iter().map(|e| e.id).collect::<Vec<_>>();
+    let top = evs[6].id;
+    assert_eq!(ids_of(page(top)), [top - 3, top - 2, top - 1]);
+    assert_eq!(ids_of(page(evs[1].id)), [evs[0].id]);
 }
 
 #[test]
