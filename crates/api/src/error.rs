@@ -18,5 +18,13 @@ hangar_base::error_kinds! {
         DaemonNotRunning = "DAEMON_NOT_RUNNING": Unavailable,
         /// The daemon went away in the middle of a stream.
         DaemonGone = "DAEMON_GONE": Unavailable,
+        /// A followed stream fell behind the daemon's events; resume from the
+        /// last id received.
+        EventsLost = "EVENTS_LOST": Exhausted,
+        /// The API token file cannot be read or made, or holds no usable token.
+        TokenUnusable = "API_TOKEN_UNUSABLE": Precondition,
+        /// A browser request from a page hangar did not serve, or a `Host`
+        /// that does not name the listener (DNS rebinding).
+        ForeignOrigin = "FOREIGN_ORIGIN": Unauthenticated,
     }
 }

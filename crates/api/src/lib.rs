@@ -10,10 +10,14 @@
 //! - [`client`]: the client the CLI uses; errors come back with the daemon's code,
 //!   context and hint ([`convert`]).
 //! - [`page`]: pages of List replies (`page_size`, `page_token`).
+//! - [`graphql`]: the GraphQL API (queries, mutations, subscriptions) on the
+//!   HTTP listener, behind the API token, `Host` and `Origin` checks.
 //! - [`metrics`]: Prometheus families fed by stored events, and the HTTP listener
 //!   for `/metrics` and `/metrics.json`.
 //! - [`exposition`]: which text format a scraper gets (OpenMetrics when it asks,
 //!   Prometheus 0.0.4 otherwise) and the 0.0.4 encoding.
+//! - [`watch`]: followed event streams (history after an id, then live),
+//!   shared by gRPC and GraphQL.
 //! - [`usage`]: the daemon's own `process_*` metrics and the supervised
 //!   processes' CPU and memory (cgroup, else `/proc`).
 //!
@@ -35,10 +39,12 @@ pub mod conn;
 pub mod convert;
 mod error;
 pub mod exposition;
+pub mod graphql;
 pub mod metrics;
 pub mod page;
 pub mod server;
 pub mod usage;
+pub mod watch;
 
 pub use error::ErrorKind;
 

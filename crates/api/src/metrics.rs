@@ -450,12 +450,24 @@ pub fn serve_http_on(
     let addr = l
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let app = Router::new()
+    let (stop, mut rx) = watch::channel(false);
+    let mut app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/metrics.json", get(metrics_json))
         .route("/healthz", get(healthz))
-        .with_state(Http { d, m });
-    let (stop, mut rx) = watch::channel(false);
+        .with_state(Http { d: d.clone(), m });
+    // GraphQL beside the metrics, behind the API token (made at first start).
+    match crate::graphql::Auth::open(d.data_dir()) {
+        Ok(auth) => {
+            app = app.merge(crate::graphql::router(
+                d,
+                std::sync::Arc::new(auth),
+                addr,
+                rx.clone(),
+            ));
+        }
+        Err(e) => tracing::error!("GraphQL is off: {e}"),
+    }
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;

@@ -31,9 +31,6 @@ use crate::pb::events_server::{Events, EventsServer};
 use crate::pb::instances_server::{Instances, InstancesServer};
 use crate::pb::processes_server::{Processes, ProcessesServer};
 
-/// Events per history page when a stream replays from an id.
-const REPLAY_PAGE: u32 = 10_000;
-
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The Processes service.
@@ -50,24 +47,6 @@ pub struct EventsSvc {
     d: Daemon,
     /// True once the listeners stop: followed streams end at once.
     stop: watch::Receiver<bool>,
-}
-
-/// Resolves once the listeners stop (or their owner is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// What a followed stream ends with when the daemon stops: a client sees
-/// why, and how to take up where it left off.
-fn stopping(context: (&str, String), resume: String) -> Status {
-    status(
-        Error::new(
-            crate::ErrorKind::DaemonGone,
-            "the daemon is stopping; this stream ends here",
-        )
-        .with(context.0, context.1)
-        .hint(resume),
-    )
 }
 
 /// The Daemon service.
@@ -463,93 +442,20 @@ impl Processes for ProcessesSvc {
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = req.into_inner();
-        // Every name or glob must match: a typo is an error, not an empty stream.
-        let mut names: Vec<String> = Vec::new();
-        for pat in std::iter::once(&req.name)
-            .chain(&req.names)
+        let patterns: Vec<String> = std::iter::once(req.name)
+            .chain(req.names)
             .filter(|p| !p.is_empty())
-        {
-            let found = self.d.list(pat).await.map_err(status)?;
-            if found.is_empty() {
-                return Err(status(not_found(pat)));
-            }
-            names.extend(found.into_iter().map(|v| v.want.spec.name.clone()));
-        }
-        if names.is_empty() {
-            return Err(status(
-                Error::new(
-                    hangar_base::ErrorKind::Usage,
-                    "no process named in the request",
-                )
-                .hint("name a process or a glob, e.g. `hangar logs web` or `hangar logs 'web-*'`"),
-            ));
-        }
-        names.sort();
-        names.dedup();
-        let mgr = self.d.manager().clone();
-        let (tx, rx) = mpsc::channel::<Result<pb::LogLine, Status>>(256);
-        // Recent lines of every process first, merged by the time hangar read
-        // them (the line number orders lines read in the same chunk).
-        let mut backlog: Vec<pb::LogLine> = Vec::new();
-        let mut cursors = Vec::with_capacity(names.len());
-        for name in &names {
-            let last = mgr
-                .tail_since(name, u64::MAX, 0)
-                .map(|(n, _)| n)
-                .unwrap_or(0);
-            let mut cursor = last.saturating_sub(u64::from(req.lines));
-            if req.lines > 0 {
-                while let Ok((upto, lines)) = mgr.tail_since(name, cursor, 1024) {
-                    let full = lines.len() == 1024;
-                    backlog.extend(log_lines(name, upto, &lines));
-                    cursor = upto;
-                    if !full {
-                        break;
-                    }
-                }
-            }
-            cursors.push((name.clone(), cursor));
-        }
-        backlog
-            .sort_by(|a, b| (a.at_ms, &a.process, a.number).cmp(&(b.at_ms, &b.process, b.number)));
-        let follow = req.follow;
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            for l in backlog {
-                if tx.send(Ok(l)).await.is_err() {
-                    return;
-                }
-            }
-            if !follow {
-                return;
-            }
-            // Then each process's new lines as they come, one follower each,
-            // until the client goes or the daemon stops (dropping the set
-            // ends the followers).
-            let mut tasks = tokio::task::JoinSet::new();
-            let asked = cursors
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
-            for (name, cursor) in cursors {
-                tasks.spawn(follow_one(mgr.clone(), name, cursor, tx.clone()));
-            }
-            tokio::select! {
-                () = async { while tasks.join_next().await.is_some() {} } => {}
-                () = stopped(stop) => {
-                    drop(tasks);
-                    let resume =
-                        format!("follow again once the daemon is back: hangar logs {asked} -f");
-                    let _ = tx.send(Err(stopping(("process", asked), resume))).await;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            .collect();
+        let rx = crate::watch::logs(&self.d, &patterns, req.lines, req.follow, self.stop.clone())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|r| r.map_err(status)),
+        )))
     }
 }
 
-fn not_found(pattern: &str) -> Error {
+pub(crate) fn not_found(pattern: &str) -> Error {
     Error::new(
         hangar_supervisor::ErrorKind::ProcessNotFound,
         format!("no process matches {pattern:?}"),
@@ -561,7 +467,7 @@ fn not_found(pattern: &str) -> Error {
 /// The ports of the instances whose processes are among `views`, by process
 /// name: an instance allocates its ports itself and hands them to its process
 /// in its arguments and config, so the process's own status has none.
-fn instance_ports(
+pub(crate) fn instance_ports(
     d: &Daemon,
     views: &[hangar_core::ProcessView],
 ) -> std::collections::HashMap<String, std::collections::HashMap<String, u32>> {
@@ -585,7 +491,7 @@ fn instance_ports(
         .collect()
 }
 
-fn with_instance_ports(
+pub(crate) fn with_instance_ports(
     ports: &std::collections::HashMap<String, std::collections::HashMap<String, u32>>,
     mut p: pb::Process,
 ) -> pb::Process {
@@ -598,7 +504,7 @@ fn with_instance_ports(
 }
 
 /// A usage figure of the process's running child, when it has one.
-fn with_usage(d: &Daemon, mut p: pb::Process) -> pb::Process {
+pub(crate) fn with_usage(d: &Daemon, mut p: pb::Process) -> pb::Process {
     if p.pid > 0 {
         if let Some(u) = crate::usage::read_one(d.manager(), &p.name, p.pid) {
             p.cpu_seconds = u.cpu_seconds;
@@ -606,98 +512,6 @@ fn with_usage(d: &Daemon, mut p: pb::Process) -> pb::Process {
         }
     }
     p
-}
-
-/// Lines of `name` as messages, the last numbered `upto`.
-fn log_lines<'a>(
-    name: &'a str,
-    upto: u64,
-    lines: &'a [hangar_supervisor::LogLine],
-) -> impl Iterator<Item = pb::LogLine> + 'a {
-    let first = upto + 1 - lines.len() as u64;
-    lines.iter().enumerate().map(move |(i, l)| pb::LogLine {
-        stream: match l.stream {
-            hangar_supervisor::Stream::Stdout => "stdout".into(),
-            _ => "stderr".into(),
-        },
-        text: l.text.clone(),
-        number: first + i as u64,
-        at_ms: l
-            .at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        process: name.to_string(),
-        skipped: 0,
-    })
-}
-
-/// Follow one process's output after line `cursor` until the client goes.
-async fn follow_one(
-    mgr: hangar_supervisor::Manager,
-    name: String,
-    mut cursor: u64,
-    tx: mpsc::Sender<Result<pb::LogLine, Status>>,
-) {
-    loop {
-        let (upto, lines) = match mgr.tail_since(&name, cursor, 1024) {
-            Ok(x) => x,
-            Err(_) => {
-                // Not started yet, or removed: wait for it to appear.
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
-                    _ = tx.closed() => return,
-                }
-            }
-        };
-        let more = lines.len() == 1024;
-        // Lines numbered after the cursor that the tail no longer holds: the
-        // process wrote faster than this follower read. Said, not hidden.
-        let first = upto + 1 - lines.len() as u64;
-        let skipped = if lines.is_empty() {
-            upto.saturating_sub(cursor)
-        } else {
-            first.saturating_sub(cursor + 1)
-        };
-        if skipped > 0 {
-            let gap = pb::LogLine {
-                process: name.clone(),
-                number: cursor + 1,
-                skipped,
-                at_ms: lines.first().map_or(0, |l| {
-                    l.at.duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0)
-                }),
-                ..Default::default()
-            };
-            if tx.send(Ok(gap)).await.is_err() {
-                return;
-            }
-        }
-        for l in log_lines(&name, upto, &lines) {
-            if tx.send(Ok(l)).await.is_err() {
-                return;
-            }
-        }
-        cursor = upto;
-        if more {
-            continue;
-        }
-        tokio::select! {
-            r = mgr.wait_output(&name, cursor) => if r.is_err() {
-                // Removed, or replaced by a reload: follow the new
-                // process from its first line once it is registered.
-                cursor = 0;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            },
-            _ = tx.closed() => return,
-        }
-    }
-}
-
-fn matches(pat: &Option<glob::Pattern>, kinds: &[String], r: &hangar_store::EventRecord) -> bool {
-    pat.as_ref().is_none_or(|p| p.matches(&r.name)) && (kinds.is_empty() || kinds.contains(&r.kind))
 }
 
 #[tonic::async_trait]
@@ -709,94 +523,32 @@ impl Events for EventsSvc {
         req: Request<pb::EventFilter>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let f = req.into_inner();
-        let pat = if f.name.is_empty() {
-            None
-        } else {
-            Some(glob::Pattern::new(&f.name).map_err(|e| {
-                status(
-                    Error::new(
-                        hangar_supervisor::ErrorKind::InvalidPattern,
-                        format!("invalid pattern {:?}: {e}", f.name),
-                    )
-                    .hint("use *, ? and [..] as in shell globs"),
-                )
-            })?)
-        };
-        // Subscribe before reading history, then skip live events already sent.
-        let mut live = self.d.subscribe();
-        let mut sent = f.after_id;
-        // Replay is paged forward, oldest first, so a long outage is replayed
-        // whole rather than its newest part only.
-        let replay_from = (f.after_id > 0).then_some(f.after_id);
-        let d = self.d.clone();
-        let page_query = {
-            let f = f.clone();
-            move |after: i64| EventQuery {
-                name_glob: (!f.name.is_empty()).then(|| f.name.clone()),
-                kinds: f.kinds.clone(),
-                after_id: Some(after),
-                limit: Some(REPLAY_PAGE),
-                oldest: true,
-                ..EventQuery::default()
+        let rx = crate::watch::events(
+            &self.d,
+            crate::watch::EventFilter {
+                name: f.name,
+                kinds: f.kinds,
+                after_id: f.after_id,
+                since_ms: 0,
+            },
+            self.stop.clone(),
+        )
+        .map_err(status)?;
+        let out = ReceiverStream::new(rx).map(|r| match r {
+            Ok(ev) => Ok(convert::event(&ev)),
+            // A stream that fell behind is DATA_LOSS, with the hangar code
+            // and the id to resume from in its details as usual.
+            Err(e) if e.is(crate::ErrorKind::EventsLost) => {
+                let st = status(e);
+                Err(Status::with_details(
+                    tonic::Code::DataLoss,
+                    st.message(),
+                    st.details().to_vec().into(),
+                ))
             }
-        };
-        let (tx, rx) = mpsc::channel::<Result<pb::Event, Status>>(1024);
-        let stop = self.stop.clone();
-        tokio::spawn(async move {
-            if let Some(mut after) = replay_from {
-                loop {
-                    let page = match d.history(page_query(after)).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = tx.send(Err(status(e))).await;
-                            return;
-                        }
-                    };
-                    for r in &page {
-                        after = r.id;
-                        sent = sent.max(r.id);
-                        if tx.send(Ok(convert::event(r))).await.is_err() {
-                            return;
-                        }
-                    }
-                    if page.len() < REPLAY_PAGE as usize {
-                        break;
-                    }
-                }
-            }
-            loop {
-                tokio::select! {
-                    r = live.recv() => match r {
-                        Ok(r) => {
-                            if r.id <= sent || !matches(&pat, &f.kinds, &r) {
-                                continue;
-                            }
-                            sent = r.id;
-                            if tx.send(Ok(convert::event(&r))).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            let _ = tx.send(Err(Status::data_loss(format!(
-                                "EVENTS_LOST: this stream fell {n} events behind; \
-                                 resume with after_id={sent} to replay them from history"
-                            )))).await;
-                            return;
-                        }
-                        Err(_) => return,
-                    },
-                    _ = tx.closed() => return,
-                    () = stopped(stop.clone()) => {
-                        let _ = tx.send(Err(stopping(
-                            ("last_event_id", sent.to_string()),
-                            format!("follow again once the daemon is back: hangar events -f --after {sent}"),
-                        ))).await;
-                        return;
-                    }
-                }
-            }
+            Err(e) => Err(status(e)),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn history(
@@ -815,6 +567,7 @@ impl Events for EventsSvc {
                 until_ms: nz(q.until_ms),
                 limit: (q.limit > 0).then_some(q.limit),
                 oldest: false,
+                ..EventQuery::default()
             })
             .await
             .map_err(status)?;

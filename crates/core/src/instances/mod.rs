@@ -43,7 +43,9 @@ mod steps;
 mod watch;
 
 pub use features::FeatureInfo;
-pub use record::{CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind};
+pub use record::{
+    CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind, REDACTED,
+};
 
 /// The instance table: every map, behind one lock so they cannot disagree.
 /// Never held across an await.
