@@ -709,3 +709,34 @@ fn progress(id: &str, e: &hangar_store::EventRecord) -> Option<InstallProgress> 
 pub fn sdl() -> String {
     build(None, watch::channel(false).1).sdl()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_preview_masks_every_secret_value_and_nothing_else() {
+        let inst: hangar_core::Instance = serde_json::from_value(serde_json::json!({
+            "id": "i-0123456789ab", "name": "x", "feature": "xray", "version": "1",
+            "options": {"uuid": "0b5c4d1e-secret", "port": 1080, "pin": 4321, "label": "public"},
+            "secret_options": ["uuid", "pin"],
+            "isolation": "shared", "key": "xray", "state": "running", "desired": "running",
+            "bind": "127.0.0.1", "process": "xray.x", "dir": "/tmp/x",
+            "created_ms": 1, "updated_ms": 2
+        }))
+        .expect("an instance");
+        let text =
+            "{\"id\": \"0b5c4d1e-secret\", \"port\": 1080, \"pin\": 4321, \"label\": \"public\"}";
+        let out = mask(text.to_string(), &inst);
+        assert!(
+            !out.contains("0b5c4d1e-secret") && !out.contains("4321"),
+            "{out}"
+        );
+        assert!(out.contains("1080") && out.contains("public"), "{out}");
+        assert_eq!(
+            out.matches(hangar_core::instances::REDACTED).count(),
+            2,
+            "{out}"
+        );
+    }
+}
