@@ -17,7 +17,7 @@ use crate::convert;
 pub type HangarSchema = async_graphql::Schema<Query, Mutation, Subscription>;
 
 /// Deepest query accepted.
-pub const MAX_DEPTH: usize = 12;
+pub const MAX_DEPTH: usize = 16;
 /// Most fields a query may select (lists count once).
 pub const MAX_COMPLEXITY: usize = 1000;
 
@@ -128,7 +128,8 @@ impl Query {
                 .started_at
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+                .unwrap_or(0)
+                .into(),
             data_dir: i.data_dir.display().to_string(),
             config_file: i.config.map(|p| p.display().to_string()),
             supervisor_id: i.supervisor_id,
@@ -137,7 +138,7 @@ impl Query {
                 .into_iter()
                 .map(|(state, count)| StateCount { state, count })
                 .collect(),
-            last_event_id: i.last_event_id,
+            last_event_id: i.last_event_id.into(),
         })
     }
 
@@ -560,12 +561,12 @@ impl Subscription {
         ctx: &Context<'_>,
         name: Option<String>,
         #[graphql(default)] kinds: Vec<String>,
-        #[graphql(default)] after_id: i64,
+        #[graphql(default)] after_id: Int64,
     ) -> async_graphql::Result<impl Stream<Item = Res<Event>>> {
         let f = crate::watch::EventFilter {
             name: name.unwrap_or_default(),
             kinds,
-            after_id,
+            after_id: after_id.0,
             since_ms: 0,
         };
         Ok(events_stream(daemon(ctx)?, f, stop(ctx))?.map(|r| r.map(|e| Event::of(&e))))
@@ -577,12 +578,12 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
         name: Option<String>,
-        #[graphql(default)] after_id: i64,
+        #[graphql(default)] after_id: Int64,
     ) -> async_graphql::Result<impl Stream<Item = Res<Event>>> {
         let f = crate::watch::EventFilter {
             name: name.unwrap_or_default(),
             kinds: vec!["instance.state".into()],
-            after_id,
+            after_id: after_id.0,
             since_ms: 0,
         };
         Ok(events_stream(daemon(ctx)?, f, stop(ctx))?.map(|r| r.map(|e| Event::of(&e))))
@@ -596,50 +597,83 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
         instance_id: String,
-    ) -> async_graphql::Result<impl Stream<Item = Res<InstallProgress>>> {
+    ) -> async_graphql::Result<std::pin::Pin<Box<dyn Stream<Item = Res<InstallProgress>> + Send>>>
+    {
         let d = daemon(ctx)?;
         let i = d.instance(&instance_id).map_err(gql)?;
         let id = i.id.clone();
-        // Everything about this instance since it was made: a subscriber
-        // that comes after `installFeature` answered misses nothing.
+        let name = glob_literal(&i.name);
+        let settled = !i.state.in_progress();
+        // Everything about this instance since it was made, from history
+        // first: a subscriber that comes after `installFeature` answered
+        // misses nothing, and sees it in order.
         let f = crate::watch::EventFilter {
-            name: glob_literal(&i.name),
-            kinds: vec![
-                "install.progress".into(),
-                "instance.state".into(),
-                "install.done".into(),
-            ],
+            name: name.clone(),
+            kinds: vec!["install.progress".into(), "instance.state".into()],
             after_id: 0,
             since_ms: i.created_ms,
         };
-        let events = events_stream(d, f, stop(ctx))?;
-        let first = InstallProgress {
-            event_id: 0,
-            instance_id: id.clone(),
-            status: i.state.as_str().to_string(),
-            step: i.step.map(|s| s.as_str().to_string()),
-            percent: None,
-            bytes: None,
-            total: None,
-            error: None,
-        };
-        let mut done = false;
-        let rest = events
-            .filter_map(move |r| match r {
-                Ok(e) => progress(&id, &e).map(Ok),
-                Err(e) => Some(Err(e)),
-            })
-            .take_while(move |r| {
-                let go = !done;
-                if let Ok(p) = r {
-                    done = matches!(
-                        p.status.as_str(),
-                        "running" | "degraded" | "failed" | "stopped" | "error" | "deleted"
-                    );
+        // A settled instance whose history was pruned: its state, and done.
+        if settled {
+            let told = d
+                .history(EventQuery {
+                    name_glob: Some(name),
+                    kinds: vec!["instance.state".into()],
+                    since_ms: Some(i.created_ms),
+                    limit: Some(1),
+                    ..EventQuery::default()
+                })
+                .await
+                .map_err(gql)?;
+            if told.is_empty() {
+                let now = InstallProgress {
+                    event_id: Int64(0),
+                    instance_id: id,
+                    status: i.state.as_str().to_string(),
+                    step: i.step.map(|s| s.as_str().to_string()),
+                    percent: None,
+                    bytes: None,
+                    total: None,
+                    error: i.error.as_ref().map(|e| ErrorInfo {
+                        code: e.code.clone(),
+                        message: e.message.clone(),
+                        hint: e.hint.clone(),
+                        context: Vec::new(),
+                    }),
+                };
+                let once: std::pin::Pin<Box<dyn Stream<Item = Res<InstallProgress>> + Send>> =
+                    Box::pin(tokio_stream::once(Ok(now)));
+                return Ok(once);
+            }
+        }
+        let events = Box::pin(events_stream(d, f, stop(ctx))?);
+        // Until (and with) the first settled state, or an error.
+        let rest =
+            futures_util::stream::unfold((events, id, false), |(mut s, id, done)| async move {
+                if done {
+                    return None;
                 }
-                go
+                loop {
+                    match s.next().await? {
+                        Ok(e) => {
+                            if let Some(p) = progress(&id, &e) {
+                                let end = matches!(
+                                    p.status.as_str(),
+                                    "running"
+                                        | "degraded"
+                                        | "failed"
+                                        | "stopped"
+                                        | "error"
+                                        | "deleted"
+                                );
+                                return Some((Ok(p), (s, id, end)));
+                            }
+                        }
+                        Err(e) => return Some((Err(e), (s, id, true))),
+                    }
+                }
             });
-        Ok(tokio_stream::once(Ok(first)).chain(rest))
+        Ok(Box::pin(rest))
     }
 
     /// A process's output: the last `lines` lines, then new ones as they
@@ -666,22 +700,18 @@ fn glob_literal(name: &str) -> String {
 fn progress(id: &str, e: &hangar_store::EventRecord) -> Option<InstallProgress> {
     let d = &e.detail;
     let mut p = InstallProgress {
-        event_id: e.id,
+        event_id: e.id.into(),
         instance_id: id.to_string(),
         status: String::new(),
         step: None,
         percent: d["percent"].as_f64(),
-        bytes: d["bytes"].as_u64(),
-        total: d["total"].as_u64(),
+        bytes: d["bytes"].as_u64().map(Int64::from),
+        total: d["total"].as_u64().map(Int64::from),
         error: None,
     };
     match e.kind.as_str() {
         "install.progress" => {
             p.status = d["status"].as_str().unwrap_or("installing").to_string();
-            p.step = Some("install".into());
-        }
-        "install.done" => {
-            p.status = "completed".into();
             p.step = Some("install".into());
         }
         _ => {

@@ -2,9 +2,50 @@
 //! uses (`crate::convert`), so both show a process, an instance or a feature
 //! alike (secret options masked, instance ports, usage).
 
-use async_graphql::{Json, SimpleObject};
+use async_graphql::{
+    InputValueError, InputValueResult, Json, Scalar, ScalarType, SimpleObject, Value,
+};
 
 use crate::pb;
+
+/// A 64-bit integer (times in ms since the epoch, ids, byte counts): GraphQL's
+/// `Int` is 32-bit. A JSON number, exact up to 2^53; given as a number or a
+/// decimal string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Int64(pub i64);
+
+#[Scalar(name = "Int64")]
+impl ScalarType for Int64 {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::Number(n) => n
+                .as_i64()
+                .map(Int64)
+                .ok_or_else(|| InputValueError::custom(format!("{n} is not a 64-bit integer"))),
+            Value::String(s) => s
+                .parse()
+                .map(Int64)
+                .map_err(|_| InputValueError::custom(format!("{s:?} is not a 64-bit integer"))),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Number(self.0.into())
+    }
+}
+
+impl From<i64> for Int64 {
+    fn from(v: i64) -> Int64 {
+        Int64(v)
+    }
+}
+
+impl From<u64> for Int64 {
+    fn from(v: u64) -> Int64 {
+        Int64(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
 
 /// A named port.
 #[derive(SimpleObject, Clone, Debug)]
@@ -91,13 +132,13 @@ pub struct Process {
     /// The running child's pid.
     pub pid: Option<u32>,
     /// Restarts so far.
-    pub restarts: u64,
+    pub restarts: Int64,
     /// Failures in a row (the circuit breaker's count).
     pub consecutive_failures: u32,
     /// When the running child started (ms since the epoch).
-    pub started_at_ms: Option<i64>,
+    pub started_at_ms: Option<Int64>,
     /// When it entered its state (ms since the epoch).
-    pub since_ms: i64,
+    pub since_ms: Int64,
     /// Its ports (an instance's ports for an instance's process).
     pub ports: Vec<Port>,
     /// How the last child ended.
@@ -107,9 +148,9 @@ pub struct Process {
     /// CPU time of the running child and its descendants, in seconds.
     pub cpu_seconds: Option<f64>,
     /// Memory of the running child and its descendants, in bytes.
-    pub memory_bytes: Option<u64>,
+    pub memory_bytes: Option<Int64>,
     /// Output bytes dropped because the log could not be written.
-    pub log_dropped_bytes: u64,
+    pub log_dropped_bytes: Int64,
 }
 
 impl From<pb::Process> for Process {
@@ -119,7 +160,7 @@ impl From<pb::Process> for Process {
             last_error: p.last_error.as_ref().map(ErrorInfo::from),
             last_exit: some(&p.last_exit),
             pid: (p.pid > 0).then_some(p.pid),
-            started_at_ms: (p.started_at_ms > 0).then_some(p.started_at_ms),
+            started_at_ms: (p.started_at_ms > 0).then_some(p.started_at_ms.into()),
             name: p.name,
             state: p.state,
             desired: p.desired,
@@ -127,12 +168,12 @@ impl From<pb::Process> for Process {
             command: p.command,
             args: p.args,
             health: p.health,
-            restarts: p.restarts,
+            restarts: p.restarts.into(),
             consecutive_failures: p.consecutive_failures,
-            since_ms: p.since_ms,
+            since_ms: p.since_ms.into(),
             cpu_seconds: p.cpu_seconds,
-            memory_bytes: p.memory_bytes,
-            log_dropped_bytes: p.log_dropped_bytes,
+            memory_bytes: p.memory_bytes.map(Int64::from),
+            log_dropped_bytes: p.log_dropped_bytes.into(),
         }
     }
 }
@@ -201,9 +242,9 @@ pub struct Instance {
     /// Its main config file.
     pub config_file: Option<String>,
     /// Created (ms since the epoch).
-    pub created_ms: i64,
+    pub created_ms: Int64,
     /// Last changed (ms since the epoch).
-    pub updated_ms: i64,
+    pub updated_ms: Int64,
 }
 
 impl From<pb::Instance> for Instance {
@@ -241,8 +282,8 @@ impl From<pb::Instance> for Instance {
             process: i.process,
             isolation: i.isolation,
             key: i.key,
-            created_ms: i.created_ms,
-            updated_ms: i.updated_ms,
+            created_ms: i.created_ms.into(),
+            updated_ms: i.updated_ms.into(),
         }
     }
 }
@@ -270,7 +311,7 @@ pub struct FeatureOption {
     /// Largest number allowed.
     pub max: Option<f64>,
     /// Longest string, or most items of a list.
-    pub max_length: Option<u64>,
+    pub max_length: Option<Int64>,
     /// A list's item type.
     pub item_type: Option<String>,
 }
@@ -308,9 +349,9 @@ pub struct InstalledFeature {
     /// Its signature was verified.
     pub signed: bool,
     /// Bytes downloaded.
-    pub bytes: u64,
+    pub bytes: Int64,
     /// When it was installed (seconds since the epoch).
-    pub installed_at: i64,
+    pub installed_at: Int64,
     /// It is the `current` version.
     pub current: bool,
 }
@@ -326,8 +367,8 @@ impl From<pb::InstalledFeature> for InstalledFeature {
             sha256: i.sha256,
             verified: i.verified,
             signed: i.signed,
-            bytes: i.bytes,
-            installed_at: i.installed_at as i64,
+            bytes: i.bytes.into(),
+            installed_at: i.installed_at.into(),
             current: i.current,
         }
     }
@@ -416,7 +457,7 @@ impl From<pb::Feature> for Feature {
                     enum_values: o.enum_values,
                     min: o.min,
                     max: o.max,
-                    max_length: o.max_length,
+                    max_length: o.max_length.map(Int64::from),
                 })
                 .collect(),
             installed: f
@@ -446,9 +487,9 @@ impl From<pb::Feature> for Feature {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Event {
     /// Its id: increasing, never reused; resume streams after it.
-    pub id: i64,
+    pub id: Int64,
     /// When it happened (ms since the epoch).
-    pub at_ms: i64,
+    pub at_ms: Int64,
     /// The process, instance or feature it is about (`hangar` for the
     /// daemon's own).
     pub name: String,
@@ -469,8 +510,8 @@ impl Event {
     /// getter would shadow it).
     pub fn of(r: &hangar_store::EventRecord) -> Event {
         Event {
-            id: r.id,
-            at_ms: r.at_ms,
+            id: r.id.into(),
+            at_ms: r.at_ms.into(),
             name: r.name.clone(),
             pid: r.pid,
             kind: r.kind.clone(),
@@ -498,7 +539,7 @@ pub struct DaemonStatus {
     /// Its pid.
     pub pid: u32,
     /// When it started (ms since the epoch).
-    pub started_at_ms: i64,
+    pub started_at_ms: Int64,
     /// Its data dir.
     pub data_dir: String,
     /// Its configuration file.
@@ -508,7 +549,7 @@ pub struct DaemonStatus {
     /// Processes by state.
     pub processes: Vec<StateCount>,
     /// The newest stored event's id.
-    pub last_event_id: i64,
+    pub last_event_id: Int64,
 }
 
 /// A process an action could not be carried out on.
@@ -590,7 +631,7 @@ pub struct InstallFeatureResult {
 #[derive(SimpleObject, Clone, Debug)]
 pub struct InstallProgress {
     /// The event this comes from (resume after it).
-    pub event_id: i64,
+    pub event_id: Int64,
     /// The instance's id.
     pub instance_id: String,
     /// `queued`, `downloading`, `verifying`, `extracting`, `completed`, then
@@ -601,9 +642,9 @@ pub struct InstallProgress {
     /// Download progress, 0–100, when the size is known.
     pub percent: Option<f64>,
     /// Bytes downloaded so far.
-    pub bytes: Option<u64>,
+    pub bytes: Option<Int64>,
     /// The download's size, when known.
-    pub total: Option<u64>,
+    pub total: Option<Int64>,
     /// Why it failed (`status` is `error`).
     pub error: Option<ErrorInfo>,
 }
@@ -618,12 +659,12 @@ pub struct LogLine {
     /// The line, without its newline.
     pub text: String,
     /// Its number in the process's output.
-    pub number: u64,
+    pub number: Int64,
     /// When hangar read it (ms since the epoch).
-    pub at_ms: i64,
+    pub at_ms: Int64,
     /// Lines skipped before this one because the reader fell behind (then
     /// `text` is empty).
-    pub skipped: u64,
+    pub skipped: Int64,
 }
 
 impl From<pb::LogLine> for LogLine {
@@ -632,9 +673,9 @@ impl From<pb::LogLine> for LogLine {
             process: l.process,
             stream: l.stream,
             text: l.text,
-            number: l.number,
-            at_ms: l.at_ms,
-            skipped: l.skipped,
+            number: l.number.into(),
+            at_ms: l.at_ms.into(),
+            skipped: l.skipped.into(),
         }
     }
 }
