@@ -376,7 +376,8 @@ fn per_session_instances_are_reused_by_key_and_reaped_when_idle() {
     let cfg = s.path().join("hangar.toml");
     std::fs::write(
         &cfg,
-        "[daemon]\nport_range = \"21300-21399\"\n[daemon.instances]\nsession_ttl = \"3s\"\n",
+        // Long enough for two CLI calls in a row on a loaded machine.
+        "[daemon]\nport_range = \"21300-21399\"\n[daemon.instances]\nsession_ttl = \"10s\"\n",
     )
     .unwrap();
     let data = s.path().join("data");

@@ -238,12 +238,13 @@ fn kill_mode_mixed_stops_the_main_process_first_and_kills_the_rest() {
     let d = s.path().display().to_string();
     // Main traps TERM (notes it and waits for its child); the child notes TERM
     // and exits. Under `mixed` the child never sees TERM, so the main waits
-    // until the grace ends and SIGKILL takes both.
+    // until the grace ends and SIGKILL takes both. Each sets its trap before
+    // the child writes its pid, so a stop never comes before a trap.
     let script = |n: &str| {
         format!(
-            "sh -c 'trap \"echo term > {d}/{n}.child; exit 0\" TERM; \
-             while :; do sleep 0.05; done' &\nC=$!\necho $C > {d}/{n}.childpid\n\
-             trap 'echo term > {d}/{n}.main; wait $C; exit 0' TERM\n\
+            "trap 'echo term > {d}/{n}.main; wait $C; exit 0' TERM\n\
+             sh -c 'trap \"echo term > {d}/{n}.child; exit 0\" TERM; \
+             echo $$ > {d}/{n}.childpid; while :; do sleep 0.05; done' &\nC=$!\n\
              while :; do sleep 0.05; done\n"
         )
     };
