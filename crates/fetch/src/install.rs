@@ -697,6 +697,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::new(ErrorKind::Io, format!("blocking task failed: {e}")))?
 }
 
+/// Tries at taking a feature's lock: 5, 10, 20, 40, then 80 ms apart, about
+/// 2 s in all.
+const LOCK_TRIES: u32 = 28;
+
 fn lock(feature_dir: &Path, id: &str) -> Result<OwnedFd> {
     use rustix::fs::{flock, open, FlockOperation, Mode, OFlags};
     std::fs::create_dir_all(feature_dir)
@@ -708,15 +712,16 @@ fn lock(feature_dir: &Path, id: &str) -> Result<OwnedFd> {
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| Error::io("cannot open the lock file", &path, e.into()))?;
-    // A held lock may be only a moment's: a process forking (to exec
-    // something else) shares our descriptor until its exec closes it. Look
-    // again a few times before calling it another installer's.
-    for attempt in 0..20 {
+    // A held lock may be only a moment's: a child the daemon forks (to exec
+    // a supervised process) shares our descriptor until its exec closes it,
+    // and on a loaded machine a forked child may wait well over 100 ms to
+    // run. Look again for up to 2 s before calling it another installer's.
+    for attempt in 0..LOCK_TRIES {
         if flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
             return Ok(fd);
         }
-        if attempt < 19 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        if attempt + 1 < LOCK_TRIES {
+            std::thread::sleep(std::time::Duration::from_millis(5 << attempt.min(4)));
         }
     }
     Err(Error::new(

@@ -780,6 +780,37 @@ fn slow(body: &[u8]) -> Route {
     }
 }
 
+/// A child forked while the lock was held shares it until it execs; on a
+/// loaded machine that moment can last. Such a lock is waited for, not
+/// taken for another installer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_a_child_shares_for_a_moment_is_waited_for() {
+    let env = env().await;
+    let body = tar_gz(&good_entries(&script("1.0.0"), 0o755));
+    env.serve("demo", "1.0.0", "demo.tar.gz", Route::new(body));
+    let req = env.req("demo", "1.0.0", "demo.tar.gz", None, "pkg/bin/tool");
+    let dir = env.root.join("demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .unwrap();
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    // The child's stdin is the same open file description: it holds the lock
+    // after ours is closed, for 0.6 s.
+    let mut child = std::process::Command::new("sleep")
+        .arg("0.6")
+        .stdin(f)
+        .spawn()
+        .unwrap();
+    let r = env.install(req).await;
+    let _ = child.wait();
+    let done = r.unwrap_or_else(|e| panic!("{e} {:?}", e.context()));
+    assert_eq!(done.version, "1.0.0");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_installs_of_one_version_share_one_download() {
     let env = env().await;
@@ -831,7 +862,18 @@ async fn concurrent_installs_of_one_version_share_one_download() {
 async fn a_second_installer_on_the_same_root_is_locked_out() {
     let env = env().await;
     let body = tar_gz(&good_entries(&script("1.0.0"), 0o755));
-    env.serve("demo", "1.0.0", "demo.tar.gz", slow(&body));
+    // The first install holds the lock for about 10 s: longer than the two
+    // tries of about 2 s each (a lock may be a forked child's moment) that
+    // the second installer makes below.
+    env.serve(
+        "demo",
+        "1.0.0",
+        "demo.tar.gz",
+        Route {
+            trickle: Some((body.len() / 16 + 1, Duration::from_millis(600))),
+            ..Route::new(body.clone())
+        },
+    );
     let req = env.req("demo", "1.0.0", "demo.tar.gz", None, "pkg/bin/tool");
     // Another Installer (another process, as far as the lock goes): its own
     // in-flight map, its own open file description for the flock.
