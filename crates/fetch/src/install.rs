@@ -317,6 +317,10 @@ impl Installer {
                 on_step(&Step::Download(p.clone()))
             })
             .await?;
+        hangar_base::crash_point!(
+            "install.downloaded",
+            &[format!("{}@{}", req.id, req.version)]
+        );
 
         on_step(&Step::Verify);
         let discard = |e: Error| {
@@ -415,6 +419,8 @@ impl Installer {
                 }
             };
 
+        hangar_base::crash_point!("install.verified", &[format!("{}@{}", req.id, req.version)]);
+
         on_step(&Step::Extract);
         let staging = feature_dir.join(format!(
             ".staging-{}-{}-{:08x}",
@@ -462,6 +468,10 @@ impl Installer {
         // The download is complete: a part that does not extract would only
         // fail the same way on the next try (416 → "already complete").
         .map_err(discard)?;
+        hangar_base::crash_point!(
+            "install.extracted",
+            &[format!("{}@{}", req.id, req.version)]
+        );
 
         let binary = if format == Format::Plain {
             final_dir.join(
@@ -496,6 +506,9 @@ impl Installer {
             feature_dir.clone(),
             part.clone(),
         );
+        // The crash points' context: which install this is.
+        #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+        let what = format!("{}@{}", req.id, req.version);
         // From here the blocking job owns the staging directory (and removes
         // it on failure): a caller that drops this future mid-way must not have
         // the guard delete the tree while the job renames it into place.
@@ -514,12 +527,14 @@ impl Installer {
                 return Err(e);
             }
             sync_dir(&fd);
+            hangar_base::crash_point!("install.moved", &[&what]);
             let _ = std::fs::remove_file(&p);
             Ok(())
         })
         .await?;
         let (fd, ver) = (feature_dir.clone(), req.version.clone());
         blocking(move || switch_current(&fd, &ver)).await?;
+        hangar_base::crash_point!("install.switched", &[format!("{}@{}", req.id, req.version)]);
         on_step(&Step::Installed);
         Ok(rec)
     }

@@ -429,6 +429,7 @@ impl Instances {
                 return Err(e);
             }
         };
+        hangar_base::crash_point!("instance.create.queued");
         ins.table().used.insert(id.clone(), Instant::now());
         self.spawn_flow(&id);
         Ok(Created {
@@ -543,6 +544,7 @@ impl Instances {
                 self.fail(id, step, e).await;
                 return;
             }
+            hangar_base::crash_point!(&format!("instance.step.{}.stored", step.as_str()));
             let mut c = cancel.clone();
             let res = tokio::select! {
                 r = steps::apply(self, id, step, &manifest, &mdir) => r,
@@ -554,6 +556,7 @@ impl Instances {
                         self.fail(id, step, e).await;
                         return;
                     }
+                    hangar_base::crash_point!(&format!("instance.step.{}.done", step.as_str()));
                 }
                 Err(e) => {
                     self.fail(id, step, e).await;
@@ -567,6 +570,7 @@ impl Instances {
                 i.step = None;
             })
             .await;
+        hangar_base::crash_point!("instance.create.running");
         info!(instance = id, "instance running");
     }
 
@@ -620,6 +624,7 @@ impl Instances {
                     e.message
                 );
             }
+            hangar_base::crash_point!(&format!("instance.undo.{}.done", step.as_str()));
         }
     }
 
@@ -760,6 +765,7 @@ impl Instances {
         };
         self.update(&inst.id, |i| i.state = InstanceState::Deleting)
             .await?;
+        hangar_base::crash_point!("instance.delete.marked");
         self.undo_all(&inst.id).await;
         self.forget(&inst).await
     }
@@ -768,6 +774,7 @@ impl Instances {
         let store = Arc::clone(&self.s.store);
         let id = inst.id.clone();
         blocking(move || store.remove_instance(&id).map_err(Error::from)).await?;
+        hangar_base::crash_point!("instance.delete.removed");
         self.table().forget(inst);
         self.s.events.emit(
             &inst.name,
@@ -813,9 +820,11 @@ impl Instances {
         let file =
             blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir, &install_dir))
                 .await?;
+        hangar_base::crash_point!("instance.update.rendered");
         next.config_file = file;
         let spec = steps::process::spec(self, &next, &m)?;
         let next = self.save(next, Some(inst.state)).await?;
+        hangar_base::crash_point!("instance.update.saved");
         if inst.state.is_up() {
             let mut change = self.s.desired.write().await;
             let mut desired = change.current().clone();
