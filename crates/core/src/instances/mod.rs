@@ -850,6 +850,13 @@ impl Instances {
     /// half-made (or half-deleted). Returns the process names that must not be
     /// started.
     pub(crate) async fn recover(&self) -> Vec<String> {
+        // Installs first: an instance's config is written from its install.
+        let installer = self.s.installer.clone();
+        if let Ok(swept) = blocking(move || Ok(installer.recover())).await {
+            if !swept.is_empty() {
+                warn!(features = ?swept, "cleared what interrupted installs left");
+            }
+        }
         let store = Arc::clone(&self.s.store);
         let rows = match blocking(move || store.instances().map_err(Error::from)).await {
             Ok(r) => r,
