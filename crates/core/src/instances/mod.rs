@@ -837,10 +837,23 @@ impl Instances {
                 }),
             );
             let report = change.apply(desired).await;
+            drop(change);
             if let Some((_, e)) = report.errors.into_iter().next() {
                 return Err(e);
             }
-            drop(change);
+            // The spec names the config file, not what is in it: with the
+            // same spec, the process restarts to read the new config.
+            if !report.changed.contains(&next.process) {
+                let r = self
+                    .s
+                    .desired
+                    .act(&next.process, Desired::Running, Action::Restart)
+                    .await?;
+                if let Some((_, e)) = r.errors.into_iter().next() {
+                    return Err(e);
+                }
+            }
+            hangar_base::crash_point!("instance.update.restarted");
             steps::ready::apply(self, &next).await?;
         }
         self.instance(&next.id)
