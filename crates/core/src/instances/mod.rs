@@ -397,6 +397,7 @@ impl Instances {
             network: None,
             process,
             config_file: None,
+            config_pending: false,
             binary: None,
             created_ms: now,
             updated_ms: now,
@@ -817,14 +818,29 @@ impl Instances {
         next.secret_options = Some(hangar_feature::configgen::secret_keys(&m));
         let (n2, m2, manager) = (next.clone(), m.clone(), self.s.manager.clone());
         let install_dir = render::install_dir(self, &next);
-        let file =
-            blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir, &install_dir))
+        // Rendered, accepted by the checker and staged beside the files in
+        // place, which it replaces only once the record says so: a crash
+        // between the two finds the record marked and writes the config
+        // from it at the next start (`recover`).
+        let staged =
+            blocking(move || render::render_checked(&manager, &n2, &m2, &mdir, &install_dir))
                 .await?;
-        hangar_base::crash_point!("instance.update.rendered");
-        next.config_file = file;
+        if let Some(s) = &staged {
+            next.config_file = Some(s.final_main_path().to_path_buf());
+        }
+        next.config_pending = staged.is_some();
         let spec = steps::process::spec(self, &next, &m)?;
-        let next = self.save(next, Some(inst.state)).await?;
+        let mut next = self.save(next, Some(inst.state)).await?;
         hangar_base::crash_point!("instance.update.saved");
+        if let Some(s) = staged {
+            if let Err(e) = blocking(move || s.commit()).await {
+                // The old config is still in place: so is the old record.
+                let _ = self.save(inst.clone(), Some(next.state)).await;
+                return Err(e);
+            }
+            hangar_base::crash_point!("instance.update.written");
+            next = self.update(&next.id, |i| i.config_pending = false).await?;
+        }
         if inst.state.is_up() {
             let mut change = self.s.desired.write().await;
             let mut desired = change.current().clone();
@@ -884,6 +900,7 @@ impl Instances {
         let ins = self;
         let mut dropped = Vec::new();
         let mut interrupted = Vec::new();
+        let mut pending = Vec::new();
         for row in rows {
             let inst: Instance = match serde_json::from_str(&row.body) {
                 Ok(i) => i,
@@ -896,6 +913,9 @@ impl Instances {
                 dropped.push(inst.process.clone());
                 interrupted.push(inst.id.clone());
             } else {
+                if inst.config_pending {
+                    pending.push(inst.id.clone());
+                }
                 let reg = self.s.manager.ports();
                 if inst.network.is_none() {
                     for p in inst.ports.values() {
@@ -938,7 +958,57 @@ impl Instances {
             )
             .await;
         }
+        // No config is being staged now: temp files are a crash's.
+        let dirs: Vec<PathBuf> = self
+            .list()
+            .into_iter()
+            .map(|i| i.dir.join("config"))
+            .collect();
+        let _ = blocking(move || {
+            let n: usize = dirs
+                .iter()
+                .map(|d| hangar_feature::configgen::remove_stale_temps(d))
+                .sum();
+            if n > 0 {
+                warn!(files = n, "removed config files an interrupted write left");
+            }
+            Ok(())
+        })
+        .await;
+        for id in pending {
+            self.finish_config(&id).await;
+        }
         dropped
+    }
+
+    /// An update cut short between storing its options and writing its
+    /// config: write the config from the record (rendered and checked as
+    /// the update did), so the file says what the record says.
+    async fn finish_config(&self, id: &str) {
+        let Some(inst) = self.get(id) else { return };
+        let res = async {
+            let (m, mdir) = self.manifest_of(&inst.feature).await?;
+            let (i2, manager) = (inst.clone(), self.s.manager.clone());
+            let install_dir = render::install_dir(self, &inst);
+            let file =
+                blocking(move || render::render_and_check(&manager, &i2, &m, &mdir, &install_dir))
+                    .await?;
+            self.update(id, |i| {
+                i.config_file = file;
+                i.config_pending = false;
+            })
+            .await
+        }
+        .await;
+        match res {
+            Ok(_) => warn!(instance = %inst.name, "wrote the config of an interrupted update"),
+            Err(e) => warn!(
+                instance = %inst.name,
+                code = e.code(),
+                "cannot write the config of an interrupted update (the next start tries again): {}",
+                e.message
+            ),
+        }
     }
 
     /// Delete per-session instances nobody asked for within the TTL.
