@@ -18,6 +18,8 @@
 //! where that is the stored format) out. [`suggest`] finds the did-you-mean
 //! for a misspelt key or value. [`children`] is the registry of children this
 //! program waits for itself, which a subreaper's orphan sweep leaves alone.
+//! [`failpoint`] holds the crash points a crash test arms ([`crash_point!`]),
+//! compiled in only with the `failpoints` feature.
 #![deny(missing_docs)]
 
 use std::borrow::Cow;
@@ -26,6 +28,7 @@ use std::fmt;
 pub mod backoff;
 pub mod children;
 pub mod duration;
+pub mod failpoint;
 pub mod suggest;
 
 pub use backoff::Backoff;

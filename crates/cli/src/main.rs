@@ -470,6 +470,18 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(exit::USAGE);
     }
+    // Crash points exist only in test builds (hangar_base::failpoint); in any
+    // other build this reads nothing.
+    match hangar_base::failpoint::setup() {
+        Ok(armed) if !armed.is_empty() => {
+            tracing::warn!(points = ?armed, "crash points armed (FAILPOINTS)");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            errln!("error[USAGE]: FAILPOINTS: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    }
     raise_fd_limit();
     let top = Top {
         data_dir: cli.data_dir,

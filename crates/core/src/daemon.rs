@@ -210,6 +210,32 @@ impl Booting {
             .filter(|r| !dropped.contains(&r.name))
             .collect();
         let desired = daemon.desired_from(config, &records);
+        // A record the desired set does not hold (a process gone from the
+        // configuration file while no daemon ran, or a change a crash cut
+        // between its writes) would otherwise stay in the store for good.
+        let stale: Vec<String> = records
+            .iter()
+            .map(|r| r.name.clone())
+            .filter(|n| !desired.contains_key(n))
+            .collect();
+        if !stale.is_empty() {
+            let store = Arc::clone(&daemon.inner.store);
+            let names = stale.clone();
+            let res = blocking(move || {
+                for n in &names {
+                    store.remove_process(n)?;
+                }
+                Ok(())
+            })
+            .await;
+            match res {
+                Ok(()) => info!(processes = ?stale, "forgot records of processes no longer wanted"),
+                Err(e) => warn!(
+                    code = e.code(),
+                    "cannot forget stale process records: {}", e.message
+                ),
+            }
+        }
         let (registered, rx) = tokio::sync::oneshot::channel();
         let d = daemon.clone();
         tokio::spawn(async move {

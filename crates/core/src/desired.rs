@@ -72,6 +72,18 @@ pub(crate) enum Action {
     Restart,
 }
 
+impl Action {
+    /// Lower-case name (a crash point's context).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop(_) => "stop",
+            Action::Restart => "restart",
+        }
+    }
+}
+
 /// The difference between the applied set and a new one, and what it takes
 /// to get there. Computed by [`plan`] without touching anything.
 #[derive(Debug, Default, PartialEq)]
@@ -234,6 +246,13 @@ impl DesiredSet {
             Ok(())
         })
         .await?;
+        hangar_base::crash_point!(
+            "desired.act.stored",
+            &names
+                .iter()
+                .map(|n| format!("{}:{n}", action.as_str()))
+                .collect::<Vec<_>>()
+        );
         for n in &names {
             if let Some(want) = w.applied.get_mut(n) {
                 Arc::make_mut(want).desired = desired;
@@ -342,10 +361,14 @@ impl Writer<'_> {
                 Some((w.spec.name.clone(), w.source, json, w.desired))
             })
             .collect();
+        // Which change this is, for the crash point between the writes.
+        #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+        let change = touched(&report);
         if let Err(e) = blocking(move || {
             for (name, source, json, desired) in &puts {
                 store.put_process(name, *source, json, *desired)?;
             }
+            hangar_base::crash_point!("desired.apply.put", &change);
             for name in &removed {
                 store.remove_process(name)?;
             }
@@ -356,6 +379,7 @@ impl Writer<'_> {
             report.errors.push((String::new(), e));
             return report;
         }
+        hangar_base::crash_point!("desired.apply.stored", &touched(&report));
 
         // Readers see the new set from here on, while the stops wait out
         // their grace periods.
@@ -369,6 +393,7 @@ impl Writer<'_> {
         mgr.remove_many(&removing).await;
         let stopping: BTreeSet<String> = to_stop.into_iter().collect();
         mgr.stop_many(&stopping, None).await;
+        hangar_base::crash_point!("desired.apply.stopped", &touched(&report));
         let mut jobs = tokio::task::JoinSet::new();
         if let Some(tx) = registered {
             let _ = tx.send(());
@@ -401,6 +426,7 @@ impl Writer<'_> {
             );
             jobs.detach_all();
         }
+        hangar_base::crash_point!("desired.apply.started", &touched(&report));
         for v in [
             &mut report.added,
             &mut report.removed,
@@ -412,6 +438,19 @@ impl Writer<'_> {
         report.errors.sort_by(|a, b| a.0.cmp(&b.0));
         report
     }
+}
+
+/// What a change touches, as its crash points' context: `added:NAME`,
+/// `changed:NAME`, `removed:NAME` (see `hangar_base::failpoint`).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn touched(r: &ReloadReport) -> Vec<String> {
+    let tag = |what: &'static str| move |n: &String| format!("{what}:{n}");
+    r.added
+        .iter()
+        .map(tag("added"))
+        .chain(r.changed.iter().map(tag("changed")))
+        .chain(r.removed.iter().map(tag("removed")))
+        .collect()
 }
 
 /// Start a process unless it is already active: by name when the supervisor

@@ -294,7 +294,14 @@ impl Installer {
             .map_err(|e| Error::io("cannot create the feature directory", &feature_dir, e))?;
         let _lock = {
             let (fd, id) = (feature_dir.clone(), req.id.clone());
-            blocking(move || lock(&fd, &id)).await?
+            blocking(move || {
+                let l = lock(&fd, &id)?;
+                // Under the lock no install of this feature runs: what a
+                // crashed one left is only in the way.
+                sweep(&fd);
+                Ok(l)
+            })
+            .await?
         };
         let final_dir = feature_dir.join(&req.version);
         if let Some(mut rec) = read_record(&final_dir) {
@@ -317,6 +324,10 @@ impl Installer {
                 on_step(&Step::Download(p.clone()))
             })
             .await?;
+        hangar_base::crash_point!(
+            "install.downloaded",
+            &[format!("{}@{}", req.id, req.version)]
+        );
 
         on_step(&Step::Verify);
         let discard = |e: Error| {
@@ -415,6 +426,8 @@ impl Installer {
                 }
             };
 
+        hangar_base::crash_point!("install.verified", &[format!("{}@{}", req.id, req.version)]);
+
         on_step(&Step::Extract);
         let staging = feature_dir.join(format!(
             ".staging-{}-{}-{:08x}",
@@ -462,6 +475,10 @@ impl Installer {
         // The download is complete: a part that does not extract would only
         // fail the same way on the next try (416 → "already complete").
         .map_err(discard)?;
+        hangar_base::crash_point!(
+            "install.extracted",
+            &[format!("{}@{}", req.id, req.version)]
+        );
 
         let binary = if format == Format::Plain {
             final_dir.join(
@@ -496,32 +513,76 @@ impl Installer {
             feature_dir.clone(),
             part.clone(),
         );
+        // The crash points' context: which install this is.
+        #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+        let what = format!("{}@{}", req.id, req.version);
         // From here the blocking job owns the staging directory (and removes
         // it on failure): a caller that drops this future mid-way must not have
         // the guard delete the tree while the job renames it into place.
         cleanup.0 = None;
+        let ver = req.version.clone();
         blocking(move || {
+            // The new `current` link is made before the version moves in: a
+            // crash after the move finds it pointing at a whole version and
+            // completes the switch (`sweep`); one before finds it pointing
+            // at nothing and removes it. The download is spent once the
+            // extraction succeeded: removed before the move, so an installed
+            // version never leaves a `.part` behind.
             let finish = || {
                 let rec_path = st.join(RECORD);
                 std::fs::write(&rec_path, json)
                     .map_err(|e| Error::io("cannot write the install record", &rec_path, e))?;
                 sync_dir(&st);
-                std::fs::rename(&st, &fin)
-                    .map_err(|e| Error::io("cannot move the install in place", &fin, e))
+                let link = new_current(&fd, &ver)?;
+                let _ = std::fs::remove_file(&p);
+                if let Err(e) = std::fs::rename(&st, &fin) {
+                    let _ = std::fs::remove_file(&link);
+                    return Err(Error::io("cannot move the install in place", &fin, e));
+                }
+                Ok(link)
             };
-            if let Err(e) = finish() {
-                let _ = std::fs::remove_dir_all(&st);
-                return Err(e);
-            }
+            let link = match finish() {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&st);
+                    return Err(e);
+                }
+            };
             sync_dir(&fd);
-            let _ = std::fs::remove_file(&p);
-            Ok(())
+            hangar_base::crash_point!("install.moved", &[&what]);
+            make_current(&fd, &link)
         })
         .await?;
-        let (fd, ver) = (feature_dir.clone(), req.version.clone());
-        blocking(move || switch_current(&fd, &ver)).await?;
+        hangar_base::crash_point!("install.switched", &[format!("{}@{}", req.id, req.version)]);
         on_step(&Step::Installed);
         Ok(rec)
+    }
+
+    /// At a start after a crash: in every feature's directory, what an
+    /// install, switch or uninstall that was cut short left is taken away
+    /// or completed (see [`sweep`]), and a feature left with no version and
+    /// no download to resume loses its directory. A feature another process
+    /// is installing right now is left alone. Returns the features whose
+    /// directory had something to clear.
+    pub fn recover(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(ids) = std::fs::read_dir(&self.root) else {
+            return out;
+        };
+        for e in ids.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if check_name("feature id", &id).is_err() || !e.path().is_dir() {
+                continue;
+            }
+            let dir = e.path();
+            let Ok(l) = lock(&dir, &id) else { continue };
+            if sweep(&dir) {
+                out.push(id.clone());
+            }
+            drop(l);
+            self.tidy(&id);
+        }
+        out
     }
 
     /// After a failed install: a feature with no version and no partial
@@ -746,16 +807,94 @@ fn current_version(feature_dir: &Path) -> Option<String> {
 /// Point `current` at `version`: a new symlink renamed over the old one, so a
 /// reader sees the old target or the new one, never none.
 fn switch_current(feature_dir: &Path, version: &str) -> Result<()> {
+    let tmp = new_current(feature_dir, version)?;
+    make_current(feature_dir, &tmp)
+}
+
+/// The link that will become `current` (`.current-*`, pointing at `version`),
+/// not yet in place.
+fn new_current(feature_dir: &Path, version: &str) -> Result<PathBuf> {
     let tmp = feature_dir.join(format!(".current-{:08x}", fastrand::u32(..)));
     std::os::unix::fs::symlink(version, &tmp)
         .map_err(|e| Error::io("cannot create the current link", &tmp, e))?;
+    Ok(tmp)
+}
+
+/// Rename a link made by [`new_current`] over `current`.
+fn make_current(feature_dir: &Path, tmp: &Path) -> Result<()> {
     let cur = feature_dir.join("current");
-    std::fs::rename(&tmp, &cur).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
+    std::fs::rename(tmp, &cur).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
         Error::io("cannot switch the current link", &cur, e)
     })?;
     sync_dir(feature_dir);
     Ok(())
+}
+
+/// Clear what an install, switch or uninstall cut short by a crash left in
+/// a feature's directory; the caller holds its lock, so none is under way.
+/// Staging and trash directories go. A `.current-*` link pointing at a
+/// whole version (its record in place) is a switch that got as far as
+/// moving the version in: it is completed; one pointing at anything else
+/// goes. Then `current`, if it points at no whole version, points at the
+/// newest one (as after an uninstall of the current one), or goes when
+/// there is none. Downloads stay: they resume. Returns whether anything
+/// was there to clear.
+fn sweep(feature_dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(feature_dir) else {
+        return false;
+    };
+    let mut cleared = false;
+    let mut links: Vec<PathBuf> = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".staging-") || name.starts_with(".trash-") {
+            tracing::warn!(path = %e.path().display(), "removing what an interrupted install or uninstall left");
+            let _ = std::fs::remove_dir_all(e.path());
+            cleared = true;
+        } else if name.starts_with(".current-") {
+            links.push(e.path());
+        }
+    }
+    links.sort();
+    for l in links {
+        cleared = true;
+        let whole = std::fs::read_link(&l)
+            .ok()
+            .is_some_and(|t| read_record(&feature_dir.join(t)).is_some());
+        if whole && make_current(feature_dir, &l).is_ok() {
+            tracing::warn!(link = %l.display(), "completed an interrupted switch of `current`");
+        } else {
+            let _ = std::fs::remove_file(&l);
+        }
+    }
+    let cur = feature_dir.join("current");
+    let current_whole = std::fs::read_link(&cur)
+        .ok()
+        .is_some_and(|t| read_record(&feature_dir.join(t)).is_some());
+    if !current_whole {
+        let mut versions: Vec<String> = std::fs::read_dir(feature_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.') && n != "current")
+            .filter(|n| read_record(&feature_dir.join(n)).is_some())
+            .collect();
+        versions.sort_by(|a, b| version_cmp(a, b));
+        match versions.last() {
+            Some(newest) => {
+                cleared = true;
+                let _ = switch_current(feature_dir, newest);
+            }
+            None if std::fs::symlink_metadata(&cur).is_ok() => {
+                cleared = true;
+                let _ = std::fs::remove_file(&cur);
+            }
+            None => {}
+        }
+    }
+    cleared
 }
 
 fn sync_dir(dir: &Path) {
@@ -853,6 +992,66 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A version directory with its record, as an install leaves it.
+    fn whole(feature_dir: &Path, version: &str) {
+        let d = feature_dir.join(version);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(RECORD),
+            serde_json::json!({"id": "f", "version": version, "dir": d, "binary": d.join("b"),
+                "url": "file:///x", "sha256": "", "verified": true, "signed": false,
+                "bytes": 0, "installed_at": 0})
+            .to_string(),
+        )
+        .unwrap();
+    }
+
+    fn current(feature_dir: &Path) -> Option<String> {
+        current_version(feature_dir)
+    }
+
+    #[test]
+    fn sweep_completes_a_switch_to_a_whole_version_and_drops_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path();
+        whole(f, "1.0.0");
+        switch_current(f, "1.0.0").unwrap();
+        // Moved in, not yet current: the switch completes.
+        whole(f, "1.1.0");
+        std::os::unix::fs::symlink("1.1.0", f.join(".current-1")).unwrap();
+        // Cut short before the move: the link and staging go.
+        std::os::unix::fs::symlink("2.0.0", f.join(".current-0")).unwrap();
+        std::fs::create_dir_all(f.join(".staging-2.0.0-1-2/x")).unwrap();
+        std::fs::create_dir_all(f.join(".trash-0.9-3")).unwrap();
+        assert!(sweep(f));
+        assert_eq!(current(f).as_deref(), Some("1.1.0"));
+        let left: Vec<String> = std::fs::read_dir(f)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!sweep(f), "nothing left to clear");
+    }
+
+    #[test]
+    fn sweep_points_current_at_a_whole_version_or_removes_it() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path();
+        // An uninstall cut short: current names a version in the trash.
+        whole(f, "1.0.0");
+        whole(f, "1.2.0");
+        std::os::unix::fs::symlink("1.3.0", f.join("current")).unwrap();
+        assert!(sweep(f));
+        assert_eq!(current(f).as_deref(), Some("1.2.0"), "the newest whole one");
+        // No version left at all: no current.
+        std::fs::remove_dir_all(f.join("1.0.0")).unwrap();
+        std::fs::remove_dir_all(f.join("1.2.0")).unwrap();
+        assert!(sweep(f));
+        assert!(std::fs::symlink_metadata(f.join("current")).is_err());
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Instances {
             network: None,
             process,
             config_file: None,
+            config_pending: false,
             binary: None,
             created_ms: now,
             updated_ms: now,
@@ -431,6 +432,7 @@ impl Instances {
                 return Err(e);
             }
         };
+        hangar_base::crash_point!("instance.create.queued");
         ins.table().used.insert(id.clone(), Instant::now());
         self.spawn_flow(&id);
         Ok(Created {
@@ -545,6 +547,7 @@ impl Instances {
                 self.fail(id, step, e).await;
                 return;
             }
+            hangar_base::crash_point!(&format!("instance.step.{}.stored", step.as_str()));
             let mut c = cancel.clone();
             let res = tokio::select! {
                 r = steps::apply(self, id, step, &manifest, &mdir) => r,
@@ -556,6 +559,7 @@ impl Instances {
                         self.fail(id, step, e).await;
                         return;
                     }
+                    hangar_base::crash_point!(&format!("instance.step.{}.done", step.as_str()));
                 }
                 Err(e) => {
                     self.fail(id, step, e).await;
@@ -569,6 +573,7 @@ impl Instances {
                 i.step = None;
             })
             .await;
+        hangar_base::crash_point!("instance.create.running");
         info!(instance = id, "instance running");
     }
 
@@ -622,6 +627,7 @@ impl Instances {
                     e.message
                 );
             }
+            hangar_base::crash_point!(&format!("instance.undo.{}.done", step.as_str()));
         }
     }
 
@@ -762,6 +768,7 @@ impl Instances {
         };
         self.update(&inst.id, |i| i.state = InstanceState::Deleting)
             .await?;
+        hangar_base::crash_point!("instance.delete.marked");
         self.undo_all(&inst.id).await;
         self.forget(&inst).await
     }
@@ -770,6 +777,7 @@ impl Instances {
         let store = Arc::clone(&self.s.store);
         let id = inst.id.clone();
         blocking(move || store.remove_instance(&id).map_err(Error::from)).await?;
+        hangar_base::crash_point!("instance.delete.removed");
         self.table().forget(inst);
         self.s.events.emit(
             &inst.name,
@@ -812,12 +820,29 @@ impl Instances {
         next.secret_options = Some(hangar_feature::configgen::secret_keys(&m));
         let (n2, m2, manager) = (next.clone(), m.clone(), self.s.manager.clone());
         let install_dir = render::install_dir(self, &next);
-        let file =
-            blocking(move || render::render_and_check(&manager, &n2, &m2, &mdir, &install_dir))
+        // Rendered, accepted by the checker and staged beside the files in
+        // place, which it replaces only once the record says so: a crash
+        // between the two finds the record marked and writes the config
+        // from it at the next start (`recover`).
+        let staged =
+            blocking(move || render::render_checked(&manager, &n2, &m2, &mdir, &install_dir))
                 .await?;
-        next.config_file = file;
+        if let Some(s) = &staged {
+            next.config_file = Some(s.final_main_path().to_path_buf());
+        }
+        next.config_pending = staged.is_some();
         let spec = steps::process::spec(self, &next, &m)?;
-        let next = self.save(next, Some(inst.state)).await?;
+        let mut next = self.save(next, Some(inst.state)).await?;
+        hangar_base::crash_point!("instance.update.saved");
+        if let Some(s) = staged {
+            if let Err(e) = blocking(move || s.commit()).await {
+                // The old config is still in place: so is the old record.
+                let _ = self.save(inst.clone(), Some(next.state)).await;
+                return Err(e);
+            }
+            hangar_base::crash_point!("instance.update.written");
+            next = self.update(&next.id, |i| i.config_pending = false).await?;
+        }
         if inst.state.is_up() {
             let mut change = self.s.desired.write().await;
             let mut desired = change.current().clone();
@@ -830,10 +855,23 @@ impl Instances {
                 }),
             );
             let report = change.apply(desired).await;
+            drop(change);
             if let Some((_, e)) = report.errors.into_iter().next() {
                 return Err(e);
             }
-            drop(change);
+            // The spec names the config file, not what is in it: with the
+            // same spec, the process restarts to read the new config.
+            if !report.changed.contains(&next.process) {
+                let r = self
+                    .s
+                    .desired
+                    .act(&next.process, Desired::Running, Action::Restart)
+                    .await?;
+                if let Some((_, e)) = r.errors.into_iter().next() {
+                    return Err(e);
+                }
+            }
+            hangar_base::crash_point!("instance.update.restarted");
             steps::ready::apply(self, &next).await?;
         }
         self.instance(&next.id)
@@ -843,6 +881,13 @@ impl Instances {
     /// half-made (or half-deleted). Returns the process names that must not be
     /// started.
     pub(crate) async fn recover(&self) -> Vec<String> {
+        // Installs first: an instance's config is written from its install.
+        let installer = self.s.installer.clone();
+        if let Ok(swept) = blocking(move || Ok(installer.recover())).await {
+            if !swept.is_empty() {
+                warn!(features = ?swept, "cleared what interrupted installs left");
+            }
+        }
         let store = Arc::clone(&self.s.store);
         let rows = match blocking(move || store.instances().map_err(Error::from)).await {
             Ok(r) => r,
@@ -857,6 +902,7 @@ impl Instances {
         let ins = self;
         let mut dropped = Vec::new();
         let mut interrupted = Vec::new();
+        let mut pending = Vec::new();
         for row in rows {
             let inst: Instance = match serde_json::from_str(&row.body) {
                 Ok(i) => i,
@@ -869,6 +915,9 @@ impl Instances {
                 dropped.push(inst.process.clone());
                 interrupted.push(inst.id.clone());
             } else {
+                if inst.config_pending {
+                    pending.push(inst.id.clone());
+                }
                 let reg = self.s.manager.ports();
                 if inst.network.is_none() {
                     for p in inst.ports.values() {
@@ -911,7 +960,57 @@ impl Instances {
             )
             .await;
         }
+        // No config is being staged now: temp files are a crash's.
+        let dirs: Vec<PathBuf> = self
+            .list()
+            .into_iter()
+            .map(|i| i.dir.join("config"))
+            .collect();
+        let _ = blocking(move || {
+            let n: usize = dirs
+                .iter()
+                .map(|d| hangar_feature::configgen::remove_stale_temps(d))
+                .sum();
+            if n > 0 {
+                warn!(files = n, "removed config files an interrupted write left");
+            }
+            Ok(())
+        })
+        .await;
+        for id in pending {
+            self.finish_config(&id).await;
+        }
         dropped
+    }
+
+    /// An update cut short between storing its options and writing its
+    /// config: write the config from the record (rendered and checked as
+    /// the update did), so the file says what the record says.
+    async fn finish_config(&self, id: &str) {
+        let Some(inst) = self.get(id) else { return };
+        let res = async {
+            let (m, mdir) = self.manifest_of(&inst.feature).await?;
+            let (i2, manager) = (inst.clone(), self.s.manager.clone());
+            let install_dir = render::install_dir(self, &inst);
+            let file =
+                blocking(move || render::render_and_check(&manager, &i2, &m, &mdir, &install_dir))
+                    .await?;
+            self.update(id, |i| {
+                i.config_file = file;
+                i.config_pending = false;
+            })
+            .await
+        }
+        .await;
+        match res {
+            Ok(_) => warn!(instance = %inst.name, "wrote the config of an interrupted update"),
+            Err(e) => warn!(
+                instance = %inst.name,
+                code = e.code(),
+                "cannot write the config of an interrupted update (the next start tries again): {}",
+                e.message
+            ),
+        }
     }
 
     /// Delete per-session instances nobody asked for within the TTL.

@@ -204,6 +204,11 @@ pub struct Instance {
     /// Its main config file, once written.
     #[serde(default)]
     pub config_file: Option<PathBuf>,
+    /// An update stored its options but may not have written its config
+    /// file yet: until this is cleared the file may be the old one, and the
+    /// next start of the daemon writes it from this record.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config_pending: bool,
     /// The feature's binary, once installed.
     #[serde(default)]
     pub binary: Option<PathBuf>,

@@ -49,6 +49,23 @@ pub(crate) fn render_and_check(
     mdir: &Path,
     install_dir: &Path,
 ) -> Result<Option<PathBuf>> {
+    match render_checked(manager, inst, m, mdir, install_dir)? {
+        Some(staged) => staged.commit().map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`render_and_check`] up to the commit: the files the checker accepted,
+/// staged beside the ones in place (temp names), which they replace on
+/// [`Staged::commit`](configgen::Staged::commit) and which dropping removes.
+/// `None` when the feature has no config. Blocks.
+pub(crate) fn render_checked(
+    manager: &hangar_supervisor::Manager,
+    inst: &Instance,
+    m: &Manifest,
+    mdir: &Path,
+    install_dir: &Path,
+) -> Result<Option<configgen::Staged>> {
     let ctx = context(inst)?;
     if m.config.is_none() {
         return Ok(None);
@@ -71,5 +88,5 @@ pub(crate) fn render_and_check(
         });
         configgen::check_with_env(manager, m, &r, bin, staged.main_path(), &env)?;
     }
-    staged.commit().map(Some)
+    Ok(Some(staged))
 }

@@ -130,7 +130,7 @@ pub fn stage(config_dir: &Path, r: &Rendered) -> Result<Staged> {
         let mut tmp = None;
         for attempt in 0..16u32 {
             let cand = dir.join(format!(
-                ".hangar-tmp-{}-{}-{attempt}-{name}",
+                "{TEMP_PREFIX}{}-{}-{attempt}-{name}",
                 std::process::id(),
                 fastrand_u32()
             ));
@@ -165,6 +165,31 @@ pub fn stage(config_dir: &Path, r: &Rendered) -> Result<Staged> {
         }
     }
     Ok(staged)
+}
+
+/// The prefix of [`stage`]'s temp files.
+const TEMP_PREFIX: &str = ".hangar-tmp-";
+
+/// Remove the temp files a [`stage`] left under `config_dir` (at any depth)
+/// because the program died before it committed or dropped them. Only for
+/// when no stage of this directory can be under way (a daemon's start).
+/// Returns how many were removed.
+pub fn remove_stale_temps(config_dir: &Path) -> usize {
+    let mut n = 0;
+    let Ok(entries) = std::fs::read_dir(config_dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            n += remove_stale_temps(&e.path());
+        } else if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn fastrand_u32() -> u32 {

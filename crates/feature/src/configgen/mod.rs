@@ -39,8 +39,8 @@ use crate::catalog::manifest::Manifest;
 use crate::{Error, Result};
 
 pub use check::{
-    check, check_in, check_with, check_with_env, check_with_timeout, stage, write_atomic, Staged,
-    DEFAULT_CHECK_TIMEOUT,
+    check, check_in, check_with, check_with_env, check_with_timeout, remove_stale_temps, stage,
+    write_atomic, Staged, DEFAULT_CHECK_TIMEOUT,
 };
 pub use options::{
     check_options, options_error, parse_sets, redact, resolve_mode, secret_keys, OptionProblem,

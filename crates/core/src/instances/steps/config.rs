@@ -51,12 +51,15 @@ pub(super) async fn undo(ins: &Instances, inst: &Instance) -> Result<()> {
         _ => Ok(()),
     })
     .await?;
-    if inst.config_file.is_none() {
+    if inst.config_file.is_none() && !inst.config_pending {
         return Ok(());
     }
-    ins.update(&inst.id, |i| i.config_file = None)
-        .await
-        .map(drop)
+    ins.update(&inst.id, |i| {
+        i.config_file = None;
+        i.config_pending = false;
+    })
+    .await
+    .map(drop)
 }
 
 /// `chown -R` without following links: the instance's files to the user it runs as.
