@@ -54,7 +54,11 @@ impl Backoff {
         } else {
             cap
         };
-        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        // Capped again as a Duration: past 2^53 ns the float rounds, and
+        // may round up past the cap.
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
+            .min(self.max)
     }
 
     /// The wait before attempt `attempt` with jitter from `unit`, a sample
@@ -110,6 +114,27 @@ mod tests {
             ..Backoff::doubling(MS(100), MS(1000))
         };
         assert_eq!(b.base_delay(1), MS(1000));
+    }
+
+    #[test]
+    fn the_cap_holds_where_a_float_cannot_hold_the_durations_exactly() {
+        // An f64 has 53 bits: u64::MAX milliseconds, or a cap of 2^60 ns
+        // and a few, come back from seconds as a float a little larger.
+        let max = Duration::from_millis(u64::MAX);
+        let b = Backoff {
+            multiplier: 1e308,
+            ..Backoff::doubling(max, max)
+        };
+        for a in [0, 1, 7, u32::MAX] {
+            assert!(
+                b.base_delay(a) <= max,
+                "{a}: {:?} > {max:?}",
+                b.base_delay(a)
+            );
+        }
+        let max = Duration::from_nanos((1 << 60) + 3);
+        let b = Backoff::doubling(Duration::from_nanos(1 << 58), max);
+        assert_eq!(b.base_delay(5), max);
     }
 
     #[test]

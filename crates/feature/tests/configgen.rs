@@ -226,6 +226,56 @@ fn missing_required_options_per_mode() {
 }
 
 #[test]
+fn values_of_secret_options_never_show_in_errors() {
+    let reg = GeneratorRegistry::builtin();
+    let shown = |e: &hangar_feature::Error| format!("{e}\n{e:?}");
+    // xray's uuid is the vmess credential: a malformed one is refused
+    // without being repeated, by the option check and by the generator.
+    let xray = catalog_manifest("xray");
+    let bad_uuid = "6a1c2b3d-4e5f-4a6b-8c7d-5ECRE75ECRE7";
+    let e = reg
+        .validate_options(&xray, Some("vmess-server"), &obj(json!({"uuid": bad_uuid})))
+        .unwrap_err();
+    assert_eq!(e.code(), "CONFIG_BAD_OPTION_VALUE");
+    assert!(ctx_has(&e, "option", "uuid"));
+    assert!(!shown(&e).contains("5ECRE75ECRE7"), "{}", shown(&e));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut merged = reg
+        .validate_options(
+            &xray,
+            Some("vmess-server"),
+            &obj(json!({"uuid": "6a1c2b3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"})),
+        )
+        .expect("a good uuid");
+    merged.insert("uuid".into(), json!(bad_uuid));
+    let c = ctx(tmp.path(), &xray, Some("vmess-server"), &[("main", 21080)]);
+    let e = reg
+        .render(&RenderInput {
+            manifest: &xray,
+            manifest_dir: tmp.path(),
+            ctx: &c,
+            options: &merged,
+        })
+        .unwrap_err();
+    assert!(!shown(&e).contains("5ECRE75ECRE7"), "{}", shown(&e));
+    // A secret of the wrong type is refused without showing it.
+    let sb = catalog_manifest("sing-box");
+    let e = reg
+        .validate_options(
+            &sb,
+            None,
+            &obj(json!({"password": ["hunter2-in-a-list"], "api_secret": {"k": "hunter2-in-a-map"}, "auth_password": 31337})),
+        )
+        .unwrap_err();
+    for key in ["password", "api_secret", "auth_password"] {
+        assert!(ctx_has(&e, "option", key), "{key}: {e:?}");
+    }
+    for secret in ["hunter2", "31337"] {
+        assert!(!shown(&e).contains(secret), "{}", shown(&e));
+    }
+}
+
+#[test]
 fn all_problems_are_reported_at_once() {
     let m = catalog_manifest("tor");
     let e = validate_options(

@@ -136,17 +136,20 @@ pub fn check_value(
     spec: &OptionSpec,
     v: &Value,
 ) -> std::result::Result<Value, OptionProblem> {
+    // The value of a secret option (a password, a key) is never repeated.
+    let shown = |v: &Value| {
+        if spec.secret {
+            "the value (secret, not shown)".to_string()
+        } else {
+            show(v)
+        }
+    };
     let bad_type = || {
-        OptionProblem::new(
-            key,
-            BAD_OPTION_TYPE,
-            format!(
-                "expected {}, got {} ({})",
-                expected(spec),
-                type_name(v),
-                show(v)
-            ),
-        )
+        let mut m = format!("expected {}, got {}", expected(spec), type_name(v));
+        if !spec.secret {
+            m.push_str(&format!(" ({})", show(v)));
+        }
+        OptionProblem::new(key, BAD_OPTION_TYPE, m)
     };
     let out = match spec.kind {
         OptionType::String => {
@@ -222,7 +225,7 @@ pub fn check_value(
                     OPTION_NOT_IN_ENUM,
                     format!(
                         "{} is not allowed: must be one of {}",
-                        show(v),
+                        shown(v),
                         choices(spec)
                     ),
                 ));
@@ -242,7 +245,8 @@ pub fn check_value(
                     ));
                 }
             }
-            let item_spec = spec.items.as_deref().cloned().unwrap_or_else(string_spec);
+            let mut item_spec = spec.items.as_deref().cloned().unwrap_or_else(string_spec);
+            item_spec.secret |= spec.secret;
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 out.push(check_value(&format!("{key}[{i}]"), &item_spec, item)?);
@@ -256,7 +260,7 @@ pub fn check_value(
             OPTION_NOT_IN_ENUM,
             format!(
                 "{} is not allowed: must be one of {}",
-                show(&out),
+                shown(&out),
                 choices(spec)
             ),
         ));

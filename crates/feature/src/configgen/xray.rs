@@ -98,10 +98,11 @@ impl Generator for Xray {
         }
         if let Some(u) = o.nonempty("uuid") {
             if !is_uuid(u) {
+                // The uuid is the vmess credential: not repeated.
                 p.push(OptionProblem::new(
                     "uuid",
                     BAD_OPTION_VALUE,
-                    format!("{u:?} is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
+                    "is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
                 ));
             }
         }
@@ -136,10 +137,8 @@ impl Generator for Xray {
             "vmess" => {
                 let id = need("uuid")?;
                 if !is_uuid(id) {
-                    return Err(
-                        Error::new(BAD_OPTION_VALUE, format!("{id:?} is not a UUID"))
-                            .with("option", "uuid"),
-                    );
+                    return Err(Error::new(BAD_OPTION_VALUE, "option uuid is not a UUID")
+                        .with("option", "uuid"));
                 }
                 inbounds.push(json!({ "tag": "vmess-in", "protocol": "vmess", "listen": bind, "port": main, "settings": { "clients": [{ "id": id }] } }));
             }
