@@ -811,6 +811,10 @@ def flatness(samples: list[dict], key: str, duration: float) -> dict:
         "last_median": last,
         "ratio": round(last / first, 4) if first and last else None,
         "slope_per_min": round(slope_per_min([p[0] for p in pts], [p[1] for p in pts]) or 0.0, 4),
+        # Warm-up (caches filling, threads starting) slows down; a leak does not.
+        "slope_second_half_per_min": round(slope_per_min(
+            [p[0] for p in pts if p[0] >= duration / 2],
+            [p[1] for p in pts if p[0] >= duration / 2]) or 0.0, 4),
         "min": min((p[1] for p in pts), default=None),
         "max": max((p[1] for p in pts), default=None),
     }
@@ -1023,9 +1027,10 @@ def report(res: dict) -> str:
                              ("fds", "daemon open fds", ""),
                              ("threads", "daemon threads", "")):
         f = fl[key]
-        row(f"{label}: first / last {f['window_s']:.0f} s median (ratio; slope/min; min–max)",
-            f"{f['first_median']} / {f['last_median']} {unit} ({f['ratio']}; {f['slope_per_min']}; "
-            f"{f['min']}–{f['max']})")
+        row(f"{label}: first / last {f['window_s']:.0f} s median (ratio; slope/min, whole run / "
+            f"second half; min–max)",
+            f"{f['first_median']} / {f['last_median']} {unit} ({f['ratio']}; {f['slope_per_min']} / "
+            f"{f['slope_second_half_per_min']}; {f['min']}–{f['max']})")
     r = res["reloads"]
     row("reloads (failed; median / max s)", f"{r['count']} ({r['failed']}; {r['took_s_median']} / {r['took_s_max']})")
     if res.get("flood"):
