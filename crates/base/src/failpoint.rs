@@ -19,8 +19,9 @@
 //! contains `WORD`, so a point on a shared path (every change of the desired
 //! set goes through one) stops the operation a test means and not the boot
 //! before it. The other fail-rs actions work as fail-rs defines them
-//! (`off`, `sleep(MS)`, counts like `2*return`); a `panic` is refused,
-//! because a panic is not a crash.
+//! (`off`, `sleep(MS)`, counts like `2*return`: a count counts every time
+//! the point is reached, in any context); a `panic` is refused, because a
+//! panic is not a crash.
 //!
 //! Before the kill a line `crash point NAME: SIGKILL` goes to standard error
 //! (written directly: the logger may buffer), so a test can show where the
