@@ -11,8 +11,42 @@ use hangar_plugin::{ExecOptions, Manager, TraceContext};
 use serde_json::json;
 use support::{config, knobs, unix_plugin, Server};
 
+/// tracing caches each callsite's interest process-wide, computed by the
+/// first thread to reach it: a test without a subscriber that reaches
+/// `plugin_call` first would cache "never", and the span test would see no
+/// span. A global subscriber that answers "sometimes" for every callsite,
+/// installed before any test reaches one, keeps the choice to each call's
+/// own (thread-local) subscriber.
+fn callsites_stay_open() {
+    struct Quiet;
+    impl tracing::Subscriber for Quiet {
+        fn register_callsite(
+            &self,
+            _: &'static tracing::Metadata<'static>,
+        ) -> tracing::subscriber::Interest {
+            tracing::subscriber::Interest::sometimes()
+        }
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            false
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(Quiet);
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_text_and_the_report_count_per_plugin() {
+    callsites_stay_open();
     let dir = tempfile::tempdir().unwrap();
     let k = knobs("m");
     k.fail_next.store(1, Ordering::SeqCst);
@@ -101,6 +135,7 @@ impl tracing::Subscriber for Spans {
 
 #[tokio::test]
 async fn each_call_has_a_span_with_the_request_and_trace_ids_the_plugin_receives() {
+    callsites_stay_open();
     let dir = tempfile::tempdir().unwrap();
     let _s = Server::start(&dir.path().join("t.sock"), knobs("t")).await;
     let m = Manager::new();
