@@ -586,6 +586,16 @@ fn run_stays_while_a_process_will_restart() {
 /// `hangar serve` with a process that leaves `marker` when it starts, and
 /// `extra` options: (exit status, stderr).
 fn serve_once(dir: &Path, daemon: &str, extra: &[&str], marker: &Path) -> (ExitStatus, String) {
+    serve_once_with(dir, daemon, extra, marker, None)
+}
+
+fn serve_once_with(
+    dir: &Path,
+    daemon: &str,
+    extra: &[&str],
+    marker: &Path,
+    failpoints: Option<&str>,
+) -> (ExitStatus, String) {
     let cfg = write(
         dir,
         "d.toml",
@@ -601,6 +611,8 @@ fn serve_once(dir: &Path, daemon: &str, extra: &[&str], marker: &Path) -> (ExitS
         .args(["serve", "-c"])
         .arg(&cfg)
         .args(extra)
+        .env_remove("FAILPOINTS")
+        .envs(failpoints.map(|f| ("FAILPOINTS", f)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -652,6 +664,34 @@ fn serve_refuses_taken_addresses_before_starting_anything() {
     let data = s.path().join("data");
     let _d = Served::start(&data, &["-c", s.path().join("d.toml").to_str().unwrap()]);
     assert!(wait_for(LONG, || marker.exists()), "the process never ran");
+}
+
+/// A refused start shuts down the daemon it had opened at once, before its
+/// background tasks may have run at all (a busy machine may not schedule
+/// them for a while): they must still see the stop. The delay points hold
+/// each task back until the stop was sent.
+#[test]
+fn a_refused_start_ends_even_before_the_daemons_tasks_have_run() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    // One at a time: with both held, the runtime's two workers would be
+    // held too, and shutdown could not get as far as the stop.
+    for point in ["daemon.persist.begin", "daemon.reconcile.begin"] {
+        let s = Scratch::new("taken-early");
+        let marker = s.path().join("started");
+        let t = Instant::now();
+        let (st, err) = serve_once_with(
+            s.path(),
+            "",
+            &["--http", &addr],
+            &marker,
+            Some(&format!("{point}=sleep(1500)")),
+        );
+        assert!(!st.success(), "{point}: {err}");
+        assert!(err.contains("API_LISTEN_FAILED"), "{point}: {err}");
+        assert!(!marker.exists(), "{point}: a process started");
+        eprintln!("{point}: refused in {:?}", t.elapsed());
+    }
 }
 
 #[test]

@@ -458,8 +458,15 @@ impl Daemon {
         };
         // Subscribe before the first start so no event escapes the store.
         let events = daemon.inner.manager.subscribe();
-        let persister = tokio::spawn(daemon.clone().persist(events, own_rx));
-        let reconciler = tokio::spawn(daemon.clone().reconcile_loop());
+        // Each task gets its view of `stop` here, not when it first runs: a
+        // receiver made after the stop was sent would never see it (a refused
+        // start shuts down before a busy machine may have run these at all).
+        let persister = tokio::spawn(daemon.clone().persist(
+            events,
+            own_rx,
+            daemon.inner.stop.subscribe(),
+        ));
+        let reconciler = tokio::spawn(daemon.clone().reconcile_loop(daemon.inner.stop.subscribe()));
         let reaper = tokio::spawn(
             daemon
                 .inner
@@ -850,7 +857,8 @@ impl Daemon {
         // Hold the desired set so no API call starts something mid-shutdown.
         let _change = self.inner.desired.write().await;
         self.inner.manager.shutdown().await;
-        let _ = self.inner.stop.send(true);
+        // Set even when no task holds a receiver any more.
+        self.inner.stop.send_replace(true);
         let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
             Ok(mut t) => t.drain(..).collect(),
             Err(_) => Vec::new(),
@@ -1027,9 +1035,10 @@ impl Daemon {
         self,
         mut events: broadcast::Receiver<Event>,
         mut own: tokio::sync::mpsc::UnboundedReceiver<EventRecord>,
+        mut stop: watch::Receiver<bool>,
     ) {
         use broadcast::error::{RecvError, TryRecvError};
-        let mut stop = self.inner.stop.subscribe();
+        hangar_base::crash_point!("daemon.persist.begin");
         let mut closing = false;
         let mut resync = false;
         // Events the store refused, held until it takes writes again.
@@ -1214,8 +1223,8 @@ impl Daemon {
     /// Compare desired and observed state at an interval: start what should run
     /// but is unknown to the supervisor or stopped, stop what should not run,
     /// and prune the history.
-    async fn reconcile_loop(self) {
-        let mut stop = self.inner.stop.subscribe();
+    async fn reconcile_loop(self, mut stop: watch::Receiver<bool>) {
+        hangar_base::crash_point!("daemon.reconcile.begin");
         let every = self.inner.settings.reconcile_interval;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
