@@ -26,5 +26,7 @@ hangar_base::error_kinds! {
         /// A browser request from a page hangar did not serve, or a `Host`
         /// that does not name the listener (DNS rebinding).
         ForeignOrigin = "FOREIGN_ORIGIN": Unauthenticated,
+        /// The daemon serves no HTTP (metrics, GraphQL, the dashboard).
+        HttpOff = "API_HTTP_OFF": Precondition,
     }
 }

@@ -45,6 +45,7 @@ pub mod page;
 pub mod server;
 pub mod usage;
 pub mod watch;
+mod web;
 
 pub use error::ErrorKind;
 

@@ -614,6 +614,7 @@ impl DaemonApi for DaemonSvc {
                 })
                 .collect(),
             recovered_killed: i.recovered_killed as u32,
+            http_addr: i.http_addr.map(|a| a.to_string()).unwrap_or_default(),
         }))
     }
 

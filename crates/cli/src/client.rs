@@ -43,6 +43,9 @@ pub struct LogOpts {
 
 /// A client command.
 pub enum Cmd {
+    Dashboard {
+        open: bool,
+    },
     Ps {
         pattern: String,
         json: bool,
@@ -280,6 +283,20 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
+        Cmd::Dashboard { open } => {
+            let s = c
+                .daemon
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(api)?
+                .into_inner();
+            let url = dashboard_url(&s)?;
+            outln!("{url}");
+            if open {
+                open_browser(&url);
+            }
+            Ok(exit::OK)
+        }
         Cmd::Status { json } => {
             let s = c
                 .daemon
@@ -295,6 +312,7 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                         "data_dir": s.data_dir, "config_file": s.config_file,
                         "supervisor_id": s.supervisor_id, "processes": s.processes,
                         "last_event_id": s.last_event_id, "recovered_killed": s.recovered_killed,
+                        "http_addr": s.http_addr,
                         "sinks": s.sinks.iter().map(|k| json!({
                             "name": k.name, "kind": k.kind, "delivered": k.delivered,
                             "dropped": k.dropped, "failed_attempts": k.failed_attempts,
@@ -320,6 +338,9 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
                 let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
                 outln!("processes:  {total} ({})", parts.join(", "));
                 outln!("events:     last id {}", s.last_event_id);
+                if !s.http_addr.is_empty() {
+                    outln!("http:       http://{}/", s.http_addr);
+                }
                 if s.recovered_killed > 0 {
                     outln!(
                         "recovered:  {} leftover processes ended at start",
@@ -758,4 +779,62 @@ fn print_event(e: &pb::Event, json: bool) {
         e.from,
         e.to
     );
+}
+
+/// `http://ADDR/login?token=TOKEN` for the daemon `s` describes. The token is
+/// read from the daemon's data dir: whoever may read it may log in.
+fn dashboard_url(s: &pb::DaemonStatus) -> Result<String, Error> {
+    let addr: std::net::SocketAddr = s.http_addr.parse().map_err(|_| {
+        Error::new(
+            hangar_api::ErrorKind::HttpOff,
+            "the daemon serves no HTTP, so no dashboard",
+        )
+        .hint("set daemon.http (e.g. \"127.0.0.1:9470\") or pass --http to `hangar serve`")
+    })?;
+    // A listener on every address is reached on loopback (GraphQL answers
+    // on loopback only).
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    let path = std::path::Path::new(&s.data_dir).join(hangar_api::graphql::TOKEN_FILE);
+    let token = std::fs::read_to_string(&path).map_err(|e| {
+        Error::new(
+            hangar_api::ErrorKind::TokenUnusable,
+            format!("cannot read the API token: {e}"),
+        )
+        .with("path", path.display())
+        .hint("run this as the daemon's user (or root): the token file is theirs alone")
+    })?;
+    Ok(format!(
+        "http://{host}:{}/login?token={}",
+        addr.port(),
+        token.trim()
+    ))
+}
+
+/// Open `url` in the user's browser when there is one to open it in: a
+/// `$BROWSER`, or `xdg-open` under a graphical session. Quietly nothing
+/// otherwise (the URL is printed).
+fn open_browser(url: &str) {
+    let graphical = std::env::var_os("DISPLAY").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("WAYLAND_DISPLAY").is_some_and(|v| !v.is_empty());
+    let browser = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty());
+    let program = match (browser, graphical) {
+        (Some(b), _) => b,
+        (None, true) => "xdg-open".to_string(),
+        (None, false) => return,
+    };
+    // `$BROWSER` may be a list (`firefox:chromium`): the first one.
+    let program = program.split(':').next().unwrap_or_default().to_string();
+    let _ = std::process::Command::new(&program)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
 }

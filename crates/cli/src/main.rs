@@ -296,6 +296,15 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Print the dashboard's login URL (and open it in a browser when one
+    /// is at hand). The URL carries the API token: it logs in whoever opens it.
+    Dashboard {
+        /// Only print the URL.
+        #[arg(long)]
+        no_open: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show the daemon's status.
     Status {
         /// JSON for scripts.
@@ -646,6 +655,9 @@ fn main() -> ExitCode {
             },
         ),
         Command::Status { json, conn } => client_cmd(&top, conn, client::Cmd::Status { json }),
+        Command::Dashboard { no_open, conn } => {
+            client_cmd(&top, conn, client::Cmd::Dashboard { open: !no_open })
+        }
         Command::Reload { json, conn } => client_cmd(&top, conn, client::Cmd::Reload { json }),
         Command::Add {
             file,

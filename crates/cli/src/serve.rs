@@ -128,6 +128,7 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     let feeder = metrics::feed(&daemon, Arc::clone(&metrics));
     let http = http_listener
         .map(|l| metrics::serve_http_on(daemon.clone(), Arc::clone(&metrics), l, limits));
+    daemon.set_http_addr(http.as_ref().map(|h| h.addr));
     info!(
         socket = %socket.display(),
         tcp = listening.tcp_addr.map(tracing::field::display),

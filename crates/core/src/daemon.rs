@@ -86,6 +86,8 @@ pub struct DaemonInfo {
     pub sinks: Vec<SinkStats>,
     /// Leftover processes of an earlier daemon ended at boot.
     pub recovered_killed: usize,
+    /// Where the HTTP listener (metrics, GraphQL, the dashboard) listens.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// The daemon. Cheap to clone.
@@ -117,6 +119,8 @@ struct Inner {
     /// The session reaper, kept apart: shutdown ends it before taking the
     /// desired set, since a reap in the middle of a delete waits for the set.
     reaper: Mutex<Option<JoinHandle<()>>>,
+    /// The HTTP listener's address, once `hangar serve` has bound it.
+    http_addr: Mutex<Option<std::net::SocketAddr>>,
     _lock: OwnedFd,
 }
 
@@ -453,6 +457,7 @@ impl Daemon {
                 stop,
                 tasks: Mutex::new(Vec::new()),
                 reaper: Mutex::new(None),
+                http_addr: Mutex::new(None),
                 _lock: lock,
             }),
         };
@@ -558,7 +563,27 @@ impl Daemon {
             last_event_id: self.inner.last_event_id.load(Ordering::Relaxed),
             sinks,
             recovered_killed: self.inner.recovered_killed,
+            http_addr: self.http_addr(),
         }
+    }
+
+    /// Record where the HTTP listener listens (for `status` and
+    /// `hangar dashboard`).
+    pub fn set_http_addr(&self, addr: Option<std::net::SocketAddr>) {
+        *self
+            .inner
+            .http_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = addr;
+    }
+
+    /// Where the HTTP listener listens, when there is one.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        *self
+            .inner
+            .http_addr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Processes matching a glob (empty: all), sorted by name.

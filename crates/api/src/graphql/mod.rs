@@ -6,6 +6,8 @@
 //! - `GET /graphql/schema.graphql`: the SDL (also committed as
 //!   `crates/api/graphql/schema.graphql`).
 //! - `GET /login?token=TOKEN`: sets the session cookie and redirects to `/`.
+//! - `/`, `/graphiql`, `/assets/…`: the dashboard and GraphiQL
+//!   ([`crate::web`]).
 //!
 //! Any web page a user visits can make the browser talk to 127.0.0.1, so
 //! every request is checked before anything runs: its `Host` must name this
@@ -351,9 +353,22 @@ pub fn router(d: Daemon, auth: Arc<Auth>, addr: SocketAddr, stop: watch::Receive
     let guarded = Router::new()
         .route("/graphql", get(endpoint.clone()).post(endpoint))
         .route_layer(middleware::from_fn_with_state(g.clone(), gate));
+    // The dashboard and GraphiQL: static files, but only under a Host that
+    // names this listener (the pages then call /graphql, which checks all).
+    let pages =
+        crate::web::router().route_layer(middleware::from_fn_with_state(g.clone(), host_gate));
     Router::new()
         .route("/graphql/schema.graphql", get(schema_text))
         .route("/login", get(login))
         .with_state(g)
         .merge(guarded)
+        .merge(pages)
+}
+
+/// `Host` (and `Origin`, when sent) must name this listener.
+async fn host_gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
+    if let Err((status, e)) = check_origin(&g, req.headers()) {
+        return refuse(status, e);
+    }
+    next.run(req).await
 }

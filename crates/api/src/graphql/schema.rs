@@ -139,6 +139,7 @@ impl Query {
                 .map(|(state, count)| StateCount { state, count })
                 .collect(),
             last_event_id: i.last_event_id.into(),
+            http_addr: i.http_addr.map(|a| a.to_string()),
         })
     }
 

@@ -550,6 +550,8 @@ pub struct DaemonStatus {
     pub processes: Vec<StateCount>,
     /// The newest stored event's id.
     pub last_event_id: Int64,
+    /// Where the HTTP listener (metrics, GraphQL, the dashboard) listens.
+    pub http_addr: Option<String>,
 }
 
 /// A process an action could not be carried out on.
