@@ -28,12 +28,12 @@ What it does, in each run (one daemon):
    `graphql-transport-ws` subscription to
    `events(kinds: ["state"]) { id atMs name kind to }`, then gRPC
    `Processes.Restart` of one process (`s-1`) --latency-restarts times,
-   --latency-pause-ms apart (each restart is 4 state transitions); per frame,
+   --latency-pause-ms apart (each restart is 3 state transitions); per frame,
    receive time minus the event's `atMs` (the supervisor's stamp, same clock;
    truncated to ms, so up to 1 ms is added). Target: p99 <= 5 ms.
 4. **fan-out**: `graphql_bench events --subscribers 100`: 100 such
    subscriptions, then one `Processes.Restart` of 's-[12]??' (200 processes,
-   a burst of about 800 state events); every subscriber must receive every
+   a burst of 600 state events); every subscriber must receive every
    stored `state` event after the burst started (ids compared with
    `Events.History`, the store `hangar events --json` reads). Target: 0 lost.
    Reports the latency over all frames and its spread.

@@ -130,6 +130,10 @@ impl Admission {
         loop {
             match l.accept().await {
                 Ok((s, addr)) => {
+                    // Replies and stream frames are written whole: Nagle's
+                    // algorithm would hold a frame back until the client's
+                    // (delayed, up to 40 ms) ACK of the one before.
+                    let _ = s.set_nodelay(true);
                     if let Some(t) = self.admit(addr.ip()) {
                         return (Guarded::new(s, t, self.idle_timeout()), addr);
                     }
@@ -311,6 +315,24 @@ impl axum::serve::Listener for Limited {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every admitted connection has Nagle's algorithm off: stream frames
+    /// (GraphQL subscriptions, followed events) leave when written, not when
+    /// the client's delayed ACK of the one before arrives.
+    #[tokio::test]
+    async fn admitted_connections_send_without_delay() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let adm = Admission::new(ConnLimits {
+            max_per_client: 2,
+            max_total: 2,
+            idle_timeout: Duration::from_secs(5),
+        });
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await });
+        let (g, _) = adm.accept(&l).await;
+        assert!(g.inner.nodelay().expect("nodelay"));
+        drop(client.await);
+    }
 
     /// The caps count per address and in all, and a dropped ticket gives
     /// its place back.

@@ -284,12 +284,8 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
             Ok(exit::OK)
         }
         Cmd::Dashboard { open } => {
-            let s = c
-                .daemon
-                .status(pb::StatusRequest {})
-                .await
-                .map_err(api)?
-                .into_inner();
+            let s = c.daemon.status(pb::StatusRequest {}).await.map_err(api)?;
+            let s = s.into_inner();
             let url = dashboard_url(&s)?;
             outln!("{url}");
             if open {
@@ -298,12 +294,8 @@ async fn go(t: Target, cmd: Cmd) -> Result<u8, Error> {
             Ok(exit::OK)
         }
         Cmd::Status { json } => {
-            let s = c
-                .daemon
-                .status(pb::StatusRequest {})
-                .await
-                .map_err(api)?
-                .into_inner();
+            let s = c.daemon.status(pb::StatusRequest {}).await.map_err(api)?;
+            let s = s.into_inner();
             if json {
                 outln!(
                     "{}",

@@ -121,16 +121,7 @@ fn the_dashboard_in_chromium_installs_creates_follows_and_deletes() {
     )
     .unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = hangar()
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--http", &addr, "-c"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("hangar serve starts");
-    let _d = Served::adopt(child, &data);
+    let _d = Served::start_http(&data, &addr, &["-c", cfg.to_str().unwrap()]);
 
     // `hangar dashboard` prints the login URL (no browser to open here).
     let o = hangar()

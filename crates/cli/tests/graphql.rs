@@ -82,16 +82,7 @@ fn a_generic_graphql_client_installs_follows_and_is_refused_without_the_token() 
     )
     .unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = hangar()
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--http", &addr, "-c"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hangar serve starts");
-    let _d = Served::adopt(child, &data);
+    let _d = Served::start_http(&data, &addr, &["-c", cfg.to_str().unwrap()]);
 
     // The token: made at first start, 0600, never printed by the daemon.
     let token_file = data.join("api.token");

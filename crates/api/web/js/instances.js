@@ -3,7 +3,7 @@
 // network, ports and config.
 
 import { gql, subscribe } from './gql.js';
-import { h, fill, ports, badge, act, table, toast, fail, when } from './ui.js';
+import { h, fill, ports, badge, act, table, toast, fail, when, coalesce } from './ui.js';
 
 const STEPS = ['install', 'ports', 'network', 'config', 'process', 'ready'];
 const BUSY = ['queued', 'installing', 'creating', 'starting'];
@@ -236,10 +236,34 @@ function steps(inst) {
 function detail(main, name) {
   const head = h('div', { class: 'row' }, h('h1', {}, 'Instance ', h('code', {}, name)));
   const progress = h('section', { class: 'card progress-box', 'aria-label': 'Install progress', hidden: true });
-  const body = h('div');
-  fill(main, h('p', {}, h('a', { href: '#/instances' }, '← Instances')), head, progress, body);
+  // The actions are made once and only enabled or disabled as the state
+  // changes: a redraw never replaces a button under the pointer.
+  const start = h('button', { disabled: true }, 'Start');
+  const stop = h('button', { disabled: true }, 'Stop');
+  const restart = h('button', { disabled: true }, 'Restart');
+  const del = h('button', { class: 'danger', disabled: true }, 'Delete');
+  const state = h('span');
+  const info = h('div');
+  const card = h('section', { class: 'card', hidden: true },
+    h('div', { class: 'row' }, state, h('span', { class: 'spacer' }), start, stop, restart, del), info);
+  const more = h('div');
+  const problem = h('div');
+  fill(main, h('p', {}, h('a', { href: '#/instances' }, '← Instances')), head, progress, problem, card, more);
   let stopProgress = null;
   let inst = null;
+
+  const mut = (m) => gql(`mutation($n: String!) { ${m}(idOrName: $n) { state } }`, { n: inst.name });
+  start.addEventListener('click', () => act(start, () => mut('startInstance').then(draw)));
+  stop.addEventListener('click', () => act(stop, () => mut('stopInstance').then(draw)));
+  restart.addEventListener('click', () => act(restart, () => mut('restartInstance').then(draw)));
+  del.addEventListener('click', () => {
+    if (!confirm(`Delete ${inst.name} and everything it owns (its process, ports, network, config)?`)) return;
+    act(del, async () => {
+      await gql('mutation($n: String!) { deleteInstance(idOrName: $n) }', { n: inst.name });
+      toast(inst.name + ' deleted');
+      location.hash = '#/instances';
+    });
+  });
 
   function follow(id) {
     if (stopProgress) return;
@@ -258,7 +282,8 @@ function detail(main, name) {
         if (p.error) t += ` · [${p.error.code}] ${p.error.message}`;
         text.textContent = t;
         progress.dataset.status = p.status;
-        draw();
+        // Download frames change only the bar; a new state is drawn.
+        if (p.percent === null) draw();
       },
       complete: () => {
         stopProgress = null;
@@ -271,48 +296,42 @@ function detail(main, name) {
     });
   }
 
-  async function draw() {
+  const draw = coalesce(async () => {
     try {
       const d = await gql(`query($n: String!) { instance(idOrName: $n) { ${FIELDS} configPreview } }`, { n: name });
       inst = d.instance;
+      fill(problem);
+      render(inst);
     } catch (e) {
-      fill(body, h('p', { class: 'error' }, '[' + e.code + '] ' + e.message,
+      card.hidden = true;
+      fill(more);
+      fill(problem, h('p', { class: 'error' }, '[' + e.code + '] ' + e.message,
         e.hint ? h('span', { class: 'muted' }, ' — ' + e.hint) : null));
-      return;
     }
-    const i = inst;
+  });
+
+  function render(i) {
     if (BUSY.includes(i.state)) follow(i.id);
-    const start = h('button', { disabled: i.state === 'running' || BUSY.includes(i.state) }, 'Start');
-    const stop = h('button', { disabled: !['running', 'degraded', 'failed'].includes(i.state) }, 'Stop');
-    const restart = h('button', { disabled: !['running', 'degraded', 'failed'].includes(i.state) }, 'Restart');
-    const del = h('button', { class: 'danger' }, 'Delete');
-    const mut = (m) => gql(`mutation($n: String!) { ${m}(idOrName: $n) { state } }`, { n: i.name });
-    start.addEventListener('click', () => act(start, () => mut('startInstance').then(draw)));
-    stop.addEventListener('click', () => act(stop, () => mut('stopInstance').then(draw)));
-    restart.addEventListener('click', () => act(restart, () => mut('restartInstance').then(draw)));
-    del.addEventListener('click', () => {
-      if (!confirm(`Delete ${i.name} and everything it owns (its process, ports, network, config)?`)) return;
-      act(del, async () => {
-        await gql('mutation($n: String!) { deleteInstance(idOrName: $n) }', { n: i.name });
-        toast(i.name + ' deleted');
-        location.hash = '#/instances';
-      });
-    });
+    const up = ['running', 'degraded', 'failed'].includes(i.state);
+    start.disabled = i.state === 'running' || BUSY.includes(i.state) || i.state === 'deleting';
+    stop.disabled = !up;
+    restart.disabled = !up;
+    del.disabled = i.state === 'deleting';
+    fill(state, badge(i.state), ' ', h('span', { class: 'muted' }, 'wanted ' + i.desired));
     const dl = (pairs) => h('dl', { class: 'facts' }, pairs.filter((p) => p[1] !== null && p[1] !== undefined && p[1] !== '')
       .map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
     const net = i.network;
-    fill(body,
-      h('section', { class: 'card' },
-        h('div', { class: 'row' }, badge(i.state), h('span', { class: 'muted' }, 'wanted ' + i.desired),
-          h('span', { class: 'spacer' }), start, stop, restart, del),
-        steps(i),
-        i.error ? h('p', { class: 'error', role: 'alert' }, `[${i.error.code}] ${i.error.message}`,
-          i.error.hint ? h('span', { class: 'muted' }, ' — ' + i.error.hint) : null) : null,
-        dl([
-          ['Feature', `${i.feature} ${i.version}`], ['Mode', i.mode], ['Process', h('a', { href: '#/processes' }, i.process)],
-          ['Ports', ports(i.ports)], ['Bind', i.bind], ['Isolation', `${i.isolation} (${i.key})`],
-          ['Config file', i.configFile], ['Created', when(Number(i.createdMs))], ['Changed', when(Number(i.updatedMs))],
-        ])),
+    fill(info,
+      steps(i),
+      i.error ? h('p', { class: 'error', role: 'alert' }, `[${i.error.code}] ${i.error.message}`,
+        i.error.hint ? h('span', { class: 'muted' }, ' — ' + i.error.hint) : null) : null,
+      dl([
+        ['Feature', `${i.feature} ${i.version}`], ['Mode', i.mode], ['Process', h('a', { href: '#/processes' }, i.process)],
+        ['Ports', ports(i.ports)], ['Bind', i.bind], ['Isolation', `${i.isolation} (${i.key})`],
+        ['Config file', i.configFile], ['Created', when(Number(i.createdMs))], ['Changed', when(Number(i.updatedMs))],
+      ]));
+    card.hidden = false;
+    fill(more,
       net ? h('section', { class: 'card' }, h('h2', {}, 'Network'), dl([
         ['Backend', net.backend], ['Namespace', net.namespace],
         ['Host side', `${net.hostIf} ${net.hostAddr}/${net.prefixLen}`],
@@ -323,6 +342,7 @@ function detail(main, name) {
       i.configPreview !== null ? h('section', { class: 'card' }, h('h2', {}, 'Config'),
         h('pre', { class: 'code', tabindex: '0', 'aria-label': 'Config file' }, i.configPreview)) : null);
   }
+
   draw();
   const stopState = subscribe('subscription($n: String) { instanceState(name: $n) { id } }', { n: name },
     { next: () => draw() });

@@ -3,7 +3,7 @@
 // changes per minute over the last hour.
 
 import { gql, subscribe } from './gql.js';
-import { h, fill, bytes, ports, badge, act, table, toast } from './ui.js';
+import { h, fill, bytes, ports, badge, act, toast, coalesce } from './ui.js';
 import { perMinute, barChart } from './chart.js';
 
 const LIST = `{ processes { name state health restarts pid source sinceMs
@@ -46,8 +46,6 @@ export function mount(main) {
   let cpuBefore = new Map();
   let timer = null;
   let stopLogs = null;
-  let drawing = false;
-  let again = false;
 
   function drawCharts() {
     const b = perMinute(points, SERIES);
@@ -64,68 +62,88 @@ export function mount(main) {
     return Math.max(0, ((p.cpuSeconds - before.cpu) / dt) * 100);
   }
 
-  async function draw() {
-    if (drawing) {
-      again = true;
-      return;
-    }
-    drawing = true;
+  // Rows are kept by process name and updated in place: a button is never
+  // replaced under the pointer or the keyboard focus.
+  const rows = new Map();
+  let tbody = null;
+
+  function makeRow(name) {
+    const cells = Array.from({ length: 7 }, (_, i) => h('td', { class: i >= 2 && i !== 3 ? 'num' : null }));
+    const nameCell = h('th', { scope: 'row' }, name);
+    const err = h('div', { class: 'muted small' });
+    nameCell.append(err);
+    const start = h('button', {}, 'Start');
+    const stop = h('button', {}, 'Stop');
+    const restart = h('button', {}, 'Restart');
+    const logs = h('button', { class: 'link' }, 'Logs');
+    const run = (b, m) => b.addEventListener('click', () => act(b, () =>
+      gql(ACTION(m), { p: name }).then(report).then(draw)));
+    run(start, 'startProcesses');
+    run(stop, 'stopProcesses');
+    run(restart, 'restartProcesses');
+    logs.addEventListener('click', () => tail(name));
+    const tr = h('tr', { 'data-process': name }, nameCell, cells, h('td', { class: 'actions' }, start, stop, restart, logs));
+    return { tr, cells, err, start, stop };
+  }
+
+  const draw = coalesce(async () => {
     try {
       const d = await gql(LIST);
       const now = Date.now();
-      const rows = d.processes.map((p) => {
+      if (!d.processes.length) {
+        rows.clear();
+        tbody = null;
+        fill(list, h('p', { class: 'empty' }, 'No processes. Add some in the configuration file, or create an instance.'));
+        return;
+      }
+      if (!tbody) {
+        tbody = h('tbody');
+        fill(list, h('div', { class: 'scroll' }, h('table', {},
+          h('caption', { class: 'sr-only' }, 'Processes'),
+          h('thead', {}, h('tr', {}, ['Name', 'State', 'Health', 'Restarts', 'Ports', 'CPU', 'Memory', 'PID', '']
+            .map((c) => h('th', { scope: 'col' }, c)))),
+          tbody)));
+      }
+      const names = new Set(d.processes.map((p) => p.name));
+      for (const [name, r] of rows) {
+        if (!names.has(name)) {
+          r.tr.remove();
+          rows.delete(name);
+        }
+      }
+      let before = null;
+      for (const p of d.processes.slice().reverse()) {
+        let r = rows.get(p.name);
+        if (!r) {
+          r = makeRow(p.name);
+          rows.set(p.name, r);
+        }
+        // In name order (the API's), without moving rows already in place.
+        if (r.tr.nextSibling !== before || r.tr.parentNode !== tbody) tbody.insertBefore(r.tr, before);
+        before = r.tr;
         const pct = cpuPercent(p, now);
         const cpu = p.cpuSeconds === null ? '–'
           : (pct === null ? '' : pct.toFixed(1) + '% · ') + p.cpuSeconds.toFixed(2) + ' s';
         const active = ['running', 'starting', 'backoff', 'stopping'].includes(p.state);
-        const start = h('button', { disabled: active }, 'Start');
-        const stop = h('button', { disabled: !active }, 'Stop');
-        const restart = h('button', {}, 'Restart');
-        const logs = h('button', { class: 'link' }, 'Logs');
-        start.addEventListener('click', () => act(start, () =>
-          gql(ACTION('startProcesses'), { p: p.name })
-            .then(report).then(draw)));
-        stop.addEventListener('click', () => act(stop, () =>
-          gql(ACTION('stopProcesses'), { p: p.name })
-            .then(report).then(draw)));
-        restart.addEventListener('click', () => act(restart, () =>
-          gql(ACTION('restartProcesses'), { p: p.name })
-            .then(report).then(draw)));
-        logs.addEventListener('click', () => tail(p.name));
-        return h('tr', { 'data-process': p.name },
-          h('th', { scope: 'row' }, p.name,
-            p.lastError ? h('div', { class: 'muted small', title: p.lastError.message }, p.lastError.code) : null),
-          h('td', {}, badge(p.state)),
-          h('td', {}, badge(p.health)),
-          h('td', { class: 'num' }, String(p.restarts)),
-          h('td', {}, ports(p.ports)),
-          h('td', { class: 'num' }, cpu),
-          h('td', { class: 'num' }, bytes(p.memoryBytes)),
-          h('td', { class: 'num' }, p.pid === null ? '–' : String(p.pid)),
-          h('td', { class: 'actions' }, start, stop, restart, logs));
-      });
+        r.start.disabled = active;
+        r.stop.disabled = !active;
+        r.err.textContent = p.lastError ? p.lastError.code : '';
+        r.err.title = p.lastError ? p.lastError.message : '';
+        const texts = [null, null, String(p.restarts), ports(p.ports), cpu, bytes(p.memoryBytes),
+          p.pid === null ? '–' : String(p.pid)];
+        fill(r.cells[0], badge(p.state));
+        fill(r.cells[1], badge(p.health));
+        texts.forEach((t, i) => {
+          if (t !== null && r.cells[i].textContent !== t) r.cells[i].textContent = t;
+        });
+      }
       cpuBefore = new Map(d.processes.map((p) => [p.name, { cpu: p.cpuSeconds, pid: p.pid, at: now }]));
-      // Keep focus on the button the user was on across a redraw.
-      const focused = document.activeElement;
-      const fRow = focused && focused.closest ? focused.closest('tr[data-process]') : null;
-      const fKey = fRow ? [fRow.dataset.process, focused.textContent] : null;
-      fill(list, table('Processes', ['Name', 'State', 'Health', 'Restarts', 'Ports', 'CPU', 'Memory', 'PID', ''],
-        rows, 'No processes. Add some in the configuration file, or create an instance.'));
-      if (fKey) {
-        const row = [...list.querySelectorAll('tr[data-process]')].find((r) => r.dataset.process === fKey[0]);
-        const b = row && [...row.querySelectorAll('button')].find((x) => x.textContent === fKey[1]);
-        if (b) b.focus();
-      }
     } catch (e) {
+      rows.clear();
+      tbody = null;
       fill(list, h('p', { class: 'error' }, '[' + e.code + '] ' + e.message));
-    } finally {
-      drawing = false;
-      if (again) {
-        again = false;
-        draw();
-      }
     }
-  }
+  });
 
   function report(r) {
     const a = Object.values(r)[0];

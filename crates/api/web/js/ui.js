@@ -110,6 +110,32 @@ export async function act(button, f) {
   }
 }
 
+/**
+ * `f` (async) made safe to call at any time: a call while it runs makes it
+ * run once more afterwards, never twice at once.
+ */
+export function coalesce(f) {
+  let running = false;
+  let again = false;
+  const run = async () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      await f();
+    } finally {
+      running = false;
+      if (again) {
+        again = false;
+        run();
+      }
+    }
+  };
+  return run;
+}
+
 /** A table with a header row; `rows` are arrays of cells. */
 export function table(caption, head, rows, empty) {
   if (!rows.length) return h('p', { class: 'empty' }, empty);

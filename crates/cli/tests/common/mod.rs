@@ -94,10 +94,15 @@ pub struct Served {
 
 impl Served {
     pub fn start(data: &Path, extra: &[&str]) -> Served {
+        Served::start_http(data, "", extra)
+    }
+
+    /// The same with its HTTP listener on `http` (`""`: none).
+    pub fn start_http(data: &Path, http: &str, extra: &[&str]) -> Served {
         let mut cmd = hangar();
         cmd.arg("--data-dir")
             .arg(data)
-            .args(["serve", "--http", ""])
+            .args(["serve", "--http", http])
             .args(extra)
             .stdout(Stdio::null());
         // Its stderr goes beside the data dir, to be shown if it does not come up.
