@@ -8,9 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{free_port, hangar, Scratch, Served};
+use common::{free_port, Scratch, Served};
 use serde_json::Value;
 
 const CLIENT: &str = concat!(
