@@ -8,6 +8,7 @@
 #[macro_use]
 mod output;
 
+mod browser;
 mod client;
 mod instance;
 mod market;

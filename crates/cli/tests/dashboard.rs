@@ -5,7 +5,9 @@
 //! instance it deleted is gone with its process, and the process the refused
 //! requests tried to stop still runs. `.ci/run` installs Chromium and
 //! playwright-core and names the package in `$HANGAR_TEST_PLAYWRIGHT`; where
-//! either is missing the test says so and skips.
+//! either is missing the test says so and skips the browser part (the login
+//! URL, `status`'s address and the hand-off to `$BROWSER` are checked
+//! first, everywhere).
 //!
 //! Screenshots of every page go to `CARGO_TARGET_TMPDIR/dashboard-screenshots`
 //! (kept after the run: they are the test's artifacts).
@@ -98,13 +100,6 @@ fn catalog(dir: &Path) {
 
 #[test]
 fn the_dashboard_in_chromium_installs_creates_follows_and_deletes() {
-    let pw = match playwright() {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
     let s = Scratch::new("dashboard");
     let data = s.path().join("data");
     let cat = s.path().join("catalog");
@@ -144,6 +139,41 @@ fn the_dashboard_in_chromium_installs_creates_follows_and_deletes() {
     // The status names the listener too.
     let st = json(&run(&data, &["status", "--json"]));
     assert_eq!(st["http_addr"], json!(addr));
+    // Without --no-open, the URL goes to $BROWSER.
+    let opened = s.path().join("opened");
+    let browser = s.path().join("browser.sh");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\nprintf '%s' \"$1\" > {}\n", opened.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let o = hangar()
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("dashboard")
+        .env("BROWSER", &browser)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        wait_for(LONG, || std::fs::read_to_string(&opened)
+            .is_ok_and(|u| u == url)),
+        "$BROWSER was not given the URL: {:?}",
+        std::fs::read_to_string(&opened)
+    );
+
+    let pw = match playwright() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("skipped the browser part: {why}");
+            return;
+        }
+    };
 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{free_port, Scratch, Served};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const CLIENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -236,6 +236,98 @@ fn a_generic_graphql_client_installs_follows_and_is_refused_without_the_token() 
     assert_eq!(edges.len(), 3, "{h}");
     assert_eq!(edges[2]["node"]["to"], "stopped", "{h}");
     assert_eq!(h["pageInfo"]["hasPreviousPage"], true, "{h}");
+
+    // Every other query and mutation.
+    let data = |k: &str| {
+        let d = &out[k]["data"];
+        assert!(d.is_object(), "{k}: {}", out[k]);
+        d.clone()
+    };
+    let names = |v: &Value| v["names"].clone();
+    assert!(
+        data("instances")["instances"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["name"] == "g1")),
+        "{}",
+        out["instances"]
+    );
+    let f = data("feature")["feature"].clone();
+    assert_eq!(f["id"], "demo", "{f}");
+    assert!(f["asset"]["url"].is_string(), "{f}");
+    assert_eq!(
+        data("install_old")["install"],
+        json!({"version": "1.0.0", "current": true})
+    );
+    assert_eq!(
+        data("install_back")["install"],
+        json!({"version": "1.1.0", "current": true})
+    );
+    assert_eq!(data("uninstall_old")["uninstall"], json!(["1.0.0"]));
+    let installed = data("installed")["installed"].clone();
+    let demo: Vec<&Value> = installed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["id"] == "demo")
+        .collect();
+    assert_eq!(demo.len(), 1, "{installed}");
+    assert_eq!(demo[0]["version"], "1.1.0", "{installed}");
+    assert_eq!(data("start_instance")["startInstance"]["state"], "running");
+    assert_eq!(
+        data("restart_instance")["restartInstance"]["state"],
+        "running"
+    );
+    assert_eq!(
+        data("update_instance")["updateInstance"],
+        json!({"state": "running", "mode": "default"})
+    );
+    assert_eq!(
+        data("add")["addProcesses"],
+        json!([{"name": "gq", "source": "api"}])
+    );
+    assert_eq!(out["added_process"]["state"], "running", "{out}");
+    // The event stream, filtered and resumed after an id, saw the restart.
+    let after = out["gq_after"].as_i64().expect("an id");
+    let evs = out["gq_events"].as_array().expect("events");
+    assert!(
+        evs.iter().all(|e| e["name"] == "gq"
+            && e["kind"] == "state"
+            && e["id"].as_i64().is_some_and(|i| i > after)),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter().any(|e| e["to"] == "stopping"),
+        "no stop seen: {evs:?}"
+    );
+    assert_eq!(evs.last().map(|e| &e["to"]), Some(&json!("running")));
+    assert_eq!(
+        names(&data("restart_processes")["restartProcesses"]),
+        json!(["gq"])
+    );
+    assert_eq!(
+        names(&data("stop_processes")["stopProcesses"]),
+        json!(["gq"])
+    );
+    assert_eq!(
+        data("stopped_process")["process"],
+        json!({"state": "stopped", "pid": null})
+    );
+    assert_eq!(
+        names(&data("start_processes")["startProcesses"]),
+        json!(["gq"])
+    );
+    assert_eq!(names(&data("signal")["signalProcesses"]), json!(["gq"]));
+    assert_eq!(
+        out["bad_signal"]["errors"][0]["extensions"]["code"], "INVALID_SIGNAL",
+        "{}",
+        out["bad_signal"]
+    );
+    assert_eq!(data("remove")["removeProcess"], true);
+    assert_eq!(
+        out["removed"]["errors"][0]["extensions"]["code"], "PROCESS_NOT_FOUND",
+        "{}",
+        out["removed"]
+    );
     assert_eq!(
         out["delete"]["data"]["deleteInstance"], true,
         "{}",

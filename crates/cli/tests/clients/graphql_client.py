@@ -103,8 +103,71 @@ async def ex(text):
     )
 
 
-async def qa(name, text):
-    await asyncio.get_running_loop().run_in_executor(None, lambda: q(name, text))
+async def qa(name, text, variables=None):
+    await asyncio.get_running_loop().run_in_executor(None, lambda: q(name, text, variables))
+
+
+async def rest_of_the_api():
+    """Every other query and mutation, each against the real daemon."""
+    await qa("instances", "{ instances { name state } }")
+    await qa(
+        "feature",
+        '{ feature(id: "demo") { id version asset { version url } installed { version current } } }',
+    )
+    # Another version, made current, then back, then the old one removed.
+    await qa("install_old", 'mutation { install(featureId: "demo", version: "1.0.0") { version current } }')
+    await qa("install_back", 'mutation { install(featureId: "demo", version: "1.1.0") { version current } }')
+    await qa("uninstall_old", 'mutation { uninstall(featureId: "demo", version: "1.0.0") }')
+    await qa("installed", "{ installed { id version current } }")
+    # The stopped instance: start, restart, update (its only mode).
+    await qa("start_instance", 'mutation { startInstance(idOrName: "g1") { state } }')
+    await qa("restart_instance", 'mutation { restartInstance(idOrName: "g1") { state } }')
+    await qa("update_instance", 'mutation { updateInstance(idOrName: "g1", mode: "default") { state mode } }')
+    # A process added through the API, acted on, followed, removed.
+    await qa(
+        "add",
+        "mutation($t: String!) { addProcesses(toml: $t) { name source } }",
+        {"t": '[[process]]\nname = "gq"\ncommand = "sleep"\nargs = ["300"]\n'},
+    )
+    for _ in range(300):
+        r = await ex('{ process(name: "gq") { state pid } }')
+        if r["process"]["state"] == "running":
+            break
+        await asyncio.sleep(0.1)
+    out["added_process"] = r["process"]
+    last_id = (await ex("{ status { lastEventId } }"))["status"]["lastEventId"]
+
+    async def restart_soon():
+        await asyncio.sleep(1)
+        await qa("restart_processes", 'mutation { restartProcesses(pattern: "gq") { names } }')
+
+    restarter = asyncio.ensure_future(restart_soon())
+    seen = []
+
+    def restarted(r):
+        seen.append(r["events"]["to"])
+        return r["events"]["to"] == "running" and len(seen) > 1
+
+    evs = await asyncio.wait_for(
+        follow(
+            WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL,
+            'subscription($a: Int64!) { events(name: "gq", kinds: ["state"], afterId: $a) '
+            "{ id name kind to } }",
+            {"a": last_id},
+            restarted,
+        ),
+        60,
+    )
+    await restarter
+    out["gq_events"] = [e["events"] for e in evs]
+    out["gq_after"] = last_id
+    await qa("stop_processes", 'mutation { stopProcesses(pattern: "gq", timeoutMs: 5000) { names errors { name } } }')
+    await qa("stopped_process", '{ process(name: "gq") { state pid } }')
+    await qa("start_processes", 'mutation { startProcesses(pattern: "gq") { names errors { name } } }')
+    await qa("signal", 'mutation { signalProcesses(pattern: "gq", signal: "CONT") { names errors { name } } }')
+    await qa("bad_signal", 'mutation { signalProcesses(pattern: "gq", signal: "NOPE") { names } }')
+    await qa("remove", 'mutation { removeProcess(name: "gq") }')
+    await qa("removed", '{ process(name: "gq") { state } }')
 
 
 async def scenario():
@@ -183,6 +246,7 @@ async def scenario():
         '{ events(last: 3, name: "g1") { edges { cursor node { id kind to } } '
         "pageInfo { hasPreviousPage hasNextPage startCursor } } }",
     )
+    await rest_of_the_api()
     await qa("delete", 'mutation { deleteInstance(idOrName: "g1") }')
 
 
