@@ -782,6 +782,22 @@ fn man() -> u8 {
     exit::OK
 }
 
+/// Raise the descriptor limit before anything opens one (see
+/// `hangar_supervisor::fdlimit`): the supervising commands hold three per
+/// process.
+fn raise_fd_limit() {
+    let l = hangar_supervisor::fdlimit::raise();
+    if l.soft != l.original_soft {
+        tracing::debug!(
+            from = l.original_soft,
+            to = l.soft,
+            hard = l.hard,
+            processes = hangar_supervisor::fdlimit::capacity(l.soft),
+            "raised the descriptor limit; children get the original back"
+        );
+    }
+}
+
 /// The async runtime: two workers for the supervising commands, one thread
 /// for the client commands. `Err` carries the exit code after printing why.
 fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, u8> {
@@ -863,20 +879,4 @@ fn default_log_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
     Some(state.join("hangar").join("logs"))
-}
-
-/// Each child costs a pidfd and two pipe ends: lift the soft fd limit to the hard
-/// one so a thousand processes fit.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current < lim.maximum {
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
-            },
-        );
-    }
 }

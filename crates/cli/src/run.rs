@@ -93,6 +93,16 @@ async fn supervise(pf: ProcessFile, log_dir: Option<PathBuf>) -> u8 {
         errln!("{}", render::error(&e));
         return exit::USAGE;
     }
+    // A file that cannot be held whole starts nothing, and says so now.
+    let total: usize = pf
+        .processes
+        .iter()
+        .map(|p| p.instances.max(1) as usize)
+        .sum();
+    if let Err(e) = manager.check_capacity(total, total) {
+        errln!("{}", render::error(&e));
+        return exit::FAILURE;
+    }
     let mut term = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

@@ -753,3 +753,117 @@ args = ["-c", "(env -i setsid sleep {d} &); sleep {d}0"]
         escaped()
     );
 }
+
+/// `hangar` under a descriptor limit of `soft:hard`, set by prlimit(1). With
+/// `may_raise` false it may not raise the hard limit even as root: setpriv(1)
+/// drops CAP_SYS_RESOURCE from its bounding set.
+fn hangar_limited(soft: u64, hard: u64, may_raise: bool) -> Command {
+    let mut c = Command::new("prlimit");
+    c.arg(format!("--nofile={soft}:{hard}")).arg("--");
+    if !may_raise && rustix::process::geteuid().is_root() {
+        c.args(["setpriv", "--bounding-set=-sys_resource"]);
+    }
+    c.arg(env!("CARGO_BIN_EXE_hangar")).env_remove("HANGAR_LOG");
+    c
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (root in a container may not),
+/// which hangar, its child, inherits.
+fn may_raise_hard_limits() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(eff, 16).unwrap() & (1 << 24) != 0
+}
+
+/// `(soft, hard)` "Max open files" of a process, from /proc.
+fn nofile_of(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut nums = line["Max open files".len()..]
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap());
+    (nums.next().unwrap(), nums.next().unwrap())
+}
+
+#[test]
+fn a_file_the_descriptor_limit_cannot_hold_starts_nothing_and_says_why() {
+    let dir = TempDir::new("fdlimit");
+    let m = marker(8);
+    let file = dir.write(
+        "many.toml",
+        &format!(
+            "[[process]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"{m}\"]\ninstances = 50\n\n\
+             [[process]]\nname = \"b\"\ncommand = \"sleep\"\nargs = [\"{m}\"]\ninstances = 50\n"
+        ),
+    );
+    // 256 descriptors hold about 50 processes: 100 cannot be held, and
+    // hangar may not raise its limit.
+    let mut child = hangar_limited(256, 256, false)
+        .args(["run", "--no-log-files"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = collect_stderr(&mut child);
+    // Before: spawns failed with EMFILE one by one, waited out for ever.
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let err = err.join().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(err.contains("CAPACITY_EXCEEDED"), "{err}");
+    assert!(
+        err.contains("100 processes need 300 file descriptors"),
+        "{err}"
+    );
+    assert!(err.contains("its limit is 256"), "{err}");
+    assert!(err.contains("LimitNOFILE="), "{err}");
+    assert!(pids_with(&m).is_empty(), "nothing may start: {err}");
+}
+
+#[test]
+fn children_get_back_the_descriptor_limit_hangar_raised() {
+    let dir = TempDir::new("fdchild");
+    let m = marker(9);
+    let file = dir.write(
+        "one.toml",
+        &format!("[[process]]\nname = \"s\"\ncommand = \"sleep\"\nargs = [\"{m}\"]\n"),
+    );
+    let mut child = hangar_limited(512, 4096, true)
+        .args(["run", "--no-log-files"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = collect_stderr(&mut child);
+    assert!(wait_for(Duration::from_secs(20), || pids_with(&m).len() == 1));
+    let own = nofile_of(child.id());
+    let sleeper = nofile_of(pids_with(&m)[0]);
+    signal(&child, rustix::process::Signal::TERM);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let err = err.join().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    // hangar raised its own soft limit to the hard one, and with
+    // CAP_SYS_RESOURCE the hard limit to fs.nr_open ...
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hard = if may_raise_hard_limits() {
+        nr_open
+    } else {
+        4096
+    };
+    assert_eq!(own, (hard, hard), "{err}");
+    // ... and its child starts with the soft limit hangar was given, under
+    // the hard limit hangar holds.
+    assert_eq!(sleeper, (512, hard), "{err}");
+}

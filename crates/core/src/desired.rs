@@ -350,6 +350,17 @@ impl Writer<'_> {
             unchanged,
             errors: Vec::new(),
         };
+        // A set the descriptor limit or the kernel's pids cannot hold is
+        // refused whole, before anything is stored or moves.
+        if let Err(e) = self
+            .set
+            .inner
+            .manager
+            .check_capacity(desired.len(), report.added.len())
+        {
+            report.errors.push((String::new(), e.into()));
+            return report;
+        }
 
         // Persist first.
         let store = Arc::clone(&self.set.inner.store);

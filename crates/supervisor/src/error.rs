@@ -40,6 +40,8 @@ pub enum ErrorKind {
     InvalidSignal,
     /// The process has no running main process to act on.
     ProcessNotRunning,
+    /// More processes than the descriptor limit or the kernel's pids hold.
+    CapacityExceeded,
 }
 
 impl ErrorKind {
@@ -61,6 +63,7 @@ impl ErrorKind {
             ErrorKind::Io => "IO_ERROR",
             ErrorKind::InvalidSignal => "INVALID_SIGNAL",
             ErrorKind::ProcessNotRunning => "PROCESS_NOT_RUNNING",
+            ErrorKind::CapacityExceeded => "CAPACITY_EXCEEDED",
         }
     }
 
@@ -79,7 +82,9 @@ impl ErrorKind {
             // The service ran and failed: not the caller's to fix, and not
             // safe to retry blindly (a create or start is not idempotent).
             ErrorKind::HealthCheckFailed | ErrorKind::ProcessStartFailed => C::Internal,
-            ErrorKind::MaxErrorsExceeded | ErrorKind::PortUnavailable => C::Exhausted,
+            ErrorKind::MaxErrorsExceeded
+            | ErrorKind::PortUnavailable
+            | ErrorKind::CapacityExceeded => C::Exhausted,
             ErrorKind::ReadinessTimeout => C::Timeout,
             ErrorKind::DependencyFailed | ErrorKind::ShuttingDown => C::Precondition,
             ErrorKind::Io => C::Internal,

@@ -33,6 +33,10 @@
 //! - **Ending another run's leftovers** ([`reap`]): a caller that proved some
 //!   processes are its own (the daemon's recovery scan) has the supervisor
 //!   signal them through pidfds, re-checked against the scan.
+//! - **Capacity** ([`fdlimit`]): `hangar run` and `hangar serve` raise their own
+//!   descriptor limit at start; a start that would take more processes than the
+//!   limit (three descriptors each) or the kernel's free pids hold is refused at
+//!   once with `CAPACITY_EXCEEDED`, and children get the original limit back.
 //! - **Events** ([`Event`]) are broadcast for every state change; [`ProcessStatus`]
 //!   snapshots are read without asking the process task.
 //!
@@ -59,6 +63,7 @@ mod cgroup;
 mod deps;
 mod error;
 mod event;
+pub mod fdlimit;
 mod health;
 mod logs;
 mod manager;

@@ -7,7 +7,10 @@
 //! (a full disk, say) drops the bytes, counts them, and keeps the error for the
 //! status view. Files are opened lazily, so a silent process costs no file
 //! descriptor, and writes go straight to the file, so there is no buffer per
-//! process either.
+//! process either. At most [`max_open_log_files`] are open at once: past that,
+//! the file written least recently is closed (a second-chance clock) and opened
+//! again at its next write, so thousands of chatty processes cannot use up the
+//! descriptors spawning needs.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -16,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use mio::unix::SourceFd;
@@ -78,6 +81,8 @@ pub(crate) struct ProcessLog {
 
 struct LogInner {
     files: [Option<LogFile>; 2],
+    /// Written since the pool last looked (see `OpenLogs`).
+    recent: [bool; 2],
     tail: Tail,
     last_error: Option<String>,
 }
@@ -90,6 +95,7 @@ impl ProcessLog {
             spec,
             inner: Mutex::new(LogInner {
                 files: [None, None],
+                recent: [false, false],
                 tail,
                 last_error: None,
             }),
@@ -148,26 +154,35 @@ impl ProcessLog {
     }
 
     /// Append a chunk read from `stream`. Runs on the pump thread only.
-    fn write(&self, stream: Stream, chunk: &[u8]) {
-        self.write_locked(stream, chunk);
+    /// Returns whether a log file was opened for it.
+    fn write(&self, stream: Stream, chunk: &[u8]) -> bool {
+        let opened = self.write_locked(stream, chunk);
         self.more.notify_waiters();
+        opened
     }
 
-    fn write_locked(&self, stream: Stream, chunk: &[u8]) {
-        let Ok(mut g) = self.inner.lock() else { return };
+    fn write_locked(&self, stream: Stream, chunk: &[u8]) -> bool {
+        let Ok(mut g) = self.inner.lock() else {
+            return false;
+        };
         g.tail.push(stream, chunk, SystemTime::now());
         let Some(path) = self.path(stream) else {
-            return;
+            return false;
         };
         let idx = stream.index();
+        g.recent[idx] = true;
+        let mut opened = false;
         if g.files[idx].is_none() {
             match LogFile::open(path, &self.spec) {
-                Ok(f) => g.files[idx] = Some(f),
+                Ok(f) => {
+                    g.files[idx] = Some(f);
+                    opened = true;
+                }
                 Err(e) => {
                     self.dropped
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     g.last_error = Some(format!("open log file: {e}"));
-                    return;
+                    return false;
                 }
             }
         }
@@ -181,6 +196,68 @@ impl ProcessLog {
             g.last_error = Some(format!("write log file: {e}"));
             // Reopen next time: the file may have been deleted or the disk freed.
             g.files[idx] = None;
+        }
+        opened
+    }
+
+    /// Close `stream`'s file unless it was written since the last look (then
+    /// only forget that it was).
+    fn evict(&self, stream: Stream) -> Evicted {
+        let Ok(mut g) = self.inner.lock() else {
+            return Evicted::NotOpen;
+        };
+        let idx = stream.index();
+        if g.files[idx].is_none() {
+            Evicted::NotOpen
+        } else if std::mem::take(&mut g.recent[idx]) {
+            Evicted::Recent
+        } else {
+            g.files[idx] = None;
+            Evicted::Closed
+        }
+    }
+}
+
+enum Evicted {
+    NotOpen,
+    Recent,
+    Closed,
+}
+
+/// Most log files open at once under a descriptor limit of `limit`: an eighth
+/// of it, between 16 and 1024.
+pub fn max_open_log_files(limit: u64) -> usize {
+    usize::try_from((limit / 8).clamp(16, 1024)).unwrap_or(1024)
+}
+
+/// The open log files, oldest first, for the second-chance clock that keeps
+/// them under `cap`.
+struct OpenLogs {
+    queue: VecDeque<(Weak<ProcessLog>, Stream)>,
+    cap: usize,
+}
+
+impl OpenLogs {
+    fn new(cap: usize) -> OpenLogs {
+        OpenLogs {
+            queue: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// `log` opened its `stream` file: close others while over the cap. A file
+    /// written since it was last looked at goes round once more; entries of
+    /// removed processes and closed files fall out.
+    fn opened(&mut self, log: &Arc<ProcessLog>, stream: Stream) {
+        self.queue.push_back((Arc::downgrade(log), stream));
+        while self.queue.len() > self.cap {
+            let Some((weak, s)) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(l) = weak.upgrade() else { continue };
+            if let Evicted::Recent = l.evict(s) {
+                self.queue.push_back((weak, s));
+            }
         }
     }
 }
@@ -449,10 +526,14 @@ impl LogPump {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::channel();
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        let max_files = max_open_log_files(limit);
         std::thread::Builder::new()
             .name("hangar-logs".into())
             .stack_size(256 * 1024)
-            .spawn(move || pump(poll, rx))?;
+            .spawn(move || pump(poll, rx, max_files))?;
         Ok(LogPump { tx, waker })
     }
 
@@ -470,8 +551,9 @@ struct Pipe {
     stream: Stream,
 }
 
-fn pump(mut poll: Poll, rx: mpsc::Receiver<PumpMsg>) {
+fn pump(mut poll: Poll, rx: mpsc::Receiver<PumpMsg>, max_files: usize) {
     let mut events = Events::with_capacity(256);
+    let mut open_logs = OpenLogs::new(max_files);
     let mut pipes: HashMap<Token, Pipe> = HashMap::new();
     let mut next = 1usize;
     let mut buf = vec![0u8; 64 * 1024];
@@ -538,7 +620,11 @@ fn pump(mut poll: Poll, rx: mpsc::Receiver<PumpMsg>) {
                         done = true;
                         break;
                     }
-                    Ok(n) => pipe.log.write(pipe.stream, &buf[..n]),
+                    Ok(n) => {
+                        if pipe.log.write(pipe.stream, &buf[..n]) {
+                            open_logs.opened(&pipe.log, pipe.stream);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
@@ -586,6 +672,58 @@ mod tests {
         assert_eq!(n, 5);
         assert_eq!(lines.len(), 1);
         assert_eq!(t.total, 5);
+    }
+
+    #[test]
+    fn open_log_files_stay_under_the_cap_and_every_write_lands() {
+        let dir = std::env::temp_dir().join(format!("hangar-pool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = LogSpec {
+            dir: Some(dir.clone()),
+            ..LogSpec::default()
+        };
+        let logs: Vec<Arc<ProcessLog>> = (0..40)
+            .map(|i| ProcessLog::new(Arc::from(format!("p{i}").as_str()), spec.clone()))
+            .collect();
+        let mut pool = OpenLogs::new(8);
+        let open = |logs: &[Arc<ProcessLog>]| {
+            logs.iter()
+                .map(|l| l.inner.lock().expect("lock").files.iter().flatten().count())
+                .sum::<usize>()
+        };
+        for round in 0..3 {
+            for l in &logs {
+                for stream in [Stream::Stdout, Stream::Stderr] {
+                    if l.write(stream, format!("round {round}\n").as_bytes()) {
+                        pool.opened(l, stream);
+                    }
+                    assert!(open(&logs) <= 8, "{} files open", open(&logs));
+                }
+            }
+        }
+        // A file that keeps being written is not the one closed.
+        let hot = &logs[0];
+        for i in 0..20 {
+            if hot.write(Stream::Stdout, b"hot\n") {
+                pool.opened(hot, Stream::Stdout);
+            }
+            let cold = &logs[1 + i];
+            if cold.write(Stream::Stdout, b"cold\n") {
+                pool.opened(cold, Stream::Stdout);
+            }
+        }
+        for (i, l) in logs.iter().enumerate() {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let text = std::fs::read_to_string(l.path(stream).expect("path")).expect("read");
+                for round in 0..3 {
+                    assert!(text.contains(&format!("round {round}\n")), "p{i}: {text:?}");
+                }
+            }
+        }
+        let hot_text =
+            std::fs::read_to_string(hot.path(Stream::Stdout).expect("path")).expect("read");
+        assert_eq!(hot_text.matches("hot").count(), 20);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

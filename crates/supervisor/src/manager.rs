@@ -282,6 +282,7 @@ impl Manager {
         }
         spec.validate()?;
         self.check_cycles(std::slice::from_ref(&spec))?;
+        self.check_room([spec.name.as_str()])?;
         let rx = self.send_start(Arc::new(spec))?;
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
@@ -305,6 +306,10 @@ impl Manager {
         if let Err(e) = self.check_cycles(&instances) {
             return vec![(spec.name.clone(), Err(e))];
         }
+        // All or none: a set that does not fit is refused before any starts.
+        if let Err(e) = self.check_room(instances.iter().map(|s| s.name.as_str())) {
+            return vec![(spec.name.clone(), Err(e))];
+        }
         let mut pending = Vec::with_capacity(instances.len());
         for one in instances {
             let name = one.name.clone();
@@ -320,6 +325,26 @@ impl Manager {
             out.push((name, res));
         }
         out
+    }
+
+    /// Whether the processes `names` fit beside those registered (see
+    /// [`crate::fdlimit`]); names already registered take no more room.
+    fn check_room<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let procs = self.inner.ctx.procs.read().map_err(|_| poisoned())?;
+        let adding = names
+            .into_iter()
+            .filter(|n| !procs.contains_key(*n))
+            .count();
+        crate::fdlimit::check((procs.len() + adding) as u64, adding as u64)
+    }
+
+    /// Whether `total` registered processes, `adding` of them not registered
+    /// yet, fit under the descriptor limit in force and the kernel's free
+    /// pids: a `CAPACITY_EXCEEDED` error with the numbers and the fix if not.
+    /// For callers about to start a whole set, so that none starts when the
+    /// set cannot be held.
+    pub fn check_capacity(&self, total: usize, adding: usize) -> Result<()> {
+        crate::fdlimit::check(total as u64, adding as u64)
     }
 
     fn send_start(&self, spec: Arc<ProcessSpec>) -> Result<oneshot::Receiver<Result<u32>>> {

@@ -250,6 +250,9 @@ struct ChildArgs {
     groups: *const libc::gid_t,
     ngroups: usize,
     no_new_privs: bool,
+    /// Give the child this soft descriptor limit (the one hangar started
+    /// with, before `fdlimit::raise`), or leave it when negative.
+    nofile_soft: i64,
     err: libc::c_int,
     stage: libc::c_int,
 }
@@ -268,6 +271,7 @@ const STAGE_SETGROUPS: libc::c_int = 8;
 const STAGE_SETGID: libc::c_int = 9;
 const STAGE_SETUID: libc::c_int = 10;
 const STAGE_NO_NEW_PRIVS: libc::c_int = 11;
+const STAGE_RLIMIT: libc::c_int = 12;
 
 /// The child side of the spawn: runs on `SpawnerThread::stack`, in our address
 /// space, while the spawning thread is suspended.
@@ -393,6 +397,32 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if a.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             fail(a, STAGE_NO_NEW_PRIVS);
+        }
+        // The soft descriptor limit hangar started with, under the hard limit
+        // it raised (which stays, so the program may raise its own).
+        if a.nofile_soft >= 0 {
+            let mut lim: libc::rlimit64 = std::mem::zeroed();
+            if libc::syscall(
+                libc::SYS_prlimit64,
+                0 as libc::c_long,
+                libc::RLIMIT_NOFILE as libc::c_long,
+                std::ptr::null::<libc::rlimit64>(),
+                &mut lim as *mut libc::rlimit64,
+            ) < 0
+            {
+                fail(a, STAGE_RLIMIT);
+            }
+            lim.rlim_cur = (a.nofile_soft as u64).min(lim.rlim_max);
+            if libc::syscall(
+                libc::SYS_prlimit64,
+                0 as libc::c_long,
+                libc::RLIMIT_NOFILE as libc::c_long,
+                &lim as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            ) < 0
+            {
+                fail(a, STAGE_RLIMIT);
+            }
         }
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -565,6 +595,9 @@ fn spawn_one(
         groups: groups.as_ptr(),
         ngroups: groups.len(),
         no_new_privs: prepared.no_new_privs,
+        nofile_soft: crate::fdlimit::child_soft_limit()
+            .and_then(|n| i64::try_from(n).ok())
+            .unwrap_or(-1),
         err: 0,
         stage: 0,
     };
@@ -644,6 +677,7 @@ fn spawn_one(
             STAGE_PDEATHSIG => "set parent-death signal",
             STAGE_STDIO => "set up stdio",
             STAGE_CHDIR => "change to the working directory",
+            STAGE_RLIMIT => "restore the descriptor limit",
             STAGE_CGROUP | STAGE_NETNS | STAGE_SETGROUPS | STAGE_SETGID | STAGE_SETUID
             | STAGE_NO_NEW_PRIVS => {
                 return Err(stage_error(stage, spec, e).into_io());
