@@ -248,7 +248,7 @@ impl Metrics {
     /// facts it read, for callers that show them too.
     async fn refresh(&self, d: &Daemon) -> hangar_core::DaemonInfo {
         self.uptime.set(self.born.elapsed().as_secs_f64());
-        let usage = crate::usage::read_all(d);
+        let usage = crate::usage::read_all(d).await;
         if let Ok(mut snap) = self.usage.snapshot.lock() {
             *snap = usage;
         }

@@ -384,9 +384,10 @@ impl Processes for ProcessesSvc {
     async fn get(&self, req: Request<pb::NameRequest>) -> Result<Response<pb::Process>, Status> {
         let v = self.d.get(&req.into_inner().name).await.map_err(status)?;
         let ports = instance_ports(&self.d, std::slice::from_ref(&v));
+        let usage = self.d.manager().usage_sample().await;
         Ok(Response::new(with_instance_ports(
             &ports,
-            with_usage(&self.d, convert::process(&v)),
+            with_usage(&usage, convert::process(&v)),
         )))
     }
 
@@ -405,17 +406,12 @@ impl Processes for ProcessesSvc {
         views.sort_by(|a, b| a.want.spec.name.cmp(&b.want.spec.name));
         let (views, next_page_token) =
             page::cut(views, |v| &v.want.spec.name, r.page_size, &r.page_token)?;
-        let d = self.d.clone();
         let ports = instance_ports(&self.d, &views);
-        // /proc and cgroup reads for every running process: off the runtime.
-        let processes = tokio::task::spawn_blocking(move || {
-            views
-                .iter()
-                .map(|v| with_instance_ports(&ports, with_usage(&d, convert::process(v))))
-                .collect()
-        })
-        .await
-        .map_err(|e| status(Error::new(hangar_base::ErrorKind::Internal, e.to_string())))?;
+        let usage = self.d.manager().usage_sample().await;
+        let processes = views
+            .iter()
+            .map(|v| with_instance_ports(&ports, with_usage(&usage, convert::process(v))))
+            .collect();
         Ok(Response::new(pb::ProcessList {
             processes,
             next_page_token,
@@ -503,10 +499,13 @@ pub(crate) fn with_instance_ports(
     p
 }
 
-/// A usage figure of the process's running child, when it has one.
-pub(crate) fn with_usage(d: &Daemon, mut p: pb::Process) -> pb::Process {
+/// A usage figure of the process's running child, when `usage` has one.
+pub(crate) fn with_usage(
+    usage: &hangar_supervisor::usage::UsageSample,
+    mut p: pb::Process,
+) -> pb::Process {
     if p.pid > 0 {
-        if let Some(u) = crate::usage::read_one(d.manager(), &p.name, p.pid) {
+        if let Some(u) = crate::usage::read_one(usage, &p.name, p.pid) {
             p.cpu_seconds = u.cpu_seconds;
             p.memory_bytes = u.memory_bytes;
         }

@@ -1,14 +1,17 @@
 //! Resource usage as metrics: the daemon's own `process_*` families (the names
 //! every Prometheus client library exports) and each supervised process's CPU
-//! and memory, from its cgroup where it has one, else from `/proc` (procfs).
+//! and memory, from its cgroup where it has one, else from `/proc`.
 //!
-//! Both are prometheus-client collectors: read when a scrape encodes, so what
-//! a scrape shows is what `/proc` and the cgroups said at that moment.
+//! Both are prometheus-client collectors. The daemon's own figures are read
+//! when a scrape encodes; the supervised processes' come from the
+//! supervisor's shared usage sample (at most a second old, or ten while a new
+//! one is taken), the one `hangar ps` and the listings show.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use hangar_core::Daemon;
+use hangar_supervisor::usage::UsageSample;
 use procfs::process::{LimitValue, Process};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -134,43 +137,32 @@ pub struct ProcUsage {
     pub memory_bytes: Option<u64>,
 }
 
-/// The usage of every supervised process with a pid, read now: from its
-/// cgroup (every process in it, descendants included) where it has one, else
-/// from `/proc/PID/stat` of its main process.
-pub fn read_all(d: &Daemon) -> Vec<ProcUsage> {
+/// The usage of every supervised process with a pid, from the manager's
+/// shared sample (see `hangar_supervisor::usage`): its cgroup (every process
+/// in it, descendants included) where it has one, else `/proc/PID/stat` of
+/// its main process.
+pub async fn read_all(d: &Daemon) -> Vec<ProcUsage> {
     let m = d.manager();
+    let sample = m.usage_sample().await;
     let mut out: Vec<ProcUsage> = m
         .status_all("*")
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|st| read_one(m, &st.name, st.pid?))
+        .filter_map(|st| read_one(&sample, &st.name, st.pid?))
         .collect();
     out.sort_by(|a, b| a.process.cmp(&b.process));
     out
 }
 
-/// One running process's usage (see [`read_all`]); `None` when neither its
-/// cgroup nor its `/proc` entry could be read.
-pub fn read_one(m: &hangar_supervisor::Manager, name: &str, pid: u32) -> Option<ProcUsage> {
-    let cg = m.usage(name).ok().flatten();
-    let mut u = ProcUsage {
+/// One running process's usage in `sample` (see [`read_all`]); `None` when
+/// the sample has none for this run of it.
+pub fn read_one(sample: &UsageSample, name: &str, pid: u32) -> Option<ProcUsage> {
+    let u = sample.of(name, pid)?;
+    let u = ProcUsage {
         process: name.to_string(),
-        cpu_seconds: cg.and_then(|c| c.cpu_usage).map(|d| d.as_secs_f64()),
-        memory_bytes: cg.and_then(|c| c.memory_current),
+        cpu_seconds: u.cpu.map(|d| d.as_secs_f64()),
+        memory_bytes: u.memory_bytes,
     };
-    if u.cpu_seconds.is_none() || u.memory_bytes.is_none() {
-        let stat = i32::try_from(pid)
-            .ok()
-            .and_then(|p| Process::new(p).ok())
-            .and_then(|p| p.stat().ok());
-        if let Some(stat) = stat {
-            let ticks = procfs::ticks_per_second() as f64;
-            u.cpu_seconds
-                .get_or_insert((stat.utime + stat.stime) as f64 / ticks);
-            u.memory_bytes
-                .get_or_insert(stat.rss.saturating_mul(procfs::page_size()));
-        }
-    }
     (u.cpu_seconds.is_some() || u.memory_bytes.is_some()).then_some(u)
 }
 

@@ -831,7 +831,7 @@ impl ProcessCgroup {
         self.dirs.iter().map(|(d, _)| d.clone()).collect()
     }
 
-    fn dir_with(&self, c: &str) -> Option<&Path> {
+    pub(crate) fn dir_with(&self, c: &str) -> Option<&Path> {
         match self.version {
             CgroupVersion::V2 => self.dirs.first().map(|(d, _)| d.as_path()),
             CgroupVersion::V1 => self

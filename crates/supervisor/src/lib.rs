@@ -78,6 +78,7 @@ mod spec;
 mod state;
 mod status;
 mod tree;
+pub mod usage;
 
 pub use cgroup::{
     CgroupVersion, Cgroups, ResourceUsage, CGROUP_CREATE_FAILED, CGROUP_JOIN_FAILED,

@@ -139,6 +139,7 @@ struct Inner {
     ctx: Arc<Ctx>,
     seeds: Mutex<fastrand::Rng>,
     closing: AtomicBool,
+    usage: crate::usage::UsageCache,
 }
 
 impl Manager {
@@ -226,6 +227,7 @@ impl Manager {
                 }),
                 seeds: Mutex::new(seeds),
                 closing: AtomicBool::new(false),
+                usage: crate::usage::UsageCache::default(),
             }),
         })
     }
@@ -806,6 +808,55 @@ impl Manager {
     /// kills); `None` when it has no cgroup.
     pub fn usage(&self, name: &str) -> Result<Option<ResourceUsage>> {
         Ok(self.cgroup_of(name)?.map(|c| c.usage()))
+    }
+
+    /// Every running process's CPU and memory, from one sample shared by
+    /// every caller (see [`crate::usage`]): at most [`crate::usage::FRESH`]
+    /// old, or up to [`crate::usage::STALE`] old while the next is taken in
+    /// the background.
+    pub async fn usage_sample(&self) -> crate::usage::UsageSample {
+        use crate::usage::{FRESH, STALE};
+        if let Some(s) = self.inner.usage.last() {
+            let age = s.at.elapsed();
+            if age < FRESH {
+                return s;
+            }
+            if age < STALE {
+                if self.inner.usage.claim_refresh() {
+                    let m = self.clone();
+                    tokio::spawn(async move {
+                        m.take_usage().await;
+                        m.inner.usage.refresh_done();
+                    });
+                }
+                return s;
+            }
+        }
+        self.take_usage().await
+    }
+
+    /// The last usage sample taken, without reading anything.
+    pub fn last_usage_sample(&self) -> Option<crate::usage::UsageSample> {
+        self.inner.usage.last()
+    }
+
+    async fn take_usage(&self) -> crate::usage::UsageSample {
+        self.inner
+            .usage
+            .take(crate::usage::FRESH, || {
+                let Ok(procs) = self.inner.ctx.procs.read() else {
+                    return Vec::new();
+                };
+                procs
+                    .iter()
+                    .filter_map(|(name, e)| {
+                        let pid = e.shared.status.lock().ok()?.pid?;
+                        let cg = e.shared.cgroup.lock().ok()?.clone();
+                        Some((Arc::clone(name), pid, cg))
+                    })
+                    .collect()
+            })
+            .await
     }
 
     /// Which cgroup version a running process's cgroup is on.

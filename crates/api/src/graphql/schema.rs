@@ -88,25 +88,31 @@ fn some(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
-async fn processes(d: &Daemon, pattern: &str) -> Res<Vec<Process>> {
+/// Whether the query selects a field that needs the usage sample.
+fn wants_usage(ctx: &Context<'_>) -> bool {
+    let sel = ctx.look_ahead();
+    sel.field("cpuSeconds").exists() || sel.field("memoryBytes").exists()
+}
+
+async fn processes(d: &Daemon, pattern: &str, with_usage: bool) -> Res<Vec<Process>> {
     let mut views = d.list(pattern).await.map_err(gql)?;
     views.sort_by(|a, b| a.want.spec.name.cmp(&b.want.spec.name));
     let ports = crate::server::instance_ports(d, &views);
-    let d = d.clone();
-    // /proc and cgroup reads for every running process: off the runtime.
-    tokio::task::spawn_blocking(move || {
-        views
-            .iter()
-            .map(|v| {
-                Process::from(crate::server::with_instance_ports(
-                    &ports,
-                    crate::server::with_usage(&d, convert::process(v)),
-                ))
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| gql(Error::new(hangar_base::ErrorKind::Internal, e.to_string())))
+    // A query that shows no CPU or memory does not wait for a sample.
+    let usage = if with_usage {
+        d.manager().usage_sample().await
+    } else {
+        hangar_supervisor::usage::UsageSample::empty()
+    };
+    Ok(views
+        .iter()
+        .map(|v| {
+            Process::from(crate::server::with_instance_ports(
+                &ports,
+                crate::server::with_usage(&usage, convert::process(v)),
+            ))
+        })
+        .collect())
 }
 
 fn instance(i: &hangar_core::Instance) -> Instance {
@@ -149,7 +155,7 @@ impl Query {
         ctx: &Context<'_>,
         #[graphql(default = "*")] pattern: String,
     ) -> Res<Vec<Process>> {
-        processes(daemon(ctx)?, &pattern).await
+        processes(daemon(ctx)?, &pattern, wants_usage(ctx)).await
     }
 
     /// One process by name.
@@ -159,7 +165,7 @@ impl Query {
         if found.len() != 1 || found[0].want.spec.name != name {
             return Err(gql(crate::server::not_found(&name)));
         }
-        Ok(processes(d, &name).await?.remove(0))
+        Ok(processes(d, &name, wants_usage(ctx)).await?.remove(0))
     }
 
     /// Every instance, by name.
@@ -481,9 +487,10 @@ impl Mutation {
     ) -> Res<Vec<Process>> {
         let d = daemon(ctx)?;
         let names = d.add(&toml, start).await.map_err(gql)?;
+        let with_usage = wants_usage(ctx);
         let mut out = Vec::new();
         for n in names {
-            out.extend(processes(d, &n).await.unwrap_or_default());
+            out.extend(processes(d, &n, with_usage).await.unwrap_or_default());
         }
         Ok(out)
     }
