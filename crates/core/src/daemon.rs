@@ -61,8 +61,9 @@ pub struct BootOptions {
 pub struct ProcessView {
     /// The desired side.
     pub want: Arc<Want>,
-    /// The supervisor's snapshot; `None` when it was never started.
-    pub status: Option<ProcessStatus>,
+    /// The supervisor's snapshot, shared with it; `None` when it was never
+    /// started.
+    pub status: Option<Arc<ProcessStatus>>,
 }
 
 /// Facts about the daemon itself.
@@ -596,26 +597,23 @@ impl Daemon {
             )
             .hint("use *, ? and [..] as in shell globs")
         })?;
-        // One pass over the supervisor's table (sorted by name, like the
-        // desired set), merged with the desired set: no lookup per name.
-        let mut statuses = self
+        // The desired set is sorted by name; the supervisor's snapshots are
+        // looked up under one lock, shared, not copied.
+        let applied = self.inner.desired.snapshot();
+        let wanted: Vec<(&String, &Arc<Want>)> =
+            applied.iter().filter(|(n, _)| m.matches(n)).collect();
+        let statuses = self
             .inner
             .manager
-            .status_all(pat)
-            .unwrap_or_default()
+            .statuses_of(wanted.iter().map(|(n, _)| n.as_str()));
+        Ok(wanted
             .into_iter()
-            .peekable();
-        let applied = self.inner.desired.snapshot();
-        let mut out = Vec::with_capacity(applied.len().min(statuses.len().max(16)));
-        for (n, w) in applied.iter().filter(|(n, _)| m.matches(n)) {
-            while statuses.next_if(|s| *s.name < **n).is_some() {}
-            let status = statuses.next_if(|s| *s.name == **n);
-            out.push(ProcessView {
+            .zip(statuses)
+            .map(|((_, w), status)| ProcessView {
                 want: Arc::clone(w),
                 status,
-            });
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// One process.
@@ -624,7 +622,7 @@ impl Daemon {
         let want = applied.get(name).cloned().ok_or_else(|| not_found(name))?;
         Ok(ProcessView {
             want,
-            status: self.inner.manager.status(name).ok(),
+            status: self.inner.manager.status(name).ok().map(Arc::new),
         })
     }
 

@@ -117,7 +117,7 @@ pub(crate) async fn run(
             if target.shared.probe_generation.load(Ordering::Acquire) != generation {
                 return;
             }
-            st.health = health.clone();
+            std::sync::Arc::make_mut(&mut st).health = health.clone();
         }
         if health.status != before {
             ctx.emit(

@@ -64,7 +64,9 @@ pub(crate) enum Command {
 
 /// What readers see of a process without asking its task.
 pub(crate) struct Shared {
-    pub status: Mutex<ProcessStatus>,
+    /// Copy on write: readers take the `Arc` (listing thousands costs no
+    /// deep copies); the process task and its probe `make_mut` it.
+    pub status: Mutex<Arc<ProcessStatus>>,
     pub log: Arc<ProcessLog>,
     /// The spec in force (dependency order and cycle checks read it).
     pub spec: Mutex<Arc<ProcessSpec>>,
@@ -370,7 +372,7 @@ impl Actor {
         if spec.ports != self.spec.ports {
             self.ctx.ports.release_all(&self.name);
             if let Ok(mut st) = self.shared.status.lock() {
-                st.ports.clear();
+                Arc::make_mut(&mut st).ports.clear();
             }
         }
         self.resolved = None;
@@ -477,7 +479,7 @@ impl Actor {
                 .probe_generation
                 .store(self.probe_generation, Ordering::Release);
             if !running {
-                st.health = HealthStatus::default();
+                Arc::make_mut(&mut st).health = HealthStatus::default();
             }
         }
         let (Some(kind), Some(child), Some(resolved)) = (kind, &self.child, &self.resolved) else {
@@ -570,7 +572,7 @@ impl Actor {
             }
         }
         if let Ok(mut st) = self.shared.status.lock() {
-            st.ports = ports;
+            Arc::make_mut(&mut st).ports = ports;
         }
         let spec = Arc::new(spec);
         self.resolved = Some(Arc::clone(&spec));
@@ -647,7 +649,8 @@ impl Actor {
         let pid = self.child.as_ref().map(|c| c.pid);
         let now = SystemTime::now();
         let restarts = self.machine.restarts();
-        if let Ok(mut st) = self.shared.status.lock() {
+        if let Ok(mut guard) = self.shared.status.lock() {
+            let st = Arc::make_mut(&mut guard);
             st.state = t.to;
             st.pid = pid;
             st.since = now;
