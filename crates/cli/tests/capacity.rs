@@ -7,28 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run, stderr, stdout, wait_for, Scratch, Served, LONG};
-
-/// Live processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim().starts_with('Z'));
-        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
+use common::{pids_with, run, stderr, stdout, wait_for, Scratch, Served, LONG};
 
 #[test]
 fn a_daemon_refuses_a_change_its_descriptor_limit_cannot_hold() {

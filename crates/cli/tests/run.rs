@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::pids_with;
+
 fn hangar() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hangar"));
     c.env_remove("HANGAR_LOG");
@@ -41,30 +45,6 @@ impl Drop for TempDir {
 /// test's tag (tests share this process's pid).
 fn marker(tag: u32) -> String {
     format!("3600.{:05}{tag}", std::process::id() % 100_000)
-}
-
-/// Live (non-zombie) processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        if !String::from_utf8_lossy(&cmd).contains(needle) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim().chars().next());
-        if !matches!(state, Some('Z') | Some('X') | None) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -767,6 +747,25 @@ fn hangar_limited(soft: u64, hard: u64, may_raise: bool) -> Command {
     c
 }
 
+/// `hangar run --no-log-files FILE` under [`hangar_limited`], its stderr
+/// collected.
+fn run_limited(
+    soft: u64,
+    hard: u64,
+    may_raise: bool,
+    file: &std::path::Path,
+) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = hangar_limited(soft, hard, may_raise)
+        .args(["run", "--no-log-files"])
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = collect_stderr(&mut child);
+    (child, err)
+}
+
 /// Whether this process has CAP_SYS_RESOURCE (root in a container may not),
 /// which hangar, its child, inherits.
 fn may_raise_hard_limits() -> bool {
@@ -805,14 +804,7 @@ fn a_file_the_descriptor_limit_cannot_hold_starts_nothing_and_says_why() {
     );
     // 256 descriptors hold about 50 processes: 100 cannot be held, and
     // hangar may not raise its limit.
-    let mut child = hangar_limited(256, 256, false)
-        .args(["run", "--no-log-files"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = collect_stderr(&mut child);
+    let (mut child, err) = run_limited(256, 256, false, &file);
     // Before: spawns failed with EMFILE one by one, waited out for ever.
     let status = wait_exit(&mut child, Duration::from_secs(30));
     let err = err.join().unwrap();
@@ -835,14 +827,7 @@ fn children_get_back_the_descriptor_limit_hangar_raised() {
         "one.toml",
         &format!("[[process]]\nname = \"s\"\ncommand = \"sleep\"\nargs = [\"{m}\"]\n"),
     );
-    let mut child = hangar_limited(512, 4096, true)
-        .args(["run", "--no-log-files"])
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = collect_stderr(&mut child);
+    let (mut child, err) = run_limited(512, 4096, true, &file);
     assert!(wait_for(Duration::from_secs(20), || pids_with(&m).len() == 1));
     let own = nofile_of(child.id());
     let sleeper = nofile_of(pids_with(&m)[0]);
