@@ -576,6 +576,8 @@ impl Manager {
     pub(crate) fn install(&self, e: Arc<Entry>) -> Option<Arc<Entry>> {
         let name = e.cfg.name.clone();
         let group = e.cfg.group().to_string();
+        // Counted again if it was removed before (see `Metrics::forget`).
+        self.inner.metrics.track(&name);
         let old = w(&self.inner.plugins).insert(name.clone(), Arc::clone(&e));
         w(&self.inner.disabled).remove(&name);
         if let Some(o) = &old {

@@ -19,8 +19,8 @@
 //! request id and trace id; the trace context travels to the plugin in the
 //! `traceparent` header (see [`crate::TraceContext`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -143,8 +143,18 @@ pub struct Metrics {
     breaker_trips: Family<PluginLabel, Counter>,
     health_checks: Family<OutcomeLabel, Counter>,
     health_status: Family<PluginLabel, Gauge>,
-    handles: RwLock<HashMap<String, Arc<Handles>>>,
+    state: RwLock<State>,
     started: Instant,
+}
+
+/// The plugins being counted, and those forgotten since: a call or health
+/// check that ends after its plugin was removed must not bring its series
+/// back. Every write to a plugin's series holds this lock (read), and
+/// [`Metrics::forget`] holds it (write), so the two never interleave.
+#[derive(Default)]
+struct State {
+    handles: HashMap<String, Handles>,
+    gone: HashSet<String>,
 }
 
 /// One plugin's series, resolved once so a call costs no label allocation.
@@ -219,41 +229,52 @@ impl Metrics {
             breaker_trips,
             health_checks,
             health_status,
-            handles: RwLock::new(HashMap::new()),
+            state: RwLock::new(State::default()),
             started: Instant::now(),
         }
     }
 
-    fn handles(&self, plugin: &str) -> Arc<Handles> {
-        if let Some(h) = self
-            .handles
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(plugin)
+    /// Run `f` on `plugin`'s series (made on first use), unless the plugin
+    /// was forgotten. The state stays locked while `f` runs.
+    fn live<R>(&self, plugin: &str, f: impl FnOnce(&Handles) -> R) -> Option<R> {
         {
-            return Arc::clone(h);
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = st.handles.get(plugin) {
+                return Some(f(h));
+            }
+            if st.gone.contains(plugin) {
+                return None;
+            }
         }
-        let l = Self::label(plugin);
-        let h = Arc::new(Handles {
-            active: self.active.get_or_create(&l).clone(),
-            duration: self.duration.get_or_create(&l).clone(),
-            ok: self
-                .requests
-                .get_or_create(&OutcomeLabel {
-                    plugin: plugin.to_string(),
-                    outcome: "ok".into(),
-                })
-                .clone(),
-            stats: Mutex::new(Stats::default()),
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if st.gone.contains(plugin) {
+            return None;
+        }
+        let h = st.handles.entry(plugin.to_string()).or_insert_with(|| {
+            let l = Self::label(plugin);
+            Handles {
+                active: self.active.get_or_create(&l).clone(),
+                duration: self.duration.get_or_create(&l).clone(),
+                ok: self
+                    .requests
+                    .get_or_create(&OutcomeLabel {
+                        plugin: plugin.to_string(),
+                        outcome: "ok".into(),
+                    })
+                    .clone(),
+                stats: Mutex::new(Stats::default()),
+            }
         });
-        let mut m = self.handles.write().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(m.entry(plugin.to_string()).or_insert(h))
+        Some(f(h))
     }
 
-    fn with<R>(&self, plugin: &str, f: impl FnOnce(&mut Stats) -> R) -> R {
-        let h = self.handles(plugin);
-        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut s)
+    /// Count `plugin` again after a [`Metrics::forget`] (it was added back).
+    pub fn track(&self, plugin: &str) {
+        self.state
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .gone
+            .remove(plugin);
     }
 
     fn label(plugin: &str) -> PluginLabel {
@@ -264,31 +285,31 @@ impl Metrics {
 
     /// A call to `plugin` starts.
     pub fn call_started(&self, plugin: &str) {
-        let h = self.handles(plugin);
-        h.active.inc();
-        h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
+        self.live(plugin, |h| {
+            h.active.inc();
+            h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
+        });
     }
 
     /// A call to `plugin` ended after `took`.
     pub fn call_finished(&self, plugin: &str, took: Duration, result: Result<(), &Error>) {
-        let h = self.handles(plugin);
-        h.active.dec();
-        match result {
-            Ok(()) => {
-                h.ok.inc();
+        self.live(plugin, |h| {
+            h.active.dec();
+            match result {
+                Ok(()) => {
+                    h.ok.inc();
+                }
+                Err(e) => {
+                    self.requests
+                        .get_or_create(&OutcomeLabel {
+                            plugin: plugin.to_string(),
+                            outcome: e.code().to_string(),
+                        })
+                        .inc();
+                }
             }
-            Err(e) => {
-                self.requests
-                    .get_or_create(&OutcomeLabel {
-                        plugin: plugin.to_string(),
-                        outcome: e.code().to_string(),
-                    })
-                    .inc();
-            }
-        }
-        h.duration.observe(took.as_secs_f64());
-        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
-        {
+            h.duration.observe(took.as_secs_f64());
+            let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
             s.active -= 1;
             s.total += 1;
             s.latency_total += took;
@@ -309,7 +330,7 @@ impl Metrics {
                     }
                 }
             }
-        }
+        });
     }
 
     /// The breaker of `plugin` is now in `state`; `tripped` when it just opened.
@@ -319,28 +340,31 @@ impl Metrics {
             BreakerState::Open => 1,
             BreakerState::HalfOpen => 2,
         };
-        self.breaker_state
-            .get_or_create(&Self::label(plugin))
-            .set(v);
-        if tripped {
-            self.breaker_trips.get_or_create(&Self::label(plugin)).inc();
-            self.with(plugin, |s| s.trips += 1);
-        }
+        self.live(plugin, |h| {
+            self.breaker_state
+                .get_or_create(&Self::label(plugin))
+                .set(v);
+            if tripped {
+                self.breaker_trips.get_or_create(&Self::label(plugin)).inc();
+                h.stats.lock().unwrap_or_else(|p| p.into_inner()).trips += 1;
+            }
+        });
     }
 
     /// A health check of `plugin` gave `status`.
     pub fn health_checked(&self, plugin: &str, status: PluginStatus) {
         let ok = status == PluginStatus::Healthy;
-        self.health_checks
-            .get_or_create(&OutcomeLabel {
-                plugin: plugin.to_string(),
-                outcome: if ok { "ok" } else { "failed" }.to_string(),
-            })
-            .inc();
-        self.health_status
-            .get_or_create(&Self::label(plugin))
-            .set(status as i64);
-        self.with(plugin, |s| {
+        self.live(plugin, |h| {
+            self.health_checks
+                .get_or_create(&OutcomeLabel {
+                    plugin: plugin.to_string(),
+                    outcome: if ok { "ok" } else { "failed" }.to_string(),
+                })
+                .inc();
+            self.health_status
+                .get_or_create(&Self::label(plugin))
+                .set(status as i64);
+            let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
             s.health_total += 1;
             if !ok {
                 s.health_failed += 1;
@@ -348,19 +372,18 @@ impl Metrics {
         });
     }
 
-    /// Forget `plugin`'s series (after it is removed).
+    /// Forget `plugin`'s series (after it is removed): events about it that
+    /// end later are not counted, until [`Metrics::track`] says it is back.
     pub fn forget(&self, plugin: &str) {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        st.gone.insert(plugin.to_string());
+        let gone = st.handles.remove(plugin);
         let l = Self::label(plugin);
         self.active.remove(&l);
         self.duration.remove(&l);
         self.breaker_state.remove(&l);
         self.breaker_trips.remove(&l);
         self.health_status.remove(&l);
-        let gone = self
-            .handles
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(plugin);
         let mut outcomes: Vec<String> = vec!["ok".into()];
         if let Some(h) = gone {
             let s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
@@ -390,9 +413,10 @@ impl Metrics {
     /// The report.
     pub fn report(&self) -> ObservabilityReport {
         let m: Vec<(String, Stats)> = self
-            .handles
+            .state
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .handles
             .iter()
             .map(|(k, h)| {
                 let s = h.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -166,3 +166,31 @@ async fn each_call_has_a_span_with_the_request_and_trace_ids_the_plugin_receives
     assert_eq!(f["trace_id"], format!("{:032x}", sent.trace_id));
     assert_eq!(f["span_id"], format!("{:016x}", sent.span_id));
 }
+
+/// A call or a health check that ends after its plugin was removed (a call
+/// still draining, a check that was running) does not bring the plugin's
+/// series back; a plugin added again under that name is counted again.
+#[test]
+fn a_removed_plugin_stays_gone_from_the_metrics_until_it_is_added_back() {
+    use hangar_plugin::{BreakerState, Metrics, PluginStatus};
+    use std::time::Duration;
+
+    let m = Metrics::new();
+    m.call_started("gone");
+    m.forget("gone");
+    m.call_finished("gone", Duration::from_millis(3), Ok(()));
+    m.health_checked("gone", PluginStatus::Healthy);
+    m.breaker("gone", BreakerState::Open, true);
+    m.call_started("gone");
+    let text = m.encode();
+    assert!(!text.contains("plugin=\"gone\""), "{text}");
+    assert!(!m.report().plugins.contains_key("gone"));
+
+    m.track("gone");
+    m.call_started("gone");
+    m.call_finished("gone", Duration::from_millis(3), Ok(()));
+    assert!(m
+        .encode()
+        .contains("hangar_plugin_requests_total{plugin=\"gone\",outcome=\"ok\"} 1"));
+    assert_eq!(m.report().plugins["gone"].total_requests, 1);
+}
