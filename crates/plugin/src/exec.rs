@@ -290,7 +290,12 @@ impl ExecClient {
         } else {
             ctx.timeout
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout too long to add to the clock waits as long as tokio's own
+        // (30 years).
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86400));
         let mut rx = self.inner.cur.clone();
         let mux = tokio::time::timeout_at(deadline, async {
             loop {

@@ -768,9 +768,7 @@ async fn handle<H: Handler>(
     };
     headers.extend(env.metadata);
     headers.extend(env.headers);
-    let deadline = parse_go_duration(&env.timeout)
-        .filter(|d| !d.is_zero())
-        .map(|d| tokio::time::Instant::now() + d);
+    let deadline = parse_go_duration(&env.timeout).and_then(Call::deadline_after);
     let call = Call {
         kind,
         request_id: request_id.clone(),

@@ -676,7 +676,10 @@ impl Manager {
             },
             key: o.key,
             max_retries: o.max_retries,
-            deadline: o.timeout.map(|t| tokio::time::Instant::now() + t),
+            // A timeout too long to add to the clock is none.
+            deadline: o
+                .timeout
+                .and_then(|t| tokio::time::Instant::now().checked_add(t)),
             cancel: o.cancel.unwrap_or_default(),
         }
     }

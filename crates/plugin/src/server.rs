@@ -55,7 +55,16 @@ impl Call {
 
     /// A deadline `timeout_ms` from now (none for 0).
     pub(crate) fn deadline_in(timeout_ms: u64) -> Option<Instant> {
-        (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms))
+        Call::deadline_after(Duration::from_millis(timeout_ms))
+    }
+
+    /// A deadline `d` from now: none for zero, nor for one too far to add
+    /// to the clock (a caller's number must not panic the server).
+    pub(crate) fn deadline_after(d: Duration) -> Option<Instant> {
+        if d.is_zero() {
+            return None;
+        }
+        Instant::now().checked_add(d)
     }
 }
 

@@ -432,3 +432,25 @@ async fn keep_alive_reuses_one_connection_and_its_absence_does_not() {
         }
     }
 }
+
+/// A `timeout` too long to add to the clock (about 295 billion years) is
+/// no deadline: the server answers instead of panicking on the overflow,
+/// which with `panic = "abort"` took the whole plugin down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_past_the_end_of_the_clock_is_answered() {
+    let (s, _url) = server().await;
+    let addr = s.local_addr().expect("addr");
+    let body = r#"{"data":{"n":1},"request_id":"far","timeout":"9300000000000000000s"}"#;
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (head, out) = tokio::time::timeout(Duration::from_secs(10), raw(addr, &req))
+        .await
+        .expect("an answer in time");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let v: Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(v["request_id"], "far");
+    assert_eq!(v["data"]["echo"], json!({ "n": 1 }));
+    assert_eq!(v["data"]["has_deadline"], false);
+}
