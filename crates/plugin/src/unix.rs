@@ -12,6 +12,7 @@
 //! requests by `request_id`, in any order. The full protocol is in
 //! `docs/plugin-protocol.md`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{oneshot, watch};
 
@@ -83,45 +84,152 @@ pub struct Response {
 }
 
 impl Response {
-    fn from_result(kind: &str, request_id: String, r: Result<Value, Error>) -> Response {
-        match r {
-            Ok(data) => Response {
-                kind: kind.to_string(),
-                request_id,
-                success: true,
-                data,
-                error: None,
-                headers: HashMap::new(),
-            },
-            Err(e) => Response {
-                kind: kind.to_string(),
-                request_id,
-                success: false,
-                data: Value::Null,
-                error: Some(e.message),
-                headers: HashMap::from([(ERROR_CODE_HEADER.to_string(), e.kind.code().into())]),
-            },
-        }
-    }
-
     /// The answer as a result: a failure keeps the kind its code names
     /// (`PLUGIN_1203` without one).
     pub fn into_result(self) -> Result<Value, Error> {
-        if self.success {
-            return Ok(self.data);
-        }
-        let kind = self
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(ERROR_CODE_HEADER))
-            .and_then(|(_, v)| ErrorKind::from_code(v))
-            .unwrap_or(ErrorKind::ExecutionFailed);
-        Err(Error::new(
-            kind,
-            self.error
-                .unwrap_or_else(|| "the plugin reported a failure".into()),
-        ))
+        answer_result(self.success, self.data, self.error, &self.headers)
     }
+}
+
+/// A response's outcome: its data, or its failure with the kind its
+/// `X-Error-Code` names (`PLUGIN_1203` without one).
+fn answer_result(
+    success: bool,
+    data: Value,
+    error: Option<String>,
+    headers: &HashMap<String, String>,
+) -> Result<Value, Error> {
+    if success {
+        return Ok(data);
+    }
+    let kind = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(ERROR_CODE_HEADER))
+        .and_then(|(_, v)| ErrorKind::from_code(v))
+        .unwrap_or(ErrorKind::ExecutionFailed);
+    Err(Error::new(
+        kind,
+        error.unwrap_or_else(|| "the plugin reported a failure".into()),
+    ))
+}
+
+/// A response as the client reads it: the id borrowed from the frame (it is
+/// only looked up). The type is not used, but read as [`Response`] reads it,
+/// so that both take the same frames (a type that is not UTF-8 is refused).
+#[derive(Deserialize)]
+struct ResponseIn<'a> {
+    #[serde(rename = "type", default, borrow)]
+    _kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
+    success: bool,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+}
+
+/// A request as the server reads it: type and id borrowed from the frame.
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// The wire form of a [`Response`] written from borrowed parts (the same
+/// JSON as serializing the `Response` that [`Response::from_result`] builds).
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    request_id: &'a str,
+    success: bool,
+    data: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<ErrorCodeHeader>,
+}
+
+struct ErrorCodeHeader(&'static str);
+
+impl Serialize for ErrorCodeHeader {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(ERROR_CODE_HEADER, self.0)?;
+        m.end()
+    }
+}
+
+fn answer_out<'a>(
+    kind: &'a str,
+    request_id: &'a str,
+    r: &'a Result<Value, Error>,
+) -> ResponseOut<'a> {
+    static NULL: Value = Value::Null;
+    match r {
+        Ok(data) => ResponseOut {
+            kind,
+            request_id,
+            success: true,
+            data,
+            error: None,
+            headers: None,
+        },
+        Err(e) => ResponseOut {
+            kind,
+            request_id,
+            success: false,
+            data: &NULL,
+            error: Some(&e.message),
+            headers: Some(ErrorCodeHeader(e.kind.code())),
+        },
+    }
+}
+
+/// The frame a server answers a call with: the request's type and id, and
+/// the result (a failure carries its code in `X-Error-Code`).
+pub fn encode_answer(
+    kind: &str,
+    request_id: &str,
+    r: &Result<Value, Error>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    encode_frame(&answer_out(kind, request_id, r))
+}
+
+/// Queue the answer to a call on `sink`: `false` where the sink is closed.
+fn push_answer(sink: &FrameSink, kind: &str, request_id: &str, r: &Result<Value, Error>) -> bool {
+    match with_frame(&answer_out(kind, request_id, r), |f| sink.push(f)) {
+        Ok(queued) => queued,
+        Err(e) => {
+            tracing::warn!("cannot encode a response: {e}");
+            true
+        }
+    }
+}
+
+/// Decode a response frame as the client does: `f` gets the request id it
+/// answers and its outcome (see [`Response::into_result`]). `false` for a
+/// frame that is not a response.
+pub fn decode_answer(body: &[u8], f: impl FnOnce(&str, Result<Value, Error>)) -> bool {
+    let Ok(resp) = serde_json::from_slice::<ResponseIn>(body) else {
+        return false;
+    };
+    f(
+        &resp.request_id,
+        answer_result(resp.success, resp.data, resp.error, &resp.headers),
+    );
+    true
 }
 
 // ---------------------------------------------------------------- framing
@@ -149,18 +257,131 @@ pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Opt
     Ok(Some(buf))
 }
 
+/// Reads frames from a stream through a buffer of its own, handing out each
+/// body as a slice of that buffer: one `read` takes in as many frames as
+/// the stream has ready, and no frame is copied or allocated on its own.
+/// Cancel-safe: a `next` dropped mid-read loses nothing (what was read stays
+/// buffered). Same limits and errors as [`read_frame`]; the fuzz target
+/// `plugin_frames` drives both.
+pub struct FrameReader<R> {
+    r: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What a [`FrameReader`] keeps between frames (it grows for a bigger frame
+/// and shrinks back once that frame is consumed).
+const READ_BUF: usize = 64 << 10;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Read frames from `r`.
+    pub fn new(r: R) -> FrameReader<R> {
+        FrameReader {
+            r,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The body of the next whole frame in the buffer: `(start, len)`.
+    fn buffered(&self) -> std::io::Result<Option<(usize, usize)>> {
+        let avail = &self.buf[self.start..self.end];
+        let Some(len) = avail.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let n = u32::from_be_bytes(*len) as usize;
+        if n > MAX_FRAME {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("frame of {n} bytes exceeds {MAX_FRAME}"),
+            ));
+        }
+        Ok((avail.len() - 4 >= n).then_some((self.start + 4, n)))
+    }
+
+    /// Whether a whole frame is already buffered (so [`FrameReader::next`]
+    /// returns without a read).
+    pub fn has_frame(&self) -> bool {
+        matches!(self.buffered(), Ok(Some(_)))
+    }
+
+    /// The next frame's body: `None` where the stream ends between frames,
+    /// an error for a length above [`MAX_FRAME`] or a stream that ends
+    /// inside a frame.
+    pub async fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            if let Some((at, n)) = self.buffered()? {
+                self.start = at + n;
+                return Ok(Some(&self.buf[at..at + n]));
+            }
+            // Make room: move what is left to the front, and grow for a
+            // frame bigger than the buffer (its length is known by now).
+            let need = match self.buf[self.start..self.end].first_chunk::<4>() {
+                Some(len) => 4 + u32::from_be_bytes(*len) as usize,
+                None => 4,
+            };
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            let want = need.max(READ_BUF);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            } else if self.end == 0 && self.buf.len() > READ_BUF.max(need) {
+                self.buf.truncate(READ_BUF);
+                self.buf.shrink_to_fit();
+            }
+            let n = self.r.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                return if self.end == 0 {
+                    Ok(None)
+                } else {
+                    Err(std::io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+            self.end += n;
+        }
+    }
+}
+
 /// Serialize `v` as one frame (length prefix patched in place, no copy).
 pub fn encode_frame(v: &impl Serialize) -> Result<Vec<u8>, serde_json::Error> {
-    // Start at the size of the last frame, so a steady stream of similar
-    // calls encodes without growing the buffer.
-    static LAST: AtomicUsize = AtomicUsize::new(256);
-    let mut out = Vec::with_capacity(LAST.load(Ordering::Relaxed).clamp(64, 1 << 20) + 64);
+    let mut out = Vec::new();
+    write_frame(&mut out, v)?;
+    Ok(out)
+}
+
+fn write_frame(out: &mut Vec<u8>, v: &impl Serialize) -> Result<(), serde_json::Error> {
+    out.clear();
     out.extend_from_slice(&[0u8; 4]);
-    serde_json::to_writer(&mut out, v)?;
+    serde_json::to_writer(&mut *out, v)?;
     let n = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&n.to_be_bytes());
-    LAST.store(out.len(), Ordering::Relaxed);
-    Ok(out)
+    Ok(())
+}
+
+/// Encode `v` as one frame in this thread's scratch buffer and hand it to
+/// `f` (which copies it out, into a [`FrameSink`]): no allocation per frame
+/// once the buffer has grown to the usual size. A frame over a megabyte
+/// does not stay.
+fn with_frame<R>(v: &impl Serialize, f: impl FnOnce(&[u8]) -> R) -> Result<R, serde_json::Error> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            write_frame(&mut buf, v)?;
+            let r = f(&buf);
+            if buf.capacity() > SINK_KEEP {
+                *buf = Vec::new();
+            }
+            Ok(r)
+        }
+        // Not reached (neither `f` nor a `Serialize` here encodes a frame),
+        // but a nested use would get a buffer of its own.
+        Err(_) => encode_frame(v).map(|fr| f(&fr)),
+    })
 }
 
 /// The write side of a framed stream, shared by every task that calls or
@@ -173,9 +394,19 @@ pub(crate) struct FrameSink {
     queue: Mutex<Vec<u8>>,
     writing: AtomicBool,
     closed: AtomicBool,
-    io: tokio::sync::Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
+    io: tokio::sync::Mutex<SinkIo>,
     on_close: Option<Arc<Pending>>,
 }
+
+/// The stream, and the buffer the writer swaps with the queue (both keep
+/// their capacity, so a steady flow of frames allocates nothing).
+struct SinkIo {
+    w: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    spare: Vec<u8>,
+}
+
+/// What a sink's buffers keep between writes at most.
+const SINK_KEEP: usize = 1 << 20;
 
 struct WriterRole<'a> {
     sink: &'a FrameSink,
@@ -202,7 +433,10 @@ impl FrameSink {
             queue: Mutex::new(Vec::with_capacity(16 << 10)),
             writing: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            io: tokio::sync::Mutex::new(Some(Box::new(w))),
+            io: tokio::sync::Mutex::new(SinkIo {
+                w: Some(Box::new(w)),
+                spare: Vec::with_capacity(16 << 10),
+            }),
             on_close,
         }
     }
@@ -232,7 +466,6 @@ impl FrameSink {
     /// Write everything queued, unless another task is doing it (it will
     /// take our frames too).
     async fn flush(&self) -> std::io::Result<()> {
-        let mut buf: Vec<u8> = Vec::new();
         loop {
             if self.is_closed() {
                 return Err(std::io::Error::new(
@@ -252,23 +485,27 @@ impl FrameSink {
                 done: false,
             };
             let mut io = self.io.lock().await;
+            let SinkIo { w, spare } = &mut *io;
             loop {
                 {
                     let Ok(mut q) = self.queue.lock() else { break };
                     if q.is_empty() {
                         break;
                     }
-                    std::mem::swap(&mut *q, &mut buf);
+                    std::mem::swap(&mut *q, spare);
                 }
-                let Some(w) = io.as_mut() else {
+                let Some(w) = w.as_mut() else {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::NotConnected,
                         "closed",
                     ));
                 };
-                w.write_all(&buf).await?;
+                w.write_all(spare).await?;
                 w.flush().await?;
-                buf.clear();
+                spare.clear();
+                if spare.capacity() > SINK_KEEP {
+                    *spare = Vec::with_capacity(16 << 10);
+                }
             }
             drop(io);
             role.done = true;
@@ -294,14 +531,14 @@ impl FrameSink {
             p.fail_all();
         }
         if let Ok(mut g) = self.io.try_lock() {
-            g.take();
+            g.w.take();
         }
     }
 
     /// Close and make sure the stream is shut, waiting for a writer in progress.
     async fn close_wait(&self) {
         self.close();
-        self.io.lock().await.take();
+        self.io.lock().await.w.take();
     }
 }
 
@@ -319,7 +556,6 @@ fn run_inline_or_spawn<F: Future<Output = ()> + Send + 'static>(fut: F, inline: 
     }
 }
 
-/// Whether `buf` already holds a whole frame (so reading it needs no syscall).
 /// Decode a frame's body as a [`Request`] (what a plugin server reads).
 pub fn decode_request(body: &[u8]) -> Result<Request, serde_json::Error> {
     serde_json::from_slice(body)
@@ -328,10 +564,6 @@ pub fn decode_request(body: &[u8]) -> Result<Request, serde_json::Error> {
 /// Decode a frame's body as a [`Response`] (what a client reads).
 pub fn decode_response(body: &[u8]) -> Result<Response, serde_json::Error> {
     serde_json::from_slice(body)
-}
-
-fn has_whole_frame(buf: &[u8]) -> bool {
-    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
 }
 
 struct MergedHeaders<'a>(&'a HashMap<String, String>, &'a [(String, String)]);
@@ -363,7 +595,7 @@ struct RequestRef<'a> {
 // ---------------------------------------------------------------- client mux
 
 struct Pending {
-    map: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    map: Mutex<HashMap<String, oneshot::Sender<Result<Value, Error>>>>,
     alive: AtomicBool,
 }
 
@@ -426,19 +658,16 @@ impl Mux {
         let writer = Arc::new(FrameSink::new(w, Some(Arc::clone(&pending))));
         let p = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
-            let mut r = BufReader::with_capacity(64 << 10, r);
-            while let Ok(Some(body)) = read_frame(&mut r).await {
-                let Ok(resp) = decode_response(&body) else {
+            let mut r = FrameReader::new(r);
+            while let Ok(Some(body)) = r.next().await {
+                let ok = decode_answer(body, |id, answer| {
+                    let waiter = p.map.lock().ok().and_then(|mut m| m.remove(id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(answer);
+                    }
+                });
+                if !ok {
                     tracing::warn!("plugin sent a malformed response; ignored");
-                    continue;
-                };
-                let waiter = p
-                    .map
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.remove(&resp.request_id));
-                if let Some(w) = waiter {
-                    let _ = w.send(resp);
                 }
             }
             // Connection gone: every waiter learns it (its sender is dropped).
@@ -507,28 +736,34 @@ impl Mux {
         }
         self.inflight.fetch_add(1, Ordering::Relaxed);
         let _g = InflightGuard(&self.inflight);
-        let frame = encode_frame(&RequestRef {
+        let req = RequestRef {
             kind: kind.as_str(),
             request_id: &id,
             data,
             headers: MergedHeaders(&ctx.headers, extra_headers),
             timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
-        })
-        .map_err(|e| {
-            self.forget(&id);
-            Error::new(
+        };
+        let queued = with_frame(&req, |frame| {
+            let n = frame.len() - 4;
+            (n <= MAX_FRAME).then(|| self.writer.push(frame)).ok_or(n)
+        });
+        let refused = match queued {
+            Ok(Ok(true)) => None,
+            Ok(Ok(false)) => Some(Error::new(self.err, "the connection broke while sending")),
+            Ok(Err(n)) => Some(Error::new(
+                ErrorKind::ExecutionFailed,
+                format!("request of {n} bytes exceeds {MAX_FRAME}"),
+            )),
+            Err(e) => Some(Error::new(
                 ErrorKind::ExecutionFailed,
                 format!("cannot encode the request: {e}"),
-            )
-        })?;
-        if frame.len() - 4 > MAX_FRAME {
+            )),
+        };
+        if let Some(e) = refused {
             self.forget(&id);
-            return Err(Error::new(
-                ErrorKind::ExecutionFailed,
-                format!("request of {} bytes exceeds {MAX_FRAME}", frame.len() - 4),
-            ));
+            return Err(e);
         }
-        if !self.writer.push(&frame) || self.writer.flush().await.is_err() {
+        if self.writer.flush().await.is_err() {
             self.forget(&id);
             self.pending.fail_all();
             return Err(Error::new(self.err, "the connection broke while sending"));
@@ -542,7 +777,7 @@ impl Mux {
                 ))
             }
             Ok(Err(_)) => Err(Error::new(self.err, "the connection closed mid-call")),
-            Ok(Ok(resp)) => resp.into_result(),
+            Ok(Ok(answer)) => answer,
         }
     }
 
@@ -887,30 +1122,41 @@ pub(crate) async fn serve_stream<R, W, H>(
 {
     let sink = Arc::new(FrameSink::new(w, None));
     let read = async {
-        let mut r = BufReader::with_capacity(64 << 10, r);
-        while let Ok(Some(body)) = read_frame(&mut r).await {
-            let (handler, auth, sink2) =
-                (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&sink));
-            let inline = Arc::new(AtomicBool::new(true));
-            let inl = Arc::clone(&inline);
-            run_inline_or_spawn(
-                async move {
-                    let resp = answer_frame(&*handler, &auth, &body).await;
-                    match encode_frame(&resp) {
-                        Ok(f) => {
-                            // Inline answers are flushed by the reader once
-                            // it has no whole frame left (one write for a
-                            // batch); a spawned one flushes itself.
-                            if sink2.push(&f) && !inl.load(Ordering::SeqCst) {
+        let mut r = FrameReader::new(r);
+        while let Ok(Some(body)) = r.next().await {
+            match decode_call(body) {
+                Ok((kind, call)) => {
+                    let (handler, auth, sink2) =
+                        (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&sink));
+                    let inline = Arc::new(AtomicBool::new(true));
+                    let inl = Arc::clone(&inline);
+                    run_inline_or_spawn(
+                        async move {
+                            let id = call.request_id.clone();
+                            let r = dispatch(&*handler, &auth, call).await;
+                            // Inline answers are flushed by the reader once it
+                            // has no whole frame left (one write for a batch);
+                            // a spawned one flushes itself.
+                            if push_answer(&sink2, kind.as_str(), &id, &r)
+                                && !inl.load(Ordering::SeqCst)
+                            {
                                 let _ = sink2.flush().await;
                             }
-                        }
-                        Err(e) => tracing::warn!("cannot encode a response: {e}"),
-                    }
-                },
-                &inline,
-            );
-            if !has_whole_frame(r.buffer()) && sink.flush().await.is_err() {
+                        },
+                        &inline,
+                    );
+                }
+                // Malformed, or of an unknown type: answered at once.
+                Err(bad) => {
+                    let BadRequest {
+                        kind,
+                        request_id,
+                        error,
+                    } = *bad;
+                    push_answer(&sink, &kind, &request_id, &Err(error));
+                }
+            }
+            if !r.has_frame() && sink.flush().await.is_err() {
                 return;
             }
         }
@@ -924,35 +1170,46 @@ pub(crate) async fn serve_stream<R, W, H>(
     }
 }
 
-async fn answer_frame<H: Handler>(handler: &H, auth: &ServerAuth, body: &[u8]) -> Response {
-    let req = match decode_request(body) {
-        Ok(r) => r,
-        Err(e) => {
-            return Response::from_result(
-                "",
-                String::new(),
-                Err(Error::new(
-                    ErrorKind::ExecutionFailed,
-                    format!("malformed request: {e}"),
-                )),
-            )
-        }
-    };
+/// A request frame the server cannot take, and what to answer it with.
+#[derive(Debug)]
+pub struct BadRequest {
+    /// The request's type as sent (empty where unreadable).
+    pub kind: String,
+    /// The request's id (empty where unreadable).
+    pub request_id: String,
+    /// Why it is refused (`PLUGIN_1203`).
+    pub error: Error,
+}
+
+/// Decode a request frame as the server does: its kind and the [`Call`]
+/// (deadline counted from now), or what to answer a malformed one with.
+pub fn decode_call(body: &[u8]) -> Result<(CallKind, Call), Box<BadRequest>> {
+    let req = serde_json::from_slice::<RequestIn>(body).map_err(|e| {
+        Box::new(BadRequest {
+            kind: String::new(),
+            request_id: String::new(),
+            error: Error::new(
+                ErrorKind::ExecutionFailed,
+                format!("malformed request: {e}"),
+            ),
+        })
+    })?;
     let Some(kind) = CallKind::parse(&req.kind) else {
         let msg = format!("unknown request type {:?}", req.kind);
-        return Response::from_result(
-            &req.kind,
-            req.request_id,
-            Err(Error::new(ErrorKind::ExecutionFailed, msg)),
-        );
+        return Err(Box::new(BadRequest {
+            kind: req.kind.into_owned(),
+            request_id: req.request_id.into_owned(),
+            error: Error::new(ErrorKind::ExecutionFailed, msg),
+        }));
     };
-    let call = Call {
+    Ok((
         kind,
-        request_id: req.request_id.clone(),
-        headers: req.headers,
-        deadline: Call::deadline_in(req.timeout_ms),
-        data: req.data,
-    };
-    let r = dispatch(handler, auth, call).await;
-    Response::from_result(kind.as_str(), req.request_id, r)
+        Call {
+            kind,
+            request_id: req.request_id.into_owned(),
+            headers: req.headers,
+            deadline: Call::deadline_in(req.timeout_ms),
+            data: req.data,
+        },
+    ))
 }

@@ -490,3 +490,80 @@ async fn frames_read_back_and_bad_lengths_are_refused() {
     let huge = ((unix::MAX_FRAME + 1) as u32).to_be_bytes();
     assert!(unix::read_frame(&mut &huge[..]).await.is_err());
 }
+
+/// A reader that hands out at most `chunk` bytes per read (a socket under
+/// load delivers frames in pieces like this).
+struct Trickle<'a> {
+    data: &'a [u8],
+    chunk: usize,
+}
+
+impl tokio::io::AsyncRead for Trickle<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.chunk.min(self.data.len()).min(buf.remaining());
+        buf.put_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The buffered reader both sides of the transport read with: frames come
+/// back whole however the bytes arrive (one at a time, or a frame bigger
+/// than its buffer), and it ends as `read_frame` does except that bytes
+/// left over after the last frame are an error, not a clean end.
+#[tokio::test]
+async fn the_frame_reader_reads_frames_however_they_arrive() {
+    let big = json!({"blob": "y".repeat(200_000)});
+    let bodies: Vec<Vec<u8>> = vec![
+        serde_json::to_vec(&json!({"a": 1})).unwrap(),
+        Vec::new(),
+        serde_json::to_vec(&big).unwrap(),
+        serde_json::to_vec(&json!("last")).unwrap(),
+    ];
+    let mut wire = Vec::new();
+    for b in &bodies {
+        wire.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        wire.extend_from_slice(b);
+    }
+    for chunk in [1, 3, 4, 7, 1000, 65536, usize::MAX] {
+        let mut r = unix::FrameReader::new(Trickle { data: &wire, chunk });
+        for b in &bodies {
+            assert!(!r.has_frame() || chunk > 4);
+            let got = r.next().await.unwrap().expect("a frame");
+            assert_eq!(got, &b[..], "chunk {chunk}");
+        }
+        assert!(
+            r.next().await.unwrap().is_none(),
+            "clean end, chunk {chunk}"
+        );
+    }
+    for cut in [1, 3, 5, wire.len() - 1] {
+        let mut r = unix::FrameReader::new(Trickle {
+            data: &wire[..wire.len() - cut],
+            chunk: 4096,
+        });
+        let mut n = 0;
+        let end = loop {
+            match r.next().await {
+                Ok(Some(_)) => n += 1,
+                other => break other.map(|o| o.is_some()),
+            }
+        };
+        assert!(n < bodies.len());
+        assert_eq!(
+            end.unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof,
+            "cut {cut}"
+        );
+    }
+    let huge = ((unix::MAX_FRAME + 1) as u32).to_be_bytes();
+    let mut r = unix::FrameReader::new(&huge[..]);
+    assert_eq!(
+        r.next().await.unwrap_err().kind(),
+        std::io::ErrorKind::InvalidData
+    );
+}
