@@ -3,8 +3,11 @@
 //! p99 with one caller, throughput with 64 concurrent callers.
 //!
 //! ```text
-//! cargo run --release -p hangar-plugin --example plugin_bench [-- SECONDS ROUNDS]
+//! cargo run --release -p hangar-plugin --example plugin_bench [-- SECONDS ROUNDS [ONLY…]]
 //! ```
+//!
+//! `ONLY` names the rows to run (`unix`, `http`, `grpc`, `reqwest`, `go`);
+//! all of them when none is named.
 //!
 //! - **unix raw**: a length-prefixed echo over a Unix socket written directly
 //!   on tokio (no JSON), one connection per caller.
@@ -20,6 +23,11 @@
 //! - **http reqwest**: reqwest (the other candidate client) posting the same
 //!   envelope to the same library server, to show why the library drives
 //!   hyper directly.
+//!
+//! - **go-plugin**: the peer, HashiCorp go-plugin's gRPC plugin and host
+//!   answering the same 1 KB echo (`bench/goplugin`, built with Debian's Go
+//!   packages), run as a child process in each round when `PLUGIN_BENCH_GO`
+//!   names its binary; it reports its own figures.
 //!
 //! Servers run on their own 2-thread runtime, callers on another.
 
@@ -371,6 +379,10 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let secs: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2.0);
     let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
+    // Transports to measure (`unix`, `http`, `grpc`, `reqwest`, `go`); all when none named.
+    let only: Vec<String> = args.collect();
+    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
+    let go_bench = std::env::var_os("PLUGIN_BENCH_GO").map(std::path::PathBuf::from);
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("bench-server")
@@ -415,6 +427,7 @@ fn main() {
     println!(
         "payload {body_len} bytes of JSON each way; latency over {LAT_CALLS} sequential calls; throughput {CONCURRENCY} concurrent callers for {secs} s; median of {rounds} rounds"
     );
+    // Rows in pairs (baseline, measured) for the ratio lines.
     let mut results: Vec<(&str, Vec<Stats>)> = vec![
         ("unix raw", vec![]),
         ("unix lib", vec![]),
@@ -424,6 +437,7 @@ fn main() {
         ("grpc lib", vec![]),
         ("http raw", vec![]),
         ("http reqwest", vec![]),
+        ("go-plugin", vec![]),
     ];
     clients.block_on(async {
         let unix_lib: Arc<dyn Transport> =
@@ -442,88 +456,137 @@ fn main() {
 
         for round in 0..rounds {
             eprintln!("round {}/{rounds}", round + 1);
-            // unix
-            let mut raw_callers = Vec::new();
-            for _ in 0..CONCURRENCY {
-                raw_callers.push(raw_unix_caller(&raw_sock).await);
+            if want("unix") {
+                let mut raw_callers = Vec::new();
+                for _ in 0..CONCURRENCY {
+                    raw_callers.push(raw_unix_caller(&raw_sock).await);
+                }
+                let single = raw_unix_caller(&raw_sock).await;
+                let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
+                results[0].1.push(s);
+                let s = measure(
+                    lib_caller(Arc::clone(&unix_lib)),
+                    &|_| lib_caller(Arc::clone(&unix_lib)),
+                    secs,
+                )
+                .await;
+                results[1].1.push(s);
             }
-            let single = raw_unix_caller(&raw_sock).await;
-            let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
-            results[0].1.push(s);
-            let s = measure(
-                lib_caller(Arc::clone(&unix_lib)),
-                &|_| lib_caller(Arc::clone(&unix_lib)),
-                secs,
-            )
-            .await;
-            results[1].1.push(s);
-            // http
-            let mut raw_callers = Vec::new();
-            for _ in 0..CONCURRENCY {
-                raw_callers.push(raw_http_caller(raw_http).await);
+            if want("http") || want("reqwest") {
+                let mut raw_callers = Vec::new();
+                for _ in 0..CONCURRENCY {
+                    raw_callers.push(raw_http_caller(raw_http).await);
+                }
+                let single = raw_http_caller(raw_http).await;
+                let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
+                results[2].1.push(s);
+                // The reqwest row is compared with the same raw HTTP figures.
+                results[6].1.push(s);
             }
-            let single = raw_http_caller(raw_http).await;
-            let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
-            results[2].1.push(s);
-            let s = measure(
-                lib_caller(Arc::clone(&http_lib)),
-                &|_| lib_caller(Arc::clone(&http_lib)),
-                secs,
-            )
-            .await;
-            results[3].1.push(s);
-            // grpc
-            let single = raw_grpc_caller(raw_ch.clone()).await;
-            let ch = raw_ch.clone();
-            let mut raw_callers = Vec::new();
-            for _ in 0..CONCURRENCY {
-                raw_callers.push(raw_grpc_caller(ch.clone()).await);
+            if want("http") {
+                let s = measure(
+                    lib_caller(Arc::clone(&http_lib)),
+                    &|_| lib_caller(Arc::clone(&http_lib)),
+                    secs,
+                )
+                .await;
+                results[3].1.push(s);
             }
-            let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
-            results[4].1.push(s);
-            let s = measure(
-                lib_caller(Arc::clone(&grpc_lib)),
-                &|_| lib_caller(Arc::clone(&grpc_lib)),
-                secs,
-            )
-            .await;
-            results[5].1.push(s);
-            // reqwest against the same library server (raw HTTP again, for the ratio)
-            let raw_http_stats = results[2].1[round];
-            results[6].1.push(raw_http_stats);
-            let rq = reqwest::Client::builder()
-                .tcp_nodelay(true)
-                .pool_max_idle_per_host(100)
-                .build()
-                .expect("reqwest");
-            let url = format!("http://{lib_http}/");
-            let s = measure(
-                reqwest_caller(rq.clone(), url.clone()),
-                &|_| reqwest_caller(rq.clone(), url.clone()),
-                secs,
-            )
-            .await;
-            results[7].1.push(s);
+            if want("grpc") {
+                let single = raw_grpc_caller(raw_ch.clone()).await;
+                let ch = raw_ch.clone();
+                let mut raw_callers = Vec::new();
+                for _ in 0..CONCURRENCY {
+                    raw_callers.push(raw_grpc_caller(ch.clone()).await);
+                }
+                let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
+                results[4].1.push(s);
+                let s = measure(
+                    lib_caller(Arc::clone(&grpc_lib)),
+                    &|_| lib_caller(Arc::clone(&grpc_lib)),
+                    secs,
+                )
+                .await;
+                results[5].1.push(s);
+            }
+            if want("reqwest") {
+                let rq = reqwest::Client::builder()
+                    .tcp_nodelay(true)
+                    .pool_max_idle_per_host(100)
+                    .build()
+                    .expect("reqwest");
+                let url = format!("http://{lib_http}/");
+                let s = measure(
+                    reqwest_caller(rq.clone(), url.clone()),
+                    &|_| reqwest_caller(rq.clone(), url.clone()),
+                    secs,
+                )
+                .await;
+                results[7].1.push(s);
+            }
+            if want("go") {
+                if let Some(go) = &go_bench {
+                    results[8].1.push(go_plugin(go, secs).await);
+                }
+            }
         }
     });
 
     println!();
     println!("| transport    | p50 µs   | p99 µs   | calls/s @64 |");
     println!("|--------------|----------|----------|-------------|");
-    let med: Vec<(&str, Stats)> = results.into_iter().map(|(n, v)| (n, median(v))).collect();
-    for (n, s) in &med[..6] {
-        row(n, s);
+    let med: Vec<(&str, Option<Stats>)> = results
+        .into_iter()
+        .map(|(n, v)| (n, (!v.is_empty()).then(|| median(v))))
+        .collect();
+    for (i, (n, s)) in med.iter().enumerate() {
+        // Row 6 repeats raw HTTP for the reqwest ratio.
+        if let (Some(s), false) = (s, i == 6) {
+            row(n, s);
+        }
     }
-    row(med[7].0, &med[7].1);
     println!();
-    for pair in med.chunks(2) {
-        let (raw, lib) = (&pair[0].1, &pair[1].1);
+    let ratio = |name: &str, base_name: &str, lib: &Stats, base: &Stats| {
         println!(
-            "{}: lib/raw p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
-            pair[1].0,
-            lib.p50.as_secs_f64() / raw.p50.as_secs_f64(),
-            lib.p99.as_secs_f64() / raw.p99.as_secs_f64(),
-            lib.rps / raw.rps
+            "{name} / {base_name}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+            lib.p50.as_secs_f64() / base.p50.as_secs_f64(),
+            lib.p99.as_secs_f64() / base.p99.as_secs_f64(),
+            lib.rps / base.rps
         );
+    };
+    for pair in med[..8].chunks(2) {
+        if let ((rn, Some(raw)), (ln, Some(lib))) = (&pair[0], &pair[1]) {
+            ratio(ln, rn, lib, raw);
+        }
+    }
+    // Against the peer: the same echo through HashiCorp go-plugin (gRPC).
+    if let Some(go) = &med[8].1 {
+        for i in [1, 5] {
+            if let (n, Some(s)) = &med[i] {
+                ratio(n, "go-plugin", s, go);
+            }
+        }
+    }
+}
+
+/// One run of the go-plugin peer (bench/goplugin): it prints its own p50,
+/// p99 and calls/s at 64 callers as one JSON line.
+async fn go_plugin(bin: &std::path::Path, secs: f64) -> Stats {
+    let out = tokio::process::Command::new(bin)
+        .arg(secs.to_string())
+        .output()
+        .await
+        .expect("run the go-plugin bench");
+    assert!(
+        out.status.success(),
+        "go-plugin bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("go-plugin bench output");
+    let us = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or(0.0) / 1e6);
+    Stats {
+        p50: us("p50_us"),
+        p99: us("p99_us"),
+        rps: v["rps"].as_f64().unwrap_or(0.0),
     }
 }
