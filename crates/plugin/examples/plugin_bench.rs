@@ -11,6 +11,11 @@
 //!
 //! - **unix raw**: a length-prefixed echo over a Unix socket written directly
 //!   on tokio (no JSON), one connection per caller.
+//! - **unix json**, **http json**, **grpc json**: the same raw clients
+//!   and servers, doing the JSON work a call of a `serde_json::Value` cannot
+//!   avoid: the caller encodes the value and parses the answer, the server
+//!   parses the request and encodes it back. The library rows do that too,
+//!   so these are what the library's own machinery is measured against.
 //! - **unix lib**: [`UnixClient`] (default options: a pool of 4 multiplexed
 //!   connections) against [`unix::serve`] with an echo [`Handler`].
 //! - **http raw**: a hyper HTTP/1 echo server and hyper's connection-level
@@ -140,9 +145,17 @@ async fn measure(single: CallFn, make: &(dyn Fn(usize) -> CallFn + Sync), secs: 
     Stats { p50, p99, rps }
 }
 
+/// What the `json` baselines do to a body on each side: parse it into a
+/// `Value` and write it back out (the least a JSON call costs on top of the
+/// bytes).
+fn json_round(body: &[u8]) -> Vec<u8> {
+    let v: Value = serde_json::from_slice(body).expect("json");
+    serde_json::to_vec(&v).expect("json")
+}
+
 // ------------------------------------------------------------------ unix raw
 
-async fn raw_unix_server(path: std::path::PathBuf) {
+async fn raw_unix_server(path: std::path::PathBuf, json: bool) {
     let _ = std::fs::remove_file(&path);
     let l = tokio::net::UnixListener::bind(&path).expect("bind");
     tokio::spawn(async move {
@@ -161,6 +174,12 @@ async fn raw_unix_server(path: std::path::PathBuf) {
                     if r.read_exact(&mut buf[4..]).await.is_err() {
                         return;
                     }
+                    if json {
+                        let out = json_round(&buf[4..]);
+                        buf.truncate(4);
+                        buf[..4].copy_from_slice(&(out.len() as u32).to_be_bytes());
+                        buf.extend_from_slice(&out);
+                    }
                     if w.write_all(&buf).await.is_err() {
                         return;
                     }
@@ -170,24 +189,35 @@ async fn raw_unix_server(path: std::path::PathBuf) {
     });
 }
 
-async fn raw_unix_caller(path: &std::path::Path) -> CallFn {
+async fn raw_unix_caller(path: &std::path::Path, json: bool) -> CallFn {
     let s = tokio::net::UnixStream::connect(path)
         .await
         .expect("connect");
     let s = Arc::new(tokio::sync::Mutex::new(s));
-    let body = serde_json::to_vec(&payload()).expect("json");
+    let data = Arc::new(payload());
+    let body = serde_json::to_vec(&*data).expect("json");
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     let frame = Arc::new(frame);
     Arc::new(move || {
-        let (s, frame) = (Arc::clone(&s), Arc::clone(&frame));
+        let (s, frame, data) = (Arc::clone(&s), Arc::clone(&frame), Arc::clone(&data));
         Box::pin(async move {
             let mut s = s.lock().await;
-            s.write_all(&frame).await.expect("write");
+            if json {
+                let body = serde_json::to_vec(&*data).expect("json");
+                let mut f = (body.len() as u32).to_be_bytes().to_vec();
+                f.extend_from_slice(&body);
+                s.write_all(&f).await.expect("write");
+            } else {
+                s.write_all(&frame).await.expect("write");
+            }
             let mut len = [0u8; 4];
             s.read_exact(&mut len).await.expect("read");
             let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
             s.read_exact(&mut buf).await.expect("read");
+            if json {
+                let _: Value = serde_json::from_slice(&buf).expect("json");
+            }
         })
     })
 }
@@ -226,7 +256,7 @@ fn reqwest_caller(client: reqwest::Client, url: String) -> CallFn {
 
 // ------------------------------------------------------------------ http raw
 
-async fn raw_http_server() -> std::net::SocketAddr {
+async fn raw_http_server(json: bool) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -236,13 +266,16 @@ async fn raw_http_server() -> std::net::SocketAddr {
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = req
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut body = req
                             .into_body()
                             .collect()
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
+                        if json {
+                            body = Bytes::from(json_round(&body));
+                        }
                         Ok::<_, std::convert::Infallible>(
                             hyper::Response::builder()
                                 .header("content-type", "application/json")
@@ -260,7 +293,7 @@ async fn raw_http_server() -> std::net::SocketAddr {
     addr
 }
 
-async fn raw_http_caller(addr: std::net::SocketAddr) -> CallFn {
+async fn raw_http_caller(addr: std::net::SocketAddr, json: bool) -> CallFn {
     let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = s.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
@@ -268,9 +301,15 @@ async fn raw_http_caller(addr: std::net::SocketAddr) -> CallFn {
         .expect("handshake");
     tokio::spawn(conn);
     let sender = Arc::new(tokio::sync::Mutex::new(sender));
-    let body = Bytes::from(serde_json::to_vec(&payload()).expect("json"));
+    let data = Arc::new(payload());
+    let body = Bytes::from(serde_json::to_vec(&*data).expect("json"));
     Arc::new(move || {
-        let (sender, body) = (Arc::clone(&sender), body.clone());
+        let (sender, data) = (Arc::clone(&sender), Arc::clone(&data));
+        let body = if json {
+            Bytes::from(serde_json::to_vec(&*data).expect("json"))
+        } else {
+            body.clone()
+        };
         Box::pin(async move {
             let mut s = sender.lock().await;
             s.ready().await.expect("ready");
@@ -280,14 +319,19 @@ async fn raw_http_caller(addr: std::net::SocketAddr) -> CallFn {
                 .body(Full::new(body))
                 .expect("request");
             let resp = s.send_request(req).await.expect("send");
-            let _ = resp.into_body().collect().await.expect("body");
+            let b = resp.into_body().collect().await.expect("body").to_bytes();
+            if json {
+                let _: Value = serde_json::from_slice(&b).expect("json");
+            }
         })
     })
 }
 
 // ------------------------------------------------------------------ grpc raw
 
-struct RawGrpc;
+struct RawGrpc {
+    json: bool,
+}
 
 #[tonic::async_trait]
 impl PluginService for RawGrpc {
@@ -296,9 +340,14 @@ impl PluginService for RawGrpc {
         req: tonic::Request<ExecuteRequest>,
     ) -> Result<tonic::Response<pb::ExecuteResponse>, tonic::Status> {
         let m = req.into_inner();
+        let data = if self.json {
+            Bytes::from(json_round(&m.data))
+        } else {
+            m.data
+        };
         Ok(tonic::Response::new(pb::ExecuteResponse {
             request_id: m.request_id,
-            data: m.data,
+            data,
             ..Default::default()
         }))
     }
@@ -319,23 +368,29 @@ impl PluginService for RawGrpc {
     }
 }
 
-async fn raw_grpc_server() -> std::net::SocketAddr {
+async fn raw_grpc_server(json: bool) -> std::net::SocketAddr {
     let inc = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().expect("addr"))
         .expect("bind")
         .with_nodelay(Some(true));
     let addr = inc.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(PluginServiceServer::new(RawGrpc))
+            .add_service(PluginServiceServer::new(RawGrpc { json }))
             .serve_with_incoming(inc),
     );
     addr
 }
 
-async fn raw_grpc_caller(ch: tonic::transport::Channel) -> CallFn {
-    let body = Bytes::from(serde_json::to_vec(&payload()).expect("json"));
+async fn raw_grpc_caller(ch: tonic::transport::Channel, json: bool) -> CallFn {
+    let data = Arc::new(payload());
+    let body = Bytes::from(serde_json::to_vec(&*data).expect("json"));
     Arc::new(move || {
-        let (ch, body) = (ch.clone(), body.clone());
+        let ch = ch.clone();
+        let body = if json {
+            Bytes::from(serde_json::to_vec(&*data).expect("json"))
+        } else {
+            body.clone()
+        };
         Box::pin(async move {
             let r = PluginServiceClient::new(ch)
                 .execute(ExecuteRequest {
@@ -345,7 +400,10 @@ async fn raw_grpc_caller(ch: tonic::transport::Channel) -> CallFn {
                 })
                 .await
                 .expect("execute");
-            let _ = r.into_inner();
+            let r = r.into_inner();
+            if json {
+                let _: Value = serde_json::from_slice(&r.data).expect("json");
+            }
         })
     })
 }
@@ -396,49 +454,54 @@ fn main() {
         .build()
         .expect("client runtime");
     let dir = tempfile::tempdir().expect("tmp");
-    let raw_sock = dir.path().join("raw.sock");
     let lib_sock = dir.path().join("lib.sock");
 
-    // Servers.
-    let (raw_http, lib_http, raw_grpc, lib_grpc, _keep) = servers.block_on(async {
-        raw_unix_server(raw_sock.clone()).await;
-        let u = unix::serve(&lib_sock, Arc::new(Echo))
+    // Servers: raw (bytes), raw with JSON work on both sides, and the library's.
+    let raw_sock = dir.path().join("raw.sock");
+    let json_sock = dir.path().join("json.sock");
+    let (raw_http, json_http, lib_http, raw_grpc, json_grpc, lib_grpc, _keep) =
+        servers.block_on(async {
+            raw_unix_server(raw_sock.clone(), false).await;
+            raw_unix_server(json_sock.clone(), true).await;
+            let u = unix::serve(&lib_sock, Arc::new(Echo))
+                .await
+                .expect("unix serve");
+            let (rh, jh) = (raw_http_server(false).await, raw_http_server(true).await);
+            let h = http::serve(
+                Arc::new(Echo),
+                HttpServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+            )
             .await
-            .expect("unix serve");
-        let rh = raw_http_server().await;
-        let h = http::serve(
-            Arc::new(Echo),
-            HttpServeOptions::new("127.0.0.1:0".parse().expect("addr")),
-        )
-        .await
-        .expect("http serve");
-        let rg = raw_grpc_server().await;
-        let g = grpc::serve(
-            Arc::new(Echo),
-            GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr")),
-        )
-        .await
-        .expect("grpc serve");
-        let (ha, ga) = (h.local_addr().expect("addr"), g.local_addr().expect("addr"));
-        (rh, ha, rg, ga, (u, h, g))
-    });
+            .expect("http serve");
+            let (rg, jg) = (raw_grpc_server(false).await, raw_grpc_server(true).await);
+            let g = grpc::serve(
+                Arc::new(Echo),
+                GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+            )
+            .await
+            .expect("grpc serve");
+            let (ha, ga) = (h.local_addr().expect("addr"), g.local_addr().expect("addr"));
+            (rh, jh, ha, rg, jg, ga, (u, h, g))
+        });
 
     let body_len = serde_json::to_vec(&payload()).map(|v| v.len()).unwrap_or(0);
     println!(
         "payload {body_len} bytes of JSON each way; latency over {LAT_CALLS} sequential calls; throughput {CONCURRENCY} concurrent callers for {secs} s; median of {rounds} rounds"
     );
-    // Rows in pairs (baseline, measured) for the ratio lines.
-    let mut results: Vec<(&str, Vec<Stats>)> = vec![
-        ("unix raw", vec![]),
-        ("unix lib", vec![]),
-        ("http raw", vec![]),
-        ("http lib", vec![]),
-        ("grpc raw", vec![]),
-        ("grpc lib", vec![]),
-        ("http raw", vec![]),
-        ("http reqwest", vec![]),
-        ("go-plugin", vec![]),
+    const NAMES: [&str; 11] = [
+        "unix raw",
+        "unix json",
+        "unix lib",
+        "http raw",
+        "http json",
+        "http lib",
+        "grpc raw",
+        "grpc json",
+        "grpc lib",
+        "http reqwest",
+        "go-plugin",
     ];
+    let mut results: Vec<Vec<Stats>> = vec![Vec::new(); NAMES.len()];
     clients.block_on(async {
         let unix_lib: Arc<dyn Transport> =
             Arc::new(UnixClient::connect(&lib_sock).await.expect("unix client"));
@@ -447,41 +510,52 @@ fn main() {
         );
         let grpc_lib: Arc<dyn Transport> =
             Arc::new(GrpcClient::new(GrpcOptions::new(lib_grpc.to_string())).expect("grpc client"));
-        let raw_ch = tonic::transport::Endpoint::from_shared(format!("http://{raw_grpc}"))
-            .expect("endpoint")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect");
+        let channel = |addr: std::net::SocketAddr| async move {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .expect("endpoint")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("connect")
+        };
+        let (raw_ch, json_ch) = (channel(raw_grpc).await, channel(json_grpc).await);
 
         for round in 0..rounds {
             eprintln!("round {}/{rounds}", round + 1);
             if want("unix") {
-                let mut raw_callers = Vec::new();
-                for _ in 0..CONCURRENCY {
-                    raw_callers.push(raw_unix_caller(&raw_sock).await);
+                for (i, (sock, json)) in [(&raw_sock, false), (&json_sock, true)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut callers = Vec::new();
+                    for _ in 0..CONCURRENCY {
+                        callers.push(raw_unix_caller(sock, json).await);
+                    }
+                    let single = raw_unix_caller(sock, json).await;
+                    let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
+                    results[i].push(s);
                 }
-                let single = raw_unix_caller(&raw_sock).await;
-                let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
-                results[0].1.push(s);
                 let s = measure(
                     lib_caller(Arc::clone(&unix_lib)),
                     &|_| lib_caller(Arc::clone(&unix_lib)),
                     secs,
                 )
                 .await;
-                results[1].1.push(s);
+                results[2].push(s);
             }
             if want("http") || want("reqwest") {
-                let mut raw_callers = Vec::new();
-                for _ in 0..CONCURRENCY {
-                    raw_callers.push(raw_http_caller(raw_http).await);
+                for (i, (addr, json)) in [(raw_http, false), (json_http, true)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut callers = Vec::new();
+                    for _ in 0..CONCURRENCY {
+                        callers.push(raw_http_caller(addr, json).await);
+                    }
+                    let single = raw_http_caller(addr, json).await;
+                    let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
+                    results[3 + i].push(s);
                 }
-                let single = raw_http_caller(raw_http).await;
-                let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
-                results[2].1.push(s);
-                // The reqwest row is compared with the same raw HTTP figures.
-                results[6].1.push(s);
             }
             if want("http") {
                 let s = measure(
@@ -490,24 +564,26 @@ fn main() {
                     secs,
                 )
                 .await;
-                results[3].1.push(s);
+                results[5].push(s);
             }
             if want("grpc") {
-                let single = raw_grpc_caller(raw_ch.clone()).await;
-                let ch = raw_ch.clone();
-                let mut raw_callers = Vec::new();
-                for _ in 0..CONCURRENCY {
-                    raw_callers.push(raw_grpc_caller(ch.clone()).await);
+                for (i, (ch, json)) in [(&raw_ch, false), (&json_ch, true)].into_iter().enumerate()
+                {
+                    let single = raw_grpc_caller(ch.clone(), json).await;
+                    let mut callers = Vec::new();
+                    for _ in 0..CONCURRENCY {
+                        callers.push(raw_grpc_caller(ch.clone(), json).await);
+                    }
+                    let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
+                    results[6 + i].push(s);
                 }
-                let s = measure(single, &|i| Arc::clone(&raw_callers[i]), secs).await;
-                results[4].1.push(s);
                 let s = measure(
                     lib_caller(Arc::clone(&grpc_lib)),
                     &|_| lib_caller(Arc::clone(&grpc_lib)),
                     secs,
                 )
                 .await;
-                results[5].1.push(s);
+                results[8].push(s);
             }
             if want("reqwest") {
                 let rq = reqwest::Client::builder()
@@ -522,11 +598,11 @@ fn main() {
                     secs,
                 )
                 .await;
-                results[7].1.push(s);
+                results[9].push(s);
             }
             if want("go") {
                 if let Some(go) = &go_bench {
-                    results[8].1.push(go_plugin(go, secs).await);
+                    results[10].push(go_plugin(go, secs).await);
                 }
             }
         }
@@ -535,36 +611,38 @@ fn main() {
     println!();
     println!("| transport    | p50 µs   | p99 µs   | calls/s @64 |");
     println!("|--------------|----------|----------|-------------|");
-    let med: Vec<(&str, Option<Stats>)> = results
+    let med: Vec<Option<Stats>> = results
         .into_iter()
-        .map(|(n, v)| (n, (!v.is_empty()).then(|| median(v))))
+        .map(|v| (!v.is_empty()).then(|| median(v)))
         .collect();
-    for (i, (n, s)) in med.iter().enumerate() {
-        // Row 6 repeats raw HTTP for the reqwest ratio.
-        if let (Some(s), false) = (s, i == 6) {
+    for (n, s) in NAMES.iter().zip(&med) {
+        if let Some(s) = s {
             row(n, s);
         }
     }
     println!();
-    let ratio = |name: &str, base_name: &str, lib: &Stats, base: &Stats| {
-        println!(
-            "{name} / {base_name}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
-            lib.p50.as_secs_f64() / base.p50.as_secs_f64(),
-            lib.p99.as_secs_f64() / base.p99.as_secs_f64(),
-            lib.rps / base.rps
-        );
-    };
-    for pair in med[..8].chunks(2) {
-        if let ((rn, Some(raw)), (ln, Some(lib))) = (&pair[0], &pair[1]) {
-            ratio(ln, rn, lib, raw);
-        }
-    }
-    // Against the peer: the same echo through HashiCorp go-plugin (gRPC).
-    if let Some(go) = &med[8].1 {
-        for i in [1, 5] {
-            if let (n, Some(s)) = &med[i] {
-                ratio(n, "go-plugin", s, go);
-            }
+    // (measured, baseline): each library row against raw bytes and raw
+    // JSON, reqwest against raw HTTP, and our unix and gRPC against the peer.
+    for (a, b) in [
+        (2, 0),
+        (2, 1),
+        (5, 3),
+        (5, 4),
+        (8, 6),
+        (8, 7),
+        (9, 3),
+        (2, 10),
+        (8, 10),
+    ] {
+        if let (Some(x), Some(y)) = (&med[a], &med[b]) {
+            println!(
+                "{} / {}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+                NAMES[a],
+                NAMES[b],
+                x.p50.as_secs_f64() / y.p50.as_secs_f64(),
+                x.p99.as_secs_f64() / y.p99.as_secs_f64(),
+                x.rps / y.rps
+            );
         }
     }
 }
