@@ -279,7 +279,7 @@ impl ExecClient {
     pub async fn call(
         &self,
         kind: CallKind,
-        data: Value,
+        data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
         if self.inner.closed.load(Ordering::SeqCst) {
@@ -322,7 +322,7 @@ impl ExecClient {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         m.call(
             kind,
-            &data,
+            data.borrow(),
             &ctx,
             &self.inner.auth_headers,
             left.max(Duration::from_millis(1)),
@@ -416,6 +416,15 @@ impl Transport for ExecClient {
         &self,
         kind: CallKind,
         data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(ExecClient::call(self, kind, data, ctx))
+    }
+
+    fn call_shared(
+        &self,
+        kind: CallKind,
+        data: Arc<Value>,
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(ExecClient::call(self, kind, data, ctx))

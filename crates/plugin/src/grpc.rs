@@ -274,7 +274,7 @@ impl GrpcClient {
     pub async fn call(
         &self,
         kind: CallKind,
-        data: Value,
+        data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
         let timeout = if ctx.timeout.is_zero() {
@@ -291,7 +291,7 @@ impl GrpcClient {
                     } else {
                         ctx.request_id.clone()
                     };
-                    let body = serde_json::to_vec(&data).map_err(|e| {
+                    let body = serde_json::to_vec(data.borrow()).map_err(|e| {
                         Error::new(
                             ErrorKind::ExecutionFailed,
                             format!("cannot encode the request: {e}"),
@@ -460,6 +460,15 @@ impl Transport for GrpcClient {
         &self,
         kind: CallKind,
         data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(GrpcClient::call(self, kind, data, ctx))
+    }
+
+    fn call_shared(
+        &self,
+        kind: CallKind,
+        data: Arc<Value>,
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(GrpcClient::call(self, kind, data, ctx))

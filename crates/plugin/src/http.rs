@@ -344,7 +344,7 @@ impl HttpClient {
     pub async fn call(
         &self,
         kind: CallKind,
-        data: Value,
+        data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
         let timeout = if ctx.timeout.is_zero() {
@@ -367,7 +367,7 @@ impl HttpClient {
     async fn call_inner(
         &self,
         kind: CallKind,
-        data: Value,
+        data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
         timeout: Duration,
     ) -> Result<Value, Error> {
@@ -392,7 +392,7 @@ impl HttpClient {
         let (method, uri, body) = match kind {
             CallKind::Execute => {
                 let body = serde_json::to_vec(&RequestRef {
-                    data: &data,
+                    data: data.borrow(),
                     request_id: &request_id,
                     timeout: go_duration(timeout),
                     headers: &ctx.headers,
@@ -527,6 +527,15 @@ impl Transport for HttpClient {
         &self,
         kind: CallKind,
         data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(HttpClient::call(self, kind, data, ctx))
+    }
+
+    fn call_shared(
+        &self,
+        kind: CallKind,
+        data: Arc<Value>,
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(HttpClient::call(self, kind, data, ctx))

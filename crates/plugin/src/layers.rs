@@ -44,8 +44,8 @@ pub struct Call {
     pub plugin: String,
     /// What is asked.
     pub kind: CallKind,
-    /// Payload.
-    pub data: Value,
+    /// Payload, shared so that a retry or a failover needs no copy.
+    pub data: Arc<Value>,
     /// Request id, headers, per-attempt timeout (set by [`Timeout`]).
     pub ctx: CallContext,
     /// Key for consistent hashing.
@@ -54,8 +54,8 @@ pub struct Call {
     pub max_retries: Option<u32>,
     /// The overall deadline.
     pub deadline: Option<tokio::time::Instant>,
-    /// Cancels the call.
-    pub cancel: CancellationToken,
+    /// Cancels the call (none: only its deadline ends it).
+    pub cancel: Option<CancellationToken>,
 }
 
 impl Call {
@@ -64,7 +64,7 @@ impl Call {
         Call {
             plugin: plugin.to_string(),
             kind: CallKind::Execute,
-            data,
+            data: Arc::new(data),
             ctx: CallContext {
                 request_id: crate::context::new_request_id(),
                 ..CallContext::default()
@@ -72,7 +72,7 @@ impl Call {
             key: None,
             max_retries: None,
             deadline: None,
-            cancel: CancellationToken::new(),
+            cancel: None,
         }
     }
 
@@ -135,7 +135,7 @@ impl TransportService {
 impl Service for TransportService {
     fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
         let t = Arc::clone(&self.transport);
-        Box::pin(async move { t.call(call.kind, call.data, call.ctx).await })
+        Box::pin(async move { t.call_shared(call.kind, call.data, call.ctx).await })
     }
 }
 
@@ -398,9 +398,13 @@ impl Service for Deadline {
                     None => fut.await,
                 }
             };
-            tokio::select! {
-                r = bounded => r,
-                _ = cancel.cancelled() => Err(timeout_err("cancelled by the caller".into())),
+            match cancel {
+                Some(cancel) => tokio::select! {
+                    r = bounded => r,
+                    _ = cancel.cancelled() => Err(timeout_err("cancelled by the caller".into())),
+                },
+                // Nobody can cancel it: no token to wait on.
+                None => bounded.await,
             }
         })
     }
@@ -434,7 +438,9 @@ impl Service for Failover {
             let mut tried = 0usize;
             for name in order {
                 let Some(svc) = resolve(&name) else { continue };
-                if call.cancel.is_cancelled() || call.remaining().is_some_and(|r| r.is_zero()) {
+                if call.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+                    || call.remaining().is_some_and(|r| r.is_zero())
+                {
                     break;
                 }
                 let mut c = call.clone();

@@ -668,7 +668,7 @@ impl Manager {
         Call {
             plugin: plugin.to_string(),
             kind,
-            data,
+            data: Arc::new(data),
             ctx: CallContext {
                 request_id: o.request_id.unwrap_or_else(new_request_id),
                 headers: o.headers,
@@ -680,7 +680,7 @@ impl Manager {
             deadline: o
                 .timeout
                 .and_then(|t| tokio::time::Instant::now().checked_add(t)),
-            cancel: o.cancel.unwrap_or_default(),
+            cancel: o.cancel,
         }
     }
 

@@ -12,6 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -168,6 +169,20 @@ pub trait Transport: Send + Sync + 'static {
         data: Value,
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>>;
+
+    /// [`Transport::call`] with the payload shared rather than owned: the
+    /// manager's layers call this, so that a call that may be retried needs
+    /// no copy of its payload. The library's transports only read it; the
+    /// default hands [`Transport::call`] the value (a copy while others hold
+    /// it).
+    fn call_shared(
+        &self,
+        kind: CallKind,
+        data: Arc<Value>,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        self.call(kind, Arc::unwrap_or_clone(data), ctx)
+    }
 
     /// Release connections and child processes. Idempotent; calls after
     /// `close` fail with a transport error.

@@ -1008,7 +1008,7 @@ impl UnixClient {
     pub async fn call(
         &self,
         kind: CallKind,
-        data: Value,
+        data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
         if self.inner.closed.load(Ordering::SeqCst) {
@@ -1027,7 +1027,7 @@ impl UnixClient {
                     format!("no connection within {timeout:?}"),
                 )
             })??;
-        m.call(kind, &data, &ctx, &self.inner.auth_headers, timeout)
+        m.call(kind, data.borrow(), &ctx, &self.inner.auth_headers, timeout)
             .await
     }
 
@@ -1052,6 +1052,15 @@ impl Transport for UnixClient {
         &self,
         kind: CallKind,
         data: Value,
+        ctx: CallContext,
+    ) -> BoxFuture<'_, Result<Value, Error>> {
+        Box::pin(UnixClient::call(self, kind, data, ctx))
+    }
+
+    fn call_shared(
+        &self,
+        kind: CallKind,
+        data: Arc<Value>,
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(UnixClient::call(self, kind, data, ctx))

@@ -250,8 +250,9 @@ async fn cancellation_ends_the_call_at_once() {
         Ok(Value::Null)
     });
     let s = Deadline::layer(leaf);
-    let c = Call::new("p", Value::Null);
-    let cancel = c.cancel.clone();
+    let mut c = Call::new("p", Value::Null);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    c.cancel = Some(cancel.clone());
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(10)).await;
         cancel.cancel();

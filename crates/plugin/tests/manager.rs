@@ -514,67 +514,141 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
-/// Overhead of the whole stack over the raw client on the same socket:
+/// Overhead of the whole stack over the bare client on the same socket:
 /// `cargo test --release -p hangar-plugin --test manager -- --ignored --nocapture bench`
+/// (`HANGAR_BENCH_SECS`, default 2, per measurement; 3 rounds, raw and
+/// manager interleaved, medians printed). Every caller warms up first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn bench_manager_against_the_raw_client() {
+    let secs: f64 = std::env::var("HANGAR_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    // A plain echo (the test plugin echoes the headers too, which the
+    // manager's calls carry and the bare client's do not), on a runtime of
+    // its own as a plugin would be.
+    struct Echo;
+    impl hangar_plugin::Handler for Echo {
+        async fn execute(&self, call: hangar_plugin::Call) -> Result<serde_json::Value, String> {
+            Ok(call.data)
+        }
+        fn info(&self) -> serde_json::Value {
+            json!({"name": "b"})
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
-    let _s = Server::start(&dir.path().join("b.sock"), knobs("b")).await;
-    let raw = hangar_plugin::unix::UnixClient::connect(&dir.path().join("b.sock"))
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sock = dir.path().join("b.sock");
+    let _s = server_rt
+        .spawn({
+            let sock = sock.clone();
+            async move { hangar_plugin::unix::serve(&sock, Arc::new(Echo)).await }
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = hangar_plugin::unix::UnixClient::connect(&sock)
         .await
         .unwrap();
     let m = Manager::new();
     m.load(config(
-        json!({"plugins": [unix_plugin("b", dir.path(), json!({}))]}),
+        json!({"plugins": [unix_plugin("b", dir.path(), json!({"connection": {"max_connections": 4, "max_idle_connections": 4}}))]}),
     ))
     .await
     .unwrap();
     let payload = json!({"blob": "x".repeat(1000)});
-    for conc in [1usize, 64] {
-        for which in ["raw", "manager"] {
-            let per = if conc == 1 { 5000 } else { 500 };
-            let t0 = Instant::now();
-            let mut set = tokio::task::JoinSet::new();
-            for _ in 0..conc {
-                let (raw, m, p) = (raw.clone(), m.clone(), payload.clone());
-                set.spawn(async move {
-                    let mut lat = Vec::with_capacity(per);
-                    for _ in 0..per {
-                        let t = Instant::now();
-                        if which == "raw" {
-                            raw.call(
-                                hangar_plugin::CallKind::Execute,
-                                p.clone(),
-                                hangar_plugin::CallContext {
-                                    timeout: Duration::from_secs(10),
-                                    ..Default::default()
-                                },
-                            )
-                            .await
-                            .unwrap();
-                        } else {
-                            m.execute("b", p.clone()).await.unwrap();
+    // (conc, which) -> per round: (p50, p99, calls/s)
+    type Round = (Duration, Duration, f64);
+    let mut out: std::collections::BTreeMap<(usize, &str), Vec<Round>> = Default::default();
+    for _round in 0..3 {
+        for conc in [1usize, 64] {
+            for which in ["raw", "manager"] {
+                let start = Arc::new(tokio::sync::Barrier::new(conc + 1));
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let mut set = tokio::task::JoinSet::new();
+                for _ in 0..conc {
+                    let (raw, m, p) = (raw.clone(), m.clone(), payload.clone());
+                    let (start, stop) = (Arc::clone(&start), Arc::clone(&stop));
+                    set.spawn(async move {
+                        let call = || async {
+                            if which == "raw" {
+                                raw.call(
+                                    hangar_plugin::CallKind::Execute,
+                                    p.clone(),
+                                    hangar_plugin::CallContext {
+                                        timeout: Duration::from_secs(10),
+                                        ..Default::default()
+                                    },
+                                )
+                                .await
+                                .unwrap();
+                            } else {
+                                m.execute("b", p.clone()).await.unwrap();
+                            }
+                        };
+                        for _ in 0..200 {
+                            call().await;
                         }
-                        lat.push(t.elapsed());
-                    }
-                    lat
-                });
+                        start.wait().await;
+                        let mut lat = Vec::new();
+                        while !stop.load(Ordering::Relaxed) {
+                            let t = Instant::now();
+                            call().await;
+                            lat.push(t.elapsed());
+                        }
+                        lat
+                    });
+                }
+                start.wait().await;
+                let t0 = Instant::now();
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                stop.store(true, Ordering::Relaxed);
+                let mut all = Vec::new();
+                while let Some(r) = set.join_next().await {
+                    all.extend(r.unwrap());
+                }
+                let took = t0.elapsed().as_secs_f64();
+                let n = all.len();
+                out.entry((conc, which)).or_default().push((
+                    percentile(&mut all, 0.5),
+                    percentile(&mut all, 0.99),
+                    n as f64 / took,
+                ));
             }
-            let mut all = Vec::new();
-            while let Some(r) = set.join_next().await {
-                all.extend(r.unwrap());
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            let n = all.len();
-            println!(
-                "{which:>7} c={conc:<2} n={n} p50={:?} p99={:?} {:.0} calls/s",
-                percentile(&mut all, 0.5),
-                percentile(&mut all, 0.99),
-                n as f64 / secs
-            );
         }
     }
+    let med = |v: &[Round]| {
+        let mut a: Vec<_> = v.iter().map(|x| x.0).collect();
+        let mut b: Vec<_> = v.iter().map(|x| x.1).collect();
+        let mut c: Vec<_> = v.iter().map(|x| x.2).collect();
+        a.sort();
+        b.sort();
+        c.sort_by(f64::total_cmp);
+        (a[a.len() / 2], b[b.len() / 2], c[c.len() / 2])
+    };
+    for conc in [1usize, 64] {
+        let r = med(&out[&(conc, "raw")]);
+        let m = med(&out[&(conc, "manager")]);
+        for (which, x) in [("raw", r), ("manager", m)] {
+            println!(
+                "{which:>7} c={conc:<2} p50={:?} p99={:?} {:.0} calls/s",
+                x.0, x.1, x.2
+            );
+        }
+        println!(
+            "manager / raw c={conc}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+            m.0.as_secs_f64() / r.0.as_secs_f64(),
+            m.1.as_secs_f64() / r.1.as_secs_f64(),
+            m.2 / r.2
+        );
+    }
+    drop((raw, m));
+    server_rt.shutdown_background();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
