@@ -421,6 +421,10 @@ impl Transport for ExecClient {
         Box::pin(ExecClient::call(self, kind, data, ctx))
     }
 
+    fn ends_at_timeout(&self) -> bool {
+        true
+    }
+
     fn call_shared(
         &self,
         kind: CallKind,

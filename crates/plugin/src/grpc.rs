@@ -465,6 +465,10 @@ impl Transport for GrpcClient {
         Box::pin(GrpcClient::call(self, kind, data, ctx))
     }
 
+    fn ends_at_timeout(&self) -> bool {
+        true
+    }
+
     fn call_shared(
         &self,
         kind: CallKind,

@@ -532,6 +532,10 @@ impl Transport for HttpClient {
         Box::pin(HttpClient::call(self, kind, data, ctx))
     }
 
+    fn ends_at_timeout(&self) -> bool {
+        true
+    }
+
     fn call_shared(
         &self,
         kind: CallKind,

@@ -86,6 +86,12 @@ impl Call {
 pub trait Service: Send + Sync + 'static {
     /// Handle one call.
     fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>>;
+
+    /// Whether this service itself ends a call at its `ctx.timeout` (the
+    /// library's transports do), so that [`Timeout`] need not time it too.
+    fn ends_at_timeout(&self) -> bool {
+        false
+    }
 }
 
 /// A shared service.
@@ -137,19 +143,30 @@ impl Service for TransportService {
         let t = Arc::clone(&self.transport);
         Box::pin(async move { t.call_shared(call.kind, call.data, call.ctx).await })
     }
+
+    fn ends_at_timeout(&self) -> bool {
+        self.transport.ends_at_timeout()
+    }
 }
 
 /// Per-attempt deadline.
 pub struct Timeout {
     per_attempt: Duration,
     inner: BoxService,
+    /// The inner service ends the attempt at `ctx.timeout` itself: no second
+    /// timer.
+    inner_ends: bool,
 }
 
 impl Timeout {
     /// Each attempt at most `per_attempt` (and at most what is left of the
     /// call's deadline).
     pub fn layer(per_attempt: Duration, inner: BoxService) -> BoxService {
-        Arc::new(Timeout { per_attempt, inner })
+        Arc::new(Timeout {
+            per_attempt,
+            inner_ends: inner.ends_at_timeout(),
+            inner,
+        })
     }
 }
 
@@ -160,6 +177,9 @@ impl Service for Timeout {
             None => self.per_attempt,
         };
         call.ctx.timeout = t;
+        if self.inner_ends {
+            return self.inner.call(call);
+        }
         let fut = self.inner.call(call);
         Box::pin(async move {
             match tokio::time::timeout(t, fut).await {

@@ -184,6 +184,14 @@ pub trait Transport: Send + Sync + 'static {
         self.call(kind, Arc::unwrap_or_clone(data), ctx)
     }
 
+    /// Whether [`Transport::call`] itself gives up at `ctx.timeout` (with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)). The library's
+    /// transports do; the manager's timeout layer then adds no timer of its
+    /// own. A host's transport that says so must keep to it.
+    fn ends_at_timeout(&self) -> bool {
+        false
+    }
+
     /// Release connections and child processes. Idempotent; calls after
     /// `close` fail with a transport error.
     fn close(&self) -> BoxFuture<'_, ()>;

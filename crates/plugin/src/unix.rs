@@ -763,18 +763,36 @@ impl Mux {
             self.forget(&id);
             return Err(e);
         }
-        if self.writer.flush().await.is_err() {
-            self.forget(&id);
-            self.pending.fail_all();
-            return Err(Error::new(self.err, "the connection broke while sending"));
+        // The whole call, sending included, ends at the timeout: a plugin
+        // that stops reading must not hold its caller past it (the manager
+        // adds no timer of its own over this transport).
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let timed_out = || Error::new(ErrorKind::Timeout, format!("no answer within {timeout:?}"));
+        let flushed = match deadline {
+            Some(d) => tokio::time::timeout_at(d, self.writer.flush()).await,
+            None => Ok(self.writer.flush().await),
+        };
+        match flushed {
+            Err(_) => {
+                // A write cut short closes the connection (see `WriterRole`).
+                self.forget(&id);
+                return Err(timed_out());
+            }
+            Ok(Err(_)) => {
+                self.forget(&id);
+                self.pending.fail_all();
+                return Err(Error::new(self.err, "the connection broke while sending"));
+            }
+            Ok(Ok(())) => {}
         }
-        match tokio::time::timeout(timeout, wait).await {
+        let answer = match deadline {
+            Some(d) => tokio::time::timeout_at(d, wait).await,
+            None => Ok(wait.await),
+        };
+        match answer {
             Err(_) => {
                 self.forget(&id);
-                Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {timeout:?}"),
-                ))
+                Err(timed_out())
             }
             Ok(Err(_)) => Err(Error::new(self.err, "the connection closed mid-call")),
             Ok(Ok(answer)) => answer,
@@ -1055,6 +1073,10 @@ impl Transport for UnixClient {
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(UnixClient::call(self, kind, data, ctx))
+    }
+
+    fn ends_at_timeout(&self) -> bool {
+        true
     }
 
     fn call_shared(

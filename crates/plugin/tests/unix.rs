@@ -567,3 +567,32 @@ async fn the_frame_reader_reads_frames_however_they_arrive() {
         std::io::ErrorKind::InvalidData
     );
 }
+
+/// A plugin that stops reading: the call still ends at its timeout, even
+/// while its request is stuck in the socket (the manager's timeout layer
+/// relies on the transport for this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_stops_reading_times_the_call_out_while_it_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deaf.sock");
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    // Accepts and holds the connection, never reads.
+    let held = tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    });
+    let c = UnixClient::connect(&path).await.unwrap();
+    let big = json!({ "blob": "z".repeat(8 << 20) });
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        c.call(CallKind::Execute, big, ctx(300)),
+    )
+    .await
+    .expect("the call ends at its own timeout, not never");
+    let e = r.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    held.abort();
+}
