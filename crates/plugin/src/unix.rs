@@ -322,9 +322,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Some(len) => 4 + u32::from_be_bytes(*len) as usize,
                 None => 4,
             };
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+            // Only when frames were consumed: a big frame arriving in many
+            // reads is not moved again after each one.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
             let want = need.max(READ_BUF);
             if self.buf.len() < want {
                 self.buf.resize(want, 0);
