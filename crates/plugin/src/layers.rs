@@ -177,7 +177,9 @@ impl Service for Timeout {
             None => self.per_attempt,
         };
         call.ctx.timeout = t;
-        if self.inner_ends {
+        // (A zero timeout means "the transport's default" to a transport, so
+        // a deadline already reached is timed here.)
+        if self.inner_ends && !t.is_zero() {
             return self.inner.call(call);
         }
         let fut = self.inner.call(call);

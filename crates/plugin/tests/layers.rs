@@ -262,3 +262,55 @@ async fn cancellation_ends_the_call_at_once() {
     assert!(e.message.contains("cancelled"));
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
+
+/// A transport that ends its calls at `ctx.timeout` (and waits an hour when
+/// given none, as "use your default").
+struct EndsAtTimeout;
+
+impl hangar_plugin::Transport for EndsAtTimeout {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn call(
+        &self,
+        _: hangar_plugin::CallKind,
+        _: Value,
+        ctx: hangar_plugin::CallContext,
+    ) -> hangar_plugin::BoxFuture<'_, Result<Value, hangar_plugin::Error>> {
+        Box::pin(async move {
+            let t = if ctx.timeout.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                ctx.timeout
+            };
+            tokio::time::sleep(t).await;
+            Err(hangar_plugin::Error::new(ErrorKind::Timeout, "timed out"))
+        })
+    }
+    fn ends_at_timeout(&self) -> bool {
+        true
+    }
+    fn close(&self) -> hangar_plugin::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Over a transport that times its own calls the timeout layer only passes
+/// the timeout on; a deadline already reached is still timed at once, not
+/// handed down as a zero ("default") timeout.
+#[tokio::test(start_paused = true)]
+async fn the_timeout_layer_leans_on_a_transport_that_ends_its_calls_but_not_at_zero() {
+    let leaf = hangar_plugin::layers::TransportService::layer(Arc::new(EndsAtTimeout));
+    let s = Timeout::layer(Duration::from_millis(200), leaf);
+    let t0 = tokio::time::Instant::now();
+    let e = s.call(Call::new("p", Value::Null)).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert_eq!(t0.elapsed(), Duration::from_millis(200));
+
+    let mut c = Call::new("p", Value::Null);
+    c.deadline = Some(tokio::time::Instant::now());
+    let t0 = tokio::time::Instant::now();
+    let e = s.call(c).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+}
