@@ -78,6 +78,146 @@ pub struct Settings {
     pub network: hangar_net::NetworkConfig,
     /// Caps and idle timeout of every TCP listener (metrics, gRPC TCP).
     pub connections: ConnectionSettings,
+    /// `[daemon.fleet]`: join a fleet of nodes sharing state on etcd. Unset:
+    /// this daemon is on its own and nothing fleet-related runs.
+    pub fleet: Option<FleetSettings>,
+}
+
+/// `[daemon.fleet]`: this node's place in a fleet whose shared state lives
+/// in etcd.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// etcd client URLs, `http://HOST:PORT` or `https://HOST:PORT`.
+    pub endpoints: Vec<String>,
+    /// This node's name, unique in the fleet.
+    pub node: String,
+    /// Labels instances can be placed by (`--on zone=a`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's lease: its registration and observed state vanish this
+    /// long after it stops renewing, and a node cut from etcd this long
+    /// stops its fleet instances (fencing).
+    #[serde(
+        default = "FleetSettings::default_lease_ttl",
+        deserialize_with = "hangar_base::duration::deserialize_text"
+    )]
+    pub lease_ttl: Duration,
+    /// How long after a node's lease expired its instances are placed
+    /// elsewhere.
+    #[serde(
+        default = "FleetSettings::default_grace",
+        deserialize_with = "hangar_base::duration::deserialize_text"
+    )]
+    pub grace: Duration,
+    /// Key prefix of the fleet in etcd (several fleets can share a cluster).
+    #[serde(default = "FleetSettings::default_prefix")]
+    pub prefix: String,
+    /// What the scheduler may place here.
+    #[serde(default)]
+    pub capacity: FleetCapacity,
+    /// CA (PEM) the etcd servers' certificates chain to (https endpoints).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client-cert auth.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// etcd user (auth); the password comes from `password_file`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// File whose first line is the etcd user's password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[daemon.fleet.capacity]`: limits the scheduler respects on this node.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetCapacity {
+    /// Most fleet instances.
+    pub instances: Option<u32>,
+    /// Memory for the instances' limits (`"4Gi"`): the sum of the placed
+    /// features' `resources.memory_limit` stays under it.
+    pub memory: Option<String>,
+    /// Processes for the instances' limits: the sum of the placed features'
+    /// `resources.max_pids` stays under it.
+    pub pids: Option<u64>,
+}
+
+impl FleetSettings {
+    fn default_lease_ttl() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_grace() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_prefix() -> String {
+        "/hangar/fleet/".to_string()
+    }
+
+    fn check(&self, out: &mut Vec<String>) {
+        if self.endpoints.is_empty() {
+            out.push(
+                "daemon.fleet.endpoints: name at least one etcd endpoint, e.g. \"http://127.0.0.1:2379\""
+                    .to_string(),
+            );
+        }
+        for e in &self.endpoints {
+            let ok = reqwest::Url::parse(e).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+            });
+            if !ok {
+                out.push(format!(
+                    "daemon.fleet.endpoints: {e:?} is not an etcd URL; write it as \"http://HOST:PORT\" or \"https://HOST:PORT\""
+                ));
+            }
+        }
+        let name_ok = !self.node.is_empty()
+            && self.node.len() <= 63
+            && self
+                .node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !name_ok {
+            out.push(format!(
+                "daemon.fleet.node: {:?} is not a node name; use 1 to 63 letters, digits, '-', '_' or '.'",
+                self.node
+            ));
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty() || k.contains('=') || k.contains(',') || v.contains(',') {
+                out.push(format!(
+                    "daemon.fleet.labels: {k:?} = {v:?}: a label's key is not empty and neither holds '=' or ','"
+                ));
+            }
+        }
+        if self.lease_ttl < Duration::from_secs(2) {
+            out.push("daemon.fleet.lease_ttl: etcd grants leases of at least 2s".to_string());
+        }
+        if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
+            out.push(format!(
+                "daemon.fleet.prefix: {:?} must begin and end with '/'",
+                self.prefix
+            ));
+        }
+        if let Some(m) = &self.capacity.memory {
+            if let Err(why) = hangar_supervisor::Limits::parse_memory(m) {
+                out.push(format!("daemon.fleet.capacity.memory: {m:?}: {why}"));
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            out.push("daemon.fleet: cert_file and key_file go together".to_string());
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            out.push("daemon.fleet: user and password_file go together".to_string());
+        }
+    }
 }
 
 /// `[daemon.connections]`: what network clients may hold, on every TCP
@@ -119,6 +259,7 @@ impl Default for Settings {
             instances: InstanceSettings::default(),
             network: hangar_net::NetworkConfig::default(),
             connections: ConnectionSettings::default(),
+            fleet: None,
         }
     }
 }
@@ -304,6 +445,9 @@ impl Settings {
             if let Err(e) = s.validate() {
                 out.push(format!("daemon.sink[{i}]: {e}"));
             }
+        }
+        if let Some(f) = &self.fleet {
+            f.check(&mut out);
         }
         out
     }

@@ -902,6 +902,12 @@ impl Daemon {
         self.inner.instances.create(req).await
     }
 
+    /// Check a create request as `create_instance` would (feature, mode,
+    /// options, name) without creating anything.
+    pub async fn check_instance(&self, req: &CreateRequest) -> Result<()> {
+        self.inner.instances.check(req).await
+    }
+
     /// One instance, by id or name.
     pub fn instance(&self, id_or_name: &str) -> Result<Instance> {
         self.inner.instances.instance(id_or_name)

@@ -114,6 +114,7 @@ async fn an_instance_process_keeps_its_source_across_a_restart() {
         options: Default::default(),
         tenant: None,
         session: None,
+        fleet: false,
     })
     .await
     .expect("create");

@@ -306,6 +306,25 @@ impl Instances {
     /// Create an instance, or return the one its isolation key already has.
     /// Returns once the record is stored as `queued`; a task does the rest and
     /// reports through `instance.state` events.
+    /// What `create` would refuse before it stores anything: the feature,
+    /// the mode, the options and the name. Changes nothing (the fleet checks
+    /// a request here before it writes it for some node to create).
+    pub(crate) async fn check(&self, req: &CreateRequest) -> Result<()> {
+        let (manifest, _dir) = self.manifest_of(&req.feature).await?;
+        options::validate(&manifest, req.mode.as_deref(), &req.options)?;
+        if let Some(name) = &req.name {
+            valid_name(name).map_err(|why| {
+                Error::new(
+                    crate::ErrorKind::InstanceInvalidName,
+                    format!("invalid instance name {name:?}: {why}"),
+                )
+                .with("name", name)
+                .hint("pick another name")
+            })?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn create(&self, req: CreateRequest) -> Result<Created> {
         let ins = self;
         // The launch fast path: no catalog, no store, one map lookup. A
@@ -388,6 +407,7 @@ impl Instances {
             tenant: req.tenant.clone(),
             session: req.session.clone(),
             isolation: manifest.isolation_level,
+            fleet: req.fleet,
             key: key.clone(),
             state: InstanceState::Queued,
             desired: Desired::Running,
@@ -1020,7 +1040,9 @@ impl Instances {
             let t = self.table();
             t.records
                 .values()
-                .filter(|i| i.isolation == Isolation::PerSession && !i.state.in_progress())
+                .filter(|i| {
+                    i.isolation == Isolation::PerSession && !i.fleet && !i.state.in_progress()
+                })
                 .filter(|i| t.used.get(&i.id).is_none_or(|t| t.elapsed() > ttl))
                 .map(|i| i.id.clone())
                 .collect()

@@ -174,6 +174,9 @@ pub struct Instance {
     pub session: Option<String>,
     /// The feature's isolation level.
     pub isolation: Isolation,
+    /// Made by the fleet agent for an instance the fleet placed here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fleet: bool,
     /// The isolation key: requests with the same key share this instance.
     pub key: String,
     /// Lifecycle state.
@@ -268,6 +271,9 @@ pub struct CreateRequest {
     pub tenant: Option<String>,
     /// Session key.
     pub session: Option<String>,
+    /// Made by the fleet agent, which alone deletes it (and the session
+    /// reaper leaves it alone).
+    pub fleet: bool,
 }
 
 /// What `create` answers.
