@@ -1,0 +1,142 @@
+//! The guard against double assignment (`write_guarded`), against a real
+//! etcd (Debian's `etcd-server`; skipped, saying why, where there is none).
+
+use std::time::Duration;
+
+use etcd_client::{Client, LeaderKey, PutOptions};
+use hangar_fleet::{write_guarded, Assignment, Keys, Move, Written};
+
+struct Etcd(std::process::Child, std::path::PathBuf);
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn etcd() -> Option<(Etcd, Client)> {
+    let Some(bin) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("etcd"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("skipped: no `etcd` on PATH (Debian: apt install etcd-server)");
+        return None;
+    };
+    let (cp, pp) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("hangar-fleet-race-{}-{cp}", std::process::id()));
+    let child = std::process::Command::new(bin)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{cp}"),
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{cp}"),
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{pp}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{pp}"),
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{pp}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("etcd starts");
+    let guard = Etcd(child, dir);
+    let ep = format!("http://127.0.0.1:{cp}");
+    for _ in 0..600 {
+        if let Ok(mut c) = Client::connect([&ep], None).await {
+            if c.status().await.is_ok() {
+                return Some((guard, c));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("etcd did not come up");
+}
+
+async fn campaign(c: &mut Client, name: &str, who: &str) -> (i64, LeaderKey) {
+    let lease = c.lease_grant(30, None).await.expect("lease").id();
+    let mut r = c.campaign(name, who, lease).await.expect("campaign");
+    (lease, r.take_leader().expect("a leader key"))
+}
+
+fn place(name: &str, to: &str) -> Move {
+    Move {
+        name: name.into(),
+        from: None,
+        to: Some(to.into()),
+    }
+}
+
+/// Two schedulers race to assign the same instances, 100 times each way:
+/// a deposed leader against the elected one, and two writers under the
+/// same leader key that read the same revision. Every instance ends with
+/// exactly one assignment, written once (its version is 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_schedulers_never_assign_twice() {
+    let Some((_etcd, mut c)) = etcd().await else {
+        return;
+    };
+    let keys = Keys::new("/race/");
+    let election = keys.election();
+    // A leads, then loses its lease (a scheduler that does not know yet
+    // that it was deposed); B is elected.
+    let (lease_a, deposed) = campaign(&mut c, &election, "a").await;
+    c.lease_revoke(lease_a).await.expect("revoke");
+    let (_lease_b, leader) = campaign(&mut c, &election, "b").await;
+    for i in 0..100 {
+        let name = format!("w{i}");
+        c.put(keys.desired(&name), "{}", None::<PutOptions>)
+            .await
+            .expect("want");
+        let (mut ca, mut cb) = (c.clone(), c.clone());
+        let (ma, mb) = (place(&name, "node-a"), place(&name, "node-b"));
+        let (ra, rb) = tokio::join!(
+            write_guarded(&mut ca, &keys, &deposed, 0, &ma),
+            write_guarded(&mut cb, &keys, &leader, 0, &mb),
+        );
+        assert_eq!(ra.expect("a's write answered"), Written::Deposed);
+        assert_eq!(rb.expect("b's write answered"), Written::Done);
+
+        // Two writers under one leader key, from the same read.
+        let name = format!("v{i}");
+        c.put(keys.desired(&name), "{}", None::<PutOptions>)
+            .await
+            .expect("want");
+        let (ma, mb) = (place(&name, "node-a"), place(&name, "node-b"));
+        let (ra, rb) = tokio::join!(
+            write_guarded(&mut ca, &keys, &leader, 0, &ma),
+            write_guarded(&mut cb, &keys, &leader, 0, &mb),
+        );
+        let mut got = [ra.expect("answered"), rb.expect("answered")];
+        got.sort_by_key(|w| *w as u8);
+        assert_eq!(got, [Written::Done, Written::Raced], "{name}");
+    }
+    let all = c
+        .get(
+            keys.assign_all(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("read");
+    assert_eq!(all.kvs().len(), 200);
+    for kv in all.kvs() {
+        assert_eq!(kv.version(), 1, "{:?} was written twice", kv.key_str());
+        let a: Assignment = serde_json::from_slice(kv.value()).expect("an assignment");
+        if kv.key_str().unwrap_or("").starts_with("/race/assign/w") {
+            assert_eq!(a.node, "node-b", "only the elected scheduler writes");
+        }
+    }
+}
