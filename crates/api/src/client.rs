@@ -17,6 +17,7 @@ use tonic::{Request, Status};
 use crate::pb::catalog_client::CatalogClient;
 use crate::pb::daemon_client::DaemonClient;
 use crate::pb::events_client::EventsClient;
+use crate::pb::fleet_client::FleetClient;
 use crate::pb::instances_client::InstancesClient;
 use crate::pb::processes_client::ProcessesClient;
 
@@ -66,6 +67,8 @@ pub struct Client {
     pub instances: InstancesClient<Svc>,
     /// The daemon's catalog and installs.
     pub catalog: CatalogClient<Svc>,
+    /// The fleet the daemon's node is in.
+    pub fleet: FleetClient<Svc>,
 }
 
 fn make(ch: Channel, token: Token) -> Client {
@@ -74,7 +77,8 @@ fn make(ch: Channel, token: Token) -> Client {
         events: EventsClient::with_interceptor(ch.clone(), token.clone()),
         daemon: DaemonClient::with_interceptor(ch.clone(), token.clone()),
         instances: InstancesClient::with_interceptor(ch.clone(), token.clone()),
-        catalog: CatalogClient::with_interceptor(ch, token),
+        catalog: CatalogClient::with_interceptor(ch.clone(), token.clone()),
+        fleet: FleetClient::with_interceptor(ch, token),
     }
 }
 

@@ -39,6 +39,7 @@ pub mod conn;
 pub mod convert;
 mod error;
 pub mod exposition;
+pub mod fleet;
 pub mod graphql;
 pub mod metrics;
 pub mod page;

@@ -28,6 +28,7 @@ use crate::pb;
 use crate::pb::catalog_server::{Catalog, CatalogServer};
 use crate::pb::daemon_server::{Daemon as DaemonApi, DaemonServer};
 use crate::pb::events_server::{Events, EventsServer};
+use crate::pb::fleet_server::FleetServer;
 use crate::pb::instances_server::{Instances, InstancesServer};
 use crate::pb::processes_server::{Processes, ProcessesServer};
 
@@ -213,6 +214,7 @@ impl Instances for InstancesSvc {
                 mode: some(r.mode),
                 tenant: some(r.tenant),
                 session: some(r.session),
+                fleet: false,
             })
             .await
             .map_err(status)?;
@@ -773,7 +775,7 @@ fn windows(b: Server) -> Server {
 
 /// Serve the API on the socket (and TCP when asked). Returns once listening.
 pub async fn serve(d: Daemon, opts: ServeOptions) -> Result<Serving, Error> {
-    bind(opts).await?.serve(d)
+    bind(opts).await?.serve(d, None)
 }
 
 /// The listeners, bound but not answering yet: a client that connects
@@ -845,8 +847,9 @@ impl Bound {
         self.tcp.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
     }
 
-    /// Answer on the bound listeners.
-    pub fn serve(self, d: Daemon) -> Result<Serving, Error> {
+    /// Answer on the bound listeners; `fleet` is this node's fleet, if it
+    /// is in one.
+    pub fn serve(self, d: Daemon, fleet: Option<hangar_fleet::Fleet>) -> Result<Serving, Error> {
         let tcp_addr = self.tcp_addr();
         let Bound {
             socket,
@@ -870,6 +873,7 @@ impl Bound {
         let daemon = DaemonSvc { d: d.clone() };
         let instances = InstancesSvc { d: d.clone() };
         let catalog = CatalogSvc { d: d.clone() };
+        let fleet = crate::fleet::FleetSvc::new(fleet);
 
         let (reflection_v1, reflection_v1alpha) = reflection()?;
         let router = windows(Server::builder())
@@ -878,6 +882,7 @@ impl Bound {
             .add_service(DaemonServer::new(daemon.clone()))
             .add_service(InstancesServer::new(instances.clone()))
             .add_service(CatalogServer::new(catalog.clone()))
+            .add_service(FleetServer::new(fleet.clone()))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let rx = stop_rx.clone();
@@ -924,7 +929,8 @@ impl Bound {
                         .add_service(EventsServer::with_interceptor(events, a.clone()))
                         .add_service(DaemonServer::with_interceptor(daemon, a.clone()))
                         .add_service(InstancesServer::with_interceptor(instances, a.clone()))
-                        .add_service(CatalogServer::with_interceptor(catalog, a));
+                        .add_service(CatalogServer::with_interceptor(catalog, a.clone()))
+                        .add_service(FleetServer::with_interceptor(fleet, a));
                     tokio::spawn(async move {
                         if let Err(e) = router
                             .serve_with_incoming_shutdown(incoming, shutdown(rx))
@@ -940,7 +946,8 @@ impl Bound {
                         .add_service(EventsServer::with_interceptor(events, allow))
                         .add_service(DaemonServer::with_interceptor(daemon, allow))
                         .add_service(InstancesServer::with_interceptor(instances, allow))
-                        .add_service(CatalogServer::with_interceptor(catalog, allow));
+                        .add_service(CatalogServer::with_interceptor(catalog, allow))
+                        .add_service(FleetServer::with_interceptor(fleet, allow));
                     tokio::spawn(async move {
                         if let Err(e) = router
                             .serve_with_incoming_shutdown(incoming, shutdown(rx))

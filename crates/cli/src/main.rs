@@ -10,6 +10,7 @@ mod output;
 
 mod browser;
 mod client;
+mod fleet;
 mod instance;
 mod market;
 mod plugin;
@@ -388,6 +389,9 @@ enum Command {
     },
     /// Feature instances: create, start, stop, restart, delete, update, ls, show.
     Instance(InstanceArgs),
+    /// The fleet of nodes sharing state on etcd ([daemon.fleet]): nodes,
+    /// create, ls, delete, drain. Any node's daemon answers for the fleet.
+    Fleet(FleetArgs),
     /// Print a shell completion script: `hangar completions bash > /etc/bash_completion.d/hangar`.
     Completions {
         /// The shell.
@@ -416,6 +420,15 @@ struct InstanceArgs {
     conn: Conn,
     #[command(subcommand)]
     cmd: instance::InstanceCmd,
+}
+
+#[derive(clap::Args)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+struct FleetArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    cmd: fleet::FleetCmd,
 }
 
 #[derive(Subcommand)]
@@ -577,6 +590,10 @@ fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Instance(InstanceArgs { conn, cmd }) => match top.target(conn) {
             Ok(target) => instance::run(target, cmd),
+            Err(code) => code,
+        },
+        Command::Fleet(FleetArgs { conn, cmd }) => match top.target(conn) {
+            Ok(target) => fleet::run(target, cmd),
             Err(code) => code,
         },
         Command::Ps {

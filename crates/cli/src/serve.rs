@@ -117,9 +117,24 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
         .name("hangar-events".into())
         .spawn(move || crate::run::log_events(events));
     let daemon = booting.start().await;
-    let listening = match bound.serve(daemon.clone()) {
+    // The fleet starts with the daemon: it does not wait for etcd (a node
+    // that cannot reach it for lease_ttl fences its fleet instances).
+    let fleet = match settings.fleet.clone() {
+        None => None,
+        Some(cfg) => match hangar_fleet::Fleet::start(daemon.clone(), cfg).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                daemon.shutdown().await;
+                return Err(e);
+            }
+        },
+    };
+    let listening = match bound.serve(daemon.clone(), fleet.clone()) {
         Ok(l) => l,
         Err(e) => {
+            if let Some(f) = &fleet {
+                f.stop().await;
+            }
             daemon.shutdown().await;
             return Err(e);
         }
@@ -176,6 +191,11 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     let t0 = std::time::Instant::now();
     let graceful = async {
         listening.stop().await;
+        // Leave the fleet first (its lease revoked, its instances placed
+        // elsewhere after the grace), then stop what runs here.
+        if let Some(f) = &fleet {
+            f.stop().await;
+        }
         daemon.shutdown().await;
         if let Some(h) = http {
             h.stop().await;

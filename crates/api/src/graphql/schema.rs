@@ -388,6 +388,7 @@ impl Mutation {
                 options: self::options(options)?,
                 tenant: some(tenant),
                 session: some(session),
+                fleet: false,
             })
             .await
             .map_err(gql)?;
