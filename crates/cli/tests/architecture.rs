@@ -35,6 +35,7 @@ fn code_map_matches_the_crates_directory() {
 const LAYERS: &[(&str, &[&str])] = &[
     ("edge: binary", &["hangar-cli"]),
     ("edge: API", &["hangar-api"]),
+    ("fleet", &["hangar-fleet"]),
     ("service", &["hangar-core"]),
     ("features", &["hangar-feature"]),
     (
