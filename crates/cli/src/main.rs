@@ -388,6 +388,21 @@ enum Command {
     },
     /// Feature instances: create, start, stop, restart, delete, update, ls, show.
     Instance(InstanceArgs),
+    /// Write an instance as a Nomad job (HCL) or Kubernetes objects (YAML),
+    /// for moving it to that scheduler. Secret options are never written:
+    /// the output references them and says what to provide.
+    Export {
+        /// `nomad` or `kubernetes` (`k8s`).
+        format: String,
+        /// Instance id or name.
+        instance: String,
+        /// Write to FILE (atomically: all of it or nothing) instead of
+        /// standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print a shell completion script: `hangar completions bash > /etc/bash_completion.d/hangar`.
     Completions {
         /// The shell.
@@ -577,6 +592,15 @@ fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Instance(InstanceArgs { conn, cmd }) => match top.target(conn) {
             Ok(target) => instance::run(target, cmd),
+            Err(code) => code,
+        },
+        Command::Export {
+            format,
+            instance,
+            output,
+            conn,
+        } => match top.target(conn) {
+            Ok(target) => instance::export(target, &format, &instance, output.as_deref()),
             Err(code) => code,
         },
         Command::Ps {

@@ -73,6 +73,8 @@ hangar_base::error_kinds! {
     ExportSecretLeak = "EXPORT_SECRET_LEAK": Internal,
     /// The instance's config file cannot be read for the export.
     ExportConfigUnreadable = "EXPORT_CONFIG_UNREADABLE": Internal,
+    /// `hangar export -o FILE` cannot write FILE.
+    ExportWriteFailed = "EXPORT_WRITE_FAILED": Precondition,
     }
 }
 
