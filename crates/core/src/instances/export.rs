@@ -739,7 +739,7 @@ pub fn nomad(f: &ExportFacts) -> String {
             secrets.iter().map(|s| format!("{s}=...")).collect::<Vec<_>>().join(" ")
         ));
     }
-    head.push("The task binds every interface ({{bind}} is 0.0.0.0) on the instance's ports as static ports.".into());
+    head.push("Ports: the instance's, as static ports; arguments that named hangar's bind address get 0.0.0.0 (HANGAR_BIND too).".into());
     if f.config_names_host_paths {
         head.push("The config names paths of the hangar machine (the instance's directory): adjust them to the task's (/local, /alloc).".into());
     }
