@@ -504,7 +504,7 @@ fn gather(
         memory_bytes: limits.and_then(|l| l.memory_max),
         cpus: limits.and_then(|l| l.cpu_max),
         max_pids: limits.and_then(|l| l.pids_max),
-        restart: spec.restart.clone(),
+        restart: spec.restart,
         other_config_files,
         config_names_host_paths,
     })
@@ -1338,7 +1338,7 @@ mod tests {
             ExportFormat::parse("k8s").ok(),
             Some(ExportFormat::Kubernetes)
         );
-        let e = ExportFormat::parse("nomda").err().expect("refused");
+        let e = ExportFormat::parse("nomda").expect_err("refused");
         assert!(e.is(crate::ErrorKind::ExportUnknownFormat));
         assert!(e.hint.as_deref().unwrap_or("").contains("nomad"), "{e:?}");
     }
