@@ -393,30 +393,32 @@ fn gather(
                     token: t,
                 });
             }
-            let rendered = render::render_with(inst, m, mdir, &stand_in)
-                .map_err(|e| unmapped(inst, &secrets_list(&secrets), &e.message))?;
-            if let Some(r) = &rendered {
-                other_config_files = r
+            // Only a config with a secret set is rendered again; any other
+            // is exported as the file on disk.
+            let rendered = if secrets.is_empty() {
+                None
+            } else {
+                render::render_with(inst, m, mdir, &stand_in)
+                    .map_err(|e| unmapped(inst, &secrets_list(&secrets), &e.message))?
+            };
+            other_config_files = match &rendered {
+                Some(r) => r
                     .files
                     .iter()
                     .filter(|f| f.rel_path != r.main)
                     .map(|f| f.rel_path.clone())
-                    .collect();
-            }
-            let text = if secrets.is_empty() {
-                std::fs::read_to_string(file).map_err(|e| {
+                    .collect(),
+                None => other_files(&inst.dir.join("config"), file),
+            };
+            let text = match rendered.as_ref().and_then(|r| r.main_file()) {
+                Some(f) => f.contents.clone(),
+                None => std::fs::read_to_string(file).map_err(|e| {
                     Error::new(
                         crate::ErrorKind::ExportConfigUnreadable,
                         format!("cannot read {}: {e}", file.display()),
                     )
                     .with("instance", &inst.name)
-                })?
-            } else {
-                rendered
-                    .as_ref()
-                    .and_then(|r| r.main_file())
-                    .map(|f| f.contents.clone())
-                    .unwrap_or_default()
+                })?,
             };
             // A stand-in the generator did not copy through (it hashed or
             // dropped the option) is no reference: say so.
@@ -508,6 +510,36 @@ fn gather(
         other_config_files,
         config_names_host_paths,
     })
+}
+
+/// The files of the config directory besides the main one (hangar's temp
+/// files left out), by path under it.
+fn other_files(config_dir: &Path, main: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![config_dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(".hangar-tmp-") || name.starts_with(".tmp-") {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) if p != main => {
+                    if let Ok(r) = p.strip_prefix(config_dir) {
+                        out.push(r.display().to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn secrets_list(s: &[SecretRef]) -> String {
@@ -855,6 +887,7 @@ pub fn nomad(f: &ExportFacts) -> String {
     let _ = writeln!(out, "        args     = [{}]", args.join(", "));
     let _ = writeln!(out, "        work_dir = {}\n      }}\n", q(p.data));
     let env: Vec<(&String, &String)> = f.env.iter().filter(|(k, _)| is_ident(k)).collect();
+    // (Names HCL cannot write as attributes are listed in the header.)
     if !env.is_empty() {
         out.push_str("      env {\n");
         for (k, v) in env {
