@@ -326,6 +326,15 @@ pub fn event(r: &EventRecord) -> pb::Event {
     }
 }
 
+/// An export as its reply.
+pub fn export(e: hangar_core::Export) -> pb::ExportInstanceReply {
+    pb::ExportInstanceReply {
+        format: e.format.as_str().to_string(),
+        text: e.text,
+        file_name: e.file_name,
+    }
+}
+
 /// An instance on the wire.
 #[allow(deprecated)] // `json` and the error's `context` are still filled for older clients.
 pub fn instance(i: &hangar_core::Instance) -> pb::Instance {

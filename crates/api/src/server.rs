@@ -304,6 +304,19 @@ impl Instances for InstancesSvc {
             .map_err(status)?;
         Ok(Response::new(convert::instance(&i)))
     }
+
+    async fn export(
+        &self,
+        req: Request<pb::ExportInstanceRequest>,
+    ) -> Result<Response<pb::ExportInstanceReply>, Status> {
+        let r = req.into_inner();
+        let e = self
+            .d
+            .export_instance(&r.id_or_name, &r.format)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::export(e)))
+    }
 }
 
 fn action_reply(r: hangar_core::ActionReport) -> pb::ActionReply {

@@ -2,8 +2,11 @@
 //!
 //! `create` follows the instance's events until it is running or in error,
 //! with an install progress bar when its feature is downloaded first;
-//! `--detach` returns as soon as the daemon accepted it.
+//! `--detach` returns as soon as the daemon accepted it. `hangar export`
+//! (a top-level command) prints or atomically writes an instance as a Nomad
+//! job or Kubernetes objects.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -121,6 +124,74 @@ pub enum InstanceCmd {
 
 pub fn run(target: Target, cmd: InstanceCmd) -> u8 {
     crate::client::block_on(go(target, cmd))
+}
+
+/// `hangar export FORMAT INSTANCE [-o FILE]`: the daemon writes the export;
+/// it goes to standard output, or whole into FILE.
+pub fn export(target: Target, format: &str, instance: &str, output: Option<&Path>) -> u8 {
+    crate::client::block_on(async move {
+        // A format hangar does not write is refused before any daemon is asked.
+        let format = hangar_core::ExportFormat::parse(format)?;
+        let mut c = connect(&target).await?;
+        let reply = c
+            .instances
+            .export(pb::ExportInstanceRequest {
+                id_or_name: instance.to_string(),
+                format: format.as_str().to_string(),
+            })
+            .await
+            .map_err(api)?
+            .into_inner();
+        match output {
+            Some(path) => {
+                write_atomically(path, reply.text.as_bytes())?;
+                errln!("wrote {} ({})", path.display(), reply.format);
+            }
+            None => out!("{}", reply.text),
+        }
+        Ok(exit::OK)
+    })
+}
+
+/// Write `bytes` to `path` all at once: a temp file beside it, synced, then
+/// renamed over it, so a reader never sees half an export and a failure
+/// leaves what was there.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let failed = |what: &str, e: std::io::Error| {
+        Error::new(
+            hangar_core::ErrorKind::ExportWriteFailed,
+            format!("cannot {what} {}: {e}", path.display()),
+        )
+        .with("path", path.display().to_string())
+        .hint("write it where the directory exists and you may write, or leave out -o to print it")
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| failed("write", std::io::Error::other("the path names no file")))?;
+    let tmp = dir.join(format!(".{name}.hangar-tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        failed("write", e)
+    })
 }
 
 /// `key=value` pairs into a JSON object; values that parse as JSON keep their

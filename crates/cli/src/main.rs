@@ -392,6 +392,21 @@ enum Command {
     /// The fleet of nodes sharing state on etcd ([daemon.fleet]): nodes,
     /// create, ls, delete, drain. Any node's daemon answers for the fleet.
     Fleet(FleetArgs),
+    /// Write an instance as a Nomad job (HCL) or Kubernetes objects (YAML),
+    /// for moving it to that scheduler. Secret options are never written:
+    /// the output references them and says what to provide.
+    Export {
+        /// `nomad` or `kubernetes` (`k8s`).
+        format: String,
+        /// Instance id or name.
+        instance: String,
+        /// Write to FILE (atomically: all of it or nothing) instead of
+        /// standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Print a shell completion script: `hangar completions bash > /etc/bash_completion.d/hangar`.
     Completions {
         /// The shell.
@@ -594,6 +609,15 @@ fn main() -> ExitCode {
         },
         Command::Fleet(FleetArgs { conn, cmd }) => match top.target(conn) {
             Ok(target) => fleet::run(target, cmd),
+            Err(code) => code,
+        },
+        Command::Export {
+            format,
+            instance,
+            output,
+            conn,
+        } => match top.target(conn) {
+            Ok(target) => instance::export(target, &format, &instance, output.as_deref()),
             Err(code) => code,
         },
         Command::Ps {

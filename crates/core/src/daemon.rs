@@ -957,6 +957,13 @@ impl Daemon {
         detached(async move { i.update_options(&id, mode, options).await }).await
     }
 
+    /// An instance written for another scheduler (`nomad`, `kubernetes`):
+    /// a Nomad job or Kubernetes objects, secret options as references the
+    /// target resolves. Changes nothing.
+    pub async fn export_instance(&self, id_or_name: &str, format: &str) -> Result<crate::Export> {
+        self.inner.instances.export(id_or_name, format).await
+    }
+
     /// Every feature of the daemon's catalog, or those matching every word
     /// of `query`, best first.
     pub async fn features(&self, query: &str) -> Result<Vec<hangar_feature::catalog::Entry>> {

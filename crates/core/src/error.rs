@@ -61,6 +61,20 @@ hangar_base::error_kinds! {
     InstanceBadBind = "INSTANCE_BAD_BIND": Invalid,
     /// An instance uses the feature version to be uninstalled.
     FeatureInUse = "FEATURE_IN_USE": Precondition,
+    /// The instance is not fully made (queued, being made, in error or being
+    /// deleted), so there is nothing whole to export.
+    InstanceNotCreated = "INSTANCE_NOT_CREATED": Precondition,
+    /// `hangar export` was asked for a format it does not write.
+    ExportUnknownFormat = "EXPORT_UNKNOWN_FORMAT": Invalid,
+    /// A secret option cannot be replaced by a reference in the exported
+    /// config (its stand-in does not fit the option or the generator).
+    ExportSecretUnmapped = "EXPORT_SECRET_UNMAPPED": Precondition,
+    /// An export would have held a secret option's value; nothing was written.
+    ExportSecretLeak = "EXPORT_SECRET_LEAK": Internal,
+    /// The instance's config file cannot be read for the export.
+    ExportConfigUnreadable = "EXPORT_CONFIG_UNREADABLE": Internal,
+    /// `hangar export -o FILE` cannot write FILE.
+    ExportWriteFailed = "EXPORT_WRITE_FAILED": Precondition,
     }
 }
 

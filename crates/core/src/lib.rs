@@ -46,5 +46,6 @@ pub use daemon::{
 pub use desired::{ActionReport, ReloadReport, Want};
 pub use error::{Category, Coded, Error, ErrorKind, Result};
 pub use instances::{
-    CreateRequest, Created, FeatureInfo, Instance, InstanceError, InstanceState, StepKind,
+    CreateRequest, Created, Export, ExportFormat, FeatureInfo, Instance, InstanceError,
+    InstanceState, StepKind,
 };

@@ -181,6 +181,22 @@ impl Query {
         Ok(instance(&i))
     }
 
+    /// An instance written for another scheduler (`format`: nomad or
+    /// kubernetes): the Nomad job or the Kubernetes objects as text, secret
+    /// options as references the target resolves.
+    async fn export_instance(
+        &self,
+        ctx: &Context<'_>,
+        id_or_name: String,
+        format: String,
+    ) -> Res<String> {
+        let e = daemon(ctx)?
+            .export_instance(&id_or_name, &format)
+            .await
+            .map_err(gql)?;
+        Ok(e.text)
+    }
+
     /// The catalog's features, or those matching every word of `query`, best
     /// first.
     async fn catalog(

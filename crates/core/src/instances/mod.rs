@@ -33,6 +33,7 @@ use crate::events::EventSink;
 use crate::util::{blocking, lock, now_ms};
 use hangar_feature::catalog::{self, Catalog, Isolation, Manifest};
 
+mod export;
 mod features;
 mod limits;
 mod network;
@@ -42,6 +43,7 @@ mod render;
 mod steps;
 mod watch;
 
+pub use export::{Export, ExportFormat};
 pub use features::FeatureInfo;
 pub use record::{
     CreateRequest, Created, Instance, InstanceError, InstanceState, StepKind, REDACTED,

@@ -90,3 +90,27 @@ pub(crate) fn render_checked(
     }
     Ok(Some(staged))
 }
+
+/// Render the instance's config in memory from `options` (already merged
+/// with the mode's and the manifest's defaults), without checking or writing
+/// it: what `hangar export` uses to render a config whose secret options are
+/// stand-ins. `None` when the feature has no config. Blocks.
+pub(crate) fn render_with(
+    inst: &Instance,
+    m: &Manifest,
+    mdir: &Path,
+    options: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<configgen::Rendered>> {
+    if m.config.is_none() {
+        return Ok(None);
+    }
+    let ctx = context(inst)?;
+    GeneratorRegistry::builtin()
+        .render(&RenderInput {
+            manifest: m,
+            manifest_dir: mdir,
+            ctx: &ctx,
+            options,
+        })
+        .map(Some)
+}
