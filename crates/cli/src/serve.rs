@@ -136,6 +136,9 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
                 f.stop().await;
             }
             daemon.shutdown().await;
+            if let Some(f) = &fleet {
+                f.leave().await;
+            }
             return Err(e);
         }
     };
@@ -191,12 +194,17 @@ async fn run(args: ServeArgs) -> Result<u8, Error> {
     let t0 = std::time::Instant::now();
     let graceful = async {
         listening.stop().await;
-        // Leave the fleet first (its lease revoked, its instances placed
-        // elsewhere after the grace), then stop what runs here.
+        // The fleet stops acting first (nothing is created or started while
+        // the daemon stops), the instances stop, and only then does the node
+        // leave (its lease revoked): no other node starts an instance of it
+        // while this one still runs it.
         if let Some(f) = &fleet {
             f.stop().await;
         }
         daemon.shutdown().await;
+        if let Some(f) = &fleet {
+            f.leave().await;
+        }
         if let Some(h) = http {
             h.stop().await;
         }

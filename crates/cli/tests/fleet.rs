@@ -538,11 +538,12 @@ fn a_node_cut_from_etcd_fences_itself_and_no_instance_runs_twice_beyond_the_ttl(
     let moved_after = moved_after.expect("c's instances run on a or b");
     eprintln!("cut: c fenced after {fenced_after:?}, its instances ran elsewhere after {moved_after:?}, longest double run {worst:?}");
     assert!(worst <= TTL, "an instance ran on two nodes for {worst:?}");
-    // It fences TTL after its last answered renewal (renewals go every
-    // third of the TTL), so between two thirds of the TTL and the TTL after
-    // the cut, plus the time to stop; not before it missed a renewal.
+    // It fences five sixths of the TTL after its last answered renewal was
+    // sent (renewals go every third of the TTL): between half and five
+    // sixths of the TTL after the cut, plus the time to stop; not before it
+    // missed a renewal.
     assert!(
-        fenced_after >= TTL * 2 / 3 - Duration::from_millis(100),
+        fenced_after >= TTL / 2 - Duration::from_millis(100),
         "{fenced_after:?}"
     );
     assert!(
@@ -621,6 +622,71 @@ fn the_fleet_carries_on_when_the_etcd_leader_is_killed() {
     for n in [&a, &b] {
         let st = stderr_of(n);
         assert!(!st.contains("fencing"), "{} fenced itself:\n{st}", n.name);
+    }
+    drop(etcd);
+}
+
+#[test]
+fn a_node_restarted_within_the_ttl_keeps_its_registration_and_its_instances() {
+    let bin = need_etcd!();
+    let s = Scratch::new("fleet-restart");
+    let etcd = Etcd::start(&bin, s.path());
+    let eps = etcd.endpoints();
+    // A long TTL: the restart must be over well within it.
+    let ttl = Duration::from_secs(20);
+    let a = node_ttl(&s, "a", "24800-24849", &eps, "", ttl);
+    let mut b = node_ttl(&s, "b", "24850-24899", &eps, "", ttl);
+    for i in 0..4 {
+        let o = run(&a.data, &["fleet", "create", "demo", &format!("r{i}")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(wait_for(LONG, || all_running(&a.data, 4)));
+    let before: BTreeMap<String, String> = fleet_ls(&a.data)
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        before.values().filter(|n| *n == "b").count(),
+        2,
+        "{before:?}"
+    );
+
+    b.served.kill9();
+    let cfg = s.path().join("b.toml");
+    b.served = Served::start(&b.data, &["-c", cfg.to_str().unwrap()]);
+    // It took its registration over at once (no waiting out the old lease),
+    // and its instances run on it again, not moved.
+    assert!(wait_for(LONG, || stderr_of(&b).contains(
+        "registered again under the lease of its earlier run"
+    )));
+    assert!(
+        !stderr_of(&b).contains("registered under another lease"),
+        "{}",
+        stderr_of(&b)
+    );
+    assert!(
+        wait_for(LONG, || all_running(&a.data, 4)),
+        "{:?}",
+        fleet_ls(&a.data)
+    );
+    let after: BTreeMap<String, String> = fleet_ls(&a.data)
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(before, after);
+    let procs = running(&[&a, &b]);
+    for (name, node) in &after {
+        assert_eq!(procs.get(name), Some(&[node.clone()].into()), "{name}");
     }
     drop(etcd);
 }

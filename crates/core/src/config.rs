@@ -197,8 +197,17 @@ impl FleetSettings {
                 ));
             }
         }
-        if self.lease_ttl < Duration::from_secs(2) {
-            out.push("daemon.fleet.lease_ttl: etcd grants leases of at least 2s".to_string());
+        if self.lease_ttl < Duration::from_secs(2) || self.lease_ttl.subsec_nanos() != 0 {
+            out.push(
+                "daemon.fleet.lease_ttl: etcd grants leases in whole seconds, at least 2s"
+                    .to_string(),
+            );
+        }
+        if self.grace < Duration::from_secs(1) {
+            out.push(
+                "daemon.fleet.grace: at least 1s, the time a fenced node has to stop its instances"
+                    .to_string(),
+            );
         }
         if !self.prefix.starts_with('/') || !self.prefix.ends_with('/') {
             out.push(format!(

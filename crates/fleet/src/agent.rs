@@ -41,15 +41,9 @@ pub(crate) async fn session_loop(s: Arc<Shared>) {
             () = crate::until_stop(&mut stop) => {}
         }
     }
-    let _ = s.session.send(None);
-    if let Some(h) = held {
-        // Leaving: the registration and observed state go now, not at expiry.
-        let _ = s
-            .op("revoking the lease", |mut c| async move {
-                c.lease_revoke(h.lease).await
-            })
-            .await;
-    }
+    s.session.send_replace(None);
+    // `Fleet::leave` revokes it once the daemon stopped the instances.
+    *lock(&s.leaving) = held.map(|h| h.lease);
 }
 
 /// A lease this node registered under, and what it published under it.
@@ -59,8 +53,72 @@ struct Held {
     published: BTreeMap<String, Vec<u8>>,
 }
 
-/// Grant a lease and register under it.
+/// Register: under the lease an earlier run of this node recorded in its
+/// data dir when etcd still holds the node's key under it (a restart takes
+/// its registration over instead of waiting out the old lease), else under
+/// a new lease, and only if no other lease holds the name.
 async fn register(s: &Arc<Shared>) -> Result<Held> {
+    let key = s.keys.node(&s.cfg.node);
+    let rec = record(s);
+    let file = s.daemon.data_dir().join(LEASE_FILE);
+    let earlier = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    let mut lease = None;
+    if let Some(old) = earlier {
+        let txn = Txn::new()
+            .when([Compare::lease(key.as_str(), CompareOp::Equal, old)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                json(&rec),
+                Some(PutOptions::new().with_lease(old)),
+            )]);
+        // An expired lease makes the put fail: then a new one.
+        let r = s
+            .op("registering again", |mut c| async move { c.txn(txn).await })
+            .await;
+        if matches!(r, Ok(ref r) if r.succeeded()) {
+            info!(node = %s.cfg.node, lease = old, "registered again under the lease of its earlier run");
+            lease = Some(old);
+        }
+    }
+    let lease = match lease {
+        Some(l) => l,
+        None => {
+            let l = grant_and_register(s, &key, &rec).await?;
+            // Written after the registration: a crash in between leaves the
+            // older id, which no key carries, so the next start grants anew.
+            let tmp = file.with_extension("tmp");
+            if let Err(e) =
+                std::fs::write(&tmp, l.to_string()).and_then(|()| std::fs::rename(&tmp, &file))
+            {
+                warn!(node = %s.cfg.node, "cannot record the fleet lease in the data dir: {e}");
+            }
+            l
+        }
+    };
+    // What an earlier run published under this node may name instances it
+    // no longer has; the session publishes what is here now.
+    let prefix = s.keys.observed(&s.cfg.node, "");
+    s.op("clearing old observed state", |mut c| async move {
+        c.delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+    })
+    .await?;
+    Ok(Held {
+        lease,
+        rec,
+        published: BTreeMap::new(),
+    })
+}
+
+/// The data dir's file holding the lease id of the node's registration.
+const LEASE_FILE: &str = "fleet-lease";
+
+async fn grant_and_register(s: &Arc<Shared>, key: &str, rec: &NodeRecord) -> Result<i64> {
     let ttl = s.cfg.lease_ttl.as_secs().max(2) as i64;
     let lease = s
         .op("granting the node's lease", |mut c| async move {
@@ -68,22 +126,29 @@ async fn register(s: &Arc<Shared>) -> Result<Held> {
         })
         .await?
         .id();
-    let key = s.keys.node(&s.cfg.node);
-    let rec = record(s);
     let txn = Txn::new()
-        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(
-            key.as_str(),
-            json(&rec),
+            key,
+            json(rec),
             Some(PutOptions::new().with_lease(lease)),
-        )]);
+        )])
+        .or_else([TxnOp::get(key, None)]);
     let r = s
         .op(
             "registering the node",
             |mut c| async move { c.txn(txn).await },
         )
         .await;
-    if !matches!(r, Ok(ref r) if r.succeeded()) {
+    // Refused, but the key is under this very lease: an earlier try whose
+    // answer was lost did register.
+    let ours = |r: &etcd_client::TxnResponse| {
+        r.op_responses().into_iter().any(|o| match o {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().iter().any(|kv| kv.lease() == lease),
+            _ => false,
+        })
+    };
+    if !matches!(r, Ok(ref r) if r.succeeded() || ours(r)) {
         let _ = s
             .op("revoking the lease", |mut c| async move {
                 c.lease_revoke(lease).await
@@ -94,14 +159,10 @@ async fn register(s: &Arc<Shared>) -> Result<Held> {
             ErrorKind::FleetExists,
             format!("node name {:?} is registered under another lease", s.cfg.node),
         )
-        .hint("an earlier run of this node holds it until its lease expires; or two nodes share the name"));
+        .hint("another node has this name, or an earlier run of this node holds it until its lease expires"));
     }
     info!(node = %s.cfg.node, lease, "registered in the fleet");
-    Ok(Held {
-        lease,
-        rec,
-        published: BTreeMap::new(),
-    })
+    Ok(lease)
 }
 
 /// Renew the held lease (registering first when none is held) and publish
@@ -114,8 +175,13 @@ async fn session(s: &Arc<Shared>, held: &mut Option<Held>) -> Result<()> {
         return Ok(());
     };
     let lease = h.lease;
-    let (i, mut c) = s.client();
+    let (i, c) = s.client().await;
+    let mut c = c.map_err(|e| {
+        s.bad(i);
+        crate::error::etcd("renewing the node's lease", e)
+    })?;
     // Opening the renewals renews once: it fails when the lease is gone.
+    let sent = Instant::now();
     let opened = tokio::time::timeout(s.op_timeout(), c.lease_keep_alive(lease)).await;
     if !matches!(
         opened,
@@ -127,7 +193,7 @@ async fn session(s: &Arc<Shared>, held: &mut Option<Held>) -> Result<()> {
         Ok(Ok(k)) => k,
         Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
             *held = None;
-            let _ = s.session.send(None);
+            lease_gone(s);
             return Err(Error::new(
                 ErrorKind::FleetUnavailable,
                 format!("the node's lease expired ({e})"),
@@ -136,10 +202,12 @@ async fn session(s: &Arc<Shared>, held: &mut Option<Held>) -> Result<()> {
         Ok(Err(e)) => return Err(crate::error::etcd("renewing the node's lease", e)),
         Err(_) => return Err(crate::error::etcd("renewing the node's lease", "timed out")),
     };
-    renewed(s);
+    renewed(s, sent);
     if *s.session.borrow() != Some(lease) {
-        let _ = s.session.send(Some(lease));
+        s.session.send_replace(Some(lease));
     }
+    // Renewals are answered in order: the answer to the oldest one sent.
+    let mut in_flight: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     s.agent_kick.notify_one();
     s.sched_kick.notify_one();
 
@@ -154,23 +222,27 @@ async fn session(s: &Arc<Shared>, held: &mut Option<Held>) -> Result<()> {
             _ = renew.tick() => {
                 // The last renewal went unanswered for a third of the TTL:
                 // this member is gone or cut off; renew through the next.
-                if lock(&s.last_ok).elapsed() > s.cfg.lease_ttl / 2 {
+                if in_flight.front().is_some_and(|t| t.elapsed() >= s.cfg.lease_ttl / 3) {
                     s.bad(i);
                     return Err(Error::new(
                         ErrorKind::FleetUnavailable,
                         "a lease renewal went unanswered; trying the next endpoint",
                     ));
                 }
+                in_flight.push_back(Instant::now());
                 if let Err(e) = keeper.keep_alive().await {
                     s.bad(i);
                     return Err(crate::error::etcd("renewing the node's lease", e));
                 }
             }
             m = renewals.message() => match m {
-                Ok(Some(r)) if r.ttl() > 0 => renewed(s),
+                Ok(Some(r)) if r.ttl() > 0 => {
+                    let sent = in_flight.pop_front().unwrap_or_else(Instant::now);
+                    renewed(s, sent);
+                }
                 Ok(Some(_)) => {
                     *held = None;
-                    let _ = s.session.send(None);
+                    lease_gone(s);
                     return Err(Error::new(ErrorKind::FleetUnavailable, "the node's lease expired"));
                 }
                 Ok(None) => {
@@ -218,13 +290,32 @@ fn record(s: &Shared) -> NodeRecord {
     }
 }
 
-/// A renewal was answered: the node is in the fleet; a fenced node resumes.
-fn renewed(s: &Shared) {
-    *lock(&s.last_ok) = Instant::now();
-    if s.fenced.swap(false, Ordering::SeqCst) {
-        info!(node = %s.cfg.node, "back in the fleet: its fleet instances follow the assignments again");
+/// A renewal sent at `sent` was answered: etcd keeps the lease at least
+/// `lease_ttl` from `sent` (it renewed after the request left). A fenced
+/// node resumes, unless the answer came too late to count.
+fn renewed(s: &Shared, sent: Instant) {
+    {
+        let mut last = lock(&s.last_ok);
+        if sent > *last {
+            *last = sent;
+        }
+    }
+    if sent.elapsed() < s.fence_after() && s.fenced.swap(false, Ordering::SeqCst) {
+        info!(node = %s.cfg.node, "in the fleet: its fleet instances follow the assignments again");
         s.agent_kick.notify_one();
     }
+}
+
+/// etcd says the node's lease is gone: no session, and fencing at once.
+fn lease_gone(s: &Shared) {
+    s.session.send_replace(None);
+    *lock(&s.last_ok) = long_ago(s);
+}
+
+/// An instant old enough to fence on (the clock's start if it is younger).
+pub(crate) fn long_ago(s: &Shared) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(s.cfg.lease_ttl * 2).unwrap_or(now)
 }
 
 /// Write what changed in the node's record and its instances' observed
@@ -307,42 +398,62 @@ fn local(s: &Shared) -> BTreeMap<String, Instance> {
         .collect()
 }
 
-/// Fencing: a node whose lease has not been renewed for `lease_ttl` stops
-/// every fleet instance it runs (etcd has expired, or is about to expire,
-/// its lease, and the scheduler will place them elsewhere after `grace`).
+/// Fencing: a node that has not had a renewal answered for
+/// [`Shared::fence_after`] (measured from when that renewal was sent) is
+/// fenced: every step while it is, each of its fleet instances that runs or
+/// is being made is stopped (a create under way is deleted, which cancels
+/// it), so nothing an operation started before the fence runs on after it.
+/// A node starts fenced: what its daemon's boot restarted waits for the
+/// fleet to confirm it.
 pub(crate) async fn fence_loop(s: Arc<Shared>) {
     let mut stop = s.stop.subscribe();
     let step = (s.cfg.lease_ttl / 20).clamp(Duration::from_millis(20), Duration::from_millis(250));
     loop {
+        let late = lock(&s.last_ok).elapsed() >= s.fence_after();
+        if late && !s.fenced.swap(true, Ordering::SeqCst) {
+            let n = local(&s).len();
+            if n > 0 {
+                warn!(
+                    node = %s.cfg.node, instances = n,
+                    "no lease renewal answered in time: stopping this node's fleet instances (fencing)"
+                );
+            }
+        }
+        if s.fenced.load(Ordering::SeqCst) {
+            for i in local(&s).into_values() {
+                if i.state.in_progress() && i.state != InstanceState::Deleting {
+                    fence_op(&s, &i.name, Op::Delete);
+                } else if i.desired == Desired::Running {
+                    fence_op(&s, &i.name, Op::Stop);
+                }
+            }
+        }
         tokio::select! {
             () = tokio::time::sleep(step) => {}
             () = crate::until_stop(&mut stop) => return,
         }
-        let late = lock(&s.last_ok).elapsed() >= s.cfg.lease_ttl;
-        if !late || s.fenced.load(Ordering::SeqCst) {
-            continue;
-        }
-        s.fenced.store(true, Ordering::SeqCst);
-        let running: Vec<String> = local(&s)
-            .into_values()
-            .filter(|i| i.desired == Desired::Running)
-            .map(|i| i.name)
-            .collect();
-        warn!(
-            node = %s.cfg.node, instances = running.len(),
-            "cut from etcd for longer than lease_ttl: stopping this node's fleet instances (fencing)"
-        );
-        let mut set = tokio::task::JoinSet::new();
-        for name in running {
-            let d = s.daemon.clone();
-            set.spawn(async move {
-                if let Err(e) = d.stop_instance(&name).await {
-                    warn!(instance = %name, code = e.code(), "fencing could not stop it: {}", e.message);
-                }
-            });
-        }
-        while set.join_next().await.is_some() {}
     }
+}
+
+/// A fencing operation, at most one per name at a time, apart from the
+/// agent's (a stop must not wait behind a start).
+fn fence_op(s: &Arc<Shared>, name: &str, op: Op) {
+    let key = format!("fence:{name}");
+    if !lock(&s.busy).insert(key.clone()) {
+        return;
+    }
+    let s = Arc::clone(s);
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let r = match op {
+            Op::Delete => s.daemon.delete_instance(&name).await,
+            _ => s.daemon.stop_instance(&name).await.map(|_| ()),
+        };
+        if let Err(e) = r {
+            warn!(instance = %name, code = e.code(), "fencing: {}", e.message);
+        }
+        lock(&s.busy).remove(&key);
+    });
 }
 
 /// Watch the fleet's prefix and wake the agent (assignments, wants) and the
@@ -354,16 +465,21 @@ pub(crate) async fn watch_loop(s: Arc<Shared>) {
     let (nodes, draining, desired, assign) =
         (k.nodes(), k.draining_all(), k.desired_all(), k.assign_all());
     while !s.stopped() {
-        let (i, mut c) = s.client();
-        let stream = tokio::time::timeout(
-            s.op_timeout(),
-            c.watch(k.all(), Some(WatchOptions::new().with_prefix())),
-        )
-        .await;
-        if !matches!(stream, Ok(Ok(_))) {
+        let (i, c) = s.client().await;
+        let stream = match c {
+            Ok(mut c) => tokio::time::timeout(
+                s.op_timeout(),
+                c.watch(k.all(), Some(WatchOptions::new().with_prefix())),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok()),
+            Err(_) => None,
+        };
+        if stream.is_none() {
             s.bad(i);
         }
-        if let Ok(Ok(mut w)) = stream {
+        if let Some(mut w) = stream {
             // Events written while no watch ran are caught by this re-read.
             s.agent_kick.notify_one();
             s.sched_kick.notify_one();
@@ -443,8 +559,18 @@ async fn reconcile(s: &Arc<Shared>) -> Result<()> {
         .map(|i| i.name)
         .collect();
     lock(&s.failed).retain(|name, (_, at)| mine.contains_key(name) && at.elapsed() < RETRY_FAILED);
+    if s.fenced.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     for (name, inst) in &local {
-        if !mine.contains_key(name) && !inst.state.in_progress() {
+        // Not assigned here, or assigned here as something else (deleted
+        // and asked for again with another feature, mode or options).
+        let differs = mine.get(name).is_some_and(|w| {
+            // The record holds the mode it resolved when none was asked for.
+            let mode = w.mode.is_some() && w.mode != inst.mode;
+            w.feature != inst.feature || mode || w.options != inst.options
+        });
+        if (!mine.contains_key(name) || differs) && inst.state != InstanceState::Deleting {
             spawn_op(s, name, Op::Delete);
         }
     }
@@ -485,19 +611,31 @@ async fn reconcile(s: &Arc<Shared>) -> Result<()> {
 enum Op {
     Create(Want),
     Start,
+    Stop,
     Delete,
 }
 
 /// Run one operation on a local instance in a task of its own, at most one
 /// per name at a time; the agent is woken when it ends.
 fn spawn_op(s: &Arc<Shared>, name: &str, op: Op) {
-    if !lock(&s.busy).insert(name.to_string()) {
+    // A delete does not wait behind a create or start of the same name (the
+    // instance's own lock orders them; a delete cancels a create).
+    let key = match op {
+        Op::Delete => format!("delete:{name}"),
+        _ => name.to_string(),
+    };
+    if !lock(&s.busy).insert(key.clone()) {
         return;
     }
     let s = Arc::clone(s);
     let name = name.to_string();
     tokio::spawn(async move {
         let d = &s.daemon;
+        // Fenced since it was planned: fencing owns the instance now.
+        if s.fenced.load(Ordering::SeqCst) && !matches!(op, Op::Delete) {
+            lock(&s.busy).remove(&key);
+            return;
+        }
         let r = match op {
             Op::Create(w) => d
                 .create_instance(hangar_core::CreateRequest {
@@ -511,6 +649,7 @@ fn spawn_op(s: &Arc<Shared>, name: &str, op: Op) {
                 .await
                 .map(|_| ()),
             Op::Start => d.start_instance(&name).await.map(|_| ()),
+            Op::Stop => d.stop_instance(&name).await.map(|_| ()),
             Op::Delete => d.delete_instance(&name).await,
         };
         if let Err(e) = r {
@@ -520,7 +659,7 @@ fn spawn_op(s: &Arc<Shared>, name: &str, op: Op) {
                 (format!("{}: {}", e.code(), e.message), Instant::now()),
             );
         }
-        lock(&s.busy).remove(&name);
+        lock(&s.busy).remove(&key);
         s.agent_kick.notify_one();
     });
 }

@@ -48,7 +48,7 @@ mod scheduler;
 pub use error::ErrorKind;
 pub use hangar_base::{Error, Result};
 pub use keys::{Assignment, Keys, NodeRecord, Observed, Want};
-pub use place::Move;
+pub use place::{Guard, Move};
 pub use scheduler::{write_guarded, Written};
 
 use error::etcd;
@@ -119,14 +119,19 @@ pub(crate) struct Shared {
     /// One client per endpoint, and the one in use: a request that fails
     /// moves the fleet to the next endpoint (a balanced channel would keep
     /// sending some requests to a member that is gone).
-    clients: Vec<Client>,
+    clients: Vec<tokio::sync::OnceCell<Client>>,
+    /// How each client connects (TLS, user).
+    opts: ConnectOptions,
     cur: AtomicUsize,
     /// The lease of the current session, `None` between sessions.
     pub(crate) session: watch::Sender<Option<i64>>,
     /// When the lease was last confirmed renewed (or the fleet started).
     pub(crate) last_ok: Mutex<Instant>,
-    /// The node stopped its fleet instances: no session for `lease_ttl`.
+    /// No renewal answered within `fence_after`: the node's fleet
+    /// instances are kept stopped.
     pub(crate) fenced: AtomicBool,
+    /// The lease to revoke when the node leaves (after its instances stop).
+    pub(crate) leaving: Mutex<Option<i64>>,
     /// Wakes the agent's reconcile.
     pub(crate) agent_kick: Notify,
     /// Wakes the scheduler's pass.
@@ -149,10 +154,25 @@ impl Shared {
         (self.cfg.lease_ttl / 3).clamp(Duration::from_millis(500), Duration::from_secs(5))
     }
 
-    /// The client in use, and its index (for [`Shared::bad`]).
-    pub(crate) fn client(&self) -> (usize, Client) {
+    /// The client in use, and its index (for [`Shared::bad`]), connected
+    /// on first use (with a user, connecting authenticates: etcd must
+    /// answer, which it need not at start), within the op timeout.
+    pub(crate) async fn client(&self) -> (usize, std::result::Result<Client, String>) {
         let i = self.cur.load(Ordering::Relaxed) % self.clients.len();
-        (i, self.clients[i].clone())
+        let ep = &self.cfg.endpoints[i];
+        let made = self.clients[i].get_or_try_init(|| async {
+            match tokio::time::timeout(
+                self.op_timeout(),
+                Client::connect([ep], Some(self.opts.clone())),
+            )
+            .await
+            {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => Err(format!("connecting to {ep}: {e}")),
+                Err(_) => Err(format!("connecting to {ep}: timed out")),
+            }
+        });
+        (i, made.await.cloned())
     }
 
     /// A request through client `i` failed: use the next endpoint (unless
@@ -162,6 +182,13 @@ impl Shared {
         let _ = self
             .cur
             .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// How long after the last answered renewal was sent the node fences
+    /// itself: five sixths of the TTL, so its instances are stopping before
+    /// etcd can expire the lease (no sooner than a TTL after that send).
+    pub(crate) fn fence_after(&self) -> Duration {
+        self.cfg.lease_ttl * 5 / 6
     }
 
     pub(crate) fn stopped(&self) -> bool {
@@ -175,7 +202,11 @@ impl Shared {
         E: std::fmt::Display,
         Fut: std::future::Future<Output = std::result::Result<T, E>>,
     {
-        let (i, c) = self.client();
+        let (i, c) = self.client().await;
+        let c = c.map_err(|e| {
+            self.bad(i);
+            etcd(what, e)
+        })?;
         match tokio::time::timeout(self.op_timeout(), f(c)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
@@ -203,11 +234,14 @@ impl Shared {
             let left = API_BUDGET.saturating_sub(t0.elapsed());
             // One try may not take all of it: a member that hangs is left
             // for the next one.
-            let (i, c) = self.client();
-            let e = match tokio::time::timeout(left.min(self.op_timeout() * 2), f(c)).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => etcd(what, e),
-                Err(_) => etcd(what, "timed out"),
+            let (i, c) = self.client().await;
+            let e = match c {
+                Err(e) => etcd(what, e),
+                Ok(c) => match tokio::time::timeout(left.min(self.op_timeout() * 2), f(c)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Ok(Err(e)) => etcd(what, e),
+                    Err(_) => etcd(what, "timed out"),
+                },
             };
             self.bad(i);
             if t0.elapsed() + Duration::from_millis(100) >= API_BUDGET {
@@ -328,7 +362,12 @@ impl Fleet {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.lease_ttl / 3)
             .with_keep_alive(Duration::from_secs(1), cfg.lease_ttl / 3)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the quorum fails calls and streams
+            // instead of holding them silently.
+            .with_require_leader(true)
+            // An auth token lost with a restarted member is fetched again.
+            .with_auto_token_refresh(true);
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| {
                 Error::new(
@@ -359,14 +398,12 @@ impl Fleet {
             let pass = text.lines().next().unwrap_or("").to_string();
             opts = opts.with_user(user.clone(), pass);
         }
-        let mut clients = Vec::new();
-        for ep in &cfg.endpoints {
-            clients.push(
-                Client::connect([ep], Some(opts.clone()))
-                    .await
-                    .map_err(|e| etcd("cannot connect to etcd", e).with("endpoint", ep))?,
-            );
-        }
+        let clients = cfg
+            .endpoints
+            .iter()
+            .map(|_| tokio::sync::OnceCell::new())
+            .collect();
+        let cfg_ttl = cfg.lease_ttl;
         let (session, _) = watch::channel(None);
         let (stop, _) = watch::channel(false);
         let s = Arc::new(Shared {
@@ -374,10 +411,16 @@ impl Fleet {
             cfg,
             daemon,
             clients,
+            opts,
             cur: AtomicUsize::new(0),
             session,
-            last_ok: Mutex::new(Instant::now()),
+            // Not confirmed yet: fenced until the first renewal is answered.
+            last_ok: Mutex::new({
+                let now = Instant::now();
+                now.checked_sub(cfg_ttl * 2).unwrap_or(now)
+            }),
             fenced: AtomicBool::new(false),
+            leaving: Mutex::new(None),
             agent_kick: Notify::new(),
             sched_kick: Notify::new(),
             busy: Mutex::new(HashSet::new()),
@@ -412,14 +455,30 @@ impl Fleet {
         self.s.fenced.load(Ordering::SeqCst)
     }
 
-    /// Leave the fleet: the scheduler resigns, the lease is revoked (the
-    /// node's registration and observed state go at once). The fleet
-    /// instances are left to the daemon's own shutdown.
+    /// Stop taking part: the scheduler resigns, the agent and the session
+    /// end; the lease is kept (the node still counts as present) until
+    /// [`Fleet::leave`], which comes after the daemon stopped the instances,
+    /// so no other node starts one while this one still runs it.
     pub async fn stop(&self) {
-        let _ = self.s.stop.send(true);
+        self.s.stop.send_replace(true);
         let tasks = std::mem::take(&mut *lock(&self.s.tasks));
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+    }
+
+    /// Revoke the lease: the node's registration and observed state go at
+    /// once, and its instances move after the grace. Call after
+    /// [`Fleet::stop`] and after the instances stopped.
+    pub async fn leave(&self) {
+        let lease = lock(&self.s.leaving).take();
+        if let Some(lease) = lease {
+            let _ = self
+                .s
+                .op("revoking the lease", |mut c| async move {
+                    c.lease_revoke(lease).await
+                })
+                .await;
         }
     }
 

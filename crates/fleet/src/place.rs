@@ -30,8 +30,23 @@ pub struct Move {
     pub name: String,
     /// The node it was on, if any.
     pub from: Option<String>,
-    /// The node it goes to; `None`: no node fits, the assignment is dropped.
+    /// The node it goes to; `None`: the assignment is dropped (the instance
+    /// is no longer wanted, no node fits it, or it leaves a draining node
+    /// and is placed once that node no longer reports it).
     pub to: Option<String>,
+    /// What must still hold when the move is written.
+    pub guard: Guard,
+}
+
+/// The condition a move was planned under, checked again in its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// Nothing beyond the assignment's revision.
+    None,
+    /// Off a lost node: the node has not registered again meanwhile.
+    NodeGone(String),
+    /// Off a draining node: the drain mark is still there.
+    Draining(String),
 }
 
 #[derive(Default, Clone, Copy)]
@@ -39,25 +54,35 @@ struct Used {
     count: u32,
     memory: u64,
     pids: u64,
-    ports: u32,
+    /// Ports of the instances placed in this pass (a node's `ports_free`
+    /// already leaves out those it runs).
+    new_ports: u32,
 }
 
 /// The moves that make `current` a good placement of `wants`:
 ///
 /// - an instance stays where it is while its node is registered and not
 ///   draining, or unregistered but not yet `lost` (its grace runs);
-/// - the others (new, on a lost node, on a draining node) go to the node
-///   whose labels hold every one of the instance's `on`, that has room
-///   (instances, memory, pids, free ports), and that runs the fewest
-///   instances of the same feature, then the fewest in all, then by name;
+/// - one on a lost node moves to the best node at once (the lost node
+///   fenced itself before its lease expired);
+/// - one on a draining node is unassigned when another node could take it,
+///   and placed once the draining node no longer reports it: a live node's
+///   copy is gone before another starts;
+/// - a new or unassigned one is placed once no registered node reports it;
+/// - the best node holds every one of the instance's `on` labels, has room
+///   (instances, memory, pids, free ports), and runs the fewest instances of
+///   the same feature, then the fewest in all, then comes first by name;
 /// - one with no such node: from a lost node it is dropped (shown pending),
 ///   on a draining node it stays;
 /// - an assignment whose instance is no longer wanted is dropped.
+///
+/// `reported` is, per instance, the registered nodes that report a copy.
 pub(crate) fn plan(
     nodes: &BTreeMap<String, Node<'_>>,
     wants: &BTreeMap<String, Want>,
     current: &BTreeMap<String, String>,
     lost: &BTreeSet<String>,
+    reported: &BTreeMap<String, BTreeSet<String>>,
     need: &dyn Fn(&str) -> Need,
 ) -> Vec<Move> {
     let mut moves = Vec::new();
@@ -70,6 +95,7 @@ pub(crate) fn plan(
                 name: name.clone(),
                 from: Some(node.clone()),
                 to: None,
+                guard: Guard::None,
             });
         }
     }
@@ -81,12 +107,17 @@ pub(crate) fn plan(
                     None => !lost.contains(n),
                 };
                 if stays {
-                    take(&mut used, &mut same, n, &w.feature, need(&w.feature));
+                    take(&mut used, &mut same, n, &w.feature, need(&w.feature), false);
                 } else {
                     place.push((w, Some(n)));
                 }
             }
-            None => place.push((w, None)),
+            None => {
+                let copies = reported.get(name).is_some_and(|r| !r.is_empty());
+                if !copies {
+                    place.push((w, None));
+                }
+            }
         }
     }
     for (w, from) in place {
@@ -108,27 +139,38 @@ pub(crate) fn plan(
                 (s, u.count, name.as_str())
             })
             .map(|(name, _)| name.as_str());
-        match best {
-            Some(to) => {
-                take(&mut used, &mut same, to, &w.feature, n);
+        let draining_from = from.filter(|f| nodes.contains_key(*f));
+        match (best, from, draining_from) {
+            // Off a draining node: first unassigned; placed when it is gone.
+            (Some(_), _, Some(f)) => moves.push(Move {
+                name: w.name.clone(),
+                from: Some(f.clone()),
+                to: None,
+                guard: Guard::Draining(f.clone()),
+            }),
+            (Some(to), from, None) => {
+                take(&mut used, &mut same, to, &w.feature, n, true);
                 moves.push(Move {
                     name: w.name.clone(),
                     from: from.cloned(),
                     to: Some(to.to_string()),
+                    guard: match from {
+                        Some(f) => Guard::NodeGone(f.clone()),
+                        None => Guard::None,
+                    },
                 });
             }
-            None => match from {
-                // A draining node keeps what cannot go anywhere else.
-                Some(f) if nodes.contains_key(f) => {
-                    take(&mut used, &mut same, f, &w.feature, n);
-                }
-                Some(f) => moves.push(Move {
-                    name: w.name.clone(),
-                    from: Some(f.clone()),
-                    to: None,
-                }),
-                None => {}
-            },
+            // A draining node keeps what cannot go anywhere else.
+            (None, _, Some(f)) => {
+                take(&mut used, &mut same, f, &w.feature, n, false);
+            }
+            (None, Some(f), None) => moves.push(Move {
+                name: w.name.clone(),
+                from: Some(f.clone()),
+                to: None,
+                guard: Guard::NodeGone(f.clone()),
+            }),
+            (None, None, None) => {}
         }
     }
     moves
@@ -140,25 +182,25 @@ fn take<'a>(
     node: &'a str,
     feature: &'a str,
     n: Need,
+    new: bool,
 ) {
     let u = used.entry(node).or_default();
     u.count += 1;
     u.memory += n.memory;
     u.pids += n.pids;
-    u.ports += n.ports;
+    if new {
+        u.new_ports += n.ports;
+    }
     *same.entry((node, feature)).or_default() += 1;
 }
 
-/// Has the node room for one more instance needing `n`? The node's
-/// `ports_free` already leaves out the ports of the instances it runs, so
-/// only this pass's new ones count against it; the other limits count every
-/// instance placed on it.
+/// Has the node room for one more instance needing `n`?
 fn fits(r: &NodeRecord, u: Option<&Used>, n: Need) -> bool {
     let u = u.copied().unwrap_or_default();
     r.max_instances.is_none_or(|m| u.count < m)
         && r.memory.is_none_or(|m| u.memory + n.memory <= m)
         && r.pids.is_none_or(|m| u.pids + n.pids <= m)
-        && n.ports <= r.ports_free
+        && u.new_ports + n.ports <= r.ports_free
 }
 
 #[cfg(test)]
@@ -198,8 +240,30 @@ mod tests {
         )
     }
 
-    fn nodes<'a>(recs: &'a [NodeRecord], draining: &[&str]) -> BTreeMap<String, Node<'a>> {
-        recs.iter()
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const ONE_PORT: Need = Need {
+        memory: 64 << 20,
+        pids: 16,
+        ports: 1,
+    };
+
+    /// `plan` over `recs` (those named in `draining` draining), one port each.
+    fn run(
+        recs: &[NodeRecord],
+        draining: &[&str],
+        wants: &BTreeMap<String, Want>,
+        cur: &BTreeMap<String, String>,
+        lost: &[&str],
+        reported: &[(&str, &str)],
+    ) -> Vec<Move> {
+        let nodes: BTreeMap<String, Node<'_>> = recs
+            .iter()
             .map(|r| {
                 (
                     r.name.clone(),
@@ -209,7 +273,15 @@ mod tests {
                     },
                 )
             })
-            .collect()
+            .collect();
+        let lost: BTreeSet<String> = lost.iter().map(|s| s.to_string()).collect();
+        let mut rep: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (name, node) in reported {
+            rep.entry(name.to_string())
+                .or_default()
+                .insert(node.to_string());
+        }
+        plan(&nodes, wants, cur, &lost, &rep, &|_| ONE_PORT)
     }
 
     fn apply(current: &mut BTreeMap<String, String>, moves: &[Move]) {
@@ -221,12 +293,6 @@ mod tests {
         }
     }
 
-    const ONE_PORT: Need = Need {
-        memory: 64 << 20,
-        pids: 16,
-        ports: 1,
-    };
-
     #[test]
     fn thirty_instances_spread_evenly_over_three_nodes() {
         let recs = [rec("a", &[]), rec("b", &[]), rec("c", &[])];
@@ -234,32 +300,23 @@ mod tests {
             .map(|i| want(&format!("d{i:02}"), "demo", &[]))
             .collect();
         let mut cur = BTreeMap::new();
-        let moves = plan(&nodes(&recs, &[]), &wants, &cur, &BTreeSet::new(), &|_| {
-            ONE_PORT
-        });
+        let moves = run(&recs, &[], &wants, &cur, &[], &[]);
         apply(&mut cur, &moves);
         for n in ["a", "b", "c"] {
             assert_eq!(cur.values().filter(|v| *v == n).count(), 10, "{cur:?}");
         }
         // A second pass changes nothing.
-        let again = plan(&nodes(&recs, &[]), &wants, &cur, &BTreeSet::new(), &|_| {
-            ONE_PORT
-        });
+        let again = run(&recs, &[], &wants, &cur, &[], &[]);
         assert!(again.is_empty(), "{again:?}");
     }
 
     #[test]
     fn same_feature_spreads_before_totals_balance() {
         let recs = [rec("a", &[]), rec("b", &[])];
-        let mut cur: BTreeMap<String, String> = [("x1", "a"), ("x2", "a")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut cur = map(&[("x1", "a"), ("x2", "a")]);
         let mut wants: BTreeMap<_, _> = [want("x1", "other", &[]), want("x2", "other", &[])].into();
         wants.extend([want("r1", "redis", &[]), want("r2", "redis", &[])]);
-        let moves = plan(&nodes(&recs, &[]), &wants, &cur, &BTreeSet::new(), &|_| {
-            ONE_PORT
-        });
+        let moves = run(&recs, &[], &wants, &cur, &[], &[]);
         apply(&mut cur, &moves);
         assert_ne!(cur["r1"], cur["r2"], "{cur:?}");
     }
@@ -272,19 +329,14 @@ mod tests {
             want("q", "demo", &[("zone", "z")]),
         ]
         .into();
-        let moves = plan(
-            &nodes(&recs, &[]),
-            &wants,
-            &BTreeMap::new(),
-            &BTreeSet::new(),
-            &|_| ONE_PORT,
-        );
+        let moves = run(&recs, &[], &wants, &BTreeMap::new(), &[], &[]);
         assert_eq!(
             moves,
             vec![Move {
                 name: "p".into(),
                 from: None,
-                to: Some("b".into())
+                to: Some("b".into()),
+                guard: Guard::None,
             }]
         );
     }
@@ -297,62 +349,83 @@ mod tests {
         b.memory = Some(3 * (64 << 20));
         let mut c = rec("c", &[]);
         c.ports_free = 0;
-        let recs = [a, b, c];
-        let wants: BTreeMap<_, _> = (0..8)
+        let mut d = rec("d", &[]);
+        // Two free ports: the pass's own placements count against them.
+        d.ports_free = 2;
+        let recs = [a, b, c, d];
+        let wants: BTreeMap<_, _> = (0..10)
             .map(|i| want(&format!("w{i}"), "demo", &[]))
             .collect();
         let mut cur = BTreeMap::new();
-        let moves = plan(&nodes(&recs, &[]), &wants, &cur, &BTreeSet::new(), &|_| {
-            ONE_PORT
-        });
+        let moves = run(&recs, &[], &wants, &cur, &[], &[]);
         apply(&mut cur, &moves);
         assert_eq!(cur.values().filter(|v| *v == "a").count(), 2);
         assert_eq!(cur.values().filter(|v| *v == "b").count(), 3);
         assert_eq!(cur.values().filter(|v| *v == "c").count(), 0);
-        assert_eq!(cur.len(), 5, "three find no room: {cur:?}");
+        assert_eq!(cur.values().filter(|v| *v == "d").count(), 2);
+        assert_eq!(cur.len(), 7, "three find no room: {cur:?}");
     }
 
     #[test]
     fn a_missing_node_keeps_its_instances_until_its_grace_ends() {
         let recs = [rec("a", &[]), rec("b", &[])];
         let wants: BTreeMap<_, _> = [want("w", "demo", &[])].into();
-        let cur: BTreeMap<String, String> = [("w".to_string(), "gone".to_string())].into();
-        let none = plan(&nodes(&recs, &[]), &wants, &cur, &BTreeSet::new(), &|_| {
-            ONE_PORT
-        });
+        let cur = map(&[("w", "gone")]);
+        let none = run(&recs, &[], &wants, &cur, &[], &[]);
         assert!(none.is_empty(), "within its grace: {none:?}");
-        let lost: BTreeSet<String> = ["gone".to_string()].into();
-        let moved = plan(&nodes(&recs, &[]), &wants, &cur, &lost, &|_| ONE_PORT);
+        let moved = run(&recs, &[], &wants, &cur, &["gone"], &[]);
         assert_eq!(moved.len(), 1);
         assert_eq!(moved[0].from.as_deref(), Some("gone"));
         assert!(moved[0].to.is_some());
+        assert_eq!(moved[0].guard, Guard::NodeGone("gone".into()));
     }
 
     #[test]
-    fn draining_moves_what_can_move_and_keeps_the_rest() {
+    fn draining_unassigns_what_can_move_then_places_it_once_the_copy_is_gone() {
         let recs = [rec("a", &[("zone", "x")]), rec("b", &[])];
         let wants: BTreeMap<_, _> = [
             want("free", "demo", &[]),
             want("pinned", "demo", &[("zone", "x")]),
         ]
         .into();
-        let cur: BTreeMap<String, String> = [("free", "a"), ("pinned", "a")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let moves = plan(
-            &nodes(&recs, &["a"]),
+        let mut cur = map(&[("free", "a"), ("pinned", "a")]);
+        let moves = run(
+            &recs,
+            &["a"],
             &wants,
             &cur,
-            &BTreeSet::new(),
-            &|_| ONE_PORT,
+            &[],
+            &[("free", "a"), ("pinned", "a")],
         );
         assert_eq!(
             moves,
             vec![Move {
                 name: "free".into(),
                 from: Some("a".into()),
-                to: Some("b".into())
+                to: None,
+                guard: Guard::Draining("a".into()),
+            }]
+        );
+        apply(&mut cur, &moves);
+        // While a still reports its copy, it is not placed anywhere.
+        let wait = run(
+            &recs,
+            &["a"],
+            &wants,
+            &cur,
+            &[],
+            &[("free", "a"), ("pinned", "a")],
+        );
+        assert!(wait.is_empty(), "{wait:?}");
+        // Once a's copy is gone, it goes to b.
+        let placed = run(&recs, &["a"], &wants, &cur, &[], &[("pinned", "a")]);
+        assert_eq!(
+            placed,
+            vec![Move {
+                name: "free".into(),
+                from: None,
+                to: Some("b".into()),
+                guard: Guard::None,
             }]
         );
     }
@@ -360,20 +433,15 @@ mod tests {
     #[test]
     fn an_assignment_nobody_wants_is_dropped() {
         let recs = [rec("a", &[])];
-        let cur: BTreeMap<String, String> = [("old".to_string(), "a".to_string())].into();
-        let moves = plan(
-            &nodes(&recs, &[]),
-            &BTreeMap::new(),
-            &cur,
-            &BTreeSet::new(),
-            &|_| ONE_PORT,
-        );
+        let cur = map(&[("old", "a")]);
+        let moves = run(&recs, &[], &BTreeMap::new(), &cur, &[], &[]);
         assert_eq!(
             moves,
             vec![Move {
                 name: "old".into(),
                 from: Some("a".into()),
-                to: None
+                to: None,
+                guard: Guard::None,
             }]
         );
     }

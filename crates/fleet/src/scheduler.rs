@@ -28,7 +28,16 @@ pub(crate) async fn run(s: Arc<Shared>) {
                 () = crate::until_stop(&mut stop) => return,
             }
         };
-        let (i, mut c) = s.client();
+        let (i, c) = s.client().await;
+        let mut c = match c {
+            Ok(c) => c,
+            Err(e) => {
+                s.bad(i);
+                warn!(node = %s.cfg.node, "fleet election: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         let won = tokio::select! {
             r = c.campaign(s.keys.election(), s.cfg.node.as_str(), lease) => r,
             _ = session.changed() => continue,
@@ -88,6 +97,15 @@ pub async fn write_guarded(
         Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
         Compare::mod_revision(key.as_str(), CompareOp::Equal, seen),
     ];
+    match &m.guard {
+        place::Guard::None => {}
+        place::Guard::NodeGone(n) => {
+            when.push(Compare::version(keys.node(n), CompareOp::Equal, 0));
+        }
+        place::Guard::Draining(n) => {
+            when.push(Compare::version(keys.draining(n), CompareOp::Greater, 0));
+        }
+    }
     let op = match &m.to {
         Some(to) => {
             when.push(Compare::version(
@@ -209,8 +227,17 @@ impl Scheduler {
             .iter()
             .map(|(k, (n, _))| (k.clone(), n.clone()))
             .collect();
+        let mut reported: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (node, name) in snap.observed.keys() {
+            if snap.nodes.contains_key(node) {
+                reported
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(node.clone());
+            }
+        }
         let needs = &self.needs;
-        let moves = place::plan(&nodes, &snap.wants, &current, &lost, &|f| {
+        let moves = place::plan(&nodes, &snap.wants, &current, &lost, &reported, &|f| {
             needs.get(f).copied().unwrap_or_default()
         });
         for m in moves {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use etcd_client::{Client, LeaderKey, PutOptions};
-use hangar_fleet::{write_guarded, Assignment, Keys, Move, Written};
+use hangar_fleet::{write_guarded, Assignment, Guard, Keys, Move, Written};
 
 struct Etcd(std::process::Child, std::path::PathBuf);
 
@@ -77,6 +77,7 @@ fn place(name: &str, to: &str) -> Move {
         name: name.into(),
         from: None,
         to: Some(to.into()),
+        guard: Guard::None,
     }
 }
 
@@ -139,4 +140,64 @@ async fn racing_schedulers_never_assign_twice() {
             assert_eq!(a.node, "node-b", "only the elected scheduler writes");
         }
     }
+}
+
+/// A move planned off a lost node is not written once that node registered
+/// again, and a move off a draining node not once its drain mark is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_off_a_node_holds_only_while_the_node_is_still_gone_or_draining() {
+    let Some((_etcd, mut c)) = etcd().await else {
+        return;
+    };
+    let keys = Keys::new("/guard/");
+    let (_lease, leader) = campaign(&mut c, &keys.election(), "s").await;
+    c.put(keys.desired("w"), "{}", None::<PutOptions>)
+        .await
+        .expect("want");
+    let old = c
+        .put(keys.assign("w"), r#"{"node":"x"}"#, None::<PutOptions>)
+        .await
+        .expect("assign")
+        .header()
+        .map(|h| h.revision())
+        .expect("a revision");
+    let off_lost = Move {
+        name: "w".into(),
+        from: Some("x".into()),
+        to: Some("y".into()),
+        guard: Guard::NodeGone("x".into()),
+    };
+    // x is back: nothing moves.
+    c.put(keys.node("x"), "{}", None::<PutOptions>)
+        .await
+        .expect("x registers");
+    let r = write_guarded(&mut c, &keys, &leader, old, &off_lost).await;
+    assert_eq!(r.expect("answered"), Written::Raced);
+    // x is gone: it moves.
+    c.delete(keys.node("x"), None).await.expect("x goes");
+    let r = write_guarded(&mut c, &keys, &leader, old, &off_lost).await;
+    assert_eq!(r.expect("answered"), Written::Done);
+
+    let now = c
+        .get(keys.assign("w"), None)
+        .await
+        .expect("read")
+        .kvs()
+        .first()
+        .map(|kv| kv.mod_revision())
+        .expect("assigned");
+    let off_draining = Move {
+        name: "w".into(),
+        from: Some("y".into()),
+        to: None,
+        guard: Guard::Draining("y".into()),
+    };
+    // No drain mark (it was cleared): it stays.
+    let r = write_guarded(&mut c, &keys, &leader, now, &off_draining).await;
+    assert_eq!(r.expect("answered"), Written::Raced);
+    c.put(keys.draining("y"), "", None::<PutOptions>)
+        .await
+        .expect("drain");
+    let r = write_guarded(&mut c, &keys, &leader, now, &off_draining).await;
+    assert_eq!(r.expect("answered"), Written::Done);
 }
