@@ -49,7 +49,7 @@ pub use error::ErrorKind;
 pub use hangar_base::{Error, Result};
 pub use keys::{Assignment, Keys, NodeRecord, Observed, Want};
 pub use place::{Guard, Move};
-pub use scheduler::{write_guarded, Written};
+pub use scheduler::{write_guarded, Written, MAX_BATCH};
 
 use error::etcd;
 

@@ -82,52 +82,64 @@ pub enum Written {
     Deposed,
 }
 
-/// Write one move in one transaction that holds only if `leader` still
-/// holds the election, the assignment's mod revision is still `seen` (0:
-/// absent), and (for a placement) the instance is still wanted.
+/// Most moves in one transaction: each brings up to three compares, and
+/// etcd takes at most 128 compares (and 128 operations) per transaction by
+/// default.
+pub const MAX_BATCH: usize = 40;
+
+/// Write moves in one transaction that holds only if `leader` still holds
+/// the election and, for each move, the assignment's mod revision is still
+/// the one read with it (0: absent), its guard still holds, and (for a
+/// placement) the instance is still wanted. All or nothing: `Raced` means
+/// none was written (one of them changed), `Deposed` that the leader key is
+/// not this one's any more. At most [`MAX_BATCH`] moves.
 pub async fn write_guarded(
     c: &mut etcd_client::Client,
     keys: &Keys,
     leader: &LeaderKey,
-    seen: i64,
-    m: &place::Move,
+    batch: &[(i64, &place::Move)],
 ) -> std::result::Result<Written, etcd_client::Error> {
-    let key = keys.assign(&m.name);
-    let mut when = vec![
-        Compare::create_revision(leader.key(), CompareOp::Equal, leader.rev()),
-        Compare::mod_revision(key.as_str(), CompareOp::Equal, seen),
-    ];
-    match &m.guard {
-        place::Guard::None => {}
-        place::Guard::NodeGone(n) => {
-            when.push(Compare::version(keys.node(n), CompareOp::Equal, 0));
+    let mut when = vec![Compare::create_revision(
+        leader.key(),
+        CompareOp::Equal,
+        leader.rev(),
+    )];
+    let mut ops = Vec::with_capacity(batch.len());
+    for (seen, m) in batch {
+        let key = keys.assign(&m.name);
+        when.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *seen));
+        match &m.guard {
+            place::Guard::None => {}
+            place::Guard::NodeGone(n) => {
+                when.push(Compare::version(keys.node(n), CompareOp::Equal, 0));
+            }
+            place::Guard::Draining(n) => {
+                when.push(Compare::version(keys.draining(n), CompareOp::Greater, 0));
+            }
         }
-        place::Guard::Draining(n) => {
-            when.push(Compare::version(keys.draining(n), CompareOp::Greater, 0));
-        }
+        ops.push(match &m.to {
+            Some(to) => {
+                when.push(Compare::version(
+                    keys.desired(&m.name),
+                    CompareOp::Greater,
+                    0,
+                ));
+                TxnOp::put(
+                    key.as_str(),
+                    json(&Assignment {
+                        node: to.clone(),
+                        at_ms: now_ms(),
+                    }),
+                    None,
+                )
+            }
+            None => TxnOp::delete(key.as_str(), None::<DeleteOptions>),
+        });
     }
-    let op = match &m.to {
-        Some(to) => {
-            when.push(Compare::version(
-                keys.desired(&m.name),
-                CompareOp::Greater,
-                0,
-            ));
-            TxnOp::put(
-                key.as_str(),
-                json(&Assignment {
-                    node: to.clone(),
-                    at_ms: now_ms(),
-                }),
-                None,
-            )
-        }
-        None => TxnOp::delete(key.as_str(), None::<DeleteOptions>),
-    };
     // On failure, tell why: is the leader key still this one's?
     let txn = Txn::new()
         .when(when)
-        .and_then([op])
+        .and_then(ops)
         .or_else([TxnOp::get(leader.key(), None)]);
     let r = c.txn(txn).await?;
     if r.succeeded() {
@@ -145,6 +157,18 @@ pub async fn write_guarded(
     } else {
         Written::Deposed
     })
+}
+
+/// What the scheduler did, in its log.
+fn log(moves: &[place::Move]) {
+    for m in moves {
+        match (&m.from, &m.to) {
+            (None, Some(to)) => info!(instance = %m.name, node = %to, "placed"),
+            (Some(from), Some(to)) => info!(instance = %m.name, from = %from, node = %to, "moved"),
+            (Some(from), None) => info!(instance = %m.name, from = %from, "unassigned"),
+            (None, None) => {}
+        }
+    }
 }
 
 /// One leader's term.
@@ -240,40 +264,44 @@ impl Scheduler {
         let moves = place::plan(&nodes, &snap.wants, &current, &lost, &reported, &|f| {
             needs.get(f).copied().unwrap_or_default()
         });
-        for m in moves {
-            if !self.write(&snap, &m).await? {
-                return Ok(false);
+        // In batches; a batch something raced is written move by move, so
+        // the others still go in this pass.
+        for chunk in moves.chunks(MAX_BATCH) {
+            match self.write(&snap, chunk).await? {
+                Written::Done => log(chunk),
+                Written::Deposed => return Ok(false),
+                Written::Raced => {
+                    for m in chunk {
+                        match self.write(&snap, std::slice::from_ref(m)).await? {
+                            Written::Done => log(std::slice::from_ref(m)),
+                            Written::Raced => {}
+                            Written::Deposed => return Ok(false),
+                        }
+                    }
+                }
             }
         }
         Ok(true)
     }
 
-    /// Write one move, guarded. `Ok(false)`: the leader key is gone.
-    async fn write(&self, snap: &Snapshot, m: &place::Move) -> Result<bool> {
-        let seen = snap.assign.get(&m.name).map(|(_, rev)| *rev).unwrap_or(0);
+    /// Write moves in one guarded transaction.
+    async fn write(&self, snap: &Snapshot, moves: &[place::Move]) -> Result<Written> {
+        let batch: Vec<(i64, &place::Move)> = moves
+            .iter()
+            .map(|m| {
+                (
+                    snap.assign.get(&m.name).map(|(_, rev)| *rev).unwrap_or(0),
+                    m,
+                )
+            })
+            .collect();
         let keys = &self.s.keys;
         let leader = &self.leader;
-        let w = self
-            .s
-            .op("writing an assignment", |mut c| async move {
-                write_guarded(&mut c, keys, leader, seen, m).await
+        self.s
+            .op("writing assignments", |mut c| async move {
+                write_guarded(&mut c, keys, leader, &batch).await
             })
-            .await?;
-        match w {
-            Written::Done => {
-                match (&m.from, &m.to) {
-                    (None, Some(to)) => info!(instance = %m.name, node = %to, "placed"),
-                    (Some(from), Some(to)) => {
-                        info!(instance = %m.name, from = %from, node = %to, "moved")
-                    }
-                    (Some(from), None) => info!(instance = %m.name, from = %from, "unassigned"),
-                    (None, None) => {}
-                }
-                Ok(true)
-            }
-            Written::Raced => Ok(true),
-            Written::Deposed => Ok(false),
-        }
+            .await
     }
 
     /// What one instance of `feature` takes: its manifest's memory and pids

@@ -104,9 +104,10 @@ async fn racing_schedulers_never_assign_twice() {
             .expect("want");
         let (mut ca, mut cb) = (c.clone(), c.clone());
         let (ma, mb) = (place(&name, "node-a"), place(&name, "node-b"));
+        let (ba, bb) = ([(0, &ma)], [(0, &mb)]);
         let (ra, rb) = tokio::join!(
-            write_guarded(&mut ca, &keys, &deposed, 0, &ma),
-            write_guarded(&mut cb, &keys, &leader, 0, &mb),
+            write_guarded(&mut ca, &keys, &deposed, &ba),
+            write_guarded(&mut cb, &keys, &leader, &bb),
         );
         assert_eq!(ra.expect("a's write answered"), Written::Deposed);
         assert_eq!(rb.expect("b's write answered"), Written::Done);
@@ -117,9 +118,10 @@ async fn racing_schedulers_never_assign_twice() {
             .await
             .expect("want");
         let (ma, mb) = (place(&name, "node-a"), place(&name, "node-b"));
+        let (ba, bb) = ([(0, &ma)], [(0, &mb)]);
         let (ra, rb) = tokio::join!(
-            write_guarded(&mut ca, &keys, &leader, 0, &ma),
-            write_guarded(&mut cb, &keys, &leader, 0, &mb),
+            write_guarded(&mut ca, &keys, &leader, &ba),
+            write_guarded(&mut cb, &keys, &leader, &bb),
         );
         let mut got = [ra.expect("answered"), rb.expect("answered")];
         got.sort_by_key(|w| *w as u8);
@@ -171,11 +173,11 @@ async fn a_move_off_a_node_holds_only_while_the_node_is_still_gone_or_draining()
     c.put(keys.node("x"), "{}", None::<PutOptions>)
         .await
         .expect("x registers");
-    let r = write_guarded(&mut c, &keys, &leader, old, &off_lost).await;
+    let r = write_guarded(&mut c, &keys, &leader, &[(old, &off_lost)]).await;
     assert_eq!(r.expect("answered"), Written::Raced);
     // x is gone: it moves.
     c.delete(keys.node("x"), None).await.expect("x goes");
-    let r = write_guarded(&mut c, &keys, &leader, old, &off_lost).await;
+    let r = write_guarded(&mut c, &keys, &leader, &[(old, &off_lost)]).await;
     assert_eq!(r.expect("answered"), Written::Done);
 
     let now = c
@@ -193,11 +195,60 @@ async fn a_move_off_a_node_holds_only_while_the_node_is_still_gone_or_draining()
         guard: Guard::Draining("y".into()),
     };
     // No drain mark (it was cleared): it stays.
-    let r = write_guarded(&mut c, &keys, &leader, now, &off_draining).await;
+    let r = write_guarded(&mut c, &keys, &leader, &[(now, &off_draining)]).await;
     assert_eq!(r.expect("answered"), Written::Raced);
     c.put(keys.draining("y"), "", None::<PutOptions>)
         .await
         .expect("drain");
-    let r = write_guarded(&mut c, &keys, &leader, now, &off_draining).await;
+    let r = write_guarded(&mut c, &keys, &leader, &[(now, &off_draining)]).await;
     assert_eq!(r.expect("answered"), Written::Done);
+}
+
+/// A batch is all or nothing: one move whose assignment changed since it
+/// was read keeps every other move of the batch from being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_stale_move_writes_nothing() {
+    let Some((_etcd, mut c)) = etcd().await else {
+        return;
+    };
+    let keys = Keys::new("/batch/");
+    let (_lease, leader) = campaign(&mut c, &keys.election(), "s").await;
+    let moves: Vec<Move> = (0..hangar_fleet::MAX_BATCH)
+        .map(|i| place(&format!("b{i}"), "node-a"))
+        .collect();
+    for m in &moves {
+        c.put(keys.desired(&m.name), "{}", None::<PutOptions>)
+            .await
+            .expect("want");
+    }
+    // Someone assigned the last one meanwhile.
+    c.put(
+        keys.assign("b39"),
+        r#"{"node":"node-b"}"#,
+        None::<PutOptions>,
+    )
+    .await
+    .expect("assign");
+    let batch: Vec<(i64, &Move)> = moves.iter().map(|m| (0, m)).collect();
+    let r = write_guarded(&mut c, &keys, &leader, &batch).await;
+    assert_eq!(r.expect("answered"), Written::Raced);
+    let all = c
+        .get(
+            keys.assign_all(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("read");
+    assert_eq!(all.kvs().len(), 1, "only the one written before");
+    // Without the stale one, the rest go in one transaction.
+    let r = write_guarded(&mut c, &keys, &leader, &batch[..batch.len() - 1]).await;
+    assert_eq!(r.expect("answered"), Written::Done);
+    let all = c
+        .get(
+            keys.assign_all(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("read");
+    assert_eq!(all.kvs().len(), hangar_fleet::MAX_BATCH);
 }
