@@ -615,22 +615,28 @@ impl Fleet {
     /// transaction; its node deletes the local instance.
     pub async fn delete(&self, name: &str) -> Result<()> {
         let want = self.s.keys.desired(name);
-        let txn = Txn::new()
-            .when([Compare::version(want.as_str(), CompareOp::Greater, 0)])
-            .and_then([
-                TxnOp::delete(want.as_str(), None),
-                TxnOp::delete(self.s.keys.assign(name), None),
-            ]);
-        let r = self
+        let found = self
             .s
+            .api("reading the fleet instance", |mut c: Client| {
+                let key = want.clone();
+                async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
+        if found.count() == 0 {
+            return Err(not_found(name));
+        }
+        // No compare: a try whose answer was lost and a delete racing this
+        // one end the same way, and the second finds nothing to delete.
+        let txn = Txn::new().and_then([
+            TxnOp::delete(want.as_str(), None),
+            TxnOp::delete(self.s.keys.assign(name), None),
+        ]);
+        self.s
             .api("deleting the fleet instance", |mut c: Client| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
             .await?;
-        if !r.succeeded() {
-            return Err(not_found(name));
-        }
         self.s.sched_kick.notify_one();
         Ok(())
     }

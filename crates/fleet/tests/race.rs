@@ -1,69 +1,20 @@
 //! The guard against double assignment (`write_guarded`), against a real
 //! etcd (Debian's `etcd-server`; skipped, saying why, where there is none).
 
-use std::time::Duration;
-
 use etcd_client::{Client, LeaderKey, PutOptions};
 use hangar_fleet::{write_guarded, Assignment, Guard, Keys, Move, Written};
 
-struct Etcd(std::process::Child, std::path::PathBuf);
+mod common;
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-async fn etcd() -> Option<(Etcd, Client)> {
-    let Some(bin) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-    }) else {
-        eprintln!("skipped: no `etcd` on PATH (Debian: apt install etcd-server)");
-        return None;
-    };
-    let (cp, pp) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("hangar-fleet-race-{}-{cp}", std::process::id()));
-    let child = std::process::Command::new(bin)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args([
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{cp}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{cp}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-cluster",
-            &format!("default=http://127.0.0.1:{pp}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("etcd starts");
-    let guard = Etcd(child, dir);
-    let ep = format!("http://127.0.0.1:{cp}");
-    for _ in 0..600 {
-        if let Ok(mut c) = Client::connect([&ep], None).await {
-            if c.status().await.is_ok() {
-                return Some((guard, c));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("etcd did not come up");
+/// A one-member etcd and a client of it (the guard: the member and its
+/// directory), or `None` where there is no etcd.
+async fn etcd() -> Option<((common::Etcd, tempfile::TempDir), Client)> {
+    let bin = common::etcd_bin()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://127.0.0.1:{}", common::free_port());
+    let member = common::start(&bin, dir.path(), &url, &[]);
+    let c = common::client(&url).await;
+    Some(((member, dir), c))
 }
 
 async fn campaign(c: &mut Client, name: &str, who: &str) -> (i64, LeaderKey) {

@@ -3,7 +3,6 @@
 //! why, where there is none). Certificates are made here with rcgen.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hangar_core::config::FleetSettings;
@@ -11,59 +10,9 @@ use hangar_core::{BootOptions, Daemon};
 use hangar_fleet::Fleet;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-struct Etcd(Child);
+mod common;
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn etcd_bin() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        eprintln!("skipped: no `etcd` on PATH (Debian: apt install etcd-server)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One etcd member; `client_url` is what it listens on for clients.
-fn etcd(bin: &Path, dir: &Path, client_url: &str, extra: &[String]) -> Etcd {
-    let pp = free_port();
-    let child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir.join("etcd"))
-        .args([
-            "--listen-client-urls",
-            client_url,
-            "--advertise-client-urls",
-            client_url,
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{pp}"),
-            "--initial-cluster",
-            &format!("default=http://127.0.0.1:{pp}"),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("etcd.log")).expect("log"))
-        .spawn()
-        .expect("etcd starts");
-    Etcd(child)
-}
+use common::{etcd_bin, free_port, start as etcd};
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -189,17 +138,7 @@ async fn users_and_passwords() {
     let _etcd = etcd(&bin, dir, &url, &[]);
     // Turn on etcd's auth with a root user and a fleet user whose role may
     // use only the fleet's prefix.
-    let mut c = None;
-    for _ in 0..600 {
-        if let Ok(mut cl) = etcd_client::Client::connect([&url], None).await {
-            if cl.status().await.is_ok() {
-                c = Some(cl);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut c = c.expect("etcd came up");
+    let mut c = common::client(&url).await;
     c.user_add("root", "root-pw", None).await.expect("root");
     c.user_grant_role("root", "root").await.expect("root role");
     c.role_add("fleet").await.expect("role");
