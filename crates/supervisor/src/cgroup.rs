@@ -84,8 +84,9 @@ impl fmt::Display for CgroupVersion {
 #[derive(Debug, Clone)]
 struct Hierarchy {
     mount: PathBuf,
-    /// Controllers attached (v1) or available at the top (v2).
-    controllers: Vec<String>,
+    /// Controllers attached (v1) or available at the top (v2); shared with
+    /// every process cgroup made here.
+    controllers: Arc<[String]>,
     /// Where `hangar/` goes.
     base: PathBuf,
     /// v2: controllers that sub-cgroups of `base` can be given.
@@ -167,7 +168,7 @@ impl Cgroups {
                     .filter(|o| V1_CONTROLLERS.contains(o))
                     .map(str::to_string)
                     .collect();
-                if ctrls.is_empty() || v1.iter().any(|h| h.controllers == ctrls) {
+                if ctrls.is_empty() || v1.iter().any(|h| *h.controllers == *ctrls) {
                     continue;
                 }
                 // hangar's own cgroup in this hierarchy, seen through the mount.
@@ -185,7 +186,7 @@ impl Cgroups {
                     .then(|| format!("{} is not writable by hangar", base.display()));
                 v1.push(Hierarchy {
                     mount: m.point.clone(),
-                    controllers: ctrls,
+                    controllers: ctrls.into(),
                     base,
                     delegable: Vec::new(),
                     problem,
@@ -492,7 +493,7 @@ fn v2_hierarchy(mount: &Path, base: &Path) -> Hierarchy {
     let only_us = fs::read_to_string(base.join("cgroup.procs"))
         .is_ok_and(|s| s.split_whitespace().all(|p| p == me));
     let delegable = if is_root || only_us {
-        controllers.clone()
+        controllers.to_vec()
     } else {
         read_list("cgroup.subtree_control")
     };
@@ -506,7 +507,7 @@ fn v2_hierarchy(mount: &Path, base: &Path) -> Hierarchy {
     };
     Hierarchy {
         mount: mount.to_path_buf(),
-        controllers,
+        controllers: controllers.into(),
         base: base.to_path_buf(),
         delegable,
         problem,
@@ -719,7 +720,7 @@ fn make_leaf(leaf: &Path) -> Result<(), SetupError> {
             tracing::warn!(cgroup = %leaf.display(), "removing a leftover cgroup (killing what it holds)");
             let old = ProcessCgroup {
                 version: CgroupVersion::V1,
-                dirs: vec![(leaf.to_path_buf(), Vec::new())],
+                dirs: vec![(leaf.to_path_buf(), Arc::from([]))],
                 join: Vec::new(),
             };
             old.remove_dirs_blocking()
@@ -807,7 +808,7 @@ pub struct ResourceUsage {
 pub(crate) struct ProcessCgroup {
     version: CgroupVersion,
     /// Each directory with the controllers of its hierarchy (v1).
-    dirs: Vec<(PathBuf, Vec<String>)>,
+    dirs: Vec<(PathBuf, Arc<[String]>)>,
     /// `cgroup.procs` of each directory, open for the child to write itself into;
     /// closed once the child is spawned.
     join: Vec<OwnedFd>,
@@ -842,32 +843,44 @@ impl ProcessCgroup {
         }
     }
 
+    fn read_num(&self, c: &str, file: &str) -> Option<u64> {
+        let d = self.dir_with(c)?;
+        fs::read_to_string(d.join(file)).ok()?.trim().parse().ok()
+    }
+
+    fn read_keyed(&self, c: &str, file: &str, key: &str) -> Option<u64> {
+        let d = self.dir_with(c)?;
+        let text = fs::read_to_string(d.join(file)).ok()?;
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// Processes the OOM killer killed in this cgroup (one small file).
+    fn oom_kills(&self) -> Option<u64> {
+        match self.version {
+            CgroupVersion::V2 => self.read_keyed("memory", "memory.events", "oom_kill"),
+            CgroupVersion::V1 => self.read_keyed("memory", "memory.oom_control", "oom_kill"),
+        }
+    }
+
     /// Read the counters (a few small files).
     pub(crate) fn usage(&self) -> ResourceUsage {
-        let num = |c: &str, file: &str| -> Option<u64> {
-            let d = self.dir_with(c)?;
-            fs::read_to_string(d.join(file)).ok()?.trim().parse().ok()
-        };
-        let keyed = |c: &str, file: &str, key: &str| -> Option<u64> {
-            let d = self.dir_with(c)?;
-            let text = fs::read_to_string(d.join(file)).ok()?;
-            text.lines().find_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                (k == key).then(|| v.trim().parse().ok()).flatten()
-            })
-        };
+        let num = |c: &str, file: &str| self.read_num(c, file);
+        let keyed = |c: &str, file: &str, key: &str| self.read_keyed(c, file, key);
         match self.version {
             CgroupVersion::V2 => ResourceUsage {
                 memory_current: num("memory", "memory.current"),
                 cpu_usage: keyed("cpu", "cpu.stat", "usage_usec").map(Duration::from_micros),
                 pids_current: num("pids", "pids.current"),
-                oom_kills: keyed("memory", "memory.events", "oom_kill"),
+                oom_kills: self.oom_kills(),
             },
             CgroupVersion::V1 => ResourceUsage {
                 memory_current: num("memory", "memory.usage_in_bytes"),
                 cpu_usage: num("cpuacct", "cpuacct.usage").map(Duration::from_nanos),
                 pids_current: num("pids", "pids.current"),
-                oom_kills: keyed("memory", "memory.oom_control", "oom_kill"),
+                oom_kills: self.oom_kills(),
             },
         }
     }
@@ -950,6 +963,11 @@ impl ProcessCgroup {
     fn remove_dirs_blocking(&self) -> io::Result<()> {
         let start = Instant::now();
         loop {
+            // An empty cgroup (the usual case: the group was killed and reaped)
+            // goes at the first pass, without listing its members.
+            if self.try_remove()? {
+                return Ok(());
+            }
             self.kill_members();
             if self.try_remove()? {
                 return Ok(());
@@ -979,7 +997,7 @@ impl ProcessCgroup {
     /// Kill what is left and remove the cgroup, blocking (spawner threads, failure
     /// paths). Returns the OOM kill count read just before removal.
     pub(crate) fn remove_blocking(&self) -> io::Result<Option<u64>> {
-        let oom = self.usage().oom_kills;
+        let oom = self.oom_kills();
         self.remove_dirs_blocking()?;
         self.remove_group_dirs();
         Ok(oom)
@@ -988,9 +1006,12 @@ impl ProcessCgroup {
     /// As [`ProcessCgroup::remove_blocking`], sleeping on the runtime between
     /// passes instead of blocking a thread.
     pub(crate) async fn remove(&self) -> io::Result<Option<u64>> {
-        let oom = self.usage().oom_kills;
+        let oom = self.oom_kills();
         let start = Instant::now();
         loop {
+            if self.try_remove()? {
+                break;
+            }
             self.kill_members();
             if self.try_remove()? {
                 break;
