@@ -13,10 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures_channel::mpsc;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::event::EventKind;
@@ -140,7 +140,7 @@ pub(crate) async fn run(
                 verdict,
                 consecutive_failures: health.consecutive_failures,
             };
-            if tx.send(msg).is_err() {
+            if tx.unbounded_send(msg).is_err() {
                 return;
             }
         }

@@ -7,16 +7,20 @@
 //! snapshot behind a short std mutex that the task updates on every transition.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_channel::mpsc;
+use futures_util::StreamExt;
 use rustix::process::{Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -178,8 +182,20 @@ impl Actor {
         }
     }
 
-    pub(crate) async fn run(
+    /// The process's task. Not an `async fn`: one of those keeps its `self`
+    /// argument twice in its future (the argument and the moved-in local),
+    /// and this future lives as long as the process is registered.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(
         mut self,
+        rx: mpsc::UnboundedReceiver<Command>,
+        probe_rx: mpsc::UnboundedReceiver<ProbeVerdict>,
+    ) -> impl Future<Output = ()> + Send {
+        async move { self.run_loop(rx, probe_rx).await }
+    }
+
+    async fn run_loop(
+        &mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
         mut probe_rx: mpsc::UnboundedReceiver<ProbeVerdict>,
     ) {
@@ -193,7 +209,7 @@ impl Actor {
                 biased;
                 exit = wait_exit(self.child.as_ref()) => {
                     if let Some(child) = self.child.take() {
-                        self.release_cgroup(child).await;
+                        Box::pin(self.release_cgroup(child)).await;
                     }
                     self.feed(Input::Exited(exit)).await;
                 }
@@ -201,7 +217,7 @@ impl Actor {
                     self.timer = None;
                     self.feed(Input::Timer).await;
                 }
-                Some(v) = probe_rx.recv() => self.probe_verdict(v).await,
+                Some(v) = probe_rx.next() => self.probe_verdict(v).await,
                 about = recv_dep_event(self.deps_rx.as_mut()) => {
                     // Other processes' events are no news for this one.
                     let relevant = about.as_deref().is_none_or(|n| self.spec.depends_on.contains_key(n));
@@ -211,7 +227,7 @@ impl Actor {
                         }
                     }
                 }
-                cmd = rx.recv(), if open => match cmd {
+                cmd = rx.next(), if open => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => {
                         // Every handle is gone (the manager was dropped): stop the
@@ -232,7 +248,7 @@ impl Actor {
         if let Some(child) = self.child.take() {
             let _ = kill_group(child.pid, Signal::KILL);
             wait_exit(Some(&child)).await;
-            self.release_cgroup(child).await;
+            Box::pin(self.release_cgroup(child)).await;
         }
         self.set_probe(None);
         self.ctx.ports.release_all(&self.name);
@@ -382,7 +398,14 @@ impl Actor {
     /// Run inputs through the machine until it has nothing more to say, carrying out
     /// each action. Spawning is awaited here (on the spawner threads), and its
     /// outcome fed straight back in.
-    async fn feed(&mut self, first: Input) {
+    ///
+    /// Boxed: the steps (spawning, stopping) are the largest futures here, and
+    /// unboxed they would size the process task's future for all its idle life.
+    fn feed(&mut self, first: Input) -> Pin<Box<impl Future<Output = ()> + Send + '_>> {
+        Box::pin(self.feed_steps(first))
+    }
+
+    async fn feed_steps(&mut self, first: Input) {
         let mut queue = VecDeque::from([first]);
         while let Some(input) = queue.pop_front() {
             let out = self.machine.handle(input, Instant::now().into_std());
@@ -546,30 +569,34 @@ impl Actor {
                 }
             }
         }
+        if ports.is_empty() {
+            // Nothing to substitute: the spec as given (a copy per process
+            // would cost about a kilobyte each).
+            self.resolved = Some(Arc::clone(&self.spec));
+            return Ok(Arc::clone(&self.spec));
+        }
         let mut spec = (*self.spec).clone();
-        if !ports.is_empty() {
-            let sub = |s: &str| substitute_ports(s, &ports);
-            spec.args = spec.args.iter().map(|a| sub(a)).collect();
-            for v in spec.env.values_mut() {
-                *v = sub(v);
-            }
-            for probe in [&mut spec.readiness, &mut spec.liveness]
-                .into_iter()
-                .flatten()
-            {
-                probe.check.map_strings(&sub);
-            }
-            for (name, port) in &ports {
-                let var = format!(
-                    "HANGAR_PORT_{}",
-                    name.to_ascii_uppercase().replace('-', "_")
-                );
-                spec.env.insert(var, port.to_string());
-            }
-            if spec.health_port {
-                spec.env
-                    .insert("HEALTH_PORT".into(), ports[0].1.to_string());
-            }
+        let sub = |s: &str| substitute_ports(s, &ports);
+        spec.args = spec.args.iter().map(|a| sub(a)).collect();
+        for v in spec.env.values_mut() {
+            *v = sub(v);
+        }
+        for probe in [&mut spec.readiness, &mut spec.liveness]
+            .into_iter()
+            .flatten()
+        {
+            probe.check.map_strings(&sub);
+        }
+        for (name, port) in &ports {
+            let var = format!(
+                "HANGAR_PORT_{}",
+                name.to_ascii_uppercase().replace('-', "_")
+            );
+            spec.env.insert(var, port.to_string());
+        }
+        if spec.health_port {
+            spec.env
+                .insert("HEALTH_PORT".into(), ports[0].1.to_string());
         }
         if let Ok(mut st) = self.shared.status.lock() {
             Arc::make_mut(&mut st).ports = ports;
@@ -724,7 +751,8 @@ async fn recv_dep_event(rx: Option<&mut broadcast::Receiver<Event>>) -> Option<A
     let Some(rx) = rx else {
         return std::future::pending().await;
     };
-    match rx.recv().await {
+    // Boxed (a waiter node): only a process waiting on dependencies has one.
+    match Box::pin(rx.recv()).await {
         Ok(ev) => Some(ev.name),
         Err(RecvError::Lagged(_)) => None,
         Err(RecvError::Closed) => std::future::pending().await,
@@ -733,7 +761,10 @@ async fn recv_dep_event(rx: Option<&mut broadcast::Receiver<Event>>) -> Option<A
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
+        // Boxed, as `wait_exit`'s readiness below: a timer is armed in a few
+        // states only (backoff, a stop's grace), and unboxed its entry would
+        // sit in every process task's future for the process's whole life.
+        Some(d) => Box::pin(tokio::time::sleep_until(d)).await,
         None => std::future::pending().await,
     }
 }
@@ -746,7 +777,7 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
         return std::future::pending().await;
     };
     loop {
-        let mut guard = match child.pidfd.readable().await {
+        let mut guard = match Box::pin(child.pidfd.readable()).await {
             Ok(g) => g,
             Err(_) => return std::future::pending().await,
         };
