@@ -910,7 +910,31 @@ initial_interval = "0s"
         return self.popen([self.args.hangar, "run", str(self.conf)])
 
 
-SUPERVISORS = [Floor, S6, Runit, Supervisord, PM2, Horust, Hangar]
+class HangarNoCgroups(Hangar):
+    """hangar run as an unprivileged user (nobody), so it makes no cgroups:
+    set beside `hangar`, it tells the kernel's cost of a cgroup per process
+    (create, move into, remove) from hangar's own."""
+    name = "hangar-nocg"
+
+    def check(self):
+        if os.geteuid() != 0:
+            return "needs root to drop to nobody (and without root hangar makes no cgroups anyway)"
+        if shutil.which("setpriv") is None:
+            return "setpriv (util-linux) not found"
+        return super().check()
+
+    def prepare(self, n, tmp):
+        super().prepare(n, tmp)
+        # nobody reads the config and writes the logs here.
+        os.chmod(tmp, 0o777)
+        self.env = dict(self.env, HOME=str(tmp), XDG_STATE_HOME=str(tmp / "state"))
+
+    def start(self):
+        return self.popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           self.args.hangar, "run", str(self.conf)])
+
+
+SUPERVISORS = [Floor, S6, Runit, Supervisord, PM2, Horust, Hangar, HangarNoCgroups]
 
 
 # --------------------------------------------------------------------------
