@@ -420,7 +420,7 @@ impl Actor {
                             // Descendants that left the group are found (and
                             // pinned) while the leader still holds them.
                             let (l, pid) = (Arc::clone(&c.lineage), c.pid);
-                            let _ = tokio::task::spawn_blocking(move || l.pin_escaped(pid)).await;
+                            crate::tree::off_runtime(move || l.pin_escaped(pid)).await;
                             let sig = self.spec.stop_signal.to_rustix();
                             match self.spec.kill_mode {
                                 KillMode::Group => {
@@ -444,7 +444,7 @@ impl Actor {
                         if let Some(c) = &self.child {
                             let _ = kill_group(c.pid, Signal::KILL);
                             let l = Arc::clone(&c.lineage);
-                            let _ = tokio::task::spawn_blocking(move || l.kill_escaped()).await;
+                            crate::tree::off_runtime(move || l.kill_escaped()).await;
                         }
                     }
                     Action::ArmTimer(d) => self.timer = Some(Instant::now() + d),
@@ -794,7 +794,7 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
         }
         let _ = kill_group(child.pid, Signal::KILL);
         let l = Arc::clone(&child.lineage);
-        let _ = tokio::task::spawn_blocking(move || l.kill_escaped()).await;
+        crate::tree::off_runtime(move || l.kill_escaped()).await;
         return match rustix::process::waitid(
             WaitId::PidFd(child.pidfd.get_ref().as_fd()),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,

@@ -141,6 +141,20 @@ impl Drop for SpawnLife {
 
 static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
 
+/// Tree work running at once on tokio's blocking threads.
+const TREE_WORKERS: usize = 4;
+static TREE_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TREE_WORKERS);
+
+/// Run tree work (reading other processes' `/proc` files, which can block,
+/// and waiting for killed descendants to go) on tokio's blocking threads, at
+/// most [`TREE_WORKERS`] at once. Unbounded, a stop of 1,000 processes started
+/// 130 blocking threads, and spent its time creating them and switching
+/// between them.
+pub(crate) async fn off_runtime<F: FnOnce() + Send + 'static>(f: F) {
+    let _permit = TREE_WORK.acquire().await;
+    let _ = tokio::task::spawn_blocking(f).await;
+}
+
 /// The reaper, if this program became a subreaper through [`install`].
 pub(crate) fn reaper() -> Option<&'static Reaper> {
     REAPER.get().copied()
