@@ -167,6 +167,10 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (daemon log) and print it")
     ap.add_argument("--hold", type=float, default=0, help="at N, before the ls timings, wait this many seconds (print the data dir and daemon pid, to profile)")
     args = ap.parse_args()
+    # SIGTERM (and SIGINT, also when started in the background) unwind
+    # through the cleanup below instead of leaving the daemon running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     hangar = args.hangar
     if not os.path.exists(hangar):
         print(f"missing {hangar}: build it first (see the docstring)", file=sys.stderr)

@@ -30,6 +30,15 @@
 //! - **CPU**: this process's user + system time over the window (the daemon,
 //!   its API server and the two subscribers; the subscribers only count).
 //!
+//! Then the pipeline's capacity, which the spawn rate hides: three times,
+//! a second connection holds the store's write lock for 4 s (under the
+//! store's 5 s busy timeout), so the persist task's write waits and the
+//! supervisor's events queue in its channel; after the release, the drain is
+//! timed from the first new row until the bus has published everything
+//! produced before the release (events/s persisted and published while a
+//! backlog drains). The lock holder and SQLite's busy handler are not the
+//! pipeline's, so the time from release to the first row is reported apart.
+//!
 //! Then the floor, in the same run, on a copy of the run's store (same schema,
 //! indexes, pragmas `journal_mode=WAL`, `synchronous=NORMAL`, and the same
 //! process rows) with its events deleted: the last (up to) 20,000 rows the
@@ -100,12 +109,20 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// The highest stored event id (the rowid's b-tree end: cheap enough to poll).
+fn max_id(db: &Connection) -> Res<i64> {
+    Ok(db.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?)
+}
+
+/// The highest stored event id and the `events.lost` rows (a scan: not for
+/// polling).
 fn stored(db: &Connection) -> Res<(i64, i64)> {
-    Ok(db.query_row(
-        "SELECT coalesce(max(id), 0), (SELECT count(*) FROM events WHERE kind = 'events.lost') FROM events",
+    let lost = db.query_row(
+        "SELECT count(*) FROM events WHERE kind = 'events.lost'",
         [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?)
+        |r| r.get(0),
+    )?;
+    Ok((max_id(db)?, lost))
 }
 
 type Row = (i64, String, Option<i64>, String, String, String, String);
@@ -225,6 +242,26 @@ async fn main() -> Res<()> {
             }
         });
     }
+    // What the supervisor produced (its own channel; a lag counts what it
+    // skipped, which was produced all the same).
+    let produced = Arc::new(AtomicU64::new(0));
+    {
+        let mut rx = d.manager().subscribe();
+        let count = Arc::clone(&produced);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(RecvError::Lagged(k)) => {
+                        count.fetch_add(k, Ordering::Relaxed);
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+    }
     // Subscriber 2: Events.Stream over the socket.
     let grpc_count = Arc::new(AtomicU64::new(0));
     // When and how the stream ended, if it did before the daemon stopped.
@@ -269,6 +306,23 @@ async fn main() -> Res<()> {
 
     eprintln!("{n} × true, restart always, zero backoff: warming up {warmup} s…");
     tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+    if bus_count.load(Ordering::Relaxed) == 0 {
+        // Nothing runs: the daemon refused the set (at 10,000 on a host whose
+        // descriptor limit cannot hold it). Say why, as the daemon does.
+        let r = d.reload().await.map_err(|e| e.message)?;
+        let why: Vec<String> = r
+            .errors
+            .iter()
+            .map(|(_, e)| format!("{}: {}", e.code(), e.message))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"n": n, "refused": why, "persisted_per_s": 0}))?
+        );
+        serving.stop().await;
+        d.shutdown().await;
+        return Ok(());
+    }
     let (id0, lost0) = stored(&reader)?;
     let (g0, b0, c0) = (
         grpc_count.load(Ordering::Relaxed),
@@ -294,6 +348,68 @@ async fn main() -> Res<()> {
         )?
         .query_map(params![id0, id1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
+    // The pipeline's capacity, which the spawn rate above hides: hold the
+    // store's write lock from a second connection for `hold` (under the
+    // store's 5 s busy timeout), so the persist task's write waits and the
+    // supervisor's events queue in its channel (8,192 slots); then let go
+    // and time the drain, from the first new row (SQLite's busy handler
+    // sleeps up to 100 ms between tries, which is not the pipeline's) until
+    // the bus has published everything produced before the release.
+    let hold = Duration::from_millis(4000);
+    let mut drains = Vec::new();
+    for _ in 0..3 {
+        let p = db_path.clone();
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let holder = tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
+            let c = Connection::open(&p)?;
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.execute_batch("BEGIN IMMEDIATE")?;
+            let _ = locked_tx.send(());
+            std::thread::sleep(hold);
+            c.execute_batch("COMMIT")
+        });
+        let _ = locked_rx.await;
+        let lost_before = stored(&reader)?.1;
+        holder.await??;
+        let released = Instant::now();
+        let id_r = max_id(&reader)?;
+        let target = produced.load(Ordering::Relaxed);
+        let pub_r = bus_count.load(Ordering::Relaxed);
+        let backlog = target.saturating_sub(pub_r);
+        // First progress.
+        let (t_first, id_first, pub_first) = loop {
+            let id = max_id(&reader)?;
+            if id > id_r {
+                break (Instant::now(), id, bus_count.load(Ordering::Relaxed));
+            }
+            if released.elapsed() > Duration::from_secs(5) {
+                return Err("the persist task did not resume in 5 s".into());
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        let (t_done, id_done, pub_done) = loop {
+            let b = bus_count.load(Ordering::Relaxed);
+            if b >= target {
+                break (Instant::now(), max_id(&reader)?, b);
+            }
+            if released.elapsed() > Duration::from_secs(30) {
+                return Err("the backlog did not drain in 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        let secs = (t_done - t_first).as_secs_f64().max(1e-6);
+        drains.push(json!({
+            "backlog_events": backlog,
+            "resume_after_release_ms": (t_first - released).as_secs_f64() * 1e3,
+            "drain_ms": secs * 1e3,
+            "persisted_per_s": (id_done - id_first) as f64 / secs,
+            "published_bus_per_s": (pub_done - pub_first) as f64 / secs,
+            "events_lost_rows": stored(&reader)?.1 - lost_before,
+        }));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let bus_lagged_after_drains = bus_lagged.load(Ordering::Relaxed);
+
     let mut states = std::collections::BTreeMap::<String, u64>::new();
     for p in d.list("*").await.map_err(|e| e.message)? {
         let st = p.status.as_ref().map_or("never started", |s| s.state.as_str());
@@ -360,6 +476,8 @@ async fn main() -> Res<()> {
             "rss_kb": rss,
             "states_at_end": states,
             "transitions": kinds.iter().map(|(f, t, c)| json!({"from": f, "to": t, "count": c})).collect::<Vec<Value>>(),
+            "backlog_drains": drains,
+            "bus_lagged_after_drains": bus_lagged_after_drains,
             "floor_rows": floor_rows,
             "floor_inserts_per_s": floor_inserts,
             "floor_inserts_and_updates_per_s": floor_observed,
