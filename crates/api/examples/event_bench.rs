@@ -412,7 +412,10 @@ async fn main() -> Res<()> {
 
     let mut states = std::collections::BTreeMap::<String, u64>::new();
     for p in d.list("*").await.map_err(|e| e.message)? {
-        let st = p.status.as_ref().map_or("never started", |s| s.state.as_str());
+        let st = p
+            .status
+            .as_ref()
+            .map_or("never started", |s| s.state.as_str());
         *states.entry(st.to_string()).or_default() += 1;
     }
 
