@@ -339,7 +339,8 @@ pub fn export(e: hangar_core::Export) -> pb::ExportInstanceReply {
 #[allow(deprecated)] // `json` and the error's `context` are still filled for older clients.
 pub fn instance(i: &hangar_core::Instance) -> pb::Instance {
     // Secret options never leave the daemon.
-    let i = &i.redacted();
+    let redacted = i.redacted();
+    let i: &hangar_core::Instance = &redacted;
     pb::Instance {
         id: i.id.clone(),
         name: i.name.clone(),

@@ -354,19 +354,18 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                 .into_inner()
                 .instances;
             if json {
-                let v: Vec<Value> = list.iter().map(to_json).collect();
-                outln!("{}", Value::Array(v));
+                outln!("{}", json_array(&list));
             } else if list.is_empty() {
                 outln!("no instances (create one with `hangar instance create FEATURE NAME`)");
             } else {
+                use std::fmt::Write as _;
                 let w = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
-                outln!(
+                // One write for the whole table, not one per line.
+                let mut table = String::with_capacity(96 * (list.len() + 1));
+                let _ = write!(
+                    table,
                     "{:w$}  {:14}  {:10}  {:10}  {:24}  PROCESS",
-                    "NAME",
-                    "ID",
-                    "FEATURE",
-                    "STATE",
-                    "PORTS"
+                    "NAME", "ID", "FEATURE", "STATE", "PORTS"
                 );
                 for i in &list {
                     let ports: Vec<String> =
@@ -375,8 +374,9 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                         Some(e) if i.state == "error" => format!("error ({})", e.code),
                         _ => i.state.clone(),
                     };
-                    outln!(
-                        "{:w$}  {:14}  {:10}  {:10}  {:24}  {}",
+                    let _ = write!(
+                        table,
+                        "\n{:w$}  {:14}  {:10}  {:10}  {:24}  {}",
                         i.name,
                         i.id,
                         i.feature,
@@ -385,6 +385,7 @@ async fn go(t: Target, cmd: InstanceCmd) -> Result<u8, Error> {
                         i.process
                     );
                 }
+                outln!("{table}");
             }
             Ok(exit::OK)
         }
@@ -522,6 +523,29 @@ async fn follow(
             return Ok(now);
         }
     }
+}
+
+/// The instances as one JSON array: each instance's JSON as the daemon wrote
+/// it, checked but not rebuilt (parsing a thousand into values and writing
+/// them again cost more than the daemon's whole answer); one that does not
+/// parse (an older daemon's) is made as `to_json` makes it.
+#[allow(deprecated)] // the record as one JSON text; its fields are typed too
+fn json_array(list: &[pb::Instance]) -> String {
+    let mut out = String::with_capacity(list.iter().map(|i| i.json.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (n, i) in list.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let raw = i.json.trim();
+        if raw.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(raw).is_ok() {
+            out.push_str(raw);
+        } else {
+            out.push_str(&to_json(i).to_string());
+        }
+    }
+    out.push(']');
+    out
 }
 
 /// `--json`: the instance record as the daemon keeps it.

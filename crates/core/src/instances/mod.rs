@@ -667,9 +667,12 @@ impl Instances {
 
     /// Every instance, by name.
     pub(crate) fn list(&self) -> Vec<Instance> {
-        let mut v: Vec<Instance> = self.table().records.values().cloned().collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
+        let t = self.table();
+        // Sort references, then copy each record once: sorting the records
+        // themselves moved every one of them several times.
+        let mut v: Vec<&Instance> = t.records.values().collect();
+        v.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        v.into_iter().cloned().collect()
     }
 
     /// Stop an instance's process; it keeps its ports, network and config.

@@ -228,15 +228,22 @@ impl Instance {
     /// The instance as it may leave the daemon: every secret option's value
     /// (every option's, for a record that does not say which are secret)
     /// replaced by [`REDACTED`]. Only the config file holds the values.
-    pub fn redacted(&self) -> Instance {
+    /// Borrowed when there is nothing to hide, so listing a thousand
+    /// instances without secrets copies none of them.
+    pub fn redacted(&self) -> std::borrow::Cow<'_, Instance> {
+        let secret = |k: &String, v: &Value| {
+            !v.is_null() && self.secret_options.as_ref().is_none_or(|s| s.contains(k))
+        };
+        if !self.options.iter().any(|(k, v)| secret(k, v)) {
+            return std::borrow::Cow::Borrowed(self);
+        }
         let mut out = self.clone();
         for (k, v) in out.options.iter_mut() {
-            let secret = self.secret_options.as_ref().is_none_or(|s| s.contains(k));
-            if secret && !v.is_null() {
+            if secret(k, v) {
                 *v = Value::String(REDACTED.into());
             }
         }
-        out
+        std::borrow::Cow::Owned(out)
     }
 
     pub(crate) fn row(&self) -> Result<InstanceRow> {
@@ -344,6 +351,12 @@ mod tests {
         let r = known.redacted();
         assert_eq!(r.options["password"], REDACTED);
         assert_eq!(r.options["port"], 9);
+        let mut plain = known.clone();
+        plain.options.remove("password");
+        assert!(
+            matches!(plain.redacted(), std::borrow::Cow::Borrowed(_)),
+            "nothing to hide: no copy"
+        );
         assert_eq!(
             inst.options["password"], "p4ss",
             "the record itself keeps it"
