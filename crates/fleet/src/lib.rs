@@ -444,7 +444,9 @@ impl Fleet {
         &self.s.cfg.node
     }
 
-    /// Registered in etcd right now.
+    /// Registered in etcd right now, with its lease's renewals running.
+    /// The node's record shows in [`Fleet::nodes`] a moment earlier: it is
+    /// written before the renewals open.
     pub fn registered(&self) -> bool {
         self.s.session.borrow().is_some()
     }

@@ -208,7 +208,13 @@ async fn a_node_started_before_etcd_joins_when_it_answers() {
     );
     let _etcd = etcd(&bin, dir, &url, &[]);
     assert!(registers(&a, "a", Duration::from_secs(30)).await);
-    assert!(a.registered());
+    // The record is written before the lease's renewals open, and only
+    // then does the node count itself registered: wait for that too.
+    let t0 = Instant::now();
+    while !a.registered() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.registered(), "the session follows its record");
     a.stop().await;
     d.shutdown().await;
 }
