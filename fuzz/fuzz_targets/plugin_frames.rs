@@ -180,7 +180,15 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(bad.request_id, req.request_id);
             }
             (Err(_), Ok(_)) => panic!("decode_call took what decode_request refuses"),
-            (Err(_), Err(bad)) => assert!(bad.kind.is_empty() && bad.request_id.is_empty()),
+            // Refused unread, or read but for data the parser will not
+            // take (nested too deep, a lone surrogate): then answered by
+            // id, with why.
+            (Err(_), Err(bad)) => assert!(
+                (bad.kind.is_empty() && bad.request_id.is_empty())
+                    || bad.error.message.starts_with("cannot parse the JSON payload"),
+                "{}",
+                bad.error
+            ),
         }
         // The client's decoding agrees with the reference.
         let reference = decode_response(body).ok();

@@ -25,6 +25,12 @@
 //!   request bytes, called with pre-encoded bytes on one channel.
 //! - **grpc lib**: [`GrpcClient`] (default options) against [`grpc::serve`].
 //!
+//! - **unix lib raw**, **http lib raw**, **grpc lib raw**: the same
+//!   clients calling [`Transport::call_raw`] (payload and answer as JSON
+//!   text, parsed by neither side) against servers of a handler that sets
+//!   [`Handler::RAW`] and echoes the text: what a caller with its own types,
+//!   or passing bytes through, pays. Measured against the raw (bytes) rows.
+//!
 //! - **http reqwest**: reqwest (the other candidate client) posting the same
 //!   envelope to the same library server, to show why the library drives
 //!   hyper directly.
@@ -46,7 +52,7 @@ use hangar_plugin::grpc::pb::{self, ExecuteRequest};
 use hangar_plugin::grpc::{GrpcClient, GrpcOptions, GrpcServeOptions};
 use hangar_plugin::http::{HttpClient, HttpOptions, HttpServeOptions};
 use hangar_plugin::unix::UnixClient;
-use hangar_plugin::{grpc, http, unix, Call, CallContext, CallKind, Handler, Transport};
+use hangar_plugin::{grpc, http, unix, Call, CallContext, CallKind, Handler, RawValue, Transport};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,6 +61,22 @@ const CONCURRENCY: usize = 64;
 const LAT_CALLS: usize = 5000;
 
 struct Echo;
+
+/// The echo, taking and answering JSON text.
+struct RawEcho;
+
+impl Handler for RawEcho {
+    const RAW: bool = true;
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        Ok(call.data)
+    }
+    async fn execute_raw(&self, call: Call<Box<RawValue>>) -> Result<Box<RawValue>, String> {
+        Ok(call.data)
+    }
+    fn info(&self) -> Value {
+        json!({ "name": "bench" })
+    }
+}
 
 impl Handler for Echo {
     async fn execute(&self, call: Call) -> Result<Value, String> {
@@ -231,6 +253,26 @@ fn lib_caller(t: Arc<dyn Transport>) -> CallFn {
                 .call(
                     CallKind::Execute,
                     data,
+                    CallContext::with_timeout(Duration::from_secs(10)),
+                )
+                .await;
+            if let Err(e) = r {
+                panic!("call failed: {e}");
+            }
+        })
+    })
+}
+
+fn lib_raw_caller(t: Arc<dyn Transport>) -> CallFn {
+    let data: Arc<Box<RawValue>> =
+        Arc::new(serde_json::value::to_raw_value(&payload()).expect("json"));
+    Arc::new(move || {
+        let (t, data) = (Arc::clone(&t), Arc::clone(&data));
+        Box::pin(async move {
+            let r = t
+                .call_raw(
+                    CallKind::Execute,
+                    &data,
                     CallContext::with_timeout(Duration::from_secs(10)),
                 )
                 .await;
@@ -459,6 +501,26 @@ fn main() {
     // Servers: raw (bytes), raw with JSON work on both sides, and the library's.
     let raw_sock = dir.path().join("raw.sock");
     let json_sock = dir.path().join("json.sock");
+    let rawlib_sock = dir.path().join("rawlib.sock");
+    let (rawlib_http, rawlib_grpc, _keep_raw) = servers.block_on(async {
+        let u = unix::serve(&rawlib_sock, Arc::new(RawEcho))
+            .await
+            .expect("unix serve");
+        let h = http::serve(
+            Arc::new(RawEcho),
+            HttpServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("http serve");
+        let g = grpc::serve(
+            Arc::new(RawEcho),
+            GrpcServeOptions::new("127.0.0.1:0".parse().expect("addr")),
+        )
+        .await
+        .expect("grpc serve");
+        let (ha, ga) = (h.local_addr().expect("addr"), g.local_addr().expect("addr"));
+        (ha, ga, (u, h, g))
+    });
     let (raw_http, json_http, lib_http, raw_grpc, json_grpc, lib_grpc, _keep) =
         servers.block_on(async {
             raw_unix_server(raw_sock.clone(), false).await;
@@ -488,7 +550,7 @@ fn main() {
     println!(
         "payload {body_len} bytes of JSON each way; latency over {LAT_CALLS} sequential calls; throughput {CONCURRENCY} concurrent callers for {secs} s; median of {rounds} rounds"
     );
-    const NAMES: [&str; 11] = [
+    const NAMES: [&str; 14] = [
         "unix raw",
         "unix json",
         "unix lib",
@@ -500,6 +562,9 @@ fn main() {
         "grpc lib",
         "http reqwest",
         "go-plugin",
+        "unix lib raw",
+        "http lib raw",
+        "grpc lib raw",
     ];
     let mut results: Vec<Vec<Stats>> = vec![Vec::new(); NAMES.len()];
     clients.block_on(async {
@@ -510,6 +575,18 @@ fn main() {
         );
         let grpc_lib: Arc<dyn Transport> =
             Arc::new(GrpcClient::new(GrpcOptions::new(lib_grpc.to_string())).expect("grpc client"));
+        let unix_rawlib: Arc<dyn Transport> = Arc::new(
+            UnixClient::connect(&rawlib_sock)
+                .await
+                .expect("unix client"),
+        );
+        let http_rawlib: Arc<dyn Transport> = Arc::new(
+            HttpClient::new(HttpOptions::new(format!("http://{rawlib_http}/")))
+                .expect("http client"),
+        );
+        let grpc_rawlib: Arc<dyn Transport> = Arc::new(
+            GrpcClient::new(GrpcOptions::new(rawlib_grpc.to_string())).expect("grpc client"),
+        );
         let channel = |addr: std::net::SocketAddr| async move {
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                 .expect("endpoint")
@@ -542,6 +619,13 @@ fn main() {
                 )
                 .await;
                 results[2].push(s);
+                let s = measure(
+                    lib_raw_caller(Arc::clone(&unix_rawlib)),
+                    &|_| lib_raw_caller(Arc::clone(&unix_rawlib)),
+                    secs,
+                )
+                .await;
+                results[11].push(s);
             }
             if want("http") || want("reqwest") {
                 for (i, (addr, json)) in [(raw_http, false), (json_http, true)]
@@ -565,6 +649,13 @@ fn main() {
                 )
                 .await;
                 results[5].push(s);
+                let s = measure(
+                    lib_raw_caller(Arc::clone(&http_rawlib)),
+                    &|_| lib_raw_caller(Arc::clone(&http_rawlib)),
+                    secs,
+                )
+                .await;
+                results[12].push(s);
             }
             if want("grpc") {
                 for (i, (ch, json)) in [(&raw_ch, false), (&json_ch, true)].into_iter().enumerate()
@@ -584,6 +675,13 @@ fn main() {
                 )
                 .await;
                 results[8].push(s);
+                let s = measure(
+                    lib_raw_caller(Arc::clone(&grpc_rawlib)),
+                    &|_| lib_raw_caller(Arc::clone(&grpc_rawlib)),
+                    secs,
+                )
+                .await;
+                results[13].push(s);
             }
             if want("reqwest") {
                 let rq = reqwest::Client::builder()
@@ -626,12 +724,16 @@ fn main() {
     for (a, b) in [
         (2, 0),
         (2, 1),
+        (11, 0),
         (5, 3),
         (5, 4),
+        (12, 3),
         (8, 6),
         (8, 7),
+        (13, 6),
         (9, 3),
         (2, 10),
+        (11, 10),
         (8, 10),
     ] {
         if let (Some(x), Some(y)) = (&med[a], &med[b]) {

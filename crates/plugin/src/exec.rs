@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
@@ -44,7 +45,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
 use crate::server::{stopped, Handler};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
+use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
 use crate::unix::{serve_stream, Mux};
 
 /// How to run an exec plugin; the seed's `executable`, `args`, `env`,
@@ -282,6 +283,26 @@ impl ExecClient {
         data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
+        self.call_any(kind, data.borrow(), ctx).await
+    }
+
+    /// [`ExecClient::call`] with the payload and the answer as JSON text
+    /// (see [`Transport::call_raw`]).
+    pub async fn call_raw(
+        &self,
+        kind: CallKind,
+        data: &RawValue,
+        ctx: CallContext,
+    ) -> Result<Box<RawValue>, Error> {
+        self.call_any(kind, data, ctx).await
+    }
+
+    async fn call_any<D: serde::Serialize + ?Sized, A: Payload>(
+        &self,
+        kind: CallKind,
+        data: &D,
+        ctx: CallContext,
+    ) -> Result<A, Error> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(exec_err("the transport is closed").with_hint("create a new client"));
         }
@@ -322,7 +343,7 @@ impl ExecClient {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         m.call(
             kind,
-            data.borrow(),
+            data,
             &ctx,
             &self.inner.auth_headers,
             left.max(Duration::from_millis(1)),
@@ -432,6 +453,15 @@ impl Transport for ExecClient {
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(ExecClient::call(self, kind, data, ctx))
+    }
+
+    fn call_raw<'a>(
+        &'a self,
+        kind: CallKind,
+        data: &'a RawValue,
+        ctx: CallContext,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, Error>> {
+        Box::pin(ExecClient::call_raw(self, kind, data, ctx))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::watch;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
@@ -26,9 +27,9 @@ use tonic::{Code, Status};
 
 use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
 use crate::error::{Error, ErrorKind};
-use crate::server::{answer, stopped, Call, Handler, Server};
+use crate::server::{stopped, Call, Handler, Served, Server};
 use crate::tls::ServerTls;
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
+use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
 
 /// The generated `hangar.plugin.v1` messages, client and server.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -277,6 +278,27 @@ impl GrpcClient {
         data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
+        self.call_any(kind, data.borrow(), ctx).await
+    }
+
+    /// [`GrpcClient::call`] with the payload and the answer as JSON text
+    /// (see [`Transport::call_raw`]): the text is the message's `data` bytes
+    /// as they are.
+    pub async fn call_raw(
+        &self,
+        kind: CallKind,
+        data: &RawValue,
+        ctx: CallContext,
+    ) -> Result<Box<RawValue>, Error> {
+        self.call_any(kind, data, ctx).await
+    }
+
+    async fn call_any<D: serde::Serialize + ?Sized, A: Payload>(
+        &self,
+        kind: CallKind,
+        data: &D,
+        ctx: CallContext,
+    ) -> Result<A, Error> {
         let timeout = if ctx.timeout.is_zero() {
             self.inner.opts.request_timeout
         } else {
@@ -291,7 +313,7 @@ impl GrpcClient {
                     } else {
                         ctx.request_id.clone()
                     };
-                    let body = serde_json::to_vec(data.borrow()).map_err(|e| {
+                    let body = serde_json::to_vec(data).map_err(|e| {
                         Error::new(
                             ErrorKind::ExecutionFailed,
                             format!("cannot encode the request: {e}"),
@@ -328,7 +350,7 @@ impl GrpcClient {
                         .map_err(status_err)?
                         .into_inner();
                     if r.healthy {
-                        Ok(serde_json::json!({ "healthy": true }))
+                        A::from_value(&serde_json::json!({ "healthy": true }))
                     } else {
                         Err(Error::new(
                             ErrorKind::HealthCheckFailed,
@@ -367,7 +389,7 @@ impl GrpcClient {
                         .map_err(status_err)?
                         .into_inner();
                     if r.status == ServingStatus::Serving as i32 {
-                        Ok(Value::String("pong".into()))
+                        A::from_value("pong")
                     } else {
                         Err(Error::new(
                             ErrorKind::HealthCheckFailed,
@@ -407,11 +429,8 @@ impl GrpcClient {
     }
 }
 
-fn json_of(b: &[u8]) -> Result<Value, Error> {
-    if b.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(b).map_err(|e| {
+fn json_of<A: Payload>(b: &[u8]) -> Result<A, Error> {
+    A::from_bytes(b).map_err(|e| {
         Error::new(
             ErrorKind::ExecutionFailed,
             format!("the plugin answered bytes that are not JSON: {e}"),
@@ -476,6 +495,15 @@ impl Transport for GrpcClient {
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(GrpcClient::call(self, kind, data, ctx))
+    }
+
+    fn call_raw<'a>(
+        &'a self,
+        kind: CallKind,
+        data: &'a RawValue,
+        ctx: CallContext,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, Error>> {
+        Box::pin(GrpcClient::call_raw(self, kind, data, ctx))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -549,17 +577,14 @@ fn meta_headers<T>(r: &tonic::Request<T>) -> std::collections::HashMap<String, S
         .collect()
 }
 
-#[tonic::async_trait]
-impl<H: Handler> PluginService for Svc<H> {
-    async fn execute(
+impl<H: Handler> Svc<H> {
+    /// Answer an execute call, its payload in the form the handler takes.
+    async fn execute_as<D: Served>(
         &self,
-        req: tonic::Request<pb::ExecuteRequest>,
+        m: pb::ExecuteRequest,
+        headers: std::collections::HashMap<String, String>,
     ) -> Result<tonic::Response<pb::ExecuteResponse>, Status> {
-        self.check(&req)?;
-        let mut headers = meta_headers(&req);
-        let m = req.into_inner();
-        headers.extend(m.headers);
-        let data = match json_of(&m.data) {
+        let data = match json_of::<D>(&m.data) {
             Ok(v) => v,
             Err(e) => {
                 return Ok(tonic::Response::new(pb::ExecuteResponse {
@@ -577,7 +602,7 @@ impl<H: Handler> PluginService for Svc<H> {
             deadline: Call::deadline_in(m.timeout_ms),
             data,
         };
-        let resp = match answer(&*self.handler, call).await {
+        let resp = match D::answer(&*self.handler, call).await {
             Ok(v) => pb::ExecuteResponse {
                 request_id: m.request_id,
                 data: Bytes::from(
@@ -593,6 +618,24 @@ impl<H: Handler> PluginService for Svc<H> {
             },
         };
         Ok(tonic::Response::new(resp))
+    }
+}
+
+#[tonic::async_trait]
+impl<H: Handler> PluginService for Svc<H> {
+    async fn execute(
+        &self,
+        req: tonic::Request<pb::ExecuteRequest>,
+    ) -> Result<tonic::Response<pb::ExecuteResponse>, Status> {
+        self.check(&req)?;
+        let mut headers = meta_headers(&req);
+        let mut m = req.into_inner();
+        headers.extend(std::mem::take(&mut m.headers));
+        if H::RAW {
+            self.execute_as::<Box<RawValue>>(m, headers).await
+        } else {
+            self.execute_as::<Value>(m, headers).await
+        }
     }
 
     async fn health(

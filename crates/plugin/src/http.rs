@@ -17,6 +17,7 @@
 //! `Accept-Encoding: gzip` and inflates gzip answers; the server gzips answers
 //! of at least `compress_min_bytes` to clients that accept it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -33,6 +34,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -40,9 +42,9 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
 use crate::error::{Error, ErrorKind};
-use crate::server::{answer, stopped, Call, Handler, Server};
+use crate::server::{stopped, Call, Handler, Served, Server};
 use crate::tls::{ClientTls, ServerTls};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
+use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
 use crate::unix::MAX_FRAME;
 
 /// The seed's `HTTPPluginRequest` as it goes on the wire.
@@ -81,12 +83,46 @@ pub struct HttpResponseEnvelope {
 }
 
 #[derive(Serialize)]
-struct RequestRef<'a> {
-    data: &'a Value,
+struct RequestRef<'a, D: ?Sized> {
+    data: &'a D,
     request_id: &'a str,
     timeout: String,
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     headers: &'a HashMap<String, String>,
+}
+
+/// An [`HttpRequestEnvelope`] as the server reads it: the data left as text.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    request_id: String,
+    timeout: Cow<'a, str>,
+    headers: HashMap<String, String>,
+    metadata: HashMap<String, String>,
+}
+
+/// An [`HttpResponseEnvelope`] as the client reads it: the data left as text.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ResponseIn<'a> {
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    error: String,
+    metadata: HashMap<String, String>,
+}
+
+/// The wire form of an [`HttpResponseEnvelope`], written from borrowed parts.
+#[derive(Serialize)]
+struct ResponseOut<'a, D> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error: &'a str,
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<HashMap<&'static str, &'static str>>,
 }
 
 /// Parse a Go duration (`"300ms"`, `"1.5s"`, `"1m30s"`, `"0"`).
@@ -347,6 +383,26 @@ impl HttpClient {
         data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
+        self.call_any(kind, data.borrow(), ctx).await
+    }
+
+    /// [`HttpClient::call`] with the payload and the answer as JSON text
+    /// (see [`Transport::call_raw`]).
+    pub async fn call_raw(
+        &self,
+        kind: CallKind,
+        data: &RawValue,
+        ctx: CallContext,
+    ) -> Result<Box<RawValue>, Error> {
+        self.call_any(kind, data, ctx).await
+    }
+
+    async fn call_any<D: Serialize + ?Sized, A: Payload>(
+        &self,
+        kind: CallKind,
+        data: &D,
+        ctx: CallContext,
+    ) -> Result<A, Error> {
         let timeout = if ctx.timeout.is_zero() {
             self.inner.opts.request_timeout
         } else {
@@ -364,13 +420,13 @@ impl HttpClient {
         }
     }
 
-    async fn call_inner(
+    async fn call_inner<D: Serialize + ?Sized, A: Payload>(
         &self,
         kind: CallKind,
-        data: impl std::borrow::Borrow<Value>,
+        data: &D,
         ctx: CallContext,
         timeout: Duration,
-    ) -> Result<Value, Error> {
+    ) -> Result<A, Error> {
         let Some(client) = self.inner.client.lock().ok().and_then(|g| g.clone()) else {
             return Err(self
                 .err("the transport is closed".into())
@@ -392,7 +448,7 @@ impl HttpClient {
         let (method, uri, body) = match kind {
             CallKind::Execute => {
                 let body = serde_json::to_vec(&RequestRef {
-                    data: data.borrow(),
+                    data,
                     request_id: &request_id,
                     timeout: go_duration(timeout),
                     headers: &ctx.headers,
@@ -481,14 +537,17 @@ fn gunzip(b: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode_answer(status: StatusCode, body: &[u8]) -> Result<Value, Error> {
-    let env: Option<HttpResponseEnvelope> = serde_json::from_slice(body).ok();
+fn decode_answer<A: Payload>(status: StatusCode, body: &[u8]) -> Result<A, Error> {
+    let env: Option<ResponseIn> = serde_json::from_slice(body).ok();
     let env_code = env
         .as_ref()
         .and_then(|e| e.metadata.get("error_code"))
         .and_then(|c| ErrorKind::from_code(c));
     match env {
-        Some(e) if status.is_success() && e.error.is_empty() => Ok(e.data),
+        Some(e) if status.is_success() && e.error.is_empty() => match e.data {
+            Some(d) => A::from_raw(d),
+            None => Ok(A::null()),
+        },
         Some(e) if !e.error.is_empty() => Err(Error::new(
             env_code.unwrap_or_else(|| kind_of_status(status)),
             e.error,
@@ -543,6 +602,15 @@ impl Transport for HttpClient {
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(HttpClient::call(self, kind, data, ctx))
+    }
+
+    fn call_raw<'a>(
+        &'a self,
+        kind: CallKind,
+        data: &'a RawValue,
+        ctx: CallContext,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, Error>> {
+        Box::pin(HttpClient::call_raw(self, kind, data, ctx))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -707,7 +775,7 @@ async fn handle<H: Handler>(
         .unwrap_or("")
         .to_string();
     let Some(kind) = kind else {
-        return reply(
+        return reply::<_, Value>(
             &shared,
             gzip_ok,
             hdr_id,
@@ -721,7 +789,7 @@ async fn handle<H: Handler>(
         .auth
         .check_with(|name| req.headers().get(name).and_then(|v| v.to_str().ok()))
     {
-        return reply(&shared, gzip_ok, hdr_id, Err(e));
+        return reply::<_, Value>(&shared, gzip_ok, hdr_id, Err(e));
     }
     let mut headers: HashMap<String, String> = HashMap::new();
     for (k, v) in req.headers() {
@@ -745,7 +813,7 @@ async fn handle<H: Handler>(
     let body = match Limited::new(req.into_body(), MAX_FRAME).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return reply(
+            return reply::<_, Value>(
                 &shared,
                 gzip_ok,
                 hdr_id,
@@ -756,13 +824,13 @@ async fn handle<H: Handler>(
             )
         }
     };
-    let env: HttpRequestEnvelope = if body.is_empty() {
-        HttpRequestEnvelope::default()
+    let env: RequestIn = if body.is_empty() {
+        RequestIn::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(e) => e,
             Err(e) => {
-                return reply(
+                return reply::<_, Value>(
                     &shared,
                     gzip_ok,
                     hdr_id,
@@ -784,37 +852,64 @@ async fn handle<H: Handler>(
     let deadline = parse_go_duration(&env.timeout).and_then(Call::deadline_after);
     let call = Call {
         kind,
-        request_id: request_id.clone(),
+        request_id,
         headers,
         deadline,
         data: env.data,
     };
-    let r = answer(&*shared.handler, call).await;
-    reply(&shared, gzip_ok, request_id, r)
+    if H::RAW {
+        answer_as::<H, Box<RawValue>>(&shared, gzip_ok, call).await
+    } else {
+        answer_as::<H, Value>(&shared, gzip_ok, call).await
+    }
 }
 
-fn reply<H>(
+/// Run a call with its payload in the form the handler takes, and reply.
+async fn answer_as<H: Handler, D: Served>(
+    shared: &Shared<H>,
+    gzip_ok: bool,
+    call: Call<Option<&RawValue>>,
+) -> Response<Full<Bytes>> {
+    let data = match call.data {
+        Some(d) => D::from_raw(d),
+        None => Ok(D::null()),
+    };
+    let (call, r) = match data {
+        Ok(d) => {
+            let request_id = call.request_id.clone();
+            (
+                request_id,
+                D::answer(&*shared.handler, call.with_data(d)).await,
+            )
+        }
+        Err(e) => (call.request_id, Err(e)),
+    };
+    reply(shared, gzip_ok, call, r)
+}
+
+fn reply<H, D: Serialize>(
     shared: &Shared<H>,
     gzip_ok: bool,
     request_id: String,
-    r: Result<Value, Error>,
+    r: Result<D, Error>,
 ) -> Response<Full<Bytes>> {
-    let (status, env) = match r {
+    let (status, env) = match &r {
         Ok(data) => (
             StatusCode::OK,
-            HttpResponseEnvelope {
-                data,
-                request_id,
-                ..HttpResponseEnvelope::default()
+            ResponseOut {
+                data: Some(data),
+                error: "",
+                request_id: &request_id,
+                metadata: None,
             },
         ),
         Err(e) => (
             status_of(e.kind),
-            HttpResponseEnvelope {
-                data: Value::Null,
-                error: e.message,
-                request_id,
-                metadata: HashMap::from([("error_code".to_string(), e.kind.code().to_string())]),
+            ResponseOut {
+                data: None,
+                error: &e.message,
+                request_id: &request_id,
+                metadata: Some(HashMap::from([("error_code", e.kind.code())])),
             },
         ),
     };

@@ -108,6 +108,7 @@ pub use breaker::{BreakerConfig, BreakerState, BreakerStats, CircuitBreaker};
 pub use error::{Error, ErrorKind};
 pub use guard::{Guard, GuardConfig};
 pub use rate::{RateLimitConfig, TokenBucket};
+pub use serde_json::value::RawValue;
 pub use server::{Call, Handler, Server};
 pub use transport::{BoxFuture, CallContext, CallKind, Transport, TransportExt, TransportKind};
 

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::context::ExecutionContext;
 use crate::error::{Error, ErrorKind};
 use crate::health::{HealthStatus, PluginStatus};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
+use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport};
 
 /// What a plugin says about itself (seed `PluginInfo`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,12 +72,24 @@ pub(crate) fn encode<Req: Serialize>(req: &Req) -> Result<Value, Error> {
 }
 
 pub(crate) fn decode<Resp: DeserializeOwned>(v: Value) -> Result<Resp, Error> {
-    serde_json::from_value(v).map_err(|e| {
-        Error::new(
-            ErrorKind::ExecutionFailed,
-            format!("the plugin's answer does not have the expected shape: {e}"),
-        )
-    })
+    serde_json::from_value(v).map_err(shape_err)
+}
+
+/// [`encode`] straight to JSON text.
+fn encode_raw<Req: Serialize>(req: &Req) -> Result<Box<RawValue>, Error> {
+    <Box<RawValue> as Payload>::from_value(req)
+}
+
+/// [`decode`] straight from JSON text.
+fn decode_raw<Resp: DeserializeOwned>(v: &RawValue) -> Result<Resp, Error> {
+    serde_json::from_str(v.get()).map_err(shape_err)
+}
+
+fn shape_err(e: serde_json::Error) -> Error {
+    Error::new(
+        ErrorKind::ExecutionFailed,
+        format!("the plugin's answer does not have the expected shape: {e}"),
+    )
 }
 
 /// A typed plugin over a transport: one attempt per call, bounded by the
@@ -161,7 +174,7 @@ where
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::new(ErrorKind::Transport, "the plugin is closed"));
             }
-            let data = encode(&req)?;
+            let data = encode_raw(&req)?;
             let mut headers = ctx.headers.clone();
             crate::context::TraceContext::propagate(&mut headers);
             let timeout = ctx.timeout.unwrap_or(Duration::from_secs(30));
@@ -177,14 +190,14 @@ where
             let v = bounded(
                 ctx,
                 timeout,
-                self.transport.call(CallKind::Execute, data, call),
+                self.transport.call_raw(CallKind::Execute, &data, call),
             )
             .await
             .map_err(|mut e| {
                 e.plugin.get_or_insert_with(|| self.name.clone());
                 e
             })?;
-            decode(v)
+            decode_raw(&v)
         })
     }
 

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,9 +24,11 @@ use crate::auth::ServerAuth;
 use crate::error::{Error, ErrorKind};
 use crate::transport::CallKind;
 
-/// One call as a handler sees it, whatever the transport.
+/// One call as a handler sees it, whatever the transport: its payload
+/// parsed (`Call`, for [`Handler::execute`]) or as JSON text
+/// (`Call<Box<RawValue>>`, for [`Handler::execute_raw`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Call {
+pub struct Call<D = Value> {
     /// What is asked (the handler's `execute` only sees [`CallKind::Execute`]).
     pub kind: CallKind,
     /// The caller's request id (for logs and tracing).
@@ -35,10 +38,21 @@ pub struct Call {
     /// When the caller stops waiting, if it said.
     pub deadline: Option<Instant>,
     /// The payload.
-    pub data: Value,
+    pub data: D,
 }
 
-impl Call {
+impl<D> Call<D> {
+    /// The same call with another payload.
+    pub fn with_data<E>(self, data: E) -> Call<E> {
+        Call {
+            kind: self.kind,
+            request_id: self.request_id,
+            headers: self.headers,
+            deadline: self.deadline,
+            data,
+        }
+    }
+
     /// The time left before the deadline.
     pub fn remaining(&self) -> Option<Duration> {
         self.deadline
@@ -52,7 +66,9 @@ impl Call {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
 
+impl Call {
     /// A deadline `timeout_ms` from now (none for 0).
     pub(crate) fn deadline_in(timeout_ms: u64) -> Option<Instant> {
         Call::deadline_after(Duration::from_millis(timeout_ms))
@@ -74,6 +90,25 @@ pub trait Handler: Send + Sync + 'static {
     /// Run one call. An `Err` reaches the caller as `PLUGIN_1203` with the
     /// message.
     fn execute(&self, call: Call) -> impl Future<Output = Result<Value, String>> + Send;
+    /// Whether the servers hand `execute` calls to
+    /// [`Handler::execute_raw`], payload and answer as JSON text, rather
+    /// than to [`Handler::execute`]. For a handler with its own request and
+    /// answer types, or one that passes the bytes on: it then pays for no
+    /// [`Value`]. Off by default.
+    const RAW: bool = false;
+    /// Run one call whose payload is JSON text, and answer with JSON text
+    /// (only called where [`Handler::RAW`] is set). The default parses the
+    /// payload, runs [`Handler::execute`] and encodes its answer.
+    fn execute_raw(
+        &self,
+        call: Call<Box<RawValue>>,
+    ) -> impl Future<Output = Result<Box<RawValue>, String>> + Send {
+        async move {
+            let data: Value = serde_json::from_str(call.data.get()).map_err(|e| e.to_string())?;
+            let out = self.execute(call.with_data(data)).await?;
+            serde_json::value::to_raw_value(&out).map_err(|e| e.to_string())
+        }
+    }
     /// Describe the plugin (name, version, capabilities).
     fn info(&self) -> Value;
     /// Whether the plugin is healthy.
@@ -90,6 +125,60 @@ pub async fn dispatch<H: Handler>(
 ) -> Result<Value, Error> {
     auth.check(&call.headers)?;
     answer(handler, call).await
+}
+
+/// A call's payload as a server holds it; how the handler takes it decides
+/// which ([`Handler::RAW`]).
+pub(crate) trait Served: crate::transport::Payload {
+    /// Answer `call` with `handler` (credentials already checked).
+    fn answer<H: Handler>(
+        handler: &H,
+        call: Call<Self>,
+    ) -> impl Future<Output = Result<Self, Error>> + Send;
+}
+
+impl Served for Value {
+    fn answer<H: Handler>(
+        handler: &H,
+        call: Call<Value>,
+    ) -> impl Future<Output = Result<Value, Error>> + Send {
+        answer(handler, call)
+    }
+}
+
+impl Served for Box<RawValue> {
+    async fn answer<H: Handler>(
+        handler: &H,
+        call: Call<Box<RawValue>>,
+    ) -> Result<Box<RawValue>, Error> {
+        if call.kind != CallKind::Execute {
+            // The control calls carry nothing worth keeping as text.
+            let out = answer(handler, call.with_data(Value::Null)).await?;
+            return <Box<RawValue> as crate::transport::Payload>::from_value(&out);
+        }
+        let deadline = call.deadline;
+        within(deadline, handler.execute_raw(call)).await
+    }
+}
+
+/// A handler's run of `execute`, bounded by the call's deadline.
+async fn within<T>(
+    deadline: Option<Instant>,
+    fut: impl Future<Output = Result<T, String>>,
+) -> Result<T, Error> {
+    let res = match deadline {
+        Some(d) => match tokio::time::timeout_at(d, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "the plugin did not finish within the call's deadline",
+                ))
+            }
+        },
+        None => fut.await,
+    };
+    res.map_err(|e| Error::new(ErrorKind::ExecutionFailed, e))
 }
 
 /// Dispatch a call whose credentials were already checked.
@@ -109,20 +198,7 @@ pub(crate) async fn answer<H: Handler>(handler: &H, call: Call) -> Result<Value,
         }
         CallKind::Execute => {
             let deadline = call.deadline;
-            let fut = handler.execute(call);
-            let res = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, fut).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            "the plugin did not finish within the call's deadline",
-                        ))
-                    }
-                },
-                None => fut.await,
-            };
-            res.map_err(|e| Error::new(ErrorKind::ExecutionFailed, e))
+            within(deadline, handler.execute(call)).await
         }
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind};
@@ -184,6 +185,25 @@ pub trait Transport: Send + Sync + 'static {
         self.call(kind, Arc::unwrap_or_clone(data), ctx)
     }
 
+    /// [`Transport::call`] with the payload and the answer left as JSON
+    /// text: the transport neither parses nor re-encodes them, so a caller
+    /// with its own types (see [`TransportExt::execute_typed`]) or one that
+    /// passes bytes through pays for no [`Value`] on either side. The
+    /// library's transports carry the text as it is; the default goes
+    /// through [`Transport::call`].
+    fn call_raw<'a>(
+        &'a self,
+        kind: CallKind,
+        data: &'a RawValue,
+        ctx: CallContext,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, Error>> {
+        Box::pin(async move {
+            let data = Value::from_raw(data)?;
+            let out = self.call(kind, data, ctx).await?;
+            Box::<RawValue>::from_value(&out)
+        })
+    }
+
     /// Whether [`Transport::call`] itself gives up at `ctx.timeout` (with
     /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout)). The library's
     /// transports do; the manager's timeout layer then adds no timer of its
@@ -209,16 +229,11 @@ pub trait TransportExt: Transport {
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned + 'a,
     {
-        let data = serde_json::to_value(req);
+        // Straight to and from JSON text: no `Value` in between.
+        let data = Box::<RawValue>::from_value(req);
         Box::pin(async move {
-            let data = data.map_err(|e| {
-                Error::new(
-                    crate::ErrorKind::ExecutionFailed,
-                    format!("cannot encode the request: {e}"),
-                )
-            })?;
-            let out = self.call(CallKind::Execute, data, ctx).await?;
-            serde_json::from_value(out).map_err(|e| {
+            let out = self.call_raw(CallKind::Execute, &data?, ctx).await?;
+            serde_json::from_str(out.get()).map_err(|e| {
                 Error::new(
                     crate::ErrorKind::ExecutionFailed,
                     format!("unexpected answer shape: {e}"),
@@ -265,6 +280,79 @@ pub trait TransportExt: Transport {
 }
 
 impl<T: Transport + ?Sized> TransportExt for T {}
+
+/// What a call's payload or answer is held as: parsed ([`Value`]) or JSON
+/// text ([`RawValue`]). The transports are written once over both.
+pub(crate) trait Payload: Serialize + Sized + Send + 'static {
+    /// From JSON text already known to be valid (a field of a parsed frame).
+    fn from_raw(raw: &RawValue) -> Result<Self, Error>;
+    /// From bytes that may not be JSON (a gRPC field); empty is `null`.
+    fn from_bytes(b: &[u8]) -> Result<Self, serde_json::Error>;
+    /// Encoded from any serializable value.
+    fn from_value<T: Serialize + ?Sized>(v: &T) -> Result<Self, Error>;
+    /// JSON `null`.
+    fn null() -> Self;
+    /// Wrap the sender of a call waiting for an answer of this form.
+    fn waiter(tx: tokio::sync::oneshot::Sender<Result<Self, Error>>) -> crate::unix::Waiter;
+}
+
+fn encode_err(e: serde_json::Error) -> Error {
+    Error::new(
+        crate::ErrorKind::ExecutionFailed,
+        format!("cannot encode the request: {e}"),
+    )
+}
+
+impl Payload for Value {
+    fn from_raw(raw: &RawValue) -> Result<Value, Error> {
+        serde_json::from_str(raw.get()).map_err(|e| {
+            Error::new(
+                crate::ErrorKind::ExecutionFailed,
+                format!("cannot parse the JSON payload: {e}"),
+            )
+        })
+    }
+    fn from_bytes(b: &[u8]) -> Result<Value, serde_json::Error> {
+        if b.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(b)
+    }
+    fn from_value<T: Serialize + ?Sized>(v: &T) -> Result<Value, Error> {
+        serde_json::to_value(v).map_err(encode_err)
+    }
+    fn null() -> Value {
+        Value::Null
+    }
+    fn waiter(tx: tokio::sync::oneshot::Sender<Result<Value, Error>>) -> crate::unix::Waiter {
+        crate::unix::Waiter::Value(tx)
+    }
+}
+
+impl Payload for Box<RawValue> {
+    fn from_raw(raw: &RawValue) -> Result<Box<RawValue>, Error> {
+        Ok(raw.to_owned())
+    }
+    fn from_bytes(b: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
+        if b.is_empty() {
+            return Ok(Self::null());
+        }
+        // Checked here: JSON text that is not JSON would break the frame it
+        // is copied into.
+        serde_json::from_slice::<&RawValue>(b).map(RawValue::to_owned)
+    }
+    fn from_value<T: Serialize + ?Sized>(v: &T) -> Result<Box<RawValue>, Error> {
+        serde_json::value::to_raw_value(v).map_err(encode_err)
+    }
+    fn null() -> Box<RawValue> {
+        RawValue::NULL.to_owned()
+    }
+    fn waiter(
+        tx: tokio::sync::oneshot::Sender<Result<Box<RawValue>, Error>>,
+    ) -> crate::unix::Waiter {
+        crate::unix::Waiter::Raw(tx)
+    }
+}
 
 impl CallContext {
     /// A context with only a timeout.

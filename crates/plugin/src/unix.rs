@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -30,8 +31,8 @@ use tokio::sync::{oneshot, watch};
 use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
 pub use crate::server::Handler;
-use crate::server::{dispatch, stopped, Call, Server};
-use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
+use crate::server::{stopped, Call, Served, Server};
+use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
 
 /// Largest message accepted, either way (16 MiB).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -93,12 +94,12 @@ impl Response {
 
 /// A response's outcome: its data, or its failure with the kind its
 /// `X-Error-Code` names (`PLUGIN_1203` without one).
-fn answer_result(
+fn answer_result<D>(
     success: bool,
-    data: Value,
+    data: D,
     error: Option<String>,
     headers: &HashMap<String, String>,
-) -> Result<Value, Error> {
+) -> Result<D, Error> {
     if success {
         return Ok(data);
     }
@@ -123,8 +124,9 @@ struct ResponseIn<'a> {
     #[serde(borrow)]
     request_id: Cow<'a, str>,
     success: bool,
-    #[serde(default)]
-    data: Value,
+    /// Left as text: the waiter decides whether it is parsed.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
@@ -138,8 +140,9 @@ struct RequestIn<'a> {
     kind: Cow<'a, str>,
     #[serde(borrow)]
     request_id: Cow<'a, str>,
-    #[serde(default)]
-    data: Value,
+    /// Left as text: the handler decides whether it is parsed.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
     #[serde(default)]
     headers: HashMap<String, String>,
     #[serde(default)]
@@ -149,12 +152,13 @@ struct RequestIn<'a> {
 /// The wire form of a [`Response`] written from borrowed parts (the same
 /// JSON as serializing the `Response` that [`Response::from_result`] builds).
 #[derive(Serialize)]
-struct ResponseOut<'a> {
+struct ResponseOut<'a, D> {
     #[serde(rename = "type")]
     kind: &'a str,
     request_id: &'a str,
     success: bool,
-    data: &'a Value,
+    /// `null` for a failure.
+    data: Option<&'a D>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -171,18 +175,17 @@ impl Serialize for ErrorCodeHeader {
     }
 }
 
-fn answer_out<'a>(
+fn answer_out<'a, D: Serialize>(
     kind: &'a str,
     request_id: &'a str,
-    r: &'a Result<Value, Error>,
-) -> ResponseOut<'a> {
-    static NULL: Value = Value::Null;
+    r: &'a Result<D, Error>,
+) -> ResponseOut<'a, D> {
     match r {
         Ok(data) => ResponseOut {
             kind,
             request_id,
             success: true,
-            data,
+            data: Some(data),
             error: None,
             headers: None,
         },
@@ -190,7 +193,7 @@ fn answer_out<'a>(
             kind,
             request_id,
             success: false,
-            data: &NULL,
+            data: None,
             error: Some(&e.message),
             headers: Some(ErrorCodeHeader(e.kind.code())),
         },
@@ -208,7 +211,12 @@ pub fn encode_answer(
 }
 
 /// Queue the answer to a call on `sink`: `false` where the sink is closed.
-fn push_answer(sink: &FrameSink, kind: &str, request_id: &str, r: &Result<Value, Error>) -> bool {
+fn push_answer<D: Serialize>(
+    sink: &FrameSink,
+    kind: &str,
+    request_id: &str,
+    r: &Result<D, Error>,
+) -> bool {
     match with_frame(&answer_out(kind, request_id, r), |f| sink.push(f)) {
         Ok(queued) => queued,
         Err(e) => {
@@ -225,9 +233,35 @@ pub fn decode_answer(body: &[u8], f: impl FnOnce(&str, Result<Value, Error>)) ->
     let Ok(resp) = serde_json::from_slice::<ResponseIn>(body) else {
         return false;
     };
+    // Data the parser will not take as a `Value` (nested too deep, a lone
+    // surrogate) makes the frame malformed, as it does for
+    // [`decode_response`]. (The client's own
+    // reader fails the waiting call with why instead.)
+    let data = match resp.data.map(Value::from_raw) {
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+        None => Value::Null,
+    };
     f(
         &resp.request_id,
-        answer_result(resp.success, resp.data, resp.error, &resp.headers),
+        answer_result(resp.success, data, resp.error, &resp.headers),
+    );
+    true
+}
+
+/// [`decode_answer`] with the data left as the frame's JSON text.
+fn decode_answer_raw(body: &[u8], f: impl FnOnce(&str, Result<&RawValue, Error>)) -> bool {
+    let Ok(resp) = serde_json::from_slice::<ResponseIn>(body) else {
+        return false;
+    };
+    f(
+        &resp.request_id,
+        answer_result(
+            resp.success,
+            resp.data.unwrap_or(RawValue::NULL),
+            resp.error,
+            &resp.headers,
+        ),
     );
     true
 }
@@ -586,11 +620,11 @@ impl Serialize for MergedHeaders<'_> {
 }
 
 #[derive(Serialize)]
-struct RequestRef<'a> {
+struct RequestRef<'a, D: ?Sized> {
     #[serde(rename = "type")]
     kind: &'a str,
     request_id: &'a str,
-    data: &'a Value,
+    data: &'a D,
     headers: MergedHeaders<'a>,
     #[serde(skip_serializing_if = "is_zero")]
     timeout_ms: u64,
@@ -598,8 +632,29 @@ struct RequestRef<'a> {
 
 // ---------------------------------------------------------------- client mux
 
+/// A call waiting for its answer, in the form it asked for.
+pub(crate) enum Waiter {
+    /// Parsed.
+    Value(oneshot::Sender<Result<Value, Error>>),
+    /// As JSON text.
+    Raw(oneshot::Sender<Result<Box<RawValue>, Error>>),
+}
+
+impl Waiter {
+    fn send(self, answer: Result<&RawValue, Error>) {
+        match self {
+            Waiter::Value(tx) => {
+                let _ = tx.send(answer.and_then(Value::from_raw));
+            }
+            Waiter::Raw(tx) => {
+                let _ = tx.send(answer.map(RawValue::to_owned));
+            }
+        }
+    }
+}
+
 struct Pending {
-    map: Mutex<HashMap<String, oneshot::Sender<Result<Value, Error>>>>,
+    map: Mutex<HashMap<String, Waiter>>,
     alive: AtomicBool,
 }
 
@@ -664,10 +719,10 @@ impl Mux {
         let reader = tokio::spawn(async move {
             let mut r = FrameReader::new(r);
             while let Ok(Some(body)) = r.next().await {
-                let ok = decode_answer(body, |id, answer| {
+                let ok = decode_answer_raw(body, |id, answer| {
                     let waiter = p.map.lock().ok().and_then(|mut m| m.remove(id));
                     if let Some(w) = waiter {
-                        let _ = w.send(answer);
+                        w.send(answer);
                     }
                 });
                 if !ok {
@@ -704,18 +759,19 @@ impl Mux {
         close_sink(&self.writer);
     }
 
-    pub(crate) async fn call(
+    pub(crate) async fn call<D: Serialize + ?Sized, A: Payload>(
         &self,
         kind: CallKind,
-        data: &Value,
+        data: &D,
         ctx: &CallContext,
         extra_headers: &[(String, String)],
         timeout: Duration,
-    ) -> Result<Value, Error> {
+    ) -> Result<A, Error> {
         if !self.is_alive() {
             return Err(Error::new(self.err, "the connection is closed"));
         }
         let (done, wait) = oneshot::channel();
+        let done = A::waiter(done);
         let mut id = if ctx.request_id.is_empty() {
             format!("r{}", self.seq.fetch_add(1, Ordering::Relaxed))
         } else {
@@ -1033,6 +1089,26 @@ impl UnixClient {
         data: impl std::borrow::Borrow<Value>,
         ctx: CallContext,
     ) -> Result<Value, Error> {
+        self.call_any(kind, data.borrow(), ctx).await
+    }
+
+    /// [`UnixClient::call`] with the payload and the answer as JSON text
+    /// (see [`Transport::call_raw`]).
+    pub async fn call_raw(
+        &self,
+        kind: CallKind,
+        data: &RawValue,
+        ctx: CallContext,
+    ) -> Result<Box<RawValue>, Error> {
+        self.call_any(kind, data, ctx).await
+    }
+
+    async fn call_any<D: Serialize + ?Sized, A: Payload>(
+        &self,
+        kind: CallKind,
+        data: &D,
+        ctx: CallContext,
+    ) -> Result<A, Error> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(closed_err(ErrorKind::UnixTransport));
         }
@@ -1049,7 +1125,7 @@ impl UnixClient {
                     format!("no connection within {timeout:?}"),
                 )
             })??;
-        m.call(kind, data.borrow(), &ctx, &self.inner.auth_headers, timeout)
+        m.call(kind, data, &ctx, &self.inner.auth_headers, timeout)
             .await
     }
 
@@ -1090,6 +1166,15 @@ impl Transport for UnixClient {
         ctx: CallContext,
     ) -> BoxFuture<'_, Result<Value, Error>> {
         Box::pin(UnixClient::call(self, kind, data, ctx))
+    }
+
+    fn call_raw<'a>(
+        &'a self,
+        kind: CallKind,
+        data: &'a RawValue,
+        ctx: CallContext,
+    ) -> BoxFuture<'a, Result<Box<RawValue>, Error>> {
+        Box::pin(UnixClient::call_raw(self, kind, data, ctx))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -1159,28 +1244,13 @@ pub(crate) async fn serve_stream<R, W, H>(
     let read = async {
         let mut r = FrameReader::new(r);
         while let Ok(Some(body)) = r.next().await {
-            match decode_call(body) {
-                Ok((kind, call)) => {
-                    let (handler, auth, sink2) =
-                        (Arc::clone(&handler), Arc::clone(&auth), Arc::clone(&sink));
-                    let inline = Arc::new(AtomicBool::new(true));
-                    let inl = Arc::clone(&inline);
-                    run_inline_or_spawn(
-                        async move {
-                            let id = call.request_id.clone();
-                            let r = dispatch(&*handler, &auth, call).await;
-                            // Inline answers are flushed by the reader once it
-                            // has no whole frame left (one write for a batch);
-                            // a spawned one flushes itself.
-                            if push_answer(&sink2, kind.as_str(), &id, &r)
-                                && !inl.load(Ordering::SeqCst)
-                            {
-                                let _ = sink2.flush().await;
-                            }
-                        },
-                        &inline,
-                    );
-                }
+            let decoded = if H::RAW {
+                decode_call_as::<Box<RawValue>>(body).map(|c| serve_call(&handler, &auth, &sink, c))
+            } else {
+                decode_call_as::<Value>(body).map(|c| serve_call(&handler, &auth, &sink, c))
+            };
+            match decoded {
+                Ok(()) => {}
                 // Malformed, or of an unknown type: answered at once.
                 Err(bad) => {
                     let BadRequest {
@@ -1188,7 +1258,7 @@ pub(crate) async fn serve_stream<R, W, H>(
                         request_id,
                         error,
                     } = *bad;
-                    push_answer(&sink, &kind, &request_id, &Err(error));
+                    push_answer::<Value>(&sink, &kind, &request_id, &Err(error));
                 }
             }
             if !r.has_frame() && sink.flush().await.is_err() {
@@ -1205,6 +1275,34 @@ pub(crate) async fn serve_stream<R, W, H>(
     }
 }
 
+/// Run one decoded call: inline while it does not wait, else on its own task.
+fn serve_call<H: Handler, D: Served>(
+    handler: &Arc<H>,
+    auth: &Arc<ServerAuth>,
+    sink: &Arc<FrameSink>,
+    call: Call<D>,
+) {
+    let (handler, auth, sink) = (Arc::clone(handler), Arc::clone(auth), Arc::clone(sink));
+    let inline = Arc::new(AtomicBool::new(true));
+    let inl = Arc::clone(&inline);
+    run_inline_or_spawn(
+        async move {
+            let kind = call.kind;
+            let id = call.request_id.clone();
+            let r = match auth.check(&call.headers) {
+                Ok(()) => D::answer(&*handler, call).await,
+                Err(e) => Err(e),
+            };
+            // Inline answers are flushed by the reader once it has no whole
+            // frame left (one write for a batch); a spawned one flushes itself.
+            if push_answer(&sink, kind.as_str(), &id, &r) && !inl.load(Ordering::SeqCst) {
+                let _ = sink.flush().await;
+            }
+        },
+        &inline,
+    );
+}
+
 /// A request frame the server cannot take, and what to answer it with.
 #[derive(Debug)]
 pub struct BadRequest {
@@ -1219,7 +1317,12 @@ pub struct BadRequest {
 /// Decode a request frame as the server does: its kind and the [`Call`]
 /// (deadline counted from now), or what to answer a malformed one with.
 pub fn decode_call(body: &[u8]) -> Result<(CallKind, Call), Box<BadRequest>> {
-    let req = serde_json::from_slice::<RequestIn>(body).map_err(|e| {
+    decode_call_as(body).map(|c: Call| (c.kind, c))
+}
+
+/// [`decode_call`] with the payload in the form the handler takes.
+fn decode_call_as<D: Payload>(body: &[u8]) -> Result<Call<D>, Box<BadRequest>> {
+    let malformed = |e: &dyn std::fmt::Display| {
         Box::new(BadRequest {
             kind: String::new(),
             request_id: String::new(),
@@ -1228,7 +1331,21 @@ pub fn decode_call(body: &[u8]) -> Result<(CallKind, Call), Box<BadRequest>> {
                 format!("malformed request: {e}"),
             ),
         })
-    })?;
+    };
+    let req = serde_json::from_slice::<RequestIn>(body).map_err(|e| malformed(&e))?;
+    // Data the parser will not take as a `Value` (nested too deep, a lone
+    // surrogate; [`decode_request`] refuses the whole frame) is answered,
+    // by id, with why.
+    let data = match req.data {
+        Some(d) => D::from_raw(d).map_err(|error| {
+            Box::new(BadRequest {
+                kind: req.kind.to_string(),
+                request_id: req.request_id.to_string(),
+                error,
+            })
+        })?,
+        None => D::null(),
+    };
     let Some(kind) = CallKind::parse(&req.kind) else {
         let msg = format!("unknown request type {:?}", req.kind);
         return Err(Box::new(BadRequest {
@@ -1237,14 +1354,11 @@ pub fn decode_call(body: &[u8]) -> Result<(CallKind, Call), Box<BadRequest>> {
             error: Error::new(ErrorKind::ExecutionFailed, msg),
         }));
     };
-    Ok((
+    Ok(Call {
         kind,
-        Call {
-            kind,
-            request_id: req.request_id.into_owned(),
-            headers: req.headers,
-            deadline: Call::deadline_in(req.timeout_ms),
-            data: req.data,
-        },
-    ))
+        request_id: req.request_id.into_owned(),
+        headers: req.headers,
+        deadline: Call::deadline_in(req.timeout_ms),
+        data,
+    })
 }
