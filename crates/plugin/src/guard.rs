@@ -16,11 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::error::Error;
 use crate::layers::{
-    BoxService, BreakerListener, Call, CircuitBreak, Metered, RateLimit, Retry, Timeout,
+    BoxService, BreakerListener, Call, CircuitBreak, Metered, RateLimit, Reply, Retry, Timeout,
 };
 use crate::metrics::Metrics;
 use crate::{BreakerConfig, CircuitBreaker, RateLimitConfig, RetryConfig, TokenBucket};
@@ -109,7 +107,7 @@ impl Guard {
     }
 
     /// Run one call through the layers.
-    pub async fn call(&self, call: Call) -> Result<Value, Error> {
+    pub async fn call(&self, call: Call) -> Result<Reply, Error> {
         self.service.call(call).await
     }
 }
@@ -119,6 +117,7 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::layers::service_fn;
+    use serde_json::Value;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn cfg() -> GuardConfig {
@@ -198,7 +197,10 @@ mod tests {
                 }
             }),
         );
-        assert_eq!(g.call(call()).await, Ok(Value::from(2)));
+        assert_eq!(
+            g.call(call()).await.and_then(Reply::into_value),
+            Ok(Value::from(2))
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,6 +38,51 @@ use crate::rate::TokenBucket;
 use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
 use crate::RetryConfig;
 
+/// A call's payload as the layers carry it, shared so that a retry or a
+/// failover copies none of it.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Parsed; the transport's [`Transport::call_shared`].
+    Value(Arc<Value>),
+    /// JSON text; the transport's [`Transport::call_raw`], so that neither
+    /// side parses it.
+    Text(Arc<RawValue>),
+}
+
+/// What a service answers: parsed for a [`Body::Value`] call, JSON text for
+/// a [`Body::Text`] one.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Parsed.
+    Value(Value),
+    /// JSON text.
+    Text(Box<RawValue>),
+}
+
+impl Reply {
+    /// The answer parsed (text is parsed here).
+    pub fn into_value(self) -> Result<Value, Error> {
+        match self {
+            Reply::Value(v) => Ok(v),
+            Reply::Text(t) => <Value as crate::transport::Payload>::from_raw(&t),
+        }
+    }
+
+    /// The answer as JSON text (a value is encoded here).
+    pub fn into_text(self) -> Result<Box<RawValue>, Error> {
+        match self {
+            Reply::Value(v) => <Box<RawValue> as crate::transport::Payload>::from_value(&v),
+            Reply::Text(t) => Ok(t),
+        }
+    }
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Reply {
+        Reply::Value(v)
+    }
+}
+
 /// One call travelling through the layers.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -45,7 +91,7 @@ pub struct Call {
     /// What is asked.
     pub kind: CallKind,
     /// Payload, shared so that a retry or a failover needs no copy.
-    pub data: Arc<Value>,
+    pub data: Body,
     /// Request id, headers, per-attempt timeout (set by [`Timeout`]).
     pub ctx: CallContext,
     /// Key for consistent hashing.
@@ -64,7 +110,7 @@ impl Call {
         Call {
             plugin: plugin.to_string(),
             kind: CallKind::Execute,
-            data: Arc::new(data),
+            data: Body::Value(Arc::new(data)),
             ctx: CallContext {
                 request_id: crate::context::new_request_id(),
                 ..CallContext::default()
@@ -85,7 +131,7 @@ impl Call {
 /// Something that answers calls. Object safe: layers hold `Arc<dyn Service>`.
 pub trait Service: Send + Sync + 'static {
     /// Handle one call.
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>>;
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>>;
 
     /// Whether this service itself ends a call at its `ctx.timeout` (the
     /// library's transports do), so that [`Timeout`] need not time it too.
@@ -99,21 +145,25 @@ pub type BoxService = Arc<dyn Service>;
 
 struct FnService<F>(F);
 
-impl<F, Fut> Service for FnService<F>
+impl<F, Fut, R> Service for FnService<F>
 where
     F: Fn(Call) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+    Fut: Future<Output = Result<R, Error>> + Send + 'static,
+    R: Into<Reply>,
 {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
-        Box::pin((self.0)(call))
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
+        let fut = (self.0)(call);
+        Box::pin(async move { fut.await.map(Into::into) })
     }
 }
 
-/// A service from a closure (tests, in-process plugins).
-pub fn service_fn<F, Fut>(f: F) -> BoxService
+/// A service from a closure (tests, in-process plugins) answering a
+/// [`Reply`] or a `Value`.
+pub fn service_fn<F, Fut, R>(f: F) -> BoxService
 where
     F: Fn(Call) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, Error>> + Send + 'static,
+    Fut: Future<Output = Result<R, Error>> + Send + 'static,
+    R: Into<Reply> + 'static,
 {
     Arc::new(FnService(f))
 }
@@ -139,9 +189,20 @@ impl TransportService {
 }
 
 impl Service for TransportService {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let t = Arc::clone(&self.transport);
-        Box::pin(async move { t.call_shared(call.kind, call.data, call.ctx).await })
+        Box::pin(async move {
+            match call.data {
+                Body::Value(v) => t
+                    .call_shared(call.kind, v, call.ctx)
+                    .await
+                    .map(Reply::Value),
+                Body::Text(text) => t
+                    .call_raw(call.kind, &text, call.ctx)
+                    .await
+                    .map(Reply::Text),
+            }
+        })
     }
 
     fn ends_at_timeout(&self) -> bool {
@@ -171,7 +232,7 @@ impl Timeout {
 }
 
 impl Service for Timeout {
-    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let t = match call.remaining() {
             Some(r) => r.min(self.per_attempt),
             None => self.per_attempt,
@@ -218,7 +279,7 @@ impl CircuitBreak {
 }
 
 impl Service for CircuitBreak {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let b = Arc::clone(&self.breaker);
         let listener = self.listener.clone();
         let before = b.state();
@@ -270,7 +331,7 @@ impl Retry {
 }
 
 impl Service for Retry {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let mut cfg = self.cfg;
         if let Some(m) = call.max_retries {
             cfg.max_retries = m;
@@ -311,7 +372,7 @@ impl RateLimit {
 }
 
 impl Service for RateLimit {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         if let Err(wait) = self.bucket.try_acquire_at(now_std()) {
             return Box::pin(async move {
                 Err(Error::new(
@@ -338,7 +399,7 @@ impl Metered {
 }
 
 impl Service for Metered {
-    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let m = Arc::clone(&self.metrics);
         let tc = crate::context::TraceContext::propagate(&mut call.ctx.headers);
         call.ctx
@@ -406,7 +467,7 @@ impl Deadline {
 }
 
 impl Service for Deadline {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let deadline = call.deadline;
         let cancel = call.cancel.clone();
         let fut = self.inner.call(call);
@@ -451,7 +512,7 @@ impl Failover {
 }
 
 impl Service for Failover {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Value, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let b = Arc::clone(&self.balancer);
         let resolve = Arc::clone(&self.resolve);
         Box::pin(async move {

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -41,9 +42,11 @@ use crate::error::{Error, ErrorKind};
 use crate::factories::TransportFactory;
 use crate::guard::{Guard, GuardConfig};
 use crate::health::{HealthChecker, HealthListener, HealthMonitor, HealthStatus, PluginStatus};
-use crate::layers::{service_fn, BoxService, Call, Deadline, Failover, Resolver, TransportService};
+use crate::layers::{
+    service_fn, Body, BoxService, Call, Deadline, Failover, Reply, Resolver, TransportService,
+};
 use crate::metrics::Metrics;
-use crate::plugin::{decode, encode, Plugin, PluginInfo};
+use crate::plugin::{decode_raw, encode_raw, Plugin, PluginInfo};
 use crate::transport::{BoxFuture, CallContext, CallKind, Transport, TransportKind};
 
 /// How long [`Manager::unregister`] waits for calls in flight.
@@ -664,11 +667,11 @@ impl Manager {
         Err(not_found(name))
     }
 
-    fn make_call(&self, plugin: &str, kind: CallKind, data: Value, o: ExecOptions) -> Call {
+    fn make_call(&self, plugin: &str, kind: CallKind, data: Body, o: ExecOptions) -> Call {
         Call {
             plugin: plugin.to_string(),
             kind,
-            data: Arc::new(data),
+            data,
             ctx: CallContext {
                 request_id: o.request_id.unwrap_or_else(new_request_id),
                 headers: o.headers,
@@ -707,6 +710,33 @@ impl Manager {
         data: Value,
         opts: ExecOptions,
     ) -> Result<Value, Error> {
+        self.call_body(name, kind, Body::Value(Arc::new(data)), opts)
+            .await?
+            .into_value()
+    }
+
+    /// [`Manager::execute_with`] with the payload and the answer as JSON
+    /// text (see [`Transport::call_raw`]): for a caller with its own types,
+    /// or one passing bytes on, the stack parses neither.
+    pub async fn execute_raw(
+        &self,
+        name: &str,
+        data: &RawValue,
+        opts: ExecOptions,
+    ) -> Result<Box<RawValue>, Error> {
+        let data = Body::Text(Arc::from(data.to_owned()));
+        self.call_body(name, CallKind::Execute, data, opts)
+            .await?
+            .into_text()
+    }
+
+    async fn call_body(
+        &self,
+        name: &str,
+        kind: CallKind,
+        data: Body,
+        opts: ExecOptions,
+    ) -> Result<Reply, Error> {
         let e = self.lookup(name)?;
         let _all = self.inner.all_inflight.enter();
         let _one = e.inflight.enter();
@@ -750,10 +780,11 @@ impl Manager {
                 }
             }))
         });
-        let call = self.make_call(group, CallKind::Execute, data, opts);
+        let call = self.make_call(group, CallKind::Execute, Body::Value(Arc::new(data)), opts);
         Deadline::layer(Failover::layer(b, resolve))
             .call(call)
-            .await
+            .await?
+            .into_value()
     }
 
     /// Whether `name` is a group (a `type` with live members).
@@ -773,8 +804,7 @@ impl Manager {
         req: &Req,
         opts: ExecOptions,
     ) -> Result<Resp, Error> {
-        let v = self.execute_with(name, encode(req)?, opts).await?;
-        decode(v)
+        typed_call(self, name, encode_raw(req), opts).await
     }
 
     /// A typed handle on plugin `name` that calls through the manager.
@@ -891,6 +921,22 @@ fn not_found(name: &str) -> Error {
     e
 }
 
+/// A typed call through the stack: the request encoded straight to JSON
+/// text, the answer decoded straight from it (no `Value` in between).
+async fn typed_call<Resp: DeserializeOwned>(
+    m: &Manager,
+    name: &str,
+    req: Result<Box<RawValue>, Error>,
+    opts: ExecOptions,
+) -> Result<Resp, Error> {
+    let data = Body::Text(Arc::from(req?));
+    let out = m
+        .call_body(name, CallKind::Execute, data, opts)
+        .await?
+        .into_text()?;
+    decode_raw(&out)
+}
+
 /// A typed plugin handle through the manager's stack (seed `GetPlugin`).
 pub struct ManagedPlugin<Req, Resp> {
     manager: Manager,
@@ -915,13 +961,12 @@ where
         ctx: &'a ExecutionContext,
         req: Req,
     ) -> BoxFuture<'a, Result<Resp, Error>> {
-        Box::pin(async move {
-            let v = self
-                .manager
-                .execute_with(&self.name, encode(&req)?, ExecOptions::from(ctx))
-                .await?;
-            decode(v)
-        })
+        Box::pin(typed_call(
+            &self.manager,
+            &self.name,
+            encode_raw(&req),
+            ExecOptions::from(ctx),
+        ))
     }
 
     fn health(&self) -> BoxFuture<'_, HealthStatus> {

@@ -62,26 +62,13 @@ pub trait Plugin<Req, Resp>: Send + Sync {
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
-pub(crate) fn encode<Req: Serialize>(req: &Req) -> Result<Value, Error> {
-    serde_json::to_value(req).map_err(|e| {
-        Error::new(
-            ErrorKind::ExecutionFailed,
-            format!("cannot encode the request: {e}"),
-        )
-    })
-}
-
-pub(crate) fn decode<Resp: DeserializeOwned>(v: Value) -> Result<Resp, Error> {
-    serde_json::from_value(v).map_err(shape_err)
-}
-
-/// [`encode`] straight to JSON text.
-fn encode_raw<Req: Serialize>(req: &Req) -> Result<Box<RawValue>, Error> {
+/// A typed request encoded straight to JSON text (no `Value` in between).
+pub(crate) fn encode_raw<Req: Serialize>(req: &Req) -> Result<Box<RawValue>, Error> {
     <Box<RawValue> as Payload>::from_value(req)
 }
 
-/// [`decode`] straight from JSON text.
-fn decode_raw<Resp: DeserializeOwned>(v: &RawValue) -> Result<Resp, Error> {
+/// A typed answer decoded straight from JSON text.
+pub(crate) fn decode_raw<Resp: DeserializeOwned>(v: &RawValue) -> Result<Resp, Error> {
     serde_json::from_str(v.get()).map_err(shape_err)
 }
 

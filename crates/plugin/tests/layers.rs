@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hangar_plugin::layers::{
-    service_fn, BoxService, Call, CircuitBreak, Deadline, Failover, RateLimit, Retry, Timeout,
+    service_fn, BoxService, Call, CircuitBreak, Deadline, Failover, RateLimit, Reply, Retry,
+    Timeout,
 };
 use hangar_plugin::{
     Balancer, BreakerConfig, BreakerState, CircuitBreaker, Error, ErrorKind, RateLimitConfig,
@@ -20,7 +21,7 @@ fn failing(calls: &Arc<AtomicU32>, kind: ErrorKind) -> BoxService {
     let calls = Arc::clone(calls);
     service_fn(move |_c: Call| {
         calls.fetch_add(1, Ordering::SeqCst);
-        async move { Err(Error::new(kind, "injected")) }
+        async move { Err::<Value, _>(Error::new(kind, "injected")) }
     })
 }
 
@@ -217,7 +218,10 @@ async fn failover_tries_the_strategy_order_and_reports_the_last_error() {
         }),
     );
     assert_eq!(
-        s.call(Call::new("g", Value::Null)).await.unwrap(),
+        s.call(Call::new("g", Value::Null))
+            .await
+            .and_then(Reply::into_value)
+            .unwrap(),
         json!("third")
     );
     assert_eq!(*tried.lock().unwrap(), ["first", "second", "third"]);

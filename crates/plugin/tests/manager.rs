@@ -537,46 +537,88 @@ async fn bench_manager_against_the_raw_client() {
             json!({"name": "b"})
         }
     }
+    // The same echo taking and answering JSON text, for the text rows.
+    struct TextEcho;
+    impl hangar_plugin::Handler for TextEcho {
+        const RAW: bool = true;
+        async fn execute(&self, call: hangar_plugin::Call) -> Result<serde_json::Value, String> {
+            Ok(call.data)
+        }
+        async fn execute_raw(
+            &self,
+            call: hangar_plugin::Call<Box<hangar_plugin::RawValue>>,
+        ) -> Result<Box<hangar_plugin::RawValue>, String> {
+            Ok(call.data)
+        }
+        fn info(&self) -> serde_json::Value {
+            json!({"name": "t"})
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let sock = dir.path().join("b.sock");
+    let (sock, tsock) = (dir.path().join("b.sock"), dir.path().join("t.sock"));
     let _s = server_rt
         .spawn({
-            let sock = sock.clone();
-            async move { hangar_plugin::unix::serve(&sock, Arc::new(Echo)).await }
+            let (sock, tsock) = (sock.clone(), tsock.clone());
+            async move {
+                (
+                    hangar_plugin::unix::serve(&sock, Arc::new(Echo)).await,
+                    hangar_plugin::unix::serve(&tsock, Arc::new(TextEcho)).await,
+                )
+            }
         })
         .await
-        .unwrap()
         .unwrap();
     let raw = hangar_plugin::unix::UnixClient::connect(&sock)
         .await
         .unwrap();
+    let traw = hangar_plugin::unix::UnixClient::connect(&tsock)
+        .await
+        .unwrap();
     let m = Manager::new();
-    m.load(config(
-        json!({"plugins": [unix_plugin("b", dir.path(), json!({"connection": {"max_connections": 4, "max_idle_connections": 4}}))]}),
-    ))
+    let conn = json!({"connection": {"max_connections": 4, "max_idle_connections": 4}});
+    m.load(config(json!({"plugins": [
+        unix_plugin("b", dir.path(), conn.clone()),
+        unix_plugin("t", dir.path(), conn),
+    ]})))
     .await
     .unwrap();
     let payload = json!({"blob": "x".repeat(1000)});
+    let text: Arc<Box<hangar_plugin::RawValue>> =
+        Arc::new(serde_json::value::to_raw_value(&payload).unwrap());
     // (conc, which) -> per round: (p50, p99, calls/s)
     type Round = (Duration, Duration, f64);
     let mut out: std::collections::BTreeMap<(usize, &str), Vec<Round>> = Default::default();
     for _round in 0..3 {
         for conc in [1usize, 64] {
-            for which in ["raw", "manager"] {
+            for which in ["raw", "manager", "raw text", "manager text"] {
                 let start = Arc::new(tokio::sync::Barrier::new(conc + 1));
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let mut set = tokio::task::JoinSet::new();
                 for _ in 0..conc {
                     let (raw, m, p) = (raw.clone(), m.clone(), payload.clone());
+                    let (traw, text) = (traw.clone(), Arc::clone(&text));
                     let (start, stop) = (Arc::clone(&start), Arc::clone(&stop));
                     set.spawn(async move {
                         let call = || async {
-                            if which == "raw" {
+                            if which == "raw text" {
+                                traw.call_raw(
+                                    hangar_plugin::CallKind::Execute,
+                                    &text,
+                                    hangar_plugin::CallContext {
+                                        timeout: Duration::from_secs(10),
+                                        ..Default::default()
+                                    },
+                                )
+                                .await
+                                .unwrap();
+                            } else if which == "manager text" {
+                                m.execute_raw("t", &text, Default::default()).await.unwrap();
+                            } else if which == "raw" {
                                 raw.call(
                                     hangar_plugin::CallKind::Execute,
                                     p.clone(),
@@ -632,22 +674,24 @@ async fn bench_manager_against_the_raw_client() {
         (a[a.len() / 2], b[b.len() / 2], c[c.len() / 2])
     };
     for conc in [1usize, 64] {
-        let r = med(&out[&(conc, "raw")]);
-        let m = med(&out[&(conc, "manager")]);
-        for (which, x) in [("raw", r), ("manager", m)] {
+        for (bare, managed) in [("raw", "manager"), ("raw text", "manager text")] {
+            let r = med(&out[&(conc, bare)]);
+            let m = med(&out[&(conc, managed)]);
+            for (which, x) in [(bare, r), (managed, m)] {
+                println!(
+                    "{which:>12} c={conc:<2} p50={:?} p99={:?} {:.0} calls/s",
+                    x.0, x.1, x.2
+                );
+            }
             println!(
-                "{which:>7} c={conc:<2} p50={:?} p99={:?} {:.0} calls/s",
-                x.0, x.1, x.2
+                "{managed} / {bare} c={conc}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+                m.0.as_secs_f64() / r.0.as_secs_f64(),
+                m.1.as_secs_f64() / r.1.as_secs_f64(),
+                m.2 / r.2
             );
         }
-        println!(
-            "manager / raw c={conc}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
-            m.0.as_secs_f64() / r.0.as_secs_f64(),
-            m.1.as_secs_f64() / r.1.as_secs_f64(),
-            m.2 / r.2
-        );
     }
-    drop((raw, m));
+    drop((raw, traw, m));
     server_rt.shutdown_background();
 }
 

@@ -16,7 +16,8 @@ use hangar_plugin::grpc::{self, GrpcClient, GrpcOptions, GrpcServeOptions};
 use hangar_plugin::http::{self, HttpClient, HttpOptions, HttpServeOptions};
 use hangar_plugin::unix::{self, UnixClient};
 use hangar_plugin::{
-    Call, CallContext, CallKind, ErrorKind, Handler, RawValue, Transport, TransportExt,
+    Call, CallContext, CallKind, ErrorKind, ExecOptions, ExecutionContext, Handler, Manager,
+    ManagerConfig, Plugin, RawValue, Transport, TransportExt,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -34,6 +35,7 @@ const LONE: &str = r#"["\ud800"]"#;
 #[derive(Default)]
 struct RawHandler {
     seen: Mutex<Vec<String>>,
+    slowed: std::sync::atomic::AtomicBool,
 }
 
 impl Handler for RawHandler {
@@ -49,6 +51,14 @@ impl Handler for RawHandler {
         match text.as_str() {
             r#""fail""# => Err("asked to fail".into()),
             r#""echo""# => Ok(call.data),
+            r#""slow first""# => {
+                if self.slowed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    Ok(call.data)
+                } else {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Err("too late".into())
+                }
+            }
             r#""lone""# => RawValue::from_string(LONE.into()).map_err(|e| e.to_string()),
             _ => RawValue::from_string(ODD_ANSWER.into()).map_err(|e| e.to_string()),
         }
@@ -329,4 +339,63 @@ async fn text_a_value_cannot_hold_passes_through_or_fails_the_call_at_once() {
         assert_eq!(e.kind, ErrorKind::ExecutionFailed, "{name}: {e}");
         assert!(t0.elapsed() < Duration::from_secs(5), "{name}: {e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_goes_through_the_managers_whole_stack_retries_included() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("raw.sock");
+    let h = Arc::new(RawHandler::default());
+    let _s = unix::serve(&sock, Arc::clone(&h)).await.expect("unix");
+    let cfg: ManagerConfig = serde_json::from_value(json!({"plugins": [{
+        "name": "raw",
+        "transport": "unix",
+        "endpoint": sock.display().to_string(),
+        "health_check": {"interval": "1h", "timeout": "2s"},
+        "connection": {"request_timeout": "1s"},
+        "retry": {"max_retries": 3, "initial_interval": "20ms"},
+    }]}))
+    .expect("config");
+    let m = Manager::new();
+    m.load(cfg).await.expect("load");
+
+    let out = m
+        .execute_raw("raw", &raw(ODD), ExecOptions::default())
+        .await
+        .expect("call");
+    assert_eq!(out.get(), ODD_ANSWER);
+    assert_eq!(h.seen.lock().expect("lock").pop().as_deref(), Some(ODD));
+
+    // The first attempt times out; the retry sends the same text again.
+    let out = m
+        .execute_raw("raw", &raw(r#""slow first""#), ExecOptions::default())
+        .await
+        .expect("the retry answers");
+    assert_eq!(out.get(), r#""slow first""#);
+    let seen: Vec<String> = std::mem::take(&mut *h.seen.lock().expect("lock"));
+    assert_eq!(seen, [r#""slow first""#, r#""slow first""#]);
+
+    // Typed calls, both ways in, are encoded straight to text.
+    let ask = Ask {
+        zone: "eu".into(),
+        amount: 3,
+    };
+    let a: Answer = m
+        .execute_typed("raw", &ask, ExecOptions::default())
+        .await
+        .expect("typed");
+    assert_eq!(a, Answer("ok".into(), json!({ "n": 100.0 })));
+    let p = m.plugin::<Ask, Answer>("raw").expect("plugin");
+    let b = p
+        .execute(&ExecutionContext::new(), ask)
+        .await
+        .expect("typed");
+    assert_eq!(b, a);
+    let seen: Vec<String> = std::mem::take(&mut *h.seen.lock().expect("lock"));
+    assert_eq!(seen, [r#"{"zone":"eu","amount":3}"#; 2]);
+
+    // A `Value` call of the same plugin still works, and its answer parses.
+    let v = m.execute("raw", json!("echo")).await.expect("value call");
+    assert_eq!(v, json!("echo"));
+    m.shutdown(Duration::from_secs(5)).await;
 }
