@@ -40,7 +40,9 @@
 //!   packages), run as a child process in each round when `PLUGIN_BENCH_GO`
 //!   names its binary; it reports its own figures.
 //!
-//! Servers run on their own 2-thread runtime, callers on another.
+//! Servers run on their own 2-thread runtime, callers on another
+//! (`PLUGIN_BENCH_SERVER_THREADS`, `PLUGIN_BENCH_CLIENT_THREADS` change
+//! either).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -475,6 +477,15 @@ fn median(mut v: Vec<Stats>) -> Stats {
     }
 }
 
+/// Worker threads of a runtime: the variable's number, else 2.
+fn threads(var: &str) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(2)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let secs: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(2.0);
@@ -484,13 +495,13 @@ fn main() {
     let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     let go_bench = std::env::var_os("PLUGIN_BENCH_GO").map(std::path::PathBuf::from);
     let servers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads("PLUGIN_BENCH_SERVER_THREADS"))
         .thread_name("bench-server")
         .enable_all()
         .build()
         .expect("server runtime");
     let clients = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads("PLUGIN_BENCH_CLIENT_THREADS"))
         .thread_name("bench-client")
         .enable_all()
         .build()
