@@ -24,20 +24,22 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HOST,
+};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
@@ -214,9 +216,12 @@ impl HttpOptions {
     }
 }
 
-type HyperClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// A pooled HTTP/HTTPS client for one plugin endpoint (cheap to clone).
+///
+/// It keeps its own pool of hyper's connection-level HTTP/1.1 senders: a call
+/// takes the most recently returned idle connection (or opens one), sends,
+/// reads the whole answer and puts the connection back. A request that a
+/// pooled connection closed before sending is sent again on a new one.
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Arc<HttpInner>,
@@ -224,16 +229,48 @@ pub struct HttpClient {
 
 struct HttpInner {
     kind: TransportKind,
-    client: Mutex<Option<HyperClient>>,
+    target: Target,
     execute: Uri,
     health: Uri,
     info: Uri,
     ping: Uri,
+    host: HeaderValue,
     auth_headers: Vec<(HeaderName, HeaderValue)>,
     limit: Option<Semaphore>,
     opts: HttpOptions,
     closed: AtomicBool,
     seq: AtomicU64,
+    /// Idle connections, the most recently returned last.
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    reaper: AtomicBool,
+}
+
+/// Where the connections go: the endpoint's host and port, and TLS for https.
+struct Target {
+    host: String,
+    port: u16,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+impl HttpInner {
+    /// Drop idle connections older than the idle timeout (the oldest are first).
+    fn prune(&self, now: Instant) {
+        if let Ok(mut g) = self.idle.lock() {
+            let old = g
+                .iter()
+                .take_while(|i| now.duration_since(i.since) >= self.opts.idle_timeout)
+                .count();
+            g.drain(..old);
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -249,18 +286,21 @@ fn url_err(msg: String) -> Error {
         .with_hint("give an absolute http:// or https:// URL")
 }
 
-fn sub_uri(base: &str, suffix: &str) -> Result<Uri, Error> {
-    let (path, query) = match base.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (base, None),
+/// The origin-form target (`/path?query`) of the endpoint with `suffix`
+/// appended to its path (none: the endpoint's own).
+fn origin_uri(endpoint: &Uri, suffix: Option<&str>) -> Result<Uri, Error> {
+    let path = endpoint.path();
+    let mut s = match suffix {
+        None if path.is_empty() => "/".to_string(),
+        None => path.to_string(),
+        Some(x) => format!("{}/{x}", path.trim_end_matches('/')),
     };
-    let mut s = format!("{}/{suffix}", path.trim_end_matches('/'));
-    if let Some(q) = query {
+    if let Some(q) = endpoint.query() {
         s.push('?');
         s.push_str(q);
     }
     s.parse()
-        .map_err(|e| url_err(format!("bad endpoint {base:?}: {e}")))
+        .map_err(|e| url_err(format!("bad endpoint {endpoint}: {e}")))
 }
 
 impl HttpClient {
@@ -272,11 +312,11 @@ impl HttpClient {
             return Err(Error::new(ErrorKind::MissingEndpoint, "no endpoint given")
                 .with_hint("set the endpoint to the plugin's URL"));
         }
-        let execute: Uri = opts
+        let endpoint: Uri = opts
             .endpoint
             .parse()
             .map_err(|e| url_err(format!("bad endpoint {:?}: {e}", opts.endpoint)))?;
-        let https = match execute.scheme_str() {
+        let https = match endpoint.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => {
@@ -286,9 +326,22 @@ impl HttpClient {
                 )))
             }
         };
-        if execute.host().is_none() {
+        let Some(authority) = endpoint.authority().filter(|a| !a.host().is_empty()) else {
             return Err(url_err(format!("endpoint {:?} has no host", opts.endpoint)));
-        }
+        };
+        // `Authority::host` keeps an IPv6 address's brackets; a socket address
+        // and a TLS server name take it without them.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host_header = HeaderValue::from_str(match authority.as_str().rsplit_once('@') {
+            Some((_, h)) => h,
+            None => authority.as_str(),
+        })
+        .map_err(|e| url_err(format!("bad host in {:?}: {e}", opts.endpoint)))?;
         if let Err(mut errs) = opts.auth.validate() {
             return Err(errs.remove(0));
         }
@@ -300,39 +353,13 @@ impl HttpClient {
             .with_hint("use https:// or another auth method"));
         }
         let tls = if https {
-            ClientTls::from_auth(&opts.auth).rustls_config(&[])?
+            let cfg = ClientTls::from_auth(&opts.auth).rustls_config(&[b"http/1.1"])?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| url_err(format!("bad host in {:?}: {e}", opts.endpoint)))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
         } else {
-            ClientTls::default().rustls_config(&[]).or_else(|_| {
-                // No system roots: plain HTTP never uses them anyway.
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                })
-                .map_err(|e| Error::new(ErrorKind::ConnectionFailed, e.to_string()))
-            })?
+            None
         };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(opts.connect_timeout));
-        http.set_keepalive(opts.keep_alive.then_some(Duration::from_secs(30)));
-        let conn = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client: HyperClient = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(opts.idle_timeout)
-            .pool_max_idle_per_host(if opts.keep_alive {
-                opts.max_idle_connections.max(opts.max_connections).max(1)
-            } else {
-                0
-            })
-            .build(conn);
         let mut auth_headers = Vec::new();
         for (k, v) in opts.auth.header_pairs() {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| {
@@ -349,7 +376,6 @@ impl HttpClient {
             })?;
             auth_headers.push((name, value));
         }
-        let base = opts.endpoint.clone();
         Ok(HttpClient {
             inner: Arc::new(HttpInner {
                 kind: if https {
@@ -357,22 +383,35 @@ impl HttpClient {
                 } else {
                     TransportKind::Http
                 },
-                client: Mutex::new(Some(client)),
-                health: sub_uri(&base, "health")?,
-                info: sub_uri(&base, "info")?,
-                ping: sub_uri(&base, "ping")?,
-                execute,
+                target: Target { host, port, tls },
+                execute: origin_uri(&endpoint, None)?,
+                health: origin_uri(&endpoint, Some("health"))?,
+                info: origin_uri(&endpoint, Some("info"))?,
+                ping: origin_uri(&endpoint, Some("ping"))?,
+                host: host_header,
                 auth_headers,
                 limit: (opts.max_connections > 0).then(|| Semaphore::new(opts.max_connections)),
+                max_idle: if opts.keep_alive {
+                    opts.max_idle_connections.max(opts.max_connections).max(1)
+                } else {
+                    0
+                },
                 opts,
                 closed: AtomicBool::new(false),
                 seq: AtomicU64::new(1),
+                idle: Mutex::new(Vec::new()),
+                reaper: AtomicBool::new(false),
             }),
         })
     }
 
     fn err(&self, msg: String) -> Error {
         Error::new(ErrorKind::HttpTransport, msg)
+    }
+
+    fn closed_err(&self) -> Error {
+        self.err("the transport is closed".into())
+            .with_hint("create a new client")
     }
 
     /// Send one call; at most `ctx.timeout` (the options' `request_timeout`
@@ -427,17 +466,11 @@ impl HttpClient {
         ctx: CallContext,
         timeout: Duration,
     ) -> Result<A, Error> {
-        let Some(client) = self.inner.client.lock().ok().and_then(|g| g.clone()) else {
-            return Err(self
-                .err("the transport is closed".into())
-                .with_hint("create a new client"));
-        };
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(self.closed_err());
+        }
         let _permit = match &self.inner.limit {
-            Some(s) => Some(
-                s.acquire()
-                    .await
-                    .map_err(|_| self.err("the transport is closed".into()))?,
-            ),
+            Some(s) => Some(s.acquire().await.map_err(|_| self.closed_err())?),
             None => None,
         };
         let request_id = if ctx.request_id.is_empty() {
@@ -459,42 +492,44 @@ impl HttpClient {
                         format!("cannot encode the request: {e}"),
                     )
                 })?;
-                (Method::POST, self.inner.execute.clone(), Bytes::from(body))
+                (Method::POST, &self.inner.execute, Bytes::from(body))
             }
-            CallKind::Health => (Method::GET, self.inner.health.clone(), Bytes::new()),
-            CallKind::Info => (Method::GET, self.inner.info.clone(), Bytes::new()),
-            CallKind::Ping => (Method::GET, self.inner.ping.clone(), Bytes::new()),
+            CallKind::Health => (Method::GET, &self.inner.health, Bytes::new()),
+            CallKind::Info => (Method::GET, &self.inner.info, Bytes::new()),
+            CallKind::Ping => (Method::GET, &self.inner.ping, Bytes::new()),
         };
-        let mut b = Request::builder().method(method).uri(uri);
-        if let Some(h) = b.headers_mut() {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if !self.inner.opts.disable_compression {
-                h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            if !self.inner.opts.keep_alive {
-                h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                h.insert("x-request-id", v);
-            }
-            for (k, v) in &self.inner.auth_headers {
-                h.insert(k.clone(), v.clone());
-            }
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
+        let h = req.headers_mut();
+        h.reserve(6 + self.inner.auth_headers.len());
+        h.insert(HOST, self.inner.host.clone());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !self.inner.opts.disable_compression {
+            h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        let req = b
-            .body(Full::new(body))
-            .map_err(|e| self.err(format!("cannot build the request: {e}")))?;
-        let resp = client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                Error::new(
-                    ErrorKind::ConnectionFailed,
-                    format!("cannot connect to {}: {e:?}", self.inner.opts.endpoint),
-                )
-                .with_hint("is the plugin running and listening there?")
-            } else {
-                self.err(format!("{} failed mid-call: {e}", self.inner.opts.endpoint))
-            }
-        })?;
+        if !self.inner.opts.keep_alive {
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            h.insert("x-request-id", v);
+        }
+        for (k, v) in &self.inner.auth_headers {
+            h.insert(k.clone(), v.clone());
+        }
+        let (mut tx, pooled) = self.checkout().await?;
+        let resp = match tx.try_send_request(req).await {
+            Ok(r) => r,
+            Err(mut e) => match e.take_message() {
+                // The pooled connection was closed under us before the
+                // request went out: nothing was sent, so a new one may carry it.
+                Some(req) if pooled => {
+                    tx = self.connect().await?;
+                    tx.send_request(req).await.map_err(|e| self.mid_call(&e))?
+                }
+                _ => return Err(self.mid_call(&e.into_error())),
+            },
+        };
         let status = resp.status();
         let gz = resp
             .headers()
@@ -505,6 +540,7 @@ impl HttpClient {
             .await
             .map_err(|e| self.err(format!("reading the answer failed: {e}")))?
             .to_bytes();
+        self.checkin(tx);
         let body = if gz {
             Bytes::from(gunzip(&body).map_err(|e| self.err(format!("bad gzip answer: {e}")))?)
         } else {
@@ -513,17 +549,143 @@ impl HttpClient {
         decode_answer(status, &body)
     }
 
+    fn mid_call(&self, e: &hyper::Error) -> Error {
+        self.err(format!("{} failed mid-call: {e}", self.inner.opts.endpoint))
+    }
+
+    /// An idle connection that is still open (and whether it was pooled), or
+    /// a new one.
+    async fn checkout(&self) -> Result<(Sender, bool), Error> {
+        loop {
+            let idle = match self.inner.idle.lock() {
+                Ok(mut g) => g.pop(),
+                Err(_) => None,
+            };
+            let Some(Idle { mut tx, since }) = idle else {
+                return Ok((self.connect().await?, false));
+            };
+            if tx.is_closed() || since.elapsed() >= self.inner.opts.idle_timeout {
+                continue;
+            }
+            // Ready at once unless the server is closing it; either way it
+            // does not wait on the network.
+            if tx.ready().await.is_ok() {
+                return Ok((tx, true));
+            }
+        }
+    }
+
+    /// Put a connection whose exchange is complete back in the pool.
+    fn checkin(&self, tx: Sender) {
+        if self.inner.max_idle == 0 || self.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut g) = self.inner.idle.lock() {
+            if g.len() < self.inner.max_idle {
+                g.push(Idle {
+                    tx,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    /// Open a connection (TCP, then TLS for https) within the connect timeout.
+    async fn connect(&self) -> Result<Sender, Error> {
+        let inner = &self.inner;
+        let endpoint = &inner.opts.endpoint;
+        let t = &inner.target;
+        let failed = |what: String| {
+            Error::new(
+                ErrorKind::ConnectionFailed,
+                format!("cannot connect to {endpoint}: {what}"),
+            )
+            .with_hint("is the plugin running and listening there?")
+        };
+        let open = async {
+            let addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
+                .await
+                .map_err(|e| failed(format!("cannot resolve {}: {e}", t.host)))?;
+            let mut last = None;
+            let mut tcp = None;
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(s) => {
+                        tcp = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(format!("{a}: {e}")),
+                }
+            }
+            let tcp = tcp.ok_or_else(|| {
+                failed(last.unwrap_or_else(|| format!("{} resolves to no address", t.host)))
+            })?;
+            let _ = tcp.set_nodelay(true);
+            if inner.opts.keep_alive {
+                let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
+                let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka);
+            }
+            match &t.tls {
+                None => handshake(TokioIo::new(tcp)).await,
+                Some((c, name)) => {
+                    let tls = c.connect(name.clone(), tcp).await.map_err(|e| {
+                        failed(format!("TLS handshake failed: {e}"))
+                            .with_hint("check auth.ca_file and the server's certificate")
+                    })?;
+                    handshake(TokioIo::new(tls)).await
+                }
+            }
+        };
+        let tx = tokio::time::timeout(inner.opts.connect_timeout, open)
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "no connection within {:?}",
+                    inner.opts.connect_timeout
+                ))
+            })??;
+        if inner.max_idle > 0 && !inner.reaper.swap(true, Ordering::AcqRel) {
+            // Close connections left idle past the idle timeout even when no
+            // call comes to notice; ends once the client is gone.
+            let weak = Arc::downgrade(inner);
+            let every = (inner.opts.idle_timeout / 2).max(Duration::from_millis(10));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner.prune(Instant::now());
+                }
+            });
+        }
+        Ok(tx)
+    }
+
     /// Drop the connection pool. Idempotent; later calls fail with
     /// `TRANSPORT_1301` (calls in flight finish on their connections).
     pub fn close_now(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        if let Ok(mut g) = self.inner.client.lock() {
-            g.take();
+        self.inner.closed.store(true, Ordering::Release);
+        if let Ok(mut g) = self.inner.idle.lock() {
+            g.clear();
         }
         if let Some(s) = &self.inner.limit {
             s.close();
         }
     }
+}
+
+async fn handshake<I>(io: I) -> Result<Sender, Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (tx, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| Error::new(ErrorKind::ConnectionFailed, format!("HTTP/1.1 setup: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("plugin HTTP connection ended: {e}");
+        }
+    });
+    Ok(tx)
 }
 
 fn gunzip(b: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -954,13 +1116,19 @@ mod tests {
 
     #[test]
     fn control_urls_hang_under_the_endpoint() {
+        let at = |base: &str, suffix: Option<&str>| {
+            let u: Uri = base.parse().expect("uri");
+            origin_uri(&u, suffix).map(|u| u.to_string())
+        };
         assert_eq!(
-            sub_uri("http://h:1/v1/plugin?x=1", "health").map(|u| u.to_string()),
-            Ok("http://h:1/v1/plugin/health?x=1".to_string())
+            at("http://h:1/v1/plugin?x=1", Some("health")),
+            Ok("/v1/plugin/health?x=1".to_string())
         );
+        assert_eq!(at("http://h:1", Some("info")), Ok("/info".to_string()));
+        assert_eq!(at("http://h:1", None), Ok("/".to_string()));
         assert_eq!(
-            sub_uri("http://h:1", "info").map(|u| u.to_string()),
-            Ok("http://h:1/info".to_string())
+            at("https://u:p@h/v1/?x=1", None),
+            Ok("/v1/?x=1".to_string())
         );
     }
 }

@@ -216,6 +216,7 @@ async fn the_compression_switch_and_auth_headers_reach_the_wire() {
         assert_eq!(r, json!("ok"));
         let head = head.await.expect("head").to_ascii_lowercase();
         assert!(head.starts_with("post /v1/plugin http/1.1"), "{head}");
+        assert!(head.contains(&format!("host: {addr}\r\n")), "{head}");
         assert!(head.contains("x-api-key: k-123"), "{head}");
         assert_eq!(head.contains("accept-encoding: gzip"), !disable, "{head}");
     }
@@ -433,6 +434,110 @@ async fn keep_alive_reuses_one_connection_and_its_absence_does_not() {
     }
 }
 
+/// A pooled connection left idle past `idle_timeout` is closed even when no
+/// call comes along to notice, and the next call opens a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (s, _url) = server().await;
+    let (front, conns) = recording_proxy(s.local_addr().expect("addr")).await;
+    let mut o = HttpOptions::new(format!("http://{front}/"));
+    o.idle_timeout = Duration::from_millis(300);
+    let c = HttpClient::new(o).expect("client");
+    c.call(CallKind::Execute, json!(1), ctx(5000))
+        .await
+        .expect("call");
+    let first = Arc::clone(&conns.lock().expect("lock")[0]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !first.closed.load(SeqCst) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "an idle connection outlived idle_timeout by 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.call(CallKind::Execute, json!(2), ctx(5000))
+        .await
+        .expect("a call after the idle close");
+    let per_conn: Vec<usize> = conns
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|c| c.requests.load(SeqCst))
+        .collect();
+    assert_eq!(per_conn, vec![1, 1], "requests per connection");
+}
+
+/// A server that answers one request per connection with the connection's
+/// number in `data` (keep-alive, no `Connection: close`) and closes it 20 ms
+/// later, as a server's own idle timeout does.
+async fn one_answer_per_connection() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Ok((mut s, _)) = l.accept().await {
+            n += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_at = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..body_at]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < body_at + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let body = format!(r#"{{"data":{n},"request_id":"x"}}"#);
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A pooled connection that the server has since closed is never handed to
+/// a call: each call after the server's close goes out on a new connection
+/// and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_is_not_reused() {
+    let addr = one_answer_per_connection().await;
+    let c = HttpClient::new(HttpOptions::new(format!("http://{addr}/"))).expect("client");
+    for i in 1..=5 {
+        let r = c
+            .call(CallKind::Execute, json!(i), ctx(5000))
+            .await
+            .unwrap_or_else(|e| panic!("call {i} after the server closed the last: {e}"));
+        assert_eq!(r, json!(i), "call {i} went out on connection {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A `timeout` too long to add to the clock (about 295 billion years) is
 /// no deadline: the server answers instead of panicking on the overflow,
 /// which with `panic = "abort"` took the whole plugin down.
@@ -453,4 +558,30 @@ async fn a_deadline_past_the_end_of_the_clock_is_answered() {
     assert_eq!(v["request_id"], "far");
     assert_eq!(v["data"]["echo"], json!({ "n": 1 }));
     assert_eq!(v["data"]["has_deadline"], false);
+}
+
+/// An IPv6 literal endpoint (`http://[::1]:port/`) is dialled without its
+/// brackets and named with them in `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_literal_endpoint_is_reached() {
+    let s = match http::serve(
+        Arc::new(Echo),
+        HttpServeOptions::new("[::1]:0".parse().expect("addr")),
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipped: this machine has no IPv6 loopback ({e})");
+            return;
+        }
+    };
+    let url = format!("http://{}/", s.local_addr().expect("addr"));
+    assert!(url.starts_with("http://[::1]:"), "{url}");
+    let c = HttpClient::new(HttpOptions::new(&url)).expect("client");
+    let r = c
+        .call(CallKind::Execute, json!("v6"), ctx(5000))
+        .await
+        .expect("call over IPv6");
+    assert_eq!(r["echo"], json!("v6"));
 }
