@@ -130,7 +130,22 @@ impl CircuitBreaker {
         if !self.cfg.enabled {
             return true;
         }
+        self.allow_locked(&mut self.lock(), now)
+    }
+
+    /// [`CircuitBreaker::allow_at`], with the state before and after it,
+    /// read under the same lock.
+    pub fn admit_at(&self, now: Instant) -> (bool, BreakerState, BreakerState) {
+        if !self.cfg.enabled {
+            return (true, BreakerState::Closed, BreakerState::Closed);
+        }
         let mut g = self.lock();
+        let before = g.state;
+        let ok = self.allow_locked(&mut g, now);
+        (ok, before, g.state)
+    }
+
+    fn allow_locked(&self, g: &mut Inner, now: Instant) -> bool {
         if g.state == BreakerState::Open {
             let due = g
                 .opened_at
@@ -155,12 +170,32 @@ impl CircuitBreaker {
         true
     }
 
+    /// Record the outcome of a request that was let through: `Some(true)` a
+    /// success, `Some(false)` a failure, `None` neither (it ended in a way
+    /// that says nothing about the plugin). Returns the state after it, read
+    /// under the same lock.
+    pub fn settle_at(&self, outcome: Option<bool>, now: Instant) -> BreakerState {
+        if !self.cfg.enabled {
+            return BreakerState::Closed;
+        }
+        let mut g = self.lock();
+        match outcome {
+            Some(true) => self.success_locked(&mut g),
+            Some(false) => self.failure_locked(&mut g, now),
+            None => {}
+        }
+        g.state
+    }
+
     /// Record a success of a request that was let through.
     pub fn record_success(&self) {
         if !self.cfg.enabled {
             return;
         }
-        let mut g = self.lock();
+        self.success_locked(&mut self.lock());
+    }
+
+    fn success_locked(&self, g: &mut Inner) {
         match g.state {
             BreakerState::Closed => g.failures = 0,
             BreakerState::HalfOpen => {
@@ -188,7 +223,10 @@ impl CircuitBreaker {
         if !self.cfg.enabled {
             return;
         }
-        let mut g = self.lock();
+        self.failure_locked(&mut self.lock(), now);
+    }
+
+    fn failure_locked(&self, g: &mut Inner, now: Instant) {
         g.last_failure = Some(now);
         match g.state {
             BreakerState::Closed => {
@@ -196,10 +234,10 @@ impl CircuitBreaker {
                 if g.failures >= self.cfg.failure_threshold.max(1)
                     && g.requests >= u64::from(self.cfg.min_request_threshold)
                 {
-                    Self::open(&mut g, now);
+                    Self::open(g, now);
                 }
             }
-            BreakerState::HalfOpen => Self::open(&mut g, now),
+            BreakerState::HalfOpen => Self::open(g, now),
             BreakerState::Open => {}
         }
     }

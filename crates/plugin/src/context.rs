@@ -52,11 +52,59 @@ static SEQ: AtomicU64 = AtomicU64::new(1);
 
 /// A request id unique in this process and unlikely to collide across them.
 pub fn new_request_id() -> String {
-    format!(
-        "req-{:08x}-{}",
-        fastrand::u32(..),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    let mut s = String::with_capacity(4 + 8 + 1 + 20);
+    s.push_str("req-");
+    push_hex(&mut s, u128::from(fastrand::u32(..)), 8);
+    s.push('-');
+    let mut n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[at..].iter().map(|&d| char::from(d)));
+    s
+}
+
+/// Append the low `width` hex digits of `v` (lower case, zero padded): what
+/// `{:0width$x}` writes, without `core::fmt`, which costs ten times as much
+/// here and runs on every call.
+fn push_hex(s: &mut String, v: u128, width: u32) {
+    let mut buf = [0u8; 32];
+    let out = hex_into(&mut buf, v, width);
+    s.push_str(out);
+}
+
+/// The low `width` (at most 32) hex digits of `v` in `buf`, as text.
+fn hex_into(buf: &mut [u8; 32], v: u128, width: u32) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let width = width.min(32) as usize;
+    for (i, b) in buf[..width].iter_mut().enumerate() {
+        *b = HEX[((v >> (4 * (width - 1 - i))) & 0xf) as usize];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(&buf[..width]).unwrap_or_default()
+}
+
+/// Displays an id as zero-padded lower-case hex of `width` digits, formatted
+/// only when shown (a span field that no subscriber records costs nothing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hex {
+    /// The id.
+    pub(crate) v: u128,
+    /// Digits.
+    pub(crate) width: u32,
+}
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(hex_into(&mut [0u8; 32], self.v, self.width))
+    }
 }
 
 /// W3C trace context (`traceparent: 00-<trace id>-<span id>-<flags>`).
@@ -125,10 +173,14 @@ impl TraceContext {
 
     /// The header value.
     pub fn to_header(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        push_hex(&mut s, self.trace_id, 32);
+        s.push('-');
+        push_hex(&mut s, u128::from(self.span_id), 16);
+        s.push('-');
+        push_hex(&mut s, u128::from(self.flags), 2);
+        s
     }
 
     /// From the headers' `traceparent` (a child of it), or a new root; the
@@ -149,6 +201,39 @@ impl TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_and_request_ids_match_what_fmt_writes() {
+        for v in [0u128, 1, 0xabc, u128::from(u64::MAX), u128::MAX] {
+            let mut s = String::new();
+            push_hex(&mut s, v, 32);
+            assert_eq!(s, format!("{v:032x}"));
+            assert_eq!(Hex { v, width: 32 }.to_string(), s);
+        }
+        let mut s = String::new();
+        push_hex(&mut s, 0x1f, 2);
+        assert_eq!(s, "1f");
+        let t = TraceContext {
+            trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+            span_id: 0xf067aa0ba902b7,
+            flags: 1,
+        };
+        assert_eq!(
+            t.to_header(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(parts.len(), 3, "{id}");
+            assert_eq!(parts[0], "req");
+            assert_eq!(parts[1].len(), 8, "{id}");
+            assert!(parts[1].bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+            let n: u64 = parts[2].parse().expect("a decimal sequence number");
+            assert_eq!(parts[2], n.to_string(), "{id}");
+        }
+    }
 
     #[test]
     fn traceparent_round_trips_and_children_keep_the_trace() {

@@ -86,8 +86,9 @@ impl From<Value> for Reply {
 /// One call travelling through the layers.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// The plugin it is for (set by [`Failover`] for each candidate).
-    pub plugin: String,
+    /// The plugin it is for (set by [`Failover`] for each candidate);
+    /// shared, as every layer and attempt keeps it.
+    pub plugin: Arc<str>,
     /// What is asked.
     pub kind: CallKind,
     /// Payload, shared so that a retry or a failover needs no copy.
@@ -108,7 +109,7 @@ impl Call {
     /// An `execute` call of `plugin` with a fresh request id.
     pub fn new(plugin: &str, data: Value) -> Call {
         Call {
-            plugin: plugin.to_string(),
+            plugin: Arc::from(plugin),
             kind: CallKind::Execute,
             data: Body::Value(Arc::new(data)),
             ctx: CallContext {
@@ -282,18 +283,17 @@ impl Service for CircuitBreak {
     fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let b = Arc::clone(&self.breaker);
         let listener = self.listener.clone();
-        let before = b.state();
-        let plugin = call.plugin.clone();
-        let notify = move |b: &CircuitBreaker, before: BreakerState| {
-            let after = b.state();
+        let plugin = Arc::clone(&call.plugin);
+        let notify = move |before: BreakerState, after: BreakerState| {
             if after != before {
                 if let Some(l) = &listener {
                     l(&plugin, after);
                 }
             }
         };
-        if !b.allow_at(now_std()) {
-            notify(&b, before);
+        let (allowed, before, mid) = b.admit_at(now_std());
+        notify(before, mid);
+        if !allowed {
             return Box::pin(async {
                 Err(Error::new(
                     ErrorKind::CircuitOpen,
@@ -301,17 +301,15 @@ impl Service for CircuitBreak {
                 ))
             });
         }
-        let mid = b.state();
-        notify(&b, before);
         let fut = self.inner.call(call);
         Box::pin(async move {
             let r = fut.await;
-            match &r {
-                Ok(_) => b.record_success(),
-                Err(e) if e.kind.counts_as_failure() => b.record_failure_at(now_std()),
-                Err(_) => {}
-            }
-            notify(&b, mid);
+            let outcome = match &r {
+                Ok(_) => Some(true),
+                Err(e) if e.kind.counts_as_failure() => Some(false),
+                Err(_) => None,
+            };
+            notify(mid, b.settle_at(outcome, now_std()));
             r
         })
     }
@@ -410,8 +408,8 @@ impl Service for Metered {
             "plugin_call",
             plugin = %call.plugin,
             request_id = %call.ctx.request_id,
-            trace_id = %format!("{:032x}", tc.trace_id),
-            span_id = %format!("{:016x}", tc.span_id),
+            trace_id = %crate::context::Hex { v: tc.trace_id, width: 32 },
+            span_id = %crate::context::Hex { v: u128::from(tc.span_id), width: 16 },
         );
         let plugin = call.plugin.clone();
         let fut = self.inner.call(call);
@@ -527,7 +525,7 @@ impl Service for Failover {
                     break;
                 }
                 let mut c = call.clone();
-                c.plugin = name.clone();
+                c.plugin = Arc::from(name.as_str());
                 tried += 1;
                 b.begin(&name);
                 let t0 = tokio::time::Instant::now();

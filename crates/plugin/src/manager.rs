@@ -669,7 +669,7 @@ impl Manager {
 
     fn make_call(&self, plugin: &str, kind: CallKind, data: Body, o: ExecOptions) -> Call {
         Call {
-            plugin: plugin.to_string(),
+            plugin: Arc::from(plugin),
             kind,
             data,
             ctx: CallContext {

@@ -200,7 +200,7 @@ async fn failover_tries_the_strategy_order_and_reports_the_last_error() {
         Arc::new(move |name: &str| {
             let (t, o, name) = (Arc::clone(&t2), Arc::clone(&o2), name.to_string());
             Some(service_fn(move |c: Call| {
-                assert_eq!(c.plugin, name);
+                assert_eq!(&*c.plugin, name.as_str());
                 t.lock().unwrap().push(name.clone());
                 let ok = *o.lock().unwrap() == name;
                 let name = name.clone();
