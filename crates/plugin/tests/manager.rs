@@ -518,6 +518,10 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 /// `cargo test --release -p hangar-plugin --test manager -- --ignored --nocapture bench`
 /// (`HANGAR_BENCH_SECS`, default 2, per measurement; 3 rounds, raw and
 /// manager interleaved, medians printed). Every caller warms up first.
+/// "raw text+hdrs" is the bare client sending the headers the manager's
+/// calls carry (trace context and request id, made per call), to tell the
+/// layers' cost from that of what they put on the wire;
+/// `HANGAR_BENCH_ONLY=<row>` runs one row alone, for a profiler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn bench_manager_against_the_raw_client() {
@@ -592,10 +596,21 @@ async fn bench_manager_against_the_raw_client() {
         Arc::new(serde_json::value::to_raw_value(&payload).unwrap());
     // (conc, which) -> per round: (p50, p99, calls/s)
     type Round = (Duration, Duration, f64);
+    // `HANGAR_BENCH_ONLY=<row>` measures that row alone (for a profiler).
+    let only = std::env::var("HANGAR_BENCH_ONLY").ok();
     let mut out: std::collections::BTreeMap<(usize, &str), Vec<Round>> = Default::default();
     for _round in 0..3 {
         for conc in [1usize, 64] {
-            for which in ["raw", "manager", "raw text", "manager text"] {
+            for which in [
+                "raw",
+                "manager",
+                "raw text",
+                "raw text+hdrs",
+                "manager text",
+            ] {
+                if only.as_deref().is_some_and(|o| o != which) {
+                    continue;
+                }
                 let start = Arc::new(tokio::sync::Barrier::new(conc + 1));
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let mut set = tokio::task::JoinSet::new();
@@ -612,6 +627,29 @@ async fn bench_manager_against_the_raw_client() {
                                     hangar_plugin::CallContext {
                                         timeout: Duration::from_secs(10),
                                         ..Default::default()
+                                    },
+                                )
+                                .await
+                                .unwrap();
+                            } else if which == "raw text+hdrs" {
+                                // What the manager's metrics layer adds to every
+                                // call: a request id, and trace context and the
+                                // request id as headers, made per call.
+                                let id = hangar_plugin::new_request_id();
+                                let headers = std::collections::HashMap::from([
+                                    (
+                                        hangar_plugin::TRACEPARENT.to_string(),
+                                        TraceContext::new_root().to_header(),
+                                    ),
+                                    (hangar_plugin::REQUEST_ID_HEADER.to_string(), id.clone()),
+                                ]);
+                                traw.call_raw(
+                                    hangar_plugin::CallKind::Execute,
+                                    &text,
+                                    hangar_plugin::CallContext {
+                                        request_id: id,
+                                        headers,
+                                        timeout: Duration::from_secs(10),
                                     },
                                 )
                                 .await
@@ -673,16 +711,23 @@ async fn bench_manager_against_the_raw_client() {
         c.sort_by(f64::total_cmp);
         (a[a.len() / 2], b[b.len() / 2], c[c.len() / 2])
     };
+    for (k, v) in &out {
+        let x = med(v);
+        println!(
+            "{:>13} c={:<2} p50={:?} p99={:?} {:.0} calls/s",
+            k.1, k.0, x.0, x.1, x.2
+        );
+    }
     for conc in [1usize, 64] {
-        for (bare, managed) in [("raw", "manager"), ("raw text", "manager text")] {
-            let r = med(&out[&(conc, bare)]);
-            let m = med(&out[&(conc, managed)]);
-            for (which, x) in [(bare, r), (managed, m)] {
-                println!(
-                    "{which:>12} c={conc:<2} p50={:?} p99={:?} {:.0} calls/s",
-                    x.0, x.1, x.2
-                );
-            }
+        for (bare, managed) in [
+            ("raw", "manager"),
+            ("raw text", "manager text"),
+            ("raw text+hdrs", "manager text"),
+        ] {
+            let (Some(r), Some(m)) = (out.get(&(conc, bare)), out.get(&(conc, managed))) else {
+                continue;
+            };
+            let (r, m) = (med(r), med(m));
             println!(
                 "{managed} / {bare} c={conc}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
                 m.0.as_secs_f64() / r.0.as_secs_f64(),
