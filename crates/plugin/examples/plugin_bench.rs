@@ -40,6 +40,10 @@
 //!   packages), run as a child process in each round when `PLUGIN_BENCH_GO`
 //!   names its binary; it reports its own figures.
 //!
+//! Latency rows of a transport are measured interleaved (see
+//! [`latencies`]), so their p50s compare like with like; throughput rows
+//! one after the other.
+//!
 //! Servers run on their own 2-thread runtime, callers on another
 //! (`PLUGIN_BENCH_SERVER_THREADS`, `PLUGIN_BENCH_CLIENT_THREADS` change
 //! either).
@@ -61,6 +65,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONCURRENCY: usize = 64;
 const LAT_CALLS: usize = 5000;
+const LAT_BATCHES: usize = 20;
 
 struct Echo;
 
@@ -111,17 +116,42 @@ type CallFn =
     Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 async fn latency(call: &CallFn) -> (Duration, Duration) {
-    for _ in 0..500 {
-        call().await;
+    latencies(std::slice::from_ref(call)).await[0]
+}
+
+/// p50 and p99 of each caller over [`LAT_CALLS`] sequential calls, taken in
+/// [`LAT_BATCHES`] turns of each caller in order, so that every row of a
+/// comparison sees the same spells of the machine: on this shared VM one
+/// caller's p50 moves between about 12 and 130 µs from one second to the
+/// next with nothing changed, which made rows measured one after the other
+/// incomparable.
+async fn latencies(calls: &[CallFn]) -> Vec<(Duration, Duration)> {
+    for c in calls {
+        for _ in 0..500 {
+            c().await;
+        }
     }
-    let mut v = Vec::with_capacity(LAT_CALLS);
-    for _ in 0..LAT_CALLS {
-        let t = Instant::now();
-        call().await;
-        v.push(t.elapsed());
+    let per = LAT_CALLS / LAT_BATCHES;
+    let mut v: Vec<Vec<Duration>> = vec![Vec::with_capacity(LAT_CALLS); calls.len()];
+    for _ in 0..LAT_BATCHES {
+        for (c, out) in calls.iter().zip(&mut v) {
+            for _ in 0..per {
+                let t = Instant::now();
+                c().await;
+                out.push(t.elapsed());
+            }
+        }
     }
-    v.sort();
-    (v[v.len() / 2], v[v.len() * 99 / 100])
+    v.into_iter()
+        .map(|mut v| {
+            v.sort();
+            (v[v.len() / 2], v[v.len() * 99 / 100])
+        })
+        .collect()
+}
+
+fn stats((p50, p99): (Duration, Duration), rps: f64) -> Stats {
+    Stats { p50, p99, rps }
 }
 
 async fn throughput(make: &(dyn Fn(usize) -> CallFn + Sync), secs: f64) -> f64 {
@@ -611,88 +641,96 @@ fn main() {
         for round in 0..rounds {
             eprintln!("round {}/{rounds}", round + 1);
             if want("unix") {
-                for (i, (sock, json)) in [(&raw_sock, false), (&json_sock, true)]
-                    .into_iter()
-                    .enumerate()
-                {
+                let mut rows = Vec::new();
+                for sock in [&raw_sock, &json_sock] {
+                    let json = sock == &json_sock;
                     let mut callers = Vec::new();
                     for _ in 0..CONCURRENCY {
                         callers.push(raw_unix_caller(sock, json).await);
                     }
-                    let single = raw_unix_caller(sock, json).await;
-                    let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
-                    results[i].push(s);
+                    rows.push((raw_unix_caller(sock, json).await, callers));
                 }
-                let s = measure(
-                    lib_caller(Arc::clone(&unix_lib)),
-                    &|_| lib_caller(Arc::clone(&unix_lib)),
-                    secs,
-                )
-                .await;
-                results[2].push(s);
-                let s = measure(
-                    lib_raw_caller(Arc::clone(&unix_rawlib)),
-                    &|_| lib_raw_caller(Arc::clone(&unix_rawlib)),
-                    secs,
-                )
-                .await;
-                results[11].push(s);
+                let (lib, rawlib) = (Arc::clone(&unix_lib), Arc::clone(&unix_rawlib));
+                let singles = [
+                    Arc::clone(&rows[0].0),
+                    Arc::clone(&rows[1].0),
+                    lib_caller(Arc::clone(&lib)),
+                    lib_raw_caller(Arc::clone(&rawlib)),
+                ];
+                let lat = latencies(&singles).await;
+                let rps = [
+                    throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
+                    throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
+                    throughput(&|_| lib_caller(Arc::clone(&lib)), secs).await,
+                    throughput(&|_| lib_raw_caller(Arc::clone(&rawlib)), secs).await,
+                ];
+                for (k, row) in [0, 1, 2, 11].into_iter().enumerate() {
+                    results[row].push(stats(lat[k], rps[k]));
+                }
             }
-            if want("http") || want("reqwest") {
-                for (i, (addr, json)) in [(raw_http, false), (json_http, true)]
-                    .into_iter()
-                    .enumerate()
-                {
+            if want("http") {
+                let mut rows = Vec::new();
+                for (addr, json) in [(raw_http, false), (json_http, true)] {
                     let mut callers = Vec::new();
                     for _ in 0..CONCURRENCY {
                         callers.push(raw_http_caller(addr, json).await);
                     }
-                    let single = raw_http_caller(addr, json).await;
-                    let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
-                    results[3 + i].push(s);
+                    rows.push((raw_http_caller(addr, json).await, callers));
                 }
-            }
-            if want("http") {
-                let s = measure(
-                    lib_caller(Arc::clone(&http_lib)),
-                    &|_| lib_caller(Arc::clone(&http_lib)),
-                    secs,
-                )
-                .await;
-                results[5].push(s);
-                let s = measure(
-                    lib_raw_caller(Arc::clone(&http_rawlib)),
-                    &|_| lib_raw_caller(Arc::clone(&http_rawlib)),
-                    secs,
-                )
-                .await;
-                results[12].push(s);
+                let (lib, rawlib) = (Arc::clone(&http_lib), Arc::clone(&http_rawlib));
+                let singles = [
+                    Arc::clone(&rows[0].0),
+                    Arc::clone(&rows[1].0),
+                    lib_caller(Arc::clone(&lib)),
+                    lib_raw_caller(Arc::clone(&rawlib)),
+                ];
+                let lat = latencies(&singles).await;
+                let rps = [
+                    throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
+                    throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
+                    throughput(&|_| lib_caller(Arc::clone(&lib)), secs).await,
+                    throughput(&|_| lib_raw_caller(Arc::clone(&rawlib)), secs).await,
+                ];
+                for (k, row) in [3, 4, 5, 12].into_iter().enumerate() {
+                    results[row].push(stats(lat[k], rps[k]));
+                }
+            } else if want("reqwest") {
+                // reqwest is measured against the raw HTTP row alone.
+                let mut callers = Vec::new();
+                for _ in 0..CONCURRENCY {
+                    callers.push(raw_http_caller(raw_http, false).await);
+                }
+                let single = raw_http_caller(raw_http, false).await;
+                let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
+                results[3].push(s);
             }
             if want("grpc") {
-                for (i, (ch, json)) in [(&raw_ch, false), (&json_ch, true)].into_iter().enumerate()
-                {
+                let mut rows = Vec::new();
+                for (ch, json) in [(&raw_ch, false), (&json_ch, true)] {
                     let single = raw_grpc_caller(ch.clone(), json).await;
                     let mut callers = Vec::new();
                     for _ in 0..CONCURRENCY {
                         callers.push(raw_grpc_caller(ch.clone(), json).await);
                     }
-                    let s = measure(single, &|i| Arc::clone(&callers[i]), secs).await;
-                    results[6 + i].push(s);
+                    rows.push((single, callers));
                 }
-                let s = measure(
-                    lib_caller(Arc::clone(&grpc_lib)),
-                    &|_| lib_caller(Arc::clone(&grpc_lib)),
-                    secs,
-                )
-                .await;
-                results[8].push(s);
-                let s = measure(
-                    lib_raw_caller(Arc::clone(&grpc_rawlib)),
-                    &|_| lib_raw_caller(Arc::clone(&grpc_rawlib)),
-                    secs,
-                )
-                .await;
-                results[13].push(s);
+                let (lib, rawlib) = (Arc::clone(&grpc_lib), Arc::clone(&grpc_rawlib));
+                let singles = [
+                    Arc::clone(&rows[0].0),
+                    Arc::clone(&rows[1].0),
+                    lib_caller(Arc::clone(&lib)),
+                    lib_raw_caller(Arc::clone(&rawlib)),
+                ];
+                let lat = latencies(&singles).await;
+                let rps = [
+                    throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
+                    throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
+                    throughput(&|_| lib_caller(Arc::clone(&lib)), secs).await,
+                    throughput(&|_| lib_raw_caller(Arc::clone(&rawlib)), secs).await,
+                ];
+                for (k, row) in [6, 7, 8, 13].into_iter().enumerate() {
+                    results[row].push(stats(lat[k], rps[k]));
+                }
             }
             if want("reqwest") {
                 let rq = reqwest::Client::builder()
