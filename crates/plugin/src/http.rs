@@ -182,7 +182,7 @@ pub struct HttpOptions {
     pub max_connections: usize,
     /// Idle connections kept for reuse (`max_idle_connections`).
     pub max_idle_connections: usize,
-    /// How long an idle connection is kept (`idle_timeout`).
+    /// How long an idle connection is kept (`idle_timeout`); zero: no limit.
     pub idle_timeout: Duration,
     /// Time to establish a connection, TLS included (`connection_timeout`).
     pub connect_timeout: Duration,
@@ -261,8 +261,56 @@ struct Idle {
 }
 
 impl HttpInner {
+    /// Pool a ready connection, unless the client is closed or the pool full;
+    /// start the reaper if it is not running.
+    fn put_back(self: &Arc<Self>, tx: Sender) {
+        {
+            let Ok(mut g) = self.idle.lock() else { return };
+            // Read under the pool's lock, which `close_now` sets it under.
+            if self.closed.load(Ordering::Acquire) || g.len() >= self.max_idle {
+                return;
+            }
+            g.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+        if !self.opts.idle_timeout.is_zero() && !self.reaper.swap(true, Ordering::AcqRel) {
+            self.start_reaper();
+        }
+    }
+
+    /// Close connections left idle past the idle timeout even when no call
+    /// comes to notice. It ends when the pool is empty (the next put-back
+    /// starts it again) or the client is gone.
+    fn start_reaper(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.reaper.store(false, Ordering::Release);
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        let every = (self.opts.idle_timeout / 2).max(Duration::from_millis(10));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.prune(Instant::now());
+                let Ok(g) = inner.idle.lock() else { return };
+                if g.is_empty() {
+                    // Under the pool's lock: a put-back after this sees the
+                    // flag down and starts a new reaper.
+                    inner.reaper.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        });
+    }
+
     /// Drop idle connections older than the idle timeout (the oldest are first).
     fn prune(&self, now: Instant) {
+        if self.opts.idle_timeout.is_zero() {
+            return;
+        }
         if let Ok(mut g) = self.idle.lock() {
             let old = g
                 .iter()
@@ -564,7 +612,8 @@ impl HttpClient {
             let Some(Idle { mut tx, since }) = idle else {
                 return Ok((self.connect().await?, false));
             };
-            if tx.is_closed() || since.elapsed() >= self.inner.opts.idle_timeout {
+            let idle_limit = self.inner.opts.idle_timeout;
+            if tx.is_closed() || (!idle_limit.is_zero() && since.elapsed() >= idle_limit) {
                 continue;
             }
             // Ready at once unless the server is closing it; either way it
@@ -575,19 +624,34 @@ impl HttpClient {
         }
     }
 
-    /// Put a connection whose exchange is complete back in the pool.
+    /// Put a connection whose exchange is complete back in the pool. One
+    /// that is not ready for another request yet (a request body still going
+    /// out after an early answer) goes back only once it is, so that no call
+    /// waits on it.
     fn checkin(&self, tx: Sender) {
-        if self.inner.max_idle == 0 || self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.max_idle == 0 {
             return;
         }
-        if let Ok(mut g) = self.inner.idle.lock() {
-            if g.len() < self.inner.max_idle {
-                g.push(Idle {
-                    tx,
-                    since: Instant::now(),
-                });
-            }
+        if tx.is_ready() {
+            self.inner.put_back(tx);
+            return;
         }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let wait = match self.inner.opts.idle_timeout {
+            d if d.is_zero() => Duration::from_secs(90),
+            d => d,
+        };
+        rt.spawn(async move {
+            let mut tx = tx;
+            if let Ok(Ok(())) = tokio::time::timeout(wait, tx.ready()).await {
+                if let Some(inner) = weak.upgrade() {
+                    inner.put_back(tx);
+                }
+            }
+        });
     }
 
     /// Open a connection (TCP, then TLS for https) within the connect timeout.
@@ -606,19 +670,9 @@ impl HttpClient {
             let addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
                 .await
                 .map_err(|e| failed(format!("cannot resolve {}: {e}", t.host)))?;
-            let mut last = None;
-            let mut tcp = None;
-            for a in addrs {
-                match TcpStream::connect(a).await {
-                    Ok(s) => {
-                        tcp = Some(s);
-                        break;
-                    }
-                    Err(e) => last = Some(format!("{a}: {e}")),
-                }
-            }
-            let tcp = tcp.ok_or_else(|| {
-                failed(last.unwrap_or_else(|| format!("{} resolves to no address", t.host)))
+            let tcp = dial(addrs.collect()).await.map_err(|e| match e {
+                Some(e) => failed(e),
+                None => failed(format!("{} resolves to no address", t.host)),
             })?;
             let _ = tcp.set_nodelay(true);
             if inner.opts.keep_alive {
@@ -644,31 +698,59 @@ impl HttpClient {
                     inner.opts.connect_timeout
                 ))
             })??;
-        if inner.max_idle > 0 && !inner.reaper.swap(true, Ordering::AcqRel) {
-            // Close connections left idle past the idle timeout even when no
-            // call comes to notice; ends once the client is gone.
-            let weak = Arc::downgrade(inner);
-            let every = (inner.opts.idle_timeout / 2).max(Duration::from_millis(10));
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    inner.prune(Instant::now());
-                }
-            });
-        }
         Ok(tx)
     }
 
     /// Drop the connection pool. Idempotent; later calls fail with
     /// `TRANSPORT_1301` (calls in flight finish on their connections).
     pub fn close_now(&self) {
-        self.inner.closed.store(true, Ordering::Release);
         if let Ok(mut g) = self.inner.idle.lock() {
+            self.inner.closed.store(true, Ordering::Release);
             g.clear();
+        } else {
+            self.inner.closed.store(true, Ordering::Release);
         }
         if let Some(s) = &self.inner.limit {
             s.close();
+        }
+    }
+}
+
+/// How long a connection attempt runs alone before the next address is
+/// tried beside it (RFC 8305's "connection attempt delay").
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connect to the first of `addrs` that answers. Attempts start in order,
+/// each `ATTEMPT_DELAY` after the last unless that one failed first, so an
+/// address that drops connection attempts (an IPv6 route that goes nowhere)
+/// delays the call by that much, not by the whole connect timeout. The error
+/// names the last address that failed (`None`: there was none).
+async fn dial(addrs: Vec<SocketAddr>) -> Result<TcpStream, Option<String>> {
+    let mut next = addrs.into_iter();
+    // Dropped (the call ended or another attempt won): the rest are aborted.
+    let mut running = tokio::task::JoinSet::new();
+    let mut last = None;
+    let start = |set: &mut tokio::task::JoinSet<_>, a: SocketAddr| {
+        set.spawn(async move { (a, TcpStream::connect(a).await) });
+    };
+    loop {
+        if running.is_empty() {
+            match next.next() {
+                Some(a) => start(&mut running, a),
+                None => return Err(last),
+            }
+        }
+        tokio::select! {
+            Some(done) = running.join_next() => match done {
+                Ok((_, Ok(s))) => return Ok(s),
+                Ok((a, Err(e))) => last = Some(format!("{a}: {e}")),
+                Err(e) => last = Some(format!("a connection attempt failed: {e}")),
+            },
+            _ = tokio::time::sleep(ATTEMPT_DELAY), if next.len() > 0 => {
+                if let Some(a) = next.next() {
+                    start(&mut running, a);
+                }
+            }
         }
     }
 }
@@ -1112,6 +1194,41 @@ mod tests {
         assert_eq!(parse_go_duration(""), None);
         assert_eq!(parse_go_duration("5 parsecs"), None);
         assert_eq!(go_duration(Duration::from_secs(2)), "2000ms");
+    }
+
+    /// An address that drops connection attempts (here a listener whose
+    /// accept queue is full, so the kernel drops the SYNs) delays the
+    /// connection by one attempt delay, not by the kernel's retransmissions.
+    #[tokio::test]
+    async fn a_silent_address_does_not_stall_the_next() {
+        let silent = tokio::net::TcpSocket::new_v4().expect("socket");
+        silent
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let silent = silent.listen(1).expect("listen");
+        let hole = silent.local_addr().expect("addr");
+        // Fill the accept queue; the first attempt that hangs proves it full.
+        let mut held = Vec::new();
+        loop {
+            let attempt =
+                tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(hole));
+            match attempt.await {
+                Ok(Ok(s)) => held.push(s),
+                Ok(Err(e)) => panic!("connect to the silent listener: {e}"),
+                Err(_) => break,
+            }
+            assert!(held.len() < 64, "the accept queue never filled");
+        }
+        let good = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let good_addr = good.local_addr().expect("addr");
+        let t0 = Instant::now();
+        let s = tokio::time::timeout(Duration::from_secs(5), dial(vec![hole, good_addr]))
+            .await
+            .expect("dial waited on the silent address")
+            .expect("dial");
+        assert_eq!(s.peer_addr().expect("peer"), good_addr);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_eq!(dial(vec![]).await.err(), Some(None));
     }
 
     #[test]

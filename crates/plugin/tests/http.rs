@@ -585,3 +585,71 @@ async fn an_ipv6_literal_endpoint_is_reached() {
         .expect("call over IPv6");
     assert_eq!(r["echo"], json!("v6"));
 }
+
+/// A server that answers a large request at once, without reading its body,
+/// and keeps the connection open: the client's request body is still going
+/// out when the answer is in. That connection must not be handed to the next
+/// call, which would wait on it until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_sending_is_not_handed_to_the_next_call() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body_at = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break 0,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..body_at]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let big = len > 1 << 20;
+            if !big {
+                while buf.len() < body_at + len {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+            }
+            let body = format!(r#"{{"data":{big},"request_id":"x"}}"#);
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+            // Neither read nor closed: the client's body stays unsent.
+            held.push(s);
+        }
+    });
+    let c = HttpClient::new(HttpOptions::new(format!("http://{addr}/"))).expect("client");
+    let r = c
+        .call(CallKind::Execute, json!("x".repeat(16 << 20)), ctx(10_000))
+        .await
+        .expect("the early answer");
+    assert_eq!(r, json!(true));
+    let t0 = std::time::Instant::now();
+    let r = c
+        .call(CallKind::Execute, json!("small"), ctx(3000))
+        .await
+        .expect("the next call, on a connection of its own");
+    assert_eq!(r, json!(false));
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
