@@ -150,8 +150,34 @@ async fn latencies(calls: &[CallFn]) -> Vec<(Duration, Duration)> {
         .collect()
 }
 
-fn stats((p50, p99): (Duration, Duration), rps: f64) -> Stats {
-    Stats { p50, p99, rps }
+/// One transport's four rows: raw and raw JSON (`rows`: a caller for
+/// latency and [`CONCURRENCY`] for throughput each), then the library's
+/// client with `Value` and with text. Latency interleaved, throughput one
+/// row after the other.
+async fn group(
+    rows: &[(CallFn, Vec<CallFn>)],
+    lib: &Arc<dyn Transport>,
+    rawlib: &Arc<dyn Transport>,
+    secs: f64,
+) -> [Stats; 4] {
+    let singles = [
+        Arc::clone(&rows[0].0),
+        Arc::clone(&rows[1].0),
+        lib_caller(Arc::clone(lib)),
+        lib_raw_caller(Arc::clone(rawlib)),
+    ];
+    let lat = latencies(&singles).await;
+    let rps = [
+        throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
+        throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
+        throughput(&|_| lib_caller(Arc::clone(lib)), secs).await,
+        throughput(&|_| lib_raw_caller(Arc::clone(rawlib)), secs).await,
+    ];
+    std::array::from_fn(|k| Stats {
+        p50: lat[k].0,
+        p99: lat[k].1,
+        rps: rps[k],
+    })
 }
 
 async fn throughput(make: &(dyn Fn(usize) -> CallFn + Sync), secs: f64) -> f64 {
@@ -650,22 +676,9 @@ fn main() {
                     }
                     rows.push((raw_unix_caller(sock, json).await, callers));
                 }
-                let (lib, rawlib) = (Arc::clone(&unix_lib), Arc::clone(&unix_rawlib));
-                let singles = [
-                    Arc::clone(&rows[0].0),
-                    Arc::clone(&rows[1].0),
-                    lib_caller(Arc::clone(&lib)),
-                    lib_raw_caller(Arc::clone(&rawlib)),
-                ];
-                let lat = latencies(&singles).await;
-                let rps = [
-                    throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
-                    throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
-                    throughput(&|_| lib_caller(Arc::clone(&lib)), secs).await,
-                    throughput(&|_| lib_raw_caller(Arc::clone(&rawlib)), secs).await,
-                ];
+                let st = group(&rows, &unix_lib, &unix_rawlib, secs).await;
                 for (k, row) in [0, 1, 2, 11].into_iter().enumerate() {
-                    results[row].push(stats(lat[k], rps[k]));
+                    results[row].push(st[k]);
                 }
             }
             if want("http") {
@@ -677,22 +690,9 @@ fn main() {
                     }
                     rows.push((raw_http_caller(addr, json).await, callers));
                 }
-                let (lib, rawlib) = (Arc::clone(&http_lib), Arc::clone(&http_rawlib));
-                let singles = [
-                    Arc::clone(&rows[0].0),
-                    Arc::clone(&rows[1].0),
-                    lib_caller(Arc::clone(&lib)),
-                    lib_raw_caller(Arc::clone(&rawlib)),
-                ];
-                let lat = latencies(&singles).await;
-                let rps = [
-                    throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
-                    throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
-                    throughput(&|_| lib_caller(Arc::clone(&lib)), secs).await,
-                    throughput(&|_| lib_raw_caller(Arc::clone(&rawlib)), secs).await,
-                ];
+                let st = group(&rows, &http_lib, &http_rawlib, secs).await;
                 for (k, row) in [3, 4, 5, 12].into_iter().enumerate() {
-                    results[row].push(stats(lat[k], rps[k]));
+                    results[row].push(st[k]);
                 }
             } else if want("reqwest") {
                 // reqwest is measured against the raw HTTP row alone.
@@ -714,22 +714,9 @@ fn main() {
                     }
                     rows.push((single, callers));
                 }
-                let (lib, rawlib) = (Arc::clone(&grpc_lib), Arc::clone(&grpc_rawlib));
-                let singles = [
-                    Arc::clone(&rows[0].0),
-                    Arc::clone(&rows[1].0),
-                    lib_caller(Arc::clone(&lib)),
-                    lib_raw_caller(Arc::clone(&rawlib)),
-                ];
-                let lat = latencies(&singles).await;
-                let rps = [
-                    throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
-                    throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
-                    throughput(&|_| lib_caller(Arc::clone(&lib)), secs).await,
-                    throughput(&|_| lib_raw_caller(Arc::clone(&rawlib)), secs).await,
-                ];
+                let st = group(&rows, &grpc_lib, &grpc_rawlib, secs).await;
                 for (k, row) in [6, 7, 8, 13].into_iter().enumerate() {
-                    results[row].push(stats(lat[k], rps[k]));
+                    results[row].push(st[k]);
                 }
             }
             if want("reqwest") {

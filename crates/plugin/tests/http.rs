@@ -187,16 +187,7 @@ async fn capture() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<Stri
             buf.extend_from_slice(&chunk[..n]);
         }
         let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-        let body = r#"{"data":"ok","request_id":"x"}"#;
-        let _ = s
-            .write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
-            )
-            .await;
+        answer(&mut s, r#""ok""#).await;
     });
     (addr, rx)
 }
@@ -468,6 +459,54 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(per_conn, vec![1, 1], "requests per connection");
 }
 
+/// Read a request's head, byte by byte so that nothing of the body is
+/// taken; its `Content-Length` (`None`: the peer closed first).
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<usize> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => head.push(b[0]),
+        }
+    }
+    Some(
+        String::from_utf8_lossy(&head)
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Read and drop `len` bytes of body; false if the peer closed first.
+async fn skip_body(s: &mut tokio::net::TcpStream, len: usize) -> bool {
+    let mut left = len;
+    let mut chunk = [0u8; 4096];
+    while left > 0 {
+        match s.read(&mut chunk[..left.min(4096)]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => left -= k,
+        }
+    }
+    true
+}
+
+/// Answer with an envelope whose `data` is `data` (JSON), keep-alive.
+async fn answer(s: &mut tokio::net::TcpStream, data: &str) {
+    let body = format!(r#"{{"data":{data},"request_id":"x"}}"#);
+    let _ = s
+        .write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+}
+
 /// A server that answers one request per connection with the connection's
 /// number in `data` (keep-alive, no `Connection: close`) and closes it 20 ms
 /// later, as a server's own idle timeout does.
@@ -481,39 +520,13 @@ async fn one_answer_per_connection() -> std::net::SocketAddr {
         while let Ok((mut s, _)) = l.accept().await {
             n += 1;
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let body_at = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    }
+                let Some(len) = read_head(&mut s).await else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&buf[..body_at]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                while buf.len() < body_at + len {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    }
+                if !skip_body(&mut s, len).await {
+                    return;
                 }
-                let body = format!(r#"{{"data":{n},"request_id":"x"}}"#);
-                let _ = s
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
+                answer(&mut s, &n.to_string()).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             });
         }
@@ -599,42 +612,12 @@ async fn a_connection_still_sending_is_not_handed_to_the_next_call() {
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((mut s, _)) = l.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body_at = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                match s.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break 0,
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..body_at]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let len = read_head(&mut s).await.unwrap_or(0);
             let big = len > 1 << 20;
             if !big {
-                while buf.len() < body_at + len {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    }
-                }
+                skip_body(&mut s, len).await;
             }
-            let body = format!(r#"{{"data":{big},"request_id":"x"}}"#);
-            let _ = s
-                .write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                )
-                .await;
+            answer(&mut s, &big.to_string()).await;
             // Neither read nor closed: the client's body stays unsent.
             held.push(s);
         }
