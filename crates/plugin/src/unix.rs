@@ -653,16 +653,90 @@ impl Waiter {
     }
 }
 
+/// A call waiting for its answer, until its deadline.
+struct Waiting {
+    waiter: Waiter,
+    /// When the connection's sweeper answers it with a timeout (none:
+    /// never).
+    deadline: Option<tokio::time::Instant>,
+    /// What the call was given, for that answer.
+    timeout: Duration,
+}
+
+/// The calls of a connection waiting for answers, and the deadline its
+/// sweeper sleeps until.
+#[derive(Default)]
+struct Calls {
+    waiting: HashMap<String, Waiting>,
+    /// The earliest deadline the sweeper knows of (none: it waits for a
+    /// call). Only ever moved earlier by a caller, under the lock, so a
+    /// deadline is never missed.
+    next: Option<tokio::time::Instant>,
+}
+
 struct Pending {
-    map: Mutex<HashMap<String, Waiter>>,
+    map: Mutex<Calls>,
     alive: AtomicBool,
+    /// Wakes the sweeper for a deadline earlier than the one it sleeps to.
+    sweep: tokio::sync::Notify,
 }
 
 impl Pending {
     fn fail_all(&self) {
         self.alive.store(false, Ordering::SeqCst);
         if let Ok(mut m) = self.map.lock() {
-            m.clear();
+            m.waiting.clear();
+        }
+    }
+
+    /// Answer every call past its deadline with a timeout, and set the next
+    /// deadline to sleep until.
+    fn expire(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let mut late = Vec::new();
+        let next = {
+            let Ok(mut m) = self.map.lock() else {
+                return None;
+            };
+            let ids: Vec<String> = m
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                late.extend(m.waiting.remove(&id));
+            }
+            m.next = m.waiting.values().filter_map(|w| w.deadline).min();
+            m.next
+        };
+        for w in late {
+            w.waiter.send(Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no answer within {:?}", w.timeout),
+            )));
+        }
+        next
+    }
+
+    /// Time out the calls of this connection: one timer for all of them,
+    /// set to the earliest deadline, rather than one per call.
+    async fn sweep(self: Arc<Pending>) {
+        loop {
+            let woken = self.sweep.notified();
+            let next = match self.map.lock() {
+                Ok(m) => m.next,
+                Err(_) => return,
+            };
+            match next {
+                None => woken.await,
+                Some(d) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(d) => {}
+                        _ = woken => {}
+                    }
+                }
+            }
+            self.expire(tokio::time::Instant::now());
         }
     }
 }
@@ -711,8 +785,9 @@ impl Mux {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let pending = Arc::new(Pending {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Calls::default()),
             alive: AtomicBool::new(true),
+            sweep: tokio::sync::Notify::new(),
         });
         let writer = Arc::new(FrameSink::new(w, Some(Arc::clone(&pending))));
         let p = Arc::clone(&pending);
@@ -720,9 +795,9 @@ impl Mux {
             let mut r = FrameReader::new(r);
             while let Ok(Some(body)) = r.next().await {
                 let ok = decode_answer_raw(body, |id, answer| {
-                    let waiter = p.map.lock().ok().and_then(|mut m| m.remove(id));
-                    if let Some(w) = waiter {
-                        w.send(answer);
+                    let waiting = p.map.lock().ok().and_then(|mut m| m.waiting.remove(id));
+                    if let Some(w) = waiting {
+                        w.waiter.send(answer);
                     }
                 });
                 if !ok {
@@ -732,11 +807,12 @@ impl Mux {
             // Connection gone: every waiter learns it (its sender is dropped).
             p.fail_all();
         });
+        let sweeper = tokio::spawn(Arc::clone(&pending).sweep());
         Mux {
             writer,
             pending,
             inflight: AtomicUsize::new(0),
-            tasks: vec![reader.abort_handle()],
+            tasks: vec![reader.abort_handle(), sweeper.abort_handle()],
             err,
             seq: AtomicU64::new(1),
         }
@@ -777,18 +853,38 @@ impl Mux {
         } else {
             ctx.request_id.clone()
         };
-        {
+        // The whole call, sending included, ends at the timeout: a plugin
+        // that stops reading must not hold its caller past it (the manager
+        // adds no timer of its own over this transport). The wait for the
+        // answer is timed by the connection's sweeper.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let earlier = {
             let mut m = self
                 .pending
                 .map
                 .lock()
                 .map_err(|_| Error::new(self.err, "connection state poisoned"))?;
-            if m.contains_key(&id) {
+            if m.waiting.contains_key(&id) {
                 // The same request id twice at once on one connection (a
                 // retry racing its first attempt): keep them apart.
                 id = format!("{id}#{}", self.seq.fetch_add(1, Ordering::Relaxed));
             }
-            m.insert(id.clone(), done);
+            m.waiting.insert(
+                id.clone(),
+                Waiting {
+                    waiter: done,
+                    deadline,
+                    timeout,
+                },
+            );
+            let earlier = deadline.is_some_and(|d| m.next.is_none_or(|n| d < n));
+            if earlier {
+                m.next = deadline;
+            }
+            earlier
+        };
+        if earlier {
+            self.pending.sweep.notify_one();
         }
         if !self.is_alive() {
             self.forget(&id);
@@ -823,10 +919,6 @@ impl Mux {
             self.forget(&id);
             return Err(e);
         }
-        // The whole call, sending included, ends at the timeout: a plugin
-        // that stops reading must not hold its caller past it (the manager
-        // adds no timer of its own over this transport).
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
         let timed_out = || Error::new(ErrorKind::Timeout, format!("no answer within {timeout:?}"));
         let flushed = match deadline {
             Some(d) => tokio::time::timeout_at(d, self.writer.flush()).await,
@@ -845,23 +937,28 @@ impl Mux {
             }
             Ok(Ok(())) => {}
         }
-        let answer = match deadline {
-            Some(d) => tokio::time::timeout_at(d, wait).await,
-            None => Ok(wait.await),
-        };
-        match answer {
-            Err(_) => {
-                self.forget(&id);
-                Err(timed_out())
+        // Answered by the reader, timed out by the sweeper, or dropped with
+        // the connection; a caller that gives up takes its entry with it.
+        struct Forget<'a>(&'a Mux, &'a str, bool);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    self.0.forget(self.1);
+                }
             }
-            Ok(Err(_)) => Err(Error::new(self.err, "the connection closed mid-call")),
-            Ok(Ok(answer)) => answer,
+        }
+        let mut forget = Forget(self, &id, true);
+        let answer = wait.await;
+        forget.2 = false;
+        match answer {
+            Err(_) => Err(Error::new(self.err, "the connection closed mid-call")),
+            Ok(answer) => answer,
         }
     }
 
     fn forget(&self, id: &str) {
         if let Ok(mut m) = self.pending.map.lock() {
-            m.remove(id);
+            m.waiting.remove(id);
         }
     }
 }

@@ -207,6 +207,52 @@ async fn a_slow_plugin_times_out_and_the_connection_survives() {
     assert_eq!(ok, json!(3));
 }
 
+/// One timer serves every call of a connection: a call with a short timeout
+/// that starts while one with a long timeout waits must still end at its
+/// own deadline, and the long one must not be cut short by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_deadline_behind_a_long_one_on_one_connection_is_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect_with(UnixOptions {
+        max_connections: 1,
+        ..UnixOptions::new(&path)
+    })
+    .await
+    .expect("connect");
+    let long = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let t = Instant::now();
+            let r = c
+                .call(CallKind::Execute, add(2, 3, 1500), ctx(30_000))
+                .await;
+            (r, t.elapsed())
+        }
+    });
+    // The long call is on the wire before the short one starts.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    let e = c
+        .call(CallKind::Execute, add(1, 1, 30_000), ctx(200))
+        .await
+        .expect_err("too slow");
+    let took = t.elapsed();
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(e.message.contains("200ms"), "{e}");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1200),
+        "the short call ended after {took:?}"
+    );
+    let (r, took) = long.await.expect("join");
+    assert_eq!(r.expect("the long call is answered"), json!(5));
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+    assert_eq!(c.connections(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_dies_mid_call_is_a_retryable_transport_error_and_it_can_come_back() {
     let dir = tempfile::tempdir().expect("tmp");
