@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The header carrying trace context to plugins.
 pub const TRACEPARENT: &str = "traceparent";
-/// The header carrying the request id to plugins.
+/// The HTTP header and gRPC metadata key carrying the request id. Every
+/// transport's envelope carries it as `request_id` too (the plugin's
+/// `Call::request_id`), so it is not added to a call's header map.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Context of one call (seed `ExecutionContext`).

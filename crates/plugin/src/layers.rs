@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::balance::Balancer;
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::error::{Error, ErrorKind};
-use crate::metrics::Metrics;
+use crate::metrics::{Meter, Metrics};
 use crate::rate::TokenBucket;
 use crate::transport::{BoxFuture, CallContext, CallKind, Transport};
 use crate::RetryConfig;
@@ -387,23 +387,40 @@ impl Service for RateLimit {
 pub struct Metered {
     metrics: Arc<Metrics>,
     inner: BoxService,
+    /// The series of the plugin this layer's calls are for, resolved on the
+    /// first call (a manager builds one stack per plugin).
+    meter: std::sync::OnceLock<(Arc<str>, Meter)>,
 }
 
 impl Metered {
     /// Record `inner`'s calls in `metrics`.
     pub fn layer(metrics: Arc<Metrics>, inner: BoxService) -> BoxService {
-        Arc::new(Metered { metrics, inner })
+        Arc::new(Metered {
+            metrics,
+            inner,
+            meter: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// `plugin`'s series: the cached ones while they are `plugin`'s and
+    /// current, else looked up (none for a plugin forgotten).
+    fn meter(&self, plugin: &Arc<str>) -> Option<Meter> {
+        if let Some((name, m)) = self.meter.get() {
+            if name == plugin && !m.is_stale() {
+                return Some(m.clone());
+            }
+        }
+        let m = self.metrics.meter(plugin)?;
+        let _ = self.meter.set((Arc::clone(plugin), m.clone()));
+        Some(m)
     }
 }
 
 impl Service for Metered {
     fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let m = Arc::clone(&self.metrics);
+        let meter = self.meter(&call.plugin);
         let tc = crate::context::TraceContext::propagate(&mut call.ctx.headers);
-        call.ctx
-            .headers
-            .entry(crate::context::REQUEST_ID_HEADER.to_string())
-            .or_insert_with(|| call.ctx.request_id.clone());
         let span = tracing::info_span!(
             "plugin_call",
             plugin = %call.plugin,
@@ -415,11 +432,16 @@ impl Service for Metered {
         let fut = self.inner.call(call);
         Box::pin(
             async move {
-                m.call_started(&plugin);
+                let Some(meter) = meter else {
+                    // Forgotten: not counted.
+                    return fut.await;
+                };
+                m.started(&meter);
                 let t0 = tokio::time::Instant::now();
                 // Record even when the caller drops the call mid-way.
                 struct Done<'a> {
                     m: &'a Metrics,
+                    meter: &'a Meter,
                     plugin: &'a str,
                     t0: tokio::time::Instant,
                     armed: bool,
@@ -429,19 +451,20 @@ impl Service for Metered {
                         if self.armed {
                             let e = Error::new(ErrorKind::Timeout, "cancelled by the caller");
                             self.m
-                                .call_finished(self.plugin, self.t0.elapsed(), Err(&e));
+                                .finished(self.meter, self.plugin, self.t0.elapsed(), Err(&e));
                         }
                     }
                 }
                 let mut done = Done {
                     m: &m,
+                    meter: &meter,
                     plugin: &plugin,
                     t0,
                     armed: true,
                 };
                 let r = fut.await;
                 done.armed = false;
-                m.call_finished(&plugin, t0.elapsed(), r.as_ref().map(|_| ()));
+                m.finished(&meter, &plugin, t0.elapsed(), r.as_ref().map(|_| ()));
                 if let Err(e) = &r {
                     tracing::debug!(error = %e, "plugin call failed");
                 }
@@ -468,6 +491,10 @@ impl Service for Deadline {
     fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
         let deadline = call.deadline;
         let cancel = call.cancel.clone();
+        if deadline.is_none() && cancel.is_none() {
+            // Nothing bounds it here: no second future around the call.
+            return self.inner.call(call);
+        }
         let fut = self.inner.call(call);
         Box::pin(async move {
             let bounded = async {

@@ -169,6 +169,8 @@ impl InFlight {
 
 /// One live plugin.
 pub(crate) struct Entry {
+    /// `cfg.name`, shared by every call of it.
+    pub(crate) name: Arc<str>,
     pub(crate) cfg: PluginConfig,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) service: BoxService,
@@ -564,6 +566,7 @@ impl Manager {
             Some(breaker_listener),
         );
         Arc::new(Entry {
+            name: Arc::from(p.name.as_str()),
             breaker: Arc::clone(guard.breaker()),
             service: Arc::clone(guard.service()),
             bounded: Deadline::layer(Arc::clone(guard.service())),
@@ -667,9 +670,9 @@ impl Manager {
         Err(not_found(name))
     }
 
-    fn make_call(&self, plugin: &str, kind: CallKind, data: Body, o: ExecOptions) -> Call {
+    fn make_call(&self, plugin: Arc<str>, kind: CallKind, data: Body, o: ExecOptions) -> Call {
         Call {
-            plugin: Arc::from(plugin),
+            plugin,
             kind,
             data,
             ctx: CallContext {
@@ -740,7 +743,7 @@ impl Manager {
         let e = self.lookup(name)?;
         let _all = self.inner.all_inflight.enter();
         let _one = e.inflight.enter();
-        let call = self.make_call(name, kind, data, opts);
+        let call = self.make_call(Arc::clone(&e.name), kind, data, opts);
         e.bounded.call(call).await.map_err(|mut err| {
             err.plugin.get_or_insert_with(|| name.to_string());
             err
@@ -780,7 +783,12 @@ impl Manager {
                 }
             }))
         });
-        let call = self.make_call(group, CallKind::Execute, Body::Value(Arc::new(data)), opts);
+        let call = self.make_call(
+            Arc::from(group),
+            CallKind::Execute,
+            Body::Value(Arc::new(data)),
+            opts,
+        );
         Deadline::layer(Failover::layer(b, resolve))
             .call(call)
             .await?

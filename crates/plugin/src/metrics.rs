@@ -20,7 +20,8 @@
 //! `traceparent` header (see [`crate::TraceContext`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -149,11 +150,14 @@ pub struct Metrics {
 
 /// The plugins being counted, and those forgotten since: a call or health
 /// check that ends after its plugin was removed must not bring its series
-/// back. Every write to a plugin's series holds this lock (read), and
-/// [`Metrics::forget`] holds it (write), so the two never interleave.
+/// back. Every write through a family (`get_or_create`, which would make a
+/// removed series again) holds this lock (read), and [`Metrics::forget`]
+/// holds it (write), so the two never interleave. Writes to series already
+/// resolved ([`Handles`]) need no lock: once forgotten, they are detached
+/// from the registry and count nowhere.
 #[derive(Default)]
 struct State {
-    handles: HashMap<String, Handles>,
+    handles: HashMap<String, Arc<Handles>>,
     gone: HashSet<String>,
 }
 
@@ -163,6 +167,22 @@ struct Handles {
     duration: Histogram,
     ok: Counter,
     stats: Mutex<Stats>,
+    /// Set by [`Metrics::forget`]: a [`Meter`] holding these resolves again.
+    forgotten: AtomicBool,
+}
+
+/// One plugin's series, resolved once for the calls of a layer
+/// ([`Metrics::meter`]): a call's start and end then take no lock on the
+/// registry and hash no name, and both land on the same series even when
+/// the plugin is forgotten and added back in between.
+#[derive(Clone)]
+pub(crate) struct Meter(Arc<Handles>);
+
+impl Meter {
+    /// Whether the plugin was forgotten since this was resolved.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.0.forgotten.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -236,7 +256,7 @@ impl Metrics {
 
     /// Run `f` on `plugin`'s series (made on first use), unless the plugin
     /// was forgotten. The state stays locked while `f` runs.
-    fn live<R>(&self, plugin: &str, f: impl FnOnce(&Handles) -> R) -> Option<R> {
+    fn live<R>(&self, plugin: &str, f: impl FnOnce(&Arc<Handles>) -> R) -> Option<R> {
         {
             let st = self.state.read().unwrap_or_else(|p| p.into_inner());
             if let Some(h) = st.handles.get(plugin) {
@@ -252,7 +272,7 @@ impl Metrics {
         }
         let h = st.handles.entry(plugin.to_string()).or_insert_with(|| {
             let l = Self::label(plugin);
-            Handles {
+            Arc::new(Handles {
                 active: self.active.get_or_create(&l).clone(),
                 duration: self.duration.get_or_create(&l).clone(),
                 ok: self
@@ -263,7 +283,8 @@ impl Metrics {
                     })
                     .clone(),
                 stats: Mutex::new(Stats::default()),
-            }
+                forgotten: AtomicBool::new(false),
+            })
         });
         Some(f(h))
     }
@@ -283,54 +304,83 @@ impl Metrics {
         }
     }
 
+    /// `plugin`'s series, resolved for [`Metrics::started`] and
+    /// [`Metrics::finished`] (none once it is forgotten).
+    pub(crate) fn meter(&self, plugin: &str) -> Option<Meter> {
+        self.live(plugin, |h| Meter(Arc::clone(h)))
+    }
+
     /// A call to `plugin` starts.
     pub fn call_started(&self, plugin: &str) {
-        self.live(plugin, |h| {
-            h.active.inc();
-            h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
-        });
+        if let Some(m) = self.meter(plugin) {
+            self.started(&m);
+        }
     }
 
     /// A call to `plugin` ended after `took`.
     pub fn call_finished(&self, plugin: &str, took: Duration, result: Result<(), &Error>) {
-        self.live(plugin, |h| {
-            h.active.dec();
-            match result {
-                Ok(()) => {
-                    h.ok.inc();
-                }
-                Err(e) => {
+        if let Some(m) = self.meter(plugin) {
+            self.finished(&m, plugin, took, result);
+        }
+    }
+
+    /// A call starts, on series resolved before.
+    pub(crate) fn started(&self, m: &Meter) {
+        let h = &m.0;
+        h.active.inc();
+        h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
+    }
+
+    /// A call of `plugin` ended after `took`, on the series its start used.
+    pub(crate) fn finished(
+        &self,
+        m: &Meter,
+        plugin: &str,
+        took: Duration,
+        result: Result<(), &Error>,
+    ) {
+        let h = &m.0;
+        h.active.dec();
+        match result {
+            Ok(()) => {
+                h.ok.inc();
+            }
+            // A family write: under the state lock (`live`), and not for a
+            // plugin forgotten since (it would bring the series back).
+            Err(_) if m.is_stale() => {}
+            Err(e) => {
+                self.live(plugin, |_| {
                     self.requests
                         .get_or_create(&OutcomeLabel {
                             plugin: plugin.to_string(),
                             outcome: e.code().to_string(),
                         })
                         .inc();
+                });
+            }
+        }
+        h.duration.observe(took.as_secs_f64());
+        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
+        s.active -= 1;
+        s.total += 1;
+        s.latency_total += took;
+        s.min = Some(s.min.map_or(took, |m| m.min(took)));
+        s.max = Some(s.max.map_or(took, |m| m.max(took)));
+        match result {
+            Ok(()) => s.ok += 1,
+            Err(e) => {
+                s.failed += 1;
+                s.outcomes.insert(e.code());
+                match e.kind {
+                    ErrorKind::Timeout => s.timeout += 1,
+                    ErrorKind::ConnectionFailed | ErrorKind::Transport => s.connection += 1,
+                    ErrorKind::CircuitOpen
+                    | ErrorKind::RateLimited
+                    | ErrorKind::NoAvailablePlugins => s.refused += 1,
+                    _ => s.other += 1,
                 }
             }
-            h.duration.observe(took.as_secs_f64());
-            let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
-            s.active -= 1;
-            s.total += 1;
-            s.latency_total += took;
-            s.min = Some(s.min.map_or(took, |m| m.min(took)));
-            s.max = Some(s.max.map_or(took, |m| m.max(took)));
-            match result {
-                Ok(()) => s.ok += 1,
-                Err(e) => {
-                    s.failed += 1;
-                    s.outcomes.insert(e.code());
-                    match e.kind {
-                        ErrorKind::Timeout => s.timeout += 1,
-                        ErrorKind::ConnectionFailed | ErrorKind::Transport => s.connection += 1,
-                        ErrorKind::CircuitOpen
-                        | ErrorKind::RateLimited
-                        | ErrorKind::NoAvailablePlugins => s.refused += 1,
-                        _ => s.other += 1,
-                    }
-                }
-            }
-        });
+        }
     }
 
     /// The breaker of `plugin` is now in `state`; `tripped` when it just opened.
@@ -378,6 +428,9 @@ impl Metrics {
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         st.gone.insert(plugin.to_string());
         let gone = st.handles.remove(plugin);
+        if let Some(h) = &gone {
+            h.forgotten.store(true, Ordering::Relaxed);
+        }
         let l = Self::label(plugin);
         self.active.remove(&l);
         self.duration.remove(&l);

@@ -47,7 +47,9 @@ async fn a_call_goes_through_the_stack_with_auth_trace_and_request_id_headers() 
     assert_eq!(out["echo"], json!({"x": 1}));
     let h = &out["headers"];
     assert_eq!(h["X-API-Key"], "s3cret");
-    assert_eq!(h["x-request-id"], "req-42");
+    assert_eq!(out["request_id"], "req-42");
+    // It travels in the envelope, not twice.
+    assert!(h.get(hangar_plugin::REQUEST_ID_HEADER).is_none(), "{h}");
     let tc = TraceContext::parse(h["traceparent"].as_str().unwrap()).unwrap();
     assert_eq!(tc.trace_id, parent.trace_id, "same trace");
     assert_ne!(tc.span_id, parent.span_id, "a child span");
@@ -632,17 +634,13 @@ async fn bench_manager_against_the_raw_client() {
                                 .await
                                 .unwrap();
                             } else if which == "raw text+hdrs" {
-                                // What the manager's metrics layer adds to every
-                                // call: a request id, and trace context and the
-                                // request id as headers, made per call.
+                                // What the manager adds to every call: a request
+                                // id, and trace context as a header, made per call.
                                 let id = hangar_plugin::new_request_id();
-                                let headers = std::collections::HashMap::from([
-                                    (
-                                        hangar_plugin::TRACEPARENT.to_string(),
-                                        TraceContext::new_root().to_header(),
-                                    ),
-                                    (hangar_plugin::REQUEST_ID_HEADER.to_string(), id.clone()),
-                                ]);
+                                let headers = std::collections::HashMap::from([(
+                                    hangar_plugin::TRACEPARENT.to_string(),
+                                    TraceContext::new_root().to_header(),
+                                )]);
                                 traw.call_raw(
                                     hangar_plugin::CallKind::Execute,
                                     &text,

@@ -194,3 +194,53 @@ fn a_removed_plugin_stays_gone_from_the_metrics_until_it_is_added_back() {
         .contains("hangar_plugin_requests_total{plugin=\"gone\",outcome=\"ok\"} 1"));
     assert_eq!(m.report().plugins["gone"].total_requests, 1);
 }
+
+/// A call that started before its plugin was removed and added back ends on
+/// the series it started on: the new series neither sees it end (which
+/// would leave it at -1 calls in flight) nor counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_across_a_remove_and_add_back_leaves_the_new_series_balanced() {
+    use hangar_plugin::layers::{service_fn, Call, Metered};
+    use hangar_plugin::Metrics;
+
+    let m = Arc::new(Metrics::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = Arc::clone(&gate);
+    let svc = Metered::layer(
+        Arc::clone(&m),
+        service_fn(move |_c: Call| {
+            let g = Arc::clone(&g);
+            async move {
+                g.notified().await;
+                Ok::<_, hangar_plugin::Error>(json!(1))
+            }
+        }),
+    );
+    let call = tokio::spawn({
+        let svc = Arc::clone(&svc);
+        async move { svc.call(Call::new("p", json!({}))).await }
+    });
+    let t0 = std::time::Instant::now();
+    while m.report().global.active_requests != 1 {
+        assert!(t0.elapsed().as_secs() < 10, "the call never started");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    m.forget("p");
+    m.track("p");
+    gate.notify_one();
+    call.await.expect("join").expect("call");
+    let r = m.report();
+    assert_eq!(r.global.active_requests, 0, "{r:?}");
+    assert_eq!(
+        r.plugins.get("p").map_or(0, |p| p.total_requests),
+        0,
+        "{r:?}"
+    );
+
+    // Calls after the add back are counted on the new series.
+    gate.notify_one();
+    svc.call(Call::new("p", json!({}))).await.expect("call");
+    let r = m.report();
+    assert_eq!(r.plugins["p"].total_requests, 1, "{r:?}");
+    assert_eq!(r.plugins["p"].active_requests, 0, "{r:?}");
+}

@@ -51,7 +51,13 @@ impl Handler for TestPlugin {
             self.0.fail_next.store(left - 1, Ordering::SeqCst);
             return Err("injected failure".into());
         }
-        Ok(json!({ "plugin": self.0.name, "echo": req.data, "headers": req.headers, "n": n }))
+        Ok(json!({
+            "plugin": self.0.name,
+            "echo": req.data,
+            "headers": req.headers,
+            "request_id": req.request_id,
+            "n": n,
+        }))
     }
 
     fn info(&self) -> Value {
