@@ -318,7 +318,7 @@ impl ExecClient {
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86400));
         let mut rx = self.inner.cur.clone();
-        let mux = tokio::time::timeout_at(deadline, async {
+        let mux = crate::transport::within(|| Some(deadline), async {
             loop {
                 let cur = rx.borrow_and_update().clone();
                 if let Some(m) = cur.filter(|m| m.is_alive()) {

@@ -364,9 +364,63 @@ impl CallContext {
     }
 }
 
+/// `fut` bounded by the deadline `at` gives, with the timer armed only when
+/// `fut` does not finish on its first poll. Most of what a call awaits
+/// before the wire (a pooled connection, a write into a socket with room)
+/// is ready at once, and a tokio timer costs a clock read, a clone of the
+/// runtime's handle and a wheel entry, shared by every thread.
+pub(crate) async fn within<F: Future>(
+    at: impl FnOnce() -> Option<tokio::time::Instant>,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(v) = first {
+        return Ok(v);
+    }
+    match at() {
+        Some(d) => tokio::time::timeout_at(d, fut).await,
+        None => Ok(fut.await),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn within_arms_a_timer_only_for_a_future_that_waits() {
+        use tokio::time::{sleep, Instant};
+        // Ready at once: the deadline is not even asked for.
+        let r = within(|| -> Option<Instant> { panic!("no timer for it") }, async {
+            7
+        })
+        .await;
+        assert_eq!(r.ok(), Some(7));
+        // Waits past its deadline: ends at it.
+        let t0 = Instant::now();
+        let r = within(
+            || Some(t0 + Duration::from_millis(50)),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(t0.elapsed(), Duration::from_millis(50));
+        // Waits, and finishes first.
+        let r = within(|| Some(Instant::now() + Duration::from_secs(1)), async {
+            sleep(Duration::from_millis(10)).await;
+            3
+        })
+        .await;
+        assert_eq!(r.ok(), Some(3));
+        // No deadline: waits as long as it takes.
+        let r = within(|| None, async {
+            sleep(Duration::from_secs(3600)).await;
+            4
+        })
+        .await;
+        assert_eq!(r.ok(), Some(4));
+    }
 
     #[test]
     fn transport_names_round_trip_in_every_form() {

@@ -920,10 +920,7 @@ impl Mux {
             return Err(e);
         }
         let timed_out = || Error::new(ErrorKind::Timeout, format!("no answer within {timeout:?}"));
-        let flushed = match deadline {
-            Some(d) => tokio::time::timeout_at(d, self.writer.flush()).await,
-            None => Ok(self.writer.flush().await),
-        };
+        let flushed = crate::transport::within(|| deadline, self.writer.flush()).await;
         match flushed {
             Err(_) => {
                 // A write cut short closes the connection (see `WriterRole`).
@@ -1214,14 +1211,17 @@ impl UnixClient {
         } else {
             ctx.timeout
         };
-        let m = tokio::time::timeout(timeout, self.pick())
-            .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    format!("no connection within {timeout:?}"),
-                )
-            })??;
+        let m = crate::transport::within(
+            || tokio::time::Instant::now().checked_add(timeout),
+            self.pick(),
+        )
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("no connection within {timeout:?}"),
+            )
+        })??;
         m.call(kind, data, &ctx, &self.inner.auth_headers, timeout)
             .await
     }
