@@ -21,6 +21,7 @@
 //! Every layer is usable alone around any [`Service`] (see [`service_fn`]).
 //! Time is tokio's, so tests run with paused time.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,8 +132,10 @@ impl Call {
 
 /// Something that answers calls. Object safe: layers hold `Arc<dyn Service>`.
 pub trait Service: Send + Sync + 'static {
-    /// Handle one call.
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>>;
+    /// Handle one call. The future borrows the service, so that a layer
+    /// reaches what it holds (the next layer, its breaker, its metrics)
+    /// without a reference count per call.
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>>;
 
     /// Whether this service itself ends a call at its `ctx.timeout` (the
     /// library's transports do), so that [`Timeout`] need not time it too.
@@ -152,7 +155,7 @@ where
     Fut: Future<Output = Result<R, Error>> + Send + 'static,
     R: Into<Reply>,
 {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
         let fut = (self.0)(call);
         Box::pin(async move { fut.await.map(Into::into) })
     }
@@ -190,8 +193,8 @@ impl TransportService {
 }
 
 impl Service for TransportService {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
-        let t = Arc::clone(&self.transport);
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+        let t = &self.transport;
         Box::pin(async move {
             match call.data {
                 Body::Value(v) => t
@@ -208,6 +211,36 @@ impl Service for TransportService {
 
     fn ends_at_timeout(&self) -> bool {
         self.transport.ends_at_timeout()
+    }
+}
+
+/// Headers every call carries (a plugin's credentials), each added where the
+/// call has none of that name.
+pub struct AddHeaders {
+    headers: Vec<(String, String)>,
+    inner: BoxService,
+}
+
+impl AddHeaders {
+    /// Add `headers` to `inner`'s calls.
+    pub fn layer(headers: Vec<(String, String)>, inner: BoxService) -> BoxService {
+        Arc::new(AddHeaders { headers, inner })
+    }
+}
+
+impl Service for AddHeaders {
+    fn call(&self, mut call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+        for (k, v) in &self.headers {
+            call.ctx
+                .headers
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        self.inner.call(call)
+    }
+
+    fn ends_at_timeout(&self) -> bool {
+        self.inner.ends_at_timeout()
     }
 }
 
@@ -233,7 +266,7 @@ impl Timeout {
 }
 
 impl Service for Timeout {
-    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
+    fn call(&self, mut call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
         let t = match call.remaining() {
             Some(r) => r.min(self.per_attempt),
             None => self.per_attempt,
@@ -280,14 +313,15 @@ impl CircuitBreak {
 }
 
 impl Service for CircuitBreak {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
-        let b = Arc::clone(&self.breaker);
-        let listener = self.listener.clone();
-        let plugin = Arc::clone(&call.plugin);
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+        let b = &self.breaker;
+        let listener = self.listener.as_ref();
+        // Only a listener needs the name, once the call has gone on.
+        let plugin = listener.map(|_| Arc::clone(&call.plugin));
         let notify = move |before: BreakerState, after: BreakerState| {
             if after != before {
-                if let Some(l) = &listener {
-                    l(&plugin, after);
+                if let (Some(l), Some(p)) = (listener, &plugin) {
+                    l(p, after);
                 }
             }
         };
@@ -329,12 +363,12 @@ impl Retry {
 }
 
 impl Service for Retry {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
         let mut cfg = self.cfg;
         if let Some(m) = call.max_retries {
             cfg.max_retries = m;
         }
-        let inner = Arc::clone(&self.inner);
+        let inner = &self.inner;
         Box::pin(async move {
             let mut n = 0u32;
             loop {
@@ -370,7 +404,7 @@ impl RateLimit {
 }
 
 impl Service for RateLimit {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
         if let Err(wait) = self.bucket.try_acquire_at(now_std()) {
             return Box::pin(async move {
                 Err(Error::new(
@@ -402,23 +436,23 @@ impl Metered {
         })
     }
 
-    /// `plugin`'s series: the cached ones while they are `plugin`'s and
-    /// current, else looked up (none for a plugin forgotten).
-    fn meter(&self, plugin: &Arc<str>) -> Option<Meter> {
+    /// `plugin`'s name and series: the cached ones, borrowed, while they are
+    /// `plugin`'s and current; else looked up (none for a plugin forgotten).
+    fn meter(&self, plugin: &Arc<str>) -> Option<(Cow<'_, Arc<str>>, Cow<'_, Meter>)> {
         if let Some((name, m)) = self.meter.get() {
             if name == plugin && !m.is_stale() {
-                return Some(m.clone());
+                return Some((Cow::Borrowed(name), Cow::Borrowed(m)));
             }
         }
         let m = self.metrics.meter(plugin)?;
         let _ = self.meter.set((Arc::clone(plugin), m.clone()));
-        Some(m)
+        Some((Cow::Owned(Arc::clone(plugin)), Cow::Owned(m)))
     }
 }
 
 impl Service for Metered {
-    fn call(&self, mut call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
-        let m = Arc::clone(&self.metrics);
+    fn call(&self, mut call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+        let m = &*self.metrics;
         let meter = self.meter(&call.plugin);
         let tc = crate::context::TraceContext::propagate(&mut call.ctx.headers);
         let span = tracing::info_span!(
@@ -428,11 +462,10 @@ impl Service for Metered {
             trace_id = %crate::context::Hex { v: tc.trace_id, width: 32 },
             span_id = %crate::context::Hex { v: u128::from(tc.span_id), width: 16 },
         );
-        let plugin = call.plugin.clone();
         let fut = self.inner.call(call);
         Box::pin(
             async move {
-                let Some(meter) = meter else {
+                let Some((plugin, meter)) = meter else {
                     // Forgotten: not counted.
                     return fut.await;
                 };
@@ -456,7 +489,7 @@ impl Service for Metered {
                     }
                 }
                 let mut done = Done {
-                    m: &m,
+                    m,
                     meter: &meter,
                     plugin: &plugin,
                     t0,
@@ -488,7 +521,7 @@ impl Deadline {
 }
 
 impl Service for Deadline {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
         let deadline = call.deadline;
         let cancel = call.cancel.clone();
         if deadline.is_none() && cancel.is_none() {
@@ -537,9 +570,8 @@ impl Failover {
 }
 
 impl Service for Failover {
-    fn call(&self, call: Call) -> BoxFuture<'static, Result<Reply, Error>> {
-        let b = Arc::clone(&self.balancer);
-        let resolve = Arc::clone(&self.resolve);
+    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+        let (b, resolve) = (&self.balancer, &self.resolve);
         Box::pin(async move {
             let order = b.candidates(call.key.as_deref())?;
             let mut last: Option<Error> = None;

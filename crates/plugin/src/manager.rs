@@ -43,7 +43,8 @@ use crate::factories::TransportFactory;
 use crate::guard::{Guard, GuardConfig};
 use crate::health::{HealthChecker, HealthListener, HealthMonitor, HealthStatus, PluginStatus};
 use crate::layers::{
-    service_fn, Body, BoxService, Call, Deadline, Failover, Reply, Resolver, TransportService,
+    service_fn, AddHeaders, Body, BoxService, Call, Deadline, Failover, Reply, Resolver,
+    TransportService,
 };
 use crate::metrics::Metrics;
 use crate::plugin::{decode_raw, encode_raw, Plugin, PluginInfo};
@@ -547,12 +548,7 @@ impl Manager {
         let leaf = if auth.is_empty() {
             leaf
         } else {
-            service_fn(move |mut c: Call| {
-                for (k, v) in &auth {
-                    c.ctx.headers.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                leaf.call(c)
-            })
+            AddHeaders::layer(auth, leaf)
         };
         let guard = Guard::build(
             GuardConfig {
