@@ -125,8 +125,24 @@ async fn latency(call: &CallFn) -> (Duration, Duration) {
 /// caller's p50 moves between about 12 and 130 µs from one second to the
 /// next with nothing changed, which made rows measured one after the other
 /// incomparable.
+///
+/// The calls are made from a task on the client runtime, as a caller in an
+/// async program makes them (and as the throughput rows do).
+/// `PLUGIN_BENCH_BLOCK_ON=1` makes them from the thread in `block_on`
+/// instead, outside the runtime's workers: there the raw clients do their
+/// own I/O on that thread, while every answer the library's multiplexed
+/// connections read on a worker has to wake it across threads.
 async fn latencies(calls: &[CallFn]) -> Vec<(Duration, Duration)> {
-    for c in calls {
+    if std::env::var_os("PLUGIN_BENCH_BLOCK_ON").is_some_and(|v| v == "1") {
+        return measure_latencies(calls.to_vec()).await;
+    }
+    tokio::spawn(measure_latencies(calls.to_vec()))
+        .await
+        .expect("latency task")
+}
+
+async fn measure_latencies(calls: Vec<CallFn>) -> Vec<(Duration, Duration)> {
+    for c in &calls {
         for _ in 0..500 {
             c().await;
         }
