@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 pub const TRACEPARENT: &str = "traceparent";
 /// The HTTP header and gRPC metadata key carrying the request id. Every
 /// transport's envelope carries it as `request_id` too (the plugin's
-/// `Call::request_id`), so it is not added to a call's header map.
+/// `Call::request_id`), so it is not added to a call's header map; the one
+/// exception is a Unix or exec connection with the same id in flight twice,
+/// whose second call goes out as `id#n` with the caller's id in this header.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Context of one call (seed `ExecutionContext`).

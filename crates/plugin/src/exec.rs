@@ -347,6 +347,7 @@ impl ExecClient {
             &ctx,
             &self.inner.auth_headers,
             left.max(Duration::from_millis(1)),
+            Some(deadline),
         )
         .await
     }

@@ -345,18 +345,28 @@ impl Metrics {
             Ok(()) => {
                 h.ok.inc();
             }
-            // A family write: under the state lock (`live`), and not for a
-            // plugin forgotten since (it would bring the series back).
-            Err(_) if m.is_stale() => {}
+            // A family write, and the code remembered for `forget` to
+            // remove: both under the state lock, and only while these are
+            // still the plugin's series (not forgotten, not replaced).
             Err(e) => {
-                self.live(plugin, |_| {
+                let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+                if st
+                    .handles
+                    .get(plugin)
+                    .is_some_and(|cur| Arc::ptr_eq(cur, h))
+                {
                     self.requests
                         .get_or_create(&OutcomeLabel {
                             plugin: plugin.to_string(),
                             outcome: e.code().to_string(),
                         })
                         .inc();
-                });
+                    h.stats
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .outcomes
+                        .insert(e.code());
+                }
             }
         }
         h.duration.observe(took.as_secs_f64());
@@ -370,7 +380,6 @@ impl Metrics {
             Ok(()) => s.ok += 1,
             Err(e) => {
                 s.failed += 1;
-                s.outcomes.insert(e.code());
                 match e.kind {
                     ErrorKind::Timeout => s.timeout += 1,
                     ErrorKind::ConnectionFailed | ErrorKind::Transport => s.connection += 1,

@@ -604,16 +604,29 @@ pub fn decode_response(body: &[u8]) -> Result<Response, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
-struct MergedHeaders<'a>(&'a HashMap<String, String>, &'a [(String, String)]);
+/// A request's headers as written: the call's, the transport's own (auth),
+/// and the caller's request id where the frame's had to be made unique.
+struct MergedHeaders<'a> {
+    call: &'a HashMap<String, String>,
+    extra: &'a [(String, String)],
+    request_id: Option<&'a str>,
+}
 
 impl Serialize for MergedHeaders<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len() + self.1.len()))?;
-        for (k, v) in self.0 {
+        let id = self
+            .request_id
+            .filter(|_| !self.call.contains_key(crate::context::REQUEST_ID_HEADER));
+        let n = self.call.len() + self.extra.len() + usize::from(id.is_some());
+        let mut m = s.serialize_map(Some(n))?;
+        for (k, v) in self.call {
             m.serialize_entry(k, v)?;
         }
-        for (k, v) in self.1 {
+        for (k, v) in self.extra {
             m.serialize_entry(k, v)?;
+        }
+        if let Some(id) = id {
+            m.serialize_entry(crate::context::REQUEST_ID_HEADER, id)?;
         }
         m.end()
     }
@@ -641,6 +654,14 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
+    /// Whether its caller has gone.
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Value(tx) => tx.is_closed(),
+            Waiter::Raw(tx) => tx.is_closed(),
+        }
+    }
+
     fn send(self, answer: Result<&RawValue, Error>) {
         match self {
             Waiter::Value(tx) => {
@@ -728,16 +749,32 @@ impl Pending {
                 Err(_) => return,
             };
             match next {
-                None => woken.await,
+                // Woken for an earlier deadline: sleep until it. Only a
+                // deadline reached sends the sweeper through the calls, so
+                // calls answered in time cost it nothing.
+                None => {
+                    woken.await;
+                    continue;
+                }
                 Some(d) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(d) => {}
-                        _ = woken => {}
+                        _ = woken => continue,
                     }
                 }
             }
             self.expire(tokio::time::Instant::now());
         }
+    }
+}
+
+/// Fails a connection's calls when dropped: a reader or sweeper task that
+/// ends, however it ends, leaves no caller waiting.
+struct FailAllOnDrop(Arc<Pending>);
+
+impl Drop for FailAllOnDrop {
+    fn drop(&mut self) {
+        self.0.fail_all();
     }
 }
 
@@ -792,6 +829,10 @@ impl Mux {
         let writer = Arc::new(FrameSink::new(w, Some(Arc::clone(&pending))));
         let p = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
+            // However the task ends (the stream closed, or its runtime shut
+            // down under it), every waiter learns it (its sender is dropped)
+            // and the connection counts as gone.
+            let _fail = FailAllOnDrop(Arc::clone(&p));
             let mut r = FrameReader::new(r);
             while let Ok(Some(body)) = r.next().await {
                 let ok = decode_answer_raw(body, |id, answer| {
@@ -804,10 +845,15 @@ impl Mux {
                     tracing::warn!("plugin sent a malformed response; ignored");
                 }
             }
-            // Connection gone: every waiter learns it (its sender is dropped).
-            p.fail_all();
         });
-        let sweeper = tokio::spawn(Arc::clone(&pending).sweep());
+        let sweeper = tokio::spawn({
+            let p = Arc::clone(&pending);
+            async move {
+                // Without it no call would time out: the same as the reader.
+                let _fail = FailAllOnDrop(Arc::clone(&p));
+                p.sweep().await;
+            }
+        });
         Mux {
             writer,
             pending,
@@ -842,6 +888,7 @@ impl Mux {
         ctx: &CallContext,
         extra_headers: &[(String, String)],
         timeout: Duration,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<A, Error> {
         if !self.is_alive() {
             return Err(Error::new(self.err, "the connection is closed"));
@@ -853,11 +900,12 @@ impl Mux {
         } else {
             ctx.request_id.clone()
         };
-        // The whole call, sending included, ends at the timeout: a plugin
-        // that stops reading must not hold its caller past it (the manager
-        // adds no timer of its own over this transport). The wait for the
-        // answer is timed by the connection's sweeper.
-        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        // The whole call, sending included, ends at `deadline` (the
+        // caller's, counted from before it waited for a connection): a
+        // plugin that stops reading must not hold its caller past it (the
+        // manager adds no timer of its own over this transport). The wait
+        // for the answer is timed by the connection's sweeper.
+        let mut suffixed = false;
         let earlier = {
             let mut m = self
                 .pending
@@ -868,6 +916,7 @@ impl Mux {
                 // The same request id twice at once on one connection (a
                 // retry racing its first attempt): keep them apart.
                 id = format!("{id}#{}", self.seq.fetch_add(1, Ordering::Relaxed));
+                suffixed = true;
             }
             m.waiting.insert(
                 id.clone(),
@@ -896,7 +945,12 @@ impl Mux {
             kind: kind.as_str(),
             request_id: &id,
             data,
-            headers: MergedHeaders(&ctx.headers, extra_headers),
+            headers: MergedHeaders {
+                call: &ctx.headers,
+                extra: extra_headers,
+                // A suffixed id still tells the plugin the caller's.
+                request_id: suffixed.then_some(ctx.request_id.as_str()),
+            },
             timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
         };
         let queued = with_frame(&req, |frame| {
@@ -936,17 +990,30 @@ impl Mux {
         }
         // Answered by the reader, timed out by the sweeper, or dropped with
         // the connection; a caller that gives up takes its entry with it.
-        struct Forget<'a>(&'a Mux, &'a str, bool);
-        impl Drop for Forget<'_> {
+        struct Forget<'a, T> {
+            mux: &'a Mux,
+            id: &'a str,
+            wait: Option<oneshot::Receiver<T>>,
+        }
+        impl<T> Drop for Forget<'_, T> {
             fn drop(&mut self) {
-                if self.2 {
-                    self.0.forget(self.1);
+                if self.wait.take().is_some() {
+                    // Our receiver is gone now, so only our own entry (not
+                    // a later call's under the same id) shows as closed.
+                    self.mux.forget_closed(self.id);
                 }
             }
         }
-        let mut forget = Forget(self, &id, true);
-        let answer = wait.await;
-        forget.2 = false;
+        let mut forget = Forget {
+            mux: self,
+            id: &id,
+            wait: Some(wait),
+        };
+        let answer = match forget.wait.as_mut() {
+            Some(w) => w.await,
+            None => return Err(Error::new(self.err, "the connection closed mid-call")),
+        };
+        forget.wait = None;
         match answer {
             Err(_) => Err(Error::new(self.err, "the connection closed mid-call")),
             Ok(answer) => answer,
@@ -956,6 +1023,16 @@ impl Mux {
     fn forget(&self, id: &str) {
         if let Ok(mut m) = self.pending.map.lock() {
             m.waiting.remove(id);
+        }
+    }
+
+    /// [`Mux::forget`] for a caller that gave up: its entry, if its
+    /// receiver is gone.
+    fn forget_closed(&self, id: &str) {
+        if let Ok(mut m) = self.pending.map.lock() {
+            if m.waiting.get(id).is_some_and(|w| w.waiter.is_closed()) {
+                m.waiting.remove(id);
+            }
         }
     }
 }
@@ -1211,19 +1288,24 @@ impl UnixClient {
         } else {
             ctx.timeout
         };
-        let m = crate::transport::within(
-            || tokio::time::Instant::now().checked_add(timeout),
-            self.pick(),
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let m = crate::transport::within(|| deadline, self.pick())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("no connection within {timeout:?}"),
+                )
+            })??;
+        m.call(
+            kind,
+            data,
+            &ctx,
+            &self.inner.auth_headers,
+            timeout,
+            deadline,
         )
         .await
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Timeout,
-                format!("no connection within {timeout:?}"),
-            )
-        })??;
-        m.call(kind, data, &ctx, &self.inner.auth_headers, timeout)
-            .await
     }
 
     /// Close every connection. Idempotent; calls in flight and later calls

@@ -31,11 +31,18 @@ struct Calc {
 impl Handler for Calc {
     async fn execute(&self, call: Call) -> Result<Value, String> {
         if call.data.get("whoami").is_some() {
-            return Ok(json!({
+            if let Some(ms) = call.data.get("delay_ms").and_then(Value::as_u64) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let mut who = json!({
                 "request_id": call.request_id,
                 "trace": call.header("X-Trace-Id"),
                 "has_deadline": call.deadline.is_some(),
-            }));
+            });
+            if let Some(h) = call.header("x-request-id") {
+                who["request_id_header"] = json!(h);
+            }
+            return Ok(who);
         }
         let add: Add = serde_json::from_value(call.data).map_err(|e| e.to_string())?;
         if add.delay_ms > 0 {
@@ -251,6 +258,86 @@ async fn a_short_deadline_behind_a_long_one_on_one_connection_is_kept() {
     assert_eq!(r.expect("the long call is answered"), json!(5));
     assert!(took >= Duration::from_millis(1500), "{took:?}");
     assert_eq!(c.connections(), 1);
+}
+
+/// Two calls with the same request id at once on one connection: the
+/// second goes out under a unique id, and the plugin still learns the
+/// caller's from the `x-request-id` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_in_flight_twice_still_reaches_the_plugin() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+        .await
+        .expect("serve");
+    let c = UnixClient::connect_with(UnixOptions {
+        max_connections: 1,
+        ..UnixOptions::new(&path)
+    })
+    .await
+    .expect("connect");
+    let call = |c: UnixClient| async move {
+        c.call(
+            CallKind::Execute,
+            json!({"whoami": true, "delay_ms": 300}),
+            CallContext {
+                request_id: "dup-1".into(),
+                ..ctx(10_000)
+            },
+        )
+        .await
+        .expect("call")
+    };
+    let (a, b) = tokio::join!(call(c.clone()), call(c.clone()));
+    let mut ids = [a, b].map(|v| {
+        (
+            v["request_id"].as_str().expect("id").to_string(),
+            v["request_id_header"].clone(),
+        )
+    });
+    ids.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(ids[0], ("dup-1".to_string(), Value::Null), "{ids:?}");
+    assert!(ids[1].0.starts_with("dup-1#"), "{ids:?}");
+    assert_eq!(ids[1].1, json!("dup-1"), "{ids:?}");
+}
+
+/// A connection whose tasks died with the runtime that made them (a client
+/// shared between runtimes) counts as gone: the next call, on another
+/// runtime, gets a new connection rather than the dead one.
+#[test]
+fn a_connection_whose_runtime_shut_down_is_replaced() {
+    let rt = |n| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("calc.sock");
+    let server_rt = rt(1);
+    let _server = server_rt
+        .block_on(unix::serve(&path, Arc::new(Calc { healthy: true })))
+        .expect("serve");
+    let first = rt(1);
+    let c = first
+        .block_on(UnixClient::connect_with(UnixOptions {
+            max_connections: 1,
+            ..UnixOptions::new(&path)
+        }))
+        .expect("connect");
+    let v = first
+        .block_on(c.call(CallKind::Execute, add(1, 2, 0), ctx(5000)))
+        .expect("first call");
+    assert_eq!(v, json!(3));
+    first.shutdown_timeout(Duration::from_secs(5));
+    let second = rt(1);
+    let t = Instant::now();
+    let v = second
+        .block_on(c.call(CallKind::Execute, add(2, 2, 0), ctx(5000)))
+        .expect("a call after the first runtime is gone");
+    assert_eq!(v, json!(4));
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
