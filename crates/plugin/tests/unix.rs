@@ -214,14 +214,10 @@ async fn a_slow_plugin_times_out_and_the_connection_survives() {
     assert_eq!(ok, json!(3));
 }
 
-/// One timer serves every call of a connection: a call with a short timeout
-/// that starts while one with a long timeout waits must still end at its
-/// own deadline, and the long one must not be cut short by it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_deadline_behind_a_long_one_on_one_connection_is_kept() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("calc.sock");
-    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
+/// A calculator plugin on a socket in `dir`, and a client of one connection.
+async fn calc_on_one_connection(dir: &std::path::Path) -> (hangar_plugin::Server, UnixClient) {
+    let path = dir.join("calc.sock");
+    let server = unix::serve(&path, Arc::new(Calc { healthy: true }))
         .await
         .expect("serve");
     let c = UnixClient::connect_with(UnixOptions {
@@ -230,6 +226,16 @@ async fn a_short_deadline_behind_a_long_one_on_one_connection_is_kept() {
     })
     .await
     .expect("connect");
+    (server, c)
+}
+
+/// One timer serves every call of a connection: a call with a short timeout
+/// that starts while one with a long timeout waits must still end at its
+/// own deadline, and the long one must not be cut short by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_deadline_behind_a_long_one_on_one_connection_is_kept() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_server, c) = calc_on_one_connection(dir.path()).await;
     let long = tokio::spawn({
         let c = c.clone();
         async move {
@@ -266,16 +272,7 @@ async fn a_short_deadline_behind_a_long_one_on_one_connection_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_in_flight_twice_still_reaches_the_plugin() {
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("calc.sock");
-    let _server = unix::serve(&path, Arc::new(Calc { healthy: true }))
-        .await
-        .expect("serve");
-    let c = UnixClient::connect_with(UnixOptions {
-        max_connections: 1,
-        ..UnixOptions::new(&path)
-    })
-    .await
-    .expect("connect");
+    let (_server, c) = calc_on_one_connection(dir.path()).await;
     let call = |c: UnixClient| async move {
         c.call(
             CallKind::Execute,
