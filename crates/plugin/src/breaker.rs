@@ -16,6 +16,7 @@
 //! Time is passed in (`*_at(now)`), so the rules are tested without sleeping;
 //! the plain methods use `Instant::now()`.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,8 @@ pub struct BreakerStats {
     pub consecutive_failures: u32,
     /// Successes in a row while half-open.
     pub half_open_successes: u32,
-    /// Requests let through since the circuit last closed.
+    /// Requests let through since the circuit last closed, counted up to
+    /// `min_request_threshold` (all the opening rule needs).
     pub requests: u64,
     /// Requests refused, in all.
     pub rejected: u64,
@@ -78,21 +80,51 @@ pub struct BreakerStats {
 
 #[derive(Debug)]
 struct Inner {
-    state: BreakerState,
-    failures: u32,
     successes: u32,
     in_trial: u32,
-    requests: u64,
     rejected: u64,
     opened: u64,
     opened_at: Option<Instant>,
     last_failure: Option<Instant>,
 }
 
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+fn state_of(v: u8) -> BreakerState {
+    match v {
+        CLOSED => BreakerState::Closed,
+        OPEN => BreakerState::Open,
+        _ => BreakerState::HalfOpen,
+    }
+}
+
+fn code_of(s: BreakerState) -> u8 {
+    match s {
+        BreakerState::Closed => CLOSED,
+        BreakerState::Open => OPEN,
+        BreakerState::HalfOpen => HALF_OPEN,
+    }
+}
+
 /// A thread-safe circuit breaker.
+///
+/// Every change of state happens under one lock. The state, the run of
+/// failures and the count of requests are atomics beside it, so that a
+/// closed circuit admits a call and records a success by reading them: the
+/// calls of many threads then share these lines without writing them. A
+/// reading that races a change is one the lock could have ordered either way
+/// (a call admitted just before the circuit opened).
 #[derive(Debug)]
 pub struct CircuitBreaker {
     cfg: BreakerConfig,
+    state: AtomicU8,
+    /// Failures in a row (closed) or since half-open.
+    failures: AtomicU32,
+    /// Requests let through since the circuit last closed, counted up to
+    /// `min_request_threshold` (all the opening rule reads).
+    requests: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -101,12 +133,12 @@ impl CircuitBreaker {
     pub fn new(cfg: BreakerConfig) -> CircuitBreaker {
         CircuitBreaker {
             cfg,
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
             inner: Mutex::new(Inner {
-                state: BreakerState::Closed,
-                failures: 0,
                 successes: 0,
                 in_trial: 0,
-                requests: 0,
                 rejected: 0,
                 opened: 0,
                 opened_at: None,
@@ -120,6 +152,24 @@ impl CircuitBreaker {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn load(&self) -> BreakerState {
+        state_of(self.state.load(Ordering::Acquire))
+    }
+
+    /// Set the state (under the lock).
+    fn set(&self, s: BreakerState) {
+        self.state.store(code_of(s), Ordering::Release);
+    }
+
+    /// Count a request let through while closed, up to what the opening rule
+    /// reads: past it the count would be a write per call for nothing.
+    fn count_request(&self) {
+        let min = u64::from(self.cfg.min_request_threshold);
+        if self.requests.load(Ordering::Relaxed) < min {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// May a request go through now? Counts it if so.
     pub fn allow(&self) -> bool {
         self.allow_at(Instant::now())
@@ -127,10 +177,7 @@ impl CircuitBreaker {
 
     /// [`CircuitBreaker::allow`] at `now`.
     pub fn allow_at(&self, now: Instant) -> bool {
-        if !self.cfg.enabled {
-            return true;
-        }
-        self.allow_locked(&mut self.lock(), now)
+        self.admit_at(now).0
     }
 
     /// [`CircuitBreaker::allow_at`], with the state before and after it,
@@ -139,14 +186,19 @@ impl CircuitBreaker {
         if !self.cfg.enabled {
             return (true, BreakerState::Closed, BreakerState::Closed);
         }
+        if self.load() == BreakerState::Closed {
+            self.count_request();
+            return (true, BreakerState::Closed, BreakerState::Closed);
+        }
         let mut g = self.lock();
-        let before = g.state;
+        let before = self.load();
         let ok = self.allow_locked(&mut g, now);
-        (ok, before, g.state)
+        (ok, before, self.load())
     }
 
     fn allow_locked(&self, g: &mut Inner, now: Instant) -> bool {
-        if g.state == BreakerState::Open {
+        let mut state = self.load();
+        if state == BreakerState::Open {
             let due = g
                 .opened_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.recovery_timeout);
@@ -154,19 +206,20 @@ impl CircuitBreaker {
                 g.rejected += 1;
                 return false;
             }
-            g.state = BreakerState::HalfOpen;
+            state = BreakerState::HalfOpen;
+            self.set(state);
             g.successes = 0;
-            g.failures = 0;
+            self.failures.store(0, Ordering::Relaxed);
             g.in_trial = 0;
         }
-        if g.state == BreakerState::HalfOpen {
+        if state == BreakerState::HalfOpen {
             if g.in_trial >= self.cfg.success_threshold.max(1) {
                 g.rejected += 1;
                 return false;
             }
             g.in_trial += 1;
         }
-        g.requests += 1;
+        self.count_request();
         true
     }
 
@@ -178,35 +231,43 @@ impl CircuitBreaker {
         if !self.cfg.enabled {
             return BreakerState::Closed;
         }
+        match outcome {
+            // A success while closed with no failure to forget changes nothing.
+            Some(true)
+                if self.load() == BreakerState::Closed
+                    && self.failures.load(Ordering::Relaxed) == 0 =>
+            {
+                return BreakerState::Closed;
+            }
+            None => return self.load(),
+            _ => {}
+        }
         let mut g = self.lock();
         match outcome {
             Some(true) => self.success_locked(&mut g),
             Some(false) => self.failure_locked(&mut g, now),
             None => {}
         }
-        g.state
+        self.load()
     }
 
     /// Record a success of a request that was let through.
     pub fn record_success(&self) {
-        if !self.cfg.enabled {
-            return;
-        }
-        self.success_locked(&mut self.lock());
+        self.settle_at(Some(true), Instant::now());
     }
 
     fn success_locked(&self, g: &mut Inner) {
-        match g.state {
-            BreakerState::Closed => g.failures = 0,
+        match self.load() {
+            BreakerState::Closed => self.failures.store(0, Ordering::Relaxed),
             BreakerState::HalfOpen => {
                 g.in_trial = g.in_trial.saturating_sub(1);
                 g.successes += 1;
                 if g.successes >= self.cfg.success_threshold.max(1) {
-                    g.state = BreakerState::Closed;
-                    g.failures = 0;
+                    self.set(BreakerState::Closed);
+                    self.failures.store(0, Ordering::Relaxed);
                     g.successes = 0;
                     g.in_trial = 0;
-                    g.requests = 0;
+                    self.requests.store(0, Ordering::Relaxed);
                 }
             }
             BreakerState::Open => {}
@@ -220,30 +281,28 @@ impl CircuitBreaker {
 
     /// [`CircuitBreaker::record_failure`] at `now`.
     pub fn record_failure_at(&self, now: Instant) {
-        if !self.cfg.enabled {
-            return;
-        }
-        self.failure_locked(&mut self.lock(), now);
+        self.settle_at(Some(false), now);
     }
 
     fn failure_locked(&self, g: &mut Inner, now: Instant) {
         g.last_failure = Some(now);
-        match g.state {
+        match self.load() {
             BreakerState::Closed => {
-                g.failures += 1;
-                if g.failures >= self.cfg.failure_threshold.max(1)
-                    && g.requests >= u64::from(self.cfg.min_request_threshold)
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= self.cfg.failure_threshold.max(1)
+                    && self.requests.load(Ordering::Relaxed)
+                        >= u64::from(self.cfg.min_request_threshold)
                 {
-                    Self::open(g, now);
+                    self.open(g, now);
                 }
             }
-            BreakerState::HalfOpen => Self::open(g, now),
+            BreakerState::HalfOpen => self.open(g, now),
             BreakerState::Open => {}
         }
     }
 
-    fn open(g: &mut Inner, now: Instant) {
-        g.state = BreakerState::Open;
+    fn open(&self, g: &mut Inner, now: Instant) {
+        self.set(BreakerState::Open);
         g.opened_at = Some(now);
         g.opened += 1;
         g.successes = 0;
@@ -253,17 +312,17 @@ impl CircuitBreaker {
     /// The current state (an open circuit past its timeout still reads open
     /// until the next request moves it).
     pub fn state(&self) -> BreakerState {
-        self.lock().state
+        self.load()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> BreakerStats {
         let g = self.lock();
         BreakerStats {
-            state: g.state,
-            consecutive_failures: g.failures,
+            state: self.load(),
+            consecutive_failures: self.failures.load(Ordering::Relaxed),
             half_open_successes: g.successes,
-            requests: g.requests,
+            requests: self.requests.load(Ordering::Relaxed),
             rejected: g.rejected,
             opened: g.opened,
             last_failure: g.last_failure,
@@ -274,11 +333,11 @@ impl CircuitBreaker {
     /// openings are kept for monitoring).
     pub fn reset(&self) {
         let mut g = self.lock();
-        g.state = BreakerState::Closed;
-        g.failures = 0;
+        self.set(BreakerState::Closed);
+        self.failures.store(0, Ordering::Relaxed);
         g.successes = 0;
         g.in_trial = 0;
-        g.requests = 0;
+        self.requests.store(0, Ordering::Relaxed);
         g.opened_at = None;
     }
 }
@@ -368,6 +427,32 @@ mod tests {
         assert!(!b.allow_at(later + Duration::from_secs(29)));
         assert!(b.allow_at(later + Duration::from_secs(30)));
         assert_eq!(b.stats().opened, 2);
+    }
+
+    #[test]
+    fn calls_from_many_threads_on_a_closed_circuit_count_up_to_the_rule() {
+        let b = std::sync::Arc::new(CircuitBreaker::new(cfg()));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let b = std::sync::Arc::clone(&b);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        assert!(b.allow_at(Instant::now()));
+                        b.record_success();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = b.stats();
+        assert_eq!(s.state, BreakerState::Closed);
+        assert_eq!(s.consecutive_failures, 0);
+        assert_eq!(s.requests, u64::from(cfg().min_request_threshold));
+        // The rule still reads: five failures in a row open it.
+        fail(&b, Instant::now(), 5);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]
