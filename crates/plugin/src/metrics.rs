@@ -20,7 +20,7 @@
 //! `traceparent` header (see [`crate::TraceContext`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,23 +54,49 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
 }
 
-#[derive(Debug, Default, Clone)]
+/// One plugin's figures for the report. Each is its own atomic, so that the
+/// calls of every thread count without a lock; a report read while calls end
+/// may be a call apart between figures, never torn within one. Calls in
+/// flight are the Prometheus gauge, calls succeeded its `ok` counter.
+#[derive(Debug)]
 struct Stats {
-    total: u64,
-    ok: u64,
-    failed: u64,
-    active: i64,
-    latency_total: Duration,
-    min: Option<Duration>,
-    max: Option<Duration>,
-    timeout: u64,
-    connection: u64,
-    refused: u64,
-    other: u64,
-    trips: u64,
-    health_total: u64,
-    health_failed: u64,
-    outcomes: std::collections::BTreeSet<&'static str>,
+    failed: AtomicU64,
+    latency_total_ns: AtomicU64,
+    /// `u64::MAX` until a call ends.
+    min_ns: AtomicU64,
+    max_ns: AtomicU64,
+    timeout: AtomicU64,
+    connection: AtomicU64,
+    refused: AtomicU64,
+    other: AtomicU64,
+    trips: AtomicU64,
+    health_total: AtomicU64,
+    health_failed: AtomicU64,
+    /// Error codes seen, for `forget` to remove their series (error path only).
+    outcomes: Mutex<std::collections::BTreeSet<&'static str>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            failed: AtomicU64::new(0),
+            latency_total_ns: AtomicU64::new(0),
+            min_ns: AtomicU64::new(u64::MAX),
+            max_ns: AtomicU64::new(0),
+            timeout: AtomicU64::new(0),
+            connection: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            other: AtomicU64::new(0),
+            trips: AtomicU64::new(0),
+            health_total: AtomicU64::new(0),
+            health_failed: AtomicU64::new(0),
+            outcomes: Mutex::default(),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Numbers of one plugin (seed `PluginMetricsReport`).
@@ -166,7 +192,7 @@ struct Handles {
     active: Gauge,
     duration: Histogram,
     ok: Counter,
-    stats: Mutex<Stats>,
+    stats: Stats,
     /// Set by [`Metrics::forget`]: a [`Meter`] holding these resolves again.
     forgotten: AtomicBool,
 }
@@ -282,7 +308,7 @@ impl Metrics {
                         outcome: "ok".into(),
                     })
                     .clone(),
-                stats: Mutex::new(Stats::default()),
+                stats: Stats::default(),
                 forgotten: AtomicBool::new(false),
             })
         });
@@ -328,7 +354,6 @@ impl Metrics {
     pub(crate) fn started(&self, m: &Meter) {
         let h = &m.0;
         h.active.inc();
-        h.stats.lock().unwrap_or_else(|p| p.into_inner()).active += 1;
     }
 
     /// A call of `plugin` ended after `took`, on the series its start used.
@@ -362,33 +387,34 @@ impl Metrics {
                         })
                         .inc();
                     h.stats
+                        .outcomes
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .outcomes
                         .insert(e.code());
                 }
             }
         }
         h.duration.observe(took.as_secs_f64());
-        let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
-        s.active -= 1;
-        s.total += 1;
-        s.latency_total += took;
-        s.min = Some(s.min.map_or(took, |m| m.min(took)));
-        s.max = Some(s.max.map_or(took, |m| m.max(took)));
-        match result {
-            Ok(()) => s.ok += 1,
-            Err(e) => {
-                s.failed += 1;
-                match e.kind {
-                    ErrorKind::Timeout => s.timeout += 1,
-                    ErrorKind::ConnectionFailed | ErrorKind::Transport => s.connection += 1,
-                    ErrorKind::CircuitOpen
-                    | ErrorKind::RateLimited
-                    | ErrorKind::NoAvailablePlugins => s.refused += 1,
-                    _ => s.other += 1,
+        let s = &h.stats;
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        s.latency_total_ns.fetch_add(ns, Ordering::Relaxed);
+        // Read first: a new extreme is rare, a write to a shared line is not.
+        if ns < s.min_ns.load(Ordering::Relaxed) {
+            s.min_ns.fetch_min(ns, Ordering::Relaxed);
+        }
+        if ns > s.max_ns.load(Ordering::Relaxed) {
+            s.max_ns.fetch_max(ns, Ordering::Relaxed);
+        }
+        if let Err(e) = result {
+            bump(&s.failed);
+            bump(match e.kind {
+                ErrorKind::Timeout => &s.timeout,
+                ErrorKind::ConnectionFailed | ErrorKind::Transport => &s.connection,
+                ErrorKind::CircuitOpen | ErrorKind::RateLimited | ErrorKind::NoAvailablePlugins => {
+                    &s.refused
                 }
-            }
+                _ => &s.other,
+            });
         }
     }
 
@@ -405,7 +431,7 @@ impl Metrics {
                 .set(v);
             if tripped {
                 self.breaker_trips.get_or_create(&Self::label(plugin)).inc();
-                h.stats.lock().unwrap_or_else(|p| p.into_inner()).trips += 1;
+                bump(&h.stats.trips);
             }
         });
     }
@@ -423,10 +449,9 @@ impl Metrics {
             self.health_status
                 .get_or_create(&Self::label(plugin))
                 .set(status as i64);
-            let mut s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
-            s.health_total += 1;
+            bump(&h.stats.health_total);
             if !ok {
-                s.health_failed += 1;
+                bump(&h.stats.health_failed);
             }
         });
     }
@@ -448,8 +473,8 @@ impl Metrics {
         self.health_status.remove(&l);
         let mut outcomes: Vec<String> = vec!["ok".into()];
         if let Some(h) = gone {
-            let s = h.stats.lock().unwrap_or_else(|p| p.into_inner());
-            outcomes.extend(s.outcomes.iter().map(|c| c.to_string()));
+            let seen = h.stats.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+            outcomes.extend(seen.iter().map(|c| c.to_string()));
         }
         for outcome in outcomes {
             self.requests.remove(&OutcomeLabel {
@@ -474,49 +499,45 @@ impl Metrics {
 
     /// The report.
     pub fn report(&self) -> ObservabilityReport {
-        let m: Vec<(String, Stats)> = self
-            .state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .handles
-            .iter()
-            .map(|(k, h)| {
-                let s = h.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                (k.clone(), s)
-            })
-            .collect();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut plugins = BTreeMap::new();
         let (mut total, mut errors, mut active) = (0u64, 0u64, 0i64);
-        for (name, s) in m {
-            total += s.total;
-            errors += s.failed;
-            active += s.active;
+        for (name, h) in &st.handles {
+            let s = &h.stats;
+            let (ok, failed) = (h.ok.get(), get(&s.failed));
+            let n = ok + failed;
+            let (min, max) = (get(&s.min_ns), get(&s.max_ns));
+            total += n;
+            errors += failed;
+            active += h.active.get();
             plugins.insert(
-                name,
+                name.clone(),
                 PluginMetricsReport {
-                    total_requests: s.total,
-                    successful_requests: s.ok,
-                    failed_requests: s.failed,
-                    active_requests: s.active,
-                    success_rate_percent: rate(s.ok, s.total),
-                    min_latency_ms: s.min.map(ms).unwrap_or(0.0),
-                    max_latency_ms: s.max.map(ms).unwrap_or(0.0),
-                    avg_latency_ms: if s.total == 0 {
+                    total_requests: n,
+                    successful_requests: ok,
+                    failed_requests: failed,
+                    active_requests: h.active.get(),
+                    success_rate_percent: rate(ok, n),
+                    min_latency_ms: if min == u64::MAX { 0.0 } else { ms(min) },
+                    max_latency_ms: ms(max),
+                    avg_latency_ms: if n == 0 {
                         0.0
                     } else {
-                        ms(s.latency_total) / s.total as f64
+                        ms(get(&s.latency_total_ns)) / n as f64
                     },
-                    timeout_errors: s.timeout,
-                    connection_errors: s.connection,
-                    refused: s.refused,
-                    other_errors: s.other,
-                    circuit_breaker_trips: s.trips,
-                    health_check_total: s.health_total,
-                    health_check_failed: s.health_failed,
+                    timeout_errors: get(&s.timeout),
+                    connection_errors: get(&s.connection),
+                    refused: get(&s.refused),
+                    other_errors: get(&s.other),
+                    circuit_breaker_trips: get(&s.trips),
+                    health_check_total: get(&s.health_total),
+                    health_check_failed: get(&s.health_failed),
                 },
             );
         }
+        drop(st);
         ObservabilityReport {
             generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
