@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::CallContext;
+
 /// The header carrying trace context to plugins.
 pub const TRACEPARENT: &str = "traceparent";
+/// Length of a version-00 `traceparent` value.
+pub(crate) const TRACEPARENT_LEN: usize = 55;
 /// The HTTP header and gRPC metadata key carrying the request id. Every
 /// transport's envelope carries it as `request_id` too (the plugin's
 /// `Call::request_id`), so it is not added to a call's header map; the one
@@ -177,14 +181,40 @@ impl TraceContext {
 
     /// The header value.
     pub fn to_header(&self) -> String {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        push_hex(&mut s, self.trace_id, 32);
-        s.push('-');
-        push_hex(&mut s, u128::from(self.span_id), 16);
-        s.push('-');
-        push_hex(&mut s, u128::from(self.flags), 2);
-        s
+        self.header_in(&mut [0u8; TRACEPARENT_LEN]).to_string()
+    }
+
+    /// The header value, written into `buf` (no allocation).
+    pub(crate) fn header_in<'b>(&self, buf: &'b mut [u8; TRACEPARENT_LEN]) -> &'b str {
+        let mut hex = [0u8; 32];
+        buf[..3].copy_from_slice(b"00-");
+        buf[3..35].copy_from_slice(hex_into(&mut hex, self.trace_id, 32).as_bytes());
+        buf[35] = b'-';
+        buf[36..52].copy_from_slice(hex_into(&mut hex, u128::from(self.span_id), 16).as_bytes());
+        buf[52] = b'-';
+        buf[53..55].copy_from_slice(hex_into(&mut hex, u128::from(self.flags), 2).as_bytes());
+        // Only ASCII was written.
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// The trace context of a call about to go out, set as its
+    /// `ctx.trace`: a child of the caller's (`ctx.trace`, else a
+    /// `traceparent` among its headers, which is taken out of the map), or a
+    /// new trace.
+    pub fn start_call(ctx: &mut CallContext) -> TraceContext {
+        let parent = ctx.trace.or_else(|| {
+            let key = ctx
+                .headers
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(TRACEPARENT))?
+                .clone();
+            ctx.headers
+                .remove(&key)
+                .and_then(|v| TraceContext::parse(&v))
+        });
+        let tc = parent.map_or_else(TraceContext::new_root, |p| p.child());
+        ctx.trace = Some(tc);
+        tc
     }
 
     /// From the headers' `traceparent` (a child of it), or a new root; the
@@ -205,6 +235,38 @@ impl TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_continues_the_callers_trace_and_sends_it_once() {
+        let parent = TraceContext::new_root();
+        let mut ctx = CallContext {
+            headers: HashMap::from([
+                ("TraceParent".to_string(), parent.to_header()),
+                ("x-a".to_string(), "1".to_string()),
+            ]),
+            ..CallContext::default()
+        };
+        let tc = TraceContext::start_call(&mut ctx);
+        assert_eq!(tc.trace_id, parent.trace_id);
+        assert_ne!(tc.span_id, parent.span_id);
+        assert_eq!(ctx.trace, Some(tc));
+        assert!(!ctx
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(TRACEPARENT)));
+        // A map that still holds one (set after) loses it to the typed one.
+        ctx.headers
+            .insert("traceparent".into(), TraceContext::new_root().to_header());
+        let wire = serde_json::to_value(crate::transport::WireHeaders::of(&ctx)).unwrap();
+        assert_eq!(wire["traceparent"], tc.to_header());
+        assert_eq!(wire["x-a"], "1");
+        assert_eq!(wire.as_object().map(|o| o.len()), Some(2));
+        // None given: a new trace.
+        let mut fresh = CallContext::default();
+        let root = TraceContext::start_call(&mut fresh);
+        assert_ne!(root.trace_id, parent.trace_id);
+        assert_eq!(TraceContext::parse(&root.to_header()), Some(root));
+    }
 
     #[test]
     fn hex_and_request_ids_match_what_fmt_writes() {

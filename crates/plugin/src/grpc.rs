@@ -31,6 +31,17 @@ use crate::server::{stopped, Call, Handler, Served, Server};
 use crate::tls::ServerTls;
 use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
 
+/// The message's header map: the call's, with its trace context as
+/// `traceparent` (in place of one among them).
+fn wire_headers(ctx: &CallContext) -> std::collections::HashMap<String, String> {
+    let mut h = ctx.headers.clone();
+    if let Some(t) = ctx.trace {
+        h.retain(|k, _| !k.eq_ignore_ascii_case(crate::context::TRACEPARENT));
+        h.insert(crate::context::TRACEPARENT.to_string(), t.to_header());
+    }
+    h
+}
+
 /// The generated `hangar.plugin.v1` messages, client and server.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {
@@ -322,7 +333,7 @@ impl GrpcClient {
                     let msg = pb::ExecuteRequest {
                         request_id,
                         data: Bytes::from(body),
-                        headers: ctx.headers.clone(),
+                        headers: wire_headers(&ctx),
                         timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
                     };
                     let r = PluginServiceClient::new(ch)

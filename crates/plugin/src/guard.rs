@@ -9,7 +9,9 @@
 //! 4. for each attempt, the **circuit breaker** (an open circuit refuses at
 //!    once, `CIRCUIT_1401`; outcomes feed it, our own refusals do not count);
 //! 5. the per-attempt **deadline** (`PLUGIN_1204`);
-//! 6. the leaf (a transport, or any [`BoxService`]).
+//! 6. the leaf (a transport, or any [`Service`]).
+//!
+//! A layer left out (no rate limit, no metrics) is there and passes calls on.
 //!
 //! Time is tokio's, so tests run with paused time.
 
@@ -18,7 +20,8 @@ use std::time::Duration;
 
 use crate::error::Error;
 use crate::layers::{
-    BoxService, BreakerListener, Call, CircuitBreak, Metered, RateLimit, Reply, Retry, Timeout,
+    BoxService, BreakerListener, Call, CircuitBreak, Metered, RateLimit, Reply, Retry, Service,
+    Timeout,
 };
 use crate::metrics::Metrics;
 use crate::{BreakerConfig, CircuitBreaker, RateLimitConfig, RetryConfig, TokenBucket};
@@ -47,14 +50,18 @@ impl Default for GuardConfig {
     }
 }
 
+/// The layers of a [`Guard`], outside in, around leaf `L`: one type, so
+/// that a call through all of them is one future (see [`crate::layers`]).
+pub type Stack<L> = Metered<RateLimit<Retry<CircuitBreak<Timeout<L>>>>>;
+
 /// One plugin's policies around a leaf service. Share it (`Arc`) between
 /// concurrent callers.
-pub struct Guard {
-    service: BoxService,
+pub struct Guard<L = BoxService> {
+    service: Arc<Stack<L>>,
     breaker: Arc<CircuitBreaker>,
 }
 
-impl std::fmt::Debug for Guard {
+impl<L> std::fmt::Debug for Guard<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
             .field("breaker", &self.breaker.stats())
@@ -71,27 +78,34 @@ impl Guard {
     pub fn new(cfg: GuardConfig, leaf: BoxService) -> Guard {
         Self::build(cfg, leaf, None, None)
     }
+}
 
-    /// As [`Guard::new`], recording in `metrics` and telling `listener` about
-    /// breaker state changes.
+impl<L: Service> Guard<L> {
+    /// As [`Guard::new`] around any leaf, recording in `metrics` and telling
+    /// `listener` about breaker state changes. A layer that `cfg` leaves out
+    /// (no rate limit, no metrics) passes calls on untouched.
     pub fn build(
         cfg: GuardConfig,
-        leaf: BoxService,
+        leaf: L,
         metrics: Option<Arc<Metrics>>,
         listener: Option<BreakerListener>,
-    ) -> Guard {
+    ) -> Guard<L> {
         let breaker = Arc::new(CircuitBreaker::new(cfg.breaker));
-        let mut s = Timeout::layer(cfg.timeout, leaf);
-        s = CircuitBreak::layer(Arc::clone(&breaker), listener, s);
-        s = Retry::layer(cfg.retry, s);
-        if cfg.rate_limit.enabled {
-            s = RateLimit::layer(TokenBucket::new_at(cfg.rate_limit, now()), s);
-        }
-        if let Some(m) = metrics {
-            s = Metered::layer(m, s);
-        }
+        let bucket = cfg
+            .rate_limit
+            .enabled
+            .then(|| TokenBucket::new_at(cfg.rate_limit, now()));
+        let attempt = CircuitBreak::new(
+            Arc::clone(&breaker),
+            listener,
+            Timeout::new(cfg.timeout, leaf),
+        );
+        let service = Metered::new(
+            metrics,
+            RateLimit::new(bucket, Retry::new(cfg.retry, attempt)),
+        );
         Guard {
-            service: s,
+            service: Arc::new(service),
             breaker,
         }
     }
@@ -101,9 +115,14 @@ impl Guard {
         &self.breaker
     }
 
-    /// The composed service.
-    pub fn service(&self) -> &BoxService {
+    /// The composed layers, shared.
+    pub fn stack(&self) -> &Arc<Stack<L>> {
         &self.service
+    }
+
+    /// The composed layers as a [`BoxService`].
+    pub fn service(&self) -> BoxService {
+        Arc::clone(&self.service) as BoxService
     }
 
     /// Run one call through the layers.

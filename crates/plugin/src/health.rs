@@ -191,6 +191,7 @@ impl HealthChecker {
         let ctx = CallContext {
             request_id: format!("health-{}", crate::context::new_request_id()),
             headers: HashMap::new(),
+            trace: None,
             timeout: self.settings.timeout,
         };
         let res = tokio::time::timeout(

@@ -46,7 +46,9 @@ use crate::auth::{AuthConfig, AuthMethod, ServerAuth};
 use crate::error::{Error, ErrorKind};
 use crate::server::{stopped, Call, Handler, Served, Server};
 use crate::tls::{ClientTls, ServerTls};
-use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
+use crate::transport::{
+    BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind, WireHeaders,
+};
 use crate::unix::MAX_FRAME;
 
 /// The seed's `HTTPPluginRequest` as it goes on the wire.
@@ -89,8 +91,8 @@ struct RequestRef<'a, D: ?Sized> {
     data: &'a D,
     request_id: &'a str,
     timeout: String,
-    #[serde(skip_serializing_if = "HashMap::is_empty")]
-    headers: &'a HashMap<String, String>,
+    #[serde(skip_serializing_if = "WireHeaders::is_empty")]
+    headers: WireHeaders<'a>,
 }
 
 /// An [`HttpRequestEnvelope`] as the server reads it: the data left as text.
@@ -532,7 +534,7 @@ impl HttpClient {
                     data,
                     request_id: &request_id,
                     timeout: go_duration(timeout),
-                    headers: &ctx.headers,
+                    headers: WireHeaders::of(&ctx),
                 })
                 .map_err(|e| {
                     Error::new(

@@ -130,12 +130,17 @@ impl Call {
     }
 }
 
-/// Something that answers calls. Object safe: layers hold `Arc<dyn Service>`.
+/// Something that answers calls.
+///
+/// Layers are generic over the service they wrap, so that a stack built of
+/// known layers (the manager's, per plugin) is one future: one allocation
+/// and no dynamic call between layers. [`BoxService`] is the dynamic form,
+/// for stacks chosen at run time and for services of the host's.
 pub trait Service: Send + Sync + 'static {
     /// Handle one call. The future borrows the service, so that a layer
     /// reaches what it holds (the next layer, its breaker, its metrics)
     /// without a reference count per call.
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>>;
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_;
 
     /// Whether this service itself ends a call at its `ctx.timeout` (the
     /// library's transports do), so that [`Timeout`] need not time it too.
@@ -144,8 +149,50 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
-/// A shared service.
-pub type BoxService = Arc<dyn Service>;
+/// The object-safe form of [`Service`] (every service is one): its future
+/// boxed.
+pub trait DynService: Send + Sync + 'static {
+    /// [`Service::call`], boxed.
+    fn call_boxed(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>>;
+
+    /// [`Service::ends_at_timeout`].
+    fn ends_at_timeout_dyn(&self) -> bool;
+}
+
+impl<S: Service> DynService for S {
+    fn call_boxed(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+        Box::pin(self.call(call))
+    }
+
+    fn ends_at_timeout_dyn(&self) -> bool {
+        self.ends_at_timeout()
+    }
+}
+
+/// A shared service of any type.
+pub type BoxService = Arc<dyn DynService>;
+
+impl Service for BoxService {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
+        (**self).call_boxed(call)
+    }
+
+    fn ends_at_timeout(&self) -> bool {
+        (**self).ends_at_timeout_dyn()
+    }
+}
+
+/// A stack shared between holders (the manager's entry and its balancer)
+/// is still its concrete type.
+impl<S: Service> Service for Arc<S> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
+        (**self).call(call)
+    }
+
+    fn ends_at_timeout(&self) -> bool {
+        (**self).ends_at_timeout()
+    }
+}
 
 struct FnService<F>(F);
 
@@ -155,9 +202,9 @@ where
     Fut: Future<Output = Result<R, Error>> + Send + 'static,
     R: Into<Reply>,
 {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let fut = (self.0)(call);
-        Box::pin(async move { fut.await.map(Into::into) })
+        async move { fut.await.map(Into::into) }
     }
 }
 
@@ -187,15 +234,20 @@ pub struct TransportService {
 
 impl TransportService {
     /// Over `transport`.
+    pub fn new(transport: Arc<dyn Transport>) -> TransportService {
+        TransportService { transport }
+    }
+
+    /// Over `transport`, shared.
     pub fn layer(transport: Arc<dyn Transport>) -> BoxService {
-        Arc::new(TransportService { transport })
+        Arc::new(TransportService::new(transport))
     }
 }
 
 impl Service for TransportService {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let t = &self.transport;
-        Box::pin(async move {
+        async move {
             match call.data {
                 Body::Value(v) => t
                     .call_shared(call.kind, v, call.ctx)
@@ -206,7 +258,7 @@ impl Service for TransportService {
                     .await
                     .map(Reply::Text),
             }
-        })
+        }
     }
 
     fn ends_at_timeout(&self) -> bool {
@@ -216,20 +268,27 @@ impl Service for TransportService {
 
 /// Headers every call carries (a plugin's credentials), each added where the
 /// call has none of that name.
-pub struct AddHeaders {
+pub struct AddHeaders<S = BoxService> {
     headers: Vec<(String, String)>,
-    inner: BoxService,
+    inner: S,
+}
+
+impl<S: Service> AddHeaders<S> {
+    /// Add `headers` (none: a layer that adds nothing) to `inner`'s calls.
+    pub fn new(headers: Vec<(String, String)>, inner: S) -> AddHeaders<S> {
+        AddHeaders { headers, inner }
+    }
 }
 
 impl AddHeaders {
     /// Add `headers` to `inner`'s calls.
     pub fn layer(headers: Vec<(String, String)>, inner: BoxService) -> BoxService {
-        Arc::new(AddHeaders { headers, inner })
+        Arc::new(AddHeaders::new(headers, inner))
     }
 }
 
-impl Service for AddHeaders {
-    fn call(&self, mut call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+impl<S: Service> Service for AddHeaders<S> {
+    fn call(&self, mut call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         for (k, v) in &self.headers {
             call.ctx
                 .headers
@@ -245,28 +304,35 @@ impl Service for AddHeaders {
 }
 
 /// Per-attempt deadline.
-pub struct Timeout {
+pub struct Timeout<S = BoxService> {
     per_attempt: Duration,
-    inner: BoxService,
+    inner: S,
     /// The inner service ends the attempt at `ctx.timeout` itself: no second
     /// timer.
     inner_ends: bool,
 }
 
-impl Timeout {
+impl<S: Service> Timeout<S> {
     /// Each attempt at most `per_attempt` (and at most what is left of the
     /// call's deadline).
-    pub fn layer(per_attempt: Duration, inner: BoxService) -> BoxService {
-        Arc::new(Timeout {
+    pub fn new(per_attempt: Duration, inner: S) -> Timeout<S> {
+        Timeout {
             per_attempt,
             inner_ends: inner.ends_at_timeout(),
             inner,
-        })
+        }
     }
 }
 
-impl Service for Timeout {
-    fn call(&self, mut call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+impl Timeout {
+    /// [`Timeout::new`], shared.
+    pub fn layer(per_attempt: Duration, inner: BoxService) -> BoxService {
+        Arc::new(Timeout::new(per_attempt, inner))
+    }
+}
+
+impl<S: Service> Service for Timeout<S> {
+    fn call(&self, mut call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let t = match call.remaining() {
             Some(r) => r.min(self.per_attempt),
             None => self.per_attempt,
@@ -274,16 +340,21 @@ impl Service for Timeout {
         call.ctx.timeout = t;
         // (A zero timeout means "the transport's default" to a transport, so
         // a deadline already reached is timed here.)
-        if self.inner_ends && !t.is_zero() {
-            return self.inner.call(call);
-        }
-        let fut = self.inner.call(call);
-        Box::pin(async move {
-            match tokio::time::timeout(t, fut).await {
+        let timed = !self.inner_ends || t.is_zero();
+        let inner = &self.inner;
+        // (Each layer makes the inner future where it awaits it, never in a
+        // variable first: a future moved out of a variable keeps its room in
+        // the outer one, and the stack's single future would double per
+        // layer.)
+        async move {
+            if !timed {
+                return inner.call(call).await;
+            }
+            match tokio::time::timeout(t, inner.call(call)).await {
                 Ok(r) => r,
                 Err(_) => Err(timeout_err(format!("no answer within {t:?}"))),
             }
-        })
+        }
     }
 }
 
@@ -291,33 +362,56 @@ impl Service for Timeout {
 pub type BreakerListener = Arc<dyn Fn(&str, BreakerState) + Send + Sync>;
 
 /// Circuit breaker per attempt.
-pub struct CircuitBreak {
+pub struct CircuitBreak<S = BoxService> {
     breaker: Arc<CircuitBreaker>,
     listener: Option<BreakerListener>,
-    inner: BoxService,
+    inner: S,
+    /// The plugin of the first call, kept for the listener: a manager builds
+    /// one stack per plugin, so its calls need not each count a reference
+    /// on a name every thread shares.
+    plugin: std::sync::OnceLock<Arc<str>>,
+}
+
+impl<S: Service> CircuitBreak<S> {
+    /// Guard `inner` with `breaker`; `listener` hears state changes.
+    pub fn new(
+        breaker: Arc<CircuitBreaker>,
+        listener: Option<BreakerListener>,
+        inner: S,
+    ) -> CircuitBreak<S> {
+        CircuitBreak {
+            breaker,
+            listener,
+            inner,
+            plugin: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl CircuitBreak {
-    /// Guard `inner` with `breaker`; `listener` hears state changes.
+    /// [`CircuitBreak::new`], shared.
     pub fn layer(
         breaker: Arc<CircuitBreaker>,
         listener: Option<BreakerListener>,
         inner: BoxService,
     ) -> BoxService {
-        Arc::new(CircuitBreak {
-            breaker,
-            listener,
-            inner,
-        })
+        Arc::new(CircuitBreak::new(breaker, listener, inner))
     }
 }
 
-impl Service for CircuitBreak {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+impl<S: Service> Service for CircuitBreak<S> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let b = &self.breaker;
         let listener = self.listener.as_ref();
         // Only a listener needs the name, once the call has gone on.
-        let plugin = listener.map(|_| Arc::clone(&call.plugin));
+        let plugin = listener.map(|_| {
+            let first = self.plugin.get_or_init(|| Arc::clone(&call.plugin));
+            if **first == *call.plugin {
+                Cow::Borrowed(first)
+            } else {
+                Cow::Owned(Arc::clone(&call.plugin))
+            }
+        });
         let notify = move |before: BreakerState, after: BreakerState| {
             if after != before {
                 if let (Some(l), Some(p)) = (listener, &plugin) {
@@ -327,17 +421,15 @@ impl Service for CircuitBreak {
         };
         let (allowed, before, mid) = b.admit_at(now_std());
         notify(before, mid);
-        if !allowed {
-            return Box::pin(async {
-                Err(Error::new(
+        let inner = &self.inner;
+        async move {
+            if !allowed {
+                return Err(Error::new(
                     ErrorKind::CircuitOpen,
                     "circuit open: the plugin failed repeatedly; calls resume after the recovery timeout",
-                ))
-            });
-        }
-        let fut = self.inner.call(call);
-        Box::pin(async move {
-            let r = fut.await;
+                ));
+            }
+            let r = inner.call(call).await;
             let outcome = match &r {
                 Ok(_) => Some(true),
                 Err(e) if e.kind.counts_as_failure() => Some(false),
@@ -345,31 +437,38 @@ impl Service for CircuitBreak {
             };
             notify(mid, b.settle_at(outcome, now_std()));
             r
-        })
+        }
     }
 }
 
 /// Retry with backoff.
-pub struct Retry {
+pub struct Retry<S = BoxService> {
     cfg: RetryConfig,
-    inner: BoxService,
+    inner: S,
 }
 
-impl Retry {
+impl<S: Service> Retry<S> {
     /// Retry `inner` per `cfg` (a call's `max_retries` overrides it).
-    pub fn layer(cfg: RetryConfig, inner: BoxService) -> BoxService {
-        Arc::new(Retry { cfg, inner })
+    pub fn new(cfg: RetryConfig, inner: S) -> Retry<S> {
+        Retry { cfg, inner }
     }
 }
 
-impl Service for Retry {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+impl Retry {
+    /// [`Retry::new`], shared.
+    pub fn layer(cfg: RetryConfig, inner: BoxService) -> BoxService {
+        Arc::new(Retry::new(cfg, inner))
+    }
+}
+
+impl<S: Service> Service for Retry<S> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let mut cfg = self.cfg;
         if let Some(m) = call.max_retries {
             cfg.max_retries = m;
         }
         let inner = &self.inner;
-        Box::pin(async move {
+        async move {
             let mut n = 0u32;
             loop {
                 n += 1;
@@ -386,168 +485,203 @@ impl Service for Retry {
                 tracing::debug!(plugin = %call.plugin, attempt = n, ?wait, error = %e, "retrying");
                 tokio::time::sleep(wait).await;
             }
-        })
+        }
     }
 }
 
 /// Token-bucket rate limit, one token per call.
-pub struct RateLimit {
-    bucket: TokenBucket,
-    inner: BoxService,
+pub struct RateLimit<S = BoxService> {
+    /// None: no limit (the layer passes calls on).
+    bucket: Option<TokenBucket>,
+    inner: S,
+}
+
+impl<S: Service> RateLimit<S> {
+    /// Limit `inner` with `bucket` (none: no limit).
+    pub fn new(bucket: Option<TokenBucket>, inner: S) -> RateLimit<S> {
+        RateLimit { bucket, inner }
+    }
 }
 
 impl RateLimit {
     /// Limit `inner` with `bucket`.
     pub fn layer(bucket: TokenBucket, inner: BoxService) -> BoxService {
-        Arc::new(RateLimit { bucket, inner })
+        Arc::new(RateLimit::new(Some(bucket), inner))
     }
 }
 
-impl Service for RateLimit {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
-        if let Err(wait) = self.bucket.try_acquire_at(now_std()) {
-            return Box::pin(async move {
-                Err(Error::new(
+impl<S: Service> Service for RateLimit<S> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
+        let refused = self
+            .bucket
+            .as_ref()
+            .and_then(|b| b.try_acquire_at(now_std()).err());
+        let inner = &self.inner;
+        async move {
+            if let Some(wait) = refused {
+                return Err(Error::new(
                     ErrorKind::RateLimited,
                     format!("rate limit reached; next slot in {wait:?}"),
-                ))
-            });
+                ));
+            }
+            inner.call(call).await
         }
-        self.inner.call(call)
     }
 }
 
 /// Metrics and a tracing span per call.
-pub struct Metered {
-    metrics: Arc<Metrics>,
-    inner: BoxService,
+pub struct Metered<S = BoxService> {
+    /// None: the layer passes calls on (no metrics, no span).
+    metrics: Option<Arc<Metrics>>,
+    inner: S,
     /// The series of the plugin this layer's calls are for, resolved on the
     /// first call (a manager builds one stack per plugin).
     meter: std::sync::OnceLock<(Arc<str>, Meter)>,
 }
 
-impl Metered {
-    /// Record `inner`'s calls in `metrics`.
-    pub fn layer(metrics: Arc<Metrics>, inner: BoxService) -> BoxService {
-        Arc::new(Metered {
+impl<S: Service> Metered<S> {
+    /// Record `inner`'s calls in `metrics` (none: pass them on).
+    pub fn new(metrics: Option<Arc<Metrics>>, inner: S) -> Metered<S> {
+        Metered {
             metrics,
             inner,
             meter: std::sync::OnceLock::new(),
-        })
+        }
     }
 
     /// `plugin`'s name and series: the cached ones, borrowed, while they are
     /// `plugin`'s and current; else looked up (none for a plugin forgotten).
-    fn meter(&self, plugin: &Arc<str>) -> Option<(Cow<'_, Arc<str>>, Cow<'_, Meter>)> {
+    fn meter(
+        &self,
+        metrics: &Metrics,
+        plugin: &Arc<str>,
+    ) -> Option<(Cow<'_, Arc<str>>, Cow<'_, Meter>)> {
         if let Some((name, m)) = self.meter.get() {
             if name == plugin && !m.is_stale() {
                 return Some((Cow::Borrowed(name), Cow::Borrowed(m)));
             }
         }
-        let m = self.metrics.meter(plugin)?;
+        let m = metrics.meter(plugin)?;
         let _ = self.meter.set((Arc::clone(plugin), m.clone()));
         Some((Cow::Owned(Arc::clone(plugin)), Cow::Owned(m)))
     }
 }
 
-impl Service for Metered {
-    fn call(&self, mut call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
-        let m = &*self.metrics;
-        let meter = self.meter(&call.plugin);
-        let tc = crate::context::TraceContext::propagate(&mut call.ctx.headers);
-        let span = tracing::info_span!(
-            "plugin_call",
-            plugin = %call.plugin,
-            request_id = %call.ctx.request_id,
-            trace_id = %crate::context::Hex { v: tc.trace_id, width: 32 },
-            span_id = %crate::context::Hex { v: u128::from(tc.span_id), width: 16 },
-        );
-        let fut = self.inner.call(call);
-        Box::pin(
-            async move {
-                let Some((plugin, meter)) = meter else {
-                    // Forgotten: not counted.
-                    return fut.await;
-                };
-                m.started(&meter);
-                let t0 = tokio::time::Instant::now();
-                // Record even when the caller drops the call mid-way.
-                struct Done<'a> {
-                    m: &'a Metrics,
-                    meter: &'a Meter,
-                    plugin: &'a str,
-                    t0: tokio::time::Instant,
-                    armed: bool,
-                }
-                impl Drop for Done<'_> {
-                    fn drop(&mut self) {
-                        if self.armed {
-                            let e = Error::new(ErrorKind::Timeout, "cancelled by the caller");
-                            self.m
-                                .finished(self.meter, self.plugin, self.t0.elapsed(), Err(&e));
-                        }
+impl Metered {
+    /// Record `inner`'s calls in `metrics`.
+    pub fn layer(metrics: Arc<Metrics>, inner: BoxService) -> BoxService {
+        Arc::new(Metered::new(Some(metrics), inner))
+    }
+}
+
+impl<S: Service> Service for Metered<S> {
+    fn call(&self, mut call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
+        let metrics = self.metrics.as_deref();
+        let (meter, span) = match metrics {
+            Some(m) => {
+                let meter = self.meter(m, &call.plugin);
+                let tc = crate::context::TraceContext::start_call(&mut call.ctx);
+                let span = tracing::info_span!(
+                    "plugin_call",
+                    plugin = %call.plugin,
+                    request_id = %call.ctx.request_id,
+                    trace_id = %crate::context::Hex { v: tc.trace_id, width: 32 },
+                    span_id = %crate::context::Hex { v: u128::from(tc.span_id), width: 16 },
+                );
+                (meter, span)
+            }
+            None => (None, tracing::Span::none()),
+        };
+        let inner = &self.inner;
+        async move {
+            let (Some(m), Some((plugin, meter))) = (metrics, meter) else {
+                // No metrics, or the plugin was forgotten: not counted.
+                return inner.call(call).await;
+            };
+            m.started(&meter);
+            let t0 = tokio::time::Instant::now();
+            // Record even when the caller drops the call mid-way.
+            struct Done<'a> {
+                m: &'a Metrics,
+                meter: &'a Meter,
+                plugin: &'a str,
+                t0: tokio::time::Instant,
+                armed: bool,
+            }
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    if self.armed {
+                        let e = Error::new(ErrorKind::Timeout, "cancelled by the caller");
+                        self.m
+                            .finished(self.meter, self.plugin, self.t0.elapsed(), Err(&e));
                     }
                 }
-                let mut done = Done {
-                    m,
-                    meter: &meter,
-                    plugin: &plugin,
-                    t0,
-                    armed: true,
-                };
-                let r = fut.await;
-                done.armed = false;
-                m.finished(&meter, &plugin, t0.elapsed(), r.as_ref().map(|_| ()));
-                if let Err(e) = &r {
-                    tracing::debug!(error = %e, "plugin call failed");
-                }
-                r
             }
-            .instrument(span),
-        )
+            let mut done = Done {
+                m,
+                meter: &meter,
+                plugin: &plugin,
+                t0,
+                armed: true,
+            };
+            let r = inner.call(call).await;
+            done.armed = false;
+            m.finished(&meter, &plugin, t0.elapsed(), r.as_ref().map(|_| ()));
+            if let Err(e) = &r {
+                tracing::debug!(error = %e, "plugin call failed");
+            }
+            r
+        }
+        .instrument(span)
     }
 }
 
 /// The caller's overall deadline and cancellation.
-pub struct Deadline {
-    inner: BoxService,
+pub struct Deadline<S = BoxService> {
+    inner: S,
 }
 
-impl Deadline {
+impl<S: Service> Deadline<S> {
     /// Bound `inner` by each call's `deadline` and `cancel`.
-    pub fn layer(inner: BoxService) -> BoxService {
-        Arc::new(Deadline { inner })
+    pub fn new(inner: S) -> Deadline<S> {
+        Deadline { inner }
     }
 }
 
-impl Service for Deadline {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+impl Deadline {
+    /// [`Deadline::new`], shared.
+    pub fn layer(inner: BoxService) -> BoxService {
+        Arc::new(Deadline::new(inner))
+    }
+}
+
+impl<S: Service> Service for Deadline<S> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let deadline = call.deadline;
         let cancel = call.cancel.clone();
-        if deadline.is_none() && cancel.is_none() {
-            // Nothing bounds it here: no second future around the call.
-            return self.inner.call(call);
-        }
-        let fut = self.inner.call(call);
-        Box::pin(async move {
-            let bounded = async {
-                match deadline {
-                    Some(d) => match tokio::time::timeout_at(d, fut).await {
-                        Ok(r) => r,
-                        Err(_) => Err(timeout_err("the call's deadline passed".into())),
-                    },
-                    None => fut.await,
+        let inner = &self.inner;
+        async move {
+            let timed = |d, call| async move {
+                match tokio::time::timeout_at(d, inner.call(call)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timeout_err("the call's deadline passed".into())),
                 }
             };
-            match cancel {
-                Some(cancel) => tokio::select! {
-                    r = bounded => r,
+            match (deadline, cancel) {
+                // Nothing bounds it here: no timer, no token.
+                (None, None) => inner.call(call).await,
+                // Nobody can cancel it: no token to wait on.
+                (Some(d), None) => timed(d, call).await,
+                (None, Some(cancel)) => tokio::select! {
+                    r = inner.call(call) => r,
                     _ = cancel.cancelled() => Err(timeout_err("cancelled by the caller".into())),
                 },
-                // Nobody can cancel it: no token to wait on.
-                None => bounded.await,
+                (Some(d), Some(cancel)) => tokio::select! {
+                    r = timed(d, call) => r,
+                    _ = cancel.cancelled() => Err(timeout_err("cancelled by the caller".into())),
+                },
             }
-        })
+        }
     }
 }
 
@@ -570,9 +704,9 @@ impl Failover {
 }
 
 impl Service for Failover {
-    fn call(&self, call: Call) -> BoxFuture<'_, Result<Reply, Error>> {
+    fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let (b, resolve) = (&self.balancer, &self.resolve);
-        Box::pin(async move {
+        async move {
             let order = b.candidates(call.key.as_deref())?;
             let mut last: Option<Error> = None;
             let mut tried = 0usize;
@@ -611,6 +745,6 @@ impl Service for Failover {
                     "no plugin of the group could take the call",
                 ),
             })
-        })
+        }
     }
 }

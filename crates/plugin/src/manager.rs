@@ -40,10 +40,10 @@ use crate::config::{ConfigErrors, ManagerConfig, PluginConfig};
 use crate::context::{new_request_id, ExecutionContext};
 use crate::error::{Error, ErrorKind};
 use crate::factories::TransportFactory;
-use crate::guard::{Guard, GuardConfig};
+use crate::guard::{Guard, GuardConfig, Stack};
 use crate::health::{HealthChecker, HealthListener, HealthMonitor, HealthStatus, PluginStatus};
 use crate::layers::{
-    service_fn, AddHeaders, Body, BoxService, Call, Deadline, Failover, Reply, Resolver,
+    service_fn, AddHeaders, Body, BoxService, Call, Deadline, Failover, Reply, Resolver, Service,
     TransportService,
 };
 use crate::metrics::Metrics;
@@ -168,6 +168,10 @@ impl InFlight {
     }
 }
 
+/// The service at the bottom of every plugin's stack: the transport, with
+/// the plugin's credentials added to each call.
+pub(crate) type Leaf = AddHeaders<TransportService>;
+
 /// One live plugin.
 pub(crate) struct Entry {
     /// `cfg.name`, shared by every call of it.
@@ -175,8 +179,10 @@ pub(crate) struct Entry {
     pub(crate) cfg: PluginConfig,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) service: BoxService,
-    /// `service` under the caller's deadline and cancellation.
-    pub(crate) bounded: BoxService,
+    /// `service` under the caller's deadline and cancellation, as its own
+    /// type: a call through it is part of the caller's future, with no
+    /// allocation of its own.
+    pub(crate) bounded: Deadline<Arc<Stack<Leaf>>>,
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) checker: Arc<HealthChecker>,
     pub(crate) inflight: Arc<InFlight>,
@@ -544,12 +550,7 @@ impl Manager {
         // The auth headers go on every call, so that a transport built by a
         // factory of the host's also sends them.
         let auth = p.auth.header_pairs();
-        let leaf = TransportService::layer(Arc::clone(&transport));
-        let leaf = if auth.is_empty() {
-            leaf
-        } else {
-            AddHeaders::layer(auth, leaf)
-        };
+        let leaf = AddHeaders::new(auth, TransportService::new(Arc::clone(&transport)));
         let guard = Guard::build(
             GuardConfig {
                 breaker: p.circuit_breaker.resolve(),
@@ -564,8 +565,9 @@ impl Manager {
         Arc::new(Entry {
             name: Arc::from(p.name.as_str()),
             breaker: Arc::clone(guard.breaker()),
-            service: Arc::clone(guard.service()),
-            bounded: Deadline::layer(Arc::clone(guard.service())),
+            service: guard.service(),
+            // One future for the whole stack of a call.
+            bounded: Deadline::new(Arc::clone(guard.stack())),
             cfg: p,
             transport,
             checker,
@@ -674,6 +676,7 @@ impl Manager {
             ctx: CallContext {
                 request_id: o.request_id.unwrap_or_else(new_request_id),
                 headers: o.headers,
+                trace: None,
                 timeout: Duration::ZERO,
             },
             key: o.key,

@@ -114,6 +114,7 @@ impl<Req, Resp> TransportPlugin<Req, Resp> {
                 CallContext {
                     request_id: crate::context::new_request_id(),
                     headers: Default::default(),
+                    trace: None,
                     timeout,
                 },
             )
@@ -162,18 +163,18 @@ where
                 return Err(Error::new(ErrorKind::Transport, "the plugin is closed"));
             }
             let data = encode_raw(&req)?;
-            let mut headers = ctx.headers.clone();
-            crate::context::TraceContext::propagate(&mut headers);
             let timeout = ctx.timeout.unwrap_or(Duration::from_secs(30));
-            let call = CallContext {
+            let mut call = CallContext {
                 request_id: if ctx.request_id.is_empty() {
                     crate::context::new_request_id()
                 } else {
                     ctx.request_id.clone()
                 },
-                headers,
+                headers: ctx.headers.clone(),
+                trace: None,
                 timeout,
             };
+            crate::context::TraceContext::start_call(&mut call);
             let v = bounded(
                 ctx,
                 timeout,
@@ -199,6 +200,7 @@ where
                     CallContext {
                         request_id: crate::context::new_request_id(),
                         headers: Default::default(),
+                        trace: None,
                         timeout: Duration::from_secs(5),
                     },
                 )

@@ -151,10 +151,79 @@ impl FromStr for TransportKind {
 pub struct CallContext {
     /// Correlates the call end to end (logs, tracing, responses).
     pub request_id: String,
-    /// Headers (auth, trace context, caller metadata).
+    /// Headers (auth, caller metadata).
     pub headers: HashMap<String, String>,
+    /// Trace context, sent as the `traceparent` header (in place of one
+    /// among `headers`). Kept apart from the map so that a call carries it
+    /// without allocating, and every attempt copies it for free; see
+    /// [`crate::TraceContext::start_call`].
+    pub trace: Option<crate::context::TraceContext>,
     /// How long the caller waits for this attempt.
     pub timeout: Duration,
+}
+
+/// A call's headers as they go into an envelope: its own (less any
+/// `traceparent`, when it carries trace context of its own), the
+/// transport's (`extra`: auth), the trace context, and the caller's request
+/// id where the envelope's had to be made unique.
+pub(crate) struct WireHeaders<'a> {
+    pub(crate) call: &'a HashMap<String, String>,
+    pub(crate) trace: Option<crate::context::TraceContext>,
+    pub(crate) extra: &'a [(String, String)],
+    pub(crate) request_id: Option<&'a str>,
+}
+
+impl<'a> WireHeaders<'a> {
+    /// The headers of `ctx` alone.
+    pub(crate) fn of(ctx: &'a CallContext) -> WireHeaders<'a> {
+        WireHeaders {
+            call: &ctx.headers,
+            trace: ctx.trace,
+            extra: &[],
+            request_id: None,
+        }
+    }
+
+    fn request_id(&self) -> Option<&'a str> {
+        self.request_id
+            .filter(|_| !self.call.contains_key(crate::context::REQUEST_ID_HEADER))
+    }
+
+    fn skips(&self, key: &str) -> bool {
+        self.trace.is_some() && key.eq_ignore_ascii_case(crate::context::TRACEPARENT)
+    }
+
+    /// Whether no header goes out.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.trace.is_none()
+            && self.extra.is_empty()
+            && self.request_id().is_none()
+            && self.call.is_empty()
+    }
+}
+
+impl Serialize for WireHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let id = self.request_id();
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.call {
+            if !self.skips(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        for (k, v) in self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        if let Some(t) = &self.trace {
+            let mut buf = [0u8; crate::context::TRACEPARENT_LEN];
+            m.serialize_entry(crate::context::TRACEPARENT, t.header_in(&mut buf))?;
+        }
+        if let Some(id) = id {
+            m.serialize_entry(crate::context::REQUEST_ID_HEADER, id)?;
+        }
+        m.end()
+    }
 }
 
 /// One way of reaching a plugin.
@@ -369,18 +438,63 @@ impl CallContext {
 /// before the wire (a pooled connection, a write into a socket with room)
 /// is ready at once, and a tokio timer costs a clock read, a clone of the
 /// runtime's handle and a wheel entry, shared by every thread.
-pub(crate) async fn within<F: Future>(
-    at: impl FnOnce() -> Option<tokio::time::Instant>,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(v) = first {
-        return Ok(v);
+///
+/// A future of its own rather than an `async fn`: that would keep `fut`
+/// twice (the argument, and the pinned copy it polls), and a call's future
+/// is made of several of these.
+pub(crate) fn within<F, A>(at: A, fut: F) -> Within<F, A>
+where
+    F: Future,
+    A: FnOnce() -> Option<tokio::time::Instant>,
+{
+    Within {
+        fut,
+        at: Some(at),
+        timer: None,
     }
-    match at() {
-        Some(d) => tokio::time::timeout_at(d, fut).await,
-        None => Ok(fut.await),
+}
+
+/// The deadline of a [`within`] passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+pin_project_lite::pin_project! {
+    /// See [`within`].
+    pub(crate) struct Within<F, A> {
+        #[pin]
+        fut: F,
+        at: Option<A>,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<F, A> Future for Within<F, A>
+where
+    F: Future,
+    A: FnOnce() -> Option<tokio::time::Instant>,
+{
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        // Pending on the first poll: the timer, if there is a deadline.
+        if let Some(at) = this.at.take() {
+            if let Some(d) = at() {
+                this.timer.set(Some(tokio::time::sleep_until(d)));
+            }
+        }
+        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed)),
+            _ => Poll::Pending,
+        }
     }
 }
 

@@ -32,7 +32,9 @@ use crate::auth::{AuthConfig, ServerAuth};
 use crate::error::{Error, ErrorKind};
 pub use crate::server::Handler;
 use crate::server::{stopped, Call, Served, Server};
-use crate::transport::{BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind};
+use crate::transport::{
+    BoxFuture, CallContext, CallKind, Payload, Transport, TransportKind, WireHeaders,
+};
 
 /// Largest message accepted, either way (16 MiB).
 pub const MAX_FRAME: usize = 16 << 20;
@@ -604,41 +606,13 @@ pub fn decode_response(body: &[u8]) -> Result<Response, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
-/// A request's headers as written: the call's, the transport's own (auth),
-/// and the caller's request id where the frame's had to be made unique.
-struct MergedHeaders<'a> {
-    call: &'a HashMap<String, String>,
-    extra: &'a [(String, String)],
-    request_id: Option<&'a str>,
-}
-
-impl Serialize for MergedHeaders<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let id = self
-            .request_id
-            .filter(|_| !self.call.contains_key(crate::context::REQUEST_ID_HEADER));
-        let n = self.call.len() + self.extra.len() + usize::from(id.is_some());
-        let mut m = s.serialize_map(Some(n))?;
-        for (k, v) in self.call {
-            m.serialize_entry(k, v)?;
-        }
-        for (k, v) in self.extra {
-            m.serialize_entry(k, v)?;
-        }
-        if let Some(id) = id {
-            m.serialize_entry(crate::context::REQUEST_ID_HEADER, id)?;
-        }
-        m.end()
-    }
-}
-
 #[derive(Serialize)]
 struct RequestRef<'a, D: ?Sized> {
     #[serde(rename = "type")]
     kind: &'a str,
     request_id: &'a str,
     data: &'a D,
-    headers: MergedHeaders<'a>,
+    headers: WireHeaders<'a>,
     #[serde(skip_serializing_if = "is_zero")]
     timeout_ms: u64,
 }
@@ -945,8 +919,9 @@ impl Mux {
             kind: kind.as_str(),
             request_id: &id,
             data,
-            headers: MergedHeaders {
+            headers: WireHeaders {
                 call: &ctx.headers,
+                trace: ctx.trace,
                 extra: extra_headers,
                 // A suffixed id still tells the plugin the caller's.
                 request_id: suffixed.then_some(ctx.request_id.as_str()),
@@ -1243,12 +1218,14 @@ impl UnixClient {
             // Every live connection is busy: open another while we may.
             // (A plugin that takes fewer connections than our pool size
             // still gets the calls on the ones it has.)
-            (best, Some(i)) => match self.slot_conn(i).await {
+            // (Connecting is boxed: it is rare, and its future kept inline
+            // would grow every call's by half.)
+            (best, Some(i)) => match Box::pin(self.slot_conn(i)).await {
                 Ok(m) => Ok(m),
                 Err(e) => best.ok_or(e),
             },
             (Some(b), None) => Ok(b),
-            (None, None) => self.slot_conn(start % n).await,
+            (None, None) => Box::pin(self.slot_conn(start % n)).await,
         }
     }
 

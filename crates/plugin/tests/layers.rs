@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hangar_plugin::layers::{
     service_fn, BoxService, Call, CircuitBreak, Deadline, Failover, RateLimit, Reply, Retry,
-    Timeout,
+    Service, Timeout,
 };
 use hangar_plugin::{
     Balancer, BreakerConfig, BreakerState, CircuitBreaker, Error, ErrorKind, RateLimitConfig,

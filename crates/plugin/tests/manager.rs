@@ -511,6 +511,19 @@ async fn many_concurrent_calls_share_one_connection() {
     assert_eq!(m.metrics().report().plugins["busy"].total_requests, 64);
 }
 
+/// CPU time of this process (every thread: the callers, the client's
+/// runtime and the plugin's), from `/proc/self/stat`, in seconds.
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command (which may hold spaces) closed by ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
@@ -523,7 +536,10 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 /// "raw text+hdrs" is the bare client sending the headers the manager's
 /// calls carry (trace context and request id, made per call), to tell the
 /// layers' cost from that of what they put on the wire;
-/// `HANGAR_BENCH_ONLY=<row>` runs one row alone, for a profiler.
+/// `HANGAR_BENCH_ONLY=<row>` runs one row alone, for a profiler. Each row
+/// also shows the CPU time of the whole process (client and plugin) per
+/// call: on a machine shared with other work, calls per second follow the
+/// share of the CPU the bench gets, the CPU a call costs does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]
 async fn bench_manager_against_the_raw_client() {
@@ -596,8 +612,8 @@ async fn bench_manager_against_the_raw_client() {
     let payload = json!({"blob": "x".repeat(1000)});
     let text: Arc<Box<hangar_plugin::RawValue>> =
         Arc::new(serde_json::value::to_raw_value(&payload).unwrap());
-    // (conc, which) -> per round: (p50, p99, calls/s)
-    type Round = (Duration, Duration, f64);
+    // (conc, which) -> per round: (p50, p99, calls/s, CPU µs per call)
+    type Round = (Duration, Duration, f64, f64);
     // `HANGAR_BENCH_ONLY=<row>` measures that row alone (for a profiler).
     let only = std::env::var("HANGAR_BENCH_ONLY").ok();
     let mut out: std::collections::BTreeMap<(usize, &str), Vec<Round>> = Default::default();
@@ -635,19 +651,16 @@ async fn bench_manager_against_the_raw_client() {
                                 .unwrap();
                             } else if which == "raw text+hdrs" {
                                 // What the manager adds to every call: a request
-                                // id, and trace context as a header, made per call.
-                                let id = hangar_plugin::new_request_id();
-                                let headers = std::collections::HashMap::from([(
-                                    hangar_plugin::TRACEPARENT.to_string(),
-                                    TraceContext::new_root().to_header(),
-                                )]);
+                                // id, and trace context (the `traceparent`
+                                // header), made per call.
                                 traw.call_raw(
                                     hangar_plugin::CallKind::Execute,
                                     &text,
                                     hangar_plugin::CallContext {
-                                        request_id: id,
-                                        headers,
+                                        request_id: hangar_plugin::new_request_id(),
+                                        trace: Some(TraceContext::new_root()),
                                         timeout: Duration::from_secs(10),
+                                        ..Default::default()
                                     },
                                 )
                                 .await
@@ -684,8 +697,10 @@ async fn bench_manager_against_the_raw_client() {
                 }
                 start.wait().await;
                 let t0 = Instant::now();
+                let cpu0 = process_cpu_secs();
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                 stop.store(true, Ordering::Relaxed);
+                let cpu = process_cpu_secs() - cpu0;
                 let mut all = Vec::new();
                 while let Some(r) = set.join_next().await {
                     all.extend(r.unwrap());
@@ -696,6 +711,7 @@ async fn bench_manager_against_the_raw_client() {
                     percentile(&mut all, 0.5),
                     percentile(&mut all, 0.99),
                     n as f64 / took,
+                    cpu * 1e6 / n as f64,
                 ));
             }
         }
@@ -704,16 +720,23 @@ async fn bench_manager_against_the_raw_client() {
         let mut a: Vec<_> = v.iter().map(|x| x.0).collect();
         let mut b: Vec<_> = v.iter().map(|x| x.1).collect();
         let mut c: Vec<_> = v.iter().map(|x| x.2).collect();
+        let mut d: Vec<_> = v.iter().map(|x| x.3).collect();
         a.sort();
         b.sort();
         c.sort_by(f64::total_cmp);
-        (a[a.len() / 2], b[b.len() / 2], c[c.len() / 2])
+        d.sort_by(f64::total_cmp);
+        (
+            a[a.len() / 2],
+            b[b.len() / 2],
+            c[c.len() / 2],
+            d[d.len() / 2],
+        )
     };
     for (k, v) in &out {
         let x = med(v);
         println!(
-            "{:>13} c={:<2} p50={:?} p99={:?} {:.0} calls/s",
-            k.1, k.0, x.0, x.1, x.2
+            "{:>13} c={:<2} p50={:?} p99={:?} {:.0} calls/s {:.2} µs CPU/call",
+            k.1, k.0, x.0, x.1, x.2, x.3
         );
     }
     for conc in [1usize, 64] {
@@ -727,10 +750,11 @@ async fn bench_manager_against_the_raw_client() {
             };
             let (r, m) = (med(r), med(m));
             println!(
-                "{managed} / {bare} c={conc}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x",
+                "{managed} / {bare} c={conc}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, CPU/call {:.2}x",
                 m.0.as_secs_f64() / r.0.as_secs_f64(),
                 m.1.as_secs_f64() / r.1.as_secs_f64(),
-                m.2 / r.2
+                m.2 / r.2,
+                m.3 / r.3
             );
         }
     }

@@ -200,7 +200,7 @@ fn a_removed_plugin_stays_gone_from_the_metrics_until_it_is_added_back() {
 /// would leave it at -1 calls in flight) nor counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_across_a_remove_and_add_back_leaves_the_new_series_balanced() {
-    use hangar_plugin::layers::{service_fn, Call, Metered};
+    use hangar_plugin::layers::{service_fn, Call, Metered, Service};
     use hangar_plugin::Metrics;
 
     let m = Arc::new(Metrics::new());
