@@ -165,9 +165,13 @@ impl CircuitBreaker {
     /// reads: past it the count would be a write per call for nothing.
     fn count_request(&self) {
         let min = u64::from(self.cfg.min_request_threshold);
-        if self.requests.load(Ordering::Relaxed) < min {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-        }
+        // (A load first, then a write only below the cap; two threads
+        // racing at the cap cannot both add.)
+        let _ = self
+            .requests
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < min).then_some(n + 1)
+            });
     }
 
     /// May a request go through now? Counts it if so.
@@ -225,8 +229,9 @@ impl CircuitBreaker {
 
     /// Record the outcome of a request that was let through: `Some(true)` a
     /// success, `Some(false)` a failure, `None` neither (it ended in a way
-    /// that says nothing about the plugin). Returns the state after it, read
-    /// under the same lock.
+    /// that says nothing about the plugin, or its caller gave up on it: a
+    /// half-open trial then gives its place back). Returns the state after
+    /// it, read under the same lock.
     pub fn settle_at(&self, outcome: Option<bool>, now: Instant) -> BreakerState {
         if !self.cfg.enabled {
             return BreakerState::Closed;
@@ -239,14 +244,18 @@ impl CircuitBreaker {
             {
                 return BreakerState::Closed;
             }
-            None => return self.load(),
+            None if self.load() != BreakerState::HalfOpen => return self.load(),
             _ => {}
         }
         let mut g = self.lock();
         match outcome {
             Some(true) => self.success_locked(&mut g),
             Some(false) => self.failure_locked(&mut g, now),
-            None => {}
+            None => {
+                if self.load() == BreakerState::HalfOpen {
+                    g.in_trial = g.in_trial.saturating_sub(1);
+                }
+            }
         }
         self.load()
     }
@@ -263,11 +272,13 @@ impl CircuitBreaker {
                 g.in_trial = g.in_trial.saturating_sub(1);
                 g.successes += 1;
                 if g.successes >= self.cfg.success_threshold.max(1) {
-                    self.set(BreakerState::Closed);
+                    // Counters first: a call admitted the moment the state
+                    // reads closed counts from zero.
                     self.failures.store(0, Ordering::Relaxed);
                     g.successes = 0;
                     g.in_trial = 0;
                     self.requests.store(0, Ordering::Relaxed);
+                    self.set(BreakerState::Closed);
                 }
             }
             BreakerState::Open => {}
@@ -333,12 +344,12 @@ impl CircuitBreaker {
     /// openings are kept for monitoring).
     pub fn reset(&self) {
         let mut g = self.lock();
-        self.set(BreakerState::Closed);
         self.failures.store(0, Ordering::Relaxed);
         g.successes = 0;
         g.in_trial = 0;
         self.requests.store(0, Ordering::Relaxed);
         g.opened_at = None;
+        self.set(BreakerState::Closed);
     }
 }
 
@@ -412,6 +423,20 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         b.record_success();
         assert_eq!(b.state(), BreakerState::Closed);
+        assert!(b.allow_at(later));
+    }
+
+    #[test]
+    fn a_half_open_trial_that_ends_saying_nothing_gives_its_place_back() {
+        let b = CircuitBreaker::new(cfg());
+        let t = Instant::now();
+        fail(&b, t, 5);
+        let later = t + Duration::from_secs(30);
+        assert!(b.allow_at(later));
+        assert!(b.allow_at(later));
+        assert!(!b.allow_at(later), "both trial places taken");
+        // One trial's caller gave up: its place is free again.
+        assert_eq!(b.settle_at(None, later), BreakerState::HalfOpen);
         assert!(b.allow_at(later));
     }
 

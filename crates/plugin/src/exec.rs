@@ -465,6 +465,10 @@ impl Transport for ExecClient {
         Box::pin(ExecClient::call_raw(self, kind, data, ctx))
     }
 
+    fn writes_trace(&self) -> bool {
+        true
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.shutdown())
     }

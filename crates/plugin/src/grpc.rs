@@ -517,6 +517,10 @@ impl Transport for GrpcClient {
         Box::pin(GrpcClient::call_raw(self, kind, data, ctx))
     }
 
+    fn writes_trace(&self) -> bool {
+        true
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         self.close_now();
         Box::pin(async {})

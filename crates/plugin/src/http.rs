@@ -859,6 +859,10 @@ impl Transport for HttpClient {
         Box::pin(HttpClient::call_raw(self, kind, data, ctx))
     }
 
+    fn writes_trace(&self) -> bool {
+        true
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         self.close_now();
         Box::pin(async {})

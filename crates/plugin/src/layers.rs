@@ -248,15 +248,10 @@ impl Service for TransportService {
     fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
         let t = &self.transport;
         async move {
+            let ctx = call.ctx.trace_for(&**t);
             match call.data {
-                Body::Value(v) => t
-                    .call_shared(call.kind, v, call.ctx)
-                    .await
-                    .map(Reply::Value),
-                Body::Text(text) => t
-                    .call_raw(call.kind, &text, call.ctx)
-                    .await
-                    .map(Reply::Text),
+                Body::Value(v) => t.call_shared(call.kind, v, ctx).await.map(Reply::Value),
+                Body::Text(text) => t.call_raw(call.kind, &text, ctx).await.map(Reply::Text),
             }
         }
     }
@@ -422,7 +417,27 @@ impl<S: Service> Service for CircuitBreak<S> {
         let (allowed, before, mid) = b.admit_at(now_std());
         notify(before, mid);
         let inner = &self.inner;
+        // A call let through and then dropped (its caller gave up, or an
+        // outer deadline passed) settles as saying nothing: a half-open
+        // trial gives its place back rather than holding it for good.
+        struct Unsettled<'a> {
+            breaker: &'a CircuitBreaker,
+            armed: bool,
+        }
+        impl Drop for Unsettled<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    self.breaker.settle_at(None, now_std());
+                }
+            }
+        }
+        let unsettled = Unsettled {
+            breaker: b,
+            armed: allowed,
+        };
         async move {
+            // The whole guard, not just the field written below.
+            let mut unsettled = unsettled;
             if !allowed {
                 return Err(Error::new(
                     ErrorKind::CircuitOpen,
@@ -430,6 +445,7 @@ impl<S: Service> Service for CircuitBreak<S> {
                 ));
             }
             let r = inner.call(call).await;
+            unsettled.armed = false;
             let outcome = match &r {
                 Ok(_) => Some(true),
                 Err(e) if e.kind.counts_as_failure() => Some(false),

@@ -509,16 +509,17 @@ impl Metrics {
             let (ok, failed) = (h.ok.get(), get(&s.failed));
             let n = ok + failed;
             let (min, max) = (get(&s.min_ns), get(&s.max_ns));
+            let in_flight = h.active.get();
             total += n;
             errors += failed;
-            active += h.active.get();
+            active += in_flight;
             plugins.insert(
                 name.clone(),
                 PluginMetricsReport {
                     total_requests: n,
                     successful_requests: ok,
                     failed_requests: failed,
-                    active_requests: h.active.get(),
+                    active_requests: in_flight,
                     success_rate_percent: rate(ok, n),
                     min_latency_ms: if min == u64::MAX { 0.0 } else { ms(min) },
                     max_latency_ms: ms(max),

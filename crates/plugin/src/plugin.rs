@@ -178,7 +178,8 @@ where
             let v = bounded(
                 ctx,
                 timeout,
-                self.transport.call_raw(CallKind::Execute, &data, call),
+                self.transport
+                    .call_raw(CallKind::Execute, &data, call.trace_for(&*self.transport)),
             )
             .await
             .map_err(|mut e| {

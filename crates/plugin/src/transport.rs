@@ -281,6 +281,14 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// Whether this transport writes [`CallContext::trace`] into what it
+    /// sends (the library's transports do). One that does not (a host's,
+    /// written before the field) gets the trace context in `ctx.headers`
+    /// as `traceparent`, as it always had.
+    fn writes_trace(&self) -> bool {
+        false
+    }
+
     /// Release connections and child processes. Idempotent; calls after
     /// `close` fail with a transport error.
     fn close(&self) -> BoxFuture<'_, ()>;
@@ -424,6 +432,19 @@ impl Payload for Box<RawValue> {
 }
 
 impl CallContext {
+    /// For a transport that does not write [`CallContext::trace`]: the
+    /// trace context moved into `headers` as `traceparent`.
+    pub(crate) fn trace_for(mut self, t: &(impl Transport + ?Sized)) -> CallContext {
+        if let Some(tc) = self.trace.filter(|_| !t.writes_trace()) {
+            self.headers
+                .retain(|k, _| !k.eq_ignore_ascii_case(crate::context::TRACEPARENT));
+            self.headers
+                .insert(crate::context::TRACEPARENT.to_string(), tc.to_header());
+            self.trace = None;
+        }
+        self
+    }
+
     /// A context with only a timeout.
     pub fn with_timeout(timeout: Duration) -> CallContext {
         CallContext {
@@ -482,6 +503,7 @@ where
     ) -> std::task::Poll<Self::Output> {
         use std::task::Poll;
         let mut this = self.project();
+        let had_budget = tokio::task::coop::has_budget_remaining();
         if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
@@ -491,9 +513,23 @@ where
                 this.timer.set(Some(tokio::time::sleep_until(d)));
             }
         }
-        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(Elapsed)),
-            _ => Poll::Pending,
+        let Some(timer) = this.timer.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        // As `tokio::time::Timeout` does: when the inner future used up the
+        // task's budget, the timer is polled outside it, or a future that
+        // always uses it up would never be timed out.
+        let fired = if had_budget && !tokio::task::coop::has_budget_remaining() {
+            std::pin::pin!(tokio::task::coop::unconstrained(timer))
+                .poll(cx)
+                .is_ready()
+        } else {
+            timer.poll(cx).is_ready()
+        };
+        if fired {
+            Poll::Ready(Err(Elapsed))
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -534,6 +570,26 @@ mod tests {
         })
         .await;
         assert_eq!(r.ok(), Some(4));
+    }
+
+    /// A future that uses up its task's budget on every poll is still timed
+    /// out (tokio's own `timeout` does the same), rather than never.
+    #[tokio::test]
+    async fn within_times_out_a_future_that_uses_up_its_budget() {
+        let busy = async {
+            loop {
+                tokio::task::coop::consume_budget().await;
+            }
+        };
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            within(
+                || Some(tokio::time::Instant::now() + Duration::from_millis(50)),
+                busy,
+            ),
+        )
+        .await;
+        assert_eq!(r, Ok(Err(Elapsed)), "within's own deadline ends it");
     }
 
     #[test]

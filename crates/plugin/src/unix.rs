@@ -1333,6 +1333,10 @@ impl Transport for UnixClient {
         Box::pin(UnixClient::call_raw(self, kind, data, ctx))
     }
 
+    fn writes_trace(&self) -> bool {
+        true
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         self.close_now();
         Box::pin(async {})

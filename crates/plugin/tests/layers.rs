@@ -267,6 +267,88 @@ async fn cancellation_ends_the_call_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
 
+/// A call let through a half-open circuit and then dropped (its caller gave
+/// up) gives its trial place back: the circuit does not stay half-open,
+/// refusing every call, for good.
+#[tokio::test(start_paused = true)]
+async fn a_half_open_trial_that_is_dropped_gives_its_place_back() {
+    let b = Arc::new(CircuitBreaker::new(BreakerConfig {
+        enabled: true,
+        failure_threshold: 1,
+        recovery_timeout: Duration::from_secs(5),
+        min_request_threshold: 1,
+        success_threshold: 1,
+    }));
+    // 0: fail, 1: never answer, 2: answer.
+    let mode = Arc::new(AtomicU32::new(0));
+    let m2 = Arc::clone(&mode);
+    let leaf = service_fn(move |_c: Call| {
+        let mode = m2.load(Ordering::SeqCst);
+        async move {
+            match mode {
+                0 => Err(Error::new(ErrorKind::ConnectionFailed, "down")),
+                1 => std::future::pending().await,
+                _ => Ok(json!("up")),
+            }
+        }
+    });
+    let s = CircuitBreak::layer(Arc::clone(&b), None, leaf);
+    let call = || s.call(Call::new("p", Value::Null));
+    assert!(call().await.is_err());
+    assert_eq!(b.state(), BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    mode.store(1, Ordering::SeqCst);
+    // The one trial place is taken while the trial waits…
+    let mut trial = Box::pin(call());
+    assert!(tokio::time::timeout(Duration::from_millis(10), &mut trial)
+        .await
+        .is_err());
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert_eq!(call().await.unwrap_err().code(), "CIRCUIT_1401");
+    // … then its caller gives up.
+    drop(trial);
+    mode.store(2, Ordering::SeqCst);
+    assert_eq!(call().await.unwrap().into_value().unwrap(), json!("up"));
+    assert_eq!(b.state(), BreakerState::Closed);
+}
+
+/// A host's transport written before trace context had its own field still
+/// gets it in its headers: a child of the caller's `traceparent`.
+#[tokio::test]
+async fn a_host_transport_gets_the_trace_context_in_its_headers() {
+    struct Recorder;
+    impl hangar_plugin::Transport for Recorder {
+        fn kind(&self) -> &'static str {
+            "recorder"
+        }
+        fn call(
+            &self,
+            _: hangar_plugin::CallKind,
+            _: Value,
+            ctx: hangar_plugin::CallContext,
+        ) -> hangar_plugin::BoxFuture<'_, Result<Value, hangar_plugin::Error>> {
+            Box::pin(async move { Ok(json!(ctx.headers)) })
+        }
+        fn close(&self) -> hangar_plugin::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+    let s = hangar_plugin::layers::Metered::layer(
+        Arc::new(hangar_plugin::Metrics::new()),
+        hangar_plugin::layers::TransportService::layer(Arc::new(Recorder)),
+    );
+    let parent = hangar_plugin::TraceContext::new_root();
+    let mut c = Call::new("p", Value::Null);
+    c.ctx
+        .headers
+        .insert("traceparent".into(), parent.to_header());
+    let got = s.call(c).await.unwrap().into_value().unwrap();
+    let sent = hangar_plugin::TraceContext::parse(got["traceparent"].as_str().unwrap()).unwrap();
+    assert_eq!(sent.trace_id, parent.trace_id);
+    assert_ne!(sent.span_id, parent.span_id);
+    assert_eq!(got.as_object().map(|o| o.len()), Some(1));
+}
+
 /// A transport that ends its calls at `ctx.timeout` (and waits an hour when
 /// given none, as "use your default").
 struct EndsAtTimeout;
