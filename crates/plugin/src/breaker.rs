@@ -233,8 +233,19 @@ impl CircuitBreaker {
     /// half-open trial then gives its place back). Returns the state after
     /// it, read under the same lock.
     pub fn settle_at(&self, outcome: Option<bool>, now: Instant) -> BreakerState {
+        self.settle_change_at(outcome, now).1
+    }
+
+    /// [`CircuitBreaker::settle_at`], with the state before it, read under
+    /// the same lock: a change it shows is this outcome's own, so that of
+    /// many calls ending as the circuit opens, one reports the opening.
+    pub fn settle_change_at(
+        &self,
+        outcome: Option<bool>,
+        now: Instant,
+    ) -> (BreakerState, BreakerState) {
         if !self.cfg.enabled {
-            return BreakerState::Closed;
+            return (BreakerState::Closed, BreakerState::Closed);
         }
         match outcome {
             // A success while closed with no failure to forget changes nothing.
@@ -242,12 +253,16 @@ impl CircuitBreaker {
                 if self.load() == BreakerState::Closed
                     && self.failures.load(Ordering::Relaxed) == 0 =>
             {
-                return BreakerState::Closed;
+                return (BreakerState::Closed, BreakerState::Closed);
             }
-            None if self.load() != BreakerState::HalfOpen => return self.load(),
+            None if self.load() != BreakerState::HalfOpen => {
+                let s = self.load();
+                return (s, s);
+            }
             _ => {}
         }
         let mut g = self.lock();
+        let before = self.load();
         match outcome {
             Some(true) => self.success_locked(&mut g),
             Some(false) => self.failure_locked(&mut g, now),
@@ -257,7 +272,7 @@ impl CircuitBreaker {
                 }
             }
         }
-        self.load()
+        (before, self.load())
     }
 
     /// Record a success of a request that was let through.

@@ -451,7 +451,8 @@ impl<S: Service> Service for CircuitBreak<S> {
                 Err(e) if e.kind.counts_as_failure() => Some(false),
                 Err(_) => None,
             };
-            notify(mid, b.settle_at(outcome, now_std()));
+            let (before, after) = b.settle_change_at(outcome, now_std());
+            notify(before, after);
             r
         }
     }

@@ -312,6 +312,43 @@ async fn a_half_open_trial_that_is_dropped_gives_its_place_back() {
     assert_eq!(b.state(), BreakerState::Closed);
 }
 
+/// Calls in flight when the circuit opens do not each report the opening:
+/// the listener (which counts trips in the metrics) hears one change of
+/// state per change.
+#[tokio::test(start_paused = true)]
+async fn the_listener_hears_each_change_of_state_once() {
+    let b = Arc::new(CircuitBreaker::new(BreakerConfig {
+        enabled: true,
+        failure_threshold: 5,
+        recovery_timeout: Duration::from_secs(5),
+        min_request_threshold: 3,
+        success_threshold: 1,
+    }));
+    // Every call fails after a while, so all ten are let through first.
+    let leaf = service_fn(|_c: Call| async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Err::<Value, _>(Error::new(ErrorKind::ConnectionFailed, "down"))
+    });
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h2 = Arc::clone(&heard);
+    let s = CircuitBreak::layer(
+        Arc::clone(&b),
+        Some(Arc::new(move |_p: &str, st: BreakerState| {
+            h2.lock().unwrap().push(st)
+        })),
+        leaf,
+    );
+    let calls: Vec<_> = (0..10)
+        .map(|_| s.call(Call::new("p", Value::Null)))
+        .collect();
+    for r in futures_util::future::join_all(calls).await {
+        assert!(r.is_err());
+    }
+    assert_eq!(b.state(), BreakerState::Open);
+    assert_eq!(b.stats().opened, 1);
+    assert_eq!(*heard.lock().unwrap(), vec![BreakerState::Open]);
+}
+
 /// A host's transport written before trace context had its own field still
 /// gets it in its headers: a child of the caller's `traceparent`.
 #[tokio::test]
