@@ -25,6 +25,23 @@ fn failing(calls: &Arc<AtomicU32>, kind: ErrorKind) -> BoxService {
     })
 }
 
+/// `leaf` behind breaker `b`, and the states its listener hears.
+fn heard_by_a_listener(
+    b: &Arc<CircuitBreaker>,
+    leaf: BoxService,
+) -> (BoxService, Arc<Mutex<Vec<BreakerState>>>) {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h2 = Arc::clone(&heard);
+    let s = CircuitBreak::layer(
+        Arc::clone(b),
+        Some(Arc::new(move |_p: &str, st: BreakerState| {
+            h2.lock().unwrap().push(st)
+        })),
+        leaf,
+    );
+    (s, heard)
+}
+
 fn retry(max: u32) -> RetryConfig {
     RetryConfig {
         max_retries: max,
@@ -105,15 +122,7 @@ async fn the_breaker_goes_through_every_transition() {
             }
         }
     });
-    let transitions = Arc::new(Mutex::new(Vec::new()));
-    let t2 = Arc::clone(&transitions);
-    let s = CircuitBreak::layer(
-        Arc::clone(&b),
-        Some(Arc::new(move |_p: &str, st: BreakerState| {
-            t2.lock().unwrap().push(st)
-        })),
-        leaf,
-    );
+    let (s, transitions) = heard_by_a_listener(&b, leaf);
     let call = || s.call(Call::new("p", Value::Null));
     for _ in 0..3 {
         assert_eq!(call().await.unwrap_err().code(), "PLUGIN_1205");
@@ -329,15 +338,7 @@ async fn the_listener_hears_each_change_of_state_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         Err::<Value, _>(Error::new(ErrorKind::ConnectionFailed, "down"))
     });
-    let heard = Arc::new(Mutex::new(Vec::new()));
-    let h2 = Arc::clone(&heard);
-    let s = CircuitBreak::layer(
-        Arc::clone(&b),
-        Some(Arc::new(move |_p: &str, st: BreakerState| {
-            h2.lock().unwrap().push(st)
-        })),
-        leaf,
-    );
+    let (s, heard) = heard_by_a_listener(&b, leaf);
     let calls: Vec<_> = (0..10)
         .map(|_| s.call(Call::new("p", Value::Null)))
         .collect();
