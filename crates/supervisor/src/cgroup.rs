@@ -36,7 +36,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -140,10 +140,19 @@ impl Cgroups {
     /// 6.0 and later; from 6.18 that switches to a lock per thread group, for
     /// good until reboot). Measured on a 2-vCPU Linux 6.18 guest: one write
     /// of a new child into `cgroup.procs` took 9.3 ms (median) without, 0.08
-    /// ms with. hangar cannot avoid the move on v1 (`clone3` with
-    /// `CLONE_INTO_CGROUP` is v2-only) and does not change the host's mounts.
+    /// ms with. On v2 hangar avoids the move where it can (children are cloned
+    /// into their cgroup, see `clone3`); on v1 it cannot, and it does not
+    /// change the host's mounts.
     pub fn joins_wait_for_rcu(&self) -> bool {
         !self.favordynmods
+    }
+
+    /// Whether children start inside their v2 cgroup here, with no move into
+    /// it (`clone3` with `CLONE_INTO_CGROUP`: x86-64, Linux 5.7+, a usable
+    /// cgroup2 mount). Then a process without limits gets a v2 cgroup even
+    /// where the controllers are on v1.
+    pub fn clones_into_v2(&self) -> bool {
+        self.v2.as_ref().is_some_and(|h| h.problem.is_none()) && crate::clone3::supported()
     }
 
     /// The host's cgroups, detected once per process (mounts do not come and go
@@ -280,6 +289,7 @@ impl Cgroups {
                         },
                         dirs: vec![(e.path(), h.controllers.clone())],
                         join: Vec::new(),
+                        into: None,
                     };
                     cg.remove_blocking()?;
                     removed.insert(e.file_name());
@@ -295,8 +305,26 @@ impl Cgroups {
         if need.is_empty() {
             // Accounting only: the full set where it is possible, so usage can be
             // read; otherwise any hierarchy that takes sub-cgroups.
-            if let Ok(p) = self.plan(&USED) {
-                return Ok(p);
+            let full = self.plan(&USED);
+            if let Ok(p) = &full {
+                if p.version == CgroupVersion::V2 {
+                    return full;
+                }
+            }
+            // Where the controllers are on v1 only (a hybrid host), v2 still
+            // groups the tree, kills it (`cgroup.kill`) and counts its CPU, and
+            // its children are cloned straight into it: a v1 join is a
+            // migration, which waits out an RCU grace period per spawn (about
+            // 10 ms) unless a mount has `favordynmods`. The main process's
+            // resident set stands in for the cgroup's memory.
+            if let (Some(h), true) = (&self.v2, self.clones_into_v2()) {
+                return Ok(Plan {
+                    version: CgroupVersion::V2,
+                    hierarchies: vec![h.clone()],
+                });
+            }
+            if full.is_ok() {
+                return full;
             }
         }
         self.plan(&need)
@@ -422,6 +450,7 @@ impl Cgroups {
             version: plan.version,
             dirs: Vec::with_capacity(plan.hierarchies.len()),
             join: Vec::with_capacity(plan.hierarchies.len()),
+            into: None,
         };
         let res = (|| {
             for h in &plan.hierarchies {
@@ -435,12 +464,27 @@ impl Cgroups {
                 )
                 .map_err(|e| create_error(&leaf, "open cgroup.procs of", e.into()))?;
                 cg.join.push(procs);
+                if plan.version == CgroupVersion::V2 && crate::clone3::supported() {
+                    let dir = rustix::fs::open(
+                        &leaf,
+                        rustix::fs::OFlags::PATH
+                            | rustix::fs::OFlags::DIRECTORY
+                            | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .map_err(|e| create_error(&leaf, "open", e.into()))?;
+                    cg.into = Some(dir);
+                }
             }
             Ok(())
         })();
         match res {
             Ok(()) => {
-                if self.joins_wait_for_rcu() && !TOLD_RCU.swap(true, Ordering::Relaxed) {
+                // A child cloned into its cgroup does not move: no wait to tell of.
+                if cg.into.is_none()
+                    && self.joins_wait_for_rcu()
+                    && !TOLD_RCU.swap(true, Ordering::Relaxed)
+                {
                     let mount = self.v2.as_ref().map_or_else(
                         || "/sys/fs/cgroup/<hierarchy>".to_string(),
                         |h| h.mount.display().to_string(),
@@ -778,6 +822,7 @@ fn make_leaf(leaf: &Path) -> Result<(), SetupError> {
                 version: CgroupVersion::V1,
                 dirs: vec![(leaf.to_path_buf(), Arc::from([]))],
                 join: Vec::new(),
+                into: None,
             };
             old.remove_dirs_blocking()
                 .map_err(|e| create_error(leaf, "clear leftover", e))?;
@@ -868,6 +913,9 @@ pub(crate) struct ProcessCgroup {
     /// `cgroup.procs` of each directory, open for the child to write itself into;
     /// closed once the child is spawned.
     join: Vec<OwnedFd>,
+    /// v2, where children can be cloned into a cgroup: the directory, for
+    /// `clone3` (no migration, see `clone3`); closed once the child is spawned.
+    into: Option<OwnedFd>,
 }
 
 impl ProcessCgroup {
@@ -876,8 +924,14 @@ impl ProcessCgroup {
         self.join.iter().map(|f| f.as_raw_fd())
     }
 
+    /// The directory to clone the child into, where that is possible.
+    pub(crate) fn clone_into_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.into.as_ref().map(|f| f.as_fd())
+    }
+
     pub(crate) fn close_join_fds(&mut self) {
         self.join.clear();
+        self.into = None;
     }
 
     pub(crate) fn version(&self) -> CgroupVersion {
@@ -952,6 +1006,15 @@ impl ProcessCgroup {
         out.sort_unstable();
         out.dedup();
         out
+    }
+
+    /// Whether the cgroup holds no process but, at most, `pid` (a zombie is
+    /// not listed). `false` when it cannot be read.
+    pub(crate) fn holds_at_most(&self, pid: u32) -> bool {
+        self.dirs.iter().all(|(d, _)| {
+            fs::read_to_string(d.join("cgroup.procs"))
+                .is_ok_and(|t| t.lines().all(|l| l.trim().parse::<u32>() == Ok(pid)))
+        })
     }
 
     /// SIGKILL everything in the cgroup. Returns how many were signalled (v2

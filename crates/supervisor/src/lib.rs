@@ -60,6 +60,7 @@
 #![deny(missing_docs)]
 
 mod cgroup;
+mod clone3;
 mod deps;
 mod error;
 mod event;

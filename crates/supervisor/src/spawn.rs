@@ -577,6 +577,9 @@ fn spawn_one(
     } else {
         (0, libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD)
     };
+    // Cloned straight into its (v2) cgroup where the kernel can, so the child
+    // has nothing to join; else it writes itself into each `cgroup.procs`.
+    let into = cgroup.0.as_ref().and_then(ProcessCgroup::clone_into_fd);
     let mut args = ChildArgs {
         paths: paths_p.as_ptr(),
         argv: argv_p.as_ptr(),
@@ -587,7 +590,7 @@ fn spawn_one(
         parent: rustix::process::getpid().as_raw_nonzero().get(),
         die_with_parent: spec.die_with_supervisor,
         cgroup_fds,
-        cgroup_n,
+        cgroup_n: if into.is_some() { 0 } else { cgroup_n },
         netns_fd: prepared.netns_fd(),
         set_ids,
         uid,
@@ -611,20 +614,34 @@ fn spawn_one(
     // async-signal-safe syscalls, then execs or _exits. All signals are blocked
     // around clone so no handler runs in the child before it resets them. `args`
     // and every buffer it points to live on this frame until clone returns, which
-    // CLONE_VFORK delays until the child has exec'd or exited.
+    // CLONE_VFORK delays until the child has exec'd or exited. The same holds for
+    // `clone3::clone_vfork_into`, which differs only in where the child starts;
+    // when it fails no child exists, and `clone` is tried on the same stack.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let top = t.stack.as_mut_ptr().add(t.stack.len());
-        let top = (top as usize & !15) as *mut libc::c_void;
-        let pid = libc::clone(
-            child_main,
-            top,
-            flags,
-            &mut args as *mut ChildArgs as *mut libc::c_void,
-        );
+        let arg = &mut args as *mut ChildArgs as *mut libc::c_void;
+        let cloned_into = into.and_then(|dir| {
+            let extra = if t.unshare {
+                libc::CLONE_FILES as u64
+            } else {
+                0
+            };
+            // Any failure (a cgroup the kernel will not clone into) takes the
+            // path below, whose join reports the cgroup's error as before.
+            crate::clone3::clone_vfork_into(extra, dir, &mut t.stack, child_main, arg).ok()
+        });
+        let pid = match cloned_into {
+            Some(pid) => pid,
+            None => {
+                (*arg.cast::<ChildArgs>()).cgroup_n = cgroup_n;
+                let top = t.stack.as_mut_ptr().add(t.stack.len());
+                let top = (top as usize & !15) as *mut libc::c_void;
+                libc::clone(child_main, top, flags, arg)
+            }
+        };
         let clone_err = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {

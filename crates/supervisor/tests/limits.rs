@@ -256,6 +256,121 @@ async fn cgroup_holds_the_process_with_its_limits_and_goes_away() {
     m.shutdown().await;
 }
 
+/// Where the kernel can create a child inside a v2 cgroup (no move into it,
+/// so no RCU wait per start), a process without limits is grouped there, even
+/// on a host whose controllers are on v1: the child's first look at
+/// /proc/self/cgroup finds it in its own v2 cgroup, a restart does too, and the
+/// cgroup goes with the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_limits_starts_inside_its_v2_cgroup() {
+    need_root!("a_process_without_limits_starts_inside_its_v2_cgroup");
+    let host = Cgroups::detect();
+    if !host.clones_into_v2() {
+        eprintln!(
+            "SKIP a_process_without_limits_starts_inside_its_v2_cgroup: children cannot be \
+             cloned into a v2 cgroup here (x86-64, Linux 5.7+, a writable cgroup2 mount); detected: {host}"
+        );
+        return;
+    }
+    let group = format!("hgtest-{}-cloned", std::process::id());
+    let m = Manager::with_options(ManagerOptions {
+        cgroup_group: Some(group.clone()),
+        cgroup_every_process: true,
+        ..ManagerOptions::default()
+    })
+    .unwrap();
+    let _guard = GroupGuard(group);
+    let mark = marker();
+    let mut spec = never(
+        "grouped",
+        "sh",
+        &["-c", &format!("cat /proc/self/cgroup; exec sleep {mark}")],
+    );
+    spec.restart.policy = hangar_supervisor::RestartMode::Always;
+    spec.restart.initial_interval = Duration::ZERO;
+    let first = m.start(spec).await.unwrap();
+    assert_eq!(
+        m.cgroup_version("grouped").unwrap(),
+        Some(hangar_supervisor::CgroupVersion::V2)
+    );
+    let dirs = m.cgroup_dirs("grouped").unwrap();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let mount = host.v2_mount().unwrap();
+    let rel = format!("0::/{}", dirs[0].strip_prefix(mount).unwrap().display());
+    let lines = wait_for(&m, "grouped", |l| l.text.starts_with("0::")).await;
+    assert!(
+        stdout(&lines).contains(&rel.as_str()),
+        "want {rel}: {lines:?}"
+    );
+
+    // Killed, it is started again in the same place.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let twice = |l: &[LogLine]| stdout(l).iter().filter(|t| **t == rel).count() == 2;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let lines: Vec<LogLine> = m.tail("grouped", 200).unwrap().into_iter().collect();
+            twice(&lines)
+        })
+        .await,
+        "the restarted child is not in {rel}: {:?}",
+        m.tail("grouped", 200).unwrap()
+    );
+    assert_eq!(m.status("grouped").unwrap().restarts, 1);
+    m.stop("grouped", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(!dirs[0].exists(), "{} left after stop", dirs[0].display());
+    m.shutdown().await;
+}
+
+/// With a cgroup, a stop looks for the tree outside the process group only
+/// when the cgroup holds more than the main process: a descendant that left
+/// the group (setsid) still gets the stop signal, not only the final SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descendant_that_left_the_group_gets_the_stop_signal() {
+    need_root!("a_descendant_that_left_the_group_gets_the_stop_signal");
+    if Cgroups::detect().version().is_none() && !Cgroups::detect().clones_into_v2() {
+        eprintln!(
+            "SKIP a_descendant_that_left_the_group_gets_the_stop_signal: no usable cgroups here"
+        );
+        return;
+    }
+    let group = format!("hgtest-{}-escaped", std::process::id());
+    let m = Manager::with_options(ManagerOptions {
+        cgroup_group: Some(group.clone()),
+        cgroup_every_process: true,
+        ..ManagerOptions::default()
+    })
+    .unwrap();
+    let _guard = GroupGuard(group);
+    let mark = marker();
+    // The main process takes half a second to go, so the final SIGKILL of
+    // the rest cannot overtake the stop signal's handler.
+    let script = format!(
+        "setsid sh -c 'trap \"echo escaped-got-term; exit 0\" TERM; echo escaped-ready; \
+         sleep {mark} & wait' & trap 'sleep 0.5; exit 0' TERM; \
+         while :; do sleep 0.05; done"
+    );
+    m.start(never("parent", "sh", &["-c", &script]))
+        .await
+        .unwrap();
+    assert!(!m.cgroup_dirs("parent").unwrap().is_empty(), "no cgroup");
+    wait_lines(&m, "parent", "escaped-ready").await;
+    m.stop("parent", Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let lines = wait_lines(&m, "parent", "escaped-got-term").await;
+    assert!(
+        stdout(&lines).contains(&"escaped-got-term"),
+        "the escaped descendant was not sent the stop signal: {lines:?}"
+    );
+    m.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_is_enforced_by_the_oom_killer() {
     need_root!("memory_limit_is_enforced_by_the_oom_killer");
