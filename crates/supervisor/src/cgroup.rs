@@ -1008,15 +1008,6 @@ impl ProcessCgroup {
         out
     }
 
-    /// Whether the cgroup holds no process but, at most, `pid` (a zombie is
-    /// not listed). `false` when it cannot be read.
-    pub(crate) fn holds_at_most(&self, pid: u32) -> bool {
-        self.dirs.iter().all(|(d, _)| {
-            fs::read_to_string(d.join("cgroup.procs"))
-                .is_ok_and(|t| t.lines().all(|l| l.trim().parse::<u32>() == Ok(pid)))
-        })
-    }
-
     /// SIGKILL everything in the cgroup. Returns how many were signalled (v2
     /// with `cgroup.kill`: how many were listed).
     ///

@@ -93,15 +93,6 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    /// Whether the child's cgroup holds nothing but the child (alive or a
-    /// zombie): then nothing of its tree left its process group, and there is
-    /// no tree to walk in /proc. `false` without a cgroup.
-    fn alone_in_cgroup(&self) -> bool {
-        self.cgroup
-            .as_ref()
-            .is_some_and(|cg| cg.holds_at_most(self.pid))
-    }
-
     /// Register a freshly spawned child's pidfd with the runtime. On failure the
     /// child is killed and reaped: what cannot be watched must not run.
     pub(crate) fn watch(spawned: Spawned) -> io::Result<Child> {
@@ -427,13 +418,9 @@ impl Actor {
                     Action::SignalStop => {
                         if let Some(c) = &self.child {
                             // Descendants that left the group are found (and
-                            // pinned) while the leader still holds them; a
-                            // cgroup that holds the leader alone says there
-                            // are none (one read, no hop off the runtime).
-                            if !c.alone_in_cgroup() {
-                                let (l, pid) = (Arc::clone(&c.lineage), c.pid);
-                                crate::tree::off_runtime(move || l.pin_escaped(pid)).await;
-                            }
+                            // pinned) while the leader still holds them.
+                            let (l, pid) = (Arc::clone(&c.lineage), c.pid);
+                            crate::tree::off_runtime(move || l.pin_escaped(pid)).await;
                             let sig = self.spec.stop_signal.to_rustix();
                             match self.spec.kill_mode {
                                 KillMode::Group => {
@@ -806,13 +793,8 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
             Err(_) => return ExitInfo::code(-1),
         }
         let _ = kill_group(child.pid, Signal::KILL);
-        // An empty cgroup holds no orphan and no escaped descendant either
-        // (what leaves the group stays in the cgroup, and the cgroup is
-        // emptied again before it is removed): nothing to look for in /proc.
-        if child.lineage.has_pinned() || !child.alone_in_cgroup() {
-            let l = Arc::clone(&child.lineage);
-            crate::tree::off_runtime(move || l.kill_escaped()).await;
-        }
+        let l = Arc::clone(&child.lineage);
+        crate::tree::off_runtime(move || l.kill_escaped()).await;
         return match rustix::process::waitid(
             WaitId::PidFd(child.pidfd.get_ref().as_fd()),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,

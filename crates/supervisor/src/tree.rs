@@ -507,15 +507,6 @@ impl Lineage {
         }
     }
 
-    /// Whether [`Lineage::pin_escaped`] pinned anything.
-    pub(crate) fn has_pinned(&self) -> bool {
-        !self
-            .pinned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
     /// Send `sig` (and SIGCONT) to what [`Lineage::pin_escaped`] pinned.
     pub(crate) fn signal_pinned(&self, sig: Signal) {
         for p in self.pinned.lock().unwrap_or_else(|p| p.into_inner()).iter() {
