@@ -149,10 +149,14 @@ impl Cgroups {
 
     /// Whether children start inside their v2 cgroup here, with no move into
     /// it (`clone3` with `CLONE_INTO_CGROUP`: x86-64, Linux 5.7+, a usable
-    /// cgroup2 mount). Then a process without limits gets a v2 cgroup even
-    /// where the controllers are on v1.
+    /// cgroup2 mount), and the kernel kills a v2 cgroup at once
+    /// (`cgroup.kill`, Linux 5.14+; without it nothing stops a member from
+    /// forking between the listing and the kill). Then a process without
+    /// limits gets a v2 cgroup even where the controllers are on v1.
     pub fn clones_into_v2(&self) -> bool {
-        self.v2.as_ref().is_some_and(|h| h.problem.is_none()) && crate::clone3::supported()
+        self.v2.as_ref().is_some_and(|h| h.problem.is_none())
+            && kernel_at_least(&read_osrelease(), (5, 14))
+            && crate::clone3::supported()
     }
 
     /// The host's cgroups, detected once per process (mounts do not come and go
@@ -539,6 +543,23 @@ impl fmt::Display for Cgroups {
             )?;
         }
         Ok(())
+    }
+}
+
+fn read_osrelease() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+}
+
+/// Whether a kernel release string (`6.18.44-foo`) is at least `major.minor`;
+/// `false` when it cannot be read.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+        _ => false,
     }
 }
 
@@ -1258,6 +1279,16 @@ mod tests {
         let c = Cgroups::from_tables(pure, "0::/no/such/cgroup/here\n");
         let why = c.v2.unwrap().problem.unwrap_or_default();
         assert!(why.contains("Delegate=yes"), "{why}");
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.18.44\n", (5, 14)));
+        assert!(kernel_at_least("5.14.0-362.el9.x86_64", (5, 14)));
+        assert!(!kernel_at_least("5.10.209-1", (5, 14)));
+        assert!(!kernel_at_least("4.19.0", (5, 14)));
+        assert!(!kernel_at_least("", (5, 14)));
+        assert!(!kernel_at_least("garbage", (5, 14)));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! A child that writes itself into `cgroup.procs` migrates, and a migration
 //! takes the kernel's `cgroup_threadgroup_rwsem` for writing: unless a cgroup
-//! mount has `favordynmods`, the writer waits out an RCU grace period, about
-//! 10 ms measured here per spawn. `clone3` with `CLONE_INTO_CGROUP` (Linux 5.7,
-//! cgroup v2) creates the child in the target cgroup instead: the fork path
-//! takes that lock only for reading, and nothing migrates (0.2 ms, fork
-//! included, in the same measurement).
+//! mount has `favordynmods`, the writer waits out an RCU grace period (9 to
+//! 12 ms per spawn measured on a 2-vCPU Linux 6.18 guest). `clone3` with
+//! `CLONE_INTO_CGROUP` (Linux 5.7, cgroup v2) creates the child in the target
+//! cgroup instead: the fork path takes that lock only for reading (and the
+//! cgroup mutex, as a `mkdir` of a cgroup does), and nothing migrates (0.2 ms,
+//! fork included, against 11.9 ms for a move on the same host).
 //!
 //! libc has no `clone3` wrapper that runs a function on a new stack, as its
 //! `clone` does for `CLONE_VM` children, and a raw syscall cannot return into
@@ -46,60 +47,79 @@ pub(crate) type ChildFn = extern "C" fn(*mut libc::c_void) -> libc::c_int;
 
 /// Whether children can be created inside a cgroup v2 directory here:
 /// x86-64, a kernel with `CLONE_INTO_CGROUP`, and no seccomp filter that
-/// refuses `clone3` (container runtimes often answer ENOSYS to make libc fall
-/// back to `clone`). Probed once.
+/// refuses `clone3` (container runtimes often answer ENOSYS or EPERM to make
+/// libc fall back to `clone`). Probed until the kernel gives a definite
+/// answer: a probe refused for want of memory or processes says nothing.
 pub(crate) fn supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(probe)
+    if let Some(s) = SUPPORTED.get() {
+        return *s;
+    }
+    match probe() {
+        Some(s) => *SUPPORTED.get_or_init(|| s),
+        None => false,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn probe() -> bool {
-    // A descriptor that cannot be open (above any RLIMIT_NOFILE): a kernel that
-    // knows CLONE_INTO_CGROUP looks it up and fails with EBADF before a child
-    // exists; one that does not rejects the flag (EINVAL, or E2BIG for the
-    // larger struct), and no clone3 at all is ENOSYS.
+fn probe() -> Option<bool> {
+    // A descriptor that cannot be open (above the largest the kernel allows):
+    // a kernel that knows CLONE_INTO_CGROUP looks it up and fails with EBADF
+    // before a child exists; 5.3 to 5.6 reject the larger struct or the flag
+    // (E2BIG, EINVAL), older kernels and seccomp filters say ENOSYS or EPERM.
+    // CLONE_VM: nothing of ours is copied for a child that never comes.
+    let mut stack = [0u8; 4096];
+    let base = stack.as_mut_ptr();
+    let top = (base as usize + stack.len()) & !15;
     let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
+        flags: libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64 | CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
+        stack: base as u64,
+        stack_size: (top - base as usize) as u64,
         cgroup: i32::MAX as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: without CLONE_VM a child, if one were created after all, gets a
-    // copy of our memory and runs `probe_child` (which only exits) on the
-    // stack given; the parent only reads the return value. The stack lives
-    // until the call returns.
-    let res = unsafe {
-        let mut stack = [0u8; 4096];
-        let top = stack.as_mut_ptr().add(stack.len());
-        let top = (top as usize & !15) as *mut u8;
-        let mut args = args;
-        args.stack = stack.as_mut_ptr() as u64;
-        args.stack_size = top as u64 - stack.as_ptr() as u64;
-        raw_clone3(&args, probe_child, std::ptr::null_mut())
-    };
-    match res {
-        Err(e) => e.raw_os_error() == Some(libc::EBADF),
+    // SAFETY: a child, if one were created after all, shares our memory and
+    // runs `probe_child` (one raw exit syscall) on `stack`, which lives until
+    // the call returns, while this thread waits (CLONE_VFORK).
+    match unsafe { raw_clone3(&args, probe_child, std::ptr::null_mut()) } {
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EBADF) => Some(true),
+            Some(libc::EAGAIN | libc::ENOMEM) => None,
+            _ => Some(false),
+        },
         Ok(pid) => {
             // Not expected; reap it and do not rely on the flag.
             let _ = rustix::process::waitpid(
                 rustix::process::Pid::from_raw(pid),
                 rustix::process::WaitOptions::empty(),
             );
-            false
+            Some(false)
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn probe() -> bool {
-    false
+fn probe() -> Option<bool> {
+    Some(false)
+}
+
+/// Whether a failed clone into a cgroup should be tried again the classic
+/// way (clone, then the child joins): the kernel would not clone into that
+/// cgroup. Not for a lack of processes or memory (the cgroup's own limits
+/// refusing the fork among them), which the spawn reports as such.
+pub(crate) fn fall_back_after(e: &io::Error) -> bool {
+    !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM))
 }
 
 #[cfg(target_arch = "x86_64")]
 extern "C" fn probe_child(_: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: _exit is async-signal-safe and never returns.
-    unsafe { libc::_exit(0) }
+    // SAFETY: the raw exit syscall ends this child (which shares our memory)
+    // without touching anything of the parent's; it does not return.
+    unsafe {
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    0
 }
 
 /// Create a child as `libc::clone(f, top, CLONE_VM | CLONE_VFORK | extra |
@@ -176,7 +196,7 @@ unsafe fn raw_clone3(
             "mov rdi, r12",
             "call r13",
             "mov edi, eax",
-            "mov eax, 60",
+            "mov eax, {exit}",
             "syscall",
             "ud2",
             "2:",
@@ -185,6 +205,7 @@ unsafe fn raw_clone3(
             in("rsi") std::mem::size_of::<CloneArgs>(),
             in("r12") arg,
             in("r13") f,
+            exit = const libc::SYS_exit,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
@@ -252,17 +273,30 @@ mod tests {
         let (r, w) = rustix::pipe::pipe().unwrap();
         let mut stack = vec![0u8; 64 * 1024];
         // SAFETY: `report_cgroup` makes raw syscalls only and exits; the
-        // stack and the pipe outlive the call (CLONE_VFORK).
-        let pid = unsafe {
-            clone_vfork_into(
+        // stack and the pipe outlive the call (CLONE_VFORK); signals are
+        // blocked around it, as the contract asks.
+        let res = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let res = clone_vfork_into(
                 0,
                 cg.as_fd(),
                 &mut stack,
                 report_cgroup,
                 w.as_raw_fd() as usize as *mut libc::c_void,
-            )
-        }
-        .unwrap();
+            );
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            res
+        };
+        let pid = match res {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                panic!("clone3 into {}: {e}", dir.display());
+            }
+        };
         drop(w);
         let mut text = Vec::new();
         let mut buf = [0u8; 1024];

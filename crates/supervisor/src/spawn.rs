@@ -257,6 +257,9 @@ struct ChildArgs {
     stage: libc::c_int,
 }
 
+/// A clone into a cgroup failed and the spawner fell back to the join: said once.
+static TOLD_FALLBACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// At most this many cgroup hierarchies are joined (v1: memory, cpu, cpuacct, pids).
 const MAX_CGROUP_FDS: usize = 5;
 
@@ -623,31 +626,45 @@ fn spawn_one(
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let arg = &mut args as *mut ChildArgs as *mut libc::c_void;
-        let cloned_into = into.and_then(|dir| {
+        let cloned_into = into.map(|dir| {
             let extra = if t.unshare {
                 libc::CLONE_FILES as u64
             } else {
                 0
             };
-            // Any failure (a cgroup the kernel will not clone into) takes the
-            // path below, whose join reports the cgroup's error as before.
-            crate::clone3::clone_vfork_into(extra, dir, &mut t.stack, child_main, arg).ok()
+            crate::clone3::clone_vfork_into(extra, dir, &mut t.stack, child_main, arg)
         });
-        let pid = match cloned_into {
-            Some(pid) => pid,
-            None => {
+        let res = match cloned_into {
+            Some(Ok(pid)) => Ok(pid),
+            // Out of processes or memory (the cgroup's own limits refusing
+            // the fork among them): the spawn fails as a fork would.
+            Some(Err(e)) if !crate::clone3::fall_back_after(&e) => Err(e),
+            other => {
+                if let Some(Err(e)) = other {
+                    // The kernel will not clone into this cgroup: the child
+                    // joins it (and reports the cgroup's error if it cannot).
+                    if !TOLD_FALLBACK.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(
+                            error = %e,
+                            "could not start a child inside its cgroup (clone3); children join \
+                             their cgroup after the clone instead, which waits for the kernel \
+                             unless a cgroup mount has favordynmods (shown once)"
+                        );
+                    }
+                }
                 (*arg.cast::<ChildArgs>()).cgroup_n = cgroup_n;
                 let top = t.stack.as_mut_ptr().add(t.stack.len());
                 let top = (top as usize & !15) as *mut libc::c_void;
-                libc::clone(child_main, top, flags, arg)
+                let pid = libc::clone(child_main, top, flags, arg);
+                if pid < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(pid)
+                }
             }
         };
-        let clone_err = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(clone_err);
-        }
-        pid
+        res?
     };
     let claim = hangar_base::children::claim(pid as u32);
     drop(spawning);
