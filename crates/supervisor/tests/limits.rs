@@ -53,6 +53,19 @@ fn manager(test: &str) -> (Manager, GroupGuard) {
     (m, GroupGuard(group))
 }
 
+/// A manager that gives every process a cgroup where the host allows (as
+/// `hangar run` does), in a cgroup group of its own, and the guard.
+fn grouping_manager(test: &str) -> (Manager, GroupGuard) {
+    let group = format!("hgtest-{}-{test}", std::process::id());
+    let m = Manager::with_options(ManagerOptions {
+        cgroup_group: Some(group.clone()),
+        cgroup_every_process: true,
+        ..ManagerOptions::default()
+    })
+    .unwrap();
+    (m, GroupGuard(group))
+}
+
 /// Whether this host can apply `limits`; prints why not.
 fn limits_usable(test: &str, limits: &Limits) -> bool {
     let host = Cgroups::detect();
@@ -272,14 +285,7 @@ async fn a_process_without_limits_starts_inside_its_v2_cgroup() {
         );
         return;
     }
-    let group = format!("hgtest-{}-cloned", std::process::id());
-    let m = Manager::with_options(ManagerOptions {
-        cgroup_group: Some(group.clone()),
-        cgroup_every_process: true,
-        ..ManagerOptions::default()
-    })
-    .unwrap();
-    let _guard = GroupGuard(group);
+    let (m, _guard) = grouping_manager("cloned");
     let mark = marker();
     let mut spec = never(
         "grouped",
@@ -339,14 +345,7 @@ async fn a_descendant_that_left_the_group_gets_the_stop_signal() {
         );
         return;
     }
-    let group = format!("hgtest-{}-escaped", std::process::id());
-    let m = Manager::with_options(ManagerOptions {
-        cgroup_group: Some(group.clone()),
-        cgroup_every_process: true,
-        ..ManagerOptions::default()
-    })
-    .unwrap();
-    let _guard = GroupGuard(group);
+    let (m, _guard) = grouping_manager("escaped");
     let mark = marker();
     // The main process takes half a second to go, so the final SIGKILL of
     // the rest cannot overtake the stop signal's handler.
