@@ -40,9 +40,9 @@
 //!   packages), run as a child process in each round when `PLUGIN_BENCH_GO`
 //!   names its binary; it reports its own figures.
 //!
-//! Latency rows of a transport are measured interleaved (see
-//! [`latencies`]), so their p50s compare like with like; throughput rows
-//! one after the other.
+//! The rows of a transport are measured interleaved, latency (see
+//! [`latencies`]) and throughput (see [`throughputs`]) alike, so that their
+//! ratios compare like with like on a shared machine.
 //!
 //! Servers run on their own 2-thread runtime, callers on another
 //! (`PLUGIN_BENCH_SERVER_THREADS`, `PLUGIN_BENCH_CLIENT_THREADS` change
@@ -66,6 +66,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const CONCURRENCY: usize = 64;
 const LAT_CALLS: usize = 5000;
 const LAT_BATCHES: usize = 20;
+const TP_SLICES: usize = 10;
 
 struct Echo;
 
@@ -168,8 +169,7 @@ async fn measure_latencies(calls: Vec<CallFn>) -> Vec<(Duration, Duration)> {
 
 /// One transport's four rows: raw and raw JSON (`rows`: a caller for
 /// latency and [`CONCURRENCY`] for throughput each), then the library's
-/// client with `Value` and with text. Latency interleaved, throughput one
-/// row after the other.
+/// client with `Value` and with text, all interleaved.
 async fn group(
     rows: &[(CallFn, Vec<CallFn>)],
     lib: &Arc<dyn Transport>,
@@ -182,13 +182,34 @@ async fn group(
         lib_caller(Arc::clone(lib)),
         lib_raw_caller(Arc::clone(rawlib)),
     ];
-    let lat = latencies(&singles).await;
-    let rps = [
-        throughput(&|i| Arc::clone(&rows[0].1[i]), secs).await,
-        throughput(&|i| Arc::clone(&rows[1].1[i]), secs).await,
-        throughput(&|_| lib_caller(Arc::clone(lib)), secs).await,
-        throughput(&|_| lib_raw_caller(Arc::clone(rawlib)), secs).await,
-    ];
+    // `PLUGIN_BENCH_ROW=<0..3>` (raw, json, lib, lib raw) measures that
+    // row's throughput alone, for a profiler.
+    let only: Option<usize> = std::env::var("PLUGIN_BENCH_ROW")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let lat = match only {
+        None => latencies(&singles).await,
+        Some(_) => vec![(Duration::ZERO, Duration::ZERO); 4],
+    };
+    let sets: Vec<Vec<CallFn>> = (0..4)
+        .filter(|k| only.is_none_or(|o| o == *k))
+        .map(|k| match k {
+            0 | 1 => rows[k].1.clone(),
+            2 => (0..CONCURRENCY)
+                .map(|_| lib_caller(Arc::clone(lib)))
+                .collect(),
+            _ => (0..CONCURRENCY)
+                .map(|_| lib_raw_caller(Arc::clone(rawlib)))
+                .collect(),
+        })
+        .collect();
+    let mut measured = throughputs(sets, secs).await.into_iter();
+    let mut rps = [0.0; 4];
+    for (k, r) in rps.iter_mut().enumerate() {
+        if only.is_none_or(|o| o == k) {
+            *r = measured.next().unwrap_or(0.0);
+        }
+    }
     std::array::from_fn(|k| Stats {
         p50: lat[k].0,
         p99: lat[k].1,
@@ -196,43 +217,66 @@ async fn group(
     })
 }
 
+/// Calls per second of each set of [`CONCURRENCY`] callers, measured in
+/// [`TP_SLICES`] turns of each set in order (each `secs / TP_SLICES` long),
+/// so that every row of a comparison sees the same spells of the shared
+/// machine; one row after the other, the ratio between two rows moved by
+/// ±15 % from run to run with nothing changed.
+async fn throughputs(sets: Vec<Vec<CallFn>>, secs: f64) -> Vec<f64> {
+    // Warm up every caller (connections, pools).
+    for callers in &sets {
+        let warm: Vec<_> = callers
+            .iter()
+            .map(|c| {
+                let c = Arc::clone(c);
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        c().await;
+                    }
+                })
+            })
+            .collect();
+        for w in warm {
+            let _ = w.await;
+        }
+    }
+    let slice = Duration::from_secs_f64(secs / TP_SLICES as f64);
+    let mut calls = vec![0u64; sets.len()];
+    let mut took = vec![Duration::ZERO; sets.len()];
+    for _ in 0..TP_SLICES {
+        for (k, callers) in sets.iter().enumerate() {
+            let start = Instant::now();
+            let end = start + slice;
+            let tasks: Vec<_> = callers
+                .iter()
+                .map(|c| {
+                    let c = Arc::clone(c);
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        while Instant::now() < end {
+                            c().await;
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            for t in tasks {
+                calls[k] += t.await.unwrap_or(0);
+            }
+            took[k] += start.elapsed();
+        }
+    }
+    calls
+        .iter()
+        .zip(&took)
+        .map(|(&n, t)| n as f64 / t.as_secs_f64())
+        .collect()
+}
+
 async fn throughput(make: &(dyn Fn(usize) -> CallFn + Sync), secs: f64) -> f64 {
     let callers: Vec<CallFn> = (0..CONCURRENCY).map(make).collect();
-    // Warm up every caller (connections, pools).
-    let warm: Vec<_> = callers
-        .iter()
-        .map(|c| {
-            let c = Arc::clone(c);
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    c().await;
-                }
-            })
-        })
-        .collect();
-    for w in warm {
-        let _ = w.await;
-    }
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = callers
-        .into_iter()
-        .map(|c| {
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while Instant::now() < end {
-                    c().await;
-                    n += 1;
-                }
-                n
-            })
-        })
-        .collect();
-    let mut total = 0u64;
-    for t in tasks {
-        total += t.await.unwrap_or(0);
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    throughputs(vec![callers], secs).await[0]
 }
 
 async fn measure(single: CallFn, make: &(dyn Fn(usize) -> CallFn + Sync), secs: f64) -> Stats {
