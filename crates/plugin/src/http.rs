@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ pub struct HttpResponseEnvelope {
 struct RequestRef<'a, D: ?Sized> {
     data: &'a D,
     request_id: &'a str,
-    timeout: String,
+    timeout: GoMillis,
     #[serde(skip_serializing_if = "WireHeaders::is_empty")]
     headers: WireHeaders<'a>,
 }
@@ -101,7 +101,8 @@ struct RequestRef<'a, D: ?Sized> {
 struct RequestIn<'a> {
     #[serde(borrow)]
     data: Option<&'a RawValue>,
-    request_id: String,
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
     timeout: Cow<'a, str>,
     headers: HashMap<String, String>,
     metadata: HashMap<String, String>,
@@ -164,11 +165,32 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-fn go_duration(d: Duration) -> String {
-    if d.is_zero() {
-        String::new()
-    } else {
-        format!("{}ms", d.as_millis().max(1))
+/// A duration as the Go duration the envelope's `timeout` carries, in whole
+/// milliseconds (at least 1); zero is `""` (none). Written straight into the
+/// envelope.
+struct GoMillis(Duration);
+
+impl Serialize for GoMillis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_zero() {
+            s.serialize_str("")
+        } else {
+            s.collect_str(&format_args!("{}ms", self.0.as_millis().max(1)))
+        }
+    }
+}
+
+/// Room to encode a body in one allocation: the largest body encoded so far
+/// (up to 64 KiB), remembered in `seen`, plus some slack. Written only when it
+/// grows, so concurrent calls rarely write the shared counter.
+fn body_room(seen: &AtomicUsize) -> usize {
+    seen.load(Ordering::Relaxed) + 64
+}
+
+fn saw_body(seen: &AtomicUsize, len: usize) {
+    let len = len.min(64 << 10);
+    if len > seen.load(Ordering::Relaxed) {
+        seen.fetch_max(len, Ordering::Relaxed);
     }
 }
 
@@ -242,6 +264,8 @@ struct HttpInner {
     opts: HttpOptions,
     closed: AtomicBool,
     seq: AtomicU64,
+    /// The largest request body so far (see [`body_room`]).
+    body_len: AtomicUsize,
     /// Idle connections, the most recently returned last.
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
@@ -449,6 +473,7 @@ impl HttpClient {
                 opts,
                 closed: AtomicBool::new(false),
                 seq: AtomicU64::new(1),
+                body_len: AtomicUsize::new(0),
                 idle: Mutex::new(Vec::new()),
                 reaper: AtomicBool::new(false),
             }),
@@ -523,25 +548,30 @@ impl HttpClient {
             Some(s) => Some(s.acquire().await.map_err(|_| self.closed_err())?),
             None => None,
         };
-        let request_id = if ctx.request_id.is_empty() {
-            format!("h{}", self.inner.seq.fetch_add(1, Ordering::Relaxed))
+        let request_id: Cow<'_, str> = if ctx.request_id.is_empty() {
+            Cow::Owned(format!(
+                "h{}",
+                self.inner.seq.fetch_add(1, Ordering::Relaxed)
+            ))
         } else {
-            ctx.request_id.clone()
+            Cow::Borrowed(&ctx.request_id)
         };
         let (method, uri, body) = match kind {
             CallKind::Execute => {
-                let body = serde_json::to_vec(&RequestRef {
+                let mut body = Vec::with_capacity(body_room(&self.inner.body_len));
+                let env = RequestRef {
                     data,
                     request_id: &request_id,
-                    timeout: go_duration(timeout),
+                    timeout: GoMillis(timeout),
                     headers: WireHeaders::of(&ctx),
-                })
-                .map_err(|e| {
+                };
+                serde_json::to_writer(&mut body, &env).map_err(|e| {
                     Error::new(
                         ErrorKind::ExecutionFailed,
                         format!("cannot encode the request: {e}"),
                     )
                 })?;
+                saw_body(&self.inner.body_len, body.len());
                 (Method::POST, &self.inner.execute, Bytes::from(body))
             }
             CallKind::Health => (Method::GET, &self.inner.health, Bytes::new()),
@@ -904,6 +934,8 @@ struct Shared<H> {
     auth: ServerAuth,
     base: String,
     compress_min: usize,
+    /// The largest answer body so far (see [`body_room`]).
+    reply_len: AtomicUsize,
 }
 
 /// Serve `handler` over HTTP (or HTTPS) until the returned [`Server`] is
@@ -936,6 +968,7 @@ pub async fn serve<H: Handler>(handler: Arc<H>, opts: HttpServeOptions) -> Resul
         auth: opts.auth,
         base: opts.path.trim_end_matches('/').to_string(),
         compress_min: opts.compress_min_bytes,
+        reply_len: AtomicUsize::new(0),
     });
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -1004,26 +1037,26 @@ async fn handle<H: Handler>(
     shared: Arc<Shared<H>>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let gzip_ok = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    let gzip_ok = parts
+        .headers
         .get(ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-    let path = req.uri().path();
+    let path = parts.uri.path();
     let rest = path.strip_prefix(shared.base.as_str()).unwrap_or("\u{0}");
-    let kind = match (req.method(), rest) {
+    let kind = match (&parts.method, rest) {
         (&Method::POST, "" | "/" | "/execute") => Some(CallKind::Execute),
         (&Method::GET | &Method::POST, "/health") => Some(CallKind::Health),
         (&Method::GET | &Method::POST, "/info") => Some(CallKind::Info),
         (&Method::GET | &Method::POST, "/ping") => Some(CallKind::Ping),
         _ => None,
     };
-    let hdr_id = req
-        .headers()
+    let hdr_id = parts
+        .headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
     let Some(kind) = kind else {
         return reply::<_, Value>(
             &shared,
@@ -1031,18 +1064,18 @@ async fn handle<H: Handler>(
             hdr_id,
             Err(Error::new(
                 ErrorKind::PluginNotFound,
-                format!("no route for {} {path}", req.method()),
+                format!("no route for {} {path}", parts.method),
             )),
         );
     };
     if let Err(e) = shared
         .auth
-        .check_with(|name| req.headers().get(name).and_then(|v| v.to_str().ok()))
+        .check_with(|name| parts.headers.get(name).and_then(|v| v.to_str().ok()))
     {
         return reply::<_, Value>(&shared, gzip_ok, hdr_id, Err(e));
     }
     let mut headers: HashMap<String, String> = HashMap::new();
-    for (k, v) in req.headers() {
+    for (k, v) in &parts.headers {
         // Transport-level headers are not the handler's business.
         if matches!(
             *k,
@@ -1060,7 +1093,7 @@ async fn handle<H: Handler>(
             headers.insert(k.as_str().to_string(), v.to_string());
         }
     }
-    let body = match Limited::new(req.into_body(), MAX_FRAME).collect().await {
+    let body = match Limited::new(body, MAX_FRAME).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             return reply::<_, Value>(
@@ -1092,25 +1125,26 @@ async fn handle<H: Handler>(
             }
         }
     };
-    let request_id = if env.request_id.is_empty() {
+    // The answer's id, borrowed from the request for as long as it is read.
+    let request_id: &str = if env.request_id.is_empty() {
         hdr_id
     } else {
-        env.request_id
+        &env.request_id
     };
     headers.extend(env.metadata);
     headers.extend(env.headers);
     let deadline = parse_go_duration(&env.timeout).and_then(Call::deadline_after);
     let call = Call {
         kind,
-        request_id,
+        request_id: request_id.to_owned(),
         headers,
         deadline,
         data: env.data,
     };
     if H::RAW {
-        answer_as::<H, Box<RawValue>>(&shared, gzip_ok, call).await
+        answer_as::<H, Box<RawValue>>(&shared, gzip_ok, request_id, call).await
     } else {
-        answer_as::<H, Value>(&shared, gzip_ok, call).await
+        answer_as::<H, Value>(&shared, gzip_ok, request_id, call).await
     }
 }
 
@@ -1118,29 +1152,24 @@ async fn handle<H: Handler>(
 async fn answer_as<H: Handler, D: Served>(
     shared: &Shared<H>,
     gzip_ok: bool,
+    request_id: &str,
     call: Call<Option<&RawValue>>,
 ) -> Response<Full<Bytes>> {
     let data = match call.data {
         Some(d) => D::from_raw(d),
         None => Ok(D::null()),
     };
-    let (call, r) = match data {
-        Ok(d) => {
-            let request_id = call.request_id.clone();
-            (
-                request_id,
-                D::answer(&*shared.handler, call.with_data(d)).await,
-            )
-        }
-        Err(e) => (call.request_id, Err(e)),
+    let r = match data {
+        Ok(d) => D::answer(&*shared.handler, call.with_data(d)).await,
+        Err(e) => Err(e),
     };
-    reply(shared, gzip_ok, call, r)
+    reply(shared, gzip_ok, request_id, r)
 }
 
 fn reply<H, D: Serialize>(
     shared: &Shared<H>,
     gzip_ok: bool,
-    request_id: String,
+    request_id: &str,
     r: Result<D, Error>,
 ) -> Response<Full<Bytes>> {
     let (status, env) = match &r {
@@ -1149,7 +1178,7 @@ fn reply<H, D: Serialize>(
             ResponseOut {
                 data: Some(data),
                 error: "",
-                request_id: &request_id,
+                request_id,
                 metadata: None,
             },
         ),
@@ -1158,20 +1187,25 @@ fn reply<H, D: Serialize>(
             ResponseOut {
                 data: None,
                 error: &e.message,
-                request_id: &request_id,
+                request_id,
                 metadata: Some(HashMap::from([("error_code", e.kind.code())])),
             },
         ),
     };
-    let body = serde_json::to_vec(&env).unwrap_or_else(|_| b"{}".to_vec());
-    let mut b = Response::builder()
-        .status(status)
-        .header(CONTENT_TYPE, "application/json");
+    let mut body = Vec::with_capacity(body_room(&shared.reply_len));
+    if serde_json::to_writer(&mut body, &env).is_err() {
+        body = b"{}".to_vec();
+    }
+    saw_body(&shared.reply_len, body.len());
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let body = if gzip_ok && body.len() >= shared.compress_min {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         match enc.write_all(&body).and_then(|_| enc.finish()) {
             Ok(z) => {
-                b = b.header(CONTENT_ENCODING, "gzip");
+                h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 z
             }
             Err(_) => body,
@@ -1179,8 +1213,8 @@ fn reply<H, D: Serialize>(
     } else {
         body
     };
-    b.body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    *resp.body_mut() = Full::new(Bytes::from(body));
+    resp
 }
 
 #[cfg(test)]
@@ -1199,7 +1233,10 @@ mod tests {
         assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_go_duration(""), None);
         assert_eq!(parse_go_duration("5 parsecs"), None);
-        assert_eq!(go_duration(Duration::from_secs(2)), "2000ms");
+        let go = |d| serde_json::to_string(&GoMillis(d)).unwrap();
+        assert_eq!(go(Duration::from_secs(2)), r#""2000ms""#);
+        assert_eq!(go(Duration::from_micros(10)), r#""1ms""#);
+        assert_eq!(go(Duration::ZERO), r#""""#);
     }
 
     /// An address that drops connection attempts (here a listener whose
