@@ -187,6 +187,15 @@ impl CircuitBreaker {
     /// [`CircuitBreaker::allow_at`], with the state before and after it,
     /// read under the same lock.
     pub fn admit_at(&self, now: Instant) -> (bool, BreakerState, BreakerState) {
+        self.admit_with(|| now)
+    }
+
+    /// [`CircuitBreaker::admit_at`], reading the clock (`now`) only when
+    /// the circuit is not closed.
+    pub(crate) fn admit_with(
+        &self,
+        now: impl FnOnce() -> Instant,
+    ) -> (bool, BreakerState, BreakerState) {
         if !self.cfg.enabled {
             return (true, BreakerState::Closed, BreakerState::Closed);
         }
@@ -196,7 +205,7 @@ impl CircuitBreaker {
         }
         let mut g = self.lock();
         let before = self.load();
-        let ok = self.allow_locked(&mut g, now);
+        let ok = self.allow_locked(&mut g, now());
         (ok, before, self.load())
     }
 
@@ -244,6 +253,16 @@ impl CircuitBreaker {
         outcome: Option<bool>,
         now: Instant,
     ) -> (BreakerState, BreakerState) {
+        self.settle_change_with(outcome, || now)
+    }
+
+    /// [`CircuitBreaker::settle_change_at`], reading the clock (`now`) only
+    /// when the outcome changes something.
+    pub(crate) fn settle_change_with(
+        &self,
+        outcome: Option<bool>,
+        now: impl FnOnce() -> Instant,
+    ) -> (BreakerState, BreakerState) {
         if !self.cfg.enabled {
             return (BreakerState::Closed, BreakerState::Closed);
         }
@@ -265,7 +284,7 @@ impl CircuitBreaker {
         let before = self.load();
         match outcome {
             Some(true) => self.success_locked(&mut g),
-            Some(false) => self.failure_locked(&mut g, now),
+            Some(false) => self.failure_locked(&mut g, now()),
             None => {
                 if self.load() == BreakerState::HalfOpen {
                     g.in_trial = g.in_trial.saturating_sub(1);

@@ -19,10 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::layers::{
-    BoxService, BreakerListener, Call, CircuitBreak, Metered, RateLimit, Reply, Retry, Service,
-    Timeout,
-};
+use crate::layers::{BoxService, BreakerListener, Call, Policies, Reply, Service};
 use crate::metrics::Metrics;
 use crate::{BreakerConfig, CircuitBreaker, RateLimitConfig, RetryConfig, TokenBucket};
 
@@ -50,9 +47,9 @@ impl Default for GuardConfig {
     }
 }
 
-/// The layers of a [`Guard`], outside in, around leaf `L`: one type, so
-/// that a call through all of them is one future (see [`crate::layers`]).
-pub type Stack<L> = Metered<RateLimit<Retry<CircuitBreak<Timeout<L>>>>>;
+/// The layers of a [`Guard`], outside in, around leaf `L`, as one service
+/// whose call is one state machine (see [`Policies`]).
+pub type Stack<L> = Policies<L>;
 
 /// One plugin's policies around a leaf service. Share it (`Arc`) between
 /// concurrent callers.
@@ -95,14 +92,14 @@ impl<L: Service> Guard<L> {
             .rate_limit
             .enabled
             .then(|| TokenBucket::new_at(cfg.rate_limit, now()));
-        let attempt = CircuitBreak::new(
+        let service = Policies::new(
+            metrics,
+            bucket,
+            cfg.retry,
             Arc::clone(&breaker),
             listener,
-            Timeout::new(cfg.timeout, leaf),
-        );
-        let service = Metered::new(
-            metrics,
-            RateLimit::new(bucket, Retry::new(cfg.retry, attempt)),
+            cfg.timeout,
+            leaf,
         );
         Guard {
             service: Arc::new(service),

@@ -19,7 +19,9 @@
 //! 8. [`TransportService`] — the wire.
 //!
 //! Every layer is usable alone around any [`Service`] (see [`service_fn`]).
-//! Time is tokio's, so tests run with paused time.
+//! [`Policies`] is steps 3 to 7 as one service (what a manager's plugin
+//! uses): the same code, in one future. Time is tokio's, so tests run with
+//! paused time.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -319,6 +321,24 @@ impl<S: Service> Timeout<S> {
     }
 }
 
+impl<S> Timeout<S> {
+    /// Set the attempt's timeout on `call`: how long, and whether this layer
+    /// must time it (a zero timeout means "the transport's default" to a
+    /// transport, so a deadline already reached is timed here).
+    fn arm(&self, call: &mut Call) -> (Duration, bool) {
+        let t = match call.remaining() {
+            Some(r) => r.min(self.per_attempt),
+            None => self.per_attempt,
+        };
+        call.ctx.timeout = t;
+        (t, !self.inner_ends || t.is_zero())
+    }
+}
+
+fn attempt_timed_out(t: Duration) -> Error {
+    timeout_err(format!("no answer within {t:?}"))
+}
+
 impl Timeout {
     /// [`Timeout::new`], shared.
     pub fn layer(per_attempt: Duration, inner: BoxService) -> BoxService {
@@ -328,14 +348,7 @@ impl Timeout {
 
 impl<S: Service> Service for Timeout<S> {
     fn call(&self, mut call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
-        let t = match call.remaining() {
-            Some(r) => r.min(self.per_attempt),
-            None => self.per_attempt,
-        };
-        call.ctx.timeout = t;
-        // (A zero timeout means "the transport's default" to a transport, so
-        // a deadline already reached is timed here.)
-        let timed = !self.inner_ends || t.is_zero();
+        let (t, timed) = self.arm(&mut call);
         let inner = &self.inner;
         // (Each layer makes the inner future where it awaits it, never in a
         // variable first: a future moved out of a variable keeps its room in
@@ -347,7 +360,7 @@ impl<S: Service> Service for Timeout<S> {
             }
             match tokio::time::timeout(t, inner.call(call)).await {
                 Ok(r) => r,
-                Err(_) => Err(timeout_err(format!("no answer within {t:?}"))),
+                Err(_) => Err(attempt_timed_out(t)),
             }
         }
     }
@@ -367,7 +380,7 @@ pub struct CircuitBreak<S = BoxService> {
     plugin: std::sync::OnceLock<Arc<str>>,
 }
 
-impl<S: Service> CircuitBreak<S> {
+impl<S> CircuitBreak<S> {
     /// Guard `inner` with `breaker`; `listener` hears state changes.
     pub fn new(
         breaker: Arc<CircuitBreaker>,
@@ -379,6 +392,78 @@ impl<S: Service> CircuitBreak<S> {
             listener,
             inner,
             plugin: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Admit one attempt of `call`: an [`Attempt`] to settle with its
+    /// outcome, or the refusal of an open circuit.
+    fn admit(&self, call: &Call) -> Result<Attempt<'_>, Error> {
+        let listener = self.listener.as_ref();
+        // Only a listener needs the name, once the call has gone on.
+        let plugin = listener.map(|_| {
+            let first = self.plugin.get_or_init(|| Arc::clone(&call.plugin));
+            if **first == *call.plugin {
+                Cow::Borrowed(first)
+            } else {
+                Cow::Owned(Arc::clone(&call.plugin))
+            }
+        });
+        let (allowed, before, mid) = self.breaker.admit_with(now_std);
+        let attempt = Attempt {
+            breaker: &self.breaker,
+            listener,
+            plugin,
+            armed: allowed,
+        };
+        attempt.notify(before, mid);
+        if !allowed {
+            return Err(Error::new(
+                ErrorKind::CircuitOpen,
+                "circuit open: the plugin failed repeatedly; calls resume after the recovery timeout",
+            ));
+        }
+        Ok(attempt)
+    }
+}
+
+/// An attempt the breaker let through. Settled with its outcome; one
+/// dropped unsettled (its caller gave up, or an outer deadline passed)
+/// settles as saying nothing, so that a half-open trial gives its place
+/// back rather than holding it for good.
+struct Attempt<'a> {
+    breaker: &'a CircuitBreaker,
+    listener: Option<&'a BreakerListener>,
+    plugin: Option<Cow<'a, Arc<str>>>,
+    armed: bool,
+}
+
+impl Attempt<'_> {
+    fn notify(&self, before: BreakerState, after: BreakerState) {
+        if after != before {
+            if let (Some(l), Some(p)) = (self.listener, &self.plugin) {
+                l(p, after);
+            }
+        }
+    }
+
+    /// Feed the attempt's outcome to the breaker (our own refusals do not
+    /// count).
+    fn settle(mut self, r: &Result<Reply, Error>) {
+        self.armed = false;
+        let outcome = match r {
+            Ok(_) => Some(true),
+            Err(e) if e.kind.counts_as_failure() => Some(false),
+            Err(_) => None,
+        };
+        let (before, after) = self.breaker.settle_change_with(outcome, now_std);
+        self.notify(before, after);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker.settle_change_with(None, now_std);
         }
     }
 }
@@ -396,63 +481,12 @@ impl CircuitBreak {
 
 impl<S: Service> Service for CircuitBreak<S> {
     fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
-        let b = &self.breaker;
-        let listener = self.listener.as_ref();
-        // Only a listener needs the name, once the call has gone on.
-        let plugin = listener.map(|_| {
-            let first = self.plugin.get_or_init(|| Arc::clone(&call.plugin));
-            if **first == *call.plugin {
-                Cow::Borrowed(first)
-            } else {
-                Cow::Owned(Arc::clone(&call.plugin))
-            }
-        });
-        let notify = move |before: BreakerState, after: BreakerState| {
-            if after != before {
-                if let (Some(l), Some(p)) = (listener, &plugin) {
-                    l(p, after);
-                }
-            }
-        };
-        let (allowed, before, mid) = b.admit_at(now_std());
-        notify(before, mid);
+        let admitted = self.admit(&call);
         let inner = &self.inner;
-        // A call let through and then dropped (its caller gave up, or an
-        // outer deadline passed) settles as saying nothing: a half-open
-        // trial gives its place back rather than holding it for good.
-        struct Unsettled<'a> {
-            breaker: &'a CircuitBreaker,
-            armed: bool,
-        }
-        impl Drop for Unsettled<'_> {
-            fn drop(&mut self) {
-                if self.armed {
-                    self.breaker.settle_at(None, now_std());
-                }
-            }
-        }
-        let unsettled = Unsettled {
-            breaker: b,
-            armed: allowed,
-        };
         async move {
-            // The whole guard, not just the field written below.
-            let mut unsettled = unsettled;
-            if !allowed {
-                return Err(Error::new(
-                    ErrorKind::CircuitOpen,
-                    "circuit open: the plugin failed repeatedly; calls resume after the recovery timeout",
-                ));
-            }
+            let attempt = admitted?;
             let r = inner.call(call).await;
-            unsettled.armed = false;
-            let outcome = match &r {
-                Ok(_) => Some(true),
-                Err(e) if e.kind.counts_as_failure() => Some(false),
-                Err(_) => None,
-            };
-            let (before, after) = b.settle_change_at(outcome, now_std());
-            notify(before, after);
+            attempt.settle(&r);
             r
         }
     }
@@ -464,11 +498,32 @@ pub struct Retry<S = BoxService> {
     inner: S,
 }
 
-impl<S: Service> Retry<S> {
+impl<S> Retry<S> {
     /// Retry `inner` per `cfg` (a call's `max_retries` overrides it).
     pub fn new(cfg: RetryConfig, inner: S) -> Retry<S> {
         Retry { cfg, inner }
     }
+
+    /// The settings for `call` (its `max_retries` overrides ours).
+    fn config_for(&self, call: &Call) -> RetryConfig {
+        let mut cfg = self.cfg;
+        if let Some(m) = call.max_retries {
+            cfg.max_retries = m;
+        }
+        cfg
+    }
+}
+
+/// After attempt `n` of `call` failed with `e`: the wait before the next
+/// one, or none when the call gives up (not retryable, no retries left, or
+/// the deadline comes first).
+fn retry_wait(cfg: &RetryConfig, n: u32, e: &Error, call: &Call) -> Option<Duration> {
+    let wait = cfg.next(n, e.kind.is_retryable())?;
+    if call.remaining().is_some_and(|r| r <= wait) {
+        return None;
+    }
+    tracing::debug!(plugin = %call.plugin, attempt = n, ?wait, error = %e, "retrying");
+    Some(wait)
 }
 
 impl Retry {
@@ -480,10 +535,7 @@ impl Retry {
 
 impl<S: Service> Service for Retry<S> {
     fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
-        let mut cfg = self.cfg;
-        if let Some(m) = call.max_retries {
-            cfg.max_retries = m;
-        }
+        let cfg = self.config_for(&call);
         let inner = &self.inner;
         async move {
             let mut n = 0u32;
@@ -493,13 +545,9 @@ impl<S: Service> Service for Retry<S> {
                     Ok(v) => return Ok(v),
                     Err(e) => e,
                 };
-                let Some(wait) = cfg.next(n, e.kind.is_retryable()) else {
+                let Some(wait) = retry_wait(&cfg, n, &e, &call) else {
                     return Err(e);
                 };
-                if call.remaining().is_some_and(|r| r <= wait) {
-                    return Err(e);
-                }
-                tracing::debug!(plugin = %call.plugin, attempt = n, ?wait, error = %e, "retrying");
                 tokio::time::sleep(wait).await;
             }
         }
@@ -513,10 +561,21 @@ pub struct RateLimit<S = BoxService> {
     inner: S,
 }
 
-impl<S: Service> RateLimit<S> {
+impl<S> RateLimit<S> {
     /// Limit `inner` with `bucket` (none: no limit).
     pub fn new(bucket: Option<TokenBucket>, inner: S) -> RateLimit<S> {
         RateLimit { bucket, inner }
+    }
+
+    /// Take a token, or say when the next one comes.
+    fn take(&self) -> Result<(), Error> {
+        match self.bucket.as_ref().map(|b| b.try_acquire_at(now_std())) {
+            Some(Err(wait)) => Err(Error::new(
+                ErrorKind::RateLimited,
+                format!("rate limit reached; next slot in {wait:?}"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -529,17 +588,11 @@ impl RateLimit {
 
 impl<S: Service> Service for RateLimit<S> {
     fn call(&self, call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
-        let refused = self
-            .bucket
-            .as_ref()
-            .and_then(|b| b.try_acquire_at(now_std()).err());
+        let refused = self.take().err();
         let inner = &self.inner;
         async move {
-            if let Some(wait) = refused {
-                return Err(Error::new(
-                    ErrorKind::RateLimited,
-                    format!("rate limit reached; next slot in {wait:?}"),
-                ));
+            if let Some(e) = refused {
+                return Err(e);
             }
             inner.call(call).await
         }
@@ -556,7 +609,10 @@ pub struct Metered<S = BoxService> {
     meter: std::sync::OnceLock<(Arc<str>, Meter)>,
 }
 
-impl<S: Service> Metered<S> {
+/// What a metered call records under, prepared before it starts.
+type Prepared<'a> = Option<(&'a Metrics, Cow<'a, Arc<str>>, Cow<'a, Meter>)>;
+
+impl<S> Metered<S> {
     /// Record `inner`'s calls in `metrics` (none: pass them on).
     pub fn new(metrics: Option<Arc<Metrics>>, inner: S) -> Metered<S> {
         Metered {
@@ -582,6 +638,69 @@ impl<S: Service> Metered<S> {
         let _ = self.meter.set((Arc::clone(plugin), m.clone()));
         Some((Cow::Owned(Arc::clone(plugin)), Cow::Owned(m)))
     }
+
+    /// The series `call` records under (none: not counted, no metrics or the
+    /// plugin was forgotten) and its span, with the call's trace context
+    /// started.
+    fn prepare(&self, call: &mut Call) -> (Prepared<'_>, tracing::Span) {
+        let Some(m) = self.metrics.as_deref() else {
+            return (None, tracing::Span::none());
+        };
+        let meter = self.meter(m, &call.plugin);
+        let tc = crate::context::TraceContext::start_call(&mut call.ctx);
+        let span = tracing::info_span!(
+            "plugin_call",
+            plugin = %call.plugin,
+            request_id = %call.ctx.request_id,
+            trace_id = %crate::context::Hex { v: tc.trace_id, width: 32 },
+            span_id = %crate::context::Hex { v: u128::from(tc.span_id), width: 16 },
+        );
+        (meter.map(|(p, mt)| (m, p, mt)), span)
+    }
+}
+
+/// A call being recorded: started on creation, finished with its outcome,
+/// or as cancelled when dropped before (the caller gave up on it).
+struct Recording<'a> {
+    m: &'a Metrics,
+    plugin: Cow<'a, Arc<str>>,
+    meter: Cow<'a, Meter>,
+    t0: tokio::time::Instant,
+    armed: bool,
+}
+
+impl<'a> Recording<'a> {
+    fn start(prepared: Prepared<'a>) -> Option<Recording<'a>> {
+        let (m, plugin, meter) = prepared?;
+        m.started(&meter);
+        Some(Recording {
+            m,
+            plugin,
+            meter,
+            t0: tokio::time::Instant::now(),
+            armed: true,
+        })
+    }
+
+    fn finish(mut self, r: &Result<Reply, Error>) {
+        self.armed = false;
+        let took = self.t0.elapsed();
+        self.m
+            .finished(&self.meter, &self.plugin, took, r.as_ref().map(|_| ()));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "plugin call failed");
+        }
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let e = Error::new(ErrorKind::Timeout, "cancelled by the caller");
+            self.m
+                .finished(&self.meter, &self.plugin, self.t0.elapsed(), Err(&e));
+        }
+    }
 }
 
 impl Metered {
@@ -593,59 +712,106 @@ impl Metered {
 
 impl<S: Service> Service for Metered<S> {
     fn call(&self, mut call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
-        let metrics = self.metrics.as_deref();
-        let (meter, span) = match metrics {
-            Some(m) => {
-                let meter = self.meter(m, &call.plugin);
-                let tc = crate::context::TraceContext::start_call(&mut call.ctx);
-                let span = tracing::info_span!(
-                    "plugin_call",
-                    plugin = %call.plugin,
-                    request_id = %call.ctx.request_id,
-                    trace_id = %crate::context::Hex { v: tc.trace_id, width: 32 },
-                    span_id = %crate::context::Hex { v: u128::from(tc.span_id), width: 16 },
-                );
-                (meter, span)
-            }
-            None => (None, tracing::Span::none()),
-        };
+        let (prepared, span) = self.prepare(&mut call);
         let inner = &self.inner;
         async move {
-            let (Some(m), Some((plugin, meter))) = (metrics, meter) else {
-                // No metrics, or the plugin was forgotten: not counted.
+            let Some(rec) = Recording::start(prepared) else {
                 return inner.call(call).await;
             };
-            m.started(&meter);
-            let t0 = tokio::time::Instant::now();
-            // Record even when the caller drops the call mid-way.
-            struct Done<'a> {
-                m: &'a Metrics,
-                meter: &'a Meter,
-                plugin: &'a str,
-                t0: tokio::time::Instant,
-                armed: bool,
-            }
-            impl Drop for Done<'_> {
-                fn drop(&mut self) {
-                    if self.armed {
-                        let e = Error::new(ErrorKind::Timeout, "cancelled by the caller");
-                        self.m
-                            .finished(self.meter, self.plugin, self.t0.elapsed(), Err(&e));
+            let r = inner.call(call).await;
+            rec.finish(&r);
+            r
+        }
+        .instrument(span)
+    }
+}
+
+/// The policies of [`Metered`], [`RateLimit`], [`Retry`], [`CircuitBreak`]
+/// and [`Timeout`], stacked in that order (outside in) around a leaf, as
+/// one service whose call is one state machine. Stacked as separate layers,
+/// every layer's future holds the next one's, each made and moved into
+/// place as its layer starts: a call through five layers moved kilobytes of
+/// future state and took five layers of polling. This does the same steps
+/// in the same order, with the same code, in one future.
+pub struct Policies<L> {
+    metered: Metered<()>,
+    rate: RateLimit<()>,
+    retry: Retry<()>,
+    breaker: CircuitBreak<()>,
+    timeout: Timeout<()>,
+    leaf: L,
+}
+
+impl<L: Service> Policies<L> {
+    /// `leaf` under metrics (none: not recorded), a rate limit (none: no
+    /// limit), retries per `retry`, `breaker` (its changes told to
+    /// `listener`) and at most `per_attempt` per attempt.
+    pub fn new(
+        metrics: Option<Arc<Metrics>>,
+        bucket: Option<TokenBucket>,
+        retry: RetryConfig,
+        breaker: Arc<CircuitBreaker>,
+        listener: Option<BreakerListener>,
+        per_attempt: Duration,
+        leaf: L,
+    ) -> Policies<L> {
+        Policies {
+            metered: Metered::new(metrics, ()),
+            rate: RateLimit::new(bucket, ()),
+            retry: Retry::new(retry, ()),
+            breaker: CircuitBreak::new(breaker, listener, ()),
+            timeout: Timeout {
+                per_attempt,
+                inner_ends: leaf.ends_at_timeout(),
+                inner: (),
+            },
+            leaf,
+        }
+    }
+}
+
+impl<L: Service> Service for Policies<L> {
+    fn call(&self, mut call: Call) -> impl Future<Output = Result<Reply, Error>> + Send + '_ {
+        let (prepared, span) = self.metered.prepare(&mut call);
+        async move {
+            let rec = Recording::start(prepared);
+            let r = match self.rate.take() {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let cfg = self.retry.config_for(&call);
+                    let mut n = 0u32;
+                    loop {
+                        n += 1;
+                        let r = match self.breaker.admit(&call) {
+                            Err(e) => Err(e),
+                            Ok(attempt) => {
+                                let mut this = call.clone();
+                                let (t, timed) = self.timeout.arm(&mut this);
+                                let r = if timed {
+                                    match tokio::time::timeout(t, self.leaf.call(this)).await {
+                                        Ok(r) => r,
+                                        Err(_) => Err(attempt_timed_out(t)),
+                                    }
+                                } else {
+                                    self.leaf.call(this).await
+                                };
+                                attempt.settle(&r);
+                                r
+                            }
+                        };
+                        let e = match r {
+                            Ok(v) => break Ok(v),
+                            Err(e) => e,
+                        };
+                        let Some(wait) = retry_wait(&cfg, n, &e, &call) else {
+                            break Err(e);
+                        };
+                        tokio::time::sleep(wait).await;
                     }
                 }
-            }
-            let mut done = Done {
-                m,
-                meter: &meter,
-                plugin: &plugin,
-                t0,
-                armed: true,
             };
-            let r = inner.call(call).await;
-            done.armed = false;
-            m.finished(&meter, &plugin, t0.elapsed(), r.as_ref().map(|_| ()));
-            if let Err(e) = &r {
-                tracing::debug!(error = %e, "plugin call failed");
+            if let Some(rec) = rec {
+                rec.finish(&r);
             }
             r
         }

@@ -438,3 +438,116 @@ async fn the_timeout_layer_leans_on_a_transport_that_ends_its_calls_but_not_at_z
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
 }
+
+/// The manager's stack ([`Guard`], one future for every policy) and the same
+/// policies stacked layer by layer answer a scripted run alike: each call's
+/// outcome, how often the plugin was reached, when (backoff), the breaker's
+/// states as its listener hears them, a trial dropped half-way, and what the
+/// metrics recorded.
+#[tokio::test(start_paused = true)]
+async fn the_one_future_stack_behaves_as_the_layers_stacked_one_by_one() {
+    use hangar_plugin::layers::Metered;
+    use hangar_plugin::{Guard, GuardConfig, Metrics};
+    let cfg = GuardConfig {
+        breaker: BreakerConfig {
+            enabled: true,
+            failure_threshold: 2,
+            recovery_timeout: Duration::from_secs(5),
+            min_request_threshold: 1,
+            success_threshold: 1,
+        },
+        rate_limit: RateLimitConfig {
+            enabled: true,
+            requests_per_second: 1.0,
+            burst: 4,
+        },
+        retry: retry(1),
+        timeout: Duration::from_millis(300),
+    };
+    // What a run saw: per call its outcome, the calls that reached the
+    // plugin, and the time; then the states heard and the metrics.
+    async fn run(s: BoxService, mode: Arc<AtomicU32>) -> Vec<String> {
+        let t0 = tokio::time::Instant::now();
+        let mut seen = Vec::new();
+        let call = || s.call(Call::new("p", Value::Null));
+        for m in [0, 0, 9, 2, 2, 1, 2, 2] {
+            if m == 9 {
+                // Past the recovery timeout, a trial that never answers is
+                // dropped by its caller.
+                tokio::time::advance(Duration::from_secs(6)).await;
+                mode.store(1, Ordering::SeqCst);
+                let mut trial = Box::pin(call());
+                let _ = tokio::time::timeout(Duration::from_millis(10), &mut trial).await;
+                drop(trial);
+                seen.push("dropped".into());
+                continue;
+            }
+            mode.store(m, Ordering::SeqCst);
+            let r = match call().await {
+                Ok(v) => format!("ok {}", v.into_value().unwrap()),
+                Err(e) => e.code().to_string(),
+            };
+            seen.push(format!("{r} at {:?}", t0.elapsed()));
+        }
+        seen
+    }
+    let mut runs = Vec::new();
+    for fused in [true, false] {
+        let mode = Arc::new(AtomicU32::new(0));
+        let reached = Arc::new(AtomicU32::new(0));
+        let (m2, r2) = (Arc::clone(&mode), Arc::clone(&reached));
+        // 0: fail (retryable), 1: never answer, 2: answer.
+        let leaf = service_fn(move |_c: Call| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            let mode = m2.load(Ordering::SeqCst);
+            async move {
+                match mode {
+                    0 => Err(Error::new(ErrorKind::ConnectionFailed, "down")),
+                    1 => std::future::pending().await,
+                    _ => Ok(json!("up")),
+                }
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+        metrics.track("p");
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h2 = Arc::clone(&heard);
+        let listener: hangar_plugin::layers::BreakerListener =
+            Arc::new(move |_p: &str, st: BreakerState| h2.lock().unwrap().push(st));
+        let s: BoxService = if fused {
+            Guard::build(cfg, leaf, Some(Arc::clone(&metrics)), Some(listener)).service()
+        } else {
+            let breaker = Arc::new(CircuitBreaker::new(cfg.breaker));
+            let bucket =
+                TokenBucket::new_at(cfg.rate_limit, tokio::time::Instant::now().into_std());
+            let attempt =
+                CircuitBreak::new(breaker, Some(listener), Timeout::new(cfg.timeout, leaf));
+            Arc::new(Metered::new(
+                Some(Arc::clone(&metrics)),
+                RateLimit::new(Some(bucket), Retry::new(cfg.retry, attempt)),
+            ))
+        };
+        let mut seen = run(s, mode).await;
+        seen.push(format!("reached {}", reached.load(Ordering::SeqCst)));
+        seen.push(format!("heard {:?}", heard.lock().unwrap()));
+        let p = &metrics.report().plugins["p"];
+        seen.push(format!(
+            "metrics: {} calls, {} ok, {} failed, {} active, {} timeouts, {} connection errors, {} refused",
+            p.total_requests,
+            p.successful_requests,
+            p.failed_requests,
+            p.active_requests,
+            p.timeout_errors,
+            p.connection_errors,
+            p.refused
+        ));
+        runs.push(seen);
+    }
+    assert_eq!(runs[0], runs[1]);
+    // And the run is the one meant: retried, opened, a dropped trial, the
+    // rate limit reached.
+    let all = runs[0].join("\n");
+    for want in ["CIRCUIT_1401", "dropped", "ok \"up\"", "RATELIMIT_1501"] {
+        assert!(all.contains(want), "{want} missing from\n{all}");
+    }
+}
