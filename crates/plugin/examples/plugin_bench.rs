@@ -184,9 +184,12 @@ async fn group(
     ];
     // `PLUGIN_BENCH_ROW=<0..3>` (raw, json, lib, lib raw) measures that
     // row's throughput alone, for a profiler.
-    let only: Option<usize> = std::env::var("PLUGIN_BENCH_ROW")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let only: Option<usize> = std::env::var("PLUGIN_BENCH_ROW").ok().map(|v| {
+        v.parse()
+            .ok()
+            .filter(|k| *k < 4)
+            .expect("PLUGIN_BENCH_ROW is a row: 0 (raw), 1 (json), 2 (lib) or 3 (lib raw)")
+    });
     let lat = match only {
         None => latencies(&singles).await,
         Some(_) => vec![(Duration::ZERO, Duration::ZERO); 4],
@@ -218,10 +221,11 @@ async fn group(
 }
 
 /// Calls per second of each set of [`CONCURRENCY`] callers, measured in
-/// [`TP_SLICES`] turns of each set in order (each `secs / TP_SLICES` long),
-/// so that every row of a comparison sees the same spells of the shared
-/// machine; one row after the other, the ratio between two rows moved by
-/// ±15 % from run to run with nothing changed.
+/// [`TP_SLICES`] turns of every set (each `secs / TP_SLICES` long, the
+/// first set of a turn rotating), so that every row of a comparison sees the
+/// same spells of the shared machine and none always runs first or last;
+/// one row after the other, the ratio between two rows moved by ±15 % from
+/// run to run with nothing changed.
 async fn throughputs(sets: Vec<Vec<CallFn>>, secs: f64) -> Vec<f64> {
     // Warm up every caller (connections, pools).
     for callers in &sets {
@@ -243,8 +247,10 @@ async fn throughputs(sets: Vec<Vec<CallFn>>, secs: f64) -> Vec<f64> {
     let slice = Duration::from_secs_f64(secs / TP_SLICES as f64);
     let mut calls = vec![0u64; sets.len()];
     let mut took = vec![Duration::ZERO; sets.len()];
-    for _ in 0..TP_SLICES {
-        for (k, callers) in sets.iter().enumerate() {
+    for turn in 0..TP_SLICES {
+        for i in 0..sets.len() {
+            let k = (i + turn) % sets.len();
+            let callers = &sets[k];
             let start = Instant::now();
             let end = start + slice;
             let tasks: Vec<_> = callers

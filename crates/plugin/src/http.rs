@@ -180,17 +180,22 @@ impl Serialize for GoMillis {
     }
 }
 
-/// Room to encode a body in one allocation: the largest body encoded so far
-/// (up to 64 KiB), remembered in `seen`, plus some slack. Written only when it
-/// grows, so concurrent calls rarely write the shared counter.
+/// Room to encode a body in one allocation: about the size of the bodies
+/// encoded lately (see [`saw_body`]), plus some slack.
 fn body_room(seen: &AtomicUsize) -> usize {
     seen.load(Ordering::Relaxed) + 64
 }
 
+/// Remember a body of `len` bytes as the size to expect: taken when it is
+/// larger than the last one remembered, or less than half of it (so that one
+/// large body does not make every later small one reserve its room), and at
+/// most 64 KiB. Bodies of about the same size write nothing, so concurrent
+/// calls rarely write the shared counter.
 fn saw_body(seen: &AtomicUsize, len: usize) {
     let len = len.min(64 << 10);
-    if len > seen.load(Ordering::Relaxed) {
-        seen.fetch_max(len, Ordering::Relaxed);
+    let was = seen.load(Ordering::Relaxed);
+    if len > was || len < was / 2 {
+        seen.store(len, Ordering::Relaxed);
     }
 }
 
@@ -1242,6 +1247,21 @@ mod tests {
     /// An address that drops connection attempts (here a listener whose
     /// accept queue is full, so the kernel drops the SYNs) delays the
     /// connection by one attempt delay, not by the kernel's retransmissions.
+    #[test]
+    fn the_body_room_follows_the_bodies_both_ways() {
+        let seen = AtomicUsize::new(0);
+        saw_body(&seen, 1000);
+        assert_eq!(body_room(&seen), 1064);
+        // About the same size: nothing written.
+        saw_body(&seen, 900);
+        assert_eq!(body_room(&seen), 1064);
+        // One large body, then small ones again.
+        saw_body(&seen, 1 << 20);
+        assert_eq!(body_room(&seen), (64 << 10) + 64, "capped");
+        saw_body(&seen, 200);
+        assert_eq!(body_room(&seen), 264);
+    }
+
     #[tokio::test]
     async fn a_silent_address_does_not_stall_the_next() {
         let silent = tokio::net::TcpSocket::new_v4().expect("socket");

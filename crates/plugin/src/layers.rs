@@ -135,8 +135,8 @@ impl Call {
 /// Something that answers calls.
 ///
 /// Layers are generic over the service they wrap, so that a stack built of
-/// known layers (the manager's, per plugin) is one future: one allocation
-/// and no dynamic call between layers. [`BoxService`] is the dynamic form,
+/// known layers is one future: one allocation and no dynamic call between
+/// layers (the manager's, per plugin, is [`Policies`], one state machine). [`BoxService`] is the dynamic form,
 /// for stacks chosen at run time and for services of the host's.
 pub trait Service: Send + Sync + 'static {
     /// Handle one call. The future borrows the service, so that a layer

@@ -636,3 +636,34 @@ async fn a_connection_still_sending_is_not_handed_to_the_next_call() {
     assert_eq!(r, json!(false));
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
+
+/// The answer's request id is the envelope's, escapes and all; an envelope
+/// without one takes the `X-Request-ID` header's, and the handler sees the
+/// same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_is_the_envelopes_else_the_headers() {
+    let (s, _url) = server().await;
+    let addr = s.local_addr().expect("addr");
+    for (body, header, want) in [
+        (r#"{"data":{"n":1}}"#, "hdr-7", "hdr-7"),
+        (r#"{"data":{"n":1},"request_id":""}"#, "hdr-8", "hdr-8"),
+        (
+            r#"{"data":{"n":1},"request_id":"a\"b\\c\u00e9"}"#,
+            "hdr-9",
+            "a\"b\\c\u{e9}",
+        ),
+    ] {
+        let (head, out) = raw(
+            addr,
+            &format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nX-Request-ID: {header}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["request_id"], want, "{body}");
+        assert_eq!(v["data"]["request_id"], want, "the handler's, {body}");
+    }
+}

@@ -470,7 +470,19 @@ async fn the_one_future_stack_behaves_as_the_layers_stacked_one_by_one() {
         let t0 = tokio::time::Instant::now();
         let mut seen = Vec::new();
         let call = || s.call(Call::new("p", Value::Null));
-        for m in [0, 0, 9, 2, 2, 1, 2, 2] {
+        for m in [0, 0, 9, 2, 2, 1, 2, 2, 10] {
+            if m == 10 {
+                // Its own retry budget, and a deadline that ends the
+                // retries before the budget does.
+                tokio::time::advance(Duration::from_secs(30)).await;
+                mode.store(0, Ordering::SeqCst);
+                let mut c = Call::new("p", Value::Null);
+                c.max_retries = Some(5);
+                c.deadline = Some(tokio::time::Instant::now() + Duration::from_millis(250));
+                let r = s.call(c).await.map(|_| ()).map_err(|e| e.code());
+                seen.push(format!("{r:?} at {:?}", t0.elapsed()));
+                continue;
+            }
             if m == 9 {
                 // Past the recovery timeout, a trial that never answers is
                 // dropped by its caller.

@@ -537,7 +537,8 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 /// calls carry (trace context and request id, made per call), to tell the
 /// layers' cost from that of what they put on the wire;
 /// `HANGAR_BENCH_ONLY=<row>` runs one row alone, for a profiler;
-/// `HANGAR_BENCH_PLUGIN=<json>` adds to the plugins' configuration. Each row
+/// `HANGAR_BENCH_PLUGIN=<json>` sets top-level keys of the plugins'
+/// configuration. Each row
 /// also shows the CPU time of the whole process (client and plugin) per
 /// call: on a machine shared with other work, calls per second follow the
 /// share of the CPU the bench gets, the CPU a call costs does not.
@@ -604,8 +605,9 @@ async fn bench_manager_against_the_raw_client() {
         .unwrap();
     let m = Manager::new();
     let mut conn = json!({"connection": {"max_connections": 4, "max_idle_connections": 4}});
-    // `HANGAR_BENCH_PLUGIN='{"retry": {"max_retries": 0}}'` (say) sets more of
-    // both plugins' configuration, to take a layer's cost apart.
+    // `HANGAR_BENCH_PLUGIN='{"retry": {"max_retries": 0}}'` (say) sets
+    // top-level keys of both plugins' configuration (replacing any given
+    // here), to take a layer's cost apart.
     if let Ok(extra) = std::env::var("HANGAR_BENCH_PLUGIN") {
         let extra: serde_json::Value = serde_json::from_str(&extra).expect("HANGAR_BENCH_PLUGIN");
         for (k, v) in extra.as_object().expect("an object") {
