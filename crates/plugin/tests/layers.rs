@@ -25,6 +25,23 @@ fn failing(calls: &Arc<AtomicU32>, kind: ErrorKind) -> BoxService {
     })
 }
 
+/// A plugin that does what `mode` says when called (0: fails, retryably;
+/// 1: never answers; else answers `"up"`), counting its calls in `reached`.
+fn scripted(mode: &Arc<AtomicU32>, reached: &Arc<AtomicU32>) -> BoxService {
+    let (mode, reached) = (Arc::clone(mode), Arc::clone(reached));
+    service_fn(move |_c: Call| {
+        reached.fetch_add(1, Ordering::SeqCst);
+        let mode = mode.load(Ordering::SeqCst);
+        async move {
+            match mode {
+                0 => Err(Error::new(ErrorKind::ConnectionFailed, "down")),
+                1 => std::future::pending().await,
+                _ => Ok(json!("up")),
+            }
+        }
+    })
+}
+
 /// `leaf` behind breaker `b`, and the states its listener hears.
 fn heard_by_a_listener(
     b: &Arc<CircuitBreaker>,
@@ -290,17 +307,7 @@ async fn a_half_open_trial_that_is_dropped_gives_its_place_back() {
     }));
     // 0: fail, 1: never answer, 2: answer.
     let mode = Arc::new(AtomicU32::new(0));
-    let m2 = Arc::clone(&mode);
-    let leaf = service_fn(move |_c: Call| {
-        let mode = m2.load(Ordering::SeqCst);
-        async move {
-            match mode {
-                0 => Err(Error::new(ErrorKind::ConnectionFailed, "down")),
-                1 => std::future::pending().await,
-                _ => Ok(json!("up")),
-            }
-        }
-    });
+    let leaf = scripted(&mode, &Arc::new(AtomicU32::new(0)));
     let s = CircuitBreak::layer(Arc::clone(&b), None, leaf);
     let call = || s.call(Call::new("p", Value::Null));
     assert!(call().await.is_err());
@@ -507,19 +514,7 @@ async fn the_one_future_stack_behaves_as_the_layers_stacked_one_by_one() {
     for fused in [true, false] {
         let mode = Arc::new(AtomicU32::new(0));
         let reached = Arc::new(AtomicU32::new(0));
-        let (m2, r2) = (Arc::clone(&mode), Arc::clone(&reached));
-        // 0: fail (retryable), 1: never answer, 2: answer.
-        let leaf = service_fn(move |_c: Call| {
-            r2.fetch_add(1, Ordering::SeqCst);
-            let mode = m2.load(Ordering::SeqCst);
-            async move {
-                match mode {
-                    0 => Err(Error::new(ErrorKind::ConnectionFailed, "down")),
-                    1 => std::future::pending().await,
-                    _ => Ok(json!("up")),
-                }
-            }
-        });
+        let leaf = scripted(&mode, &reached);
         let metrics = Arc::new(Metrics::new());
         metrics.track("p");
         let heard = Arc::new(Mutex::new(Vec::new()));
