@@ -14,7 +14,7 @@ use hangar_supervisor::{Manager, State};
 async fn one_sample_serves_every_caller_and_follows_the_running_child() {
     let m = Manager::new().unwrap();
     let mut rx = m.subscribe();
-    // A shell that holds some memory of its own and waits.
+    // A shell that does some work, then waits as `sleep`.
     let pid = m
         .start(always_now(
             "busy",
@@ -23,6 +23,16 @@ async fn one_sample_serves_every_caller_and_follows_the_running_child() {
         ))
         .await
         .unwrap();
+    // Sampled right after its exec, a process has hardly a page resident,
+    // and the kernel's resident count (kept per CPU and summed lazily) can
+    // read 0; the figure asserted below is that of the settled process.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        })
+        .await,
+        "the shell never got to its sleep"
+    );
     let first = m.usage_sample().await;
     let u = first
         .of("busy", pid)
