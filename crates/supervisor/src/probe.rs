@@ -424,7 +424,7 @@ fn cause(e: &crate::Error) -> String {
 
 /// The pid exists and is not a zombie.
 fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    match crate::reap::read_pseudo_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             let state = stat
                 .rsplit_once(')')

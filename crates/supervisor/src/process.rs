@@ -419,8 +419,10 @@ impl Actor {
                         if let Some(c) = &self.child {
                             // Descendants that left the group are found (and
                             // pinned) while the leader still holds them.
-                            let (l, pid) = (Arc::clone(&c.lineage), c.pid);
-                            crate::tree::off_runtime(move || l.pin_escaped(pid)).await;
+                            if !c.lineage.alone(Some(c.pid)) {
+                                let (l, pid) = (Arc::clone(&c.lineage), c.pid);
+                                crate::tree::off_runtime(move || l.pin_escaped(pid)).await;
+                            }
                             let sig = self.spec.stop_signal.to_rustix();
                             match self.spec.kill_mode {
                                 KillMode::Group => {
@@ -443,8 +445,10 @@ impl Actor {
                     Action::KillGroup => {
                         if let Some(c) = &self.child {
                             let _ = kill_group(c.pid, Signal::KILL);
-                            let l = Arc::clone(&c.lineage);
-                            crate::tree::off_runtime(move || l.kill_escaped()).await;
+                            if !c.lineage.alone(None) {
+                                let l = Arc::clone(&c.lineage);
+                                crate::tree::off_runtime(move || l.kill_escaped()).await;
+                            }
                         }
                     }
                     Action::ArmTimer(d) => self.timer = Some(Instant::now() + d),
@@ -793,8 +797,10 @@ pub(crate) async fn wait_exit(child: Option<&Child>) -> ExitInfo {
             Err(_) => return ExitInfo::code(-1),
         }
         let _ = kill_group(child.pid, Signal::KILL);
-        let l = Arc::clone(&child.lineage);
-        crate::tree::off_runtime(move || l.kill_escaped()).await;
+        if !child.lineage.alone(None) {
+            let l = Arc::clone(&child.lineage);
+            crate::tree::off_runtime(move || l.kill_escaped()).await;
+        }
         return match rustix::process::waitid(
             WaitId::PidFd(child.pidfd.get_ref().as_fd()),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,

@@ -12,7 +12,9 @@
 //! awaited by polling the pidfds (the kernel says when each process is gone),
 //! not `/proc`.
 
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
@@ -32,8 +34,52 @@ pub struct ProcStat {
 
 /// Fields of `/proc/PID/stat`, or `None` when the process is gone.
 pub fn stat(pid: u32) -> Option<ProcStat> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&s)
+    let s = read_pseudo(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(std::str::from_utf8(&s).ok()?)
+}
+
+/// The whole of a file the kernel makes up as it is read: `/proc`, a cgroup
+/// mount.
+///
+/// `fs::read` and `fs::read_to_string` size their buffer by `statx`, which
+/// says 0 for these files, then read in steps that start at 32 bytes: a
+/// `/proc/PID/stat` cost a `statx` and six reads. The kernel fills a read
+/// with all that fits, so here it is one read and the one that finds the end.
+/// The stop of 1,000 processes read some 7,000 such files.
+pub(crate) fn read_pseudo(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    read_whole(|buf, _| f.read(buf))
+}
+
+/// [`read_pseudo`] of a file kept open, read afresh from its start: the
+/// kernel makes a `/proc` list up again for a read at offset 0, and the
+/// open (a path walk through `/proc`) is the dearer half of a small read.
+pub(crate) fn reread_pseudo(f: &std::fs::File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    read_whole(|buf, at| f.read_at(buf, at))
+}
+
+fn read_whole(mut read: impl FnMut(&mut [u8], u64) -> io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 512];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match read(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// [`read_pseudo`] as text.
+pub(crate) fn read_pseudo_string(path: impl AsRef<Path>) -> io::Result<String> {
+    String::from_utf8(read_pseudo(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 fn parse_stat(s: &str) -> Option<ProcStat> {
@@ -130,6 +176,74 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn pseudo_files_read_whole_at_any_size() {
+        // Under the first buffer, across it (an environment padded past 512
+        // bytes, then past several doublings), and a cgroup-style one-liner.
+        // Some kilobytes that do not change between two reads.
+        let mounts = read_pseudo("/proc/self/mountinfo").unwrap();
+        assert!(mounts.len() > 512, "{} bytes of mountinfo", mounts.len());
+        assert_eq!(mounts, std::fs::read("/proc/self/mountinfo").unwrap());
+        for pad in [600, 5_000, 70_000] {
+            let mut child = std::process::Command::new("sleep")
+                .arg("30")
+                .env("HANGAR_PAD", "x".repeat(pad))
+                .spawn()
+                .unwrap();
+            let environ = format!("/proc/{}/environ", child.id());
+            let mut got = Vec::new();
+            for _ in 0..500 {
+                got = read_pseudo(&environ).unwrap();
+                if got.windows(10).any(|w| w == b"HANGAR_PAD") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                got.len() > pad,
+                "{} bytes of environ for a {pad}-byte pad",
+                got.len()
+            );
+            assert!(got.windows(pad).any(|w| w.iter().all(|&b| b == b'x')));
+        }
+        assert_eq!(
+            read_pseudo_string("/proc/sys/kernel/pid_max").unwrap(),
+            std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap()
+        );
+        assert_eq!(
+            read_pseudo("/proc/no-such-file").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn a_list_kept_open_reads_afresh() {
+        // This thread's children: the test's sleep is forked from it.
+        let f = std::fs::File::open("/proc/thread-self/children").unwrap();
+        let listed = |pid: u32| {
+            String::from_utf8(reread_pseudo(&f).unwrap())
+                .unwrap()
+                .split_whitespace()
+                .any(|p| p == pid.to_string())
+        };
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let while_alive = (listed(pid), listed(pid));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            while_alive,
+            (true, true),
+            "listed on every read while it lives"
+        );
+        assert!(!listed(pid), "gone from the list once reaped");
     }
 
     #[test]

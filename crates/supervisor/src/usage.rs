@@ -141,14 +141,18 @@ fn read_usage(pid: u32, cg: Option<&ProcessCgroup>) -> Usage {
 /// `ResourceUsage`.
 fn cgroup_usage(cg: &ProcessCgroup) -> (Option<Duration>, Option<u64>) {
     fn num(path: &Path) -> Option<u64> {
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        crate::reap::read_pseudo_string(path)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
     match cg.version() {
         CgroupVersion::V2 => {
             let Some(dir) = cg.dir_with("memory").or_else(|| cg.dir_with("cpu")) else {
                 return (None, None);
             };
-            let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
+            let cpu = crate::reap::read_pseudo_string(dir.join("cpu.stat"))
                 .ok()
                 .and_then(|t| {
                     t.lines().find_map(|l| {
@@ -171,7 +175,7 @@ fn cgroup_usage(cg: &ProcessCgroup) -> (Option<Duration>, Option<u64>) {
 
 /// User + system time and resident set of `pid`, from `/proc/PID/stat`.
 fn proc_stat_usage(pid: u32) -> Option<(Duration, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::reap::read_pseudo_string(format!("/proc/{pid}/stat")).ok()?;
     // The name may hold spaces and parentheses: fields start after the last ')'.
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();

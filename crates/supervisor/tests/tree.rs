@@ -173,3 +173,58 @@ async fn an_orphan_without_markers_ends_at_shutdown() {
         zombies()
     );
 }
+
+/// Many processes stopped at once, each with a descendant in another session
+/// under it and an orphan that reparented to us: the stops share the
+/// subreaper's sweeps, and each still finds and ends its own, before the
+/// supervisor shuts down (whose own sweep would hide a miss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_stop_ends_every_escaped_descendant() {
+    const N: usize = 24;
+    let m = manager();
+    let mk = marker();
+    // Digits only: each is a `sleep` argument.
+    let (lead, under, orphan) = (format!("{mk}1"), format!("{mk}2"), format!("{mk}3"));
+    for i in 0..N {
+        m.start(sh(
+            &format!("p{i}"),
+            &format!(
+                "(setsid sleep {orphan}{i:02} &); setsid sleep {under}{i:02} & exec sleep {lead}{i:02}"
+            ),
+        ))
+        .await
+        .unwrap();
+    }
+    let all = |p: &str| {
+        (0..N)
+            .map(|i| sleeps(&format!("{p}{i:02}")).len())
+            .sum::<usize>()
+    };
+    for p in [&lead, &under, &orphan] {
+        assert!(
+            eventually(Duration::from_secs(20), || all(p) == N).await,
+            "{p}: {} of {N} running",
+            all(p)
+        );
+    }
+    let stops = (0..N).map(|i| {
+        let m = m.clone();
+        tokio::spawn(async move { m.stop(&format!("p{i}"), Some(Duration::from_secs(5))).await })
+    });
+    for s in stops.collect::<Vec<_>>() {
+        s.await.unwrap().unwrap();
+    }
+    for p in [&lead, &under, &orphan] {
+        assert!(
+            eventually(Duration::from_secs(5), || all(p) == 0).await,
+            "{p}: {} of {N} outlived their stop",
+            all(p)
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || zombies().is_empty()).await,
+        "zombies: {:?}",
+        zombies()
+    );
+    m.shutdown().await;
+}
