@@ -976,12 +976,16 @@ impl ProcessCgroup {
 
     fn read_num(&self, c: &str, file: &str) -> Option<u64> {
         let d = self.dir_with(c)?;
-        fs::read_to_string(d.join(file)).ok()?.trim().parse().ok()
+        crate::reap::read_pseudo_string(d.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn read_keyed(&self, c: &str, file: &str, key: &str) -> Option<u64> {
         let d = self.dir_with(c)?;
-        let text = fs::read_to_string(d.join(file)).ok()?;
+        let text = crate::reap::read_pseudo_string(d.join(file)).ok()?;
         text.lines().find_map(|l| {
             let (k, v) = l.split_once(' ')?;
             (k == key).then(|| v.trim().parse().ok()).flatten()
@@ -991,6 +995,16 @@ impl ProcessCgroup {
     /// Processes the OOM killer killed in this cgroup (one small file).
     fn oom_kills(&self) -> Option<u64> {
         match self.version {
+            // A grouping-only cgroup (a hybrid host's controller-less v2
+            // mount) has no memory.events: no lookup that fails at every exit.
+            CgroupVersion::V2
+                if !self
+                    .dirs
+                    .iter()
+                    .any(|(_, cs)| cs.iter().any(|c| c == "memory")) =>
+            {
+                None
+            }
             CgroupVersion::V2 => self.read_keyed("memory", "memory.events", "oom_kill"),
             CgroupVersion::V1 => self.read_keyed("memory", "memory.oom_control", "oom_kill"),
         }
@@ -1020,7 +1034,7 @@ impl ProcessCgroup {
     fn members(&self) -> Vec<i32> {
         let mut out = Vec::new();
         for (d, _) in &self.dirs {
-            if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
+            if let Ok(text) = crate::reap::read_pseudo_string(d.join("cgroup.procs")) {
                 out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
         }
@@ -1083,10 +1097,20 @@ impl ProcessCgroup {
 
     /// After removal: the group directory too, if no sibling is left (best effort;
     /// a sibling being created at the same time starts over, see `make_tree`).
+    ///
+    /// A cgroup directory's link count is 2 plus its subdirectories, so a
+    /// sibling shows without an `rmdir` that fails: that failure takes the
+    /// kernel's global cgroup mutex, which every `mkdir`, `rmdir` and clone
+    /// into a cgroup waits for (a stop of 1,000 made 999 of them). Each
+    /// caller looks after removing its own leaf, so the last of siblings
+    /// leaving together sees the count at 2.
     fn remove_group_dirs(&self) {
+        use std::os::unix::fs::MetadataExt;
         for (d, _) in &self.dirs {
             if let Some(g) = d.parent() {
-                let _ = fs::remove_dir(g);
+                if fs::metadata(g).is_ok_and(|m| m.nlink() <= 2) {
+                    let _ = fs::remove_dir(g);
+                }
             }
         }
     }
@@ -1402,6 +1426,52 @@ mod tests {
             !dir.parent().unwrap().exists(),
             "the group directory goes too"
         );
+    }
+
+    /// The group directory stays while a sibling is left, and goes with the
+    /// last of siblings removed together, whichever finishes last.
+    #[test]
+    fn the_group_directory_goes_with_its_last_process_cgroup() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIP the_group_directory_goes: needs root");
+            return;
+        }
+        let c = Cgroups::detect();
+        let limits = Limits::default();
+        let group = format!("hgunit-sib-{}", std::process::id());
+        let Some(first) = c.create(&group, "first", &limits).ok().flatten() else {
+            eprintln!("SKIP the_group_directory_goes: no usable cgroup hierarchy here");
+            return;
+        };
+        let second = c.create(&group, "second", &limits).unwrap().unwrap();
+        let gdirs: Vec<PathBuf> = first
+            .dirs()
+            .iter()
+            .map(|d| d.parent().unwrap().to_path_buf())
+            .collect();
+        first.remove_blocking().unwrap();
+        assert!(gdirs.iter().all(|g| g.is_dir()), "a sibling is left");
+        second.remove_blocking().unwrap();
+        assert!(gdirs.iter().all(|g| !g.exists()), "{gdirs:?} left behind");
+
+        for round in 0..5 {
+            let cgs: Vec<ProcessCgroup> = (0..8)
+                .map(|i| {
+                    c.create(&group, &format!("p{i}"), &limits)
+                        .unwrap()
+                        .unwrap()
+                })
+                .collect();
+            std::thread::scope(|s| {
+                for cg in &cgs {
+                    s.spawn(|| cg.remove_blocking().unwrap());
+                }
+            });
+            assert!(
+                gdirs.iter().all(|g| !g.exists()),
+                "round {round}: {gdirs:?} left behind by eight siblings removed at once"
+            );
+        }
     }
 
     #[test]
