@@ -333,6 +333,121 @@ async fn a_process_without_limits_starts_inside_its_v2_cgroup() {
     m.shutdown().await;
 }
 
+/// A process started again at once keeps its empty cgroup rather than
+/// removing it and making it again: the same directory holds the new run
+/// alone, its CPU counts from the new run's start, and a stop still removes
+/// it before saying the process stopped. One that left something behind in
+/// its cgroup (out of reach of its process group and tree) gets a fresh
+/// cgroup, the leftover killed, and the new run lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_at_once_keeps_an_empty_cgroup_and_counts_afresh() {
+    use std::os::unix::fs::MetadataExt;
+    need_root!("a_restart_at_once_keeps_an_empty_cgroup_and_counts_afresh");
+    let host = Cgroups::detect();
+    if !host.clones_into_v2() {
+        eprintln!(
+            "SKIP a_restart_at_once_keeps_an_empty_cgroup: processes without limits get \
+             no v2 cgroup here; detected: {host}"
+        );
+        return;
+    }
+    let (m, _guard) = grouping_manager("kept");
+    let mark = marker();
+    // First run of each: something to do, then fail; later runs sleep.
+    let once = |name: &str, first: &str| {
+        let flag = std::env::temp_dir().join(format!("hangar-{name}-{mark}"));
+        let script = format!(
+            "if [ ! -e {f} ]; then touch {f}; {first}; exit 1; fi; exec sleep {mark}",
+            f = flag.display()
+        );
+        let mut spec = never(name, "sh", &["-c", &script]);
+        spec.restart.policy = hangar_supervisor::RestartMode::Always;
+        spec.restart.initial_interval = Duration::ZERO;
+        (spec, flag)
+    };
+    let running_again = |name: &'static str| {
+        let m = m.clone();
+        async move {
+            eventually(Duration::from_secs(30), || {
+                m.status(name)
+                    .is_ok_and(|s| s.restarts == 1 && s.state == State::Running)
+            })
+            .await
+        }
+    };
+    let inode = |d: &Path| std::fs::metadata(d).unwrap().ino();
+    let procs = |d: &Path| -> Vec<String> {
+        read(&d.join("cgroup.procs"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+
+    // Burns CPU in its first run.
+    let (spec, burn_flag) = once(
+        "burner",
+        "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done",
+    );
+    m.start(spec).await.unwrap();
+    let dirs = m.cgroup_dirs("burner").unwrap();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let first = inode(&dirs[0]);
+    assert!(running_again("burner").await, "{:?}", m.status("burner"));
+    assert_eq!(m.cgroup_dirs("burner").unwrap(), dirs);
+    assert_eq!(
+        inode(&dirs[0]),
+        first,
+        "the cgroup was made again, not kept"
+    );
+    let pid = m.status("burner").unwrap().pid.unwrap();
+    assert_eq!(procs(&dirs[0]), vec![pid.to_string()], "the new run alone");
+    let total = read(&dirs[0].join("cpu.stat"))
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec ")?.parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .unwrap();
+    let this_run = m.usage("burner").unwrap().unwrap().cpu_usage.unwrap();
+    assert!(
+        total >= Duration::from_millis(100) && this_run < total / 4,
+        "the cgroup counted {total:?} in all, and this run {this_run:?}"
+    );
+
+    // Leaves a sleep with no markers in a session of its own, whose parent
+    // is gone: only the cgroup holds it.
+    let (spec, left_flag) = once("leaver", &format!("(env -i setsid sleep {mark}9 &)"));
+    m.start(spec).await.unwrap();
+    let dirs2 = m.cgroup_dirs("leaver").unwrap();
+    let first2 = inode(&dirs2[0]);
+    assert!(running_again("leaver").await, "{:?}", m.status("leaver"));
+    assert!(
+        eventually(Duration::from_secs(5), || pids_with(&format!("{mark}9"))
+            .is_empty())
+        .await,
+        "the first run's leftover came along: {:?}",
+        pids_with(&format!("{mark}9"))
+    );
+    assert_ne!(
+        inode(&dirs2[0]),
+        first2,
+        "a cgroup that held a leftover was kept"
+    );
+    // The new run is not killed at birth, and is alone in its cgroup.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = m.status("leaver").unwrap();
+    assert_eq!((st.state, st.restarts), (State::Running, 1), "{st:?}");
+    assert_eq!(procs(&dirs2[0]), vec![st.pid.unwrap().to_string()]);
+
+    for name in ["burner", "leaver"] {
+        m.stop(name, Some(Duration::from_secs(5))).await.unwrap();
+    }
+    let _ = std::fs::remove_file(&burn_flag);
+    let _ = std::fs::remove_file(&left_flag);
+    for d in [&dirs[0], &dirs2[0]] {
+        assert!(!d.exists(), "{} left after stop", d.display());
+    }
+    m.shutdown().await;
+}
+
 /// With a cgroup, a stop looks for the tree outside the process group only
 /// when the cgroup holds more than the main process: a descendant that left
 /// the group (setsid) still gets the stop signal, not only the final SIGKILL.
