@@ -294,7 +294,6 @@ impl Cgroups {
                         dirs: vec![(e.path(), h.controllers.clone())],
                         join: Vec::new(),
                         into: None,
-                        base: Counted::default(),
                     };
                     cg.remove_blocking()?;
                     removed.insert(e.file_name());
@@ -456,14 +455,30 @@ impl Cgroups {
             dirs: Vec::with_capacity(plan.hierarchies.len()),
             join: Vec::with_capacity(plan.hierarchies.len()),
             into: None,
-            base: Counted::default(),
         };
         let res = (|| {
             for h in &plan.hierarchies {
                 let leaf = make_tree(h, plan.version, group, name)?;
                 cg.dirs.push((leaf.clone(), h.controllers.clone()));
                 write_limits(&leaf, plan.version, &h.controllers, limits)?;
-                cg.open_join(&leaf)?;
+                let procs = rustix::fs::open(
+                    leaf.join("cgroup.procs"),
+                    rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(|e| create_error(&leaf, "open cgroup.procs of", e.into()))?;
+                cg.join.push(procs);
+                if plan.version == CgroupVersion::V2 && crate::clone3::supported() {
+                    let dir = rustix::fs::open(
+                        &leaf,
+                        rustix::fs::OFlags::PATH
+                            | rustix::fs::OFlags::DIRECTORY
+                            | rustix::fs::OFlags::CLOEXEC,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .map_err(|e| create_error(&leaf, "open", e.into()))?;
+                    cg.into = Some(dir);
+                }
             }
             Ok(())
         })();
@@ -829,7 +844,6 @@ fn make_leaf(leaf: &Path) -> Result<(), SetupError> {
                 dirs: vec![(leaf.to_path_buf(), Arc::from([]))],
                 join: Vec::new(),
                 into: None,
-                base: Counted::default(),
             };
             old.remove_dirs_blocking()
                 .map_err(|e| create_error(leaf, "clear leftover", e))?;
@@ -923,93 +937,9 @@ pub(crate) struct ProcessCgroup {
     /// v2, where children can be cloned into a cgroup: the directory, for
     /// `clone3` (no migration, see `clone3`); closed once the child is spawned.
     into: Option<OwnedFd>,
-    /// The cumulative counters as the current run began (zero for a new
-    /// cgroup): a cgroup kept for a restart reports this run's figures.
-    base: Counted,
-}
-
-/// The counters of a cgroup that only grow.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counted {
-    cpu: Duration,
-    oom_kills: u64,
 }
 
 impl ProcessCgroup {
-    /// Open `leaf`'s `cgroup.procs` for the child to join, and on v2 (where
-    /// the kernel can) the directory to clone it into.
-    fn open_join(&mut self, leaf: &Path) -> Result<(), SetupError> {
-        let procs = rustix::fs::open(
-            leaf.join("cgroup.procs"),
-            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| create_error(leaf, "open cgroup.procs of", e.into()))?;
-        self.join.push(procs);
-        if self.version == CgroupVersion::V2 && crate::clone3::supported() {
-            let dir = rustix::fs::open(
-                leaf,
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| create_error(leaf, "open", e.into()))?;
-            self.into = Some(dir);
-        }
-        Ok(())
-    }
-
-    /// After its process exited: whether nothing is left in the cgroup, so
-    /// that it can be kept for a run that starts at once.
-    ///
-    /// Removing a cgroup and making the same one again cost a respawn at
-    /// 1,000 processes about a third of a millisecond: the kernel takes its
-    /// global cgroup mutex for both, and the removal's RCU callbacks ran on
-    /// the CPU the new child was waiting for. A cgroup that still holds
-    /// something is not emptied here but removed (which kills what it
-    /// holds): on Linux 6.18 a child cloned into a v2 cgroup that was ever
-    /// killed through `cgroup.kill` is itself SIGKILLed at birth (the fork
-    /// compares the cgroup's kill count with the parent cgroup's).
-    pub(crate) fn empty(&self) -> bool {
-        self.members().is_empty()
-    }
-
-    /// An [`empty`](ProcessCgroup::empty) cgroup, ready for its process's
-    /// next run: its descriptors for the child opened again, and its
-    /// counters taken as they are, so that this run's usage starts at zero.
-    /// Its limits were written when it was made, from the same spec.
-    pub(crate) fn reuse(&mut self) -> Result<(), SetupError> {
-        self.base = Counted {
-            cpu: self.cpu_total().unwrap_or_default(),
-            oom_kills: self.oom_total().unwrap_or_default(),
-        };
-        self.join.clear();
-        self.into = None;
-        let leaves: Vec<PathBuf> = self.dirs.iter().map(|(d, _)| d.clone()).collect();
-        for leaf in &leaves {
-            self.open_join(leaf)?;
-        }
-        Ok(())
-    }
-
-    /// CPU time counted since the current run began.
-    pub(crate) fn cpu_since_start(&self, total: Duration) -> Duration {
-        total.saturating_sub(self.base.cpu)
-    }
-
-    /// All CPU time the cgroup ever counted.
-    fn cpu_total(&self) -> Option<Duration> {
-        match self.version {
-            CgroupVersion::V2 => self
-                .read_keyed("cpu", "cpu.stat", "usage_usec")
-                .map(Duration::from_micros),
-            CgroupVersion::V1 => self
-                .read_num("cpuacct", "cpuacct.usage")
-                .map(Duration::from_nanos),
-        }
-    }
-
     /// Descriptors the child writes `0` into.
     pub(crate) fn join_fds(&self) -> impl Iterator<Item = libc::c_int> + '_ {
         self.join.iter().map(|f| f.as_raw_fd())
@@ -1062,14 +992,8 @@ impl ProcessCgroup {
         })
     }
 
-    /// Processes the OOM killer killed in this cgroup in the current run
-    /// (one small file).
+    /// Processes the OOM killer killed in this cgroup (one small file).
     fn oom_kills(&self) -> Option<u64> {
-        self.oom_total()
-            .map(|n| n.saturating_sub(self.base.oom_kills))
-    }
-
-    fn oom_total(&self) -> Option<u64> {
         match self.version {
             // A grouping-only cgroup (a hybrid host's controller-less v2
             // mount) has no memory.events: no lookup that fails at every exit.
@@ -1089,16 +1013,17 @@ impl ProcessCgroup {
     /// Read the counters (a few small files).
     pub(crate) fn usage(&self) -> ResourceUsage {
         let num = |c: &str, file: &str| self.read_num(c, file);
+        let keyed = |c: &str, file: &str, key: &str| self.read_keyed(c, file, key);
         match self.version {
             CgroupVersion::V2 => ResourceUsage {
                 memory_current: num("memory", "memory.current"),
-                cpu_usage: self.cpu_total().map(|t| self.cpu_since_start(t)),
+                cpu_usage: keyed("cpu", "cpu.stat", "usage_usec").map(Duration::from_micros),
                 pids_current: num("pids", "pids.current"),
                 oom_kills: self.oom_kills(),
             },
             CgroupVersion::V1 => ResourceUsage {
                 memory_current: num("memory", "memory.usage_in_bytes"),
-                cpu_usage: self.cpu_total().map(|t| self.cpu_since_start(t)),
+                cpu_usage: num("cpuacct", "cpuacct.usage").map(Duration::from_nanos),
                 pids_current: num("pids", "pids.current"),
                 oom_kills: self.oom_kills(),
             },

@@ -136,7 +136,6 @@ pub(crate) async fn run_once(
         global_env: ctx.global_env(),
         spec: Arc::clone(&spec),
         output: Output::Capture,
-        kept_cgroup: crate::spawn::CgroupGuard(None),
     };
     let mut spawned = ctx
         .spawner

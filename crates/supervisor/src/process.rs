@@ -129,10 +129,6 @@ pub(crate) struct Actor {
     spec: Arc<ProcessSpec>,
     /// The spec with ports allocated and substituted; `None` until the first spawn.
     resolved: Option<Arc<ProcessSpec>>,
-    /// The cgroup of the run that just ended, emptied, between its exit and
-    /// the spawn that follows at once (else removed before the exit is
-    /// reported).
-    kept_cgroup: Option<ProcessCgroup>,
     machine: Machine,
     shared: Arc<Shared>,
     ctx: Arc<Ctx>,
@@ -172,7 +168,6 @@ impl Actor {
             machine,
             spec,
             resolved: None,
-            kept_cgroup: None,
             shared,
             ctx,
             child: None,
@@ -214,14 +209,9 @@ impl Actor {
                 biased;
                 exit = wait_exit(self.child.as_ref()) => {
                     if let Some(child) = self.child.take() {
-                        Box::pin(self.keep_cgroup(child)).await;
+                        Box::pin(self.release_cgroup(child)).await;
                     }
                     self.feed(Input::Exited(exit)).await;
-                    // Not taken by a spawn: it goes (`feed` removed it
-                    // already, before saying the process stopped).
-                    if let Some(cg) = self.kept_cgroup.take() {
-                        Box::pin(self.remove_cgroup(cg)).await;
-                    }
                 }
                 () = sleep_until(timer) => {
                     self.timer = None;
@@ -372,30 +362,6 @@ impl Actor {
         if let Ok(mut slot) = self.shared.cgroup.lock() {
             *slot = None;
         }
-        self.remove_cgroup_shared(&cg).await;
-    }
-
-    /// As [`Actor::release_cgroup`], but an empty cgroup is kept in
-    /// `kept_cgroup` for a run that starts at once; [`Actor::feed_steps`]
-    /// removes it before it reports anything else.
-    async fn keep_cgroup(&mut self, child: Child) {
-        let Some(cg) = child.cgroup else { return };
-        if let Ok(mut slot) = self.shared.cgroup.lock() {
-            *slot = None;
-        }
-        // Shared only with a usage sample being read: then it goes.
-        match Arc::try_unwrap(cg) {
-            Ok(cg) if cg.empty() => self.kept_cgroup = Some(cg),
-            Ok(cg) => self.remove_cgroup(cg).await,
-            Err(cg) => self.remove_cgroup_shared(&cg).await,
-        }
-    }
-
-    async fn remove_cgroup(&mut self, cg: ProcessCgroup) {
-        self.remove_cgroup_shared(&cg).await;
-    }
-
-    async fn remove_cgroup_shared(&self, cg: &ProcessCgroup) {
         match cg.remove().await {
             Ok(Some(oom)) if oom > 0 => tracing::warn!(
                 process = %self.name,
@@ -443,11 +409,6 @@ impl Actor {
         let mut queue = VecDeque::from([first]);
         while let Some(input) = queue.pop_front() {
             let out = self.machine.handle(input, Instant::now().into_std());
-            if !out.actions.iter().any(|a| matches!(a, Action::Spawn)) {
-                if let Some(cg) = self.kept_cgroup.take() {
-                    self.remove_cgroup(cg).await;
-                }
-            }
             if let Some(t) = out.transition {
                 self.publish(t);
             }
@@ -665,7 +626,6 @@ impl Actor {
             spec,
             global_env: self.ctx.global_env(),
             output: Output::Log(Arc::clone(&self.shared.log)),
-            kept_cgroup: crate::spawn::CgroupGuard(self.kept_cgroup.take()),
         };
         match self.ctx.spawner.spawn(req).await {
             Ok(spawned) => match Child::watch(spawned) {

@@ -36,6 +36,7 @@ use crate::tree::{SpawnLife, PROCESS_NAME_ENV, SPAWN_ID_ENV, SUPERVISOR_ID_ENV};
 /// What to spawn. Only shared references: a thousand queued requests must not hold
 /// a thousand copies of the environment. The spawner thread builds argv and envp
 /// from them right before clone, one request at a time.
+#[derive(Clone)]
 pub(crate) struct SpawnRequest {
     pub spec: Arc<ProcessSpec>,
     /// hangar's own environment, when the spec inherits it.
@@ -43,10 +44,6 @@ pub(crate) struct SpawnRequest {
     /// The manager's global environment.
     pub global_env: Arc<Vec<(String, String)>>,
     pub output: Output,
-    /// The cgroup of the process's run that just ended, empty, to start
-    /// this run in instead of making one ([`ProcessCgroup::empty`]);
-    /// removed if this request is dropped unused.
-    pub kept_cgroup: CgroupGuard,
 }
 
 /// Where a child's stdout and stderr go.
@@ -57,20 +54,6 @@ pub(crate) enum Output {
     /// One pipe for both streams, so a reader sees them in the order they were
     /// written; its read end comes back in [`Spawned::output`].
     Capture,
-}
-
-/// A copy, for a second attempt without a cgroup: it never carries the kept
-/// cgroup (the first attempt's failure removed it).
-impl Clone for SpawnRequest {
-    fn clone(&self) -> SpawnRequest {
-        SpawnRequest {
-            spec: Arc::clone(&self.spec),
-            base_env: self.base_env.clone(),
-            global_env: Arc::clone(&self.global_env),
-            output: self.output.clone(),
-            kept_cgroup: CgroupGuard(None),
-        }
-    }
 }
 
 impl SpawnRequest {
@@ -158,15 +141,11 @@ impl Spawner {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
-                    let Ok((mut req, reply)) = job else { return };
+                    let Ok((req, reply)) = job else { return };
                     // If the requester is gone (its task was cancelled), nobody will
                     // supervise this child: kill and reap it rather than leak it.
                     let limited = req.spec.limits.is_some();
-                    // The first attempt alone takes the kept cgroup: `req` keeps
-                    // none that could outlive it and remove the child's.
-                    let mut first = req.clone();
-                    first.kept_cgroup = std::mem::replace(&mut req.kept_cgroup, CgroupGuard(None));
-                    let mut res = spawn_one(first, &logs, &placement, &mut thread, true);
+                    let mut res = spawn_one(req.clone(), &logs, &placement, &mut thread, true);
                     // A cgroup the process did not ask for must not cost it
                     // its start: without one, it is still tracked by its tree.
                     if !limited && res.as_ref().err().and_then(SetupError::find).is_some_and(|e| e.code == CGROUP_JOIN_FAILED) {
@@ -503,10 +482,9 @@ fn candidates(program: &str, path: Option<&str>) -> io::Result<Vec<CString>> {
         .collect()
 }
 
-/// Removes a cgroup created for (or kept for) a spawn that then failed
-/// (blocking: an empty cgroup's removal is one `rmdir`). Disarmed by taking
-/// the cgroup out.
-pub(crate) struct CgroupGuard(pub(crate) Option<ProcessCgroup>);
+/// Removes a cgroup created for a spawn that then failed (blocking: this is a
+/// spawner thread). Disarmed by taking the cgroup out.
+struct CgroupGuard(Option<ProcessCgroup>);
 
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
@@ -558,21 +536,16 @@ fn spawn_one(
     // Privileges and namespace, then the cgroup: the last fallible preparation,
     // and from here on every failure removes it (the guard).
     let prepared = privs::prepare(spec).map_err(SetupError::into_io)?;
-    let mut cgroup = req.kept_cgroup;
-    if let Some(kept) = &mut cgroup.0 {
-        kept.reuse().map_err(SetupError::into_io)?;
-    } else {
-        cgroup.0 = match &spec.limits {
-            Some(limits) => placement
-                .host
-                .create(&placement.group, &spec.name, limits)
-                .map_err(SetupError::into_io)?,
-            None if placement.every_process && grouping => {
-                placement.host.create_grouping(&placement.group, &spec.name)
-            }
-            None => None,
-        };
-    }
+    let mut cgroup = CgroupGuard(match &spec.limits {
+        Some(limits) => placement
+            .host
+            .create(&placement.group, &spec.name, limits)
+            .map_err(SetupError::into_io)?,
+        None if placement.every_process && grouping => {
+            placement.host.create_grouping(&placement.group, &spec.name)
+        }
+        None => None,
+    });
     let mut cgroup_fds = [-1; MAX_CGROUP_FDS];
     let mut cgroup_n = 0;
     if let Some(cg) = &cgroup.0 {

@@ -147,7 +147,7 @@ fn cgroup_usage(cg: &ProcessCgroup) -> (Option<Duration>, Option<u64>) {
             .parse()
             .ok()
     }
-    let (cpu, memory) = match cg.version() {
+    match cg.version() {
         CgroupVersion::V2 => {
             let Some(dir) = cg.dir_with("memory").or_else(|| cg.dir_with("cpu")) else {
                 return (None, None);
@@ -170,9 +170,7 @@ fn cgroup_usage(cg: &ProcessCgroup) -> (Option<Duration>, Option<u64>) {
             cg.dir_with("memory")
                 .and_then(|d| num(&d.join("memory.usage_in_bytes"))),
         ),
-    };
-    // A cgroup kept across a restart counts from this run's start.
-    (cpu.map(|t| cg.cpu_since_start(t)), memory)
+    }
 }
 
 /// User + system time and resident set of `pid`, from `/proc/PID/stat`.
