@@ -424,11 +424,9 @@ fn cause(e: &crate::Error) -> String {
 
 /// The pid exists and is not a zombie.
 fn process_alive(pid: u32) -> bool {
-    match crate::reap::read_pseudo_string(format!("/proc/{pid}/stat")) {
+    match crate::reap::read_pseudo(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim().chars().next());
+            let state = crate::reap::stat_fields(&stat).and_then(|r| r.trim().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,

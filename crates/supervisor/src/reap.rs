@@ -34,8 +34,17 @@ pub struct ProcStat {
 
 /// Fields of `/proc/PID/stat`, or `None` when the process is gone.
 pub fn stat(pid: u32) -> Option<ProcStat> {
-    let s = read_pseudo(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(std::str::from_utf8(&s).ok()?)
+    parse_stat(&read_pseudo(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The fields of a `/proc/PID/stat` after the command name, as text. The
+/// name (field 2, in parentheses) is raw bytes that may hold anything,
+/// ") " and invalid UTF-8 included (`prctl(PR_SET_NAME)`, or a cut at 15
+/// bytes in the middle of a character): the fields start after the last
+/// ')', and are ASCII.
+pub(crate) fn stat_fields(stat: &[u8]) -> Option<&str> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    std::str::from_utf8(&stat[close + 1..]).ok()
 }
 
 /// The whole of a file the kernel makes up as it is read: `/proc`, a cgroup
@@ -82,10 +91,8 @@ pub(crate) fn read_pseudo_string(path: impl AsRef<Path>) -> io::Result<String> {
     String::from_utf8(read_pseudo(path)?).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-fn parse_stat(s: &str) -> Option<ProcStat> {
-    // The command name (field 2) is in parentheses and may hold anything,
-    // including ") ": the fields that follow start after the last ')'.
-    let rest = &s[s.rfind(')')? + 1..];
+fn parse_stat(s: &[u8]) -> Option<ProcStat> {
+    let rest = stat_fields(s)?;
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
     // rest starts at field 3 (state): field N is fields[N - 3].
     Some(ProcStat {
@@ -167,7 +174,7 @@ mod tests {
     fn stat_fields_after_a_tricky_name() {
         let line = "4242 (a) b (c)) S 1 777 777 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 123456 0 0";
         assert_eq!(
-            parse_stat(line),
+            parse_stat(line.as_bytes()),
             Some(ProcStat {
                 state: 'S',
                 ppid: 1,
@@ -175,7 +182,14 @@ mod tests {
                 start: 123456
             })
         );
-        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat(b"garbage"), None);
+        // A name that is not UTF-8 (cut in the middle of a character).
+        let mut cut = b"4243 (caf\xc3".to_vec();
+        cut.extend_from_slice(b") S 1 778 778 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 654321 0 0");
+        assert_eq!(
+            parse_stat(&cut).map(|s| (s.pgrp, s.start)),
+            Some((778, 654321))
+        );
     }
 
     #[test]
@@ -244,6 +258,32 @@ mod tests {
             "listed on every read while it lives"
         );
         assert!(!listed(pid), "gone from the list once reaped");
+    }
+
+    #[test]
+    fn a_process_named_in_invalid_utf8_is_still_read() {
+        // A child that names itself with a byte that is not UTF-8, then waits.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import ctypes,time; ctypes.CDLL(None).prctl(15, b'bad\\xff', 0, 0, 0); time.sleep(30)",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut named = false;
+        for _ in 0..500 {
+            named = std::fs::read(format!("/proc/{pid}/comm")).is_ok_and(|c| c == b"bad\xff\n");
+            if named {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let st = stat(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(named, "the child never renamed itself");
+        assert_eq!(st.map(|s| s.ppid), Some(std::process::id()));
     }
 
     #[test]

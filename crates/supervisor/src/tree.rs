@@ -57,8 +57,6 @@ pub const SPAWN_ID_ENV: &str = "HANGAR_SPAWN_ID";
 pub(crate) struct Pinned {
     pid: u32,
     start: u64,
-    /// Its process group when it was pinned.
-    pgrp: u32,
     fd: Arc<OwnedFd>,
 }
 
@@ -74,7 +72,6 @@ impl Pinned {
         Some(Pinned {
             pid,
             start: st.start,
-            pgrp: st.pgrp,
             fd: Arc::new(fd),
         })
     }
@@ -101,7 +98,7 @@ pub(crate) struct Reaper {
     /// Our main thread's `/proc/PID/task/TID/children`, kept open and read
     /// from its start each time; `None` on a kernel without the file, where
     /// the sweep scans `/proc` for processes whose parent is us.
-    children_file: Option<fs::File>,
+    children_file: Option<Mutex<fs::File>>,
     /// One sweep at a time: only a sweep reaps orphans, so a pid in the map
     /// stays valid (an unreaped child of ours) while the sweep looks at it.
     /// Callers that need a fresh look share sweeps ([`Reaper::sweep`]).
@@ -186,13 +183,24 @@ pub(crate) fn install() -> io::Result<&'static Reaper> {
         return Ok(r);
     }
     let me = std::process::id();
-    let children_file = fs::File::open(format!("/proc/{me}/task/{me}/children")).ok();
-    if children_file.is_none() {
-        tracing::warn!(
-            "this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): \
-             hangar finds the orphans it adopts by scanning /proc, which costs more"
-        );
-    }
+    let children_file = match fs::File::open(format!("/proc/{me}/task/{me}/children")) {
+        Ok(f) => Some(Mutex::new(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::warn!(
+                "this kernel has no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): \
+                 hangar finds the orphans it adopts by scanning /proc, which costs more"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "could not open this process's children list: hangar finds the orphans it \
+                 adopts by scanning /proc, which costs more"
+            );
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -233,7 +241,10 @@ impl Reaper {
     /// Our children: the main thread's (where the kernel puts orphans).
     fn list(&self) -> Vec<u32> {
         if let Some(f) = &self.children_file {
-            return pids_in(reap::reread_pseudo(f));
+            // One reader at a time: a read at offset 0 starts the kernel's
+            // listing over for every reader of the open file.
+            let f = f.lock().unwrap_or_else(|p| p.into_inner());
+            return pids_in(reap::reread_pseudo(&f));
         }
         let Ok(dir) = fs::read_dir("/proc") else {
             return Vec::new();
@@ -263,8 +274,8 @@ impl Reaper {
                 t.started += 1;
                 let mine = t.started;
                 drop(t);
-                // Whatever the sweep does, the turn ends and the waiters go
-                // on (one of them sweeps next).
+                // The turn ends however the sweep ends; one that panicked
+                // counts for nobody, and a waiter sweeps in its place.
                 let end = EndTurn(self, mine);
                 self.sweep_once();
                 drop(end);
@@ -350,13 +361,22 @@ impl Reaper {
     /// caller the long way). Reads our own children list, which does not
     /// block.
     fn none_adopted(&self) -> bool {
-        self.children_file.is_some()
-            && self
-                .orphans
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            && self.list().is_empty()
+        use std::os::unix::fs::FileExt;
+        let Some(f) = &self.children_file else {
+            return false;
+        };
+        if !self
+            .orphans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return false;
+        }
+        // Empty is all this asks: a byte read says it.
+        let f = f.lock().unwrap_or_else(|p| p.into_inner());
+        let mut byte = [0u8; 1];
+        matches!(f.read_at(&mut byte, 0), Ok(0))
     }
 
     /// The live orphans of spawn `spawn_id`, pinned, after a fresh sweep.
@@ -447,7 +467,9 @@ impl Drop for EndTurn<'_> {
     fn drop(&mut self) {
         let mut t = self.0.turns.lock().unwrap_or_else(|p| p.into_inner());
         t.running = false;
-        t.finished = self.1;
+        if !std::thread::panicking() {
+            t.finished = self.1;
+        }
         self.0.turn_done.notify_all();
     }
 }
@@ -481,6 +503,22 @@ fn children(pid: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// [`children`], failing where any list could not be read (a thread that
+/// ended between the listing and the read included).
+fn try_children(pid: u32) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task"))? {
+        let t = t?;
+        let tid = t.file_name();
+        let list = reap::read_pseudo(format!(
+            "/proc/{pid}/task/{}/children",
+            tid.to_string_lossy()
+        ));
+        out.extend(pids_in(Ok(list?)));
+    }
+    Ok(out)
 }
 
 /// The pinned `roots` and every process below them, each pinned as it is
@@ -558,18 +596,20 @@ impl Lineage {
 
     /// Nothing of this spawn can be outside its process group: `leader`
     /// (when given; an unreaped child of ours) has no child, nothing was
-    /// pinned, and no orphan has reparented to us. Two short reads of
-    /// children lists, which do not block, so the usual stop and exit (a
-    /// leader alone in its group) skip the trip off the runtime that
-    /// [`Lineage::pin_escaped`] and [`Lineage::kill_escaped`] take: a respawn
-    /// at 1,000 processes spent ~0.2 ms of its ~1.6 ms on those trips.
+    /// pinned, and no orphan has reparented to us. Children lists only (the
+    /// leader's, one per thread, then ours), which do not block, so the
+    /// usual stop and exit (a leader alone in its group) skip the trip off
+    /// the runtime that [`Lineage::pin_escaped`] and [`Lineage::kill_escaped`]
+    /// take. The leader's list is read first: a child of it that exits
+    /// between the two reads hands its own children to us, where the second
+    /// read sees them. A list that cannot be read counts as not alone.
     pub(crate) fn alone(&self, leader: Option<u32>) -> bool {
         self.pinned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
+            && leader.is_none_or(|l| try_children(l).is_ok_and(|c| c.is_empty()))
             && reaper().is_none_or(Reaper::none_adopted)
-            && leader.is_none_or(|l| children(l).is_empty())
     }
 
     /// Find what of `leader`'s tree is outside its process group (the group
@@ -593,7 +633,9 @@ impl Lineage {
         let found = pinned_tree(roots);
         let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
         for p in found {
-            if p.pgrp == leader {
+            // Its group now: an orphan adopted in the group may have left it
+            // since (daemon(3): fork, exit, setsid).
+            if reap::stat(p.pid).is_some_and(|s| s.pgrp == leader) {
                 continue;
             }
             if !pinned.iter().any(|q| q.pid == p.pid && q.start == p.start) {

@@ -175,9 +175,8 @@ fn cgroup_usage(cg: &ProcessCgroup) -> (Option<Duration>, Option<u64>) {
 
 /// User + system time and resident set of `pid`, from `/proc/PID/stat`.
 fn proc_stat_usage(pid: u32) -> Option<(Duration, u64)> {
-    let stat = crate::reap::read_pseudo_string(format!("/proc/{pid}/stat")).ok()?;
-    // The name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = stat.rsplit_once(')')?.1;
+    let stat = crate::reap::read_pseudo(format!("/proc/{pid}/stat")).ok()?;
+    let rest = crate::reap::stat_fields(&stat)?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3, utime 14, stime 15, rss 24.
     let utime: u64 = f.get(11)?.parse().ok()?;
