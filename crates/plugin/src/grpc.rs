@@ -579,17 +579,26 @@ impl<H> Svc<H> {
     }
 }
 
+/// A call's metadata as the handler's headers: what the caller sent, less
+/// what HTTP/2 and gRPC themselves carry (as the HTTP transport leaves out
+/// its own), which is no handler's business and was copied, two strings an
+/// entry, on every call.
 fn meta_headers<T>(r: &tonic::Request<T>) -> std::collections::HashMap<String, String> {
     r.metadata()
         .iter()
         .filter_map(|kv| match kv {
-            tonic::metadata::KeyAndValueRef::Ascii(k, v) => v
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) if !is_transport_header(k.as_str()) => v
                 .to_str()
                 .ok()
                 .map(|v| (k.as_str().to_string(), v.to_string())),
             _ => None,
         })
         .collect()
+}
+
+/// Headers of the protocol, not of the call (names arrive lower-case).
+fn is_transport_header(name: &str) -> bool {
+    matches!(name, "te" | "content-type" | "user-agent") || name.starts_with("grpc-")
 }
 
 impl<H: Handler> Svc<H> {

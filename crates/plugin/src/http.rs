@@ -95,12 +95,12 @@ struct RequestRef<'a, D: ?Sized> {
     headers: WireHeaders<'a>,
 }
 
-/// An [`HttpRequestEnvelope`] as the server reads it: the data left as text.
-#[derive(Default, Deserialize)]
+/// An [`HttpRequestEnvelope`] as the server reads it: the data parsed as
+/// the handler takes it (a [`Payload::Field`]), in the envelope's one pass.
+#[derive(Deserialize)]
 #[serde(default)]
-struct RequestIn<'a> {
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+struct RequestIn<'a, T> {
+    data: Option<T>,
     #[serde(borrow)]
     request_id: Cow<'a, str>,
     timeout: Cow<'a, str>,
@@ -108,14 +108,37 @@ struct RequestIn<'a> {
     metadata: HashMap<String, String>,
 }
 
-/// An [`HttpResponseEnvelope`] as the client reads it: the data left as text.
-#[derive(Default, Deserialize)]
+// By hand: derived, it would ask for `T: Default`, which `&RawValue` is not.
+impl<T> Default for RequestIn<'_, T> {
+    fn default() -> Self {
+        RequestIn {
+            data: None,
+            request_id: Cow::Borrowed(""),
+            timeout: Cow::Borrowed(""),
+            headers: HashMap::new(),
+            metadata: HashMap::new(),
+        }
+    }
+}
+
+/// An [`HttpResponseEnvelope`] as the client reads it: the data parsed as
+/// the caller takes it, in the envelope's one pass.
+#[derive(Deserialize)]
 #[serde(default)]
-struct ResponseIn<'a> {
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+struct ResponseIn<T> {
+    data: Option<T>,
     error: String,
     metadata: HashMap<String, String>,
+}
+
+impl<T> Default for ResponseIn<T> {
+    fn default() -> Self {
+        ResponseIn {
+            data: None,
+            error: String::new(),
+            metadata: HashMap::new(),
+        }
+    }
 }
 
 /// The wire form of an [`HttpResponseEnvelope`], written from borrowed parts.
@@ -819,23 +842,22 @@ fn gunzip(b: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn decode_answer<A: Payload>(status: StatusCode, body: &[u8]) -> Result<A, Error> {
-    let env: Option<ResponseIn> = serde_json::from_slice(body).ok();
+    let env: Option<ResponseIn<A::Field<'_>>> = serde_json::from_slice(body).ok();
     let env_code = env
         .as_ref()
         .and_then(|e| e.metadata.get("error_code"))
         .and_then(|c| ErrorKind::from_code(c));
     match env {
-        Some(e) if status.is_success() && e.error.is_empty() => match e.data {
-            Some(d) => A::from_raw(d),
-            None => Ok(A::null()),
-        },
+        Some(e) if status.is_success() && e.error.is_empty() => {
+            Ok(e.data.map_or_else(A::null, A::from_field))
+        }
         Some(e) if !e.error.is_empty() => Err(Error::new(
             env_code.unwrap_or_else(|| kind_of_status(status)),
             e.error,
         )),
         _ if status.is_success() => Err(Error::new(
             ErrorKind::ExecutionFailed,
-            "the answer is not an HTTPPluginResponse envelope",
+            "the answer is not an HTTPPluginResponse envelope with a JSON payload",
         )),
         _ => Err(Error::new(
             env_code.unwrap_or_else(|| kind_of_status(status)),
@@ -1112,21 +1134,47 @@ async fn handle<H: Handler>(
             )
         }
     };
-    let env: RequestIn = if body.is_empty() {
+    if H::RAW {
+        answer_as::<H, Box<RawValue>>(&shared, gzip_ok, hdr_id, kind, headers, &body).await
+    } else {
+        answer_as::<H, Value>(&shared, gzip_ok, hdr_id, kind, headers, &body).await
+    }
+}
+
+/// Read the request envelope with its payload in the form the handler takes
+/// (in one pass), run the call, and reply.
+async fn answer_as<H: Handler, D: Served>(
+    shared: &Shared<H>,
+    gzip_ok: bool,
+    hdr_id: &str,
+    kind: CallKind,
+    mut headers: HashMap<String, String>,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
+    let env: RequestIn<'_, D::Field<'_>> = if body.is_empty() {
         RequestIn::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(body) {
             Ok(e) => e,
             Err(e) => {
+                // Read again with the payload left as text, to tell a bad
+                // envelope from a payload the handler's form cannot hold
+                // (nested too deep, a lone surrogate), and to answer the
+                // latter under its request id.
+                let (id, what) = match serde_json::from_slice::<RequestIn<'_, &RawValue>>(body) {
+                    Ok(env) if !env.request_id.is_empty() => (env.request_id, "the payload"),
+                    Ok(_) => (Cow::Borrowed(hdr_id), "the payload"),
+                    Err(_) => (Cow::Borrowed(hdr_id), "the HTTPPluginRequest envelope"),
+                };
                 return reply::<_, Value>(
-                    &shared,
+                    shared,
                     gzip_ok,
-                    hdr_id,
+                    &id,
                     Err(Error::new(
                         ErrorKind::ExecutionFailed,
-                        format!("the body is not an HTTPPluginRequest envelope: {e}"),
+                        format!("cannot read {what}: {e}"),
                     )),
-                )
+                );
             }
         }
     };
@@ -1144,30 +1192,9 @@ async fn handle<H: Handler>(
         request_id: request_id.to_owned(),
         headers,
         deadline,
-        data: env.data,
+        data: env.data.map_or_else(D::null, D::from_field),
     };
-    if H::RAW {
-        answer_as::<H, Box<RawValue>>(&shared, gzip_ok, request_id, call).await
-    } else {
-        answer_as::<H, Value>(&shared, gzip_ok, request_id, call).await
-    }
-}
-
-/// Run a call with its payload in the form the handler takes, and reply.
-async fn answer_as<H: Handler, D: Served>(
-    shared: &Shared<H>,
-    gzip_ok: bool,
-    request_id: &str,
-    call: Call<Option<&RawValue>>,
-) -> Response<Full<Bytes>> {
-    let data = match call.data {
-        Some(d) => D::from_raw(d),
-        None => Ok(D::null()),
-    };
-    let r = match data {
-        Ok(d) => D::answer(&*shared.handler, call.with_data(d)).await,
-        Err(e) => Err(e),
-    };
+    let r = D::answer(&*shared.handler, call).await;
     reply(shared, gzip_ok, request_id, r)
 }
 

@@ -371,6 +371,13 @@ pub(crate) trait Payload: Serialize + Sized + Send + 'static {
     fn null() -> Self;
     /// Wrap the sender of a call waiting for an answer of this form.
     fn waiter(tx: tokio::sync::oneshot::Sender<Result<Self, Error>>) -> crate::unix::Waiter;
+    /// The payload as a field of an envelope parsed for this form: the value
+    /// itself, or the field's text borrowed from the envelope. Where the form
+    /// is known before the envelope is read, the payload is parsed with it in
+    /// one pass, not found as text and then parsed again.
+    type Field<'de>: serde::Deserialize<'de>;
+    /// The payload from its field.
+    fn from_field(f: Self::Field<'_>) -> Self;
 }
 
 fn encode_err(e: serde_json::Error) -> Error {
@@ -404,6 +411,10 @@ impl Payload for Value {
     fn waiter(tx: tokio::sync::oneshot::Sender<Result<Value, Error>>) -> crate::unix::Waiter {
         crate::unix::Waiter::Value(tx)
     }
+    type Field<'de> = Value;
+    fn from_field(f: Value) -> Value {
+        f
+    }
 }
 
 impl Payload for Box<RawValue> {
@@ -428,6 +439,10 @@ impl Payload for Box<RawValue> {
         tx: tokio::sync::oneshot::Sender<Result<Box<RawValue>, Error>>,
     ) -> crate::unix::Waiter {
         crate::unix::Waiter::Raw(tx)
+    }
+    type Field<'de> = &'de RawValue;
+    fn from_field(f: &RawValue) -> Box<RawValue> {
+        f.to_owned()
     }
 }
 

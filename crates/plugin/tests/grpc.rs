@@ -31,6 +31,7 @@ impl Handler for Echo {
             "request_id": call.request_id,
             "trace": call.header("x-trace-id"),
             "has_deadline": call.deadline.is_some(),
+            "header_names": header_names(&call),
         }))
     }
 
@@ -41,6 +42,13 @@ impl Handler for Echo {
     async fn health(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
     }
+}
+
+/// The names of the headers a handler was given, sorted.
+fn header_names(call: &Call) -> Vec<&str> {
+    let mut names: Vec<&str> = call.headers.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names
 }
 
 fn ctx(ms: u64) -> CallContext {
@@ -72,7 +80,15 @@ async fn plugin_service_calls_carry_context_and_errors() {
         .expect("execute");
     assert_eq!(
         r,
-        json!({ "echo": { "n": 1 }, "request_id": "g-abc", "trace": "t-7", "has_deadline": true })
+        json!({
+            "echo": { "n": 1 },
+            "request_id": "g-abc",
+            "trace": "t-7",
+            "has_deadline": true,
+            // The caller's headers and the request id, not gRPC's own
+            // (`te`, `content-type`, `user-agent`, `grpc-timeout`).
+            "header_names": ["x-request-id", "x-trace-id"],
+        })
     );
     c.ping(Duration::from_secs(10)).await.expect("ping");
     c.health(Duration::from_secs(10)).await.expect("health");

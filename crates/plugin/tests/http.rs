@@ -140,6 +140,37 @@ async fn the_server_speaks_the_seed_envelopes_on_the_wire() {
         json!({ "error": "asked to fail", "request_id": "req-2", "metadata": { "error_code": "PLUGIN_1203" } })
     );
 
+    // A payload the handler's form cannot hold (a lone surrogate is no
+    // string) is refused under the envelope's request id, and says so; an
+    // envelope that is not one is refused under the header's.
+    for (body, id, what) in [
+        (
+            r#"{"data":{"s":"\ud800"},"request_id":"req-4"}"#,
+            "req-4",
+            "cannot read the payload",
+        ),
+        (
+            r#"{"data":1,"request_id":7}"#,
+            "hdr-5",
+            "cannot read the HTTPPluginRequest envelope",
+        ),
+    ] {
+        let (head, out) = raw(
+            addr,
+            &format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nX-Request-ID: hdr-5\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["request_id"], id, "{v}");
+        assert_eq!(v["metadata"]["error_code"], "PLUGIN_1203", "{v}");
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.starts_with(what), "{e}");
+    }
+
     let (head, _) = raw(
         addr,
         "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
