@@ -121,6 +121,48 @@ impl<T> Default for RequestIn<'_, T> {
     }
 }
 
+impl<'a, T> RequestIn<'a, T> {
+    fn with_data<U>(self, data: Option<U>) -> RequestIn<'a, U> {
+        RequestIn {
+            data,
+            request_id: self.request_id,
+            timeout: self.timeout,
+            headers: self.headers,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// A request body as the handler's form `D` takes it: in one pass, the
+/// payload parsed with the envelope. Where that fails, the body is read
+/// again with the payload as text and the text parsed on its own, as the
+/// other transports do: a payload at `serde_json`'s depth limit still goes
+/// through (inside the envelope it is one level deeper), and one that `D`
+/// cannot hold at all is refused under the envelope's request id (empty:
+/// none could be read).
+fn read_request<D: Payload>(body: &[u8]) -> Result<RequestIn<'_, D>, (Cow<'_, str>, Error)> {
+    if body.is_empty() {
+        return Ok(RequestIn::default());
+    }
+    if let Ok(mut env) = serde_json::from_slice::<RequestIn<'_, D::Field<'_>>>(body) {
+        let data = env.data.take().map(D::from_field);
+        return Ok(env.with_data(data));
+    }
+    match serde_json::from_slice::<RequestIn<'_, &RawValue>>(body) {
+        Ok(mut env) => match env.data.take().map(D::from_raw).transpose() {
+            Ok(data) => Ok(env.with_data(data)),
+            Err(e) => Err((env.request_id, e)),
+        },
+        Err(e) => Err((
+            Cow::Borrowed(""),
+            Error::new(
+                ErrorKind::ExecutionFailed,
+                format!("the body is not an HTTPPluginRequest envelope: {e}"),
+            ),
+        )),
+    }
+}
+
 /// An [`HttpResponseEnvelope`] as the client reads it: the data parsed as
 /// the caller takes it, in the envelope's one pass.
 #[derive(Deserialize)]
@@ -137,6 +179,16 @@ impl<T> Default for ResponseIn<T> {
             data: None,
             error: String::new(),
             metadata: HashMap::new(),
+        }
+    }
+}
+
+impl<T> ResponseIn<T> {
+    fn map_data<U>(self, f: impl FnOnce(T) -> U) -> ResponseIn<U> {
+        ResponseIn {
+            data: self.data.map(f),
+            error: self.error,
+            metadata: self.metadata,
         }
     }
 }
@@ -842,14 +894,24 @@ fn gunzip(b: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 fn decode_answer<A: Payload>(status: StatusCode, body: &[u8]) -> Result<A, Error> {
-    let env: Option<ResponseIn<A::Field<'_>>> = serde_json::from_slice(body).ok();
+    // In one pass, the payload parsed with the envelope; where that fails,
+    // read again with the payload as text, parsed on its own (see
+    // `read_request`), so that a failure's error and code still come through
+    // whatever its data.
+    let env: Option<ResponseIn<Result<A, Error>>> =
+        match serde_json::from_slice::<ResponseIn<A::Field<'_>>>(body) {
+            Ok(e) => Some(e.map_data(|d| Ok(A::from_field(d)))),
+            Err(_) => serde_json::from_slice::<ResponseIn<&RawValue>>(body)
+                .ok()
+                .map(|e| e.map_data(A::from_raw)),
+        };
     let env_code = env
         .as_ref()
         .and_then(|e| e.metadata.get("error_code"))
         .and_then(|c| ErrorKind::from_code(c));
     match env {
         Some(e) if status.is_success() && e.error.is_empty() => {
-            Ok(e.data.map_or_else(A::null, A::from_field))
+            e.data.unwrap_or_else(|| Ok(A::null()))
         }
         Some(e) if !e.error.is_empty() => Err(Error::new(
             env_code.unwrap_or_else(|| kind_of_status(status)),
@@ -857,7 +919,7 @@ fn decode_answer<A: Payload>(status: StatusCode, body: &[u8]) -> Result<A, Error
         )),
         _ if status.is_success() => Err(Error::new(
             ErrorKind::ExecutionFailed,
-            "the answer is not an HTTPPluginResponse envelope with a JSON payload",
+            "the answer is not an HTTPPluginResponse envelope",
         )),
         _ => Err(Error::new(
             env_code.unwrap_or_else(|| kind_of_status(status)),
@@ -1151,31 +1213,11 @@ async fn answer_as<H: Handler, D: Served>(
     mut headers: HashMap<String, String>,
     body: &[u8],
 ) -> Response<Full<Bytes>> {
-    let env: RequestIn<'_, D::Field<'_>> = if body.is_empty() {
-        RequestIn::default()
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(e) => e,
-            Err(e) => {
-                // Read again with the payload left as text, to tell a bad
-                // envelope from a payload the handler's form cannot hold
-                // (nested too deep, a lone surrogate), and to answer the
-                // latter under its request id.
-                let (id, what) = match serde_json::from_slice::<RequestIn<'_, &RawValue>>(body) {
-                    Ok(env) if !env.request_id.is_empty() => (env.request_id, "the payload"),
-                    Ok(_) => (Cow::Borrowed(hdr_id), "the payload"),
-                    Err(_) => (Cow::Borrowed(hdr_id), "the HTTPPluginRequest envelope"),
-                };
-                return reply::<_, Value>(
-                    shared,
-                    gzip_ok,
-                    &id,
-                    Err(Error::new(
-                        ErrorKind::ExecutionFailed,
-                        format!("cannot read {what}: {e}"),
-                    )),
-                );
-            }
+    let env = match read_request::<D>(body) {
+        Ok(env) => env,
+        Err((id, e)) => {
+            let id = if id.is_empty() { hdr_id } else { &id };
+            return reply::<_, Value>(shared, gzip_ok, id, Err(e));
         }
     };
     // The answer's id, borrowed from the request for as long as it is read.
@@ -1192,7 +1234,7 @@ async fn answer_as<H: Handler, D: Served>(
         request_id: request_id.to_owned(),
         headers,
         deadline,
-        data: env.data.map_or_else(D::null, D::from_field),
+        data: env.data.unwrap_or_else(D::null),
     };
     let r = D::answer(&*shared.handler, call).await;
     reply(shared, gzip_ok, request_id, r)

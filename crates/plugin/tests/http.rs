@@ -141,18 +141,24 @@ async fn the_server_speaks_the_seed_envelopes_on_the_wire() {
     );
 
     // A payload the handler's form cannot hold (a lone surrogate is no
-    // string) is refused under the envelope's request id, and says so; an
-    // envelope that is not one is refused under the header's.
+    // string) is refused under the envelope's request id (the header's
+    // without one), and says so; an envelope that is not one is refused
+    // under the header's.
     for (body, id, what) in [
         (
             r#"{"data":{"s":"\ud800"},"request_id":"req-4"}"#,
             "req-4",
-            "cannot read the payload",
+            "cannot parse the JSON payload",
+        ),
+        (
+            r#"{"data":{"s":"\ud800"}}"#,
+            "hdr-5",
+            "cannot parse the JSON payload",
         ),
         (
             r#"{"data":1,"request_id":7}"#,
             "hdr-5",
-            "cannot read the HTTPPluginRequest envelope",
+            "the body is not an HTTPPluginRequest envelope",
         ),
     ] {
         let (head, out) = raw(
@@ -697,4 +703,57 @@ async fn the_request_id_is_the_envelopes_else_the_headers() {
         assert_eq!(v["request_id"], want, "{body}");
         assert_eq!(v["data"]["request_id"], want, "the handler's, {body}");
     }
+}
+
+/// A failure's error and code come through whatever data rides with it
+/// (here a lone surrogate, which no `Value` holds); a success whose data no
+/// `Value` holds fails at once, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_is_read_whatever_its_data() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        for (status, body) in [
+            (
+                "429 Too Many Requests",
+                r#"{"data":{"s":"\ud800"},"error":"slow down","request_id":"x","metadata":{"error_code":"RATELIMIT_1501"}}"#,
+            ),
+            ("200 OK", r#"{"data":{"s":"\ud800"},"request_id":"x"}"#),
+        ] {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let Some(len) = read_head(&mut s).await else {
+                return;
+            };
+            skip_body(&mut s, len).await;
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        }
+    });
+    let c = HttpClient::new(HttpOptions::new(format!("http://{addr}/"))).expect("client");
+    let e = c
+        .call(CallKind::Execute, json!(1), ctx(5000))
+        .await
+        .expect_err("a failure");
+    assert_eq!(e.kind, ErrorKind::RateLimited, "{e}");
+    assert_eq!(e.message, "slow down", "{e}");
+    let e = c
+        .call(CallKind::Execute, json!(1), ctx(5000))
+        .await
+        .expect_err("no Value holds the data");
+    assert_eq!(e.kind, ErrorKind::ExecutionFailed, "{e}");
+    assert!(
+        e.message.starts_with("cannot parse the JSON payload"),
+        "{e}"
+    );
 }

@@ -3,7 +3,9 @@
 //! sides byte for byte (a parse and re-encode anywhere would normalise its
 //! spacing and escapes), mixes with `Value` callers and handlers both ways,
 //! keeps error codes, and bytes that are not JSON are refused with a code
-//! where they enter (a gRPC message from a foreign peer).
+//! where they enter (a gRPC message from a foreign peer). A `Value` as deep
+//! as `serde_json` takes crosses every transport too, though an envelope
+//! puts it one level deeper.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,6 +79,18 @@ impl Handler for ValueHandler {
     }
     fn info(&self) -> Value {
         json!({ "name": "value" })
+    }
+}
+
+/// Answers what it was given.
+struct EchoValue;
+
+impl Handler for EchoValue {
+    async fn execute(&self, call: Call) -> Result<Value, String> {
+        Ok(call.data)
+    }
+    fn info(&self) -> Value {
+        json!({ "name": "echo" })
     }
 }
 
@@ -398,4 +412,33 @@ async fn text_goes_through_the_managers_whole_stack_retries_included() {
     let v = m.execute("raw", json!("echo")).await.expect("value call");
     assert_eq!(v, json!("echo"));
     m.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_as_deep_as_serde_json_takes_crosses_every_transport() {
+    // The deepest array a `Value` holds on its own. Inside an envelope it
+    // is one level deeper, which a read of the whole envelope in one pass
+    // refuses: each side must then take the payload on its own.
+    let deep = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+    let max = (1..1000)
+        .take_while(|d| serde_json::from_str::<Value>(&deep(*d)).is_ok())
+        .last()
+        .expect("some depth parses");
+    let v: Value = serde_json::from_str(&deep(max)).expect("parses");
+    let s = serve_all(Arc::new(EchoValue)).await;
+    for (name, t) in &s.clients {
+        let got = t
+            .call(CallKind::Execute, v.clone(), ctx())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got, v, "{name}");
+        // One level more, no `Value` holds: refused, with why, at once.
+        let t0 = Instant::now();
+        let e = t
+            .call_raw(CallKind::Execute, &raw(&deep(max + 1)), ctx())
+            .await
+            .expect_err("no Value holds it");
+        assert_eq!(e.kind, ErrorKind::ExecutionFailed, "{name}: {e}");
+        assert!(t0.elapsed() < Duration::from_secs(5), "{name}: {e}");
+    }
 }
