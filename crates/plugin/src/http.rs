@@ -103,6 +103,7 @@ struct RequestIn<'a, T> {
     data: Option<T>,
     #[serde(borrow)]
     request_id: Cow<'a, str>,
+    #[serde(borrow)]
     timeout: Cow<'a, str>,
     headers: HashMap<String, String>,
     metadata: HashMap<String, String>,
