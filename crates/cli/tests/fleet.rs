@@ -44,6 +44,18 @@ macro_rules! need_etcd {
     };
 }
 
+/// `n` free loopback ports, all different: each listener is held until all
+/// are picked (one dropped at once can be handed out again by the next bind,
+/// and two etcd members on one port never form a cluster).
+fn distinct_free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
 /// A 3-member etcd cluster on loopback, killed on drop.
 struct Etcd {
     members: Vec<Option<Child>>,
@@ -53,8 +65,8 @@ struct Etcd {
 
 impl Etcd {
     fn start(bin: &Path, dir: &Path) -> Etcd {
-        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports = distinct_free_ports(6);
+        let (clients, peers) = (ports[..3].to_vec(), ports[3..].to_vec());
         let cluster: Vec<String> = (0..3)
             .map(|i| format!("m{i}=http://127.0.0.1:{}", peers[i]))
             .collect();
@@ -96,10 +108,15 @@ impl Etcd {
             _dir: dir.to_path_buf(),
         };
         for i in 0..3 {
-            assert!(
-                wait_for(LONG, || e.status(i).is_some()),
-                "etcd member {i} did not come up"
-            );
+            if !wait_for(LONG, || e.status(i).is_some()) {
+                let log =
+                    std::fs::read_to_string(dir.join(format!("etcd-m{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                panic!(
+                    "etcd member {i} did not come up; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
         }
         e
     }
